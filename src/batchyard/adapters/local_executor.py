@@ -1,0 +1,57 @@
+"""Runs attempts as local processes: one thread per slot, each calling the runner."""
+
+from __future__ import annotations
+
+import socket
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+
+from batchyard.domain.attempt import AttemptKey, AttemptRequest
+from batchyard.ports import Capabilities, ObjectStore, OutcomeListener
+from batchyard.runner.runner import AttemptControl, RunnerSettings, run_attempt
+
+
+class LocalExecutor:
+    """Up to `slots` attempts at once on this machine; outcomes go to `listener`."""
+
+    def __init__(self, slots: int, objects: ObjectStore, settings: RunnerSettings,
+                 listener: OutcomeListener) -> None:
+        self.slots = slots
+        self.objects = objects
+        self.settings = settings
+        self.listener = listener
+        self.worker_id = f"local-{socket.gethostname()}"
+        self._pool = ThreadPoolExecutor(max_workers=slots, thread_name_prefix="batchyard-slot")
+        self._controls: dict[AttemptKey, AttemptControl] = {}
+        self._lock = threading.Lock()
+
+    def capabilities(self) -> Capabilities:
+        return Capabilities(name="local", slots=self.slots)
+
+    def submit(self, request: AttemptRequest) -> None:
+        control = AttemptControl()
+        with self._lock:
+            self._controls[request.key] = control
+        self._pool.submit(self._run, replace(request, worker_id=self.worker_id), control)
+
+    def cancel(self, key: AttemptKey) -> None:
+        with self._lock:
+            control = self._controls.get(key)
+        if control is not None:
+            control.cancel()
+
+    def shutdown(self) -> None:
+        with self._lock:
+            controls = list(self._controls.values())
+        for control in controls:
+            control.cancel()
+        self._pool.shutdown(wait=True, cancel_futures=False)
+
+    def _run(self, request: AttemptRequest, control: AttemptControl) -> None:
+        try:
+            outcome = run_attempt(request, self.objects, control, self.settings)
+        finally:
+            with self._lock:
+                self._controls.pop(request.key, None)
+        self.listener(request.key, outcome)

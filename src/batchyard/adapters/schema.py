@@ -1,0 +1,97 @@
+"""Tables of the state store (SQLAlchemy Core). Times are UTC epoch seconds (float)."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    Boolean,
+    Column,
+    Float,
+    ForeignKeyConstraint,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+)
+
+metadata = MetaData()
+
+jobs = Table(
+    "jobs", metadata,
+    Column("id", String(40), primary_key=True),
+    Column("tenant", String(64), nullable=False, index=True),
+    Column("name", String(128), nullable=False),
+    Column("priority", Integer, nullable=False),
+    Column("state", String(16), nullable=False, index=True),
+    Column("message", Text, nullable=False, default=""),
+    Column("fail_on_instance_fail", Boolean, nullable=False),
+    Column("auto_release", Boolean, nullable=False),
+    Column("created", Float, nullable=False, index=True),
+    Column("started", Float),
+    Column("ended", Float),
+    Column("description", Text, nullable=False),
+)
+
+tasks = Table(
+    "tasks", metadata,
+    Column("job_id", String(40), primary_key=True),
+    Column("name", String(64), primary_key=True),
+    Column("state", String(16), nullable=False),
+    Column("ready", Boolean, nullable=False, default=False),
+    Column("instance_count", Integer, nullable=False),
+    Column("max_retry_count", Integer, nullable=False),
+    Column("started", Float),
+    Column("ended", Float),
+    ForeignKeyConstraint(["job_id"], ["jobs.id"], ondelete="CASCADE"),
+)
+
+instances = Table(
+    "instances", metadata,
+    Column("job_id", String(40), primary_key=True),
+    Column("task", String(64), primary_key=True),
+    Column("instance_id", Integer, primary_key=True, autoincrement=False),
+    Column("state", String(16), nullable=False),
+    Column("retry_count", Integer, nullable=False, default=0),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("started", Float),
+    Column("ended", Float),
+    Column("exit_code", Integer),
+    Column("error_code", String(64), nullable=False, default=""),
+    Column("error_message", Text, nullable=False, default=""),
+    Column("detail", Text, nullable=False, default=""),
+    Column("stdout_path", Text, nullable=False, default=""),
+    Column("stderr_path", Text, nullable=False, default=""),
+    Column("node", String(255), nullable=False, default=""),
+    ForeignKeyConstraint(["job_id", "task"], ["tasks.job_id", "tasks.name"], ondelete="CASCADE"),
+    Index("ix_instances_state", "state", "job_id", "task", "instance_id"),
+)
+
+attempts = Table(
+    "attempts", metadata,
+    Column("job_id", String(40), primary_key=True),
+    Column("task", String(64), primary_key=True),
+    Column("instance_id", Integer, primary_key=True, autoincrement=False),
+    Column("attempt", Integer, primary_key=True, autoincrement=False),
+    Column("started", Float),
+    Column("ended", Float),
+    Column("exit_code", Integer),
+    Column("error_code", String(64), nullable=False, default=""),
+    Column("error_message", Text, nullable=False, default=""),
+    Column("stdout_path", Text, nullable=False, default=""),
+    Column("stderr_path", Text, nullable=False, default=""),
+    ForeignKeyConstraint(["job_id"], ["jobs.id"], ondelete="CASCADE"),
+)
+
+events = Table(
+    "events", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("job_id", String(40), nullable=False, index=True),
+    Column("task", String(64), nullable=False, default=""),
+    Column("instance_id", Integer),
+    Column("kind", String(16), nullable=False),
+    Column("source", String(16), nullable=False, default=""),
+    Column("target", String(16), nullable=False),
+    Column("time", Float, nullable=False),
+    Column("message", Text, nullable=False, default=""),
+)

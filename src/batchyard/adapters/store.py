@@ -1,0 +1,396 @@
+"""The state store on SQLAlchemy Core: SQLite (WAL) by default, PostgreSQL by URL.
+
+Writes happen in a `StoreTransaction` (one database transaction, one commit). Every state
+change is a compare-and-set (`UPDATE … WHERE state IN (allowed sources)`) and records an event
+row in the same transaction, so a crash never leaves a transition half-recorded.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Connection, Engine, create_engine, event, func, select
+from sqlalchemy.engine import Row
+from sqlalchemy.pool import ConnectionPoolEntry
+
+from batchyard.adapters.schema import attempts, events, instances, jobs, metadata, tasks
+from batchyard.domain.derivation import Metrics
+from batchyard.domain.records import (
+    AttemptRecord,
+    EventRecord,
+    InstanceRecord,
+    JobRecord,
+    TaskRecord,
+)
+from batchyard.domain.scheduling import Candidate
+from batchyard.domain.spec import JobDescription
+from batchyard.domain.states import ACTIVE, State
+
+
+def to_time(value: float | None) -> datetime | None:
+    return None if value is None else datetime.fromtimestamp(value, UTC)
+
+
+@dataclass(frozen=True)
+class LaunchRow:
+    """A launch candidate plus what the orchestrator needs to build its attempt."""
+
+    candidate: Candidate
+    attempts: int
+    retry_count: int
+
+
+@dataclass(frozen=True)
+class InstanceChange:
+    """A compare-and-set of one instance's state, with the fields that change along."""
+
+    job_id: str
+    task: str
+    instance_id: int
+    sources: frozenset[State]
+    target: State
+    fields: dict[str, Any]
+    message: str = ""
+
+
+class SqlStore:
+    """State of jobs, tasks, instances, attempts and events in a SQL database."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.engine = _make_engine(url)
+        metadata.create_all(self.engine)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    @contextmanager
+    def transaction(self) -> Iterator[StoreTransaction]:
+        with self.engine.begin() as connection:
+            yield StoreTransaction(connection)
+
+    # ---- reads ---------------------------------------------------------------------------
+
+    def job(self, job_id: str, tenant: str | None = None) -> JobRecord | None:
+        with self.engine.connect() as connection:
+            query = select(jobs).where(jobs.c.id == job_id)
+            if tenant is not None:
+                query = query.where(jobs.c.tenant == tenant)
+            row = connection.execute(query).first()
+            if row is None:
+                return None
+            return _job_record(row, *_job_metrics(connection, job_id))
+
+    def jobs(self, tenant: str | None = None, state: State | None = None) -> list[JobRecord]:
+        """Jobs newest first (callers page and filter further)."""
+        with self.engine.connect() as connection:
+            query = select(jobs).order_by(jobs.c.created.desc(), jobs.c.id.desc())
+            if tenant is not None:
+                query = query.where(jobs.c.tenant == tenant)
+            if state is not None:
+                query = query.where(jobs.c.state == state.value)
+            rows = connection.execute(query).all()
+            return [_job_record(row, *_job_metrics(connection, row.id)) for row in rows]
+
+    def tasks(self, job_id: str) -> list[TaskRecord]:
+        with self.engine.connect() as connection:
+            rows = connection.execute(
+                select(tasks).where(tasks.c.job_id == job_id).order_by(tasks.c.name)).all()
+            counts = _instance_counts(connection, job_id)
+            return [
+                TaskRecord(row.job_id, row.name, State(row.state), to_time(row.started),
+                           to_time(row.ended), counts.get(row.name, Metrics()))
+                for row in rows
+            ]
+
+    def instances(self, job_id: str, task: str) -> list[InstanceRecord]:
+        with self.engine.connect() as connection:
+            rows = connection.execute(
+                select(instances)
+                .where(instances.c.job_id == job_id, instances.c.task == task)
+                .order_by(instances.c.instance_id)).all()
+            return [_instance_record(row) for row in rows]
+
+    def attempts(self, job_id: str, task: str, instance_id: int) -> list[AttemptRecord]:
+        with self.engine.connect() as connection:
+            rows = connection.execute(
+                select(attempts)
+                .where(attempts.c.job_id == job_id, attempts.c.task == task,
+                       attempts.c.instance_id == instance_id)
+                .order_by(attempts.c.attempt)).all()
+            return [
+                AttemptRecord(row.job_id, row.task, row.instance_id, row.attempt,
+                              to_time(row.started), to_time(row.ended), row.exit_code,
+                              row.error_code, row.error_message, row.stdout_path,
+                              row.stderr_path)
+                for row in rows
+            ]
+
+    def events(self, job_id: str) -> list[EventRecord]:
+        with self.engine.connect() as connection:
+            rows = connection.execute(
+                select(events).where(events.c.job_id == job_id).order_by(events.c.id)).all()
+            return [
+                EventRecord(row.id, row.job_id, row.task, row.instance_id, row.kind,
+                            row.source, row.target, datetime.fromtimestamp(row.time, UTC),
+                            row.message)
+                for row in rows
+            ]
+
+
+class StoreTransaction:
+    """All writes of one orchestrator step, committed together."""
+
+    def __init__(self, connection: Connection) -> None:
+        self.connection = connection
+        self._events: list[dict[str, Any]] = []
+
+    def flush_events(self) -> None:
+        if self._events:
+            self.connection.execute(events.insert(), self._events)
+            self._events = []
+
+    def event(self, job_id: str, kind: str, source: str, target: State, now: float,
+              task: str = "", instance_id: int | None = None, message: str = "") -> None:
+        self._events.append({"job_id": job_id, "task": task, "instance_id": instance_id,
+                             "kind": kind, "source": source, "target": target.value,
+                             "time": now, "message": message})
+
+    # ---- jobs ----------------------------------------------------------------------------
+
+    def create_job(self, job_id: str, tenant: str, spec: JobDescription, now: float) -> None:
+        graph = spec.graph()
+        self.connection.execute(jobs.insert(), [{
+            "id": job_id, "tenant": tenant, "name": spec.Name, "priority": spec.Priority,
+            "state": State.WAITING.value, "message": "",
+            "fail_on_instance_fail": spec.JobFailOnInstanceFail,
+            "auto_release": spec.AutoRelease, "created": now,
+            "description": json.dumps(spec.echo()),
+        }])
+        self.connection.execute(tasks.insert(), [
+            {"job_id": job_id, "name": name, "state": State.WAITING.value,
+             "ready": not graph[name], "instance_count": task.InstanceCount,
+             "max_retry_count": task.MaxRetryCount}
+            for name, task in spec.DAG.Tasks.items()
+        ])
+        self.connection.execute(instances.insert(), [
+            {"job_id": job_id, "task": name, "instance_id": index,
+             "state": State.WAITING.value, "retry_count": 0, "attempts": 0}
+            for name, task in spec.DAG.Tasks.items() for index in range(task.InstanceCount)
+        ])
+        self.event(job_id, "job", "", State.WAITING, now, message="submitted")
+
+    def job_row(self, job_id: str) -> Row[Any] | None:
+        return self.connection.execute(select(jobs).where(jobs.c.id == job_id)).first()
+
+    def move_job(self, job_id: str, sources: frozenset[State], target: State, now: float,
+                 **fields: Any) -> bool:
+        """Compare-and-set the job state; records an event when it moved."""
+        result = self.connection.execute(
+            jobs.update()
+            .where(jobs.c.id == job_id, jobs.c.state.in_([s.value for s in sources]))
+            .values(state=target.value, **fields))
+        moved = bool(result.rowcount)
+        if moved:
+            self.event(job_id, "job", "", target, now, message=str(fields.get("message", "")))
+        return moved
+
+    def set_priority(self, job_id: str, sources: frozenset[State], priority: int) -> bool:
+        result = self.connection.execute(
+            jobs.update()
+            .where(jobs.c.id == job_id, jobs.c.state.in_([s.value for s in sources]))
+            .values(priority=priority))
+        return bool(result.rowcount)
+
+    def delete_job(self, job_id: str) -> None:
+        for table in (events, attempts, instances, tasks):
+            self.connection.execute(table.delete().where(table.c.job_id == job_id))
+        self.connection.execute(jobs.delete().where(jobs.c.id == job_id))
+
+    def active_job_ids(self) -> list[str]:
+        rows = self.connection.execute(
+            select(jobs.c.id).where(jobs.c.state.in_([s.value for s in ACTIVE])))
+        return [row.id for row in rows]
+
+    # ---- tasks ---------------------------------------------------------------------------
+
+    def task_rows(self, job_id: str) -> Sequence[Row[Any]]:
+        return self.connection.execute(select(tasks).where(tasks.c.job_id == job_id)).all()
+
+    def instance_counts(self, job_id: str) -> dict[str, Metrics]:
+        return _instance_counts(self.connection, job_id)
+
+    def move_task(self, job_id: str, task: str, sources: frozenset[State], target: State,
+                  now: float, **fields: Any) -> bool:
+        result = self.connection.execute(
+            tasks.update()
+            .where(tasks.c.job_id == job_id, tasks.c.name == task,
+                   tasks.c.state.in_([s.value for s in sources]))
+            .values(state=target.value, **fields))
+        moved = bool(result.rowcount)
+        if moved:
+            self.event(job_id, "task", "", target, now, task=task)
+        return moved
+
+    def set_ready(self, job_id: str, names: set[str], ready: bool) -> None:
+        if names:
+            self.connection.execute(
+                tasks.update().where(tasks.c.job_id == job_id, tasks.c.name.in_(sorted(names)))
+                .values(ready=ready))
+
+    # ---- instances -----------------------------------------------------------------------
+
+    def launch_rows(self, limit: int) -> list[LaunchRow]:
+        """Waiting instances of ready tasks of active jobs, best first, at most `limit`."""
+        if limit <= 0:
+            return []
+        query = (
+            select(instances.c.job_id, instances.c.task, instances.c.instance_id,
+                   instances.c.attempts, instances.c.retry_count, jobs.c.priority,
+                   jobs.c.created)
+            .join(tasks, (tasks.c.job_id == instances.c.job_id)
+                  & (tasks.c.name == instances.c.task))
+            .join(jobs, jobs.c.id == instances.c.job_id)
+            .where(instances.c.state == State.WAITING.value, tasks.c.ready.is_(True),
+                   jobs.c.state.in_([s.value for s in ACTIVE]))
+            .order_by(jobs.c.priority.desc(), jobs.c.created, jobs.c.id, instances.c.task,
+                      instances.c.instance_id)
+            .limit(limit))
+        return [
+            LaunchRow(Candidate(row.job_id, row.priority, to_time(row.created) or _EPOCH,
+                                row.task, row.instance_id), row.attempts, row.retry_count)
+            for row in self.connection.execute(query)
+        ]
+
+    def instance_row(self, job_id: str, task: str, instance_id: int) -> Row[Any] | None:
+        return self.connection.execute(
+            select(instances).where(instances.c.job_id == job_id, instances.c.task == task,
+                                    instances.c.instance_id == instance_id)).first()
+
+    def move_instance(self, change: InstanceChange, now: float) -> bool:
+        result = self.connection.execute(
+            instances.update()
+            .where(instances.c.job_id == change.job_id, instances.c.task == change.task,
+                   instances.c.instance_id == change.instance_id,
+                   instances.c.state.in_([s.value for s in change.sources]))
+            .values(state=change.target.value, **change.fields))
+        moved = bool(result.rowcount)
+        if moved:
+            self.event(change.job_id, "instance", "", change.target, now, task=change.task,
+                       instance_id=change.instance_id, message=change.message)
+        return moved
+
+    def move_instances(self, job_id: str, sources: frozenset[State], target: State, now: float,
+                       tasks_only: set[str] | None = None, **fields: Any) -> list[Row[Any]]:
+        """Move every instance of a job in `sources` to `target`; returns the rows it moved."""
+        where = [instances.c.job_id == job_id,
+                 instances.c.state.in_([s.value for s in sources])]
+        if tasks_only is not None:
+            where.append(instances.c.task.in_(sorted(tasks_only)))
+        rows = self.connection.execute(
+            select(instances.c.task, instances.c.instance_id, instances.c.state,
+                   instances.c.attempts).where(*where)).all()
+        if rows:
+            self.connection.execute(
+                instances.update().where(*where).values(state=target.value, **fields))
+        for row in rows:
+            self.event(job_id, "instance", row.state, target, now, task=row.task,
+                       instance_id=row.instance_id)
+        return list(rows)
+
+    def mark_running(self, rows: list[LaunchRow], now: float) -> None:
+        for row in rows:
+            candidate = row.candidate
+            self.connection.execute(
+                instances.update()
+                .where(instances.c.job_id == candidate.job_id, instances.c.task == candidate.task,
+                       instances.c.instance_id == candidate.instance_id,
+                       instances.c.state == State.WAITING.value)
+                .values(state=State.RUNNING.value, attempts=row.attempts + 1, started=now,
+                        ended=None))
+            self.event(candidate.job_id, "instance", State.WAITING.value, State.RUNNING, now,
+                       task=candidate.task, instance_id=candidate.instance_id)
+
+    def first_failure(self, job_id: str) -> Row[Any] | None:
+        return self.connection.execute(
+            select(instances).where(instances.c.job_id == job_id,
+                                    instances.c.state == State.FAILED.value)
+            .order_by(instances.c.ended, instances.c.task, instances.c.instance_id)
+            .limit(1)).first()
+
+    def running_instances(self) -> Sequence[Row[Any]]:
+        return self.connection.execute(
+            select(instances).where(instances.c.state == State.RUNNING.value)).all()
+
+    def record_attempt(self, values: dict[str, Any]) -> None:
+        existing = self.connection.execute(
+            select(attempts.c.attempt).where(
+                attempts.c.job_id == values["job_id"], attempts.c.task == values["task"],
+                attempts.c.instance_id == values["instance_id"],
+                attempts.c.attempt == values["attempt"])).first()
+        if existing is None:
+            self.connection.execute(attempts.insert(), [values])
+
+
+_EPOCH = datetime.fromtimestamp(0, UTC)
+
+
+def _make_engine(url: str) -> Engine:
+    if url.startswith("sqlite:///"):
+        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+        event.listen(engine, "connect", _sqlite_pragmas)
+        return engine
+    return create_engine(url, pool_pre_ping=True)
+
+
+def _sqlite_pragmas(connection: Any, _record: ConnectionPoolEntry) -> None:
+    cursor = connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+def _instance_counts(connection: Connection, job_id: str) -> dict[str, Metrics]:
+    rows = connection.execute(
+        select(instances.c.task, instances.c.state, func.count())
+        .where(instances.c.job_id == job_id)
+        .group_by(instances.c.task, instances.c.state)).all()
+    per_task: dict[str, dict[State, int]] = {}
+    for task, state, count in rows:
+        per_task.setdefault(task, {})[State(state)] = count
+    return {task: Metrics.from_counts(counts) for task, counts in per_task.items()}
+
+
+def _job_metrics(connection: Connection, job_id: str) -> tuple[Metrics, Metrics]:
+    task_states = connection.execute(
+        select(tasks.c.state).where(tasks.c.job_id == job_id)).scalars().all()
+    instance_total = sum(_instance_counts(connection, job_id).values(), Metrics())
+    return Metrics.of(State(s) for s in task_states), instance_total
+
+
+def _job_record(row: Row[Any], task_metrics: Metrics, instance_metrics: Metrics) -> JobRecord:
+    return JobRecord(
+        id=row.id, tenant=row.tenant, name=row.name, priority=row.priority,
+        state=State(row.state), message=row.message, created=to_time(row.created) or _EPOCH,
+        started=to_time(row.started), ended=to_time(row.ended), task_metrics=task_metrics,
+        instance_metrics=instance_metrics, description=json.loads(row.description))
+
+
+def _instance_record(row: Row[Any]) -> InstanceRecord:
+    return InstanceRecord(
+        job_id=row.job_id, task=row.task, instance_id=row.instance_id, state=State(row.state),
+        retry_count=row.retry_count, attempts=row.attempts, started=to_time(row.started),
+        ended=to_time(row.ended), exit_code=row.exit_code, error_code=row.error_code,
+        error_message=row.error_message, detail=row.detail, stdout_path=row.stdout_path,
+        stderr_path=row.stderr_path, node=row.node)
+
+
+__all__ = ["InstanceChange", "LaunchRow", "SqlStore", "StoreTransaction", "to_time"]

@@ -1,0 +1,46 @@
+"""What one attempt of an instance produced, as reported by a runner."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+
+
+class ErrorCode(StrEnum):
+    """Values of `Result.ErrorCode` for attempts that did not succeed."""
+
+    NONE = ""
+    EXIT_CODE = "NonZeroExitCode"
+    """The program exited with a code other than 0."""
+    TIMEOUT = "InstanceTimeout"
+    """The attempt ran longer than the task's Timeout and was killed."""
+    PACKAGE = "PackageError"
+    """PackagePath could not be downloaded or safely extracted."""
+    UPLOAD = "UploadError"
+    """stdout/stderr (or outputs) could not be uploaded to the object store."""
+    LAUNCH = "LaunchError"
+    """The program could not be started at all."""
+    STOPPED = "InstanceStopped"
+    """The attempt was killed because its job was stopped (or failed)."""
+    LOST = "AttemptLost"
+    """The worker running the attempt went away (e.g. the server restarted)."""
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """The result of one attempt. Runners return it; only the orchestrator changes state."""
+
+    exit_code: int | None
+    error_code: ErrorCode = ErrorCode.NONE
+    error_message: str = ""
+    detail: str = ""
+    started_at: datetime | None = None
+    ended_at: datetime | None = None
+    stdout_path: str = ""
+    stderr_path: str = ""
+    node: str = field(default="")
+
+    @property
+    def succeeded(self) -> bool:
+        return self.exit_code == 0 and self.error_code is ErrorCode.NONE

@@ -1,0 +1,1 @@
+"""The control loop: turns submissions, user operations and attempt outcomes into state."""

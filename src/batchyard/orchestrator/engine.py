@@ -1,0 +1,366 @@
+"""The engine: accepts jobs and user operations, runs the control loop, reports state.
+
+One thread runs the loop. Each step, in one store transaction: apply the attempt outcomes
+reported since the last step, settle task/job states, launch waiting instances into free
+executor slots. Steps are woken by events (submission, outcome, operation) and by a slow
+safety timer. Every mutation holds the engine lock, so steps and operations never interleave.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import shutil
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from batchyard.adapters.store import InstanceChange, LaunchRow, SqlStore, StoreTransaction
+from batchyard.domain.attempt import AttemptKey, AttemptRequest
+from batchyard.domain.outcome import ErrorCode, Outcome
+from batchyard.domain.records import AttemptRecord, InstanceRecord, JobRecord, TaskRecord
+from batchyard.domain.retry import Verdict, decide
+from batchyard.domain.scheduling import instances_to_launch
+from batchyard.domain.spec import JobDescription, parse_job
+from batchyard.domain.states import TERMINAL, State
+from batchyard.errors import NotFound
+from batchyard.ids import new_job_id
+from batchyard.orchestrator import operations
+from batchyard.orchestrator.settling import settle_job
+from batchyard.ports import Executor, ObjectStore, OutcomeListener
+
+log = logging.getLogger(__name__)
+
+ExecutorFactory = Callable[[OutcomeListener], Executor]
+Report = tuple[AttemptKey, Outcome]
+SAFETY_INTERVAL = 1.0
+
+
+class Engine:
+    """Runs BatchCompute jobs: the one object the CLI, the API and tests talk to."""
+
+    def __init__(self, store: SqlStore, objects: ObjectStore, executor: ExecutorFactory,
+                 work_root: Path, clock: Callable[[], float] = time.time) -> None:
+        self.store = store
+        self.objects = objects
+        self.work_root = work_root
+        self.clock = clock
+        self.executor = executor(self._report)
+        self._lock = threading.RLock()
+        self._changed = threading.Condition()
+        self._wake = threading.Event()
+        self._reports: queue.SimpleQueue[Report] = queue.SimpleQueue()
+        self._in_flight: set[AttemptKey] = set()
+        self._specs: dict[str, JobDescription] = {}
+        self._released: dict[str, JobRecord] = {}
+        self._closing = False
+        self._thread = threading.Thread(target=self._loop, name="batchyard-engine", daemon=True)
+
+    # ---- lifecycle -----------------------------------------------------------------------
+
+    def start(self) -> Engine:
+        """Reconcile attempts lost by a previous run, then start the control loop."""
+        with self._lock, self.store.transaction() as tx:
+            self._requeue_lost(tx, self.clock())
+        self._thread.start()
+        self.wake()
+        return self
+
+    def close(self) -> None:
+        """Stop the loop and the executor. Running attempts are killed and re-run next start."""
+        self._closing = True
+        self.wake()
+        if self._thread.is_alive():
+            self._thread.join()
+        self.executor.shutdown()
+        self.store.close()
+
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 trace: TracebackType | None) -> None:
+        self.close()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    # ---- submissions and operations ------------------------------------------------------
+
+    def submit(self, raw: Any, tenant: str = "default") -> str:
+        """Validate and store a job description; returns the new job id."""
+        spec = parse_job(raw)
+        job_id = new_job_id()
+        with self._lock, self.store.transaction() as tx:
+            tx.create_job(job_id, tenant, spec, self.clock())
+            tx.flush_events()
+            self._specs[job_id] = spec
+        self.wake()
+        return job_id
+
+    def stop(self, job_id: str, tenant: str | None = None) -> None:
+        with self._lock:
+            to_cancel = self._mutate(operations.stop, job_id, tenant)
+            for key in to_cancel:
+                self.executor.cancel(key)
+        self._notify()
+
+    def restart(self, job_id: str, tenant: str | None = None) -> None:
+        with self._lock:
+            self._mutate(operations.restart, job_id, tenant)
+        self._notify()
+        self.wake()
+
+    def delete(self, job_id: str, tenant: str | None = None) -> None:
+        with self._lock:
+            self._mutate(operations.delete, job_id, tenant)
+            self._specs.pop(job_id, None)
+        shutil.rmtree(self.work_root / job_id, ignore_errors=True)
+        self._notify()
+
+    def change_priority(self, job_id: str, priority: int, tenant: str | None = None) -> None:
+        with self._lock:
+            self._mutate(operations.change_priority, job_id, tenant, priority)
+
+    def _mutate(self, operation: Callable[..., operations.Result], job_id: str,
+                tenant: str | None, *args: Any) -> list[AttemptKey]:
+        with self.store.transaction() as tx:
+            result = operation(tx, self._owned_job(tx, job_id, tenant), self.clock(), *args)
+            if result.settle:
+                self._settle(tx, job_id)
+            tx.flush_events()
+            return result.cancel
+
+    @staticmethod
+    def _owned_job(tx: StoreTransaction, job_id: str, tenant: str | None) -> Any:
+        row = tx.job_row(job_id)
+        if row is None or (tenant is not None and row.tenant != tenant):
+            raise NotFound(f"job {job_id} does not exist")
+        return row
+
+    # ---- reads ---------------------------------------------------------------------------
+
+    def job(self, job_id: str, tenant: str | None = None) -> JobRecord:
+        record = self.store.job(job_id, tenant)
+        if record is None:
+            raise NotFound(f"job {job_id} does not exist")
+        return record
+
+    def tasks(self, job_id: str, tenant: str | None = None) -> list[TaskRecord]:
+        self.job(job_id, tenant)
+        return self.store.tasks(job_id)
+
+    def instances(self, job_id: str, task: str, tenant: str | None = None) -> list[InstanceRecord]:
+        self.job(job_id, tenant)
+        return self.store.instances(job_id, task)
+
+    def attempts(self, job_id: str, task: str, instance_id: int) -> list[AttemptRecord]:
+        return self.store.attempts(job_id, task, instance_id)
+
+    def wait(self, job_id: str, timeout: float | None = None) -> JobRecord:
+        """Block until the job is Finished, Failed or Stopped (or `timeout` seconds pass)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            record = self._final_or_current(job_id)
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if record.state in TERMINAL or (remaining is not None and remaining <= 0):
+                return record
+            with self._changed:
+                self._changed.wait(0.5 if remaining is None else min(0.5, remaining))
+
+    def _final_or_current(self, job_id: str) -> JobRecord:
+        released = self._released.get(job_id)
+        return released if released is not None else self.job(job_id)
+
+    def _notify(self) -> None:
+        with self._changed:
+            self._changed.notify_all()
+
+    # ---- the control loop ----------------------------------------------------------------
+
+    def _report(self, key: AttemptKey, outcome: Outcome) -> None:
+        """Executor callback (any thread): queue the outcome and wake the loop."""
+        self._reports.put((key, outcome))
+        self._wake.set()
+
+    def _loop(self) -> None:
+        while not self._closing:
+            self._wake.wait(SAFETY_INTERVAL)
+            self._wake.clear()
+            if self._closing:
+                break
+            try:
+                self.step()
+            except Exception:  # keep the loop alive; the next step retries
+                log.exception("engine step failed")
+                time.sleep(0.1)
+
+    def step(self) -> None:
+        """Apply outcomes, settle states, launch into free slots — one transaction."""
+        with self._lock:
+            reports = self._drain()
+            try:
+                finished, cancels, launched = self._transact(reports)
+            except Exception:
+                for report in reports:  # nothing was recorded: try them again next step
+                    self._reports.put(report)
+                raise
+            for key, _ in reports:
+                self._in_flight.discard(key)
+            self._dispatch(launched, cancels)
+            self._release(finished)
+        if reports or launched:
+            self._notify()
+
+    def _transact(self, reports: list[Report]) -> tuple[set[str], list[AttemptKey],
+                                                         list[AttemptRequest]]:
+        now = self.clock()
+        with self.store.transaction() as tx:
+            touched = self._apply(tx, reports, now)
+            finished, cancels = self._settle_all(tx, touched)
+            launched = self._launch(tx, now)
+            more_finished, more_cancels = self._settle_all(tx, {r.key.job_id for r in launched})
+            tx.flush_events()
+        return finished | more_finished, cancels + more_cancels, launched
+
+    def _drain(self) -> list[Report]:
+        reports = []
+        while True:
+            try:
+                reports.append(self._reports.get_nowait())
+            except queue.Empty:
+                return reports
+
+    def _apply(self, tx: StoreTransaction, reports: list[Report], now: float) -> set[str]:
+        touched = set()
+        for key, outcome in reports:
+            row = tx.instance_row(key.job_id, key.task, key.instance_id)
+            if row is None:
+                continue  # the job was deleted while the attempt ran
+            tx.record_attempt(_attempt_values(key, outcome))
+            if row.state != State.RUNNING.value or row.attempts != key.attempt:
+                continue  # stale: the instance was stopped, deleted or re-queued meanwhile
+            spec = self._spec(key.job_id)
+            verdict = decide(outcome, row.retry_count,
+                             spec.DAG.Tasks[key.task].MaxRetryCount)
+            if verdict is Verdict.DISCARD or verdict.target is None:
+                continue
+            fields = _result_fields(outcome, now)
+            if verdict is Verdict.RETRY:
+                fields["retry_count"] = row.retry_count + 1
+            change = InstanceChange(key.job_id, key.task, key.instance_id,
+                                    frozenset({State.RUNNING}), verdict.target, fields,
+                                    outcome.error_message)
+            if tx.move_instance(change, now):
+                touched.add(key.job_id)
+        return touched
+
+    def _settle_all(self, tx: StoreTransaction, job_ids: set[str]) -> tuple[set[str], list[AttemptKey]]:
+        finished: set[str] = set()
+        cancels: list[AttemptKey] = []
+        for job_id in sorted(job_ids):
+            settlement = settle_job(tx, job_id, self._spec(job_id), self.clock())
+            cancels += settlement.to_cancel
+            if settlement.finished:
+                finished.add(job_id)
+        return finished, cancels
+
+    def _settle(self, tx: StoreTransaction, job_id: str) -> None:
+        self._settle_all(tx, {job_id})
+
+    def _launch(self, tx: StoreTransaction, now: float) -> list[AttemptRequest]:
+        free = self.executor.capabilities().slots - len(self._in_flight)
+        rows = tx.launch_rows(free)
+        chosen = {row.candidate for row in rows}
+        picked = [row for row in rows if row.candidate in
+                  set(instances_to_launch(chosen, free))]
+        tx.mark_running(picked, now)
+        return [self._request(row) for row in picked]
+
+    def _dispatch(self, launched: list[AttemptRequest], cancels: list[AttemptKey]) -> None:
+        for key in cancels:
+            self.executor.cancel(key)
+        for request in launched:
+            self._in_flight.add(request.key)
+            self.executor.submit(request)
+
+    def _release(self, finished: set[str]) -> None:
+        """AutoRelease: delete jobs that reached Finished (keeping their final record for wait)."""
+        for job_id in finished:
+            if not self._spec(job_id).AutoRelease:
+                continue
+            self._released[job_id] = self.job(job_id)
+            with self.store.transaction() as tx:
+                tx.delete_job(job_id)
+            self._specs.pop(job_id, None)
+            shutil.rmtree(self.work_root / job_id, ignore_errors=True)
+
+    def _request(self, row: LaunchRow) -> AttemptRequest:
+        candidate = row.candidate
+        task = self._spec(candidate.job_id).DAG.Tasks[candidate.task]
+        parameters = task.Parameters
+        return AttemptRequest(
+            key=AttemptKey(candidate.job_id, candidate.task, candidate.instance_id,
+                           row.attempts + 1),
+            instance_count=task.InstanceCount,
+            command_line=parameters.Command.CommandLine,
+            package_path=parameters.Command.PackagePath,
+            env_vars=dict(parameters.Command.EnvVars),
+            timeout=task.Timeout,
+            stdout_dir=_as_directory(parameters.StdoutRedirectPath),
+            stderr_dir=_as_directory(parameters.StderrRedirectPath),
+            retry_count=row.retry_count,
+            cluster_id=task.ClusterId,
+        )
+
+    def _spec(self, job_id: str) -> JobDescription:
+        spec = self._specs.get(job_id)
+        if spec is None:
+            record = self.store.job(job_id)
+            if record is None:
+                raise NotFound(f"job {job_id} does not exist")
+            spec = JobDescription.model_validate(record.description)
+            self._specs[job_id] = spec
+        return spec
+
+    def _requeue_lost(self, tx: StoreTransaction, now: float) -> None:
+        """Instances left Running by a previous process go back to Waiting, budget untouched."""
+        for row in tx.running_instances():
+            change = InstanceChange(
+                row.job_id, row.task, row.instance_id, frozenset({State.RUNNING}), State.WAITING,
+                {"ended": now, "error_code": ErrorCode.LOST.value,
+                 "error_message": "attempt lost: the engine stopped while it ran; re-run"},
+                "attempt lost when the engine stopped")
+            tx.move_instance(change, now)
+        for job_id in tx.active_job_ids():
+            self._settle(tx, job_id)
+        tx.flush_events()
+
+
+def _as_directory(url: str) -> str:
+    return url if url.endswith("/") else url + "/"
+
+
+def _result_fields(outcome: Outcome, now: float) -> dict[str, Any]:
+    ended = outcome.ended_at.timestamp() if outcome.ended_at else now
+    return {
+        "ended": ended, "exit_code": outcome.exit_code, "error_code": outcome.error_code.value,
+        "error_message": outcome.error_message, "detail": outcome.detail,
+        "stdout_path": outcome.stdout_path, "stderr_path": outcome.stderr_path,
+        "node": outcome.node,
+    }
+
+
+def _attempt_values(key: AttemptKey, outcome: Outcome) -> dict[str, Any]:
+    return {
+        "job_id": key.job_id, "task": key.task, "instance_id": key.instance_id,
+        "attempt": key.attempt,
+        "started": outcome.started_at.timestamp() if outcome.started_at else None,
+        "ended": outcome.ended_at.timestamp() if outcome.ended_at else None,
+        "exit_code": outcome.exit_code, "error_code": outcome.error_code.value,
+        "error_message": outcome.error_message, "stdout_path": outcome.stdout_path,
+        "stderr_path": outcome.stderr_path,
+    }

@@ -1,0 +1,82 @@
+"""User operations on a job (reference §6.5), each applied inside one store transaction."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from batchyard.adapters.store import StoreTransaction
+from batchyard.domain.attempt import AttemptKey
+from batchyard.domain.states import (
+    ACTIVE,
+    DELETABLE,
+    REPRIORITISABLE,
+    STARTABLE,
+    STOPPABLE,
+    TERMINAL,
+    State,
+)
+from batchyard.errors import BatchyardError, StateConflict
+
+RESTARTABLE_PARTS = frozenset({State.STOPPED, State.FAILED})
+
+
+@dataclass(frozen=True)
+class Result:
+    cancel: list[AttemptKey] = field(default_factory=list)
+    """Attempts the executor must kill."""
+    settle: bool = True
+    """Whether task/job states must be settled afterwards."""
+
+
+class InvalidPriority(BatchyardError):
+    code = "InvalidPriority"
+    status = 400
+
+
+def _require(job: Any, allowed: frozenset[State], verb: str) -> None:
+    state = State(job.state)
+    if state not in allowed:
+        names = " or ".join(sorted(s.value for s in allowed))
+        raise StateConflict(f"job {job.id} is {state.value}; only {names} jobs can be {verb}")
+
+
+def stop(tx: StoreTransaction, job: Any, now: float) -> Result:
+    """Kill running instances; every part that is not done becomes Stopped."""
+    _require(job, STOPPABLE, "stopped")
+    moved = tx.move_instances(job.id, ACTIVE, State.STOPPED, now, ended=now)
+    for row in tx.task_rows(job.id):
+        if State(row.state) not in TERMINAL:
+            tx.move_task(job.id, row.name, frozenset({State(row.state)}), State.STOPPED, now,
+                         ended=now)
+    tx.move_job(job.id, STOPPABLE, State.STOPPED, now, ended=now, message="stopped by the user")
+    cancel = [AttemptKey(job.id, row.task, row.instance_id, row.attempts)
+              for row in moved if row.state == State.RUNNING.value]
+    return Result(cancel=cancel, settle=False)
+
+
+def restart(tx: StoreTransaction, job: Any, now: float) -> Result:
+    """Re-queue what did not finish; Finished instances and tasks are kept (§6.5, §13 #5)."""
+    _require(job, STARTABLE, "started")
+    tx.move_instances(job.id, RESTARTABLE_PARTS, State.WAITING, now, retry_count=0)
+    for row in tx.task_rows(job.id):
+        if State(row.state) in RESTARTABLE_PARTS:
+            tx.move_task(job.id, row.name, RESTARTABLE_PARTS, State.WAITING, now, ended=None)
+    tx.move_job(job.id, STARTABLE, State.WAITING, now, ended=None, message="")
+    return Result()
+
+
+def delete(tx: StoreTransaction, job: Any, now: float) -> Result:
+    _require(job, DELETABLE, "deleted")
+    tx.delete_job(job.id)
+    return Result(settle=False)
+
+
+def change_priority(tx: StoreTransaction, job: Any, now: float, priority: Any) -> Result:
+    if isinstance(priority, bool) or not isinstance(priority, int) or not 0 <= priority <= 1000:
+        raise InvalidPriority(f"Priority must be an integer in [0, 1000], got {priority!r}")
+    _require(job, REPRIORITISABLE, "re-prioritised")
+    tx.set_priority(job.id, REPRIORITISABLE, priority)
+    tx.event(job.id, "priority", str(job.priority), State(job.state), now,
+             message=f"priority {job.priority} -> {priority}")
+    return Result(settle=False)

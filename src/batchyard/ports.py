@@ -1,0 +1,58 @@
+"""The small interfaces between the orchestrator and the outside world.
+
+Adapters implement them: `adapters.store.SqlStore`, `adapters.objectstore.FsspecObjectStore`,
+`adapters.local_executor.LocalExecutor` (and later Ray).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from batchyard.domain.attempt import AttemptKey, AttemptRequest
+from batchyard.domain.outcome import Outcome
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    url: str
+    size: int
+    is_dir: bool
+
+
+class ObjectStore(Protocol):
+    """Reads and writes objects named by URL: oss://bucket/key, s3://bucket/key."""
+
+    def put_file(self, local: Path, url: str) -> None: ...
+    def get_file(self, url: str, local: Path) -> None: ...
+    def put_bytes(self, url: str, data: bytes) -> None: ...
+    def read_bytes(self, url: str) -> bytes: ...
+    def exists(self, url: str) -> bool: ...
+    def list(self, url: str, recursive: bool = False) -> list[ObjectInfo]: ...
+    def delete(self, url: str) -> None: ...
+    def program_environment(self) -> dict[str, str]:
+        """Environment variables that let `batchyard.oss` in a task program reach this store."""
+        ...
+
+
+OutcomeListener = Callable[[AttemptKey, Outcome], None]
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    name: str
+    slots: int
+    """How many instances may run at the same time."""
+
+
+class Executor(Protocol):
+    """Runs attempts somewhere and reports each Outcome to the listener exactly once."""
+
+    def capabilities(self) -> Capabilities: ...
+    def submit(self, request: AttemptRequest) -> None: ...
+    def cancel(self, key: AttemptKey) -> None:
+        """Kill the attempt if it runs; its Outcome is then reported with ErrorCode STOPPED."""
+        ...
+    def shutdown(self) -> None: ...

@@ -1,0 +1,43 @@
+"""All configuration in one object: env vars `BATCHYARD_…`, CLI flags, passed explicitly."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _default_slots() -> int:
+    return os.cpu_count() or 1
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="BATCHYARD_", env_nested_delimiter="__")
+
+    data_dir: Path = Field(default=Path(".batchyard"),
+                           description="Where state, the default object store and work dirs live")
+    database_url: str = Field(default="", description="SQLAlchemy URL; default SQLite in data_dir")
+    slots: int = Field(default_factory=_default_slots, ge=1,
+                       description="How many instances the local executor runs at once")
+    buckets: dict[str, str] = Field(
+        default_factory=dict,
+        description="bucket name -> fsspec URL (e.g. demo=/srv/demo or demo=s3://real-bucket)")
+    region: str = Field(default="local", description="BATCH_COMPUTE_REGION given to programs")
+    oss_host: str = Field(default="localhost", description="BATCH_COMPUTE_OSS_HOST for programs")
+    keep_workdirs: bool = Field(default=False,
+                                description="Keep working directories of successful attempts")
+
+    @property
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.data_dir.resolve() / 'batchyard.db'}"
+
+    @property
+    def object_root(self) -> Path:
+        """Folder holding one sub-folder per bucket for the embedded object store."""
+        return self.data_dir.resolve() / "objects"
+
+    @property
+    def work_root(self) -> Path:
+        return self.data_dir.resolve() / "work"

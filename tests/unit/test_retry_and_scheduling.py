@@ -1,0 +1,59 @@
+from datetime import UTC, datetime, timedelta
+
+from batchyard.domain.outcome import ErrorCode, Outcome
+from batchyard.domain.retry import Verdict, decide
+from batchyard.domain.scheduling import Candidate, instances_to_launch
+from batchyard.domain.states import State
+
+OK = Outcome(exit_code=0)
+BAD = Outcome(exit_code=3, error_code=ErrorCode.EXIT_CODE)
+
+
+def test_success_finishes() -> None:
+    assert decide(OK, 0, 0) is Verdict.FINISH
+    assert Verdict.FINISH.target is State.FINISHED
+
+
+def test_failure_retries_while_budget_left() -> None:
+    assert decide(BAD, 0, 2) is Verdict.RETRY
+    assert decide(BAD, 1, 2) is Verdict.RETRY
+    assert decide(BAD, 2, 2) is Verdict.FAIL
+    assert decide(BAD, 0, 0) is Verdict.FAIL
+
+
+def test_timeout_is_a_failure_like_any_other() -> None:
+    timed_out = Outcome(exit_code=137, error_code=ErrorCode.TIMEOUT)
+    assert decide(timed_out, 0, 1) is Verdict.RETRY
+    assert decide(timed_out, 1, 1) is Verdict.FAIL
+
+
+def test_exit_zero_with_upload_error_is_a_failure() -> None:
+    assert not Outcome(exit_code=0, error_code=ErrorCode.UPLOAD).succeeded
+    assert decide(Outcome(exit_code=0, error_code=ErrorCode.UPLOAD), 0, 0) is Verdict.FAIL
+
+
+def test_lost_attempt_requeues_without_budget_and_stop_discards() -> None:
+    assert decide(Outcome(exit_code=None, error_code=ErrorCode.LOST), 5, 0) is Verdict.REQUEUE
+    assert decide(Outcome(exit_code=None, error_code=ErrorCode.STOPPED), 0, 3) is Verdict.DISCARD
+
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def c(job: str, priority: int, age: int, task: str = "t", index: int = 0) -> Candidate:
+    return Candidate(job, priority, T0 + timedelta(seconds=age), task, index)
+
+
+def test_priority_first_then_creation_time() -> None:
+    low_old, high_new, mid = c("job-a", 1, 0), c("job-b", 9, 10), c("job-c", 5, 5)
+    assert instances_to_launch([low_old, high_new, mid], 2) == [high_new, mid]
+
+
+def test_same_priority_earlier_job_first_then_task_then_instance() -> None:
+    items = [c("job-b", 0, 1, "x", 0), c("job-a", 0, 0, "z", 1), c("job-a", 0, 0, "z", 0),
+             c("job-a", 0, 0, "a", 2)]
+    assert instances_to_launch(items, 10) == [items[3], items[2], items[1], items[0]]
+
+
+def test_no_capacity_launches_nothing() -> None:
+    assert instances_to_launch([c("job-a", 0, 0)], 0) == []
