@@ -1,0 +1,219 @@
+"""`batchyard`: run BatchCompute job descriptions locally and move data in and out of the store."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.text import Text
+
+from batchyard import __version__
+from batchyard.cli import objects
+from batchyard.cli.configuration import ConfigurationError, load_settings
+from batchyard.cli.execution import (
+    EXIT_INTERRUPTED,
+    EXIT_INVALID,
+    Engine,
+    exit_status,
+    failed_instances,
+    observe,
+    stderr_tails,
+    stop,
+    summarize,
+    watch,
+)
+from batchyard.cli.job_file import JobFileError, read_job_file
+from batchyard.cli.options import BucketOption, DataDirOption, SlotsOption
+from batchyard.cli.progress import (
+    JobView,
+    LiveProgress,
+    PlainProgress,
+    QuietProgress,
+    failure_report,
+    log_directories,
+    logs_text,
+    result_text,
+    summary_table,
+    task_order,
+)
+from batchyard.domain.spec import parse_job
+from batchyard.domain.states import State
+from batchyard.errors import SpecError
+from batchyard.settings import Settings
+
+APP_HELP = """\
+Run Alibaba Cloud BatchCompute job descriptions (DAG jobs) on this machine.
+
+A job is a JSON file: a DAG of tasks, each task running its CommandLine as InstanceCount
+instances that learn their index from BATCH_COMPUTE_DAG_INSTANCE_ID. Programs and data live
+in an object store addressed as oss://bucket/key — by default a folder per bucket under
+the data directory.
+"""
+
+APP_EPILOG = """\
+**Examples**
+
+```
+batchyard oss cp log-count-data.txt oss://log-count-demo/log-count/
+batchyard run examples/log-count/job.json
+batchyard oss cat oss://log-count-demo/log-count/merge_result.json
+```
+
+Settings come from BATCHYARD_* environment variables; flags override them.
+See docs/cli.md and docs/configuration.md.
+"""
+
+RUN_EPILOG = """\
+**Examples**
+
+```
+batchyard run job.json
+batchyard run job.json --slots 8 --data-dir /srv/batchyard
+batchyard run job.json --bucket log-count-demo=/data/demo --quiet
+```
+
+Exit status: 0 the job Finished; 1 it Failed or was Stopped; 2 the job file or
+the options are invalid (every problem is listed with its JSON path);
+130 interrupted with Ctrl-C (the job is stopped first).
+"""
+
+app = typer.Typer(name="batchyard", help=APP_HELP, epilog=APP_EPILOG, no_args_is_help=True,
+                  add_completion=False, rich_markup_mode="markdown")
+app.add_typer(objects.app, name="oss")
+
+_out = Console(highlight=False)
+_err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        typer.echo(f"batchyard {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(version: Annotated[bool, typer.Option(
+        "--version", callback=_show_version, is_eager=True,
+        help="Print the version and exit")] = False) -> None:
+    """Run Alibaba Cloud BatchCompute job descriptions (DAG jobs) on this machine."""
+
+
+@app.command(epilog=RUN_EPILOG)
+def run(
+    job_file: Annotated[Path, typer.Argument(metavar="JOB.json",
+                                             help="Job description (BatchCompute JSON)")],
+    data_dir: DataDirOption = None, slots: SlotsOption = None, bucket: BucketOption = None,
+    quiet: Annotated[bool, typer.Option(
+        "--quiet", "-q", help="No live progress or table: one result line, plus any failures")
+    ] = False,
+) -> None:
+    """Submit JOB.json, show live progress until it ends, then summarise.
+
+    One line per task (in dependency order) shows its instances waiting, running,
+    finished and failed. At the end: a table per task, where the logs are, and for each
+    failed instance its exit code, error and log objects.
+    """
+    raw = _load_job(job_file)
+    settings = _load_settings(data_dir, slots, bucket)
+    raise typer.Exit(_run_job(settings, raw, quiet))
+
+
+def _load_job(job_file: Path) -> dict[str, Any]:
+    try:
+        raw = read_job_file(job_file)
+        parse_job(raw)
+    except JobFileError as error:
+        _err.print(Text.assemble(("error: ", "red"), error.message))
+        raise typer.Exit(EXIT_INVALID) from None
+    except SpecError as error:
+        _print_problems(job_file, error)
+        raise typer.Exit(EXIT_INVALID) from None
+    return raw
+
+
+def _print_problems(source: Path | str, error: SpecError) -> None:
+    count = len(error.problems)
+    _err.print(Text(f"{source}: {count} problem{'s' if count != 1 else ''} in the job "
+                    "description:", style="red"))
+    for problem in error.problems:
+        _err.print(Text(f"  {problem}"), soft_wrap=True)
+
+
+def _load_settings(data_dir: Path | None, slots: int | None, bucket: list[str] | None) -> Settings:
+    try:
+        return load_settings(data_dir, slots, bucket)
+    except ConfigurationError as error:
+        _err.print(Text.assemble(("error: ", "red"), error.message))
+        raise typer.Exit(EXIT_INVALID) from None
+
+
+def _run_job(settings: Settings, raw: dict[str, Any], quiet: bool) -> int:
+    from batchyard.service import open_engine
+
+    started = datetime.now(UTC)
+    try:
+        with open_engine(settings) as engine:
+            try:
+                job_id = engine.submit(raw)
+            except SpecError as error:
+                _print_problems("job", error)
+                return EXIT_INVALID
+            return _follow(engine, job_id, raw, quiet, started)
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+
+
+def _follow(engine: Engine, job_id: str, raw: dict[str, Any], quiet: bool,
+            started: datetime) -> int:
+    if not quiet:
+        _out.print(Text.assemble("Submitted ", (job_id, "bold"), f" ({raw.get('Name', '')}); "
+                                 "Ctrl-C stops it"))
+    display = _display(quiet, started)
+    order = task_order(raw)
+    try:
+        with display:
+            view = watch(engine, job_id, order, display)
+    except KeyboardInterrupt:
+        return _interrupted(engine, job_id, order, raw)
+    _report(engine, view, raw, quiet)
+    return exit_status(view.job.state)
+
+
+def _display(quiet: bool, started: datetime) -> LiveProgress | PlainProgress | QuietProgress:
+    if quiet:
+        return QuietProgress()
+    if _out.is_terminal:
+        return LiveProgress(_out, started)
+    return PlainProgress(_out, started)
+
+
+def _interrupted(engine: Engine, job_id: str, order: list[str], raw: dict[str, Any]) -> int:
+    _err.print(Text(f"Interrupted: stopping {job_id} …", style="yellow"))
+    try:
+        stop(engine, job_id)
+        view = observe(engine, job_id, order)
+        _report(engine, view, raw, quiet=False)
+    except KeyboardInterrupt:
+        pass
+    return EXIT_INTERRUPTED
+
+
+def _report(engine: Engine, view: JobView, raw: dict[str, Any], quiet: bool) -> None:
+    summaries = summarize(engine, view)
+    failed = failed_instances(summaries)
+    if not quiet:
+        _out.print()
+    _out.print(result_text(view))
+    if view.job.message and view.job.state is not State.FINISHED:
+        _out.print(Text(view.job.message, style="yellow"))
+    if not quiet:
+        _out.print(summary_table(view, summaries))
+        _out.print()
+    if failed:
+        _out.print(failure_report(failed, stderr_tails(engine.objects, failed)))
+        _out.print()
+    if failed or not quiet:
+        _out.print(logs_text(log_directories(raw)))

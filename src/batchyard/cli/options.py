@@ -1,0 +1,23 @@
+"""Command-line options shared by every command that touches the engine or the object store."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+DataDirOption = Annotated[Path | None, typer.Option(
+    "--data-dir", metavar="DIR", show_default=False,
+    help="Where state, objects and work folders live "
+         "[env BATCHYARD_DATA_DIR; default ./.batchyard]")]
+
+SlotsOption = Annotated[int | None, typer.Option(
+    "--slots", metavar="N", min=1, show_default=False,
+    help="Instances run at the same time [env BATCHYARD_SLOTS; default: CPU count]")]
+
+BucketOption = Annotated[list[str] | None, typer.Option(
+    "--bucket", metavar="NAME=URL", show_default=False,
+    help="Back bucket NAME with a folder or fsspec URL (repeatable), e.g. "
+         "--bucket demo=/srv/demo [env BATCHYARD_BUCKETS='{\"demo\": \"/srv/demo\"}'; "
+         "default: DIR/objects/NAME]")]
