@@ -1,0 +1,187 @@
+"""The `batchyard` command as a user runs it: a real subprocess on a temporary data dir."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.integration.conftest import make_job, make_task
+
+TIMEOUT = 90
+
+
+def command() -> list[str]:
+    found = shutil.which("batchyard")
+    return [found] if found else [sys.executable, "-m", "batchyard.cli"]
+
+
+def environment(data_dir: Path) -> dict[str, str]:
+    return {**os.environ, "BATCHYARD_DATA_DIR": str(data_dir), "BATCHYARD_SLOTS": "4",
+            "COLUMNS": "80"}
+
+
+def batchyard(data_dir: Path, *arguments: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*command(), *arguments], env=environment(data_dir),
+                          capture_output=True, text=True, timeout=TIMEOUT, check=False)
+
+
+def write_job(folder: Path, job: dict[str, Any]) -> Path:
+    path = folder / "job.json"
+    path.write_text(json.dumps(job), encoding="utf-8")
+    return path
+
+
+def job_id_in(output: str) -> str:
+    found = re.search(r"job-[0-9A-F]{32}", output)
+    assert found, output
+    return found.group(0)
+
+
+def test_a_small_job_finishes_and_exits_0(tmp_path: Path) -> None:
+    job = make_job({"hello": make_task("echo hello from $BATCH_COMPUTE_DAG_INSTANCE_ID", 2),
+                    "bye": make_task("echo bye")}, {"hello": ["bye"]}, Name="greeting")
+    result = batchyard(tmp_path / "data", "run", str(write_job(tmp_path, job)))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "greeting" in result.stdout and "Finished" in result.stdout
+    assert "hello: Finished" in result.stdout  # plain progress lines: stdout is not a terminal
+    assert max(len(line) for line in result.stdout.splitlines()) <= 80
+    log = f"oss://test/logs/stdout.{job_id_in(result.stdout)}.hello.1"
+    assert "oss://test/logs/" in result.stdout
+    assert batchyard(tmp_path / "data", "oss", "cat", log).stdout == "hello from 1\n"
+
+
+def test_summary_lists_tasks_in_dependency_order(tmp_path: Path) -> None:
+    job = make_job({"zz-first": make_task("true"), "aa-last": make_task("true")},
+                   {"zz-first": ["aa-last"]})
+    result = batchyard(tmp_path / "data", "run", "--quiet", str(write_job(tmp_path, job)))
+    assert result.returncode == 0, result.stdout + result.stderr
+    plain = batchyard(tmp_path / "data", "run", str(write_job(tmp_path, job))).stdout
+    table = plain[plain.index("Task"):]
+    assert table.index("zz-first") < table.index("aa-last")
+
+
+def test_a_failing_job_exits_1_and_names_the_failed_instance(tmp_path: Path) -> None:
+    script = ('if [ "$BATCH_COMPUTE_DAG_INSTANCE_ID" = 1 ]; then echo disk on fire >&2; exit 3; '
+              'fi; echo fine')
+    job = make_job({"work": make_task(script, 3)})
+    result = batchyard(tmp_path / "data", "run", str(write_job(tmp_path, job)))
+    output = result.stdout
+    assert result.returncode == 1, output + result.stderr
+    assert "work instance 1" in output and "exit code 3" in output
+    assert "NonZeroExitCode" in output
+    assert f"oss://test/logs/stderr.{job_id_in(output)}.work.1" in output
+    assert "disk on fire" in output  # the tail of its stderr
+    assert "work instance 0" not in output
+
+
+def test_an_invalid_job_exits_2_listing_every_problem_with_its_path(tmp_path: Path) -> None:
+    job = make_job({"t": make_task("true", 0)}, {"t": ["ghost"]})
+    del job["Name"]
+    job["Priority"] = 5000
+    result = batchyard(tmp_path / "data", "run", str(write_job(tmp_path, job)))
+    assert result.returncode == 2
+    problems = [line.strip() for line in result.stderr.splitlines()[1:]]
+    assert any(line.startswith("Name:") for line in problems), result.stderr
+    assert any(line.startswith("Priority:") for line in problems), result.stderr
+    assert any(line.startswith("DAG.Tasks.t.InstanceCount:") for line in problems)
+    assert any(line.startswith("DAG.Dependencies.t:") and "ghost" in line for line in problems)
+    assert "4 problems" in result.stderr
+    assert not (tmp_path / "data").exists()  # nothing was submitted
+
+
+def test_a_file_that_is_not_json_exits_2_with_line_and_column(tmp_path: Path) -> None:
+    path = tmp_path / "job.json"
+    path.write_text('{\n  "Name": "x",\n  "Priority": 0,,\n}\n', encoding="utf-8")
+    result = batchyard(tmp_path / "data", "run", str(path))
+    assert result.returncode == 2
+    assert f"{path}:3:17: not valid JSON" in result.stderr
+
+
+def test_ctrl_c_stops_the_job_and_exits_130(tmp_path: Path) -> None:
+    marker = f"batchyard-test-{os.getpid()}-{time.monotonic_ns()}"
+    job = make_job({"slow": make_task(f"sleep 60; echo {marker}", 2)})
+    process = subprocess.Popen([*command(), "run", str(write_job(tmp_path, job))],
+                               env=environment(tmp_path / "data"), stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    assert process.stdout is not None
+    for line in process.stdout:
+        if "slow: Running" in line and "2 running" in line:
+            break
+    process.send_signal(signal.SIGINT)
+    output, errors = process.communicate(timeout=TIMEOUT)
+    assert process.returncode == 130, output + errors
+    assert "Stopped" in output
+    assert not processes_mentioning(marker)
+
+
+def processes_mentioning(text: str) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and text.encode() in (entry / "cmdline").read_bytes():
+                found.append(int(entry.name))
+        except OSError:
+            continue
+    return found
+
+
+def test_oss_cp_ls_cat_round_trip(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    source = tmp_path / "hello.txt"
+    source.write_text("hello, object store\n", encoding="utf-8")
+    assert batchyard(data, "oss", "cp", str(source), "oss://demo/in/").returncode == 0
+    listing = batchyard(data, "oss", "ls", "oss://demo/in/")
+    assert listing.stdout.split() == ["20", "oss://demo/in/hello.txt"]
+    assert batchyard(data, "oss", "cat", "oss://demo/in/hello.txt").stdout == source.read_text()
+    back = tmp_path / "back.txt"
+    assert batchyard(data, "oss", "cp", "oss://demo/in/hello.txt", str(back)).returncode == 0
+    assert back.read_text() == source.read_text()
+
+
+def test_oss_cp_recursive_both_ways(tmp_path: Path) -> None:
+    data, folder = tmp_path / "data", tmp_path / "results"
+    (folder / "deep").mkdir(parents=True)
+    (folder / "a.txt").write_text("a")
+    (folder / "deep" / "b.txt").write_text("bb")
+    assert batchyard(data, "oss", "cp", str(folder), "oss://demo/run/").returncode == 1
+    assert batchyard(data, "oss", "cp", "-r", str(folder), "oss://demo/run/").returncode == 0
+    listing = batchyard(data, "oss", "ls", "-r", "oss://demo/run/").stdout
+    assert "oss://demo/run/deep/b.txt" in listing and "oss://demo/run/a.txt" in listing
+    assert batchyard(data, "oss", "cp", "-r", "oss://demo/run/", str(tmp_path / "copy")
+                     ).returncode == 0
+    assert (tmp_path / "copy" / "deep" / "b.txt").read_text() == "bb"
+
+
+def test_bucket_flag_points_a_bucket_at_another_folder(tmp_path: Path) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    source = tmp_path / "x.txt"
+    source.write_text("x")
+    result = batchyard(tmp_path / "data", "oss", "cp", "--bucket", f"demo={elsewhere}",
+                       str(source), "oss://demo/k/x.txt")
+    assert result.returncode == 0, result.stderr
+    assert (elsewhere / "k" / "x.txt").read_text() == "x"
+
+
+def test_oss_errors_are_one_clear_line(tmp_path: Path) -> None:
+    result = batchyard(tmp_path / "data", "oss", "cat", "oss://demo/absent.txt")
+    assert result.returncode == 1
+    assert result.stderr.startswith("error: ") and "oss://demo/absent.txt" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("arguments", [[], ["run"], ["oss"], ["oss", "cp"], ["oss", "ls"],
+                                       ["oss", "cat"]])
+def test_every_command_has_help_with_examples(tmp_path: Path, arguments: list[str]) -> None:
+    result = batchyard(tmp_path / "data", *arguments, "--help")
+    assert result.returncode == 0
+    assert "Example" in result.stdout
