@@ -44,8 +44,9 @@ class Display(Protocol):
 
 
 def observe(engine: Engine, job_id: str, order: Sequence[str],
-            previous: JobView | None = None, timeout: float = 0) -> JobView:
-    """The job (after waiting up to `timeout` for it to end) and its tasks in `order`.
+            previous: JobView | None = None, timeout: float | None = 0) -> JobView:
+    """The job (after waiting up to `timeout` seconds for it to end, or until it ends when
+    `timeout` is None) and its tasks in `order`.
 
     A job with AutoRelease is deleted once Finished: its final record still comes from
     `engine.wait`, and its tasks are those last seen.
@@ -58,8 +59,13 @@ def observe(engine: Engine, job_id: str, order: Sequence[str],
     return JobView(job, tasks)
 
 
-def watch(engine: Engine, job_id: str, order: Sequence[str], display: Display) -> JobView:
-    """Show the job ~8 times a second until it is Finished, Failed or Stopped."""
+def watch(engine: Engine, job_id: str, order: Sequence[str], display: Display | None) -> JobView:
+    """Show the job ~8 times a second until it is Finished, Failed or Stopped.
+
+    Without a display, just wait for the end (no polling: nothing is shown meanwhile).
+    """
+    if display is None:
+        return observe(engine, job_id, order, timeout=None)
     view = observe(engine, job_id, order)
     while True:
         display.show(view)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -31,7 +32,6 @@ from batchyard.cli.progress import (
     JobView,
     LiveProgress,
     PlainProgress,
-    QuietProgress,
     failure_report,
     log_directories,
     logs_text,
@@ -171,10 +171,10 @@ def _follow(engine: Engine, job_id: str, raw: dict[str, Any], quiet: bool,
     if not quiet:
         _out.print(Text.assemble("Submitted ", (job_id, "bold"), f" ({raw.get('Name', '')}); "
                                  "Ctrl-C stops it"))
-    display = _display(quiet, started)
+    display = None if quiet else _display(started)
     order = task_order(raw)
     try:
-        with display:
+        with display or nullcontext():
             view = watch(engine, job_id, order, display)
     except KeyboardInterrupt:
         return _interrupted(engine, job_id, order, raw)
@@ -182,9 +182,8 @@ def _follow(engine: Engine, job_id: str, raw: dict[str, Any], quiet: bool,
     return exit_status(view.job.state)
 
 
-def _display(quiet: bool, started: datetime) -> LiveProgress | PlainProgress | QuietProgress:
-    if quiet:
-        return QuietProgress()
+def _display(started: datetime) -> LiveProgress | PlainProgress:
+    """Live lines on a terminal; plain lines, printed on change, for pipes and logs."""
     if _out.is_terminal:
         return LiveProgress(_out, started)
     return PlainProgress(_out, started)

@@ -210,20 +210,6 @@ class PlainProgress:
         self._console.print(line, highlight=False, markup=False, soft_wrap=True)
 
 
-class QuietProgress:
-    """No progress at all (`--quiet`)."""
-
-    def __enter__(self) -> QuietProgress:
-        return self
-
-    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
-                 trace: TracebackType | None) -> None:
-        return None
-
-    def show(self, view: JobView) -> None:
-        return None
-
-
 @dataclass(frozen=True)
 class TaskSummary:
     """A finished task and its instances, as shown in the final table."""
