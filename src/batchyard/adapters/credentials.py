@@ -1,0 +1,310 @@
+"""Access keys and idempotency tokens of the REST API, kept in the state database.
+
+An access key (id + secret) belongs to one tenant; requests signed with it act as that
+tenant. Secrets are stored encrypted (Fernet) with a per-installation master key kept in a
+file of the data directory (mode 0600); they are shown once, when the key is created, and
+never logged. Idempotency tokens (reference §9.7) remember, per tenant, which job a token
+created and a digest of the body that created it.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import stat
+import string
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cryptography.fernet import Fernet, InvalidToken
+from sqlalchemy import Column, Engine, Float, String, Table, Text, create_engine, event, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.pool import ConnectionPoolEntry
+
+from batchyard.adapters.schema import metadata
+from batchyard.errors import BatchyardError, NotFound
+
+MASTER_KEY_FILE = "master.key"
+KEY_ID_ALPHABET = string.ascii_uppercase + string.digits
+TENANT_CHARACTERS = frozenset(string.ascii_letters + string.digits + "_.-")
+TOKEN_RETENTION = 7 * 24 * 3600.0
+"""Seconds an idempotency token is remembered (the reference asks for at least 24 h)."""
+PENDING_TAKEOVER = 60.0
+"""Seconds after which a token whose request never completed may be claimed again."""
+
+access_keys = Table(
+    "access_keys", metadata,
+    Column("id", String(32), primary_key=True),
+    Column("tenant", String(64), nullable=False, index=True),
+    Column("secret", Text, nullable=False),
+    Column("description", Text, nullable=False, default=""),
+    Column("created", Float, nullable=False),
+    Column("revoked", Float),
+)
+
+idempotency_tokens = Table(
+    "idempotency_tokens", metadata,
+    Column("tenant", String(64), primary_key=True),
+    Column("kind", String(16), primary_key=True),
+    Column("token", String(64), primary_key=True),
+    Column("digest", String(64), nullable=False),
+    Column("resource_id", String(64), nullable=False, default=""),
+    Column("created", Float, nullable=False, index=True),
+)
+
+
+class CredentialError(BatchyardError):
+    """The master key file or a tenant name cannot be used."""
+
+    code = "InvalidCredentials"
+    status = 400
+
+
+class IdempotentTokenMismatch(BatchyardError):
+    code = "IdempotentTokenMismatch"
+    status = 400
+
+
+class IdempotentTokenInProgress(BatchyardError):
+    code = "IdempotentTokenInProgress"
+    status = 409
+
+
+@dataclass(frozen=True)
+class AccessKey:
+    """What is known about a key; `secret` is filled only for authentication and creation."""
+
+    id: str
+    tenant: str
+    description: str
+    created: float
+    revoked: float | None
+    secret: str = field(default="", repr=False)
+
+    @property
+    def active(self) -> bool:
+        return self.revoked is None
+
+
+def open_database(url: str) -> Engine:
+    """A SQLAlchemy engine for the state database, creating this module's tables."""
+    if url.startswith("sqlite:///"):
+        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        database = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+        event.listen(database, "connect", _sqlite_pragmas)
+    else:
+        database = create_engine(url, pool_pre_ping=True)
+    create_tables(database)
+    return database
+
+
+def create_tables(database: Engine) -> None:
+    metadata.create_all(database, tables=[access_keys, idempotency_tokens])
+
+
+def _sqlite_pragmas(connection: Any, _record: ConnectionPoolEntry) -> None:
+    cursor = connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()
+
+
+# ---- the master key ---------------------------------------------------------------------
+
+
+def master_key(data_dir: Path) -> Fernet:
+    """The installation's master key, created (mode 0600) on first use."""
+    path = data_dir / MASTER_KEY_FILE
+    data_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return _read_master_key(path)
+    with os.fdopen(descriptor, "wb") as handle:
+        handle.write(Fernet.generate_key())
+    return _read_master_key(path)
+
+
+def _read_master_key(path: Path) -> Fernet:
+    if stat.S_IMODE(path.stat().st_mode) & 0o077:
+        raise CredentialError(f"{path} must be readable by its owner only: chmod 600 {path}")
+    try:
+        return Fernet(path.read_bytes().strip())
+    except ValueError as error:
+        raise CredentialError(f"{path} does not hold a valid master key") from error
+
+
+# ---- access keys ------------------------------------------------------------------------
+
+
+class KeyStore:
+    """Creates, lists, revokes and looks up access keys."""
+
+    def __init__(self, database: Engine, cipher: Fernet,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.database = database
+        self.cipher = cipher
+        self.clock = clock
+        create_tables(database)
+
+    def create(self, tenant: str, description: str = "") -> AccessKey:
+        """A new active key for `tenant`; the returned value is the only one holding the secret."""
+        check_tenant(tenant)
+        key = AccessKey(id=_new_key_id(), tenant=tenant, description=description,
+                        created=self.clock(), revoked=None, secret=secrets.token_urlsafe(22))
+        with self.database.begin() as connection:
+            connection.execute(access_keys.insert(), [{
+                "id": key.id, "tenant": tenant, "description": description,
+                "created": key.created, "revoked": None,
+                "secret": self.cipher.encrypt(key.secret.encode()).decode("ascii"),
+            }])
+        return key
+
+    def list(self, tenant: str | None = None) -> list[AccessKey]:
+        """Every key (of one tenant, if given), oldest first, without secrets."""
+        query = select(access_keys).order_by(access_keys.c.created, access_keys.c.id)
+        if tenant is not None:
+            query = query.where(access_keys.c.tenant == tenant)
+        with self.database.connect() as connection:
+            return [_key(row) for row in connection.execute(query)]
+
+    def revoke(self, key_id: str) -> AccessKey:
+        """Mark a key revoked; requests signed with it are refused from now on."""
+        with self.database.begin() as connection:
+            connection.execute(
+                access_keys.update()
+                .where(access_keys.c.id == key_id, access_keys.c.revoked.is_(None))
+                .values(revoked=self.clock()))
+            row = connection.execute(select(access_keys).where(access_keys.c.id == key_id)).first()
+        if row is None:
+            raise NotFound(f"access key {key_id} does not exist")
+        return _key(row)
+
+    def lookup(self, key_id: str) -> AccessKey | None:
+        """The key with its decrypted secret, or None when there is no such key."""
+        with self.database.connect() as connection:
+            row = connection.execute(select(access_keys).where(access_keys.c.id == key_id)).first()
+        if row is None:
+            return None
+        try:
+            secret = self.cipher.decrypt(row.secret.encode("ascii")).decode()
+        except InvalidToken as error:
+            raise CredentialError(
+                f"access key {key_id} was encrypted with another master key") from error
+        return _key(row, secret)
+
+
+def check_tenant(tenant: str) -> None:
+    if not 1 <= len(tenant) <= 64 or not set(tenant) <= TENANT_CHARACTERS:
+        raise CredentialError(
+            f"tenant {tenant!r}: use 1-64 letters, digits, '_', '.' or '-'", code="InvalidTenant")
+
+
+def _new_key_id() -> str:
+    return "BY" + "".join(secrets.choice(KEY_ID_ALPHABET) for _ in range(18))
+
+
+def _key(row: Any, secret: str = "") -> AccessKey:
+    return AccessKey(id=row.id, tenant=row.tenant, description=row.description,
+                     created=row.created, revoked=row.revoked, secret=secret)
+
+
+# ---- idempotency tokens -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Claim:
+    """The outcome of claiming a token: an earlier resource id, or ownership of the token."""
+
+    resource_id: str = ""
+
+    @property
+    def owned(self) -> bool:
+        return not self.resource_id
+
+
+class TokenLedger:
+    """Remembers which resource an idempotency token created (reference §9.7), per tenant."""
+
+    def __init__(self, database: Engine, clock: Callable[[], float] = time.time,
+                 wait: float = 10.0) -> None:
+        self.database = database
+        self.clock = clock
+        self.wait = wait
+        create_tables(database)
+
+    def claim(self, tenant: str, kind: str, token: str, digest: str) -> Claim:
+        """Own the token, or get the id it already created (same digest), or fail.
+
+        Raises IdempotentTokenMismatch when the token was used with another body, and
+        IdempotentTokenInProgress when its first request is still running after `wait` s.
+        """
+        deadline = time.monotonic() + self.wait
+        while True:
+            if self._insert(tenant, kind, token, digest):
+                return Claim()
+            row = self._row(tenant, kind, token)
+            if row is None:
+                continue  # purged in between: try again
+            if row.digest != digest:
+                raise IdempotentTokenMismatch(
+                    f"IdempotentToken {token!r} was already used with a different request")
+            if row.resource_id:
+                return Claim(row.resource_id)
+            if self._take_over(row, tenant, kind, token):
+                return Claim()
+            if time.monotonic() > deadline:
+                raise IdempotentTokenInProgress(
+                    f"the first request with IdempotentToken {token!r} is still in progress")
+            time.sleep(0.05)
+
+    def settle(self, tenant: str, kind: str, token: str, resource_id: str) -> None:
+        """Record the resource the owned token created."""
+        with self.database.begin() as connection:
+            connection.execute(idempotency_tokens.update().where(*_token_is(tenant, kind, token))
+                               .values(resource_id=resource_id))
+
+    def release(self, tenant: str, kind: str, token: str) -> None:
+        """Forget an owned token whose request failed, so it may be used again."""
+        with self.database.begin() as connection:
+            connection.execute(idempotency_tokens.delete().where(
+                *_token_is(tenant, kind, token), idempotency_tokens.c.resource_id == ""))
+
+    def _insert(self, tenant: str, kind: str, token: str, digest: str) -> bool:
+        now = self.clock()
+        try:
+            with self.database.begin() as connection:
+                connection.execute(idempotency_tokens.delete().where(
+                    idempotency_tokens.c.created < now - TOKEN_RETENTION))
+                connection.execute(idempotency_tokens.insert(), [{
+                    "tenant": tenant, "kind": kind, "token": token, "digest": digest,
+                    "resource_id": "", "created": now}])
+        except IntegrityError:
+            return False
+        return True
+
+    def _row(self, tenant: str, kind: str, token: str) -> Any:
+        with self.database.connect() as connection:
+            return connection.execute(
+                select(idempotency_tokens).where(*_token_is(tenant, kind, token))).first()
+
+    def _take_over(self, row: Any, tenant: str, kind: str, token: str) -> bool:
+        """Claim a token whose first request died before it completed."""
+        now = self.clock()
+        if row.created > now - PENDING_TAKEOVER:
+            return False
+        with self.database.begin() as connection:
+            result = connection.execute(
+                idempotency_tokens.update()
+                .where(*_token_is(tenant, kind, token), idempotency_tokens.c.resource_id == "",
+                       idempotency_tokens.c.created == row.created)
+                .values(created=now))
+        return bool(result.rowcount)
+
+
+def _token_is(tenant: str, kind: str, token: str) -> tuple[Any, ...]:
+    return (idempotency_tokens.c.tenant == tenant, idempotency_tokens.c.kind == kind,
+            idempotency_tokens.c.token == token)
