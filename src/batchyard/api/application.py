@@ -1,0 +1,44 @@
+"""The application factory: `create_app(settings)` builds the BatchCompute REST API."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from starlette.concurrency import run_in_threadpool
+
+from batchyard import __version__
+from batchyard.api import errors, jobs, quotas, tasks
+from batchyard.api.middleware import RequestIds
+from batchyard.api.services import build_services
+from batchyard.orchestrator.engine import Engine
+from batchyard.settings import Settings
+
+
+def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
+    """The API for `settings`; opens (and closes) its own engine unless one is given."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        running = engine if engine is not None else await run_in_threadpool(_open, settings)
+        try:
+            app.state.services = build_services(settings, running)
+            yield
+        finally:
+            if engine is None:
+                await run_in_threadpool(running.close)
+
+    app = FastAPI(title="batchyard", version=__version__, lifespan=lifespan,
+                  summary="Alibaba Cloud BatchCompute REST API (version 2015-11-11)")
+    for router in (jobs.router, tasks.router, quotas.router):
+        app.include_router(router)
+    errors.install(app)
+    app.add_middleware(RequestIds)
+    return app
+
+
+def _open(settings: Settings) -> Engine:
+    from batchyard.service import open_engine
+
+    return open_engine(settings)

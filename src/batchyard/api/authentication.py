@@ -1,0 +1,150 @@
+"""Who sent a request: the BatchCompute signature check (reference §9.3).
+
+Failures and their codes (documented in docs/rest-api.md):
+
+| Status | Code | When |
+|---|---|---|
+| 403 | MissingAuthorization | no `Authorization: acs <id>:<signature>` header |
+| 403 | InvalidAccessKeyId.NotFound | the key id is unknown |
+| 403 | InvalidAccessKeyId.Inactive | the key was revoked |
+| 403 | InvalidVersion.NotFound | `x-acs-version` is not 2015-11-11 |
+| 400 | MissingDate / InvalidDate | no usable `Date` (or `x-acs-date`) header |
+| 403 | RequestTimeTooSkewed | the date is more than 15 minutes from the server's clock |
+| 400 | InvalidSignature | the signature does not match, or the key ids of the headers differ |
+| 403 | SignatureNonceUsed | the `x-acs-signature-nonce` was already used within the window |
+"""
+
+from __future__ import annotations
+
+import heapq
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+
+from batchyard.adapters.credentials import AccessKey, KeyStore
+from batchyard.api.errors import AccessDenied, BadRequest
+from batchyard.api.signature import matches, parse_authorization, signature, string_to_sign
+
+API_VERSION = "2015-11-11"
+ALLOWED_SKEW = 15 * 60.0
+
+
+@dataclass(frozen=True)
+class Caller:
+    """The tenant a request acts for, and the key that signed it."""
+
+    tenant: str
+    key_id: str
+
+
+class NonceRegistry:
+    """Signature nonces seen recently, each kept until its request date is out of the window."""
+
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self.clock = clock
+        self._seen: set[tuple[str, str]] = set()
+        self._expiry: list[tuple[float, tuple[str, str]]] = []
+        self._lock = threading.Lock()
+
+    def first_use(self, key_id: str, nonce: str, dated: float) -> bool:
+        """Record the nonce; False when the key already used it inside the window."""
+        entry = (key_id, nonce)
+        with self._lock:
+            self._forget_expired()
+            if entry in self._seen:
+                return False
+            self._seen.add(entry)
+            heapq.heappush(self._expiry, (max(dated, self.clock()) + ALLOWED_SKEW, entry))
+            return True
+
+    def _forget_expired(self) -> None:
+        now = self.clock()
+        while self._expiry and self._expiry[0][0] < now:
+            _, entry = heapq.heappop(self._expiry)
+            self._seen.discard(entry)
+
+
+class Authenticator:
+    """Verifies signed requests against the key store."""
+
+    def __init__(self, keys: KeyStore, clock: Callable[[], float] = time.time) -> None:
+        self.keys = keys
+        self.clock = clock
+        self.nonces = NonceRegistry(clock)
+
+    def verify(self, method: str, target: str, headers: Mapping[str, str]) -> Caller:
+        """The caller of a request; `headers` has lower-case names, `target` is raw."""
+        key_id, signed = _credentials(headers)
+        key = self._active_key(key_id)
+        _check_version(headers)
+        dated = self._check_date(headers)
+        text = string_to_sign(method, target, headers)
+        if not matches(signature(key.secret, text), signed):
+            raise BadRequest(f"the signature does not match; the server signed {text!r}",
+                             code="InvalidSignature")
+        nonce = headers.get("x-acs-signature-nonce", "")
+        if nonce and not self.nonces.first_use(key.id, nonce, dated):
+            raise AccessDenied(f"x-acs-signature-nonce {nonce!r} was already used",
+                               code="SignatureNonceUsed")
+        return Caller(key.tenant, key.id)
+
+    def _active_key(self, key_id: str) -> AccessKey:
+        key = self.keys.lookup(key_id)
+        if key is None:
+            raise AccessDenied(f"access key {key_id!r} does not exist",
+                               code="InvalidAccessKeyId.NotFound")
+        if not key.active:
+            raise AccessDenied(f"access key {key_id!r} was revoked",
+                               code="InvalidAccessKeyId.Inactive")
+        return key
+
+    def _check_date(self, headers: Mapping[str, str]) -> float:
+        dated = request_date(headers)
+        if abs(dated - self.clock()) > ALLOWED_SKEW:
+            raise AccessDenied("the request date is more than 15 minutes away from the "
+                               "server's clock", code="RequestTimeTooSkewed")
+        return dated
+
+
+def _credentials(headers: Mapping[str, str]) -> tuple[str, str]:
+    parsed = parse_authorization(headers.get("authorization", ""))
+    if parsed is None:
+        raise AccessDenied("the request is not signed: send Authorization: acs <AccessKeyId>:"
+                           "<Signature>", code="MissingAuthorization")
+    declared = headers.get("x-acs-access-key-id")
+    if declared is not None and declared != parsed[0]:
+        raise BadRequest("x-acs-access-key-id differs from the key id in Authorization",
+                         code="InvalidSignature")
+    return parsed
+
+
+def _check_version(headers: Mapping[str, str]) -> None:
+    version = headers.get("x-acs-version", API_VERSION)
+    if version != API_VERSION:
+        raise AccessDenied(f"API version {version!r} is not supported; use {API_VERSION}",
+                           code="InvalidVersion.NotFound")
+
+
+def request_date(headers: Mapping[str, str]) -> float:
+    """Epoch seconds of `Date` (RFC 822), or of `x-acs-date` (RFC 822 or ISO 8601)."""
+    text = headers.get("date") or headers.get("x-acs-date")
+    if not text:
+        raise BadRequest("the request has no Date header", code="MissingDate")
+    try:
+        moment = parsedate_to_datetime(text)
+    except (TypeError, ValueError):
+        moment = _iso_date(text)
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.timestamp()
+
+
+def _iso_date(text: str) -> datetime:
+    try:
+        return datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise BadRequest(f"Date {text!r} is not an RFC 822 date such as "
+                         "'Mon, 02 Jan 2017 03:04:05 GMT'", code="InvalidDate") from None

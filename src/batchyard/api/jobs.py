@@ -1,0 +1,102 @@
+"""`/jobs`: create, list, get (status or description), stop, start, delete, change priority."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request, Response
+from starlette.concurrency import run_in_threadpool
+
+from batchyard.adapters import listing
+from batchyard.api.authentication import Caller
+from batchyard.api.bodies import json_object
+from batchyard.api.errors import BadRequest
+from batchyard.api.paging import CreateQuery, JobListQuery
+from batchyard.api.representation import description_view, job_view, page_view
+from batchyard.api.services import CallerDependency, Services, ServicesDependency
+
+router = APIRouter(tags=["jobs"])
+
+
+@router.post("/jobs", status_code=201)
+async def create_job(request: Request, query: Annotated[CreateQuery, Query()],
+                     caller: CallerDependency, services: ServicesDependency) -> dict[str, str]:
+    """Submit a job description; 201 `{"Id": "job-…"}`."""
+    body = await json_object(request)
+    job_id = await run_in_threadpool(submit, services, caller, body, query.IdempotentToken)
+    return {"Id": job_id}
+
+
+def submit(services: Services, caller: Caller, body: dict[str, Any], token: str) -> str:
+    """Submit once per idempotency token: a repeated token returns the first job's id."""
+    if not token:
+        return services.engine.submit(body, caller.tenant)
+    claim = services.tokens.claim(caller.tenant, "jobs", token, body_digest(body))
+    if not claim.owned:
+        return claim.resource_id
+    try:
+        job_id = services.engine.submit(body, caller.tenant)
+    except BaseException:
+        services.tokens.release(caller.tenant, "jobs", token)
+        raise
+    services.tokens.settle(caller.tenant, "jobs", token, job_id)
+    return job_id
+
+
+def body_digest(body: dict[str, Any]) -> str:
+    """Equal JSON values give equal digests, whatever the key order or spacing."""
+    text = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+@router.get("/jobs")
+def list_jobs(query: Annotated[JobListQuery, Query()], caller: CallerDependency,
+              services: ServicesDependency) -> dict[str, Any]:
+    """The caller's jobs, newest first (`IsReverse=true`: oldest first)."""
+    page = listing.list_jobs(services.database, caller.tenant, query.window(query.IsReverse))
+    return page_view(page, job_view)
+
+
+@router.get("/jobs/{job_id}")
+def get_job(job_id: str, request: Request, caller: CallerDependency,
+            services: ServicesDependency) -> dict[str, Any]:
+    """The job's status; with the bare `?description` parameter, its description."""
+    job = services.engine.job(job_id, caller.tenant)
+    if "description" in request.query_params:
+        return description_view(job)
+    return job_view(job)
+
+
+@router.post("/jobs/{job_id}/stop", status_code=201)
+def stop_job(job_id: str, caller: CallerDependency,
+             services: ServicesDependency) -> dict[str, Any]:
+    services.engine.stop(job_id, caller.tenant)
+    return {}
+
+
+@router.post("/jobs/{job_id}/start", status_code=201)
+def start_job(job_id: str, caller: CallerDependency,
+              services: ServicesDependency) -> dict[str, Any]:
+    services.engine.restart(job_id, caller.tenant)
+    return {}
+
+
+@router.delete("/jobs/{job_id}", status_code=204)
+def delete_job(job_id: str, caller: CallerDependency, services: ServicesDependency) -> Response:
+    services.engine.delete(job_id, caller.tenant)
+    return Response(status_code=204)
+
+
+@router.put("/jobs/{job_id}")
+async def change_priority(job_id: str, request: Request, caller: CallerDependency,
+                          services: ServicesDependency) -> dict[str, Any]:
+    """Body `{"Priority": n}`, n in [0, 1000]; the job must be Stopped or Failed."""
+    body = await json_object(request)
+    if "Priority" not in body:
+        raise BadRequest("the body must hold Priority, e.g. {\"Priority\": 100}",
+                         code="MissingPriority")
+    await run_in_threadpool(services.engine.change_priority, job_id, body["Priority"],
+                            caller.tenant)
+    return {}
