@@ -1,0 +1,131 @@
+"""`batchyard keys create|list|revoke`: the access keys that sign requests to `batchyard serve`.
+
+Mounted by the main app with `app.add_typer(keys_app, name="keys")`.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, NoReturn
+
+import typer
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from batchyard.adapters.credentials import AccessKey, KeyStore, master_key, open_database
+from batchyard.cli.configuration import load_settings
+from batchyard.cli.options import DataDirOption
+from batchyard.errors import BatchyardError, NotFound
+from batchyard.settings import Settings
+
+EXIT_NOT_FOUND = 1
+EXIT_INVALID = 2
+
+DatabaseUrlOption = Annotated[str | None, typer.Option(
+    "--database-url", metavar="URL", show_default=False,
+    help="SQLAlchemy URL of the state database "
+         "[env BATCHYARD_DATABASE_URL; default: SQLite in the data dir]")]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table")]
+
+keys_app = typer.Typer(
+    name="keys", no_args_is_help=True, add_completion=False, rich_markup_mode="markdown",
+    help="Manage access keys: each key (AccessKeyId + AccessKeySecret) signs API requests "
+         "for one tenant, and a tenant sees only its own jobs.")
+
+_out = Console(highlight=False)
+_err = Console(stderr=True, highlight=False)
+
+
+def settings_for(data_dir: Path | None, database_url: str | None,
+                 slots: int | None = None) -> Settings:
+    """Settings from the environment with the given flags taking precedence."""
+    settings = load_settings(data_dir, slots)
+    if database_url:
+        settings = Settings(**{**settings.model_dump(), "database_url": database_url})
+    return settings
+
+
+def open_key_store(settings: Settings) -> KeyStore:
+    database = open_database(settings.resolved_database_url)
+    return KeyStore(database, master_key(settings.data_dir.resolve()))
+
+
+def _store_or_exit(data_dir: Path | None, database_url: str | None) -> KeyStore:
+    try:
+        return open_key_store(settings_for(data_dir, database_url))
+    except BatchyardError as error:
+        _fail(error.message, EXIT_INVALID)
+
+
+def _fail(message: str, status: int) -> NoReturn:
+    _err.print(Text.assemble(("error: ", "red"), message))
+    raise typer.Exit(status)
+
+
+@keys_app.command()
+def create(
+    tenant: Annotated[str, typer.Option("--tenant", help="Tenant the key acts for")] = "default",
+    description: Annotated[str, typer.Option("--description", help="A note: who uses it")] = "",
+    data_dir: DataDirOption = None, database_url: DatabaseUrlOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Create a key for TENANT and print its id and secret (the secret is shown only now)."""
+    store = _store_or_exit(data_dir, database_url)
+    try:
+        key = store.create(tenant, description)
+    except BatchyardError as error:
+        _fail(error.message, EXIT_INVALID)
+    if as_json:
+        typer.echo(json.dumps({"AccessKeyId": key.id, "AccessKeySecret": key.secret,
+                               "Tenant": key.tenant}))
+        return
+    _out.print(f"AccessKeyId     {key.id}\nAccessKeySecret {key.secret}\nTenant          "
+               f"{key.tenant}")
+    _err.print(Text("Keep the secret now: it is stored encrypted and never shown again.",
+                    style="yellow"))
+
+
+@keys_app.command("list")
+def list_keys(
+    tenant: Annotated[str | None, typer.Option("--tenant", help="Only this tenant's keys")] = None,
+    data_dir: DataDirOption = None, database_url: DatabaseUrlOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """List keys (never their secrets), oldest first."""
+    keys = _store_or_exit(data_dir, database_url).list(tenant)
+    if as_json:
+        typer.echo(json.dumps([_key_json(key) for key in keys]))
+        return
+    table = Table("AccessKeyId", "Tenant", "Created", "State", "Description")
+    for key in keys:
+        state = "active" if key.active else f"revoked {_when(key.revoked)}"
+        table.add_row(key.id, key.tenant, _when(key.created), state, key.description)
+    _out.print(table)
+
+
+@keys_app.command()
+def revoke(
+    key_id: Annotated[str, typer.Argument(metavar="ACCESS_KEY_ID", help="The key to revoke")],
+    data_dir: DataDirOption = None, database_url: DatabaseUrlOption = None,
+) -> None:
+    """Revoke a key: requests signed with it are refused from now on."""
+    try:
+        key = _store_or_exit(data_dir, database_url).revoke(key_id)
+    except NotFound as error:
+        _fail(error.message, EXIT_NOT_FOUND)
+    _out.print(f"revoked {key.id} (tenant {key.tenant})")
+
+
+def _key_json(key: AccessKey) -> dict[str, object]:
+    return {"AccessKeyId": key.id, "Tenant": key.tenant, "Description": key.description,
+            "CreationTime": _when(key.created), "Revoked": not key.active,
+            "RevocationTime": _when(key.revoked)}
+
+
+def _when(moment: float | None) -> str:
+    if moment is None:
+        return ""
+    return datetime.fromtimestamp(moment, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
