@@ -1,0 +1,428 @@
+"""Object storage behind `oss://bucket/key` and `s3://bucket/key` URLs, reached through fsspec.
+
+A bucket resolves to the fsspec URL configured for it (`buckets`: name → URL such as
+`/srv/demo`, `file:///srv/demo` or `s3://real-bucket/prefix`) or, by default, to the local
+folder `root/<bucket>`. Remote filesystems take their credentials and endpoints from
+fsspec's own configuration (for s3fs: `AWS_*` and `FSSPEC_S3_*` environment variables).
+
+Local targets are read and written with plain `os`/`shutil` calls: the store sits on the hot
+path (every attempt uploads two logs) and fsspec's generic machinery costs far more than the
+copy itself. fsspec is imported only when a bucket maps to a non-local filesystem, which
+also keeps `import batchyard.oss` cheap inside task programs. Local writes are atomic (write
+a hidden sibling, then rename), as object-store puts are.
+
+Object keys come from job descriptions and task programs, so they are untrusted: a key with a
+`..` segment, a leading `/` or a NUL character is refused before any I/O. Plain local paths
+(and `file://` URLs) are accepted as they are: they come from configuration or from a task
+program that can reach the local disk anyway.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import re
+import shutil
+import stat
+import threading
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from batchyard.errors import ObjectStoreError
+from batchyard.ports import ObjectInfo
+
+ROOT_VARIABLE = "BATCHYARD_OSS_ROOT"
+"""Environment variable holding the folder of unmapped buckets (see `program_environment`)."""
+BUCKETS_VARIABLE = "BATCHYARD_OSS_BUCKETS"
+"""Environment variable holding the bucket mapping as a JSON object."""
+
+_BUCKET_SCHEMES = ("oss://", "s3://")
+_FILE_SCHEME = "file://"
+_ANY_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+_CHUNK = 1 << 24
+_PARTIAL = ".batchyard-partial"
+"""Suffix of the hidden sibling a local write goes to before it is renamed into place."""
+
+_Row = tuple[str, int, bool]
+"""(path relative to the listed prefix, size, is a directory); "" names the prefix itself."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Location:
+    """Where a URL points: a local path (no filesystem) or a path on an fsspec filesystem."""
+
+    path: str
+    filesystem: Any = None
+
+
+class FsspecObjectStore:
+    """The `ObjectStore` port: `oss://`/`s3://` buckets on local folders or fsspec filesystems."""
+
+    def __init__(self, root: Path, buckets: dict[str, str] | None = None) -> None:
+        self._root = os.path.abspath(root)
+        self._buckets = dict(buckets or {})
+        self._mapped: dict[str, _Location] = {}
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_environment(cls, environ: Mapping[str, str] | None = None) -> FsspecObjectStore:
+        """Rebuild the store described by `program_environment()` (used inside task programs)."""
+        environ = os.environ if environ is None else environ
+        root = environ.get(ROOT_VARIABLE, "")
+        if not root:
+            raise ObjectStoreError(
+                f"{ROOT_VARIABLE} is not set: run the program under batchyard, or set it to "
+                "the folder holding one sub-folder per bucket")
+        return cls(Path(root), _parse_buckets(environ.get(BUCKETS_VARIABLE, "")))
+
+    def program_environment(self) -> dict[str, str]:
+        """Variables that let `batchyard.oss` in a task program rebuild this very store."""
+        return {ROOT_VARIABLE: self._root,
+                BUCKETS_VARIABLE: json.dumps(self._buckets, sort_keys=True)}
+
+    def put_file(self, local: Path, url: str) -> None:
+        """Upload the local file `local` as the object `url` (replacing it atomically)."""
+        location = self._locate_object(url, "write")
+        source = os.fspath(local)
+        with _reporting("write", url, location):
+            if location.filesystem is None:
+                _replace_local(location.path, lambda target: _copy_local(source, target))
+            else:
+                _put_remote(location, source)
+
+    def get_file(self, url: str, local: Path) -> None:
+        """Download the object `url` to the local file `local`, creating its folder."""
+        location = self._locate(url)
+        with _reporting("read", url, location):
+            if location.filesystem is None:
+                _copy_into(location.path, os.fspath(local))
+            else:
+                os.makedirs(os.path.dirname(os.path.abspath(local)), exist_ok=True)
+                location.filesystem.get_file(location.path, os.fspath(local))
+
+    def put_bytes(self, url: str, data: bytes) -> None:
+        """Write `data` as the object `url` (replacing it atomically)."""
+        location = self._locate_object(url, "write")
+        with _reporting("write", url, location):
+            if location.filesystem is None:
+                _replace_local(location.path, lambda target: Path(target).write_bytes(data))
+            else:
+                location.filesystem.pipe_file(location.path, data)
+
+    def read_bytes(self, url: str) -> bytes:
+        """The whole content of the object `url`."""
+        location = self._locate(url)
+        with _reporting("read", url, location):
+            if location.filesystem is None:
+                with open(location.path, "rb") as stream:
+                    return stream.read()
+            content: bytes = location.filesystem.cat_file(location.path)
+            return content
+
+    def exists(self, url: str) -> bool:
+        """Whether an object (or a non-empty prefix, on local folders any folder) is there."""
+        location = self._locate(url)
+        with _reporting("check", url, location):
+            if location.filesystem is None:
+                return os.path.exists(location.path)
+            return bool(location.filesystem.exists(location.path))
+
+    def list(self, url: str, recursive: bool = False) -> list[ObjectInfo]:
+        """The objects under the prefix `url`, sorted, with URLs in the form `url` was given.
+
+        Non-recursive: the direct children, sub-prefixes as `is_dir` rows ending in `/`.
+        Recursive: every object below, no folder rows. A `url` naming one object lists that
+        object; a prefix with nothing under it lists nothing.
+        """
+        location = self._locate(url)
+        with _reporting("list", url, location):
+            if location.filesystem is None:
+                rows = _list_local(location.path, recursive)
+            else:
+                rows = _list_remote(location.filesystem, location.path, recursive)
+        return _object_infos(url, rows)
+
+    def delete(self, url: str) -> None:
+        """Remove the object `url` (or everything under the prefix); absent is not an error."""
+        location = self._locate(url)
+        with _reporting("delete", url, location):
+            if location.filesystem is None:
+                _delete_local(location.path)
+            else:
+                with suppress(FileNotFoundError):
+                    location.filesystem.rm(location.path, recursive=True)
+
+    def _locate_object(self, url: str, verb: str) -> _Location:
+        """Like `_locate`, for writes: the URL must name an object, not a prefix."""
+        if not _names_object(url):
+            raise ObjectStoreError(f"cannot {verb} {url}: the URL names a directory, not an object")
+        return self._locate(url)
+
+    def _locate(self, url: str) -> _Location:
+        """Resolve `url` to a location, refusing unsafe keys and unknown schemes."""
+        for scheme in _BUCKET_SCHEMES:
+            if url.startswith(scheme):
+                bucket, _, key = url[len(scheme):].partition("/")
+                _check_names(url, bucket, key)
+                return self._bucket_location(bucket, key)
+        if url.startswith(_FILE_SCHEME):
+            return _Location(url[len(_FILE_SCHEME):])
+        if _ANY_SCHEME.match(url):
+            raise ObjectStoreError(
+                f"refusing {url!r}: unsupported scheme; use oss://bucket/key, s3://bucket/key "
+                "or a local path")
+        return _Location(url)
+
+    def _bucket_location(self, bucket: str, key: str) -> _Location:
+        if bucket not in self._buckets:
+            return _Location(os.path.join(self._root, bucket, key))
+        base = self._mapped.get(bucket) or self._open_bucket(bucket)
+        if base.filesystem is None:
+            return _Location(os.path.join(base.path, key))
+        return _Location(f"{base.path.rstrip('/')}/{key}" if key else base.path, base.filesystem)
+
+    def _open_bucket(self, bucket: str) -> _Location:
+        """Resolve (once, then cached) the fsspec URL a bucket is mapped to."""
+        with self._lock:
+            cached = self._mapped.get(bucket)
+            if cached is not None:
+                return cached
+            target = self._buckets[bucket]
+            try:
+                location = _open_mapping(target)
+            except Exception as error:
+                raise ObjectStoreError(
+                    f"cannot open bucket {bucket!r} mapped to {target}: {_reason(error, '')}"
+                ) from error
+            self._mapped[bucket] = location
+            return location
+
+
+def _names_object(url: str) -> bool:
+    """Whether `url` can name an object: not a bucket alone, not ending with '/'."""
+    if url.endswith("/"):
+        return False
+    for scheme in _BUCKET_SCHEMES:
+        if url.startswith(scheme):
+            return "/" in url[len(scheme):]
+    return bool(url)
+
+
+def _open_mapping(target: str) -> _Location:
+    """A bucket's base location; local folders stay plain paths, others get an fsspec fs."""
+    if target.startswith(_FILE_SCHEME):
+        return _Location(os.path.abspath(target[len(_FILE_SCHEME):]))
+    if not _ANY_SCHEME.match(target):
+        return _Location(os.path.abspath(target))
+    from fsspec.core import url_to_fs  # type: ignore[import-untyped]  # heavy: only when needed
+
+    filesystem, path = url_to_fs(target)
+    if "file" in _protocols(filesystem):
+        return _Location(os.path.abspath(path))
+    return _Location(path, filesystem)
+
+
+def _protocols(filesystem: Any) -> tuple[str, ...]:
+    protocol = filesystem.protocol
+    return (protocol,) if isinstance(protocol, str) else tuple(protocol)
+
+
+def _parse_buckets(text: str) -> dict[str, str]:
+    """The bucket mapping from its JSON form in `BUCKETS_VARIABLE`."""
+    try:
+        buckets = json.loads(text) if text else {}
+    except ValueError as error:
+        raise ObjectStoreError(f"{BUCKETS_VARIABLE} is not valid JSON: {error}") from error
+    if not isinstance(buckets, dict) or not all(
+            isinstance(name, str) and isinstance(target, str) for name, target in buckets.items()):
+        raise ObjectStoreError(f"{BUCKETS_VARIABLE} must be a JSON object of strings, got {text}")
+    return buckets
+
+
+def _check_names(url: str, bucket: str, key: str) -> None:
+    """Refuse bucket names and keys that could reach outside their bucket."""
+    why = ""
+    if bucket in ("", ".", "..") or "\0" in bucket:
+        why = "the bucket name is missing or not a plain name"
+    elif "\0" in key:
+        why = "the key contains a NUL character"
+    elif key.startswith("/"):
+        why = "the key starts with '/'"
+    elif ".." in key.split("/"):
+        why = "the key has a '..' segment"
+    if why:
+        raise ObjectStoreError(f"refusing {url!r}: {why}")
+
+
+@contextmanager
+def _reporting(verb: str, url: str, location: _Location) -> Iterator[None]:
+    """Turn any failure of the enclosed I/O into an ObjectStoreError naming `url` and why."""
+    try:
+        yield
+    except ObjectStoreError:
+        raise
+    except Exception as error:
+        raise ObjectStoreError(f"cannot {verb} {url}: {_reason(error, location.path)}") from error
+
+
+def _reason(error: Exception, own_path: str) -> str:
+    """Why an operation failed, naming a local file only when it is not the object itself."""
+    if isinstance(error, OSError):
+        reason = error.strerror or ("No such file or directory"
+                                    if isinstance(error, FileNotFoundError) else str(error))
+        filename = os.fspath(error.filename) if error.filename is not None else ""
+        if filename and not (own_path and str(filename).startswith(own_path)):
+            return f"{reason}: {filename}"
+        return reason
+    return f"{type(error).__name__}: {error}"
+
+
+def _replace_local(path: str, write: Callable[[str], object]) -> None:
+    """Write through `write(temporary)` then rename over `path`; create folders on demand."""
+    temporary = f"{path}.{os.getpid()}-{threading.get_ident()}{_PARTIAL}"
+    try:
+        try:
+            write(temporary)
+        except FileNotFoundError as error:
+            if error.filename != temporary:
+                raise
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            write(temporary)
+        os.replace(temporary, path)
+    except BaseException:
+        with suppress(OSError):
+            os.remove(temporary)
+        raise
+
+
+def _copy_into(source: str, destination: str) -> None:
+    """Copy a local object to a local file, creating the destination's folder on demand."""
+    try:
+        _copy_local(source, destination)
+    except FileNotFoundError as error:
+        if error.filename != destination:
+            raise
+        os.makedirs(os.path.dirname(os.path.abspath(destination)), exist_ok=True)
+        _copy_local(source, destination)
+
+
+def _copy_local(source: str, target: str) -> None:
+    """Copy the file `source` to `target` with few system calls (it runs twice per attempt).
+
+    `shutil.copyfile` spends more time in its safety checks than copying a small log takes.
+    """
+    reader = os.open(source, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        status = os.fstat(reader)
+        if stat.S_ISDIR(status.st_mode):
+            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), source)
+        writer = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o666)
+        try:
+            if status.st_size:
+                _send_all(reader, writer)
+        finally:
+            os.close(writer)
+    finally:
+        os.close(reader)
+
+
+def _send_all(reader: int, writer: int) -> None:
+    """Copy from `reader` to `writer` in the kernel; plain reads where sendfile can't."""
+    offset = 0
+    try:
+        while sent := os.sendfile(writer, reader, offset, _CHUNK):
+            offset += sent
+    except OSError as error:
+        if error.errno not in (errno.EINVAL, errno.ENOSYS) or offset:
+            raise
+        with open(reader, "rb", closefd=False) as source, open(writer, "wb", closefd=False) as out:
+            shutil.copyfileobj(source, out)
+
+
+def _put_remote(location: _Location, source: str) -> None:
+    """Upload to a non-local filesystem; make parent folders only where the fs needs them."""
+    filesystem = location.filesystem
+    try:
+        filesystem.put_file(source, location.path)
+    except FileNotFoundError:
+        if not os.path.exists(source):
+            raise
+        filesystem.makedirs(location.path.rpartition("/")[0], exist_ok=True)
+        filesystem.put_file(source, location.path)
+
+
+def _delete_local(path: str) -> None:
+    if os.path.isdir(path) and not os.path.islink(path):
+        shutil.rmtree(path)
+    else:
+        with suppress(FileNotFoundError):
+            os.remove(path)
+
+
+def _list_local(path: str, recursive: bool) -> list[_Row]:
+    if os.path.isfile(path):
+        return [("", os.path.getsize(path), False)]
+    if not os.path.isdir(path):
+        return []
+    return _walk_local(path) if recursive else _scan_local(path)
+
+
+def _scan_local(path: str) -> list[_Row]:
+    rows = []
+    with os.scandir(path) as entries:
+        for entry in entries:
+            if entry.name.endswith(_PARTIAL):
+                continue
+            if entry.is_dir():
+                rows.append((entry.name, 0, True))
+            else:
+                rows.append((entry.name, entry.stat().st_size, False))
+    return rows
+
+
+def _walk_local(path: str) -> list[_Row]:
+    rows = []
+    for folder, _, names in os.walk(path):
+        relative = os.path.relpath(folder, path).replace(os.sep, "/")
+        prefix = "" if relative == "." else relative + "/"
+        for name in names:
+            if not name.endswith(_PARTIAL):
+                rows.append((prefix + name, os.path.getsize(os.path.join(folder, name)), False))
+    return rows
+
+
+def _list_remote(filesystem: Any, path: str, recursive: bool) -> list[_Row]:
+    base = path.rstrip("/")
+    if filesystem.isfile(base):
+        return [("", int(filesystem.info(base).get("size") or 0), False)]
+    try:
+        if recursive:
+            entries = list(filesystem.find(base, detail=True).values())
+        else:
+            entries = filesystem.ls(base, detail=True)
+    except FileNotFoundError:
+        return []
+    rows = []
+    for entry in entries:
+        name = str(entry["name"]).rstrip("/")
+        if name.startswith(base + "/"):
+            is_dir = entry.get("type") == "directory"
+            rows.append((name[len(base) + 1:], int(entry.get("size") or 0), is_dir))
+    return rows
+
+
+def _object_infos(url: str, rows: list[_Row]) -> list[ObjectInfo]:
+    """Rows turned into ObjectInfo with URLs built on the prefix exactly as it was asked."""
+    prefix = url if url.endswith("/") else url + "/"
+    infos = []
+    for relative, size, is_dir in rows:
+        if not relative:
+            infos.append(ObjectInfo(url=url, size=size, is_dir=False))
+        else:
+            infos.append(ObjectInfo(url=prefix + relative + ("/" if is_dir else ""),
+                                    size=size, is_dir=is_dir))
+    return sorted(infos, key=lambda info: info.url)
