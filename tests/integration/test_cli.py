@@ -177,6 +177,8 @@ def test_oss_errors_are_one_clear_line(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert result.stderr.startswith("error: ") and "oss://demo/absent.txt" in result.stderr
     assert "Traceback" not in result.stderr
+    listing = batchyard(tmp_path / "data", "oss", "ls", "oss://demo/absent/")
+    assert listing.returncode == 1 and "no such object or prefix" in listing.stderr
 
 
 @pytest.mark.parametrize("arguments", [[], ["run"], ["oss"], ["oss", "cp"], ["oss", "ls"],

@@ -124,8 +124,8 @@ def test_log_directories_are_distinct_and_ordered() -> None:
 
 
 def test_durations_are_short() -> None:
-    assert [format_duration(s) for s in (0.42, 59.9, 65, 3725)] == ["0.4s", "59.9s", "1m05s",
-                                                                    "1h02m"]
+    assert [format_duration(s) for s in (0.029, 1.42, 59.9, 65, 3725)] == [
+        "29ms", "1.4s", "59.9s", "1m05s", "1h02m"]
 
 
 def test_tail_keeps_the_last_non_empty_lines() -> None:

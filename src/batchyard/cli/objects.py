@@ -69,8 +69,10 @@ def list_objects(
     """List the objects and folders at URL: size in bytes, then the object's URL."""
     with object_store(data_dir, bucket) as store:
         entries = store.list(url, recursive=recursive)
+        if not entries and not store.exists(url):
+            _fail(f"{url}: no such object or prefix")
     if not entries:
-        _err.print(f"{url}: nothing here", highlight=False)
+        _err.print(f"{url}: nothing here (an empty folder)")
     for entry in entries:
         typer.echo(_listing_line(entry))
 

@@ -78,7 +78,9 @@ def seconds_between(start: datetime | None, end: datetime | None, now: datetime)
 
 
 def format_duration(seconds: float) -> str:
-    """0.4s, 12.3s, 3m05s, 2h07m."""
+    """29ms, 12.3s, 3m05s, 2h07m."""
+    if seconds < 1:
+        return f"{seconds * 1000:.0f}ms"
     if seconds < 60:
         return f"{seconds:.1f}s"
     minutes, second = divmod(int(seconds), 60)
