@@ -187,3 +187,13 @@ def test_every_command_has_help_with_examples(tmp_path: Path, arguments: list[st
     result = batchyard(tmp_path / "data", *arguments, "--help")
     assert result.returncode == 0
     assert "Example" in result.stdout
+
+
+def test_an_unusable_data_dir_is_one_clear_error(tmp_path: Path) -> None:
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("")
+    job = write_job(tmp_path, make_job({"t": make_task("true")}))
+    result = batchyard(blocker, "run", str(job))
+    assert result.returncode == 1
+    assert result.stderr.startswith("error: cannot start batchyard") and "Traceback" not in (
+        result.stderr)

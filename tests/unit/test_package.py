@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from batchyard.runner import PackageError, extract_package
+from batchyard.runner.package import PackageError, extract_package
 
 
 def _archive(path: Path, *members: tuple[tarfile.TarInfo, bytes]) -> Path:

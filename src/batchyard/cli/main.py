@@ -15,6 +15,7 @@ from batchyard import __version__
 from batchyard.cli import objects
 from batchyard.cli.configuration import ConfigurationError, load_settings
 from batchyard.cli.execution import (
+    EXIT_FAILED,
     EXIT_INTERRUPTED,
     EXIT_INVALID,
     Engine,
@@ -41,7 +42,7 @@ from batchyard.cli.progress import (
 )
 from batchyard.domain.spec import parse_job
 from batchyard.domain.states import State
-from batchyard.errors import SpecError
+from batchyard.errors import BatchyardError, SpecError
 from batchyard.settings import Settings
 
 APP_HELP = """\
@@ -81,7 +82,8 @@ the options are invalid (every problem is listed with its JSON path);
 """
 
 app = typer.Typer(name="batchyard", help=APP_HELP, epilog=APP_EPILOG, no_args_is_help=True,
-                  add_completion=False, rich_markup_mode="markdown")
+                  add_completion=False, rich_markup_mode="markdown",
+                  pretty_exceptions_show_locals=False)  # locals may hold secrets (URLs, keys)
 app.add_typer(objects.app, name="oss")
 
 _out = Console(highlight=False)
@@ -155,7 +157,13 @@ def _run_job(settings: Settings, raw: dict[str, Any], quiet: bool) -> int:
 
     started = datetime.now(UTC)
     try:
-        with open_engine(settings) as engine:
+        opened = open_engine(settings)
+    except Exception as error:  # any failure to set up state, store or executor
+        _err.print(Text.assemble(("error: ", "red"), f"cannot start batchyard with data dir "
+                                 f"{settings.data_dir}: {_reason(error)}"))
+        return EXIT_FAILED
+    try:
+        with opened as engine:
             try:
                 job_id = engine.submit(raw)
             except SpecError as error:
@@ -164,6 +172,14 @@ def _run_job(settings: Settings, raw: dict[str, Any], quiet: bool) -> int:
             return _follow(engine, job_id, raw, quiet, started)
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
+
+
+def _reason(error: Exception) -> str:
+    if isinstance(error, BatchyardError):
+        return error.message
+    if isinstance(error, OSError) and error.strerror:
+        return f"{error.strerror}: {error.filename}" if error.filename else error.strerror
+    return f"{type(error).__name__}: {error}"
 
 
 def _follow(engine: Engine, job_id: str, raw: dict[str, Any], quiet: bool,
