@@ -31,8 +31,10 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
 
     app = FastAPI(title="batchyard", version=__version__, lifespan=lifespan,
                   summary="Alibaba Cloud BatchCompute REST API (version 2015-11-11)")
-    for router in (jobs.router, tasks.router, quotas.router):
+    routers = (jobs.router, tasks.router, quotas.router)
+    for router in routers:
         app.include_router(router)
+    app.state.api_routes = [route for router in routers for route in router.routes]
     errors.install(app)
     app.add_middleware(RequestIds)
     return app

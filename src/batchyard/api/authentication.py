@@ -26,9 +26,14 @@ from email.utils import parsedate_to_datetime
 
 from batchyard.adapters.credentials import AccessKey, KeyStore
 from batchyard.api.errors import AccessDenied, BadRequest
-from batchyard.api.signature import matches, parse_authorization, signature, string_to_sign
+from batchyard.api.signature import (
+    API_VERSION,
+    matches,
+    parse_authorization,
+    signature,
+    string_to_sign,
+)
 
-API_VERSION = "2015-11-11"
 ALLOWED_SKEW = 15 * 60.0
 
 

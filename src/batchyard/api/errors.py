@@ -84,9 +84,9 @@ def _allowed_methods(request: Request) -> list[str]:
     """Every method some route accepts on this path (Starlette names only the first route's)."""
     scope = {**request.scope, "method": ""}
     methods: set[str] = set()
-    for route in request.app.router.routes:
+    for route in getattr(request.app.state, "api_routes", []):
         if route.matches(scope)[0] is not Match.NONE:
-            methods |= getattr(route, "methods", None) or set()
+            methods |= route.methods or set()
     return sorted(methods)
 
 

@@ -36,8 +36,9 @@ def job_view(job: JobRecord) -> dict[str, Any]:
 
 
 def description_view(job: JobRecord) -> dict[str, Any]:
-    """The description as stored (defaults filled), with `Id`, and `Type` always present."""
-    return {"Type": "DAG", **job.description, "Id": job.id}
+    """The description as stored (defaults filled), with `Id`, `Type` always present and the
+    current `Priority` (it may have been changed since submission)."""
+    return {"Type": "DAG", **job.description, "Priority": job.priority, "Id": job.id}
 
 
 def task_view(task: TaskRecord) -> dict[str, Any]:

@@ -12,7 +12,7 @@ from typing import Annotated, NoReturn
 
 import typer
 from rich.console import Console
-from rich.table import Table
+from rich.table import Column, Table
 from rich.text import Text
 
 from batchyard.adapters.credentials import AccessKey, KeyStore, master_key, open_database
@@ -99,7 +99,8 @@ def list_keys(
     if as_json:
         typer.echo(json.dumps([_key_json(key) for key in keys]))
         return
-    table = Table("AccessKeyId", "Tenant", "Created", "State", "Description")
+    table = Table(Column("AccessKeyId", no_wrap=True), "Tenant", "Created (UTC)", "State",
+                  "Description")
     for key in keys:
         state = "active" if key.active else f"revoked {_when(key.revoked)}"
         table.add_row(key.id, key.tenant, _when(key.created), state, key.description)
@@ -121,11 +122,17 @@ def revoke(
 
 def _key_json(key: AccessKey) -> dict[str, object]:
     return {"AccessKeyId": key.id, "Tenant": key.tenant, "Description": key.description,
-            "CreationTime": _when(key.created), "Revoked": not key.active,
-            "RevocationTime": _when(key.revoked)}
+            "CreationTime": _iso(key.created), "Revoked": not key.active,
+            "RevocationTime": _iso(key.revoked)}
 
 
 def _when(moment: float | None) -> str:
     if moment is None:
         return ""
-    return datetime.fromtimestamp(moment, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return datetime.fromtimestamp(moment, UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _iso(moment: float | None) -> str:
+    if moment is None:
+        return ""
+    return datetime.fromtimestamp(moment, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
