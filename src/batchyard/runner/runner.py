@@ -1,0 +1,177 @@
+"""Running one attempt of an instance, start to finish (reference §4.4, §4.5, §6.2).
+
+`run_attempt` is a plain blocking function, usable from any executor: the local executor
+calls it in threads of the server process (only the user's command is spawned), a Ray
+executor inside a Ray worker. It never changes job state; it returns an Outcome, and
+everything the job or its program did wrong becomes an Outcome rather than an exception.
+
+Steps: a fresh attempt folder → the package downloaded and extracted into `workdir/` → the
+program run under its Timeout → stdout/stderr uploaded (always; failed attempts also keep
+`.attempt-<n>` copies) → the attempt folder removed if the attempt succeeded.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import socket
+import subprocess
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from batchyard.domain.attempt import AttemptRequest
+from batchyard.domain.outcome import ErrorCode, Outcome
+from batchyard.errors import BatchyardError, ObjectStoreError
+from batchyard.ports import ObjectStore
+from batchyard.runner.control import AttemptControl
+from batchyard.runner.environment import program_environment
+from batchyard.runner.logs import LogUpload, append_note, ensure_logs, upload_logs
+from batchyard.runner.package import PackageError, extract_package
+from batchyard.runner.program import Launch, ProgramEnd, run_program
+from batchyard.runner.settings import RunnerSettings
+from batchyard.runner.workspace import Workspace, prepare_workspace, remove_workspace
+
+__all__ = ["AttemptControl", "RunnerSettings", "run_attempt"]
+
+_log = logging.getLogger(__name__)
+
+_NOTED_IN_STDERR = frozenset({ErrorCode.PACKAGE, ErrorCode.TIMEOUT, ErrorCode.STOPPED,
+                              ErrorCode.LAUNCH})
+"""Failures the program cannot know about: a `batchyard: …` line in its stderr log says why."""
+
+
+@dataclass(frozen=True)
+class _Verdict:
+    """How the attempt went before its logs were uploaded."""
+
+    exit_code: int | None
+    error_code: ErrorCode = ErrorCode.NONE
+    message: str = ""
+
+    @property
+    def failed(self) -> bool:
+        return self.error_code is not ErrorCode.NONE or self.exit_code != 0
+
+
+def run_attempt(request: AttemptRequest, objects: ObjectStore, control: AttemptControl,
+                settings: RunnerSettings) -> Outcome:
+    """Run one attempt and report how it went. Blocks until the program ended and the logs
+    are uploaded; `control.cancel()` from another thread stops it early (ErrorCode STOPPED).
+    """
+    started = _now()
+    try:
+        return _attempt(request, objects, control, settings, started)
+    except Exception as error:  # a bug or broken machine must still yield an Outcome
+        _log.exception("the runner failed on attempt %s", request.key)
+        return Outcome(exit_code=None, error_code=ErrorCode.LAUNCH,
+                       error_message=f"the attempt could not be run: {_describe(error)}",
+                       started_at=started, ended_at=_now(), node=socket.gethostname())
+
+
+def _attempt(request: AttemptRequest, objects: ObjectStore, control: AttemptControl,
+             settings: RunnerSettings, started: datetime) -> Outcome:
+    workspace = prepare_workspace(str(settings.work_root), request.key)
+    verdict = (_stopped_early(control) or _fetch_package(request, objects, workspace)
+               or _execute(request, objects, control, settings, workspace))
+    if verdict.exit_code is None:
+        ensure_logs(workspace)
+    if verdict.error_code in _NOTED_IN_STDERR:
+        append_note(workspace, verdict.message)
+    upload = upload_logs(objects, request, workspace, verdict.failed)
+    outcome = _outcome(verdict, upload, workspace, started)
+    if outcome.succeeded and not settings.keep_workdirs:
+        remove_workspace(workspace)
+    return outcome
+
+
+def _stopped_early(control: AttemptControl) -> _Verdict | None:
+    if control.cancelled:
+        return _Verdict(None, ErrorCode.STOPPED, "stopped before the program started")
+    return None
+
+
+def _fetch_package(request: AttemptRequest, objects: ObjectStore,
+                   workspace: Workspace) -> _Verdict | None:
+    """Download and extract PackagePath into the workdir; a verdict only if that failed."""
+    if not request.package_path:
+        return None
+    try:
+        objects.get_file(request.package_path, Path(workspace.archive))
+    except ObjectStoreError as error:
+        return _Verdict(None, ErrorCode.PACKAGE, f"cannot download the package: {error.message}")
+    try:
+        extract_package(Path(workspace.archive), Path(workspace.workdir))
+    except PackageError as error:
+        return _Verdict(None, ErrorCode.PACKAGE,
+                        f"cannot extract the package {request.package_path}: {error.message}")
+    return None
+
+
+def _execute(request: AttemptRequest, objects: ObjectStore, control: AttemptControl,
+             settings: RunnerSettings, workspace: Workspace) -> _Verdict:
+    launch = Launch(command_line=request.command_line, workdir=workspace.workdir,
+                    environment=program_environment(request, objects, settings),
+                    stdout=workspace.stdout, stderr=workspace.stderr,
+                    timeout=request.timeout, kill_grace=settings.kill_grace)
+    try:
+        end = run_program(launch, control)
+    except (OSError, ValueError, subprocess.SubprocessError) as error:
+        return _Verdict(None, ErrorCode.LAUNCH, f"cannot start the program: {_describe(error)}")
+    return _judge(end, request.timeout)
+
+
+def _judge(end: ProgramEnd, timeout: int) -> _Verdict:
+    """The verdict on a program that ran: stopped, timed out, failed or succeeded."""
+    code = exit_code(end.returncode)
+    if end.cancelled:
+        return _Verdict(code, ErrorCode.STOPPED, "stopped: the attempt was cancelled")
+    if end.timed_out:
+        return _Verdict(code, ErrorCode.TIMEOUT, f"killed after exceeding Timeout of {timeout} s")
+    if code:
+        return _Verdict(code, ErrorCode.EXIT_CODE, exit_message(end.returncode))
+    return _Verdict(code)
+
+
+def exit_code(returncode: int | None) -> int | None:
+    """A shell-style exit code: the program's own, or 128+N when killed by signal N."""
+    if returncode is None or returncode >= 0:
+        return returncode
+    return 128 - returncode
+
+
+def exit_message(returncode: int | None) -> str:
+    """"exited with code 3" or "killed by signal SIGKILL"."""
+    if returncode is not None and returncode < 0:
+        try:
+            name = signal.Signals(-returncode).name
+        except ValueError:
+            name = str(-returncode)
+        return f"killed by signal {name}"
+    return f"exited with code {returncode}"
+
+
+def _outcome(verdict: _Verdict, upload: LogUpload, workspace: Workspace,
+             started: datetime) -> Outcome:
+    """The Outcome; an upload failure fails a successful attempt, or is noted in `detail`."""
+    error_code, message, detail = verdict.error_code, verdict.message, []
+    if upload.problems and verdict.failed:
+        detail.append("log upload failed: " + "; ".join(upload.problems))
+    elif upload.problems:
+        error_code, message = ErrorCode.UPLOAD, "; ".join(upload.problems)
+    if error_code is not ErrorCode.NONE or verdict.exit_code != 0:
+        detail.append(f"attempt folder kept at {workspace.folder}")
+    return Outcome(exit_code=verdict.exit_code, error_code=error_code, error_message=message,
+                   detail="; ".join(detail), started_at=started, ended_at=_now(),
+                   stdout_path=upload.stdout_url, stderr_path=upload.stderr_url,
+                   node=socket.gethostname())
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _describe(error: BaseException) -> str:
+    if isinstance(error, BatchyardError):
+        return error.message
+    return str(error) or type(error).__name__
