@@ -154,3 +154,33 @@ def test_description_comes_back_with_id_and_type(alice: httpx.Client) -> None:
     assert description["DAG"]["Tasks"]["work"]["Extra"] == {"kept": True}
     assert description["DAG"]["Tasks"]["work"]["Parameters"]["Command"]["CommandLine"] == (
         "echo hello")
+
+
+@pytest.mark.parametrize(("method", "path", "body"), [
+    ("GET", "/jobs/{job}/tasks/work/instances/²", None),
+    ("GET", "/jobs/{job}/tasks/work/instances/99999999999999999999999", None),
+    ("GET", "/jobs/{job}/tasks/work/instances?Marker=99999999999999999999", None),
+    ("GET", "/jobs/%00", None),
+    ("GET", "/jobs/%C3%A9t%C3%A9/tasks", None),
+    ("GET", "/jobs?Marker=job-FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFF", None),
+    ("GET", "/jobs?State=%00&MaxItemCount=%FF", None),
+    ("POST", "/jobs", {"Name": "x", "Extra": [[[[[[[[[[[[[[[[[[[[]]]]]]]]]]]]]]]]]]]]}),
+    ("POST", "/jobs", {"Name": "x", "Priority": 10**40, "DAG": {"Tasks": {}}}),
+    ("POST", "/jobs", {"Name": "é", "DAG": []}),
+    ("POST", "/jobs", {"Name": "x", "DAG": {"Tasks": {"t": None}, "Dependencies": {"t": "u"}}}),
+    ("POST", "/jobs", {"Name": "x", "DAG": {"Tasks": {"t": {"InstanceCount": 10**30}}}}),
+    ("PUT", "/jobs/{job}", {"Priority": 10**40}),
+    ("PUT", "/jobs/{job}", {"Priority": None}),
+    ("POST", "/jobs?IdempotentToken=%FF", {}),
+])
+def test_bad_input_never_makes_a_500(alice: httpx.Client, method: str, path: str,
+                                     body: Any) -> None:
+    job = alice.post("/jobs", json=job_body(count=2)).json()["Id"]
+    response = alice.request(method, path.replace("{job}", job), json=body)
+    assert response.status_code < 500, response.text
+    assert isinstance(response.json(), dict)
+
+
+def test_absurdly_nested_json(alice: httpx.Client) -> None:
+    nested = ("[" * 100_000 + "]" * 100_000).encode()
+    assert_error(alice.post("/jobs", content=nested), 400, "InvalidJsonFormat")

@@ -25,6 +25,7 @@ from batchyard.errors import BatchyardError
 
 Item = TypeVar("Item")
 JOB_ID = re.compile(r"^job-([0-9A-F]{16})[0-9A-F]{16}$")
+INSTANCE_ID = re.compile(r"^[0-9]{1,9}$")
 _EPOCH = datetime.fromtimestamp(0, UTC)
 
 
@@ -193,12 +194,18 @@ def has_task(database: Engine, job_id: str, task: str) -> bool:
             tasks.c.job_id == job_id, tasks.c.name == task)).first() is not None
 
 
+def instance_number(text: str) -> int | None:
+    """An instance id written in ASCII digits (at most 9), or None."""
+    return int(text) if INSTANCE_ID.match(text) else None
+
+
 def _instance_marker(marker: str) -> int:
     if not marker:
         return 0
-    if not marker.isdigit():
+    number = instance_number(marker)
+    if number is None:
         raise InvalidMarker(f"Marker must be an instance id (an integer >= 0), got {marker!r}")
-    return int(marker)
+    return number
 
 
 def _instance(row: Row[Any]) -> InstanceRecord:

@@ -105,7 +105,7 @@ def _describe(item: Any) -> tuple[str, str]:
         return f"Missing{field}", f"{field} is required"
     context = item.get("ctx") or {}
     reason = str(context["error"]) if "error" in context else str(item.get("msg", "invalid"))
-    reason = reason.replace("Input should be", "must be")
+    reason = reason.replace("Input should be", "must be").replace("String should", "must")
     return f"Invalid{field}", f"{field} {reason} (got {item.get('input')!r})"
 
 

@@ -62,9 +62,10 @@ def list_instances(job_id: str, task: str, query: Annotated[ListQuery, Query()],
 def get_instance(job_id: str, task: str, instance_id: str, caller: CallerDependency,
                  services: ServicesDependency) -> dict[str, Any]:
     _require_task(services, job_id, task, caller.tenant)
+    number = listing.instance_number(instance_id)
     record = None
-    if instance_id.isdigit():
-        record = listing.instance(services.database, job_id, task, int(instance_id))
+    if number is not None:
+        record = listing.instance(services.database, job_id, task, number)
     if record is None:
         raise NotFound(f"instance {instance_id} of task {task} of job {job_id} does not exist")
     return instance_view(record)
