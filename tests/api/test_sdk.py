@@ -180,3 +180,13 @@ def test_the_sdk_signs_as_the_server_verifies(server: LiveServer) -> None:
     assert target == "/jobs?Cluster-Id=a%2Fb%20c&Marker&MaxItemCount=50&State=Running"
     lowered = {name.lower(): str(value) for name, value in headers.items()}
     assert authorization("testid", "testsecret", "GET", target, lowered) == expected
+
+
+def test_idempotent_token_through_the_sdk(client: Any) -> None:
+    job = one_task_job("true", name="sdk-idem")
+    first = client.create_job(job, token="sdk_token_1").Id
+    assert client.create_job(job, token="sdk_token_1").Id == first
+    with pytest.raises(ClientError) as raised:
+        client.create_job(one_task_job("false", name="sdk-idem"), token="sdk_token_1")
+    assert (raised.value.get_status_code(), raised.value.get_code()) == (
+        400, "IdempotentTokenMismatch")
