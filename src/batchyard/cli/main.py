@@ -115,7 +115,7 @@ def run(
     """Submit JOB.json, show live progress until it ends, then summarise.
 
     One line per task (in dependency order) shows its instances waiting, running,
-    finished and failed. At the end: a table per task, where the logs are, and for each
+    finished and failed. At the end: a table of the tasks, where the logs are, and for each
     failed instance its exit code, error and log objects.
     """
     raw = _load_job(job_file)
