@@ -20,7 +20,7 @@ def test_every_table_covers_every_state() -> None:
 
 
 def test_groups_partition_the_states() -> None:
-    assert ACTIVE | TERMINAL == set(State)
+    assert set(State) == ACTIVE | TERMINAL
     assert not ACTIVE & TERMINAL
 
 

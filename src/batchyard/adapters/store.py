@@ -287,7 +287,7 @@ class StoreTransaction:
         return moved
 
     def move_instances(self, job_id: str, sources: frozenset[State], target: State, now: float,
-                       tasks_only: set[str] | None = None, **fields: Any) -> list[Row[Any]]:
+                       tasks_only: set[str] | None = None, **fields: Any) -> Sequence[Any]:
         """Move every instance of a job in `sources` to `target`; returns the rows it moved."""
         where = [instances.c.job_id == job_id,
                  instances.c.state.in_([s.value for s in sources])]
@@ -302,7 +302,7 @@ class StoreTransaction:
         for row in rows:
             self.event(job_id, "instance", row.state, target, now, task=row.task,
                        instance_id=row.instance_id)
-        return list(rows)
+        return rows
 
     def mark_running(self, rows: list[LaunchRow], now: float) -> None:
         for row in rows:

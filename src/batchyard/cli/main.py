@@ -28,6 +28,8 @@ from batchyard.cli.execution import (
     watch,
 )
 from batchyard.cli.job_file import JobFileError, read_job_file
+from batchyard.cli.keys import keys_app
+from batchyard.cli.server import SERVE_EPILOG, serve
 from batchyard.cli.options import BucketOption, DataDirOption, SlotsOption
 from batchyard.cli.progress import (
     JobView,
@@ -85,6 +87,8 @@ app = typer.Typer(name="batchyard", help=APP_HELP, epilog=APP_EPILOG, no_args_is
                   add_completion=False, rich_markup_mode="markdown",
                   pretty_exceptions_show_locals=False)  # locals may hold secrets (URLs, keys)
 app.add_typer(objects.app, name="oss")
+app.add_typer(keys_app, name="keys")
+app.command(epilog=SERVE_EPILOG)(serve)
 
 _out = Console(highlight=False)
 _err = Console(stderr=True, highlight=False, soft_wrap=True)

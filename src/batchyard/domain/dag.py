@@ -8,7 +8,8 @@ from graphlib import CycleError, TopologicalSorter
 from batchyard.domain.states import State
 
 
-def upstreams(tasks: Iterable[str], dependencies: Mapping[str, Iterable[str]]) -> dict[str, set[str]]:
+def upstreams(tasks: Iterable[str],
+              dependencies: Mapping[str, Iterable[str]]) -> dict[str, set[str]]:
     """Map every task to the set of tasks it waits for.
 
     `dependencies` uses the BatchCompute direction: key = upstream task, value = downstream tasks.

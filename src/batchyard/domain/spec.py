@@ -35,7 +35,8 @@ DEFAULT_TIMEOUT = 86_400  # reference §13 #1
 def _stringify_values(value: Any) -> Any:
     """The SDK coerces EnvVars values to strings; so do we (numbers, booleans)."""
     if isinstance(value, dict):
-        return {key: item if isinstance(item, str) else _env_text(item) for key, item in value.items()}
+        return {key: item if isinstance(item, str) else _env_text(item)
+                for key, item in value.items()}
     return value
 
 
@@ -74,7 +75,8 @@ class InputMappingConfigSpec(_Model):
 
 class ParametersSpec(_Model):
     Command: CommandSpec
-    InputMappingConfig: InputMappingConfigSpec = Field(default_factory=lambda: InputMappingConfigSpec())
+    InputMappingConfig: InputMappingConfigSpec = Field(
+        default_factory=lambda: InputMappingConfigSpec())
     StdoutRedirectPath: StrictStr
     StderrRedirectPath: StrictStr
 

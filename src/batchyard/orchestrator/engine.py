@@ -202,14 +202,15 @@ class Engine:
         """Apply outcomes, settle states, launch into free slots — one transaction."""
         with self._lock:
             reports = self._drain()
+            for key, _ in reports:  # their slots are free again
+                self._in_flight.discard(key)
             try:
                 finished, cancels, launched = self._transact(reports)
             except Exception:
-                for report in reports:  # nothing was recorded: try them again next step
-                    self._reports.put(report)
+                for key, outcome in reports:  # nothing was recorded: try them again next step
+                    self._in_flight.add(key)
+                    self._reports.put((key, outcome))
                 raise
-            for key, _ in reports:
-                self._in_flight.discard(key)
             self._dispatch(launched, cancels)
             self._release(finished)
         if reports or launched:
@@ -258,7 +259,8 @@ class Engine:
                 touched.add(key.job_id)
         return touched
 
-    def _settle_all(self, tx: StoreTransaction, job_ids: set[str]) -> tuple[set[str], list[AttemptKey]]:
+    def _settle_all(self, tx: StoreTransaction,
+                    job_ids: set[str]) -> tuple[set[str], list[AttemptKey]]:
         finished: set[str] = set()
         cancels: list[AttemptKey] = []
         for job_id in sorted(job_ids):

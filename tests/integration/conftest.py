@@ -1,0 +1,52 @@
+"""Fixtures: a real engine on a temp data dir (SQLite file, local object store, processes)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from batchyard.orchestrator.engine import Engine
+from batchyard.service import open_engine
+from batchyard.settings import Settings
+
+
+def make_task(command: str, count: int = 1, **fields: Any) -> dict[str, Any]:
+    task: dict[str, Any] = {
+        "InstanceCount": count,
+        "AutoCluster": {"ImageId": "img-ubuntu", "InstanceType": "ecs.sn1.medium"},
+        "Parameters": {
+            "Command": {"CommandLine": command, "PackagePath": ""},
+            "StdoutRedirectPath": "oss://test/logs/",
+            "StderrRedirectPath": "oss://test/logs/",
+        },
+    }
+    task.update(fields)
+    return task
+
+
+def make_job(tasks: dict[str, dict[str, Any]], dependencies: dict[str, list[str]] | None = None,
+             **fields: Any) -> dict[str, Any]:
+    job: dict[str, Any] = {"Name": "test", "Priority": 0, "Type": "DAG",
+                           "JobFailOnInstanceFail": True,
+                           "DAG": {"Tasks": tasks, "Dependencies": dependencies or {}}}
+    job.update(fields)
+    return job
+
+
+def settings_for(data_dir: Path, slots: int = 4) -> Settings:
+    return Settings(data_dir=data_dir, slots=slots)
+
+
+@pytest.fixture
+def engine(tmp_path: Path) -> Iterator[Engine]:
+    with open_engine(settings_for(tmp_path / "data")) as running:
+        yield running
+
+
+@pytest.fixture
+def one_slot_engine(tmp_path: Path) -> Iterator[Engine]:
+    with open_engine(settings_for(tmp_path / "data", slots=1)) as running:
+        yield running
