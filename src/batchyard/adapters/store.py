@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, create_engine, event, func, select
+from sqlalchemy import Connection, Engine, bindparam, create_engine, event, func, select
 from sqlalchemy.engine import Row
 from sqlalchemy.pool import ConnectionPoolEntry
 
@@ -44,6 +44,8 @@ class LaunchRow:
     candidate: Candidate
     attempts: int
     retry_count: int
+    starts_task: bool = False
+    """True when its task or job is not Running yet (so launching changes their state)."""
 
 
 @dataclass(frozen=True)
@@ -86,6 +88,12 @@ class SqlStore:
             if row is None:
                 return None
             return _job_record(row, *_job_metrics(connection, job_id))
+
+    def job_state(self, job_id: str) -> State | None:
+        """Just the state of a job (cheap: no metrics)."""
+        with self.engine.connect() as connection:
+            state = connection.execute(_JOB_STATE, {"b_id": job_id}).scalar()
+            return None if state is None else State(state)
 
     def jobs(self, tenant: str | None = None, state: State | None = None) -> list[JobRecord]:
         """Jobs newest first (callers page and filter further)."""
@@ -247,39 +255,38 @@ class StoreTransaction:
     # ---- instances -----------------------------------------------------------------------
 
     def launch_rows(self, limit: int) -> list[LaunchRow]:
-        """Waiting instances of ready tasks of active jobs, best first, at most `limit`."""
-        if limit <= 0:
-            return []
-        query = (
-            select(instances.c.job_id, instances.c.task, instances.c.instance_id,
-                   instances.c.attempts, instances.c.retry_count, jobs.c.priority,
-                   jobs.c.created)
-            .join(tasks, (tasks.c.job_id == instances.c.job_id)
-                  & (tasks.c.name == instances.c.task))
-            .join(jobs, jobs.c.id == instances.c.job_id)
-            .where(instances.c.state == State.WAITING.value, tasks.c.ready.is_(True),
-                   jobs.c.state.in_([s.value for s in ACTIVE]))
-            .order_by(jobs.c.priority.desc(), jobs.c.created, jobs.c.id, instances.c.task,
-                      instances.c.instance_id)
-            .limit(limit))
-        return [
-            LaunchRow(Candidate(row.job_id, row.priority, to_time(row.created) or _EPOCH,
-                                row.task, row.instance_id), row.attempts, row.retry_count)
-            for row in self.connection.execute(query)
-        ]
+        """Waiting instances of ready tasks of active jobs, best first, at most `limit`.
+
+        Walks active jobs in priority order and asks each for its first waiting instances
+        through the (state, job, task, instance) index, so a step costs O(limit), not
+        O(waiting instances).
+        """
+        rows: list[LaunchRow] = []
+        for job in self.connection.execute(_ACTIVE_JOBS) if limit > 0 else ():
+            created = to_time(job.created) or _EPOCH
+            for row in self.connection.execute(
+                    _WAITING_OF_JOB, {"b_job": job.id, "b_limit": limit - len(rows)}):
+                candidate = Candidate(job.id, job.priority, created, row.task, row.instance_id)
+                rows.append(LaunchRow(candidate, row.attempts, row.retry_count,
+                                      State.WAITING.value in (row.task_state, job.state)))
+            if len(rows) >= limit:
+                break
+        return rows
+
+    def has_active_instances(self, job_id: str, task: str) -> bool:
+        """Whether some instance of the task is still Waiting or Running (index lookup)."""
+        return self.connection.execute(
+            _ACTIVE_INSTANCE, {"b_job": job_id, "b_task": task}).first() is not None
 
     def instance_row(self, job_id: str, task: str, instance_id: int) -> Row[Any] | None:
         return self.connection.execute(
-            select(instances).where(instances.c.job_id == job_id, instances.c.task == task,
-                                    instances.c.instance_id == instance_id)).first()
+            _INSTANCE_ROW, {"b_job": job_id, "b_task": task, "b_index": instance_id}).first()
 
     def move_instance(self, change: InstanceChange, now: float) -> bool:
-        result = self.connection.execute(
-            instances.update()
-            .where(instances.c.job_id == change.job_id, instances.c.task == change.task,
-                   instances.c.instance_id == change.instance_id,
-                   instances.c.state.in_([s.value for s in change.sources]))
-            .values(state=change.target.value, **change.fields))
+        result = self.connection.execute(_MOVE_INSTANCE, {
+            "b_job": change.job_id, "b_task": change.task, "b_index": change.instance_id,
+            "b_sources": [s.value for s in change.sources], "state": change.target.value,
+            **change.fields})
         moved = bool(result.rowcount)
         if moved:
             self.event(change.job_id, "instance", "", change.target, now, task=change.task,
@@ -305,15 +312,15 @@ class StoreTransaction:
         return rows
 
     def mark_running(self, rows: list[LaunchRow], now: float) -> None:
+        if not rows:
+            return
+        self.connection.execute(_MARK_RUNNING, [
+            {"b_job": row.candidate.job_id, "b_task": row.candidate.task,
+             "b_index": row.candidate.instance_id, "state": State.RUNNING.value,
+             "attempts": row.attempts + 1, "started": now, "ended": None}
+            for row in rows])
         for row in rows:
             candidate = row.candidate
-            self.connection.execute(
-                instances.update()
-                .where(instances.c.job_id == candidate.job_id, instances.c.task == candidate.task,
-                       instances.c.instance_id == candidate.instance_id,
-                       instances.c.state == State.WAITING.value)
-                .values(state=State.RUNNING.value, attempts=row.attempts + 1, started=now,
-                        ended=None))
             self.event(candidate.job_id, "instance", State.WAITING.value, State.RUNNING, now,
                        task=candidate.task, instance_id=candidate.instance_id)
 
@@ -329,16 +336,42 @@ class StoreTransaction:
             select(instances).where(instances.c.state == State.RUNNING.value)).all()
 
     def record_attempt(self, values: dict[str, Any]) -> None:
-        existing = self.connection.execute(
-            select(attempts.c.attempt).where(
-                attempts.c.job_id == values["job_id"], attempts.c.task == values["task"],
-                attempts.c.instance_id == values["instance_id"],
-                attempts.c.attempt == values["attempt"])).first()
+        existing = self.connection.execute(_ATTEMPT_EXISTS, {
+            "b_job": values["job_id"], "b_task": values["task"],
+            "b_index": values["instance_id"], "b_attempt": values["attempt"]}).first()
         if existing is None:
             self.connection.execute(attempts.insert(), [values])
 
 
 _EPOCH = datetime.fromtimestamp(0, UTC)
+
+# Statements on the hot path, built once (values bound per call).
+_ONE_INSTANCE = (instances.c.job_id == bindparam("b_job"), instances.c.task == bindparam("b_task"),
+                 instances.c.instance_id == bindparam("b_index"))
+_JOB_STATE = select(jobs.c.state).where(jobs.c.id == bindparam("b_id"))
+_INSTANCE_ROW = select(instances).where(*_ONE_INSTANCE)
+_MOVE_INSTANCE = instances.update().where(
+    *_ONE_INSTANCE, instances.c.state.in_(bindparam("b_sources", expanding=True)))
+_MARK_RUNNING = instances.update().where(
+    *_ONE_INSTANCE, instances.c.state == State.WAITING.value)
+_ACTIVE_JOBS = (select(jobs.c.id, jobs.c.priority, jobs.c.created, jobs.c.state)
+                .where(jobs.c.state.in_([s.value for s in ACTIVE]))
+                .order_by(jobs.c.priority.desc(), jobs.c.created, jobs.c.id))
+_WAITING_OF_JOB = (
+    select(instances.c.task, instances.c.instance_id, instances.c.attempts,
+           instances.c.retry_count, tasks.c.state.label("task_state"))
+    .join(tasks, (tasks.c.job_id == instances.c.job_id) & (tasks.c.name == instances.c.task))
+    .where(instances.c.state == State.WAITING.value, instances.c.job_id == bindparam("b_job"),
+           tasks.c.ready.is_(True))
+    .order_by(instances.c.task, instances.c.instance_id)
+    .limit(bindparam("b_limit")))
+_ACTIVE_INSTANCE = select(instances.c.instance_id).where(
+    instances.c.job_id == bindparam("b_job"), instances.c.task == bindparam("b_task"),
+    instances.c.state.in_([State.WAITING.value, State.RUNNING.value])).limit(1)
+_ATTEMPT_EXISTS = select(attempts.c.attempt).where(
+    attempts.c.job_id == bindparam("b_job"), attempts.c.task == bindparam("b_task"),
+    attempts.c.instance_id == bindparam("b_index"),
+    attempts.c.attempt == bindparam("b_attempt"))
 
 
 def _make_engine(url: str) -> Engine:

@@ -57,6 +57,7 @@ class Engine:
         self._specs: dict[str, JobDescription] = {}
         self._released: dict[str, JobRecord] = {}
         self._closing = False
+        self._job_moved = False
         self._thread = threading.Thread(target=self._loop, name="batchyard-engine", daemon=True)
 
     # ---- lifecycle -----------------------------------------------------------------------
@@ -164,12 +165,19 @@ class Engine:
         """Block until the job is Finished, Failed or Stopped (or `timeout` seconds pass)."""
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
-            record = self._final_or_current(job_id)
+            state = self._state(job_id)
             remaining = None if deadline is None else deadline - time.monotonic()
-            if record.state in TERMINAL or (remaining is not None and remaining <= 0):
-                return record
+            if state in TERMINAL or (remaining is not None and remaining <= 0):
+                return self._final_or_current(job_id)
             with self._changed:
                 self._changed.wait(0.5 if remaining is None else min(0.5, remaining))
+
+    def _state(self, job_id: str) -> State:
+        released = self._released.get(job_id)
+        state = released.state if released is not None else self.store.job_state(job_id)
+        if state is None:
+            raise NotFound(f"job {job_id} does not exist")
+        return state
 
     def _final_or_current(self, job_id: str) -> JobRecord:
         released = self._released.get(job_id)
@@ -213,7 +221,8 @@ class Engine:
                 raise
             self._dispatch(launched, cancels)
             self._release(finished)
-        if reports or launched:
+        if self._job_moved:
+            self._job_moved = False
             self._notify()
 
     def _transact(self, reports: list[Report]) -> tuple[set[str], list[AttemptKey],
@@ -222,8 +231,8 @@ class Engine:
         with self.store.transaction() as tx:
             touched = self._apply(tx, reports, now)
             finished, cancels = self._settle_all(tx, touched)
-            launched = self._launch(tx, now)
-            more_finished, more_cancels = self._settle_all(tx, {r.key.job_id for r in launched})
+            launched, starting = self._launch(tx, now)
+            more_finished, more_cancels = self._settle_all(tx, starting)
             tx.flush_events()
         return finished | more_finished, cancels + more_cancels, launched
 
@@ -255,7 +264,7 @@ class Engine:
             change = InstanceChange(key.job_id, key.task, key.instance_id,
                                     frozenset({State.RUNNING}), verdict.target, fields,
                                     outcome.error_message)
-            if tx.move_instance(change, now):
+            if tx.move_instance(change, now) and _may_change_task(tx, key, verdict):
                 touched.add(key.job_id)
         return touched
 
@@ -266,6 +275,7 @@ class Engine:
         for job_id in sorted(job_ids):
             settlement = settle_job(tx, job_id, self._spec(job_id), self.clock())
             cancels += settlement.to_cancel
+            self._job_moved = self._job_moved or settlement.job_moved
             if settlement.finished:
                 finished.add(job_id)
         return finished, cancels
@@ -273,14 +283,16 @@ class Engine:
     def _settle(self, tx: StoreTransaction, job_id: str) -> None:
         self._settle_all(tx, {job_id})
 
-    def _launch(self, tx: StoreTransaction, now: float) -> list[AttemptRequest]:
+    def _launch(self, tx: StoreTransaction, now: float) -> tuple[list[AttemptRequest], set[str]]:
+        """Start the best waiting instances; also returns jobs whose tasks start running."""
         free = self.executor.capabilities().slots - len(self._in_flight)
         rows = tx.launch_rows(free)
         chosen = {row.candidate for row in rows}
         picked = [row for row in rows if row.candidate in
                   set(instances_to_launch(chosen, free))]
         tx.mark_running(picked, now)
-        return [self._request(row) for row in picked]
+        starting = {row.candidate.job_id for row in picked if row.starts_task}
+        return [self._request(row) for row in picked], starting
 
     def _dispatch(self, launched: list[AttemptRequest], cancels: list[AttemptKey]) -> None:
         for key in cancels:
@@ -340,6 +352,15 @@ class Engine:
         for job_id in tx.active_job_ids():
             self._settle(tx, job_id)
         tx.flush_events()
+
+
+def _may_change_task(tx: StoreTransaction, key: AttemptKey, verdict: Verdict) -> bool:
+    """Whether this instance's new state can change its task's (and so its job's) state.
+
+    A Running task stays Running while any instance is active, unless one failed; skipping
+    the settle then saves counting every instance of the job on each outcome.
+    """
+    return verdict is Verdict.FAIL or not tx.has_active_instances(key.job_id, key.task)
 
 
 def _as_directory(url: str) -> str:

@@ -20,6 +20,7 @@ class Settlement:
     to_cancel: list[AttemptKey] = field(default_factory=list)
     finished: bool = False
     changed: bool = False
+    job_moved: bool = False
 
 
 def settle_job(tx: StoreTransaction, job_id: str, spec: JobDescription, now: float) -> Settlement:
@@ -40,6 +41,7 @@ def settle_job(tx: StoreTransaction, job_id: str, spec: JobDescription, now: flo
         tx.move_job(job_id, frozenset({current}), target, now,
                     **_job_fields(tx, job, target, now))
         result.changed = True
+        result.job_moved = True
         result.finished = target is State.FINISHED
     if target in ACTIVE:
         _update_readiness(tx, job_id, spec, states, rows)
