@@ -5,6 +5,7 @@ from __future__ import annotations
 from batchyard.adapters.local_executor import LocalExecutor
 from batchyard.adapters.objectstore import FsspecObjectStore
 from batchyard.adapters.store import SqlStore
+from batchyard.lock import DataDirLock
 from batchyard.orchestrator.engine import Engine
 from batchyard.ports import Executor, ObjectStore, OutcomeListener
 from batchyard.runner.runner import RunnerSettings
@@ -25,6 +26,12 @@ def open_engine(settings: Settings) -> Engine:
     def local_executor(listener: OutcomeListener) -> Executor:
         return LocalExecutor(settings.slots, objects, runner_settings, listener)
 
-    store = SqlStore(settings.resolved_database_url)
-    engine = Engine(store, objects, local_executor, settings.work_root)
-    return engine.start()
+    lock = DataDirLock(settings.data_dir.resolve())
+    try:
+        store = SqlStore(settings.resolved_database_url)
+        engine = Engine(store, objects, local_executor, settings.work_root,
+                        closers=(lock.release,))
+        return engine.start()
+    except BaseException:
+        lock.release()
+        raise

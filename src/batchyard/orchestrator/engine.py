@@ -31,6 +31,7 @@ from batchyard.ids import new_job_id
 from batchyard.orchestrator import operations
 from batchyard.orchestrator.settling import settle_job
 from batchyard.ports import Executor, ObjectStore, OutcomeListener
+from batchyard.runner.reaper import reap_orphans
 
 log = logging.getLogger(__name__)
 
@@ -43,11 +44,13 @@ class Engine:
     """Runs BatchCompute jobs: the one object the CLI, the API and tests talk to."""
 
     def __init__(self, store: SqlStore, objects: ObjectStore, executor: ExecutorFactory,
-                 work_root: Path, clock: Callable[[], float] = time.time) -> None:
+                 work_root: Path, clock: Callable[[], float] = time.time,
+                 closers: tuple[Callable[[], None], ...] = ()) -> None:
         self.store = store
         self.objects = objects
         self.work_root = work_root
         self.clock = clock
+        self._closers = closers
         self.executor = executor(self._report)
         self._lock = threading.RLock()
         self._changed = threading.Condition()
@@ -64,6 +67,9 @@ class Engine:
 
     def start(self) -> Engine:
         """Reconcile attempts lost by a previous run, then start the control loop."""
+        killed = reap_orphans(self.work_root)
+        if killed:
+            log.warning("killed %d program(s) left running by an earlier engine", len(killed))
         with self._lock, self.store.transaction() as tx:
             self._requeue_lost(tx, self.clock())
         self._thread.start()
@@ -78,6 +84,8 @@ class Engine:
             self._thread.join()
         self.executor.shutdown()
         self.store.close()
+        for closer in self._closers:
+            closer()
 
     def __enter__(self) -> Engine:
         return self

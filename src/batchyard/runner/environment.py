@@ -13,6 +13,7 @@ import os
 
 from batchyard.domain.attempt import AttemptRequest
 from batchyard.ports import ObjectStore
+from batchyard.runner.reaper import MARKER
 from batchyard.runner.settings import RunnerSettings
 
 
@@ -28,6 +29,7 @@ def program_environment(request: AttemptRequest, objects: ObjectStore,
         environment["PYTHONPATH"] = (f"{settings.python_path}{os.pathsep}{inherited}"
                                      if inherited else settings.python_path)
     environment.update(identity_variables(request))
+    environment[MARKER] = str(settings.work_root)
     return environment
 
 
