@@ -15,9 +15,9 @@ from tests.integration.conftest import settings_for
 
 
 def test_a_second_engine_on_the_same_data_dir_is_refused(tmp_path: Path) -> None:
-    with open_engine(settings_for(tmp_path)):
-        with pytest.raises(DataDirBusy, match=f"pid {os.getpid()}"):
-            open_engine(settings_for(tmp_path))
+    with open_engine(settings_for(tmp_path)), pytest.raises(DataDirBusy,
+                                                            match=f"pid {os.getpid()}"):
+        open_engine(settings_for(tmp_path))
     with open_engine(settings_for(tmp_path)):  # released on close
         pass
 
