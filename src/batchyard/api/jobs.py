@@ -16,11 +16,40 @@ from batchyard.api.errors import BadRequest
 from batchyard.api.paging import CreateQuery, JobListQuery
 from batchyard.api.representation import description_view, job_view, page_view
 from batchyard.api.services import CallerDependency, Services, ServicesDependency
+from batchyard.domain.spec import JobDescription
 
 router = APIRouter(tags=["jobs"])
 
 
-@router.post("/jobs", status_code=201)
+
+def _json_body(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    """An OpenAPI requestBody for routes that read and validate their JSON body themselves
+    (so errors come out as BatchCompute codes, not FastAPI's 422)."""
+    return {"requestBody": {"required": True, "description": description,
+                            "content": {"application/json": {"schema": schema}}}}
+
+
+def _inlined(schema: Any, definitions: dict[str, Any]) -> Any:
+    """The schema with every `$ref` to its `$defs` replaced by the definition itself."""
+    if isinstance(schema, dict):
+        if "$ref" in schema:
+            return _inlined(definitions[schema["$ref"].rsplit("/", 1)[1]], definitions)
+        return {key: _inlined(value, definitions) for key, value in schema.items()
+                if key != "$defs"}
+    if isinstance(schema, list):
+        return [_inlined(item, definitions) for item in schema]
+    return schema
+
+
+_JOB_SCHEMA = JobDescription.model_json_schema()
+JOB_BODY = _json_body(_inlined(_JOB_SCHEMA, _JOB_SCHEMA.get("$defs", {})),
+                      "A BatchCompute job description (Type DAG), as the official SDK sends it")
+PRIORITY_BODY = _json_body(
+    {"type": "object", "required": ["Priority"],
+     "properties": {"Priority": {"type": "integer", "minimum": 0, "maximum": 1000}}},
+    "The new priority; the job must be Stopped or Failed")
+
+@router.post("/jobs", status_code=201, openapi_extra=JOB_BODY)
 async def create_job(request: Request, query: Annotated[CreateQuery, Query()],
                      caller: CallerDependency, services: ServicesDependency) -> dict[str, str]:
     """Submit a job description; 201 `{"Id": "job-…"}`."""
@@ -89,7 +118,7 @@ def delete_job(job_id: str, caller: CallerDependency, services: ServicesDependen
     return Response(status_code=204)
 
 
-@router.put("/jobs/{job_id}")
+@router.put("/jobs/{job_id}", openapi_extra=PRIORITY_BODY)
 async def change_priority(job_id: str, request: Request, caller: CallerDependency,
                           services: ServicesDependency) -> dict[str, Any]:
     """Body `{"Priority": n}`, n in [0, 1000]; the job must be Stopped or Failed."""
