@@ -20,10 +20,10 @@ from pathlib import Path
 from typing import Any
 
 from cryptography.fernet import Fernet, InvalidToken
-from sqlalchemy import Column, Engine, Float, String, Table, Text, create_engine, event, select
+from sqlalchemy import Column, Engine, Float, String, Table, Text, select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.pool import ConnectionPoolEntry
 
+from batchyard.adapters.database import migrate, open_engine
 from batchyard.adapters.schema import metadata
 from batchyard.errors import BatchyardError, NotFound
 
@@ -90,26 +90,13 @@ class AccessKey:
 
 
 def open_database(url: str) -> Engine:
-    """A SQLAlchemy engine for the state database, creating this module's tables."""
-    if url.startswith("sqlite:///"):
-        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-        database = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
-        event.listen(database, "connect", _sqlite_pragmas)
-    else:
-        database = create_engine(url, pool_pre_ping=True)
-    create_tables(database)
-    return database
+    """A SQLAlchemy engine for the state database, migrated to the newest schema."""
+    return open_engine(url)
 
 
 def create_tables(database: Engine) -> None:
-    metadata.create_all(database, tables=[access_keys, idempotency_tokens])
-
-
-def _sqlite_pragmas(connection: Any, _record: ConnectionPoolEntry) -> None:
-    cursor = connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.close()
+    """Make sure this module's tables exist (the migrations own the schema)."""
+    migrate(database)
 
 
 # ---- the master key ---------------------------------------------------------------------

@@ -12,14 +12,13 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, bindparam, create_engine, event, func, select
+from sqlalchemy import Connection, bindparam, func, select
 from sqlalchemy.engine import Row
-from sqlalchemy.pool import ConnectionPoolEntry
 
-from batchyard.adapters.schema import attempts, events, instances, jobs, metadata, tasks
+from batchyard.adapters.database import open_engine
+from batchyard.adapters.schema import attempts, events, instances, jobs, tasks
 from batchyard.domain.derivation import Metrics
 from batchyard.domain.records import (
     AttemptRecord,
@@ -66,8 +65,7 @@ class SqlStore:
 
     def __init__(self, url: str) -> None:
         self.url = url
-        self.engine = _make_engine(url)
-        metadata.create_all(self.engine)
+        self.engine = open_engine(url)
 
     def close(self) -> None:
         self.engine.dispose()
@@ -75,7 +73,9 @@ class SqlStore:
     @contextmanager
     def transaction(self) -> Iterator[StoreTransaction]:
         with self.engine.begin() as connection:
-            yield StoreTransaction(connection)
+            tx = StoreTransaction(connection)
+            yield tx
+            tx.flush_events()  # events not flushed by the caller still commit with the change
 
     # ---- reads ---------------------------------------------------------------------------
 
@@ -362,7 +362,7 @@ _WAITING_OF_JOB = (
            instances.c.retry_count, tasks.c.state.label("task_state"))
     .join(tasks, (tasks.c.job_id == instances.c.job_id) & (tasks.c.name == instances.c.task))
     .where(instances.c.state == State.WAITING.value, instances.c.job_id == bindparam("b_job"),
-           tasks.c.ready.is_(True))
+           tasks.c.ready)
     .order_by(instances.c.task, instances.c.instance_id)
     .limit(bindparam("b_limit")))
 _ACTIVE_INSTANCE = select(instances.c.instance_id).where(
@@ -372,23 +372,6 @@ _ATTEMPT_EXISTS = select(attempts.c.attempt).where(
     attempts.c.job_id == bindparam("b_job"), attempts.c.task == bindparam("b_task"),
     attempts.c.instance_id == bindparam("b_index"),
     attempts.c.attempt == bindparam("b_attempt"))
-
-
-def _make_engine(url: str) -> Engine:
-    if url.startswith("sqlite:///"):
-        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
-        event.listen(engine, "connect", _sqlite_pragmas)
-        return engine
-    return create_engine(url, pool_pre_ping=True)
-
-
-def _sqlite_pragmas(connection: Any, _record: ConnectionPoolEntry) -> None:
-    cursor = connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.close()
 
 
 def _instance_counts(connection: Connection, job_id: str) -> dict[str, Metrics]:
