@@ -1,0 +1,98 @@
+"""The Alembic migrations build exactly the schema of `metadata`, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import inspect
+
+import batchyard.adapters.credentials  # noqa: F401  (its tables are part of the schema)
+from batchyard.adapters.database import (
+    make_engine,
+    migrate,
+    migration_config,
+    normalized_url,
+    open_engine,
+)
+from batchyard.adapters.schema import metadata
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def empty_database(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'state.db'}"
+    url: str = request.getfixturevalue("postgres_url")
+    return url
+
+
+def head() -> str | None:
+    return ScriptDirectory.from_config(migration_config()).get_current_head()
+
+
+def test_the_migrated_schema_equals_the_metadata(empty_database: str) -> None:
+    from alembic.autogenerate import compare_metadata
+
+    engine = open_engine(empty_database)
+    try:
+        with engine.connect() as connection:
+            context = MigrationContext.configure(connection, opts={"compare_type": True})
+            assert compare_metadata(context, metadata) == []
+            assert context.get_current_revision() == head()
+            assert set(inspect(connection).get_table_names()) == {
+                *metadata.tables, "alembic_version"}
+    finally:
+        engine.dispose()
+
+
+def test_migrating_twice_changes_nothing(empty_database: str) -> None:
+    for _ in range(2):
+        engine = make_engine(empty_database)
+        migrate(engine)
+        with engine.connect() as connection:
+            assert MigrationContext.configure(connection).get_current_revision() == head()
+        engine.dispose()
+
+
+def test_processes_opening_a_fresh_database_at_once_migrate_it_once(empty_database: str) -> None:
+    code = ("import sys; from batchyard.adapters.database import open_engine; "
+            "open_engine(sys.argv[1]).dispose()")
+    processes = [subprocess.Popen([sys.executable, "-c", code, empty_database],
+                                  stderr=subprocess.PIPE, text=True) for _ in range(3)]
+    for process in processes:
+        _, errors = process.communicate(timeout=60)
+        assert process.returncode == 0, errors
+
+
+def test_postgresql_urls_use_psycopg_3() -> None:
+    assert normalized_url("postgresql://u:p@127.0.0.1:5/db") == (
+        "postgresql+psycopg://u:p@127.0.0.1:5/db")
+    assert normalized_url("postgresql+psycopg://u@h/db") == "postgresql+psycopg://u@h/db"
+    assert normalized_url("sqlite:////tmp/x.db") == "sqlite:////tmp/x.db"
+
+
+def test_a_database_made_before_the_migrations_is_adopted(empty_database: str) -> None:
+    from batchyard.adapters.schema import jobs, tasks
+
+    engine = make_engine(empty_database)
+    metadata.create_all(engine, tables=[table for name, table in metadata.tables.items()
+                                        if name not in ("access_keys", "idempotency_tokens")])
+    with engine.begin() as connection:
+        connection.execute(jobs.insert(), [{
+            "id": "job-old", "tenant": "t", "name": "n", "priority": 0, "state": "Finished",
+            "message": "", "fail_on_instance_fail": True, "auto_release": False,
+            "created": 1.0, "description": "{}"}])
+        connection.execute(tasks.insert(), [{
+            "job_id": "job-old", "name": "a", "state": "Finished", "ready": True,
+            "instance_count": 1, "max_retry_count": 0}])
+    migrate(engine)
+    with engine.connect() as connection:
+        context = MigrationContext.configure(connection)
+        assert context.get_current_revision() == head()
+        assert connection.execute(jobs.select()).one().id == "job-old"
+        assert "access_keys" in inspect(connection).get_table_names()
+    engine.dispose()

@@ -1,0 +1,184 @@
+"""The state store behaves the same on SQLite and PostgreSQL (each test runs on both)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from batchyard.adapters.credentials import KeyStore, TokenLedger, master_key
+from batchyard.adapters.listing import Window, list_instances, list_jobs
+from batchyard.adapters.store import InstanceChange, SqlStore
+from batchyard.domain.spec import parse_job
+from batchyard.domain.states import State
+from batchyard.service import open_engine
+from batchyard.settings import Settings
+from tests.integration.conftest import make_job, make_task
+
+WAITING = frozenset({State.WAITING})
+RUNNING = frozenset({State.RUNNING})
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'state.db'}"
+    url: str = request.getfixturevalue("postgres_url")
+    return url
+
+
+@pytest.fixture
+def store(database_url: str) -> Iterator[SqlStore]:
+    opened = SqlStore(database_url)
+    yield opened
+    opened.close()
+
+
+def create(store: SqlStore, job_id: str, job: dict[str, Any], now: float = 1000.0,
+           tenant: str = "alice") -> str:
+    with store.transaction() as tx:
+        tx.create_job(job_id, tenant, parse_job(job), now)
+    return job_id
+
+
+def two_step_job(priority: int = 0) -> dict[str, Any]:
+    return make_job({"first": make_task("true", 2), "second": make_task("true")},
+                    {"first": ["second"]}, Priority=priority)
+
+
+def change(job_id: str, task: str, index: int, sources: frozenset[State], target: State,
+           **fields: Any) -> InstanceChange:
+    return InstanceChange(job_id, task, index, sources, target, fields)
+
+
+def test_a_created_job_and_all_its_instances_are_waiting(store: SqlStore) -> None:
+    job_id = create(store, "job-1", two_step_job())
+    job = store.job(job_id, "alice")
+    assert job is not None and job.state is State.WAITING
+    assert (job.task_metrics.total, job.instance_metrics.total) == (2, 3)
+    assert {i.state for t in ("first", "second") for i in store.instances(job_id, t)} == {
+        State.WAITING}
+    with store.transaction() as tx:
+        ready = {row.name: row.ready for row in tx.task_rows(job_id)}
+    assert ready == {"first": True, "second": False}
+    assert [(e.kind, e.target, e.message) for e in store.events(job_id)] == [
+        ("job", "Waiting", "submitted")]
+    assert store.job(job_id, "bob") is None
+
+
+def test_compare_and_set_refuses_a_wrong_source(store: SqlStore) -> None:
+    job_id = create(store, "job-1", two_step_job())
+    with store.transaction() as tx:
+        assert tx.move_instance(change(job_id, "first", 0, WAITING, State.RUNNING,
+                                       started=1001.5), 1001.5)
+        assert not tx.move_instance(change(job_id, "first", 0, WAITING, State.FAILED), 1002)
+        assert not tx.move_job(job_id, RUNNING, State.FINISHED, 1002)
+        assert tx.move_job(job_id, WAITING, State.RUNNING, 1002, started=1002.25)
+        assert not tx.move_task(job_id, "first", RUNNING, State.FINISHED, 1002)
+    first = store.instances(job_id, "first")[0]
+    assert first.state is State.RUNNING and first.started is not None
+    assert first.started.timestamp() == 1001.5
+    assert [(e.kind, e.target) for e in store.events(job_id)] == [
+        ("job", "Waiting"), ("instance", "Running"), ("job", "Running")]
+
+
+def test_a_failed_transaction_records_neither_the_change_nor_its_event(store: SqlStore) -> None:
+    job_id = create(store, "job-1", two_step_job())
+    with pytest.raises(RuntimeError), store.transaction() as tx:
+        assert tx.move_instance(change(job_id, "first", 1, WAITING, State.RUNNING), 1001)
+        tx.flush_events()
+        raise RuntimeError("crash between the change and the commit")
+    assert store.instances(job_id, "first")[1].state is State.WAITING
+    assert len(store.events(job_id)) == 1
+
+
+def test_launch_rows_by_priority_then_creation_task_and_instance(store: SqlStore) -> None:
+    create(store, "job-low", two_step_job(priority=1), now=1000)
+    create(store, "job-high-old", make_job({"b": make_task("true"), "a": make_task("true", 2)},
+                                           Priority=5), now=1001)
+    create(store, "job-high-new", two_step_job(priority=5), now=1002)
+    with store.transaction() as tx:
+        rows = tx.launch_rows(10)
+        assert tx.launch_rows(0) == [] and len(tx.launch_rows(4)) == 4
+    keys = [(r.candidate.job_id, r.candidate.task, r.candidate.instance_id) for r in rows]
+    assert keys == [("job-high-old", "a", 0), ("job-high-old", "a", 1), ("job-high-old", "b", 0),
+                    ("job-high-new", "first", 0), ("job-high-new", "first", 1),
+                    ("job-low", "first", 0), ("job-low", "first", 1)]
+    assert all(r.starts_task and r.attempts == 0 for r in rows)
+
+
+def test_mark_running_moves_only_waiting_instances(store: SqlStore) -> None:
+    job_id = create(store, "job-1", two_step_job())
+    with store.transaction() as tx:
+        rows = tx.launch_rows(2)
+        tx.mark_running(rows, 1001)
+        assert tx.launch_rows(5) == []
+        assert tx.has_active_instances(job_id, "first")
+    assert [(i.state, i.attempts) for i in store.instances(job_id, "first")] == [
+        (State.RUNNING, 1), (State.RUNNING, 1)]
+    with store.transaction() as tx:
+        moved = tx.move_instances(job_id, RUNNING | WAITING, State.STOPPED, 1002)
+    assert len(moved) == 3 and len(store.events(job_id)) == 1 + 2 + 3
+
+
+def test_an_attempt_is_recorded_once(store: SqlStore) -> None:
+    job_id = create(store, "job-1", two_step_job())
+    attempt = {"job_id": job_id, "task": "first", "instance_id": 0, "attempt": 1,
+               "started": 1001.0, "ended": 1002.0, "exit_code": 3, "error_code": "",
+               "error_message": "exited with code 3", "stdout_path": "", "stderr_path": ""}
+    for _ in range(2):
+        with store.transaction() as tx:
+            tx.record_attempt(attempt)
+    recorded, = store.attempts(job_id, "first", 0)
+    assert (recorded.attempt, recorded.exit_code) == (1, 3)
+
+
+def test_delete_removes_the_job_and_everything_of_it(store: SqlStore) -> None:
+    job_id = create(store, "job-1", two_step_job())
+    keep = create(store, "job-2", two_step_job())
+    with store.transaction() as tx:
+        tx.delete_job(job_id)
+        assert tx.active_job_ids() == [keep]
+    assert store.job(job_id) is None and store.tasks(job_id) == []
+    assert store.instances(job_id, "first") == [] and store.events(job_id) == []
+    assert len(store.instances(keep, "first")) == 2
+
+
+def test_api_listings_page_with_markers(store: SqlStore) -> None:
+    for number in range(5):
+        create(store, f"job-{number}", two_step_job(), now=1000 + number)
+    first = list_jobs(store.engine, "alice", Window(limit=2))
+    assert [j.id for j in first.items] == ["job-4", "job-3"] and first.next_marker == "job-2"
+    rest = list_jobs(store.engine, "alice", Window(marker="job-2", limit=10))
+    assert [j.id for j in rest.items] == ["job-2", "job-1", "job-0"] and not rest.next_marker
+    page = list_instances(store.engine, "job-0", "first", Window(limit=1))
+    assert [i.instance_id for i in page.items] == [0] and page.next_marker == "1"
+
+
+def test_keys_and_idempotency_tokens(store: SqlStore, tmp_path: Path) -> None:
+    keys = KeyStore(store.engine, master_key(tmp_path / "keys"))
+    key = keys.create("alice", "contract")
+    found = keys.lookup(key.id)
+    assert found is not None and found.secret == key.secret
+    assert keys.revoke(key.id).revoked is not None
+    tokens = TokenLedger(store.engine)
+    assert tokens.claim("alice", "jobs", "t-1", "digest").owned
+    tokens.settle("alice", "jobs", "t-1", "job-1")
+    assert tokens.claim("alice", "jobs", "t-1", "digest").resource_id == "job-1"
+
+
+def test_the_engine_runs_a_dag_with_a_retry_to_finished(database_url: str,
+                                                        tmp_path: Path) -> None:
+    counter = tmp_path / "count"
+    flaky = f'n=$(cat {counter} 2>/dev/null || echo 0); echo $((n+1)) > {counter}; [ "$n" -ge 1 ]'
+    job = make_job({"prepare": make_task("true", 2), "flaky": make_task(flaky, MaxRetryCount=1)},
+                   {"prepare": ["flaky"]})
+    settings = Settings(data_dir=tmp_path / "data", database_url=database_url, slots=2)
+    with open_engine(settings) as engine:
+        job_id = engine.submit(job)
+        assert engine.wait(job_id, timeout=60).state is State.FINISHED
+        flaky_instance, = engine.instances(job_id, "flaky")
+        assert flaky_instance.retry_count == 1
+        assert [a.exit_code for a in engine.attempts(job_id, "flaky", 0)] == [1, 0]
