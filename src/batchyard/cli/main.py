@@ -13,6 +13,7 @@ from rich.text import Text
 
 from batchyard import __version__
 from batchyard.cli import objects
+from batchyard.cli.client import register as register_client_commands
 from batchyard.cli.configuration import ConfigurationError, load_settings
 from batchyard.cli.execution import (
     EXIT_FAILED,
@@ -29,7 +30,6 @@ from batchyard.cli.execution import (
 )
 from batchyard.cli.job_file import JobFileError, read_job_file
 from batchyard.cli.keys import keys_app
-from batchyard.cli.server import SERVE_EPILOG, serve
 from batchyard.cli.options import BucketOption, DataDirOption, SlotsOption
 from batchyard.cli.progress import (
     JobView,
@@ -42,6 +42,7 @@ from batchyard.cli.progress import (
     summary_table,
     task_order,
 )
+from batchyard.cli.server import SERVE_EPILOG, serve
 from batchyard.domain.spec import parse_job
 from batchyard.domain.states import State
 from batchyard.errors import BatchyardError, SpecError
@@ -236,3 +237,6 @@ def _report(engine: Engine, view: JobView, raw: dict[str, Any], quiet: bool) -> 
         _out.print()
     if failed or not quiet:
         _out.print(logs_text(log_directories(raw)))
+
+
+register_client_commands(app)  # submit, jobs, job, log, stop, start, delete, priority

@@ -1,0 +1,496 @@
+"""Client commands of a `batchyard serve` server: submit, jobs, job, log, stop, start, delete,
+priority. Mounted on the main app with `register(app)`.
+
+Every command finds the server and its access key in flags, `BATCHYARD_*` environment
+variables or the client configuration file (see `client_config`).
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import typer
+from rich.console import Console
+from rich.text import Text
+
+from batchyard.cli.client_config import DEFAULT_ENDPOINT, ClientConfigurationError, resolve
+from batchyard.cli.client_views import (
+    instance_details,
+    instances_table,
+    job_details,
+    jobs_table,
+    task_details,
+)
+from batchyard.cli.configuration import ConfigurationError, load_settings
+from batchyard.cli.execution import (
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_INVALID,
+    exit_status,
+    failed_instances,
+    observe,
+    stderr_tails,
+    summarize,
+)
+from batchyard.cli.job_file import JobFileError, read_job_file
+from batchyard.cli.options import BucketOption, DataDirOption
+from batchyard.cli.progress import (
+    JobView,
+    LiveProgress,
+    PlainProgress,
+    failure_report,
+    log_directories,
+    logs_text,
+    result_text,
+    summary_table,
+    task_order,
+)
+from batchyard.cli.remote import ApiError, RemoteClient, Unreachable
+from batchyard.cli.remote_engine import POLL_SECONDS, RemoteEngine
+from batchyard.cli.remote_logs import (
+    STREAMS,
+    LogPrinter,
+    Selection,
+    Source,
+    follow,
+    print_logs,
+    sources,
+)
+from batchyard.domain.states import TERMINAL, State
+from batchyard.ports import ObjectStore
+from batchyard.settings import Settings
+
+_PANEL = "Server"
+EndpointOption = Annotated[str | None, typer.Option(
+    "--endpoint", metavar="URL", envvar="BATCHYARD_ENDPOINT", show_default=False,
+    rich_help_panel=_PANEL,
+    help=f"The server [config file: endpoint; default {DEFAULT_ENDPOINT}]")]
+KeyIdOption = Annotated[str | None, typer.Option(
+    "--key-id", metavar="ID", envvar="BATCHYARD_KEY_ID", show_default=False,
+    rich_help_panel=_PANEL, help="AccessKeyId from `batchyard keys create` [config file: key_id]")]
+KeySecretOption = Annotated[str | None, typer.Option(
+    "--key-secret", metavar="SECRET", envvar="BATCHYARD_KEY_SECRET", show_default=False,
+    rich_help_panel=_PANEL, help="AccessKeySecret of that key [config file: key_secret]")]
+JobIdArgument = Annotated[str, typer.Argument(metavar="JOB_ID", help="job-… id")]
+JobIdsArgument = Annotated[list[str], typer.Argument(metavar="JOB_ID…", help="one or more ids")]
+TaskArgument = Annotated[str | None, typer.Argument(metavar="[TASK]", help="A task of the job",
+                                                   show_default=False)]
+InstanceArgument = Annotated[int | None, typer.Argument(
+    metavar="[INSTANCE]", min=0, help="An instance id of the task (0, 1, …)", show_default=False)]
+
+CONNECTION_HELP = """
+The server and the key come from --endpoint/--key-id/--key-secret, else
+BATCHYARD_ENDPOINT/BATCHYARD_KEY_ID/BATCHYARD_KEY_SECRET, else `endpoint`, `key_id`,
+`key_secret` in ~/.config/batchyard/client.toml (or the file BATCHYARD_CLIENT_CONFIG names).
+"""
+
+_out = Console(highlight=False)
+_err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def _fail(message: str, status: int) -> NoReturn:
+    _err.print(Text.assemble(("error: ", "red"), message))
+    raise typer.Exit(status)
+
+
+@contextmanager
+def _session(endpoint: str | None, key_id: str | None,
+             key_secret: str | None) -> Iterator[RemoteClient]:
+    """A client of the configured server; its failures become one `error:` line."""
+    try:
+        connection = resolve(endpoint, key_id, key_secret)
+    except ClientConfigurationError as error:
+        _fail(error.message, EXIT_INVALID)
+    try:
+        with RemoteClient(connection) as client:
+            yield client
+    except ApiError as error:
+        _fail(error.line, EXIT_FAILED)
+    except Unreachable as error:
+        _fail(error.message, EXIT_FAILED)
+
+
+def _objects_opener(data_dir: Path | None, bucket: list[str] | None
+                    ) -> Callable[[], ObjectStore]:
+    def open_store() -> ObjectStore:
+        from batchyard.service import open_objects
+
+        return open_objects(_settings(data_dir, bucket))
+    return open_store
+
+
+def _settings(data_dir: Path | None, bucket: list[str] | None) -> Settings:
+    try:
+        return load_settings(data_dir, None, bucket)
+    except ConfigurationError as error:
+        _fail(error.message, EXIT_INVALID)
+
+
+# --- submit -----------------------------------------------------------------------------
+
+SUBMIT_EPILOG = """\
+**Examples**
+
+```
+JOB=$(batchyard submit job.json)
+batchyard submit job.json --wait
+batchyard submit job.json --wait --endpoint http://10.0.0.5:9900
+```
+
+Exit status: 0 submitted (with --wait: the job Finished); 1 the job Failed or was Stopped,
+or the server refused the request or could not be reached; 2 the job file is not JSON or
+the server found the job invalid (every problem with its JSON path), or no access key is
+configured; 130 Ctrl-C while waiting (the job keeps running).
+""" + CONNECTION_HELP
+
+
+def submit(
+    job_file: Annotated[Path, typer.Argument(metavar="JOB.json",
+                                             help="Job description (BatchCompute JSON)")],
+    wait: Annotated[bool, typer.Option(
+        "--wait", "-w", help="Show live progress until the job ends, then a summary")] = False,
+    data_dir: DataDirOption = None, bucket: BucketOption = None,
+    endpoint: EndpointOption = None, key_id: KeyIdOption = None,
+    key_secret: KeySecretOption = None,
+) -> None:
+    """Submit JOB.json to the server and print its job id.
+
+    With --wait, follow it like `batchyard run` does (polling the server): one line per
+    task, then a table of the tasks and, for failed instances, their exit code, error and
+    the tail of stderr (read from the object store: --data-dir/--bucket as the server's).
+    """
+    try:
+        raw = read_job_file(job_file)
+    except JobFileError as error:
+        _fail(error.message, EXIT_INVALID)
+    with _session(endpoint, key_id, key_secret) as client:
+        job_id = _create(client, raw, job_file)
+        if not wait:
+            typer.echo(job_id)
+            return
+        engine = RemoteEngine(client, _objects_opener(data_dir, bucket),
+                              auto_release=bool(raw.get("AutoRelease")))
+        status = _wait(engine, job_id, raw)
+    raise typer.Exit(status)
+
+
+def _create(client: RemoteClient, raw: dict[str, Any], job_file: Path) -> str:
+    try:
+        return client.create_job(raw)
+    except ApiError as error:
+        if error.status != 400:
+            raise
+        if not error.problems:
+            _fail(error.line, EXIT_INVALID)
+        count = len(error.problems)
+        _err.print(Text(f"{job_file}: {count} problem{'s' if count != 1 else ''} in the job "
+                        "description (found by the server):", style="red"))
+        for problem in error.problems:
+            _err.print(Text(f"  {problem.get('Message') or problem}"))
+        raise typer.Exit(EXIT_INVALID) from None
+
+
+def _wait(engine: RemoteEngine, job_id: str, raw: dict[str, Any]) -> int:
+    started = datetime.now(UTC)
+    _out.print(Text.assemble("Submitted ", (job_id, "bold"), f" ({raw.get('Name', '')}); "
+                             "Ctrl-C stops watching, the job keeps running"))
+    display = LiveProgress(_out, started) if _out.is_terminal else PlainProgress(_out, started)
+    order = task_order(raw)
+    try:
+        with display:
+            view = _watch(engine, job_id, order, display)
+    except KeyboardInterrupt:
+        _err.print(Text(f"Stopped watching; {job_id} keeps running (batchyard stop {job_id} "
+                        "stops it)", style="yellow"))
+        return EXIT_INTERRUPTED
+    _report(engine, view, raw)
+    return exit_status(view.job.state)
+
+
+def _watch(engine: RemoteEngine, job_id: str, order: list[str],
+           display: LiveProgress | PlainProgress) -> JobView:
+    """Ask for the job and its tasks every POLL_SECONDS and show them, until the job ends."""
+    view = observe(engine, job_id, order)
+    while True:
+        display.show(view)
+        if view.job.state in TERMINAL:
+            return view
+        view = observe(engine, job_id, order, view, timeout=POLL_SECONDS)
+
+
+def _report(engine: RemoteEngine, view: JobView, raw: dict[str, Any]) -> None:
+    summaries = summarize(engine, view)
+    failed = failed_instances(summaries)
+    _out.print()
+    _out.print(result_text(view))
+    if view.job.message and view.job.state is not State.FINISHED:
+        _out.print(Text(view.job.message, style="yellow"))
+    _out.print(summary_table(view, summaries))
+    _out.print()
+    if failed:
+        _out.print(failure_report(failed, stderr_tails(engine.objects, failed)))
+        _out.print()
+    _out.print(logs_text(log_directories(raw)))
+
+
+# --- jobs -------------------------------------------------------------------------------
+
+JOBS_EPILOG = """\
+**Examples**
+
+```
+batchyard jobs
+batchyard jobs --state Running
+batchyard jobs --limit 50 --marker job-0000018F…   # the next page
+batchyard jobs --all
+```
+
+Newest first. Tasks and Inst are finished/total; Age is the time since creation.
+""" + CONNECTION_HELP
+
+
+def jobs(
+    state: Annotated[str | None, typer.Option(
+        "--state", "-s", metavar="STATE", show_default=False,
+        help="Only jobs in this state: Waiting, Running, Finished, Failed or Stopped")] = None,
+    limit: Annotated[int, typer.Option(
+        "--limit", "-n", min=1, max=100, help="Jobs per page (the server gives at most 100)")
+    ] = 20,
+    every: Annotated[bool, typer.Option("--all", "-a", help="Every page, not just one")
+                     ] = False,
+    marker: Annotated[str, typer.Option(
+        "--marker", metavar="JOB_ID", help="Start the page at this job (a NextMarker)")] = "",
+    endpoint: EndpointOption = None, key_id: KeyIdOption = None,
+    key_secret: KeySecretOption = None,
+) -> None:
+    """List your jobs, newest first: a page of --limit jobs, or --all of them."""
+    wanted = _state(state)
+    with _session(endpoint, key_id, key_secret) as client:
+        found, marker = client.list_jobs(marker, limit, wanted)
+        while every and marker:
+            more, marker = client.list_jobs(marker, limit, wanted)
+            found += more
+    if not found:
+        _err.print(f"No {wanted.value + ' ' if wanted else ''}jobs.")
+        return
+    _out.print(jobs_table(found, _out.width))
+    if marker:
+        _err.print(Text(f"More: batchyard jobs --limit {limit} --marker {marker}"
+                        f"{' --state ' + wanted.value if wanted else ''} (or --all)",
+                        style="dim"))
+
+
+def _state(text: str | None) -> State | None:
+    if text is None:
+        return None
+    for state in State:
+        if state.value.lower() == text.strip().lower():
+            return state
+    _fail(f"--state: {text!r} is not one of {', '.join(state.value for state in State)}",
+          EXIT_INVALID)
+
+
+# --- job --------------------------------------------------------------------------------
+
+JOB_EPILOG = """\
+**Examples**
+
+```
+batchyard job job-0000018F2A…            # the job and a table of its tasks
+batchyard job job-0000018F2A… count      # the task and a table of its instances
+batchyard job job-0000018F2A… count 2    # one instance: result, retries, log objects
+```
+""" + CONNECTION_HELP
+
+
+def job(
+    job_id: JobIdArgument, task: TaskArgument = None, instance: InstanceArgument = None,
+    endpoint: EndpointOption = None, key_id: KeyIdOption = None,
+    key_secret: KeySecretOption = None,
+) -> None:
+    """Show a job with its tasks, a task with its instances, or one instance."""
+    with _session(endpoint, key_id, key_secret) as client:
+        if task is not None and instance is not None:
+            _out.print(instance_details(client.instance(job_id, task, instance)))
+            _err.print(Text(f"Logs: batchyard log {job_id} {task} {instance}", style="dim"))
+        elif task is not None:
+            _out.print(task_details(client.task(job_id, task), client.instances(job_id, task)))
+        else:
+            _show_job(client, job_id)
+
+
+def _show_job(client: RemoteClient, job_id: str) -> None:
+    description = client.description(job_id)
+    engine = RemoteEngine(client, _objects_opener(None, None))
+    view = observe(engine, job_id, task_order(description))
+    summaries = summarize(engine, view)
+    _out.print(job_details(view.job))
+    _out.print()
+    _out.print(summary_table(view, summaries))
+    failed = failed_instances(summaries)
+    if failed:
+        _out.print(Text("\nFailed instances", style="bold red"))
+        _out.print(instances_table(failed))
+    _out.print(logs_text(log_directories(description)))
+
+
+# --- log --------------------------------------------------------------------------------
+
+LOG_EPILOG = """\
+**Examples**
+
+```
+batchyard log job-0000018F2A…                    # every log of the job, task by task
+batchyard log job-0000018F2A… count 2 --stdout   # exactly what instance 2 printed
+batchyard log job-0000018F2A… count 2 -f         # wait for it, then print it
+```
+
+The logs are objects in the server's store, read directly: run this where the server's
+--data-dir (and --bucket settings) can be reached. Instances upload their logs when an
+attempt ends, so -f shows a running instance's output once its attempt is over (a retry
+replaces it: it is printed again from the start). With more than one log, each starts
+with a `==> task/instance stream: url <==` line.
+""" + CONNECTION_HELP
+
+
+def log(
+    job_id: JobIdArgument, task: TaskArgument = None, instance: InstanceArgument = None,
+    follow_logs: Annotated[bool, typer.Option(
+        "--follow", "-f", help="Keep printing new output until the instances end")] = False,
+    stdout_only: Annotated[bool, typer.Option("--stdout", "-o", help="Only stdout")] = False,
+    stderr_only: Annotated[bool, typer.Option("--stderr", "-e", help="Only stderr")] = False,
+    data_dir: DataDirOption = None, bucket: BucketOption = None,
+    endpoint: EndpointOption = None, key_id: KeyIdOption = None,
+    key_secret: KeySecretOption = None,
+) -> None:
+    """Print the stdout and stderr of a job's instances (all, one task's, or one's)."""
+    streams = [name for name, only in zip(STREAMS, (stdout_only, stderr_only), strict=True)
+               if only] or list(STREAMS)
+    objects = _objects_opener(data_dir, bucket)()
+    with _session(endpoint, key_id, key_secret) as client:
+        description = client.description(job_id)
+        selection = Selection(job_id, task, instance, task_order(description))
+        instances = selection.instances(client)
+        logs = sources(description, instances, streams)
+        printer = LogPrinter(objects, sys.stdout.buffer, _note, titled=len(logs) > 1)
+        if follow_logs:
+            _follow(client, selection, printer, logs)
+            return
+        missing = print_logs(printer, logs)
+    states = {(one.task, one.instance_id): one.state for one in instances}
+    for source in missing:
+        _note(f"{source.task}/{source.instance_id} {source.stream}: no log yet — the instance "
+              f"is {states[(source.task, source.instance_id)].value}; logs are uploaded when "
+              "an attempt ends (-f waits for them)")
+    if logs and len(missing) == len(logs):
+        raise typer.Exit(EXIT_FAILED)
+
+
+def _follow(client: RemoteClient, selection: Selection, printer: LogPrinter,
+            logs: list[Source]) -> None:
+    try:
+        follow(client, selection, printer, logs)
+    except KeyboardInterrupt:
+        raise typer.Exit(EXIT_INTERRUPTED) from None
+
+
+def _note(message: str) -> None:
+    sys.stdout.flush()
+    _err.print(Text(message, style="dim"))
+
+
+# --- stop, start, delete, priority ------------------------------------------------------
+
+CONTROL_EPILOG = """\
+**Examples**
+
+```
+batchyard stop job-0000018F2A…
+batchyard start job-0000018F2A… job-0000018F2B…
+batchyard delete --force job-0000018F2A…
+batchyard priority job-0000018F2A… 500
+```
+
+stop: Waiting or Running jobs. start: Stopped or Failed jobs (finished instances are
+kept). delete: Stopped, Finished or Failed jobs (--force stops the job first).
+priority: Stopped or Failed jobs, 0…1000. Otherwise the server answers StateConflict
+(exit status 1).
+""" + CONNECTION_HELP
+
+
+def stop(job_ids: JobIdsArgument, endpoint: EndpointOption = None,
+         key_id: KeyIdOption = None, key_secret: KeySecretOption = None) -> None:
+    """Stop jobs: their running instances are killed, the jobs become Stopped."""
+    with _session(endpoint, key_id, key_secret) as client:
+        raise typer.Exit(_each(job_ids, client.stop, "stopped"))
+
+
+def start(job_ids: JobIdsArgument, endpoint: EndpointOption = None,
+          key_id: KeyIdOption = None, key_secret: KeySecretOption = None) -> None:
+    """Start Stopped or Failed jobs again: instances that did not finish run again."""
+    with _session(endpoint, key_id, key_secret) as client:
+        raise typer.Exit(_each(job_ids, client.start, "started"))
+
+
+def delete(job_ids: JobIdsArgument, force: Annotated[bool, typer.Option(
+               "--force", help="Stop the job first when it is Waiting or Running")] = False,
+           endpoint: EndpointOption = None, key_id: KeyIdOption = None,
+           key_secret: KeySecretOption = None) -> None:
+    """Delete ended jobs (their logs and outputs stay in the object store)."""
+    with _session(endpoint, key_id, key_secret) as client:
+        action = client.delete if not force else _stopping(client)
+        raise typer.Exit(_each(job_ids, action, "deleted"))
+
+
+def _stopping(client: RemoteClient) -> Callable[[str], None]:
+    def stop_then_delete(job_id: str) -> None:
+        if client.job(job_id).state not in TERMINAL:
+            try:
+                client.stop(job_id)
+            except ApiError as error:
+                if error.code != "StateConflict":
+                    raise  # it ended meanwhile: delete it as it is
+        client.delete(job_id)
+    return stop_then_delete
+
+
+def priority(job_id: JobIdArgument,
+             value: Annotated[int, typer.Argument(metavar="PRIORITY", help="0…1000")],
+             endpoint: EndpointOption = None, key_id: KeyIdOption = None,
+             key_secret: KeySecretOption = None) -> None:
+    """Change the priority of a Stopped or Failed job (higher runs first once started)."""
+    with _session(endpoint, key_id, key_secret) as client:
+        raise typer.Exit(_each([job_id], lambda one: client.change_priority(one, value),
+                               f"priority {value} for"))
+
+
+def _each(job_ids: list[str], action: Callable[[str], None], done: str) -> int:
+    """Apply `action` to every id; a refusal is one error line and exit status 1."""
+    status = 0
+    for job_id in job_ids:
+        try:
+            action(job_id)
+        except ApiError as error:
+            _err.print(Text.assemble(("error: ", "red"), error.line))
+            status = EXIT_FAILED
+            continue
+        _out.print(f"{done} {job_id}")
+    return status
+
+
+COMMANDS: list[tuple[Callable[..., None], str]] = [
+    (submit, SUBMIT_EPILOG), (jobs, JOBS_EPILOG), (job, JOB_EPILOG), (log, LOG_EPILOG),
+    (stop, CONTROL_EPILOG), (start, CONTROL_EPILOG), (delete, CONTROL_EPILOG),
+    (priority, CONTROL_EPILOG),
+]
+
+
+def register(app: typer.Typer) -> None:
+    """Add the client commands to the `batchyard` app."""
+    for command, epilog in COMMANDS:
+        app.command(epilog=epilog)(command)
