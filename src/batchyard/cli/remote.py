@@ -13,7 +13,6 @@ from urllib.parse import quote
 
 import httpx
 
-from batchyard.api.signature import signed_headers
 from batchyard.cli.client_config import Connection
 from batchyard.domain.derivation import Metrics
 from batchyard.domain.records import InstanceRecord, JobRecord, TaskRecord
@@ -64,6 +63,8 @@ class _Signer(httpx.Auth):
         self._secret = secret
 
     def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        from batchyard.api.signature import signed_headers  # the api package loads FastAPI
+
         target = request.url.raw_path.decode("ascii")
         request.headers.update(signed_headers(self._key_id, self._secret, request.method,
                                               target))
