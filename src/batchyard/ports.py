@@ -7,7 +7,7 @@ Adapters implement them: `adapters.store.SqlStore`, `adapters.objectstore.Fsspec
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
@@ -20,6 +20,13 @@ class ObjectInfo:
     url: str
     size: int
     is_dir: bool
+    version: str = field(default="", compare=False)
+    """Changes whenever the object's content may have changed (ETag, or mtime and inode)."""
+
+
+Downloads = list[tuple[str, Path]]
+Uploads = list[tuple[Path, str]]
+Folders = list[str]
 
 
 class ObjectStore(Protocol):
@@ -32,6 +39,15 @@ class ObjectStore(Protocol):
     def exists(self, url: str) -> bool: ...
     def list(self, url: str, recursive: bool = False) -> list[ObjectInfo]: ...
     def delete(self, url: str) -> None: ...
+    def get_files(self, pairs: Downloads) -> None:
+        """Download many objects (URL, local file) at once, as fast as the store allows."""
+        ...
+    def put_files(self, pairs: Uploads) -> None:
+        """Upload many local files (local file, URL) at once; the error names the object."""
+        ...
+    def local_folders(self) -> Folders:
+        """Local folders holding objects (hidden from sandboxed programs)."""
+        ...
     def program_environment(self) -> dict[str, str]:
         """Environment variables that let `batchyard.oss` in a task program reach this store."""
         ...
@@ -45,6 +61,8 @@ class Capabilities:
     name: str
     slots: int
     """How many instances may run at the same time."""
+    sandbox: bool = False
+    """Whether attempts with mapped paths can run (bubblewrap is installed)."""
 
 
 class Executor(Protocol):

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
+
 from batchyard.adapters.local_executor import LocalExecutor
 from batchyard.adapters.objectstore import FsspecObjectStore
+from batchyard.adapters.s3 import s3_configuration
 from batchyard.adapters.store import SqlStore
 from batchyard.lock import DataDirLock
 from batchyard.orchestrator.engine import Engine
@@ -12,8 +15,23 @@ from batchyard.runner.runner import RunnerSettings
 from batchyard.settings import Settings
 
 
-def open_objects(settings: Settings) -> ObjectStore:
-    return FsspecObjectStore(settings.object_root, settings.buckets)
+def open_objects(settings: Settings) -> FsspecObjectStore:
+    s3 = s3_configuration(
+        settings.s3_endpoint_url, settings.s3_region,
+        settings.s3_access_key_id.get_secret_value(),
+        settings.s3_secret_access_key.get_secret_value(), settings.s3_addressing_style)
+    return FsspecObjectStore(settings.object_root, settings.buckets, s3.options, s3.secrets,
+                             s3.program_environment)
+
+
+def hidden_paths(settings: Settings, objects: ObjectStore) -> tuple[str, ...]:
+    """What sandboxed programs must not see: the data dir, database, local bucket folders."""
+    hidden = [str(settings.data_dir.resolve()), *objects.local_folders()]
+    url = settings.resolved_database_url
+    if url.startswith("sqlite:///"):
+        database = os.path.abspath(url[len("sqlite:///"):])
+        hidden += [database, f"{database}-wal", f"{database}-shm"]
+    return tuple(hidden)
 
 
 def open_engine(settings: Settings) -> Engine:
@@ -21,7 +39,8 @@ def open_engine(settings: Settings) -> Engine:
     objects = open_objects(settings)
     runner_settings = RunnerSettings(
         work_root=settings.work_root, region=settings.region, oss_host=settings.oss_host,
-        keep_workdirs=settings.keep_workdirs)
+        keep_workdirs=settings.keep_workdirs, cache_root=settings.cache_root,
+        hidden=hidden_paths(settings, objects), log_interval=settings.log_interval)
 
     def local_executor(listener: OutcomeListener) -> Executor:
         return LocalExecutor(settings.slots, objects, runner_settings, listener)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -28,6 +28,19 @@ class Settings(BaseSettings):
     oss_host: str = Field(default="localhost", description="BATCH_COMPUTE_OSS_HOST for programs")
     keep_workdirs: bool = Field(default=False,
                                 description="Keep working directories of successful attempts")
+    log_interval: float = Field(default=5.0, gt=0,
+                                description="Seconds between LogMapping uploads while running")
+    s3_endpoint_url: str = Field(
+        default="", description="S3-compatible endpoint for s3:// buckets (default: "
+        "AWS_ENDPOINT_URL, else AWS); Alibaba OSS: https://oss-<region>.aliyuncs.com")
+    s3_region: str = Field(default="", description="S3 region (default: AWS_DEFAULT_REGION)")
+    s3_access_key_id: SecretStr = Field(
+        default=SecretStr(""), description="S3 access key id (default: AWS_ACCESS_KEY_ID)")
+    s3_secret_access_key: SecretStr = Field(
+        default=SecretStr(""), description="S3 secret key (default: AWS_SECRET_ACCESS_KEY)")
+    s3_addressing_style: str = Field(
+        default="", description="'virtual' for Alibaba OSS, 'path' for most self-hosted "
+        "S3 servers; default: botocore's choice")
 
     @property
     def resolved_database_url(self) -> str:
@@ -41,3 +54,8 @@ class Settings(BaseSettings):
     @property
     def work_root(self) -> Path:
         return self.data_dir.resolve() / "work"
+
+    @property
+    def cache_root(self) -> Path:
+        """Input views shared by the attempts of this machine (safe to delete when idle)."""
+        return self.data_dir.resolve() / "cache"

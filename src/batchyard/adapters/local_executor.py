@@ -10,6 +10,7 @@ from dataclasses import replace
 from batchyard.domain.attempt import AttemptKey, AttemptRequest
 from batchyard.ports import Capabilities, ObjectStore, OutcomeListener
 from batchyard.runner.runner import AttemptControl, RunnerSettings, run_attempt
+from batchyard.runner.sandbox import bwrap_path
 
 
 class LocalExecutor:
@@ -27,7 +28,7 @@ class LocalExecutor:
         self._lock = threading.Lock()
 
     def capabilities(self) -> Capabilities:
-        return Capabilities(name="local", slots=self.slots)
+        return Capabilities(name="local", slots=self.slots, sandbox=bwrap_path() is not None)
 
     def submit(self, request: AttemptRequest) -> None:
         control = AttemptControl()

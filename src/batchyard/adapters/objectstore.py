@@ -29,6 +29,7 @@ import threading
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -47,8 +48,12 @@ _CHUNK = 1 << 24
 _PARTIAL = ".batchyard-partial"
 """Suffix of the hidden sibling a local write goes to before it is renamed into place."""
 
-_Row = tuple[str, int, bool]
-"""(path relative to the listed prefix, size, is a directory); "" names the prefix itself."""
+_Downloads = list[tuple[str, Path]]
+_Uploads = list[tuple[Path, str]]
+_Names = list[str]
+_Singles = list[tuple[str, Callable[..., None], tuple[Any, ...]]]
+_Row = tuple[str, int, bool, str]
+"""(path relative to the listed prefix, size, is a directory, version); "" names the prefix."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,9 +67,19 @@ class _Location:
 class FsspecObjectStore:
     """The `ObjectStore` port: `oss://`/`s3://` buckets on local folders or fsspec filesystems."""
 
-    def __init__(self, root: Path, buckets: dict[str, str] | None = None) -> None:
+    def __init__(self, root: Path, buckets: dict[str, str] | None = None,
+                 options: dict[str, dict[str, Any]] | None = None,
+                 secrets: tuple[str, ...] = (),
+                 environment: dict[str, str] | None = None) -> None:
+        """`options`: fsspec storage options per protocol (e.g. {"s3": {"endpoint_url": …}});
+        `secrets`: strings never to show in an error message (credentials);
+        `environment`: variables that give programs the same access (see `program_environment`).
+        """
         self._root = os.path.abspath(root)
         self._buckets = dict(buckets or {})
+        self._options = dict(options or {})
+        self._secrets = tuple(secret for secret in secrets if secret)
+        self._environment = dict(environment or {})
         self._mapped: dict[str, _Location] = {}
         self._lock = threading.Lock()
 
@@ -81,14 +96,14 @@ class FsspecObjectStore:
 
     def program_environment(self) -> dict[str, str]:
         """Variables that let `batchyard.oss` in a task program rebuild this very store."""
-        return {ROOT_VARIABLE: self._root,
+        return {**self._environment, ROOT_VARIABLE: self._root,
                 BUCKETS_VARIABLE: json.dumps(self._buckets, sort_keys=True)}
 
     def put_file(self, local: Path, url: str) -> None:
         """Upload the local file `local` as the object `url` (replacing it atomically)."""
         location = self._locate_object(url, "write")
         source = os.fspath(local)
-        with _reporting("write", url, location):
+        with self._reporting("write", url, location):
             if location.filesystem is None:
                 _replace_local(location.path, lambda target: _copy_local(source, target))
             else:
@@ -97,7 +112,7 @@ class FsspecObjectStore:
     def get_file(self, url: str, local: Path) -> None:
         """Download the object `url` to the local file `local`, creating its folder."""
         location = self._locate(url)
-        with _reporting("read", url, location):
+        with self._reporting("read", url, location):
             if location.filesystem is None:
                 _copy_into(location.path, os.fspath(local))
             else:
@@ -107,7 +122,7 @@ class FsspecObjectStore:
     def put_bytes(self, url: str, data: bytes) -> None:
         """Write `data` as the object `url` (replacing it atomically)."""
         location = self._locate_object(url, "write")
-        with _reporting("write", url, location):
+        with self._reporting("write", url, location):
             if location.filesystem is None:
                 _replace_local(location.path, lambda target: Path(target).write_bytes(data))
             else:
@@ -116,7 +131,7 @@ class FsspecObjectStore:
     def read_bytes(self, url: str) -> bytes:
         """The whole content of the object `url`."""
         location = self._locate(url)
-        with _reporting("read", url, location):
+        with self._reporting("read", url, location):
             if location.filesystem is None:
                 with open(location.path, "rb") as stream:
                     return stream.read()
@@ -126,7 +141,7 @@ class FsspecObjectStore:
     def exists(self, url: str) -> bool:
         """Whether an object (or a non-empty prefix, on local folders any folder) is there."""
         location = self._locate(url)
-        with _reporting("check", url, location):
+        with self._reporting("check", url, location):
             if location.filesystem is None:
                 return os.path.exists(location.path)
             return bool(location.filesystem.exists(location.path))
@@ -139,7 +154,7 @@ class FsspecObjectStore:
         object; a prefix with nothing under it lists nothing.
         """
         location = self._locate(url)
-        with _reporting("list", url, location):
+        with self._reporting("list", url, location):
             if location.filesystem is None:
                 rows = _list_local(location.path, recursive)
             else:
@@ -149,12 +164,82 @@ class FsspecObjectStore:
     def delete(self, url: str) -> None:
         """Remove the object `url` (or everything under the prefix); absent is not an error."""
         location = self._locate(url)
-        with _reporting("delete", url, location):
+        with self._reporting("delete", url, location):
             if location.filesystem is None:
                 _delete_local(location.path)
             else:
                 with suppress(FileNotFoundError):
                     location.filesystem.rm(location.path, recursive=True)
+
+    def get_files(self, pairs: _Downloads) -> None:
+        """Download many objects at once. Local objects are hard-linked where possible (an
+        object is always replaced, never changed in place, so a link is a true snapshot);
+        remote ones are fetched concurrently by the filesystem."""
+        remote: dict[int, tuple[Any, _Names, _Names, _Downloads]] = {}
+        for url, local in pairs:
+            location = self._locate(url)
+            if location.filesystem is None:
+                with self._reporting("read", url, location):
+                    _link_or_copy(location.path, os.fspath(local))
+                continue
+            batch = remote.setdefault(id(location.filesystem),
+                                      (location.filesystem, [], [], []))
+            batch[1].append(location.path)
+            batch[2].append(os.fspath(local))
+            batch[3].append((url, local))
+        for filesystem, sources, targets, items in remote.values():
+            self._batch(partial(filesystem.get, sources, targets),
+                        [(url, self.get_file, (url, local)) for url, local in items])
+
+    def put_files(self, pairs: _Uploads) -> None:
+        """Upload many local files at once (remote filesystems: concurrently)."""
+        remote: dict[int, tuple[Any, _Names, _Names, _Uploads]] = {}
+        for local, url in pairs:
+            location = self._locate_object(url, "write")
+            if location.filesystem is None:
+                self.put_file(local, url)
+                continue
+            batch = remote.setdefault(id(location.filesystem),
+                                      (location.filesystem, [], [], []))
+            batch[1].append(os.fspath(local))
+            batch[2].append(location.path)
+            batch[3].append((local, url))
+        for filesystem, sources, targets, items in remote.values():
+            self._batch(partial(filesystem.put, sources, targets),
+                        [(url, self.put_file, (local, url)) for local, url in items])
+
+    def _batch(self, run: Callable[[], object], singles: _Singles) -> None:
+        """Run a concurrent batch; if it fails, redo it one by one to name the culprit."""
+        try:
+            run()
+        except Exception:
+            for _, single, arguments in singles:
+                single(*arguments)
+
+    def local_folders(self) -> _Names:
+        """The folder of unmapped buckets and every bucket mapped to a local folder."""
+        folders = [self._root]
+        for target in self._buckets.values():
+            if target.startswith(_FILE_SCHEME):
+                folders.append(os.path.abspath(target[len(_FILE_SCHEME):]))
+            elif not _ANY_SCHEME.match(target):
+                folders.append(os.path.abspath(target))
+        return folders
+
+    @contextmanager
+    def _reporting(self, verb: str, url: str, location: _Location) -> Iterator[None]:
+        """Like `_reporting`, with the credentials blanked out of the message."""
+        try:
+            with _reporting(verb, url, location):
+                yield
+        except ObjectStoreError as error:
+            raise ObjectStoreError(self.redact(error.message)) from None
+
+    def redact(self, text: str) -> str:
+        """`text` with every configured secret replaced by `***`."""
+        for secret in self._secrets:
+            text = text.replace(secret, "***")
+        return text
 
     def _locate_object(self, url: str, verb: str) -> _Location:
         """Like `_locate`, for writes: the URL must name an object, not a prefix."""
@@ -193,11 +278,11 @@ class FsspecObjectStore:
                 return cached
             target = self._buckets[bucket]
             try:
-                location = _open_mapping(target)
+                location = _open_mapping(target, self._options)
             except Exception as error:
-                raise ObjectStoreError(
+                raise ObjectStoreError(self.redact(
                     f"cannot open bucket {bucket!r} mapped to {target}: {_reason(error, '')}"
-                ) from error
+                )) from error
             self._mapped[bucket] = location
             return location
 
@@ -212,7 +297,7 @@ def _names_object(url: str) -> bool:
     return bool(url)
 
 
-def _open_mapping(target: str) -> _Location:
+def _open_mapping(target: str, options: dict[str, dict[str, Any]]) -> _Location:
     """A bucket's base location; local folders stay plain paths, others get an fsspec fs."""
     if target.startswith(_FILE_SCHEME):
         return _Location(os.path.abspath(target[len(_FILE_SCHEME):]))
@@ -220,7 +305,8 @@ def _open_mapping(target: str) -> _Location:
         return _Location(os.path.abspath(target))
     from fsspec.core import url_to_fs  # type: ignore[import-untyped]  # heavy: only when needed
 
-    filesystem, path = url_to_fs(target)
+    protocol = target.split("://", 1)[0]
+    filesystem, path = url_to_fs(target, **options.get(protocol, {}))
     if "file" in _protocols(filesystem):
         return _Location(os.path.abspath(path))
     return _Location(path, filesystem)
@@ -310,6 +396,25 @@ def _copy_into(source: str, destination: str) -> None:
         _copy_local(source, destination)
 
 
+def _link_or_copy(source: str, target: str) -> None:
+    """Hard-link `source` at `target` (replacing it), or copy it across filesystems."""
+    try:
+        os.link(source, target)
+    except FileExistsError:
+        os.remove(target)
+        os.link(source, target)
+    except FileNotFoundError as error:
+        if not os.path.exists(source):
+            raise
+        os.makedirs(os.path.dirname(os.path.abspath(target)), exist_ok=True)
+        _link_or_copy(source, target)
+        del error
+    except OSError as error:
+        if error.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK):
+            raise
+        _copy_into(source, target)
+
+
 def _copy_local(source: str, target: str) -> None:
     """Copy the file `source` to `target` with few system calls (it runs twice per attempt).
 
@@ -365,7 +470,7 @@ def _delete_local(path: str) -> None:
 
 def _list_local(path: str, recursive: bool) -> list[_Row]:
     if os.path.isfile(path):
-        return [("", os.path.getsize(path), False)]
+        return [("", os.path.getsize(path), False, _version(os.stat(path)))]
     if not os.path.isdir(path):
         return []
     return _walk_local(path) if recursive else _scan_local(path)
@@ -378,9 +483,10 @@ def _scan_local(path: str) -> list[_Row]:
             if entry.name.endswith(_PARTIAL):
                 continue
             if entry.is_dir():
-                rows.append((entry.name, 0, True))
+                rows.append((entry.name, 0, True, ""))
             else:
-                rows.append((entry.name, entry.stat().st_size, False))
+                status = entry.stat()
+                rows.append((entry.name, status.st_size, False, _version(status)))
     return rows
 
 
@@ -391,14 +497,27 @@ def _walk_local(path: str) -> list[_Row]:
         prefix = "" if relative == "." else relative + "/"
         for name in names:
             if not name.endswith(_PARTIAL):
-                rows.append((prefix + name, os.path.getsize(os.path.join(folder, name)), False))
+                status = os.stat(os.path.join(folder, name))
+                rows.append((prefix + name, status.st_size, False, _version(status)))
     return rows
+
+
+def _version(status: os.stat_result) -> str:
+    return f"{status.st_mtime_ns}-{status.st_ino}-{status.st_size}"
+
+
+def _remote_version(entry: dict[str, Any]) -> str:
+    for key in ("ETag", "etag", "LastModified", "mtime", "created"):
+        if entry.get(key):
+            return f"{entry[key]}-{entry.get('size')}"
+    return ""
 
 
 def _list_remote(filesystem: Any, path: str, recursive: bool) -> list[_Row]:
     base = path.rstrip("/")
     if filesystem.isfile(base):
-        return [("", int(filesystem.info(base).get("size") or 0), False)]
+        info = filesystem.info(base)
+        return [("", int(info.get("size") or 0), False, _remote_version(info))]
     try:
         if recursive:
             entries = list(filesystem.find(base, detail=True).values())
@@ -411,7 +530,8 @@ def _list_remote(filesystem: Any, path: str, recursive: bool) -> list[_Row]:
         name = str(entry["name"]).rstrip("/")
         if name.startswith(base + "/"):
             is_dir = entry.get("type") == "directory"
-            rows.append((name[len(base) + 1:], int(entry.get("size") or 0), is_dir))
+            rows.append((name[len(base) + 1:], int(entry.get("size") or 0), is_dir,
+                         _remote_version(entry)))
     return rows
 
 
@@ -419,10 +539,10 @@ def _object_infos(url: str, rows: list[_Row]) -> list[ObjectInfo]:
     """Rows turned into ObjectInfo with URLs built on the prefix exactly as it was asked."""
     prefix = url if url.endswith("/") else url + "/"
     infos = []
-    for relative, size, is_dir in rows:
+    for relative, size, is_dir, version in rows:
         if not relative:
-            infos.append(ObjectInfo(url=url, size=size, is_dir=False))
+            infos.append(ObjectInfo(url=url, size=size, is_dir=False, version=version))
         else:
             infos.append(ObjectInfo(url=prefix + relative + ("/" if is_dir else ""),
-                                    size=size, is_dir=is_dir))
+                                    size=size, is_dir=is_dir, version=version))
     return sorted(infos, key=lambda info: info.url)

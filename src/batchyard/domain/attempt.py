@@ -18,6 +18,21 @@ class AttemptKey:
 
 
 @dataclass(frozen=True)
+class PathMapping:
+    """One mapped path of an attempt (reference §4.4): an object-store URL and a local path.
+
+    For an input (InputMapping, Mounts.Entries) the URL is a prefix made visible at `path`,
+    read-only unless `writable`; for an output (OutputMapping) `path` is a directory uploaded
+    to the prefix after the program; for a log (LogMapping) `path` is a file shipped to the
+    folder `url` while the program runs and at its end.
+    """
+
+    url: str
+    path: str
+    writable: bool = False
+
+
+@dataclass(frozen=True)
 class AttemptRequest:
     """What a runner needs to execute one attempt, anywhere (local process, Ray worker)."""
 
@@ -34,6 +49,17 @@ class AttemptRequest:
     cluster_id: str = ""
     worker_id: str = ""
     extra: dict[str, str] = field(default_factory=dict)
+    inputs: tuple[PathMapping, ...] = ()
+    """InputMapping and Mounts.Entries, visible before the program starts."""
+    outputs: tuple[PathMapping, ...] = ()
+    """OutputMapping: uploaded recursively after every attempt."""
+    logs: tuple[PathMapping, ...] = ()
+    """LogMapping: shipped while the program runs and once more at its end."""
+
+    @property
+    def uses_mappings(self) -> bool:
+        """Whether the attempt needs a sandbox (its own mount namespace)."""
+        return bool(self.inputs or self.outputs or self.logs)
 
     def log_name(self, stream: str) -> str:
         """`stdout.<jobId>.<taskName>.<instanceId>` (reference §4.4)."""

@@ -19,6 +19,8 @@ class ErrorCode(StrEnum):
     """PackagePath could not be downloaded or safely extracted."""
     UPLOAD = "UploadError"
     """stdout/stderr (or outputs) could not be uploaded to the object store."""
+    MAPPING = "MappingError"
+    """An InputMapping or Mounts source could not be staged, or the sandbox not built."""
     LAUNCH = "LaunchError"
     """The program could not be started at all."""
     STOPPED = "InstanceStopped"

@@ -101,8 +101,16 @@ class TaskDescription(_Model):
 
     @property
     def uses_mappings(self) -> bool:
-        mounts = (self.Mounts or {}).get("Entries") or []
-        return bool(self.InputMapping or self.OutputMapping or self.LogMapping or mounts)
+        return bool(self.InputMapping or self.OutputMapping or self.LogMapping
+                    or self.mount_entries)
+
+    @property
+    def mount_entries(self) -> list[dict[str, Any]]:
+        """`Mounts.Entries` (the entries that are objects; others are reported as problems)."""
+        entries = (self.Mounts or {}).get("Entries") or []
+        if not isinstance(entries, list):
+            return []
+        return [entry for entry in entries if isinstance(entry, dict)]
 
 
 class DAGSpec(_Model):
@@ -125,8 +133,24 @@ class JobDescription(_Model):
         return upstreams(self.DAG.Tasks, self.DAG.Dependencies)
 
     def echo(self) -> dict[str, Any]:
-        """The description as stored and echoed back (defaults filled, unknown fields kept)."""
-        return self.model_dump(mode="json", exclude_none=True)
+        """The description as stored and echoed back (defaults filled, unknown fields kept,
+        credentials such as `Mounts.OSS.AccessKeySecret` masked)."""
+        masked: dict[str, Any] = _mask(self.model_dump(mode="json", exclude_none=True))
+        return masked
+
+
+CREDENTIAL_FIELDS = frozenset({"AccessKeyId", "AccessKeySecret", "SecurityToken"})
+"""Fields of a description (`Mounts.OSS`) never stored or echoed as they were sent."""
+MASK = "******"
+
+
+def _mask(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {key: MASK if key in CREDENTIAL_FIELDS and item else _mask(item)
+                for key, item in value.items()}
+    if isinstance(value, list):
+        return [_mask(item) for item in value]
+    return value
 
 
 def parse_job(raw: Any) -> JobDescription:
@@ -244,17 +268,75 @@ def _mapping_problems(path: str, task: TaskDescription) -> list[Problem]:
         problems += _pair_problems(f"{path}.OutputMapping", url, local, "InvalidOutputMapping")
     for local, url in task.LogMapping.items():
         problems += _pair_problems(f"{path}.LogMapping", url, local, "InvalidLogMapping")
+    problems += _mount_problems(f"{path}.Mounts", task)
+    problems += _nesting_problems(path, task)
     return problems
+
+
+def _mount_problems(path: str, task: TaskDescription) -> list[Problem]:
+    entries = (task.Mounts or {}).get("Entries") or []
+    if not isinstance(entries, list):
+        return [Problem("InvalidMounts", f"{path}.Entries", _clip(entries), "must be a list")]
+    problems = []
+    for index, entry in enumerate(entries):
+        where = f"{path}.Entries.{index}"
+        if not isinstance(entry, dict):
+            problems.append(Problem("InvalidMounts", where, _clip(entry),
+                                    "must be an object with Source and Destination"))
+            continue
+        source, destination = entry.get("Source"), entry.get("Destination")
+        if not isinstance(source, str) or not isinstance(destination, str):
+            problems.append(Problem("InvalidMounts", where, _clip(entry),
+                                    "needs string Source and Destination"))
+            continue
+        if source.startswith(("nas://", "smb://", "lustre://", "nasplus://")):
+            problems.append(Problem(
+                "InvalidMounts", f"{where}.Source", source,
+                "only oss:// (or s3://) sources can be mounted by this installation"))
+            continue
+        problems += _pair_problems(where, source, destination, "InvalidMounts")
+        if not isinstance(entry.get("WriteSupport", False), bool):
+            problems.append(Problem("InvalidMounts", f"{where}.WriteSupport",
+                                    _clip(entry.get("WriteSupport")), "must be a boolean"))
+    return problems
+
+
+def _nesting_problems(path: str, task: TaskDescription) -> list[Problem]:
+    """Mapped directories must be distinct and not inside one another (each is a mount)."""
+    folders = [local.rstrip("/") or "/" for local in task.InputMapping.values()]
+    folders += [local.rstrip("/") or "/" for local in task.OutputMapping]
+    folders += [str(entry.get("Destination", "")).rstrip("/") or "/"
+                for entry in task.mount_entries]
+    problems = []
+    for index, folder in enumerate(folders):
+        for other in folders[index + 1:]:
+            if folder == other or _inside(folder, other) or _inside(other, folder):
+                problems.append(Problem(
+                    "InvalidMapping", path, f"{folder} and {other}",
+                    "mapped local directories (InputMapping, OutputMapping, Mounts) must be "
+                    "distinct and must not contain one another"))
+    return problems
+
+
+def _inside(child: str, parent: str) -> bool:
+    return child.startswith(parent.rstrip("/") + "/")
 
 
 def _pair_problems(path: str, url: str, local: str, code: str) -> list[Problem]:
     problems = []
     if not OBJECT_URL.match(url):
         problems.append(Problem(code, path, url, "must map an oss:// (or s3://) URL"))
-    if not local.startswith("/") or ".." in local.split("/"):
+    if not local.startswith("/") or ".." in local.split("/") or "\0" in local:
         problems.append(Problem(code, path, local,
                                 "must map an absolute local path without '..'"))
+    elif local.rstrip("/") in _SYSTEM_FOLDERS or local.startswith(("/proc/", "/dev/", "/sys/")):
+        problems.append(Problem(code, path, local,
+                                "cannot map the root folder or a system folder (/proc, /dev, …)"))
     return problems
+
+
+_SYSTEM_FOLDERS = frozenset({"", "/proc", "/dev", "/sys", "/tmp", "/usr", "/bin", "/lib",
+                             "/etc"})
 
 
 

@@ -19,19 +19,20 @@ from types import TracebackType
 from typing import Any
 
 from batchyard.adapters.store import InstanceChange, LaunchRow, SqlStore, StoreTransaction
-from batchyard.domain.attempt import AttemptKey, AttemptRequest
+from batchyard.domain.attempt import AttemptKey, AttemptRequest, PathMapping
 from batchyard.domain.outcome import ErrorCode, Outcome
 from batchyard.domain.records import AttemptRecord, InstanceRecord, JobRecord, TaskRecord
 from batchyard.domain.retry import Verdict, decide
 from batchyard.domain.scheduling import instances_to_launch
-from batchyard.domain.spec import JobDescription, parse_job
+from batchyard.domain.spec import JobDescription, TaskDescription, parse_job
 from batchyard.domain.states import TERMINAL, State
-from batchyard.errors import NotFound
+from batchyard.errors import ABSENT, NotFound, Problem, SpecError
 from batchyard.ids import new_job_id
 from batchyard.orchestrator import operations
 from batchyard.orchestrator.settling import settle_job
 from batchyard.ports import Executor, ObjectStore, OutcomeListener
 from batchyard.runner.reaper import reap_orphans
+from batchyard.runner.sandbox import MISSING_MESSAGE
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +103,7 @@ class Engine:
     def submit(self, raw: Any, tenant: str = "default") -> str:
         """Validate and store a job description; returns the new job id."""
         spec = parse_job(raw)
+        self._check_sandbox(spec)
         job_id = new_job_id()
         with self._lock, self.store.transaction() as tx:
             tx.create_job(job_id, tenant, spec, self.clock())
@@ -109,6 +111,13 @@ class Engine:
             self._specs[job_id] = spec
         self.wake()
         return job_id
+
+    def _check_sandbox(self, spec: JobDescription) -> None:
+        """Refuse a job with mapped paths when the executor cannot sandbox its attempts."""
+        mapped = [name for name, task in spec.DAG.Tasks.items() if task.uses_mappings]
+        if mapped and not self.executor.capabilities().sandbox:
+            raise SpecError([Problem("SandboxUnavailable", f"DAG.Tasks.{name}", ABSENT,
+                                     MISSING_MESSAGE) for name in mapped])
 
     def stop(self, job_id: str, tenant: str | None = None) -> None:
         with self._lock:
@@ -324,6 +333,7 @@ class Engine:
         candidate = row.candidate
         task = self._spec(candidate.job_id).DAG.Tasks[candidate.task]
         parameters = task.Parameters
+        inputs, outputs, logs = _mappings(task)
         return AttemptRequest(
             key=AttemptKey(candidate.job_id, candidate.task, candidate.instance_id,
                            row.attempts + 1),
@@ -336,6 +346,7 @@ class Engine:
             stderr_dir=_as_directory(parameters.StderrRedirectPath),
             retry_count=row.retry_count,
             cluster_id=task.ClusterId,
+            inputs=inputs, outputs=outputs, logs=logs,
         )
 
     def _spec(self, job_id: str) -> JobDescription:
@@ -369,6 +380,22 @@ def _may_change_task(tx: StoreTransaction, key: AttemptKey, verdict: Verdict) ->
     the settle then saves counting every instance of the job on each outcome.
     """
     return verdict is Verdict.FAIL or not tx.has_active_instances(key.job_id, key.task)
+
+
+Mappings = tuple[PathMapping, ...]
+
+
+def _mappings(task: TaskDescription) -> tuple[Mappings, Mappings, Mappings]:
+    """A task's InputMapping + Mounts, OutputMapping and LogMapping for its AttemptRequest."""
+    if not task.uses_mappings:
+        return (), (), ()
+    writable = bool(task.WriteSupport)
+    inputs = [PathMapping(url, path, writable) for url, path in task.InputMapping.items()]
+    inputs += [PathMapping(entry["Source"], entry["Destination"],
+                           entry.get("WriteSupport") is True) for entry in task.mount_entries]
+    return (tuple(inputs),
+            tuple(PathMapping(url, path) for path, url in task.OutputMapping.items()),
+            tuple(PathMapping(url, path) for path, url in task.LogMapping.items()))
 
 
 def _as_directory(url: str) -> str:

@@ -1,5 +1,9 @@
 """The environment a task program starts with (reference §5).
 
+A program of a job with mapped paths runs sandboxed and reaches its data through the
+mappings only: it gets no object-store variables or credentials (they would let it read
+other jobs' and tenants' data).
+
 Layers, later ones winning: the runner's own environment; the platform variables
 (region, OSS host, cluster, worker); the object-store variables `batchyard.oss` reads; the
 task's `EnvVars`; then PYTHONPATH with batchyard prepended; and last the identity variables
@@ -22,7 +26,10 @@ def program_environment(request: AttemptRequest, objects: ObjectStore,
     """Everything the program of `request` sees in its environment."""
     environment = dict(os.environ)
     environment.update(platform_variables(request, settings))
-    environment.update(objects.program_environment())
+    if request.uses_mappings:
+        _drop_store_access(environment)
+    else:
+        environment.update(objects.program_environment())
     environment.update(request.env_vars)
     if settings.python_path:
         inherited = environment.get("PYTHONPATH", "")
@@ -31,6 +38,16 @@ def program_environment(request: AttemptRequest, objects: ObjectStore,
     environment.update(identity_variables(request))
     environment[MARKER] = str(settings.work_root)
     return environment
+
+
+STORE_VARIABLES = ("AWS_", "FSSPEC_", "BATCHYARD_OSS_", "OSS_", "ALIBABA_CLOUD_")
+"""Prefixes of the variables that reach object storage; sandboxed programs get none."""
+
+
+def _drop_store_access(environment: dict[str, str]) -> None:
+    """A sandboxed program reaches its data through its mappings only: no credentials."""
+    for name in [name for name in environment if name.startswith(STORE_VARIABLES)]:
+        del environment[name]
 
 
 def platform_variables(request: AttemptRequest, settings: RunnerSettings) -> dict[str, str]:

@@ -32,6 +32,8 @@ class Launch:
     timeout: float
     """Seconds from the start; 0 or less means no limit."""
     kill_grace: float
+    wrapper: tuple[str, ...] = ()
+    """A command line the program runs under (the sandbox: `bwrap … --`); () for none."""
 
 
 @dataclass(frozen=True)
@@ -67,7 +69,8 @@ def _start(launch: Launch) -> subprocess.Popen[bytes]:
         stderr = os.open(launch.stderr, _LOG_FLAGS, 0o644)
         try:
             return subprocess.Popen(
-                ["bash", "-c", launch.command_line], cwd=launch.workdir, env=launch.environment,
+                [*launch.wrapper, "bash", "-c", launch.command_line], cwd=launch.workdir,
+                env=launch.environment,
                 stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr, start_new_session=True)
         finally:
             os.close(stderr)

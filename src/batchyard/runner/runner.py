@@ -5,8 +5,10 @@ calls it in threads of the server process (only the user's command is spawned), 
 executor inside a Ray worker. It never changes job state; it returns an Outcome, and
 everything the job or its program did wrong becomes an Outcome rather than an exception.
 
-Steps: a fresh attempt folder → the package downloaded and extracted into `workdir/` → the
-program run under its Timeout → stdout/stderr uploaded (always; failed attempts also keep
+Steps: a fresh attempt folder → for a job with mappings, its inputs staged and its sandbox
+laid out (`layout`) → the package downloaded and extracted into `workdir/` → the program run
+under its Timeout (in its bubblewrap sandbox if mapped, LogMapping files shipped meanwhile) →
+OutputMapping folders uploaded → stdout/stderr uploaded (always; failed attempts also keep
 `.attempt-<n>` copies) → the attempt folder removed if the attempt succeeded.
 """
 
@@ -26,10 +28,14 @@ from batchyard.errors import BatchyardError, ObjectStoreError
 from batchyard.ports import ObjectStore
 from batchyard.runner.control import AttemptControl
 from batchyard.runner.environment import program_environment
+from batchyard.runner.layout import Layout, lay_out
+from batchyard.runner.logmapping import LogShipper
 from batchyard.runner.logs import LogUpload, append_note, ensure_logs, upload_logs
 from batchyard.runner.package import PackageError, extract_package
 from batchyard.runner.program import Launch, ProgramEnd, run_program
+from batchyard.runner.sandbox import sandbox_argv
 from batchyard.runner.settings import RunnerSettings
+from batchyard.runner.staging import upload_outputs
 from batchyard.runner.workspace import Workspace, prepare_workspace, remove_workspace
 
 __all__ = ["AttemptControl", "RunnerSettings", "run_attempt"]
@@ -37,7 +43,7 @@ __all__ = ["AttemptControl", "RunnerSettings", "run_attempt"]
 _log = logging.getLogger(__name__)
 
 _NOTED_IN_STDERR = frozenset({ErrorCode.PACKAGE, ErrorCode.TIMEOUT, ErrorCode.STOPPED,
-                              ErrorCode.LAUNCH})
+                              ErrorCode.LAUNCH, ErrorCode.MAPPING})
 """Failures the program cannot know about: a `batchyard: …` line in its stderr log says why."""
 
 
@@ -72,13 +78,19 @@ def run_attempt(request: AttemptRequest, objects: ObjectStore, control: AttemptC
 def _attempt(request: AttemptRequest, objects: ObjectStore, control: AttemptControl,
              settings: RunnerSettings, started: datetime) -> Outcome:
     workspace = prepare_workspace(str(settings.work_root), request.key)
-    verdict = (_stopped_early(control) or _fetch_package(request, objects, workspace)
-               or _execute(request, objects, control, settings, workspace))
+    layout: Layout | None = None
+    verdict = _stopped_early(control)
+    if verdict is None and request.uses_mappings:
+        layout, verdict = _lay_out(request, objects, settings, workspace)
+    verdict = (verdict or _fetch_package(request, objects, workspace)
+               or _execute(request, objects, control, settings, workspace, layout))
     if verdict.exit_code is None:
         ensure_logs(workspace)
     if verdict.error_code in _NOTED_IN_STDERR:
         append_note(workspace, verdict.message)
-    upload = upload_logs(objects, request, workspace, verdict.failed)
+    problems = upload_outputs(objects, layout.outputs) if layout is not None else []
+    upload = upload_logs(objects, request, workspace, verdict.failed or bool(problems))
+    upload.problems[:0] = problems
     outcome = _outcome(verdict, upload, workspace, started)
     if outcome.succeeded and not settings.keep_workdirs:
         remove_workspace(workspace)
@@ -108,17 +120,43 @@ def _fetch_package(request: AttemptRequest, objects: ObjectStore,
     return None
 
 
+def _lay_out(request: AttemptRequest, objects: ObjectStore, settings: RunnerSettings,
+             workspace: Workspace) -> tuple[Layout | None, _Verdict | None]:
+    """Stage the inputs and plan the sandbox; a verdict only if that failed."""
+    try:
+        layout = lay_out(request, objects, settings, workspace)
+        sandbox_argv(layout.plan)  # fails early, with the reason, if it cannot be built
+    except Exception as error:
+        return None, _Verdict(None, ErrorCode.MAPPING,
+                              f"cannot prepare the mapped paths: {_describe(error)}")
+    for note in layout.notes:
+        _log.info("%s: input %s", request.key, note)
+    return layout, None
+
+
 def _execute(request: AttemptRequest, objects: ObjectStore, control: AttemptControl,
-             settings: RunnerSettings, workspace: Workspace) -> _Verdict:
+             settings: RunnerSettings, workspace: Workspace,
+             layout: Layout | None = None) -> _Verdict:
     launch = Launch(command_line=request.command_line, workdir=workspace.workdir,
                     environment=program_environment(request, objects, settings),
                     stdout=workspace.stdout, stderr=workspace.stderr,
-                    timeout=request.timeout, kill_grace=settings.kill_grace)
+                    timeout=request.timeout, kill_grace=settings.kill_grace,
+                    wrapper=tuple(sandbox_argv(layout.plan)) if layout is not None else ())
+    shipper = None
+    if layout is not None:
+        shipper = LogShipper(objects, layout.logs, settings.log_interval,
+                             workspace.folder).start()
     try:
         end = run_program(launch, control)
     except (OSError, ValueError, subprocess.SubprocessError) as error:
         return _Verdict(None, ErrorCode.LAUNCH, f"cannot start the program: {_describe(error)}")
-    return _judge(end, request.timeout)
+    finally:
+        problems = shipper.finish() if shipper is not None else []
+    verdict = _judge(end, request.timeout)
+    if problems and not verdict.failed:
+        return _Verdict(verdict.exit_code, ErrorCode.UPLOAD,
+                        "LogMapping upload failed: " + "; ".join(problems))
+    return verdict
 
 
 def _judge(end: ProgramEnd, timeout: int) -> _Verdict:

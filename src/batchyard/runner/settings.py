@@ -28,7 +28,26 @@ class RunnerSettings:
     """Prepended to the programs' PYTHONPATH."""
     kill_grace: float = 2.0
     """Seconds between SIGTERM and SIGKILL when an attempt exceeds its Timeout."""
+    cache_root: Path | None = None
+    """Input views shared by the attempts of this machine; default `<work_root>/../cache`."""
+    hidden: tuple[str, ...] = ()
+    """Host paths a sandboxed program must not see (data dir, database, bucket folders);
+    `work_root` and `cache_root` are always hidden."""
+    log_interval: float = 5.0
+    """Seconds between two shipments of the LogMapping files while a program runs."""
 
     def __post_init__(self) -> None:
         # Absolute once here, so every attempt's cwd is right whatever the process cwd becomes.
         object.__setattr__(self, "work_root", Path(os.path.abspath(self.work_root)))
+        cache = self.cache_root or self.work_root.parent / "cache"
+        object.__setattr__(self, "cache_root", Path(os.path.abspath(cache)))
+
+    @property
+    def cache_folder(self) -> str:
+        return str(self.cache_root)
+
+    @property
+    def hidden_paths(self) -> tuple[str, ...]:
+        """Every path hidden from sandboxed programs, absolute, without duplicates."""
+        paths = [str(self.work_root), self.cache_folder, *self.hidden]
+        return tuple(dict.fromkeys(os.path.abspath(path) for path in paths))

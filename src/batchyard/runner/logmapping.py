@@ -1,0 +1,114 @@
+"""LogMapping: ship listed files to their OSS folders while the program runs, and at its end.
+
+Each file goes to `<folder><basename>.<jobId>.<taskName>.<instanceId>` (reference §4.4),
+every `interval` seconds if it changed, and once more after the program ended. The file is
+read on the host side of the sandbox; a path that leaves its folder through a symbolic link
+is not followed (it could point at host files the program itself could not read).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import stat
+import tempfile
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+from batchyard.domain.attempt import AttemptKey
+from batchyard.ports import ObjectStore
+from batchyard.runner.logs import log_url
+
+_log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ShippedLog:
+    """One LogMapping entry: the file on the host, the folder it lives in, the object URL."""
+
+    host_path: str
+    folder: str
+    url: str
+
+
+def shipped_log(host_path: str, folder: str, url_folder: str, key: AttemptKey) -> ShippedLog:
+    name = f"{os.path.basename(host_path)}.{key.job_id}.{key.task}.{key.instance_id}"
+    return ShippedLog(host_path, folder, log_url(url_folder, name))
+
+
+class LogShipper:
+    """A thread that ships changed logs every `interval` seconds until `finish()`."""
+
+    def __init__(self, objects: ObjectStore, logs: list[ShippedLog], interval: float,
+                 scratch: str) -> None:
+        """`scratch`: a folder the program cannot see, for the copies being uploaded."""
+        self._objects = objects
+        self._scratch = scratch
+        self._logs = logs
+        self._interval = interval
+        self._stop = threading.Event()
+        self._seen: dict[str, tuple[int, int]] = {}
+        self._thread = threading.Thread(target=self._loop, name="batchyard-logmapping",
+                                        daemon=True)
+
+    def start(self) -> LogShipper:
+        if self._logs:
+            self._thread.start()
+        return self
+
+    def finish(self) -> list[str]:
+        """Stop the thread and ship every log one last time; returns upload problems."""
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
+        return self._ship(force=True)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self._interval):
+            for problem in self._ship(force=False):
+                _log.warning("LogMapping: %s", problem)
+
+    def _ship(self, force: bool) -> list[str]:
+        problems = []
+        for log in self._logs:
+            try:
+                self._ship_one(log, force)
+            except Exception as error:
+                message = getattr(error, "message", "") or f"{type(error).__name__}: {error}"
+                problems.append(message)
+        return problems
+
+    def _ship_one(self, log: ShippedLog, force: bool) -> None:
+        snapshot = _snapshot(log, self._scratch)
+        if snapshot is None:
+            return
+        try:
+            status = os.stat(snapshot)
+            stamp = (status.st_size, status.st_mtime_ns)
+            if force or self._seen.get(log.url) != stamp:
+                self._objects.put_file(Path(snapshot), log.url)
+                self._seen[log.url] = stamp
+        finally:
+            os.remove(snapshot)
+
+
+def _snapshot(log: ShippedLog, scratch: str) -> str | None:
+    """A private copy of the log (None if absent or reached through a link), read safely."""
+    real = os.path.realpath(log.host_path)
+    if real != os.path.normpath(log.host_path) or not real.startswith(log.folder + "/"):
+        return None
+    try:
+        reader = os.open(real, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+    except OSError:
+        return None
+    try:
+        if not stat.S_ISREG(os.fstat(reader).st_mode):
+            return None
+        handle, copy = tempfile.mkstemp(prefix="logmapping-", dir=scratch)
+        with open(reader, "rb", closefd=False) as source, open(handle, "wb") as target:
+            while chunk := source.read(1 << 20):
+                target.write(chunk)
+        return copy
+    finally:
+        os.close(reader)
