@@ -12,14 +12,14 @@ import threading
 import weakref
 from importlib.util import find_spec
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from alembic import command
-from alembic.config import Config
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import ConnectionPoolEntry
 
+if TYPE_CHECKING:
+    from alembic.config import Config
 from batchyard.errors import BatchyardError
 
 POOL_SIZE = 10
@@ -88,6 +88,8 @@ def _sqlite_pragmas(connection: Any, _record: ConnectionPoolEntry) -> None:
 
 def migration_config() -> Config:
     """Alembic's configuration, built in code (no alembic.ini is needed at run time)."""
+    from alembic.config import Config  # imported when needed: it is slow to import
+
     config = Config()
     config.set_main_option("script_location", "batchyard:migrations")
     return config
@@ -102,6 +104,8 @@ def migrate(engine: Engine) -> None:
             _lock_for_migration(connection)
             config = migration_config()
             config.attributes["connection"] = connection
+            from alembic import command
+
             command.upgrade(config, "head")
         _migrated.add(engine)
 
