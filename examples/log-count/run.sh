@@ -2,7 +2,9 @@
 # Run the BatchCompute "log-count" quick start on this machine, end to end:
 #   generate the input log, pack the programs, upload both, run the job, print the counts.
 #
-#   bash examples/log-count/run.sh
+#   bash examples/log-count/run.sh            programs use batchyard.oss (src/, job.json)
+#   bash examples/log-count/run.sh --mapped   programs see only /home/input and /home/output
+#                                             (src-mapped/, job-mapped.json; needs bwrap)
 #
 # Environment:
 #   BATCHYARD_DATA_DIR  where batchyard keeps state and objects (default ./.batchyard)
@@ -20,20 +22,24 @@ python="${PYTHON:-python3}"
 batchyard="${BATCHYARD:-batchyard}"
 build="$(mkdir -p "${LOG_COUNT_BUILD:-$here}" && cd "${LOG_COUNT_BUILD:-$here}" && pwd)"
 root="oss://log-count-demo/log-count"
+sources="src" job="job.json" package="worker.tar.gz"
+if [[ "${1:-}" == "--mapped" ]]; then
+  sources="src-mapped" job="job-mapped.json" package="worker-mapped.tar.gz"
+fi
 
 echo "== data dir: $BATCHYARD_DATA_DIR"
 echo "== generating the input log"
 "$python" "$here/gen_data.py" "$build/log-count-data.txt" --lines "${LOG_LINES:-40000}"
 
-echo "== packing src/*.py at the archive root into worker.tar.gz"
-(cd "$here/src" && tar -czf "$build/worker.tar.gz" -- *.py)
+echo "== packing $sources/*.py at the archive root into $package"
+(cd "$here/$sources" && tar -czf "$build/$package" -- *.py)
 
 echo "== uploading"
 $batchyard oss cp "$build/log-count-data.txt" "$root/"
-$batchyard oss cp "$build/worker.tar.gz" "$root/"
+$batchyard oss cp "$build/$package" "$root/"
 
 echo "== running the job"
-$batchyard run "$here/job.json"
+$batchyard run "$here/$job"
 
 echo "== result ($root/merge_result.json)"
 $batchyard oss cat "$root/merge_result.json"

@@ -21,7 +21,7 @@ def open_objects(settings: Settings) -> FsspecObjectStore:
         settings.s3_access_key_id.get_secret_value(),
         settings.s3_secret_access_key.get_secret_value(), settings.s3_addressing_style)
     return FsspecObjectStore(settings.object_root, settings.buckets, s3.options, s3.secrets,
-                             s3.program_environment)
+                             s3.program_environment, direct_s3=bool(s3.options))
 
 
 def hidden_paths(settings: Settings, objects: ObjectStore) -> tuple[str, ...]:

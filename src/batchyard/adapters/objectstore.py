@@ -43,6 +43,7 @@ BUCKETS_VARIABLE = "BATCHYARD_OSS_BUCKETS"
 
 _BUCKET_SCHEMES = ("oss://", "s3://")
 _FILE_SCHEME = "file://"
+_BUCKET_PROTOCOLS = frozenset({"s3", "s3a", "oss", "gs", "gcs", "abfs", "az"})
 _ANY_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 _CHUNK = 1 << 24
 _PARTIAL = ".batchyard-partial"
@@ -70,16 +71,19 @@ class FsspecObjectStore:
     def __init__(self, root: Path, buckets: dict[str, str] | None = None,
                  options: dict[str, dict[str, Any]] | None = None,
                  secrets: tuple[str, ...] = (),
-                 environment: dict[str, str] | None = None) -> None:
+                 environment: dict[str, str] | None = None, direct_s3: bool = False) -> None:
         """`options`: fsspec storage options per protocol (e.g. {"s3": {"endpoint_url": …}});
         `secrets`: strings never to show in an error message (credentials);
-        `environment`: variables that give programs the same access (see `program_environment`).
+        `environment`: variables that give programs the same access (see `program_environment`);
+        `direct_s3`: `s3://bucket/key` of an unmapped bucket is that bucket on S3 itself
+        (otherwise every unmapped bucket, oss:// or s3://, is a folder under `root`).
         """
         self._root = os.path.abspath(root)
         self._buckets = dict(buckets or {})
         self._options = dict(options or {})
         self._secrets = tuple(secret for secret in secrets if secret)
         self._environment = dict(environment or {})
+        self._direct_s3 = direct_s3
         self._mapped: dict[str, _Location] = {}
         self._lock = threading.Lock()
 
@@ -253,6 +257,8 @@ class FsspecObjectStore:
             if url.startswith(scheme):
                 bucket, _, key = url[len(scheme):].partition("/")
                 _check_names(url, bucket, key)
+                if self._direct_s3 and scheme == "s3://" and bucket not in self._buckets:
+                    return self._bucket_location(f"s3://{bucket}", key)
                 return self._bucket_location(bucket, key)
         if url.startswith(_FILE_SCHEME):
             return _Location(url[len(_FILE_SCHEME):])
@@ -263,7 +269,7 @@ class FsspecObjectStore:
         return _Location(url)
 
     def _bucket_location(self, bucket: str, key: str) -> _Location:
-        if bucket not in self._buckets:
+        if bucket not in self._buckets and not bucket.startswith("s3://"):
             return _Location(os.path.join(self._root, bucket, key))
         base = self._mapped.get(bucket) or self._open_bucket(bucket)
         if base.filesystem is None:
@@ -276,7 +282,7 @@ class FsspecObjectStore:
             cached = self._mapped.get(bucket)
             if cached is not None:
                 return cached
-            target = self._buckets[bucket]
+            target = self._buckets.get(bucket, bucket)
             try:
                 location = _open_mapping(target, self._options)
             except Exception as error:
@@ -454,8 +460,8 @@ def _put_remote(location: _Location, source: str) -> None:
     try:
         filesystem.put_file(source, location.path)
     except FileNotFoundError:
-        if not os.path.exists(source):
-            raise
+        if not os.path.exists(source) or set(_protocols(filesystem)) & _BUCKET_PROTOCOLS:
+            raise  # a missing bucket: never create one as a side effect of an upload
         filesystem.makedirs(location.path.rpartition("/")[0], exist_ok=True)
         filesystem.put_file(source, location.path)
 
