@@ -208,3 +208,13 @@ def test_credentials_in_mounts_are_never_echoed(engine: Engine) -> None:
     description = str(engine.job(job_id).description)
     assert "very-secret-value" not in description and "LTAIkeyid" not in description
     assert engine.job(job_id).state is State.FINISHED
+
+
+def test_a_new_top_level_folder_can_be_mapped_and_the_root_stays_read_only(
+        engine: Engine) -> None:
+    command = "cat /batchyard-test-top/in/a.txt; touch /etc/x /new-file 2>&1 | wc -l"
+    job_id = run(engine, {"t": make_task(
+        command, InputMapping={"oss://demo/in/": "/batchyard-test-top/in"})})
+    assert engine.job(job_id).state is State.FINISHED, logs(engine, job_id)
+    assert logs(engine, job_id)[0].split() == ["alpha2"]
+    assert not os.path.exists("/batchyard-test-top")

@@ -86,17 +86,20 @@ def sandbox_argv(plan: SandboxPlan) -> list[str]:
     executable = bwrap_path()
     if executable is None:
         raise SandboxError(MISSING_MESSAGE)
-    argv = [executable, "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc",
-            "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--die-with-parent"]
-    # /tmp first: it replaces the host's /tmp, so nothing below it needs hiding or mirroring
-    argv += ["--bind", plan.tmp, "/tmp"]
     binds = sorted([*plan.binds, Bind(plan.workdir, plan.workdir, True)],
                    key=lambda bind: _depth(bind.destination))
     hidden = [path for path in _outermost(plan.hidden) if not _in_tmp(path)]
     mirrored = _mirrors((bind.destination for bind in binds if not _in_tmp(bind.destination)),
                         hidden)
+    # The root: the host's, or (for a new top-level folder) bwrap's tmpfs mirroring it
+    root = _mirror("/")[2:] if "/" in mirrored else ["--ro-bind", "/", "/"]
+    argv = [executable, *root, "--dev", "/dev", "--proc", "/proc",
+            "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--die-with-parent"]
+    # /tmp next: it replaces the host's /tmp, so nothing below it needs hiding or mirroring
+    argv += ["--bind", plan.tmp, "/tmp"]
     for folder in mirrored:
-        argv += _mirror(folder)
+        if folder != "/":
+            argv += _mirror(folder)
     for path in hidden:
         argv += _hide(path)
     for bind in binds:
@@ -134,10 +137,6 @@ def _mirrors(destinations: Iterable[str], hidden: Iterable[str]) -> list[str]:
         ancestor = os.path.dirname(destination)
         while not os.path.isdir(ancestor):
             ancestor = os.path.dirname(ancestor)
-        if ancestor == "/":
-            raise SandboxError(
-                f"cannot map {destination}: mapped paths must lie inside an existing folder "
-                "below / (such as /home or /mnt)")
         folders.add(ancestor)
     return sorted(folders, key=_depth)
 
@@ -147,11 +146,17 @@ def _mirror(folder: str) -> list[str]:
     argv = ["--tmpfs", folder]
     with os.scandir(folder) as entries:
         for entry in entries:
+            if folder == "/" and entry.name in _OWN_ROOT_ENTRIES:
+                continue
             if entry.is_symlink():
                 argv += ["--symlink", os.readlink(entry.path), entry.path]
             elif entry.is_dir() or entry.is_file():
                 argv += ["--ro-bind", entry.path, entry.path]
     return argv
+
+
+_OWN_ROOT_ENTRIES = frozenset({"proc", "dev", "tmp"})
+"""Top-level folders the sandbox makes itself instead of binding the host's."""
 
 
 def _hide(path: str) -> list[str]:
