@@ -17,7 +17,7 @@ from sqlalchemy import Connection, Engine, and_, func, or_, select
 from sqlalchemy.engine import Row
 
 from batchyard.adapters.schema import instances, jobs, tasks
-from batchyard.adapters.store import to_time
+from batchyard.adapters.store import instance_record, to_time
 from batchyard.domain.derivation import Metrics
 from batchyard.domain.records import InstanceRecord, JobRecord, TaskRecord
 from batchyard.domain.states import State
@@ -177,7 +177,7 @@ def list_instances(database: Engine, job_id: str, task: str,
         rows = connection.execute(
             query.order_by(instances.c.instance_id).limit(window.limit + 1)).all()
     page, next_marker = _split(rows, window.limit, lambda row: row.instance_id)
-    return Page([_instance(row) for row in page], next_marker)
+    return Page([instance_record(row) for row in page], next_marker)
 
 
 def instance(database: Engine, job_id: str, task: str, instance_id: int) -> InstanceRecord | None:
@@ -185,7 +185,7 @@ def instance(database: Engine, job_id: str, task: str, instance_id: int) -> Inst
         row = connection.execute(select(instances).where(
             instances.c.job_id == job_id, instances.c.task == task,
             instances.c.instance_id == instance_id)).first()
-    return None if row is None else _instance(row)
+    return None if row is None else instance_record(row)
 
 
 def has_task(database: Engine, job_id: str, task: str) -> bool:
@@ -206,12 +206,3 @@ def _instance_marker(marker: str) -> int:
     if number is None:
         raise InvalidMarker(f"Marker must be an instance id (an integer >= 0), got {marker!r}")
     return number
-
-
-def _instance(row: Row[Any]) -> InstanceRecord:
-    return InstanceRecord(
-        job_id=row.job_id, task=row.task, instance_id=row.instance_id, state=State(row.state),
-        retry_count=row.retry_count, attempts=row.attempts, started=to_time(row.started),
-        ended=to_time(row.ended), exit_code=row.exit_code, error_code=row.error_code,
-        error_message=row.error_message, detail=row.detail, stdout_path=row.stdout_path,
-        stderr_path=row.stderr_path, node=row.node)

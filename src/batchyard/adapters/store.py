@@ -123,7 +123,7 @@ class SqlStore:
                 select(instances)
                 .where(instances.c.job_id == job_id, instances.c.task == task)
                 .order_by(instances.c.instance_id)).all()
-            return [_instance_record(row) for row in rows]
+            return [instance_record(row) for row in rows]
 
     def attempts(self, job_id: str, task: str, instance_id: int) -> list[AttemptRecord]:
         with self.engine.connect() as connection:
@@ -400,7 +400,8 @@ def _job_record(row: Row[Any], task_metrics: Metrics, instance_metrics: Metrics)
         instance_metrics=instance_metrics, description=json.loads(row.description))
 
 
-def _instance_record(row: Row[Any]) -> InstanceRecord:
+def instance_record(row: Row[Any]) -> InstanceRecord:
+    """An instances-table row as a record (also used by the API listings)."""
     return InstanceRecord(
         job_id=row.job_id, task=row.task, instance_id=row.instance_id, state=State(row.state),
         retry_count=row.retry_count, attempts=row.attempts, started=to_time(row.started),
@@ -409,4 +410,5 @@ def _instance_record(row: Row[Any]) -> InstanceRecord:
         stderr_path=row.stderr_path, node=row.node)
 
 
-__all__ = ["InstanceChange", "LaunchRow", "SqlStore", "StoreTransaction", "to_time"]
+__all__ = ["InstanceChange", "LaunchRow", "SqlStore", "StoreTransaction", "instance_record",
+           "to_time"]
