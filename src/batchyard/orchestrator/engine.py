@@ -105,10 +105,12 @@ class Engine:
         spec = parse_job(raw)
         self._check_sandbox(spec)
         job_id = new_job_id()
-        with self._lock, self.store.transaction() as tx:
+        # Only new rows are written, so no engine lock: a busy control loop does not hold up
+        # submissions (the database serialises writers).
+        with self.store.transaction() as tx:
             tx.create_job(job_id, tenant, spec, self.clock())
             tx.flush_events()
-            self._specs[job_id] = spec
+        self._specs[job_id] = spec
         self.wake()
         return job_id
 
