@@ -46,11 +46,14 @@ def open_engine(settings: Settings) -> Engine:
         return LocalExecutor(settings.slots, objects, runner_settings, listener)
 
     lock = DataDirLock(settings.data_dir.resolve())
+    releases = [lock.release]
     try:
         store = SqlStore(settings.resolved_database_url)
+        releases.insert(0, store.claim())
         engine = Engine(store, objects, local_executor, settings.work_root,
-                        closers=(lock.release,))
+                        closers=tuple(releases))
         return engine.start()
     except BaseException:
-        lock.release()
+        for release in releases:
+            release()
         raise

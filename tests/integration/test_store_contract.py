@@ -10,7 +10,7 @@ import pytest
 
 from batchyard.adapters.credentials import KeyStore, TokenLedger, master_key
 from batchyard.adapters.listing import Window, list_instances, list_jobs
-from batchyard.adapters.store import InstanceChange, SqlStore
+from batchyard.adapters.store import DatabaseBusy, InstanceChange, SqlStore
 from batchyard.domain.spec import parse_job
 from batchyard.domain.states import State
 from batchyard.service import open_engine
@@ -182,3 +182,16 @@ def test_the_engine_runs_a_dag_with_a_retry_to_finished(database_url: str,
         flaky_instance, = engine.instances(job_id, "flaky")
         assert flaky_instance.retry_count == 1
         assert [a.exit_code for a in engine.attempts(job_id, "flaky", 0)] == [1, 0]
+
+
+def test_one_engine_per_postgresql_database(postgres_url: str, tmp_path: Path) -> None:
+    """Engines with different data dirs must not share a database: each would re-queue the
+    other's running instances when it starts."""
+
+    def settings(name: str) -> Settings:
+        return Settings(data_dir=tmp_path / name, database_url=postgres_url, slots=1)
+
+    with open_engine(settings("first")), pytest.raises(DatabaseBusy, match="one engine"):
+        open_engine(settings("second"))
+    with open_engine(settings("second")):  # given back when the first engine closed
+        pass

@@ -8,13 +8,13 @@ row in the same transaction, so a crash never leaves a transition half-recorded.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, func, select
+from sqlalchemy import Connection, bindparam, func, select, text
 from sqlalchemy.engine import Row
 
 from batchyard.adapters.database import open_engine
@@ -30,10 +30,16 @@ from batchyard.domain.records import (
 from batchyard.domain.scheduling import Candidate
 from batchyard.domain.spec import JobDescription
 from batchyard.domain.states import ACTIVE, State
+from batchyard.errors import BatchyardError
 
 
 def to_time(value: float | None) -> datetime | None:
     return None if value is None else datetime.fromtimestamp(value, UTC)
+
+
+class DatabaseBusy(BatchyardError):
+    code = "DatabaseBusy"
+    status = 409
 
 
 @dataclass(frozen=True)
@@ -69,6 +75,29 @@ class SqlStore:
 
     def close(self) -> None:
         self.engine.dispose()
+
+    def claim(self) -> Callable[[], None]:
+        """Make this process the only engine on a shared (PostgreSQL) database.
+
+        Returns the function that gives the claim back. Two engines on one database would
+        each re-queue the other's running instances when they start; SQLite databases are
+        claimed through their data directory's lock instead.
+        """
+        if self.engine.dialect.name != "postgresql":
+            return lambda: None
+        connection = self.engine.connect()
+        if not connection.execute(_TRY_CLAIM).scalar():
+            connection.close()
+            raise DatabaseBusy("another batchyard engine is using this database; stop it "
+                               "first (one engine per database)")
+
+        def release() -> None:
+            connection.execute(_RELEASE_CLAIM)
+            connection.commit()
+            connection.close()
+
+        connection.commit()
+        return release
 
     @contextmanager
     def transaction(self) -> Iterator[StoreTransaction]:
@@ -354,6 +383,10 @@ _MOVE_INSTANCE = instances.update().where(
     *_ONE_INSTANCE, instances.c.state.in_(bindparam("b_sources", expanding=True)))
 _MARK_RUNNING = instances.update().where(
     *_ONE_INSTANCE, instances.c.state == State.WAITING.value)
+# Session advisory lock key: "batchyar" as a 64-bit integer.
+_ENGINE_CLAIM = int.from_bytes(b"batchyar", "big") - 2**63
+_TRY_CLAIM = text(f"SELECT pg_try_advisory_lock({_ENGINE_CLAIM})")
+_RELEASE_CLAIM = text(f"SELECT pg_advisory_unlock({_ENGINE_CLAIM})")
 _ACTIVE_JOBS = (select(jobs.c.id, jobs.c.priority, jobs.c.created, jobs.c.state)
                 .where(jobs.c.state.in_([s.value for s in ACTIVE]))
                 .order_by(jobs.c.priority.desc(), jobs.c.created, jobs.c.id))
