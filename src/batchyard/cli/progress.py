@@ -273,7 +273,7 @@ def _failure_lines(instance: InstanceRecord, tail: str) -> Text:
     exit_code = "none" if instance.exit_code is None else str(instance.exit_code)
     text.append(f"  exit code {exit_code}")
     if instance.retry_count:
-        text.append(f", {instance.retry_count} retries")
+        text.append(f", {instance.retry_count} retr{'y' if instance.retry_count == 1 else 'ies'}")
     text.append("\n")
     if instance.error_code or instance.error_message:
         text.append(f"    {instance.error_code}: {instance.error_message}\n".replace(": \n", "\n"))
