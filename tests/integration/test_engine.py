@@ -226,3 +226,17 @@ def _alive(pid: int) -> bool:
     except FileNotFoundError:
         return False
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def test_logs_are_readable_while_the_program_runs(tmp_path: Path) -> None:
+    settings = settings_for(tmp_path / "data").model_copy(update={"log_interval": 0.2})
+    gate = tmp_path / "gate"
+    command = f"echo first; while [ ! -f {gate} ]; do sleep 0.05; done; echo second"
+    with open_engine(settings) as engine:
+        job_id = engine.submit(make_job({"t": make_task(command)}))
+        log = f"oss://test/logs/stdout.{job_id}.t.0"
+        until(lambda: engine.objects.exists(log) and engine.objects.read_bytes(log) == b"first\n")
+        assert engine.job(job_id).state is State.RUNNING
+        gate.touch()
+        assert engine.wait(job_id, WAIT).state is State.FINISHED
+        assert engine.objects.read_bytes(log) == b"first\nsecond\n"

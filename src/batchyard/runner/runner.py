@@ -29,6 +29,7 @@ from batchyard.ports import ObjectStore
 from batchyard.runner.control import AttemptControl
 from batchyard.runner.environment import program_environment
 from batchyard.runner.layout import Layout, lay_out
+from batchyard.runner.livelogs import LiveLogs
 from batchyard.runner.logmapping import LogShipper
 from batchyard.runner.logs import LogUpload, append_note, ensure_logs, upload_logs
 from batchyard.runner.package import PackageError, extract_package
@@ -146,11 +147,13 @@ def _execute(request: AttemptRequest, objects: ObjectStore, control: AttemptCont
     if layout is not None:
         shipper = LogShipper(objects, layout.logs, settings.log_interval,
                              workspace.folder).start()
+    live = LiveLogs(objects, request, workspace, settings.log_interval).start()
     try:
         end = run_program(launch, control)
     except (OSError, ValueError, subprocess.SubprocessError) as error:
         return _Verdict(None, ErrorCode.LAUNCH, f"cannot start the program: {_describe(error)}")
     finally:
+        live.finish()
         problems = shipper.finish() if shipper is not None else []
     verdict = _judge(end, request.timeout)
     if problems and not verdict.failed:
