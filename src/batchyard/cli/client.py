@@ -351,9 +351,10 @@ batchyard log job-0000018F2A… count 2 -f         # wait for it, then print it
 ```
 
 The logs are objects in the server's store, read directly: run this where the server's
---data-dir (and --bucket settings) can be reached. Instances upload their logs when an
-attempt ends, so -f shows a running instance's output once its attempt is over (a retry
-replaces it: it is printed again from the start). With more than one log, each starts
+--data-dir (and --bucket settings) can be reached. A running instance's logs are uploaded
+every few seconds (the server's log_interval, 5 s by default) and once more when its attempt
+ends, so -f follows it with that delay (a retry replaces it: it is printed again from the
+start). With more than one log, each starts
 with a `==> task/instance stream: url <==` line.
 """ + CONNECTION_HELP
 
@@ -385,8 +386,8 @@ def log(
     states = {(one.task, one.instance_id): one.state for one in instances}
     for source in missing:
         _note(f"{source.task}/{source.instance_id} {source.stream}: no log yet — the instance "
-              f"is {states[(source.task, source.instance_id)].value}; logs are uploaded when "
-              "an attempt ends (-f waits for them)")
+              f"is {states[(source.task, source.instance_id)].value}; logs are uploaded once it "
+              "runs, every few seconds (-f waits for them)")
     if logs and len(missing) == len(logs):
         raise typer.Exit(EXIT_FAILED)
 

@@ -2,8 +2,8 @@
 
 Logs are read from the object store the server writes to (the CLI opens it with the same
 settings, `--data-dir` and `--bucket`); the API only says where they are. The runner uploads
-an attempt's logs when the attempt ends, so a running instance's log appears then, and a
-retry replaces it.
+a running attempt's logs every `log_interval` seconds and once more when it ends; a retry
+replaces them.
 """
 
 from __future__ import annotations
