@@ -128,10 +128,10 @@ def _probe_data_dir(engine: Engine, data: Path) -> None:
     engine.objects.put_bytes("oss://other-tenant/data.txt", b"theirs")
     other = engine.submit(make_job({"t": make_task("echo secret > mine; sleep 5")}))
     deadline = time.monotonic() + 5
-    while not list((data / "work" / other).glob("t/0/attempt-1/workdir/mine")):
+    while not list((data / "work" / other).glob("t/0.attempt-1/workdir/mine")):
         assert time.monotonic() < deadline
         time.sleep(0.05)
-    mine = data / "work" / other / "t" / "0" / "attempt-1" / "workdir" / "mine"
+    mine = data / "work" / other / "t" / "0.attempt-1" / "workdir" / "mine"
     probe = (f"cat {mine}; cat {data}/batchyard.db | wc -c; cat {data}/objects/other-tenant/*; "
              f"ls -a {data}/objects {data} {data}/work; pwd > /home/output/pwd; exit 0")
     job_id = run(engine, {"t": make_task(probe, OutputMapping=OUT)})
@@ -141,7 +141,7 @@ def _probe_data_dir(engine: Engine, data: Path) -> None:
     assert "secret" not in lines and "theirs" not in lines and other not in lines, log
     assert "0" in lines, "the database is not readable: " + log
     workdir = engine.objects.read_bytes("oss://demo/out/pwd").decode().strip()
-    assert workdir == str(data / "work" / job_id / "t" / "0" / "attempt-1" / "workdir")
+    assert workdir == str(data / "work" / job_id / "t" / "0.attempt-1" / "workdir")
 
 
 def test_log_mapping_objects_appear_while_the_program_runs(engine: Engine) -> None:
@@ -175,7 +175,7 @@ def test_a_stopped_attempt_leaves_no_process_behind(engine: Engine, data: Path) 
     command = "setsid sleep 300 & (trap '' TERM; sleep 300) & echo up > /home/output/up; wait"
     job_id = engine.submit(make_job({"t": make_task(command, OutputMapping=OUT)}))
     deadline = time.monotonic() + 10
-    while not list((data / "work").glob(f"{job_id}/t/0/attempt-1/outputs/0/up")):
+    while not list((data / "work").glob(f"{job_id}/t/0.attempt-1/outputs/0/up")):
         assert time.monotonic() < deadline
         time.sleep(0.05)
     engine.stop(job_id)

@@ -35,6 +35,20 @@ def test_objects_of_unmapped_buckets_live_under_root(store: FsspecObjectStore, r
     assert store.read_bytes("s3://demo/in/data.txt") == b"hello\n"
 
 
+def test_a_handed_over_file_is_linked_and_any_other_copied(store: FsspecObjectStore,
+                                                          root: Path, tmp_path: Path) -> None:
+    source = tmp_path / "stdout"
+    source.write_text("log\n")
+    store.put_file(source, "oss://demo/copied")
+    store.put_file(source, "oss://demo/linked", handed_over=True)
+    store.put_file(source, "oss://demo/linked", handed_over=True)  # replaced in place
+    assert (root / "demo" / "linked").samefile(source)
+    assert not (root / "demo" / "copied").samefile(source)
+    source.write_text("changed\n")  # what `oss cp` uploads never follows the source
+    assert store.read_bytes("oss://demo/copied") == b"log\n"
+    assert sorted(path.name for path in (root / "demo").iterdir()) == ["copied", "linked"]
+
+
 def test_overwrite_is_atomic_and_leaves_no_partial_file(store: FsspecObjectStore,
                                                         root: Path) -> None:
     store.put_bytes("oss://demo/k", b"first")

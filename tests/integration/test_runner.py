@@ -46,8 +46,8 @@ def _run(request: AttemptRequest, objects: FsspecObjectStore, settings: RunnerSe
 
 
 def _attempt_folder(settings: RunnerSettings, attempt: int = 1) -> Path:
-    return settings.work_root / "job-00000000000000000000000000000A1B" / "count" / "2" / (
-        f"attempt-{attempt}")
+    return settings.work_root / "job-00000000000000000000000000000A1B" / "count" / (
+        f"2.attempt-{attempt}")
 
 
 def _is_gone(pid: int, within: float = 3.0) -> bool:
@@ -93,7 +93,7 @@ def test_program_sees_identity_platform_and_user_variables(
 
 
 def test_success_uploads_logs_and_removes_the_attempt_folder(
-        objects: FsspecObjectStore, settings: RunnerSettings) -> None:
+        objects: FsspecObjectStore, settings: RunnerSettings, tmp_path: Path) -> None:
     outcome = _run(_request("echo out; echo err >&2"), objects, settings)
     assert outcome.succeeded
     assert (outcome.exit_code, outcome.error_code, outcome.error_message) == (0, ErrorCode.NONE, "")
@@ -104,7 +104,24 @@ def test_success_uploads_logs_and_removes_the_attempt_folder(
     assert outcome.started_at is not None and outcome.ended_at is not None
     assert outcome.started_at.utcoffset() is not None and outcome.started_at <= outcome.ended_at
     assert outcome.node
-    assert not _attempt_folder(settings).parent.exists()
+    assert not _attempt_folder(settings).exists()
+    # the logs are the objects themselves (hard links), so deleting the attempt's copies
+    # left the objects whole
+    stored = tmp_path / "objects" / "bkt" / "run" / "logs" / outcome.stdout_path.rsplit("/")[-1]
+    assert stored.stat().st_nlink == 1
+
+
+def test_an_empty_attempt_folder_is_reused_fresh_by_the_next_attempt(
+        objects: FsspecObjectStore, settings: RunnerSettings) -> None:
+    first = _run(_request("chmod 700 .; true"), objects, settings)
+    spares = list((settings.work_root / ".spare").iterdir())
+    assert first.succeeded and len(spares) == 1
+    second = _run(_request("stat -c %a .; ls -A; echo in > mine", attempt=2), objects, settings)
+    assert second.succeeded
+    assert _log(objects, "stdout") == "755\n"  # a fresh, empty workdir with the usual mode
+    assert not spares[0].exists()  # renamed into place, then not kept: it held a file
+    assert not list((settings.work_root / ".spare").iterdir())
+    assert not _attempt_folder(settings, 2).exists()
 
 
 def test_empty_logs_are_uploaded_too(objects: FsspecObjectStore,

@@ -33,6 +33,7 @@ from batchyard.orchestrator.settling import settle_job
 from batchyard.ports import Executor, ObjectStore, OutcomeListener
 from batchyard.runner.reaper import reap_orphans
 from batchyard.runner.sandbox import MISSING_MESSAGE
+from batchyard.runner.workspace import clear_spares
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +72,7 @@ class Engine:
         killed = reap_orphans(self.work_root)
         if killed:
             log.warning("killed %d program(s) left running by an earlier engine", len(killed))
+        clear_spares(str(self.work_root))
         with self._lock, self.store.transaction() as tx:
             self._requeue_lost(tx, self.clock())
         self._thread.start()

@@ -58,7 +58,7 @@ def _upload(objects: ObjectStore, local: str, urls: list[str]) -> list[str]:
     problems = []
     for url in urls:
         try:
-            objects.put_file(Path(local), url)
+            objects.put_file(Path(local), url, handed_over=True)
         except ObjectStoreError as error:
             problems.append(error.message)
         except Exception as error:  # any other adapter's failure is still an upload failure

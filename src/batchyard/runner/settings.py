@@ -17,7 +17,7 @@ class RunnerSettings:
     """Runner configuration; built once by the composition root from `Settings`."""
 
     work_root: Path
-    """Attempts run in `work_root/<job>/<task>/<instance>/attempt-<n>/workdir`."""
+    """Attempts run in `work_root/<job>/<task>/<instance>.attempt-<n>/workdir`."""
     region: str = "local"
     """Given to programs as BATCH_COMPUTE_REGION."""
     oss_host: str = "localhost"

@@ -1,21 +1,34 @@
-"""The folder one attempt owns: `<work_root>/<job>/<task>/<instance>/attempt-<n>/`.
+"""The folder one attempt owns: `<work_root>/<job>/<task>/<instance>.attempt-<n>/`.
 
 It holds `workdir/` (the program's cwd, where the package is extracted), the captured
 `stdout` and `stderr`, and the downloaded package. Paths are plain strings: this runs once
 per attempt on the hot path.
+
+The folder of a successful attempt that left nothing behind (empty `workdir/`, logs handed
+over to the object store) is not deleted but kept as a *spare* under `<work_root>/.spare/`,
+and the next attempt renames a spare into place instead of making new folders. Making and
+deleting inodes is what costs on some file systems (ext4 without a journal scans past every
+recently freed inode on each create), and a rename does neither.
 """
 
 from __future__ import annotations
 
+import itertools
 import os
 import shutil
 import stat
+import threading
 from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass
 
 from batchyard.domain.attempt import AttemptKey
 from batchyard.errors import BatchyardError
+
+SPARES = ".spare"
+"""The folder under the work root holding empty attempt folders ready for reuse."""
+_MOST_SPARES = 64
+_WORKDIR_MODE = 0o755
 
 
 class WorkspaceError(BatchyardError):
@@ -25,6 +38,7 @@ class WorkspaceError(BatchyardError):
 @dataclass(frozen=True)
 class Workspace:
     folder: str
+    work_root: str
 
     @property
     def workdir(self) -> str:
@@ -43,25 +57,25 @@ class Workspace:
         return os.path.join(self.folder, "package.tar.gz")
 
 
-def prepare_workspace(work_root: str, key: AttemptKey) -> Workspace:
-    """A fresh, empty attempt folder with `workdir/` inside (leftovers of a crash removed).
-
-    Written as bare `mkdir` calls that handle the rare cases on failure: three system calls
-    in the common case, where `os.makedirs` needs twice as many.
-    """
+def attempt_folder(work_root: str, key: AttemptKey) -> str:
+    """Where the attempt `key` runs; raises WorkspaceError for names unsafe in a path."""
     for name in (key.job_id, key.task):
         if name in ("", ".", "..") or "/" in name or "\0" in name:
             raise WorkspaceError(f"unsafe name {name!r} for a working directory")
-    instance = os.path.join(work_root, key.job_id, key.task, str(key.instance_id))
-    workspace = Workspace(os.path.join(instance, f"attempt-{key.attempt}"))
-    try:
-        os.mkdir(instance)
-    except FileExistsError:
-        pass  # an earlier attempt of the instance
-    except FileNotFoundError:
-        os.makedirs(instance, exist_ok=True)  # the first instance of its task
+    return os.path.join(work_root, key.job_id, key.task,
+                        f"{key.instance_id}.attempt-{key.attempt}")
+
+
+def prepare_workspace(work_root: str, key: AttemptKey) -> Workspace:
+    """A fresh, empty attempt folder with `workdir/` inside (leftovers of a crash removed)."""
+    workspace = Workspace(attempt_folder(work_root, key), work_root)
+    spare = _spares.take(work_root)
+    if spare is not None and _move_into_place(spare, workspace.folder):
+        return workspace
     try:
         os.mkdir(workspace.folder)
+    except FileNotFoundError:
+        os.makedirs(workspace.folder)  # the first instance of its task
     except FileExistsError:
         remove_tree(workspace.folder)  # left by a crashed runner
         os.mkdir(workspace.folder)
@@ -70,20 +84,87 @@ def prepare_workspace(work_root: str, key: AttemptKey) -> Workspace:
 
 
 def remove_workspace(workspace: Workspace) -> None:
-    """Delete the attempt folder, and the instance folder if no other attempt is left in it.
-
-    The common case (two logs and an empty workdir) takes four system calls; anything else
-    falls back to a full tree removal.
-    """
+    """Delete the attempt folder, or keep it as a spare when it holds nothing but an empty
+    `workdir/` once the logs are gone."""
     try:
         os.unlink(workspace.stdout)
         os.unlink(workspace.stderr)
+        if (os.listdir(workspace.folder) == ["workdir"] and not os.listdir(workspace.workdir)
+                and _spares.keep(workspace)):
+            return
         os.rmdir(workspace.workdir)
         os.rmdir(workspace.folder)
     except OSError:
         remove_tree(workspace.folder)
-    with suppress(OSError):
-        os.rmdir(os.path.dirname(workspace.folder))
+
+
+def clear_spares(work_root: str) -> None:
+    """Forget and delete the spare folders of `work_root` (an engine starting afresh)."""
+    _spares.clear(work_root)
+    shutil.rmtree(os.path.join(work_root, SPARES), ignore_errors=True)
+
+
+def _move_into_place(spare: str, folder: str) -> bool:
+    """Rename the spare folder to `folder`; False (spare dropped) if that cannot be done."""
+    try:
+        try:
+            os.rename(spare, folder)
+        except FileNotFoundError:
+            if not os.path.isdir(spare):
+                return False
+            os.makedirs(os.path.dirname(folder), exist_ok=True)
+            os.rename(spare, folder)
+        os.chmod(os.path.join(folder, "workdir"), _WORKDIR_MODE)
+        return True
+    except OSError:
+        with suppress(OSError):
+            remove_tree(spare)
+        return False
+
+
+class _Spares:
+    """The spare attempt folders of this process, per work root (a bounded stack)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._folders: dict[str, list[str]] = {}
+        self._names = itertools.count()
+
+    def take(self, work_root: str) -> str | None:
+        with self._lock:
+            folders = self._folders.get(work_root)
+            return folders.pop() if folders else None
+
+    def keep(self, workspace: Workspace) -> bool:
+        """Move the (empty) attempt folder among the spares; False if there are enough."""
+        work_root = workspace.work_root
+        with self._lock:
+            folders = self._folders.setdefault(work_root, [])
+            if len(folders) >= _MOST_SPARES:
+                return False
+            name = os.path.join(work_root, SPARES, f"{os.getpid()}-{next(self._names)}")
+        try:
+            _rename_making_folder(workspace.folder, name)
+        except OSError:
+            return False
+        with self._lock:
+            folders.append(name)
+        return True
+
+    def clear(self, work_root: str) -> None:
+        with self._lock:
+            self._folders.pop(work_root, None)
+
+
+def _rename_making_folder(source: str, target: str) -> None:
+    try:
+        os.rename(source, target)
+    except FileNotFoundError:
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        os.rename(source, target)
+
+
+_spares = _Spares()
 
 
 def remove_tree(path: str) -> None:
