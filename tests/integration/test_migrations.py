@@ -34,9 +34,26 @@ def head() -> str | None:
     return ScriptDirectory.from_config(migration_config()).get_current_head()
 
 
-def test_the_migrated_schema_equals_the_metadata(empty_database: str) -> None:
+def alembic_upgrade(url: str) -> None:
+    """Run the migrations themselves (open_engine would build an empty database directly)."""
+    from alembic import command
+
+    engine = make_engine(url)
+    try:
+        with engine.begin() as connection:
+            config = migration_config()
+            config.attributes["connection"] = connection
+            command.upgrade(config, "head")
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.parametrize("build", ["migrations", "from scratch"])
+def test_the_migrated_schema_equals_the_metadata(empty_database: str, build: str) -> None:
     from alembic.autogenerate import compare_metadata
 
+    if build == "migrations":
+        alembic_upgrade(empty_database)
     engine = open_engine(empty_database)
     try:
         with engine.connect() as connection:
@@ -47,6 +64,35 @@ def test_the_migrated_schema_equals_the_metadata(empty_database: str) -> None:
                 *metadata.tables, "alembic_version"}
     finally:
         engine.dispose()
+
+
+def test_the_head_constant_is_alembics_head() -> None:
+    from batchyard.migrations import HEAD_REVISION
+
+    assert HEAD_REVISION == head()
+
+
+def test_alembic_finds_nothing_to_do_on_a_database_made_from_scratch(
+        empty_database: str) -> None:
+    from alembic import command
+
+    engine = open_engine(empty_database)  # created with create_all and stamped
+    try:
+        with engine.begin() as connection:
+            config = migration_config()
+            config.attributes["connection"] = connection
+            command.upgrade(config, "head")
+            context = MigrationContext.configure(connection, opts={"compare_type": True})
+            assert context.get_current_revision() == head()
+            assert compare_metadata_of(context) == []
+    finally:
+        engine.dispose()
+
+
+def compare_metadata_of(context: MigrationContext) -> list[object]:
+    from alembic.autogenerate import compare_metadata
+
+    return list(compare_metadata(context, metadata))
 
 
 def test_migrating_twice_changes_nothing(empty_database: str) -> None:

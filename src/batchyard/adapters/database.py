@@ -3,7 +3,10 @@
 SQLite (the default) runs in WAL mode with foreign keys on; PostgreSQL runs through psycopg 3
 (`postgresql://…` is read as `postgresql+psycopg://…`). The schema is owned by the Alembic
 migrations in `batchyard.migrations`: `migrate` upgrades a database to head, holding a lock so
-that two processes opening a fresh database at once do not both create it.
+that two processes opening a fresh database at once do not both create it. Alembic is slow to
+import (a quarter of a second), so the two common cases skip it: a database already at the
+newest revision is left alone, and an empty one gets `metadata.create_all` and is stamped
+with that revision (Alembic's "build an up-to-date database from scratch" recipe).
 """
 
 from __future__ import annotations
@@ -14,19 +17,36 @@ from importlib.util import find_spec
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy import (
+    Column,
+    Connection,
+    Engine,
+    MetaData,
+    PrimaryKeyConstraint,
+    String,
+    Table,
+    create_engine,
+    event,
+    inspect,
+)
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import ConnectionPoolEntry
 
 if TYPE_CHECKING:
     from alembic.config import Config
 from batchyard.errors import BatchyardError
+from batchyard.migrations import HEAD_REVISION
 
 POOL_SIZE = 10
 """Connections kept open: the engine's thread plus the API's request threads reading."""
 MAX_OVERFLOW = 20
 """Extra connections opened under load (and closed when returned)."""
 MIGRATION_LOCK = 0x62617463  # "batc": the PostgreSQL advisory lock held while migrating
+
+_VERSIONS = Table("alembic_version", MetaData(),
+                  Column("version_num", String(32), nullable=False),
+                  PrimaryKeyConstraint("version_num", name="alembic_version_pkc"))
+"""Alembic's own version table, as Alembic creates it."""
 
 _migrated: weakref.WeakSet[Engine] = weakref.WeakSet()
 _migrating = threading.Lock()
@@ -102,12 +122,33 @@ def migrate(engine: Engine) -> None:
             return
         with engine.begin() as connection:
             _lock_for_migration(connection)
-            config = migration_config()
-            config.attributes["connection"] = connection
-            from alembic import command
-
-            command.upgrade(config, "head")
+            if not _at_head(connection):
+                _upgrade(connection)
         _migrated.add(engine)
+
+
+def _at_head(connection: Connection) -> bool:
+    """Whether the database is at the newest revision, after creating it there if empty."""
+    tables = set(inspect(connection).get_table_names())
+    if not tables:
+        import batchyard.adapters.credentials  # noqa: F401  (its tables are in the metadata)
+        from batchyard.adapters.schema import metadata
+
+        metadata.create_all(connection)
+        _VERSIONS.create(connection)
+        connection.execute(_VERSIONS.insert(), [{"version_num": HEAD_REVISION}])
+        return True
+    if _VERSIONS.name not in tables:
+        return False
+    return connection.execute(_VERSIONS.select()).scalar() == HEAD_REVISION
+
+
+def _upgrade(connection: Connection) -> None:
+    config = migration_config()
+    config.attributes["connection"] = connection
+    from alembic import command
+
+    command.upgrade(config, "head")
 
 
 def _lock_for_migration(connection: Connection) -> None:
