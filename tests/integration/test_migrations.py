@@ -69,7 +69,7 @@ def test_the_migrated_schema_equals_the_metadata(empty_database: str, build: str
 def test_the_head_constant_is_alembics_head() -> None:
     from batchyard.migrations import HEAD_REVISION
 
-    assert HEAD_REVISION == head()
+    assert head() == HEAD_REVISION
 
 
 def test_alembic_finds_nothing_to_do_on_a_database_made_from_scratch(
