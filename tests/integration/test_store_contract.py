@@ -11,6 +11,7 @@ import pytest
 from batchyard.adapters.credentials import KeyStore, TokenLedger, master_key
 from batchyard.adapters.listing import Window, list_instances, list_jobs
 from batchyard.adapters.store import DatabaseBusy, InstanceChange, SqlStore
+from batchyard.domain.attempt import AttemptKey
 from batchyard.domain.spec import parse_job
 from batchyard.domain.states import State
 from batchyard.service import open_engine
@@ -128,11 +129,29 @@ def test_an_attempt_is_recorded_once(store: SqlStore) -> None:
     attempt = {"job_id": job_id, "task": "first", "instance_id": 0, "attempt": 1,
                "started": 1001.0, "ended": 1002.0, "exit_code": 3, "error_code": "",
                "error_message": "exited with code 3", "stdout_path": "", "stderr_path": ""}
-    for _ in range(2):
+    for exit_code in (3, 4):
         with store.transaction() as tx:
-            tx.record_attempt(attempt)
+            tx.record_attempts([attempt | {"exit_code": exit_code}])
     recorded, = store.attempts(job_id, "first", 0)
     assert (recorded.attempt, recorded.exit_code) == (1, 3)
+
+
+def test_an_attempt_ends_its_instance_only_while_it_is_the_current_one(store: SqlStore) -> None:
+    job_id = create(store, "job-1", two_step_job())
+    with store.transaction() as tx:
+        assert tx.move_instance(change(job_id, "first", 0, WAITING, State.RUNNING,
+                                       attempts=2), 1001)
+    result = {"exit_code": 0, "retry_count": 0, "ended": 1002.0}
+    with store.transaction() as tx:
+        # attempt 1 was re-queued long ago: its late report changes nothing
+        assert not tx.end_attempt(AttemptKey(job_id, "first", 0, 1), State.FAILED, result, 1002)
+        assert not tx.end_attempt(AttemptKey(job_id, "first", 1, 1), State.FINISHED, result,
+                                  1002)  # still Waiting
+        assert tx.end_attempt(AttemptKey(job_id, "first", 0, 2), State.FINISHED, result, 1002)
+        assert not tx.end_attempt(AttemptKey(job_id, "first", 0, 2), State.FAILED, result, 1003)
+    first = store.instances(job_id, "first")[0]
+    assert (first.state, first.exit_code) == (State.FINISHED, 0)
+    assert [event.target for event in store.events(job_id)][-1] == State.FINISHED.value
 
 
 def test_delete_removes_the_job_and_everything_of_it(store: SqlStore) -> None:

@@ -14,11 +14,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, func, select, text
+from sqlalchemy import Connection, Table, bindparam, func, select, text
 from sqlalchemy.engine import Row
 
 from batchyard.adapters.database import open_engine
 from batchyard.adapters.schema import attempts, events, instances, jobs, tasks
+from batchyard.domain.attempt import AttemptKey
 from batchyard.domain.derivation import Metrics
 from batchyard.domain.records import (
     AttemptRecord,
@@ -364,12 +365,24 @@ class StoreTransaction:
         return self.connection.execute(
             select(instances).where(instances.c.state == State.RUNNING.value)).all()
 
-    def record_attempt(self, values: dict[str, Any]) -> None:
-        existing = self.connection.execute(_ATTEMPT_EXISTS, {
-            "b_job": values["job_id"], "b_task": values["task"],
-            "b_index": values["instance_id"], "b_attempt": values["attempt"]}).first()
-        if existing is None:
-            self.connection.execute(attempts.insert(), [values])
+    def end_attempt(self, key: AttemptKey, target: State, fields: dict[str, Any], now: float,
+                    message: str = "") -> bool:
+        """Move the instance of attempt `key` from Running to `target`, if that attempt is
+        still the instance's current one (compare-and-set); records an event when it moved.
+        """
+        result = self.connection.execute(_END_ATTEMPT, {
+            "b_job": key.job_id, "b_task": key.task, "b_index": key.instance_id,
+            "b_attempt": key.attempt, "state": target.value, **fields})
+        moved = bool(result.rowcount)
+        if moved:
+            self.event(key.job_id, "instance", "", target, now, task=key.task,
+                       instance_id=key.instance_id, message=message)
+        return moved
+
+    def record_attempts(self, rows: list[dict[str, Any]]) -> None:
+        """Insert attempt rows (a row already recorded is left as it is)."""
+        if rows:
+            self.connection.execute(_insert_new(self.connection, attempts), rows)
 
 
 _EPOCH = datetime.fromtimestamp(0, UTC)
@@ -401,10 +414,27 @@ _WAITING_OF_JOB = (
 _ACTIVE_INSTANCE = select(instances.c.instance_id).where(
     instances.c.job_id == bindparam("b_job"), instances.c.task == bindparam("b_task"),
     instances.c.state.in_([State.WAITING.value, State.RUNNING.value])).limit(1)
-_ATTEMPT_EXISTS = select(attempts.c.attempt).where(
-    attempts.c.job_id == bindparam("b_job"), attempts.c.task == bindparam("b_task"),
-    attempts.c.instance_id == bindparam("b_index"),
-    attempts.c.attempt == bindparam("b_attempt"))
+_END_ATTEMPT = instances.update().where(
+    *_ONE_INSTANCE, instances.c.state == State.RUNNING.value,
+    instances.c.attempts == bindparam("b_attempt"))
+_INSERT_NEW: dict[tuple[str, str], Any] = {}
+
+
+def _insert_new(connection: Connection, table: Table) -> Any:
+    """INSERT … ON CONFLICT DO NOTHING for the connection's dialect (built once per table)."""
+    dialect = connection.dialect.name
+    statement = _INSERT_NEW.get((dialect, table.name))
+    if statement is None:
+        if dialect == "postgresql":
+            from sqlalchemy.dialects import postgresql
+
+            statement = postgresql.insert(table).on_conflict_do_nothing()
+        else:
+            from sqlalchemy.dialects import sqlite
+
+            statement = sqlite.insert(table).on_conflict_do_nothing()
+        _INSERT_NEW[(dialect, table.name)] = statement
+    return statement
 
 
 def _instance_counts(connection: Connection, job_id: str) -> dict[str, Metrics]:

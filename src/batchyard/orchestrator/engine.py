@@ -13,6 +13,7 @@ import queue
 import shutil
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
@@ -58,7 +59,10 @@ class Engine:
         self._changed = threading.Condition()
         self._wake = threading.Event()
         self._reports: queue.SimpleQueue[Report] = queue.SimpleQueue()
-        self._in_flight: set[AttemptKey] = set()
+        self._in_flight: dict[AttemptKey, int] = {}
+        """Attempts handed to the executor and not yet applied: their RetryCount at launch."""
+        self._running_tasks: Counter[tuple[str, str]] = Counter()
+        """How many of those attempts each (job, task) has."""
         self._specs: dict[str, JobDescription] = {}
         self._released: dict[str, JobRecord] = {}
         self._closing = False
@@ -231,13 +235,12 @@ class Engine:
         """Apply outcomes, settle states, launch into free slots — one transaction."""
         with self._lock:
             reports = self._drain()
-            for key, _ in reports:  # their slots are free again
-                self._in_flight.discard(key)
+            launched_with = {key: self._landed(key) for key, _ in reports}  # slots free again
             try:
-                finished, cancels, launched = self._transact(reports)
+                finished, cancels, launched = self._transact(reports, launched_with)
             except Exception:
                 for key, outcome in reports:  # nothing was recorded: try them again next step
-                    self._in_flight.add(key)
+                    self._take_off(key, launched_with[key])
                     self._reports.put((key, outcome))
                 raise
             self._dispatch(launched, cancels)
@@ -246,11 +249,23 @@ class Engine:
             self._job_moved = False
             self._notify()
 
-    def _transact(self, reports: list[Report]) -> tuple[set[str], list[AttemptKey],
-                                                         list[AttemptRequest]]:
+    def _take_off(self, key: AttemptKey, retry_count: int | None) -> None:
+        if retry_count is not None:
+            self._in_flight[key] = retry_count
+            self._running_tasks[key.job_id, key.task] += 1
+
+    def _landed(self, key: AttemptKey) -> int | None:
+        """Forget an attempt that reported; returns its RetryCount at launch (if launched)."""
+        retry_count = self._in_flight.pop(key, None)
+        if retry_count is not None:
+            self._running_tasks[key.job_id, key.task] -= 1
+        return retry_count
+
+    def _transact(self, reports: list[Report], launched_with: dict[AttemptKey, int | None]
+                  ) -> tuple[set[str], list[AttemptKey], list[AttemptRequest]]:
         now = self.clock()
         with self.store.transaction() as tx:
-            touched = self._apply(tx, reports, now)
+            touched = self._apply(tx, reports, launched_with, now)
             finished, cancels = self._settle_all(tx, touched)
             launched, starting = self._launch(tx, now)
             more_finished, more_cancels = self._settle_all(tx, starting)
@@ -265,29 +280,40 @@ class Engine:
             except queue.Empty:
                 return reports
 
-    def _apply(self, tx: StoreTransaction, reports: list[Report], now: float) -> set[str]:
+    def _apply(self, tx: StoreTransaction, reports: list[Report],
+               launched_with: dict[AttemptKey, int | None], now: float) -> set[str]:
+        """Record each reported attempt and move its instance as the retry rules decide."""
         touched = set()
+        recorded = []
         for key, outcome in reports:
-            row = tx.instance_row(key.job_id, key.task, key.instance_id)
-            if row is None:
-                continue  # the job was deleted while the attempt ran
-            tx.record_attempt(_attempt_values(key, outcome))
-            if row.state != State.RUNNING.value or row.attempts != key.attempt:
-                continue  # stale: the instance was stopped, deleted or re-queued meanwhile
-            spec = self._spec(key.job_id)
-            verdict = decide(outcome, row.retry_count,
-                             spec.DAG.Tasks[key.task].MaxRetryCount)
-            if verdict is Verdict.DISCARD or verdict.target is None:
-                continue
-            fields = _result_fields(outcome, now)
-            if verdict is Verdict.RETRY:
-                fields["retry_count"] = row.retry_count + 1
-            change = InstanceChange(key.job_id, key.task, key.instance_id,
-                                    frozenset({State.RUNNING}), verdict.target, fields,
-                                    outcome.error_message)
-            if tx.move_instance(change, now) and _may_change_task(tx, key, verdict):
+            retry_count = launched_with[key]
+            if retry_count is None:  # not launched by this engine: read the instance
+                row = tx.instance_row(key.job_id, key.task, key.instance_id)
+                retry_count = -1 if row is None else row.retry_count
+            verdict = Verdict.DISCARD if retry_count < 0 else decide(
+                outcome, retry_count, self._spec(key.job_id).DAG.Tasks[key.task].MaxRetryCount)
+            moved = verdict.target is not None and tx.end_attempt(
+                key, verdict.target, _result_fields(outcome, now, retry_count, verdict), now,
+                outcome.error_message)
+            if moved or tx.instance_row(key.job_id, key.task, key.instance_id) is not None:
+                recorded.append(_attempt_values(key, outcome))
+            if moved and self._may_change_task(tx, key, verdict):
                 touched.add(key.job_id)
+        tx.record_attempts(recorded)
         return touched
+
+    def _may_change_task(self, tx: StoreTransaction, key: AttemptKey, verdict: Verdict) -> bool:
+        """Whether this instance's new state can change its task's (and so its job's) state.
+
+        A Running task stays Running while any instance is active, unless one failed; an
+        attempt of the task still in flight proves one is, else an index lookup tells.
+        Skipping the settle saves counting every instance of the job on each outcome.
+        """
+        if verdict is Verdict.FAIL:
+            return True
+        if self._running_tasks[key.job_id, key.task] > 0:
+            return False
+        return not tx.has_active_instances(key.job_id, key.task)
 
     def _settle_all(self, tx: StoreTransaction,
                     job_ids: set[str]) -> tuple[set[str], list[AttemptKey]]:
@@ -319,7 +345,7 @@ class Engine:
         for key in cancels:
             self.executor.cancel(key)
         for request in launched:
-            self._in_flight.add(request.key)
+            self._take_off(request.key, request.retry_count)
             self.executor.submit(request)
 
     def _release(self, finished: set[str]) -> None:
@@ -377,15 +403,6 @@ class Engine:
         tx.flush_events()
 
 
-def _may_change_task(tx: StoreTransaction, key: AttemptKey, verdict: Verdict) -> bool:
-    """Whether this instance's new state can change its task's (and so its job's) state.
-
-    A Running task stays Running while any instance is active, unless one failed; skipping
-    the settle then saves counting every instance of the job on each outcome.
-    """
-    return verdict is Verdict.FAIL or not tx.has_active_instances(key.job_id, key.task)
-
-
 Mappings = tuple[PathMapping, ...]
 
 
@@ -406,13 +423,15 @@ def _as_directory(url: str) -> str:
     return url if url.endswith("/") else url + "/"
 
 
-def _result_fields(outcome: Outcome, now: float) -> dict[str, Any]:
+def _result_fields(outcome: Outcome, now: float, retry_count: int,
+                   verdict: Verdict) -> dict[str, Any]:
     ended = outcome.ended_at.timestamp() if outcome.ended_at else now
     return {
         "ended": ended, "exit_code": outcome.exit_code, "error_code": outcome.error_code.value,
         "error_message": outcome.error_message, "detail": outcome.detail,
         "stdout_path": outcome.stdout_path, "stderr_path": outcome.stderr_path,
         "node": outcome.node,
+        "retry_count": retry_count + 1 if verdict is Verdict.RETRY else retry_count,
     }
 
 
