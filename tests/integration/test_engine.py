@@ -172,6 +172,25 @@ def test_priority_then_age_order_with_one_slot(one_slot_engine: Engine, tmp_path
     assert order == ["high", "mid", "mid2", "low"]
 
 
+def test_a_later_higher_priority_job_overtakes_the_queued_instances(
+        one_slot_engine: Engine, tmp_path: Path) -> None:
+    engine = one_slot_engine
+    gate = tmp_path / "gate"
+    second_waits = (f'[ "$BATCH_COMPUTE_DAG_INSTANCE_ID" != 1 ] || '
+                    f"while [ ! -f {gate} ]; do sleep 0.05; done")
+    low = engine.submit(make_job({"t": make_task(second_waits, 5)}, Priority=1))
+    # instance 1 runs (and waits) once 0 is done; 2, 3 and 4 are queued to launch next
+    until(lambda: engine.instances(low, "t")[1].state is State.RUNNING)
+    high = engine.submit(make_job({"t": make_task("true")}, Priority=9))
+    gate.touch()
+    for job_id in (low, high):
+        assert engine.wait(job_id, WAIT).state is State.FINISHED
+    started = [(instance.started or 0, job_id, instance.instance_id)
+               for job_id in (low, high) for instance in engine.instances(job_id, "t")]
+    assert [(job_id, index) for _, job_id, index in sorted(started)] == [
+        (low, 0), (low, 1), (high, 0), (low, 2), (low, 3), (low, 4)]
+
+
 def test_auto_release_deletes_the_finished_job(engine: Engine) -> None:
     job_id = engine.submit(make_job({"t": make_task("true")}, AutoRelease=True))
     assert engine.wait(job_id, WAIT).state is State.FINISHED

@@ -114,11 +114,14 @@ def test_mark_running_moves_only_waiting_instances(store: SqlStore) -> None:
     job_id = create(store, "job-1", two_step_job())
     with store.transaction() as tx:
         rows = tx.launch_rows(2)
-        tx.mark_running(rows, 1001)
+        assert tx.mark_running(rows, 1001)
         assert tx.launch_rows(5) == []
         assert tx.has_active_instances(job_id, "first")
     assert [(i.state, i.attempts) for i in store.instances(job_id, "first")] == [
         (State.RUNNING, 1), (State.RUNNING, 1)]
+    with pytest.raises(LookupError), store.transaction() as tx:
+        assert not tx.mark_running(rows, 1001)  # a stale launch is told (the engine rolls back)
+        raise LookupError
     with store.transaction() as tx:
         moved = tx.move_instances(job_id, RUNNING | WAITING, State.STOPPED, 1002)
     assert len(moved) == 3 and len(store.events(job_id)) == 1 + 2 + 3

@@ -341,10 +341,11 @@ class StoreTransaction:
                        instance_id=row.instance_id)
         return rows
 
-    def mark_running(self, rows: list[LaunchRow], now: float) -> None:
+    def mark_running(self, rows: list[LaunchRow], now: float) -> bool:
+        """Waiting → Running for these instances; False if any was not Waiting any more."""
         if not rows:
-            return
-        self.connection.execute(_MARK_RUNNING, [
+            return True
+        result = self.connection.execute(_MARK_RUNNING, [
             {"b_job": row.candidate.job_id, "b_task": row.candidate.task,
              "b_index": row.candidate.instance_id, "state": State.RUNNING.value,
              "attempts": row.attempts + 1, "started": now, "ended": None}
@@ -353,6 +354,7 @@ class StoreTransaction:
             candidate = row.candidate
             self.event(candidate.job_id, "instance", State.WAITING.value, State.RUNNING, now,
                        task=candidate.task, instance_id=candidate.instance_id)
+        return result.rowcount == len(rows)
 
     def first_failure(self, job_id: str) -> Row[Any] | None:
         return self.connection.execute(

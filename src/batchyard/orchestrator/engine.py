@@ -41,6 +41,13 @@ log = logging.getLogger(__name__)
 ExecutorFactory = Callable[[OutcomeListener], Executor]
 Report = tuple[AttemptKey, Outcome]
 SAFETY_INTERVAL = 1.0
+LOOKAHEAD = 64
+"""Waiting instances fetched ahead, in launch order, while nothing changes the order."""
+
+
+class StaleLaunchQueue(Exception):
+    """An instance taken from the launch queue was no longer Waiting (a missed invalidation):
+    the step is rolled back and the queue fetched afresh."""
 
 
 class Engine:
@@ -63,6 +70,9 @@ class Engine:
         """Attempts handed to the executor and not yet applied: their RetryCount at launch."""
         self._running_tasks: Counter[tuple[str, str]] = Counter()
         """How many of those attempts each (job, task) has."""
+        self._queue: list[LaunchRow] | None = None
+        """The best Waiting instances in launch order (None: fetch again). Dropped whenever
+        something may change that order: a submission, an operation, a retry, a settle."""
         self._specs: dict[str, JobDescription] = {}
         self._released: dict[str, JobRecord] = {}
         self._closing = False
@@ -79,6 +89,7 @@ class Engine:
         clear_spares(str(self.work_root))
         with self._lock, self.store.transaction() as tx:
             self._requeue_lost(tx, self.clock())
+        self._queue = None
         self._thread.start()
         self.wake()
         return self
@@ -117,6 +128,7 @@ class Engine:
             tx.create_job(job_id, tenant, spec, self.clock())
             tx.flush_events()
         self._specs[job_id] = spec
+        self._queue = None
         self.wake()
         return job_id
 
@@ -153,6 +165,7 @@ class Engine:
 
     def _mutate(self, operation: Callable[..., operations.Result], job_id: str,
                 tenant: str | None, *args: Any) -> list[AttemptKey]:
+        self._queue = None
         with self.store.transaction() as tx:
             result = operation(tx, self._owned_job(tx, job_id, tenant), self.clock(), *args)
             if result.settle:
@@ -239,6 +252,7 @@ class Engine:
             try:
                 finished, cancels, launched = self._transact(reports, launched_with)
             except Exception:
+                self._queue = None
                 for key, outcome in reports:  # nothing was recorded: try them again next step
                     self._take_off(key, launched_with[key])
                     self._reports.put((key, outcome))
@@ -297,6 +311,8 @@ class Engine:
                 outcome.error_message)
             if moved or tx.instance_row(key.job_id, key.task, key.instance_id) is not None:
                 recorded.append(_attempt_values(key, outcome))
+            if verdict is not Verdict.FINISH:
+                self._queue = None  # an instance may be Waiting again, or its job failing
             if moved and self._may_change_task(tx, key, verdict):
                 touched.add(key.job_id)
         tx.record_attempts(recorded)
@@ -319,6 +335,8 @@ class Engine:
                     job_ids: set[str]) -> tuple[set[str], list[AttemptKey]]:
         finished: set[str] = set()
         cancels: list[AttemptKey] = []
+        if job_ids:
+            self._queue = None  # tasks may become ready, jobs end
         for job_id in sorted(job_ids):
             settlement = settle_job(tx, job_id, self._spec(job_id), self.clock())
             cancels += settlement.to_cancel
@@ -333,11 +351,13 @@ class Engine:
     def _launch(self, tx: StoreTransaction, now: float) -> tuple[list[AttemptRequest], set[str]]:
         """Start the best waiting instances; also returns jobs whose tasks start running."""
         free = self.executor.capabilities().slots - len(self._in_flight)
-        rows = tx.launch_rows(free)
-        chosen = {row.candidate for row in rows}
-        picked = [row for row in rows if row.candidate in
-                  set(instances_to_launch(chosen, free))]
-        tx.mark_running(picked, now)
+        if free <= 0:
+            return [], set()
+        if self._queue is None or len(self._queue) < free:
+            self._queue = _best_waiting(tx, max(free, LOOKAHEAD))
+        picked, self._queue = self._queue[:free], self._queue[free:]
+        if not tx.mark_running(picked, now):
+            raise StaleLaunchQueue("an instance of the launch queue was no longer Waiting")
         starting = {row.candidate.job_id for row in picked if row.starts_task}
         return [self._request(row) for row in picked], starting
 
@@ -401,6 +421,12 @@ class Engine:
         for job_id in tx.active_job_ids():
             self._settle(tx, job_id)
         tx.flush_events()
+
+
+def _best_waiting(tx: StoreTransaction, limit: int) -> list[LaunchRow]:
+    """Up to `limit` Waiting instances of ready tasks, in the order they should start."""
+    rows = {row.candidate: row for row in tx.launch_rows(limit)}
+    return [rows[candidate] for candidate in instances_to_launch(rows, limit)]
 
 
 Mappings = tuple[PathMapping, ...]
