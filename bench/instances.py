@@ -4,17 +4,24 @@
 
 Runs one task of InstanceCount COUNT with CommandLine `true` through the real `batchyard run`
 command (a subprocess, fresh temporary data dir, `--slots N`), then the same COUNT
-`bash -c true` processes with `xargs -P N`, and prints both wall times, the cost per instance
-and the ratio (target: batchyard at most 1.5x xargs). N defaults to the CPU count. With
---repeat R each side runs R times and the fastest run counts. Exit status 1 if a run fails,
-or (with --check) if the ratio misses the target.
+`bash -c true` processes with `xargs -P N`, and prints both wall times and CPU times (user +
+system of the command and its children), the cost per instance and the ratio (target:
+batchyard at most 1.5x xargs). N defaults to the CPU count. With --repeat R each side runs R
+times and the fastest run counts. Exit status 1 if a run fails, or (with --check) if the ratio
+misses the target.
+
+The data dirs of all runs are deleted only at the end: deleting thousands of files between
+two runs would slow the next one down on file systems that scan recently freed inodes when
+they make new ones (ext4 without a journal), which measures the benchmark, not batchyard.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -27,11 +34,20 @@ TARGET_RATIO = 1.5
 
 
 @dataclass(frozen=True)
+class Timing:
+    wall: float
+    cpu: float
+    """User + system seconds of the command and everything it started."""
+
+
+@dataclass(frozen=True)
 class Result:
     batchyard: float
     baseline: float
     startup: float
     count: int
+    batchyard_cpu: float = 0.0
+    baseline_cpu: float = 0.0
 
     @property
     def ratio(self) -> float:
@@ -58,35 +74,58 @@ def batchyard_command() -> list[str]:
     return [found] if found else [sys.executable, "-m", "batchyard.cli"]
 
 
-def time_batchyard(count: int, slots: int) -> float:
-    """Wall time of `batchyard run` for a COUNT-instance job in a fresh data dir."""
-    with tempfile.TemporaryDirectory(prefix="batchyard-bench-") as folder:
-        job = Path(folder) / "job.json"
-        job.write_text(json.dumps(job_description(count)), encoding="utf-8")
-        command = [*batchyard_command(), "run", str(job), "--quiet",
-                   "--slots", str(slots), "--data-dir", str(Path(folder) / "data")]
-        started = time.perf_counter()
-        finished = subprocess.run(command, capture_output=True, text=True, check=False)
-        took = time.perf_counter() - started
-    if finished.returncode != 0:
-        sys.exit(f"batchyard run exited {finished.returncode}:\n{finished.stdout}{finished.stderr}")
-    return took
-
-
-def time_xargs(count: int, slots: int) -> float:
-    """Wall time of COUNT `bash -c true` processes, SLOTS at a time, started by xargs."""
-    numbers = "".join(f"{n}\n" for n in range(count))
+def timed(command: list[str], stdin: str | None = None) -> tuple[Timing, str]:
+    """Run `command`; its wall time, its CPU time, and its output if it failed."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
-    subprocess.run(["xargs", "-P", str(slots), "-n", "1", "bash", "-c", "true"],
-                   input=numbers, text=True, check=True)
-    return time.perf_counter() - started
+    finished = subprocess.run(command, input=stdin, capture_output=True, text=True,
+                              check=False)
+    wall = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    failure = "" if finished.returncode == 0 else (
+        f"{command[0]} exited {finished.returncode}:\n{finished.stdout}{finished.stderr}")
+    return Timing(wall, cpu), failure
+
+
+_runs = itertools.count()
+
+
+def time_batchyard(count: int, slots: int, folder: Path) -> Timing:
+    """`batchyard run` of a COUNT-instance job in a fresh data dir under `folder`."""
+    run = folder / f"run-{next(_runs)}"
+    run.mkdir()
+    job = run / "job.json"
+    job.write_text(json.dumps(job_description(count)), encoding="utf-8")
+    command = [*batchyard_command(), "run", str(job), "--quiet",
+               "--slots", str(slots), "--data-dir", str(run / "data")]
+    timing, failure = timed(command)
+    if failure:
+        sys.exit(failure)
+    return timing
+
+
+def time_xargs(count: int, slots: int) -> Timing:
+    """COUNT `bash -c true` processes, SLOTS at a time, started by xargs."""
+    numbers = "".join(f"{n}\n" for n in range(count))
+    timing, failure = timed(["xargs", "-P", str(slots), "-n", "1", "bash", "-c", "true"],
+                            numbers)
+    if failure:
+        sys.exit(failure)
+    return timing
+
+
+def fastest(timings: list[Timing]) -> Timing:
+    return min(timings, key=lambda timing: timing.wall)
 
 
 def measure(count: int, slots: int, repeat: int) -> Result:
-    startup = min(time_batchyard(1, slots) for _ in range(repeat))
-    ours = min(time_batchyard(count, slots) for _ in range(repeat))
-    theirs = min(time_xargs(count, slots) for _ in range(repeat))
-    return Result(ours, theirs, startup, count)
+    with tempfile.TemporaryDirectory(prefix="batchyard-bench-") as name:
+        folder = Path(name)
+        startup = fastest([time_batchyard(1, slots, folder) for _ in range(repeat)])
+        ours = fastest([time_batchyard(count, slots, folder) for _ in range(repeat)])
+        theirs = fastest([time_xargs(count, slots) for _ in range(repeat)])
+    return Result(ours.wall, theirs.wall, startup.wall, count, ours.cpu, theirs.cpu)
 
 
 def report(result: Result, slots: int) -> str:
@@ -101,6 +140,8 @@ def report(result: Result, slots: int) -> str:
         f"{result.baseline / count * 1000:6.2f} ms per instance",
         f"  batchyard with 1 instance (start-up, submit, shut-down): {result.startup:.2f} s; "
         f"each further instance {marginal * 1000:.2f} ms",
+        f"  CPU time (user + system, with children): batchyard {result.batchyard_cpu:.2f} s, "
+        f"xargs {result.baseline_cpu:.2f} s",
         f"  ratio batchyard / xargs: {result.ratio:.2f}x "
         f"({verdict} the target of {TARGET_RATIO}x)",
     ])

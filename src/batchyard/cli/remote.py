@@ -6,18 +6,19 @@ Requests are signed like the official SDK (`batchyard.api.signature`); error ans
 
 from __future__ import annotations
 
-from collections.abc import Callable, Generator
+from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import quote
-
-import httpx
 
 from batchyard.cli.client_config import Connection
 from batchyard.domain.derivation import Metrics
 from batchyard.domain.records import InstanceRecord, JobRecord, TaskRecord
 from batchyard.domain.states import State
 from batchyard.errors import BatchyardError
+
+if TYPE_CHECKING:  # httpx is imported on first use: commands that never call a server
+    import httpx  # (run, oss, keys) start faster without it
 
 TIMEOUT_SECONDS = 30.0
 PAGE_SIZE = 100
@@ -55,20 +56,16 @@ class Unreachable(BatchyardError):
     code = "ServerUnreachable"
 
 
-class _Signer(httpx.Auth):
-    """Signs each request on its raw target, exactly as it goes on the request line."""
+def _signer(key_id: str, secret: str) -> Callable[[httpx.Request], None]:
+    """A request hook that signs each request on its raw target, exactly as it goes on the
+    request line."""
+    from batchyard.api.signature import signed_headers  # the api package loads FastAPI
 
-    def __init__(self, key_id: str, secret: str) -> None:
-        self._key_id = key_id
-        self._secret = secret
-
-    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
-        from batchyard.api.signature import signed_headers  # the api package loads FastAPI
-
+    def sign(request: httpx.Request) -> None:
         target = request.url.raw_path.decode("ascii")
-        request.headers.update(signed_headers(self._key_id, self._secret, request.method,
-                                              target))
-        yield request
+        request.headers.update(signed_headers(key_id, secret, request.method, target))
+
+    return sign
 
 
 def query_string(parameters: dict[str, str]) -> str:
@@ -84,9 +81,12 @@ class RemoteClient:
     """The calls the CLI makes; one HTTP connection pool, closed with `close()` or `with`."""
 
     def __init__(self, connection: Connection, timeout: float = TIMEOUT_SECONDS) -> None:
+        import httpx
+
         self.endpoint = connection.endpoint
-        self._http = httpx.Client(base_url=connection.endpoint, timeout=timeout,
-                                  auth=_Signer(connection.key_id, connection.key_secret))
+        self._http = httpx.Client(
+            base_url=connection.endpoint, timeout=timeout,
+            event_hooks={"request": [_signer(connection.key_id, connection.key_secret)]})
 
     def __enter__(self) -> RemoteClient:
         return self
@@ -100,6 +100,8 @@ class RemoteClient:
     def call(self, method: str, path: str, query: dict[str, str] | None = None,
              body: Any = None) -> Any:
         """The decoded JSON answer (None when empty); ApiError for any non-2xx answer."""
+        import httpx
+
         target = path + (f"?{query_string(query)}" if query else "")
         try:
             response = self._http.request(method, target, json=body)
@@ -177,6 +179,8 @@ def _segment(text: str) -> str:
 
 
 def _reason(error: httpx.HTTPError) -> str:
+    import httpx
+
     if isinstance(error, httpx.ConnectError):
         return "connection refused" if "refused" in str(error).lower() else str(error)
     if isinstance(error, httpx.TimeoutException):
