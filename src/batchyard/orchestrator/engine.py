@@ -106,10 +106,9 @@ class Engine:
         self._check_sandbox(spec)
         job_id = new_job_id()
         # Only new rows are written, so no engine lock: a busy control loop does not hold up
-        # submissions (the database serialises writers).
-        with self.store.transaction() as tx:
-            tx.create_job(job_id, tenant, spec, self.clock())
-            tx.flush_events()
+        # submissions (the database serialises writers; concurrent submissions share one
+        # transaction).
+        self.store.create_job(job_id, tenant, spec, self.clock())
         self._specs[job_id] = spec
         self.wake()
         return job_id
