@@ -9,7 +9,8 @@ data dir), creates an access key, and drives it with requests signed like the of
   client processes; jobs/s and the p50/p95 request latency;
 - get: `--gets` GET /jobs/{id} from `--clients` processes while those jobs run; requests/s
   and p50/p95;
-- get idle: a quarter of `--gets` from one process once every job has ended;
+- get idle: a quarter of `--gets` from one process once every job has ended, then `--gets`
+  from `--clients` processes (the API alone, without the engine competing for the CPU);
 - latency: `--latency` jobs (CommandLine `true`) submitted one at a time on an idle server,
   each polled until it ended; p50/p95 of StartTime - CreationTime (server clock) and of the
   time until the client first saw it past Waiting (polling every 2 ms).
@@ -166,7 +167,7 @@ def report(label: str, count: int, wall: float, latencies: list[float],
            target: float | None = None) -> None:
     rate = count / wall
     versus = f"   {rate / target:5.2f}x target {target:.0f}/s" if target else ""
-    print(f"{label:<8} {count:>6} requests in {wall:6.2f} s = {rate:7.1f}/s   "
+    print(f"{label:<21} {count:>6} requests in {wall:6.2f} s = {rate:7.1f}/s   "
           f"p50 {percentile(latencies, 0.5) * 1e3:6.2f} ms   "
           f"p95 {percentile(latencies, 0.95) * 1e3:6.2f} ms   "
           f"p99 {percentile(latencies, 0.99) * 1e3:6.2f} ms{versus}", flush=True)
@@ -240,6 +241,9 @@ def measure(pool: Executor, client: httpx.Client, signer: Load,
     idle = Load(get.url, get.key_id, get.secret, "GET", get.target, arguments.gets // 4)
     wall, latencies = hammer(pool, 1, idle)
     report("get idle", idle.count, wall, latencies)
+    wall, latencies = hammer(pool, arguments.clients, get)
+    report(f"get idle, {arguments.clients} processes", get.count, wall, latencies,
+           TARGETS["get"])
     samples = [submit_to_running(client) for _ in range(arguments.latency)]
     for label, values in (("server", [s for s, _ in samples]),
                           ("client", [c for _, c in samples])):
