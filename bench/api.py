@@ -3,21 +3,30 @@
     python bench/api.py [--jobs 300] [--gets 2000] [--clients 4] [--latency 30] [--slots 2]
 
 Starts a real `batchyard serve` (a subprocess on 127.0.0.1, a free port, a fresh temporary
-data dir), creates an access key, and drives it with httpx, every request signed like the
-official SDK:
+data dir), creates an access key, and drives it with requests signed like the official SDK:
 
 - create: `--jobs` POST /jobs (one task, one instance, CommandLine `true`) from `--clients`
-  threads; jobs/s and the p50/p95 request latency;
-- get: `--gets` GET /jobs/{id} from `--clients` threads; requests/s and p50/p95;
-- get idle: a quarter of `--gets` from one thread once every job has ended;
+  client processes; jobs/s and the p50/p95 request latency;
+- get: `--gets` GET /jobs/{id} from `--clients` processes while those jobs run; requests/s
+  and p50/p95;
+- get idle: a quarter of `--gets` from one process once every job has ended, then `--gets`
+  from `--clients` processes (the API alone, without the engine competing for the CPU);
 - latency: `--latency` jobs (CommandLine `true`) submitted one at a time on an idle server,
   each polled until it ended; p50/p95 of StartTime - CreationTime (server clock) and of the
   time until the client first saw it past Waiting (polling every 2 ms).
+
+The client shares the machine's CPUs with the server, so it is kept cheap: each client
+process signs its requests before the timed window (each with its own nonce and the current
+Date, so every one is still verified by the server), then sends them one after the other over
+one keep-alive `http.client` connection. Processes, not threads: they do not share a GIL.
 """
 
 from __future__ import annotations
 
 import argparse
+import http.client
+import json
+import multiprocessing
 import os
 import socket
 import statistics
@@ -25,11 +34,14 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Generator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Generator
+from concurrent.futures import Executor, ProcessPoolExecutor
+from dataclasses import dataclass
 from datetime import datetime
+from importlib.util import find_spec
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -86,25 +98,64 @@ def start_server(data_dir: Path, slots: int) -> tuple[subprocess.Popen[bytes], s
     raise SystemExit("the server did not start within 30 s")
 
 
-def timed(action: Callable[[], Any]) -> float:
-    started = time.perf_counter()
-    action()
-    return time.perf_counter() - started
+TARGETS = {"create": 500.0, "get": 1500.0}
+"""Requests per second the issue asks for (2-core machine)."""
+LATENCY_TARGET = 0.020
+"""Seconds: p50 of submit-to-Running, as the client sees it."""
 
 
-def hammer(client: httpx.Client, count: int, clients: int,
-           request: Callable[[int], httpx.Response]) -> tuple[float, list[float]]:
-    """Run `count` requests on `clients` threads; (wall seconds, per-request seconds)."""
-    def one(index: int) -> float:
-        started = time.perf_counter()
-        response = request(index)
-        assert response.status_code < 300, response.text
-        return time.perf_counter() - started
+@dataclass(frozen=True)
+class Load:
+    """What one client process sends: `count` signed requests `method target`, `body`."""
 
-    with ThreadPoolExecutor(clients) as pool:
-        started = time.perf_counter()
-        latencies = list(pool.map(one, range(count)))
-        return time.perf_counter() - started, latencies
+    url: str
+    key_id: str
+    secret: str
+    method: str
+    target: str
+    count: int
+    body: bytes = b""
+
+
+def drive(load: Load, start_at: float) -> tuple[float, float, list[float]]:
+    """Sign `load.count` requests, wait until `start_at` (time.monotonic), send them over one
+    keep-alive connection; (first send, last answer, per-request seconds)."""
+    parts = urlsplit(load.url)
+    connection = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port)
+    connection.connect()
+    connection.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    requests = []
+    for _ in range(load.count):
+        headers = signed_headers(load.key_id, load.secret, load.method, load.target)
+        headers["content-length"] = str(len(load.body))
+        requests.append(headers)
+    latencies = []
+    time.sleep(max(0.0, start_at - time.monotonic()))
+    first = time.monotonic()
+    for headers in requests:
+        started = time.monotonic()
+        connection.request(load.method, load.target, load.body, headers)
+        response = connection.getresponse()
+        answer = response.read()
+        if response.status >= 300:
+            raise RuntimeError(f"{load.method} {load.target}: {response.status} {answer!r}")
+        latencies.append(time.monotonic() - started)
+    last = time.monotonic()
+    connection.close()
+    return first, last, latencies
+
+
+def hammer(pool: Executor, processes: int, load: Load) -> tuple[float, list[float]]:
+    """`load.count` requests shared by `processes` client processes; (wall s, latencies)."""
+    shares = [load.count // processes + (1 if index < load.count % processes else 0)
+              for index in range(processes)]
+    start_at = time.monotonic() + 0.5 + load.count * 1e-4  # time to sign before it
+    futures = [pool.submit(drive, Load(load.url, load.key_id, load.secret, load.method,
+                                       load.target, share, load.body), start_at)
+               for share in shares if share]
+    results = [future.result() for future in futures]
+    wall = max(last for _, last, _ in results) - min(first for first, _, _ in results)
+    return wall, [latency for _, _, latencies in results for latency in latencies]
 
 
 def percentile(values: list[float], fraction: float) -> float:
@@ -112,10 +163,14 @@ def percentile(values: list[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
 
 
-def report(label: str, count: int, wall: float, latencies: list[float]) -> None:
-    print(f"{label:<8} {count:>6} requests in {wall:6.2f} s = {count / wall:7.1f}/s   "
+def report(label: str, count: int, wall: float, latencies: list[float],
+           target: float | None = None) -> None:
+    rate = count / wall
+    versus = f"   {rate / target:5.2f}x target {target:.0f}/s" if target else ""
+    print(f"{label:<21} {count:>6} requests in {wall:6.2f} s = {rate:7.1f}/s   "
           f"p50 {percentile(latencies, 0.5) * 1e3:6.2f} ms   "
-          f"p95 {percentile(latencies, 0.95) * 1e3:6.2f} ms")
+          f"p95 {percentile(latencies, 0.95) * 1e3:6.2f} ms   "
+          f"p99 {percentile(latencies, 0.99) * 1e3:6.2f} ms{versus}", flush=True)
 
 
 def wait_idle(client: httpx.Client, timeout: float = 120) -> None:
@@ -153,44 +208,58 @@ def run(arguments: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory(prefix="batchyard-bench-api-") as folder:
         data_dir = Path(folder)
         key = open_key_store(Settings(data_dir=data_dir)).create("bench")
-        process, url = start_server(data_dir, arguments.slots)
-        try:
-            with httpx.Client(base_url=url, auth=Signer(key.id, key.secret), timeout=60,
-                              limits=httpx.Limits(max_connections=arguments.clients)) as client:
-                measure(client, arguments)
-        finally:
-            process.terminate()
-            process.wait(30)
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(arguments.clients, mp_context=context) as pool:
+            list(pool.map(abs, range(arguments.clients)))  # start the client processes now
+            process, url = start_server(data_dir, arguments.slots)
+            try:
+                with httpx.Client(base_url=url, auth=Signer(key.id, key.secret),
+                                  timeout=60) as client:
+                    measure(pool, client, Load(url, key.id, key.secret, "GET", "/", 0),
+                            arguments)
+            finally:
+                process.terminate()
+                process.wait(30)
 
 
-def measure(client: httpx.Client, arguments: argparse.Namespace) -> None:
-    print(f"server: {arguments.slots} slots; client: {arguments.clients} threads; "
-          f"{os.cpu_count()} CPUs")
-    body = job_body()
-    wall, latencies = hammer(client, arguments.jobs, arguments.clients,
-                             lambda _: client.post("/jobs", json=body))
-    report("create", arguments.jobs, wall, latencies)
+def measure(pool: Executor, client: httpx.Client, signer: Load,
+            arguments: argparse.Namespace) -> None:
+    fast = [name for name in ("uvloop", "httptools") if find_spec(name)]
+    print(f"server: {arguments.slots} slots, {' + '.join(fast) or 'asyncio + h11'}; "
+          f"client: {arguments.clients} processes; {os.cpu_count()} CPUs")
+    body = json.dumps(job_body()).encode()
+    create = Load(signer.url, signer.key_id, signer.secret, "POST", "/jobs", arguments.jobs,
+                  body)
+    wall, latencies = hammer(pool, arguments.clients, create)
+    report("create", arguments.jobs, wall, latencies, TARGETS["create"])
     job_id = client.get("/jobs", params={"MaxItemCount": 1}).json()["Items"][0]["Id"]
-    wall, latencies = hammer(client, arguments.gets, arguments.clients,
-                             lambda _: client.get(f"/jobs/{job_id}"))
-    report("get", arguments.gets, wall, latencies)
+    get = Load(signer.url, signer.key_id, signer.secret, "GET", f"/jobs/{job_id}",
+               arguments.gets)
+    wall, latencies = hammer(pool, arguments.clients, get)
+    report("get", arguments.gets, wall, latencies, TARGETS["get"])
     wait_idle(client)
-    wall, latencies = hammer(client, arguments.gets // 4, 1,
-                             lambda _: client.get(f"/jobs/{job_id}"))
-    report("get idle", arguments.gets // 4, wall, latencies)
+    idle = Load(get.url, get.key_id, get.secret, "GET", get.target, arguments.gets // 4)
+    wall, latencies = hammer(pool, 1, idle)
+    report("get idle", idle.count, wall, latencies)
+    wall, latencies = hammer(pool, arguments.clients, get)
+    report(f"get idle, {arguments.clients} processes", get.count, wall, latencies,
+           TARGETS["get"])
     samples = [submit_to_running(client) for _ in range(arguments.latency)]
     for label, values in (("server", [s for s, _ in samples]),
                           ("client", [c for _, c in samples])):
+        p50 = statistics.median(values)
+        versus = f"   target p50 < {LATENCY_TARGET * 1e3:.0f} ms: " + (
+            "met" if p50 < LATENCY_TARGET else "NOT met") if label == "client" else ""
         print(f"submit->Running ({label} view, {len(values)} jobs): "
-              f"p50 {statistics.median(values) * 1e3:6.1f} ms   "
-              f"p95 {percentile(values, 0.95) * 1e3:6.1f} ms")
+              f"p50 {p50 * 1e3:6.1f} ms   "
+              f"p95 {percentile(values, 0.95) * 1e3:6.1f} ms{versus}")
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
     parser.add_argument("--jobs", type=int, default=300)
     parser.add_argument("--gets", type=int, default=2000)
-    parser.add_argument("--clients", type=int, default=4)
+    parser.add_argument("--clients", type=int, default=4, help="client processes")
     parser.add_argument("--latency", type=int, default=30)
     parser.add_argument("--slots", type=int, default=os.cpu_count() or 1)
     run(parser.parse_args())

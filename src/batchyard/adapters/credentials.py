@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from cryptography.fernet import Fernet, InvalidToken
-from sqlalchemy import Column, Engine, Float, String, Table, Text, select
+from sqlalchemy import Column, Engine, Float, String, Table, Text, bindparam, select
 from sqlalchemy.exc import IntegrityError
 
 from batchyard.adapters.database import migrate, open_engine
@@ -135,6 +135,8 @@ class KeyStore:
         self.database = database
         self.cipher = cipher
         self.clock = clock
+        self._secrets: dict[str, tuple[str, str]] = {}
+        """key id -> (stored ciphertext, its plaintext): each secret is decrypted once."""
         create_tables(database)
 
     def create(self, tenant: str, description: str = "") -> AccessKey:
@@ -171,17 +173,31 @@ class KeyStore:
         return _key(row)
 
     def lookup(self, key_id: str) -> AccessKey | None:
-        """The key with its decrypted secret, or None when there is no such key."""
+        """The key with its decrypted secret, or None when there is no such key.
+
+        The row is read on every call (a revocation, even by another process, counts at
+        once); only the decryption of an unchanged secret is remembered.
+        """
         with self.database.connect() as connection:
-            row = connection.execute(select(access_keys).where(access_keys.c.id == key_id)).first()
+            row = connection.execute(_KEY_ROW, {"b_id": key_id}).first()
         if row is None:
             return None
+        return _key(row, self._decrypted(key_id, row.secret))
+
+    def _decrypted(self, key_id: str, stored: str) -> str:
+        known = self._secrets.get(key_id)
+        if known is not None and known[0] == stored:
+            return known[1]
         try:
-            secret = self.cipher.decrypt(row.secret.encode("ascii")).decode()
+            secret = self.cipher.decrypt(stored.encode("ascii")).decode()
         except InvalidToken as error:
             raise CredentialError(
                 f"access key {key_id} was encrypted with another master key") from error
-        return _key(row, secret)
+        self._secrets[key_id] = (stored, secret)
+        return secret
+
+
+_KEY_ROW = select(access_keys).where(access_keys.c.id == bindparam("b_id"))
 
 
 def check_tenant(tenant: str) -> None:

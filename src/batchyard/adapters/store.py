@@ -8,13 +8,14 @@ row in the same transaction, so a crash never leaves a transition half-recorded.
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Generic, NamedTuple, TypeVar
 
-from sqlalchemy import Connection, Table, bindparam, func, select, text
+from sqlalchemy import Connection, Table, bindparam, func, literal, select, text, union_all
 from sqlalchemy.engine import Row
 
 from batchyard.adapters.database import open_engine
@@ -67,12 +68,92 @@ class InstanceChange:
     message: str = ""
 
 
+class NewJob(NamedTuple):
+    """A job to insert: id, tenant, parsed description, submission time."""
+
+    job_id: str
+    tenant: str
+    spec: JobDescription
+    now: float
+
+
+Item = TypeVar("Item")
+
+
+class GroupCommit(Generic[Item]):
+    """Writes items handed in by concurrent threads, many per transaction.
+
+    `write(item)` returns once `item` is committed. While one batch is being written, the
+    items that arrive wait, and the first of their threads to get the turn writes all of
+    them in one go: under load, one transaction (and one wait for SQLite's single writer)
+    per batch instead of per item. A failed batch is retried item by item, so an error
+    reaches only the caller whose item caused it.
+    """
+
+    def __init__(self, write_batch: Callable[[list[Item]], None]) -> None:
+        self._write_batch = write_batch
+        self._pending: list[_Entry[Item]] = []
+        self._queue = threading.Lock()
+        self._turn = threading.Lock()
+
+    def write(self, item: Item) -> None:
+        entry = _Entry(item)
+        with self._queue:
+            self._pending.append(entry)
+        with self._turn:
+            if not entry.done:
+                with self._queue:
+                    batch, self._pending = self._pending, []
+                self._flush(batch)
+        if entry.error is not None:
+            raise entry.error
+
+    def _flush(self, batch: list[_Entry[Item]]) -> None:
+        try:
+            self._write_batch([entry.item for entry in batch])
+        except BaseException as error:
+            if len(batch) == 1:
+                batch[0].error = error
+            else:
+                for entry in batch:
+                    try:
+                        self._write_batch([entry.item])
+                    except BaseException as own:
+                        entry.error = own
+        finally:
+            for entry in batch:
+                entry.done = True
+
+
+class _Entry(Generic[Item]):
+    __slots__ = ("done", "error", "item")
+
+    def __init__(self, item: Item) -> None:
+        self.item = item
+        self.done = False
+        self.error: BaseException | None = None
+
+
 class SqlStore:
     """State of jobs, tasks, instances, attempts and events in a SQL database."""
 
     def __init__(self, url: str) -> None:
         self.url = url
         self.engine = open_engine(url)
+        self._writing: AbstractContextManager[Any] = (
+            threading.RLock() if self.engine.dialect.name == "sqlite" else nullcontext())
+        """SQLite has one writer at a time, and a writer that finds the database locked
+        sleeps in growing steps (1, 2, 5, 10 … 100 ms) before it tries again; the writers of
+        this process (the engine's steps, the API's submissions) queue on this lock instead."""
+        self._creations = GroupCommit[NewJob](self._create_jobs)
+
+    def create_job(self, job_id: str, tenant: str, spec: JobDescription, now: float) -> None:
+        """Store a new job; committed on return (concurrent calls share a transaction)."""
+        self._creations.write(NewJob(job_id, tenant, spec, now))
+
+    def _create_jobs(self, new_jobs: list[NewJob]) -> None:
+        with self.transaction() as tx:
+            tx.create_jobs(new_jobs)
 
     def close(self) -> None:
         self.engine.dispose()
@@ -102,7 +183,7 @@ class SqlStore:
 
     @contextmanager
     def transaction(self) -> Iterator[StoreTransaction]:
-        with self.engine.begin() as connection:
+        with self._writing, self.engine.begin() as connection:
             tx = StoreTransaction(connection)
             yield tx
             tx.flush_events()  # events not flushed by the caller still commit with the change
@@ -110,14 +191,20 @@ class SqlStore:
     # ---- reads ---------------------------------------------------------------------------
 
     def job(self, job_id: str, tenant: str | None = None) -> JobRecord | None:
+        """One job with its metrics: two indexed queries on one connection (the API's get)."""
         with self.engine.connect() as connection:
-            query = select(jobs).where(jobs.c.id == job_id)
-            if tenant is not None:
-                query = query.where(jobs.c.tenant == tenant)
-            row = connection.execute(query).first()
+            if tenant is None:
+                row = connection.execute(_JOB_ROW, {"b_id": job_id}).first()
+            else:
+                row = connection.execute(_TENANT_JOB_ROW,
+                                         {"b_id": job_id, "b_tenant": tenant}).first()
             if row is None:
                 return None
-            return _job_record(row, *_job_metrics(connection, job_id))
+            counts: dict[str, dict[State, int]] = {"task": {}, "instance": {}}
+            for kind, state, count in connection.execute(_JOB_COUNTS, {"b_id": job_id}):
+                counts[kind][State(state)] = count
+            return _job_record(row, Metrics.from_counts(counts["task"]),
+                               Metrics.from_counts(counts["instance"]))
 
     def job_state(self, job_id: str) -> State | None:
         """Just the state of a job (cheap: no metrics)."""
@@ -203,26 +290,35 @@ class StoreTransaction:
     # ---- jobs ----------------------------------------------------------------------------
 
     def create_job(self, job_id: str, tenant: str, spec: JobDescription, now: float) -> None:
-        graph = spec.graph()
-        self.connection.execute(jobs.insert(), [{
-            "id": job_id, "tenant": tenant, "name": spec.Name, "priority": spec.Priority,
-            "state": State.WAITING.value, "message": "",
-            "fail_on_instance_fail": spec.JobFailOnInstanceFail,
-            "auto_release": spec.AutoRelease, "created": now,
-            "description": json.dumps(spec.echo()),
-        }])
-        self.connection.execute(tasks.insert(), [
-            {"job_id": job_id, "name": name, "state": State.WAITING.value,
-             "ready": not graph[name], "instance_count": task.InstanceCount,
-             "max_retry_count": task.MaxRetryCount}
-            for name, task in spec.DAG.Tasks.items()
-        ])
-        self.connection.execute(instances.insert(), [
-            {"job_id": job_id, "task": name, "instance_id": index,
-             "state": State.WAITING.value, "retry_count": 0, "attempts": 0}
-            for name, task in spec.DAG.Tasks.items() for index in range(task.InstanceCount)
-        ])
-        self.event(job_id, "job", "", State.WAITING, now, message="submitted")
+        self.create_jobs([NewJob(job_id, tenant, spec, now)])
+
+    def create_jobs(self, new_jobs: Sequence[NewJob]) -> None:
+        """Insert jobs, their tasks and instances: one multi-row insert per table."""
+        job_rows, task_rows, instance_rows = [], [], []
+        for job_id, tenant, spec, now in new_jobs:
+            graph = spec.graph()
+            job_rows.append({
+                "id": job_id, "tenant": tenant, "name": spec.Name, "priority": spec.Priority,
+                "state": State.WAITING.value, "message": "",
+                "fail_on_instance_fail": spec.JobFailOnInstanceFail,
+                "auto_release": spec.AutoRelease, "created": now,
+                "description": json.dumps(spec.echo()),
+            })
+            task_rows += [
+                {"job_id": job_id, "name": name, "state": State.WAITING.value,
+                 "ready": not graph[name], "instance_count": task.InstanceCount,
+                 "max_retry_count": task.MaxRetryCount}
+                for name, task in spec.DAG.Tasks.items()
+            ]
+            instance_rows += [
+                {"job_id": job_id, "task": name, "instance_id": index,
+                 "state": State.WAITING.value, "retry_count": 0, "attempts": 0}
+                for name, task in spec.DAG.Tasks.items() for index in range(task.InstanceCount)
+            ]
+            self.event(job_id, "job", "", State.WAITING, now, message="submitted")
+        self.connection.execute(jobs.insert(), job_rows)
+        self.connection.execute(tasks.insert(), task_rows)
+        self.connection.execute(instances.insert(), instance_rows)
 
     def job_row(self, job_id: str) -> Row[Any] | None:
         return self.connection.execute(select(jobs).where(jobs.c.id == job_id)).first()
@@ -416,6 +512,13 @@ _WAITING_OF_JOB = (
 _ACTIVE_INSTANCE = select(instances.c.instance_id).where(
     instances.c.job_id == bindparam("b_job"), instances.c.task == bindparam("b_task"),
     instances.c.state.in_([State.WAITING.value, State.RUNNING.value])).limit(1)
+_JOB_ROW = select(jobs).where(jobs.c.id == bindparam("b_id"))
+_TENANT_JOB_ROW = _JOB_ROW.where(jobs.c.tenant == bindparam("b_tenant"))
+_JOB_COUNTS = union_all(  # (kind, state, count) of a job's tasks and instances, in one query
+    select(literal("task").label("kind"), tasks.c.state, func.count())
+    .where(tasks.c.job_id == bindparam("b_id")).group_by(tasks.c.state),
+    select(literal("instance").label("kind"), instances.c.state, func.count())
+    .where(instances.c.job_id == bindparam("b_id")).group_by(instances.c.state))
 _END_ATTEMPT = instances.update().where(
     *_ONE_INSTANCE, instances.c.state == State.RUNNING.value,
     instances.c.attempts == bindparam("b_attempt"))
@@ -475,5 +578,5 @@ def instance_record(row: Row[Any]) -> InstanceRecord:
         stderr_path=row.stderr_path, node=row.node)
 
 
-__all__ = ["InstanceChange", "LaunchRow", "SqlStore", "StoreTransaction", "instance_record",
-           "to_time"]
+__all__ = ["GroupCommit", "InstanceChange", "LaunchRow", "NewJob", "SqlStore", "StoreTransaction",
+           "instance_record", "to_time"]

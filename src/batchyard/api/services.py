@@ -3,16 +3,21 @@ dependencies that hand it out: the services and the authenticated caller."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Annotated, cast
+from typing import Annotated, ParamSpec, TypeVar, cast
 
 import sqlalchemy
 from fastapi import Depends, Request
+from starlette.concurrency import run_in_threadpool
 
 from batchyard.adapters.credentials import KeyStore, TokenLedger, master_key
 from batchyard.api.authentication import Authenticator, Caller
 from batchyard.orchestrator.engine import Engine
 from batchyard.settings import Settings
+
+Params = ParamSpec("Params")
+Result = TypeVar("Result")
 
 
 @dataclass(frozen=True)
@@ -23,17 +28,37 @@ class Services:
     keys: KeyStore
     tokens: TokenLedger
     authenticator: Authenticator
+    inline_reads: bool = False
+    """Run short indexed reads on the event loop (SQLite: in-process, never waits on the
+    writer in WAL mode) instead of handing them to the thread pool (PostgreSQL: a network
+    round trip)."""
+
+    async def read(self, function: Callable[Params, Result], *args: Params.args,
+                   **kwargs: Params.kwargs) -> Result:
+        """`function(*args)`: a short read of the database (one or a few indexed rows).
+
+        With SQLite it runs right here, on the event loop: a hop through the thread pool
+        costs more than the read itself. Anything that writes, or may read many rows, goes
+        through `run_in_threadpool` instead.
+        """
+        if self.inline_reads:
+            return function(*args, **kwargs)
+        return await run_in_threadpool(function, *args, **kwargs)
 
 
 def build_services(settings: Settings, engine: Engine) -> Services:
     database = engine.store.engine
     keys = KeyStore(database, master_key(settings.data_dir.resolve()))
     return Services(settings, engine, database, keys, TokenLedger(database),
-                    Authenticator(keys))
+                    Authenticator(keys), inline_reads=database.dialect.name == "sqlite")
 
 
-def services(request: Request) -> Services:
+def services_of(request: Request) -> Services:
     return cast(Services, request.app.state.services)
+
+
+async def services(request: Request) -> Services:
+    return services_of(request)
 
 
 def raw_target(request: Request) -> str:
@@ -52,10 +77,20 @@ def header_map(request: Request) -> dict[str, str]:
     return headers
 
 
-def caller(request: Request) -> Caller:
-    """The authenticated caller of this request (see `authentication`)."""
-    authenticator = services(request).authenticator
-    return authenticator.verify(request.method, raw_target(request), header_map(request))
+async def authenticate(request: Request) -> Caller:
+    """The authenticated caller of this request (see `authentication`).
+
+    Verifying is CPU work plus one indexed read of the access key (to see a revocation at
+    once, even one made by another process), so it runs as a `Services.read`.
+    """
+    running = services_of(request)
+    return await running.read(running.authenticator.verify, request.method,
+                              raw_target(request), header_map(request))
+
+
+async def caller(request: Request) -> Caller:
+    """The `CallerDependency`: `authenticate` as a FastAPI dependency."""
+    return await authenticate(request)
 
 
 ServicesDependency = Annotated[Services, Depends(services)]

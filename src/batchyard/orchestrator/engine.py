@@ -73,6 +73,8 @@ class Engine:
         self._queue: list[LaunchRow] | None = None
         """The best Waiting instances in launch order (None: fetch again). Dropped whenever
         something may change that order: a submission, an operation, a retry, a settle."""
+        self._submitted = False
+        """Set by submissions (which take no engine lock): the launch queue is stale."""
         self._specs: dict[str, JobDescription] = {}
         self._released: dict[str, JobRecord] = {}
         self._closing = False
@@ -123,12 +125,11 @@ class Engine:
         self._check_sandbox(spec)
         job_id = new_job_id()
         # Only new rows are written, so no engine lock: a busy control loop does not hold up
-        # submissions (the database serialises writers).
-        with self.store.transaction() as tx:
-            tx.create_job(job_id, tenant, spec, self.clock())
-            tx.flush_events()
+        # submissions (the database serialises writers; concurrent submissions share one
+        # transaction).
+        self.store.create_job(job_id, tenant, spec, self.clock())
         self._specs[job_id] = spec
-        self._queue = None
+        self._submitted = True  # the launch order may change (read by the loop's next launch)
         self.wake()
         return job_id
 
@@ -353,6 +354,9 @@ class Engine:
         free = self.executor.capabilities().slots - len(self._in_flight)
         if free <= 0:
             return [], set()
+        if self._submitted:  # cleared before the fetch, so a later submission is not missed
+            self._submitted = False
+            self._queue = None
         if self._queue is None or len(self._queue) < free:
             self._queue = _best_waiting(tx, max(free, LOOKAHEAD))
         picked, self._queue = self._queue[:free], self._queue[free:]
