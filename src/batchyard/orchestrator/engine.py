@@ -249,6 +249,8 @@ class Engine:
         """Apply outcomes, settle states, launch into free slots — one transaction."""
         with self._lock:
             reports = self._drain()
+            if not reports and self._free_slots() <= 0:
+                return  # a submission to a busy engine: nothing to record, nowhere to launch
             launched_with = {key: self._landed(key) for key, _ in reports}  # slots free again
             try:
                 finished, cancels, launched = self._transact(reports, launched_with)
@@ -351,7 +353,7 @@ class Engine:
 
     def _launch(self, tx: StoreTransaction, now: float) -> tuple[list[AttemptRequest], set[str]]:
         """Start the best waiting instances; also returns jobs whose tasks start running."""
-        free = self.executor.capabilities().slots - len(self._in_flight)
+        free = self._free_slots()
         if free <= 0:
             return [], set()
         if self._submitted:  # cleared before the fetch, so a later submission is not missed
@@ -364,6 +366,9 @@ class Engine:
             raise StaleLaunchQueue("an instance of the launch queue was no longer Waiting")
         starting = {row.candidate.job_id for row in picked if row.starts_task}
         return [self._request(row) for row in picked], starting
+
+    def _free_slots(self) -> int:
+        return self.executor.capabilities().slots - len(self._in_flight)
 
     def _dispatch(self, launched: list[AttemptRequest], cancels: list[AttemptKey]) -> None:
         for key in cancels:
