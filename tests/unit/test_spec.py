@@ -156,5 +156,16 @@ def test_every_problem_is_reported_at_once_with_value_and_rule() -> None:
     assert "split -> count -> merge -> split" in message or "BadDAG" in [p.code for p in problems]
 
 
+def test_task_rules_are_checked_even_when_fields_fail_their_types() -> None:
+    raw = job()
+    count = raw["DAG"]["Tasks"]["count"]
+    count.update(InstanceCount=0, Timeout="long", AutoCluster={})
+    count["Parameters"]["Command"]["PackagePath"] = "oss://demo/worker.zip"
+    del raw["DAG"]["Tasks"]["merge"]["Parameters"]["Command"]  # cannot be salvaged
+    raw["DAG"]["Tasks"]["merge"]["Parameters"]["StdoutRedirectPath"] = "logs/"
+    assert sorted(codes(raw)) == ["InvalidInstanceCount", "InvalidPackagePath", "InvalidTimeout",
+                                  "MissingClusterId", "MissingCommand"]
+
+
 def test_not_an_object_is_rejected() -> None:
     assert codes([1, 2]) == ["InvalidHttpBody"]

@@ -191,7 +191,8 @@ def _create(client: RemoteClient, raw: dict[str, Any], job_file: Path) -> str:
         _err.print(Text(f"{job_file}: {count} problem{'s' if count != 1 else ''} in the job "
                         "description (found by the server):", style="red"))
         for problem in error.problems:
-            _err.print(Text(f"  {problem.get('Message') or problem}"))
+            code = f"[{problem['Code']}]" if problem.get("Code") else ""
+            _err.print(Text.assemble(f"  {problem.get('Message') or problem} ", (code, "dim")))
         raise typer.Exit(EXIT_INVALID) from None
 
 

@@ -146,7 +146,7 @@ def _print_problems(source: Path | str, error: SpecError) -> None:
     _err.print(Text(f"{source}: {count} problem{'s' if count != 1 else ''} in the job "
                     "description:", style="red"))
     for problem in error.problems:
-        _err.print(Text(f"  {problem}"), soft_wrap=True)
+        _err.print(Text.assemble(f"  {problem} ", (f"[{problem.code}]", "dim")), soft_wrap=True)
 
 
 def _load_settings(data_dir: Path | None, slots: int | None, bucket: list[str] | None) -> Settings:

@@ -7,6 +7,7 @@ each with its JSON path, the offending value, the rule and the BatchCompute erro
 
 from __future__ import annotations
 
+import copy
 import re
 from typing import Annotated, Any
 
@@ -165,13 +166,47 @@ def parse_job(raw: Any) -> JobDescription:
         job = JobDescription.model_validate(raw)
     except ValidationError as error:
         problems += [_problem_from_pydantic(item) for item in error.errors()]
-    if job is not None:
-        problems += [problem for name, task in job.DAG.Tasks.items()
-                     for problem in _task_problems(name, task)]
+    tasks = job.DAG.Tasks if job is not None else _salvaged_tasks(raw)
+    problems += [problem for name, task in tasks.items()
+                 for problem in _task_problems(name, task)]
     if problems:
         raise SpecError(_unique(problems))
     assert job is not None
     return job
+
+
+def _salvaged_tasks(raw: dict[str, Any]) -> dict[str, TaskDescription]:
+    """The tasks of a job that failed validation, each with the fields pydantic refused
+    dropped (so defaults apply), so that their other rules are still checked and every
+    problem is reported at once; tasks missing a required field are left out."""
+    salvaged = {}
+    for name, task in (_tasks_of(raw) or {}).items():
+        if isinstance(task, dict) and (description := _salvaged(task)) is not None:
+            salvaged[name] = description
+    return salvaged
+
+
+def _salvaged(raw_task: dict[str, Any], rounds: int = 5) -> TaskDescription | None:
+    candidate = copy.deepcopy(raw_task)
+    for _ in range(rounds):
+        try:
+            return TaskDescription.model_validate(candidate)
+        except ValidationError as error:
+            if not all(_dropped(candidate, item) for item in error.errors()):
+                return None
+    return None
+
+
+def _dropped(candidate: dict[str, Any], item: Any) -> bool:
+    """Remove the refused field at `item["loc"]` from `candidate`; False if it cannot be."""
+    *parents, last = item["loc"] or ("",)
+    node: Any = candidate
+    for part in parents:
+        node = node.get(part) if isinstance(node, dict) else None
+    if item["type"] == "missing" or not isinstance(node, dict) or last not in node:
+        return False
+    del node[last]
+    return True
 
 
 def _shape_problems(raw: dict[str, Any]) -> list[Problem]:
