@@ -191,6 +191,17 @@ def test_a_later_higher_priority_job_overtakes_the_queued_instances(
         (low, 0), (low, 1), (high, 0), (low, 2), (low, 3), (low, 4)]
 
 
+def test_a_job_deleted_while_its_attempts_end_does_not_hold_up_the_engine(
+        engine: Engine) -> None:
+    for _ in range(3):
+        doomed = engine.submit(make_job({"t": make_task("sleep 30", 2)}))
+        until(lambda: engine.job(doomed).instance_metrics.running == 2)  # noqa: B023
+        engine.stop(doomed)
+        engine.delete(doomed)  # before the killed attempts have reported
+    after = engine.submit(make_job({"t": make_task("true", 4)}))
+    assert engine.wait(after, WAIT / 4).state is State.FINISHED
+
+
 def test_auto_release_deletes_the_finished_job(engine: Engine) -> None:
     job_id = engine.submit(make_job({"t": make_task("true")}, AutoRelease=True))
     assert engine.wait(job_id, WAIT).state is State.FINISHED

@@ -307,8 +307,9 @@ class Engine:
             if retry_count is None:  # not launched by this engine: read the instance
                 row = tx.instance_row(key.job_id, key.task, key.instance_id)
                 retry_count = -1 if row is None else row.retry_count
-            verdict = Verdict.DISCARD if retry_count < 0 else decide(
-                outcome, retry_count, self._spec(key.job_id).DAG.Tasks[key.task].MaxRetryCount)
+            spec = self._known_spec(key.job_id)
+            verdict = Verdict.DISCARD if retry_count < 0 or spec is None else decide(
+                outcome, retry_count, spec.DAG.Tasks[key.task].MaxRetryCount)
             moved = verdict.target is not None and tx.end_attempt(
                 key, verdict.target, _result_fields(outcome, now, retry_count, verdict), now,
                 outcome.error_message)
@@ -407,6 +408,13 @@ class Engine:
             cluster_id=task.ClusterId,
             inputs=inputs, outputs=outputs, logs=logs,
         )
+
+    def _known_spec(self, job_id: str) -> JobDescription | None:
+        """The description of a job, or None if it was deleted (its late reports are moot)."""
+        try:
+            return self._spec(job_id)
+        except NotFound:
+            return None
 
     def _spec(self, job_id: str) -> JobDescription:
         spec = self._specs.get(job_id)
