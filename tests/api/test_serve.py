@@ -56,3 +56,34 @@ def test_serve_runs_until_terminated(tmp_path: Path) -> None:
     assert process.returncode in (0, -signal.SIGTERM)  # uvicorn re-raises it after shutdown
     assert f"http://127.0.0.1:{port}" in errors and "batchyard keys create" in errors
     assert key.secret not in errors
+
+
+def _launch(port: int, data_dir: Path) -> subprocess.Popen[str]:
+    code = LAUNCH.format(port=port, data_dir=str(data_dir))
+    process = subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.PIPE, text=True)
+    wait_until_up(f"http://127.0.0.1:{port}/quotas", process)
+    return process
+
+
+def test_a_request_replayed_after_a_restart_is_refused(tmp_path: Path) -> None:
+    from batchyard.api.signature import signed_headers
+
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/quotas"
+    key = open_key_store(Settings(data_dir=tmp_path)).create("replay")
+    captured = [signed_headers(key.id, key.secret, "GET", "/quotas") for _ in range(2)]
+    for headers, stop in zip(captured, (signal.SIGTERM, signal.SIGKILL), strict=True):
+        process = _launch(port, tmp_path)
+        try:
+            assert httpx.get(url, headers=headers, timeout=10).status_code == 200
+            time.sleep(0.5)  # the nonce is saved behind the request, within a moment
+        finally:
+            process.send_signal(stop)  # a clean stop, then a crash
+            process.communicate(timeout=20)
+        process = _launch(port, tmp_path)
+        try:
+            replay = httpx.get(url, headers=headers, timeout=10)
+            assert (replay.status_code, replay.json()["Code"]) == (403, "SignatureNonceUsed")
+        finally:
+            process.send_signal(signal.SIGTERM)
+            process.communicate(timeout=20)

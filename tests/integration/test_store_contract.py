@@ -217,3 +217,28 @@ def test_one_engine_per_postgresql_database(postgres_url: str, tmp_path: Path) -
         open_engine(settings("second"))
     with open_engine(settings("second")):  # given back when the first engine closed
         pass
+
+
+def test_signature_nonces_outlive_the_registry_until_their_window_ends(
+        database_url: str) -> None:
+    from batchyard.adapters.credentials import NonceLedger
+    from batchyard.api.authentication import NonceRegistry
+
+    store = SqlStore(database_url)
+    now = [1_000_000.0]
+    try:
+        first = NonceRegistry(lambda: now[0], NonceLedger(store.engine, lambda: now[0]))
+        assert first.first_use("KEY1", "nonce-a", now[0])
+        assert not first.first_use("KEY1", "nonce-a", now[0])
+        assert first.first_use("KEY2", "nonce-a", now[0])  # nonces are per key
+        first.close()
+        second = NonceRegistry(lambda: now[0], NonceLedger(store.engine, lambda: now[0]))
+        assert not second.first_use("KEY1", "nonce-a", now[0])  # after a restart too
+        assert second.first_use("KEY1", "nonce-b" * 40, now[0])  # any length
+        second.close()
+        now[0] += 15 * 60 + 1  # the window of nonce-a is over: forgotten, and accepted again
+        third = NonceRegistry(lambda: now[0], NonceLedger(store.engine, lambda: now[0]))
+        assert third.first_use("KEY1", "nonce-a", now[0])
+        third.close()
+    finally:
+        store.close()

@@ -4,11 +4,14 @@ An access key (id + secret) belongs to one tenant; requests signed with it act a
 tenant. Secrets are stored encrypted (Fernet) with a per-installation master key kept in a
 file of the data directory (mode 0600); they are shown once, when the key is created, and
 never logged. Idempotency tokens (reference §9.7) remember, per tenant, which job a token
-created and a digest of the body that created it.
+created and a digest of the body that created it. Signature nonces are remembered (as
+digests) until their request date leaves the 15-minute window, so that a captured request
+cannot be replayed after the server restarts.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import secrets
 import stat
@@ -23,7 +26,7 @@ from cryptography.fernet import Fernet, InvalidToken
 from sqlalchemy import Column, Engine, Float, String, Table, Text, bindparam, select
 from sqlalchemy.exc import IntegrityError
 
-from batchyard.adapters.database import migrate, open_engine
+from batchyard.adapters.database import insert_ignoring_duplicates, migrate, open_engine
 from batchyard.adapters.schema import metadata
 from batchyard.errors import BatchyardError, NotFound
 
@@ -53,6 +56,14 @@ idempotency_tokens = Table(
     Column("digest", String(64), nullable=False),
     Column("resource_id", String(64), nullable=False, default=""),
     Column("created", Float, nullable=False, index=True),
+)
+
+
+signature_nonces = Table(
+    "signature_nonces", metadata,
+    Column("key_id", String(32), primary_key=True),
+    Column("digest", String(40), primary_key=True),
+    Column("expires", Float, nullable=False, index=True),
 )
 
 
@@ -311,3 +322,41 @@ class TokenLedger:
 def _token_is(tenant: str, kind: str, token: str) -> tuple[Any, ...]:
     return (idempotency_tokens.c.tenant == tenant, idempotency_tokens.c.kind == kind,
             idempotency_tokens.c.token == token)
+
+
+# ---- signature nonces -------------------------------------------------------------------
+
+
+Nonce = tuple[str, str]
+"""(access key id, digest of the nonce)."""
+
+
+def nonce_digest(nonce: str) -> str:
+    """Nonces are client-chosen text of any length: they are kept as a SHA-1 digest."""
+    return hashlib.sha1(nonce.encode("utf-8"), usedforsecurity=False).hexdigest()
+
+
+class NonceLedger:
+    """The signature nonces still inside their replay window, in the state database."""
+
+    def __init__(self, database: Engine, clock: Callable[[], float] = time.time) -> None:
+        self.database = database
+        self.clock = clock
+        create_tables(database)
+
+    def recent(self) -> list[tuple[Nonce, float]]:
+        """Every remembered nonce whose window has not ended, with its expiry time."""
+        with self.database.connect() as connection:
+            rows = connection.execute(select(signature_nonces).where(
+                signature_nonces.c.expires >= self.clock())).all()
+        return [((row.key_id, row.digest), row.expires) for row in rows]
+
+    def remember(self, nonces: list[tuple[Nonce, float]]) -> None:
+        """Store nonces (with their expiry); forget those whose window has ended."""
+        with self.database.begin() as connection:
+            connection.execute(signature_nonces.delete().where(
+                signature_nonces.c.expires < self.clock()))
+            if nonces:
+                connection.execute(insert_ignoring_duplicates(connection, signature_nonces), [
+                    {"key_id": key_id, "digest": digest, "expires": expires}
+                    for (key_id, digest), expires in nonces])

@@ -151,6 +151,27 @@ def _upgrade(connection: Connection) -> None:
     command.upgrade(config, "head")
 
 
+_INSERTS: dict[tuple[str, str], Any] = {}
+
+
+def insert_ignoring_duplicates(connection: Connection, table: Table) -> Any:
+    """`INSERT … ON CONFLICT DO NOTHING` into `table` for the connection's dialect (SQLite or
+    PostgreSQL; built once per dialect and table)."""
+    dialect = connection.dialect.name
+    statement = _INSERTS.get((dialect, table.name))
+    if statement is None:
+        if dialect == "postgresql":
+            from sqlalchemy.dialects import postgresql
+
+            statement = postgresql.insert(table).on_conflict_do_nothing()
+        else:
+            from sqlalchemy.dialects import sqlite
+
+            statement = sqlite.insert(table).on_conflict_do_nothing()
+        _INSERTS[(dialect, table.name)] = statement
+    return statement
+
+
 def _lock_for_migration(connection: Connection) -> None:
     """Serialise migrations across processes, until the migrating transaction ends."""
     if connection.dialect.name == "sqlite":
@@ -159,5 +180,5 @@ def _lock_for_migration(connection: Connection) -> None:
         connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK})")
 
 
-__all__ = ["DatabaseError", "make_engine", "migrate", "migration_config", "normalized_url",
-           "open_engine"]
+__all__ = ["DatabaseError", "insert_ignoring_duplicates", "make_engine", "migrate",
+           "migration_config", "normalized_url", "open_engine"]

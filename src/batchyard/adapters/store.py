@@ -15,10 +15,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Generic, NamedTuple, TypeVar
 
-from sqlalchemy import Connection, Table, bindparam, func, literal, select, text, union_all
+from sqlalchemy import Connection, bindparam, func, literal, select, text, union_all
 from sqlalchemy.engine import Row
 
-from batchyard.adapters.database import open_engine
+from batchyard.adapters.database import insert_ignoring_duplicates, open_engine
 from batchyard.adapters.schema import attempts, events, instances, jobs, tasks
 from batchyard.domain.attempt import AttemptKey
 from batchyard.domain.derivation import Metrics
@@ -480,7 +480,7 @@ class StoreTransaction:
     def record_attempts(self, rows: list[dict[str, Any]]) -> None:
         """Insert attempt rows (a row already recorded is left as it is)."""
         if rows:
-            self.connection.execute(_insert_new(self.connection, attempts), rows)
+            self.connection.execute(insert_ignoring_duplicates(self.connection, attempts), rows)
 
 
 _EPOCH = datetime.fromtimestamp(0, UTC)
@@ -522,24 +522,6 @@ _JOB_COUNTS = union_all(  # (kind, state, count) of a job's tasks and instances,
 _END_ATTEMPT = instances.update().where(
     *_ONE_INSTANCE, instances.c.state == State.RUNNING.value,
     instances.c.attempts == bindparam("b_attempt"))
-_INSERT_NEW: dict[tuple[str, str], Any] = {}
-
-
-def _insert_new(connection: Connection, table: Table) -> Any:
-    """INSERT … ON CONFLICT DO NOTHING for the connection's dialect (built once per table)."""
-    dialect = connection.dialect.name
-    statement = _INSERT_NEW.get((dialect, table.name))
-    if statement is None:
-        if dialect == "postgresql":
-            from sqlalchemy.dialects import postgresql
-
-            statement = postgresql.insert(table).on_conflict_do_nothing()
-        else:
-            from sqlalchemy.dialects import sqlite
-
-            statement = sqlite.insert(table).on_conflict_do_nothing()
-        _INSERT_NEW[(dialect, table.name)] = statement
-    return statement
 
 
 def _instance_counts(connection: Connection, job_id: str) -> dict[str, Metrics]:

@@ -22,10 +22,13 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         running = engine if engine is not None else await run_in_threadpool(_open, settings)
+        services = None
         try:
-            app.state.services = build_services(settings, running)
+            services = app.state.services = build_services(settings, running)
             yield
         finally:
+            if services is not None:  # the signature nonces not yet saved
+                await run_in_threadpool(services.authenticator.nonces.close)
             if engine is None:
                 await run_in_threadpool(running.close)
 

@@ -17,6 +17,7 @@ Failures and their codes (documented in docs/rest-api.md):
 from __future__ import annotations
 
 import heapq
+import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -24,7 +25,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 
-from batchyard.adapters.credentials import AccessKey, KeyStore
+from batchyard.adapters.credentials import AccessKey, KeyStore, Nonce, NonceLedger, nonce_digest
 from batchyard.api.errors import AccessDenied, BadRequest
 from batchyard.api.signature import (
     API_VERSION,
@@ -35,6 +36,7 @@ from batchyard.api.signature import (
 )
 
 ALLOWED_SKEW = 15 * 60.0
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -46,24 +48,71 @@ class Caller:
 
 
 class NonceRegistry:
-    """Signature nonces seen recently, each kept until its request date is out of the window."""
+    """Signature nonces seen recently, each kept until its request date is out of the window.
 
-    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+    With a ledger, the nonces also outlive the process: the ones still in their window are
+    loaded when the registry is made, and new ones are written behind, in batches, by one
+    thread (at most `flush_interval` seconds late; `close()` writes the rest). So a request
+    captured before a restart cannot be replayed after it, unless the server was killed
+    within that moment of it being answered.
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.time, ledger: NonceLedger | None = None,
+                 flush_interval: float = 0.2) -> None:
         self.clock = clock
-        self._seen: set[tuple[str, str]] = set()
-        self._expiry: list[tuple[float, tuple[str, str]]] = []
+        self._seen: set[Nonce] = set()
+        self._expiry: list[tuple[float, Nonce]] = []
         self._lock = threading.Lock()
+        self._ledger = ledger
+        self._unsaved: list[tuple[Nonce, float]] = []
+        self._flush_interval = flush_interval
+        self._closed = threading.Event()
+        self._writer: threading.Thread | None = None
+        if ledger is not None:
+            for entry, expires in ledger.recent():
+                self._remember(entry, expires)
+            self._writer = threading.Thread(target=self._write_behind, daemon=True,
+                                            name="batchyard-nonces")
+            self._writer.start()
 
     def first_use(self, key_id: str, nonce: str, dated: float) -> bool:
         """Record the nonce; False when the key already used it inside the window."""
-        entry = (key_id, nonce)
+        entry = (key_id, nonce_digest(nonce))
         with self._lock:
             self._forget_expired()
             if entry in self._seen:
                 return False
-            self._seen.add(entry)
-            heapq.heappush(self._expiry, (max(dated, self.clock()) + ALLOWED_SKEW, entry))
+            expires = max(dated, self.clock()) + ALLOWED_SKEW
+            self._remember(entry, expires)
+            if self._ledger is not None:
+                self._unsaved.append((entry, expires))
             return True
+
+    def close(self) -> None:
+        """Write the nonces not yet saved, and stop the writer."""
+        self._closed.set()
+        if self._writer is not None:
+            self._writer.join()
+        self.flush()
+
+    def flush(self) -> None:
+        with self._lock:
+            unsaved, self._unsaved = self._unsaved, []
+        if unsaved and self._ledger is not None:
+            try:
+                self._ledger.remember(unsaved)
+            except Exception:  # the database is busy or gone: keep them for the next try
+                log.exception("cannot save %d signature nonces; retrying", len(unsaved))
+                with self._lock:
+                    self._unsaved[:0] = unsaved
+
+    def _write_behind(self) -> None:
+        while not self._closed.wait(self._flush_interval):
+            self.flush()
+
+    def _remember(self, entry: Nonce, expires: float) -> None:
+        self._seen.add(entry)
+        heapq.heappush(self._expiry, (expires, entry))
 
     def _forget_expired(self) -> None:
         now = self.clock()
@@ -75,10 +124,11 @@ class NonceRegistry:
 class Authenticator:
     """Verifies signed requests against the key store."""
 
-    def __init__(self, keys: KeyStore, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, keys: KeyStore, clock: Callable[[], float] = time.time,
+                 nonces: NonceRegistry | None = None) -> None:
         self.keys = keys
         self.clock = clock
-        self.nonces = NonceRegistry(clock)
+        self.nonces = nonces if nonces is not None else NonceRegistry(clock)
 
     def verify(self, method: str, target: str, headers: Mapping[str, str]) -> Caller:
         """The caller of a request; `headers` has lower-case names, `target` is raw."""

@@ -11,8 +11,8 @@ import sqlalchemy
 from fastapi import Depends, Request
 from starlette.concurrency import run_in_threadpool
 
-from batchyard.adapters.credentials import KeyStore, TokenLedger, master_key
-from batchyard.api.authentication import Authenticator, Caller
+from batchyard.adapters.credentials import KeyStore, NonceLedger, TokenLedger, master_key
+from batchyard.api.authentication import Authenticator, Caller, NonceRegistry
 from batchyard.orchestrator.engine import Engine
 from batchyard.settings import Settings
 
@@ -49,8 +49,10 @@ class Services:
 def build_services(settings: Settings, engine: Engine) -> Services:
     database = engine.store.engine
     keys = KeyStore(database, master_key(settings.data_dir.resolve()))
+    nonces = NonceRegistry(ledger=NonceLedger(database))
     return Services(settings, engine, database, keys, TokenLedger(database),
-                    Authenticator(keys), inline_reads=database.dialect.name == "sqlite")
+                    Authenticator(keys, nonces=nonces),
+                    inline_reads=database.dialect.name == "sqlite")
 
 
 def services_of(request: Request) -> Services:
