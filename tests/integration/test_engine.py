@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -199,6 +200,29 @@ def test_a_job_deleted_while_its_attempts_end_does_not_hold_up_the_engine(
         engine.stop(doomed)
         engine.delete(doomed)  # before the killed attempts have reported
     after = engine.submit(make_job({"t": make_task("true", 4)}))
+    assert engine.wait(after, WAIT / 4).state is State.FINISHED
+
+
+def test_a_report_that_keeps_failing_is_dropped_and_the_engine_goes_on(
+        engine: Engine, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    import batchyard.orchestrator.engine as engine_module
+
+    real_decide = engine_module.decide
+    poisoned = "job-poisoned"
+
+    def broken_for_one_report(outcome: Any, retry_count: int, most: int) -> Any:
+        if outcome.stdout_path.endswith(f"{poisoned}.t.1"):  # a bug hit by this report only
+            raise RuntimeError("bug")
+        return real_decide(outcome, retry_count, most)
+
+    monkeypatch.setattr(engine_module, "decide", broken_for_one_report)
+    monkeypatch.setattr(engine_module, "new_job_id", lambda: poisoned)
+    job_id = engine.submit(make_job({"t": make_task("true", 3)}))
+    monkeypatch.undo()
+    monkeypatch.setattr(engine_module, "decide", broken_for_one_report)
+    until(lambda: [i.state for i in engine.instances(job_id, "t")] == [
+        State.FINISHED, State.RUNNING, State.FINISHED] and "dropped the report" in caplog.text)
+    after = engine.submit(make_job({"t": make_task("true", 2)}))
     assert engine.wait(after, WAIT / 4).state is State.FINISHED
 
 

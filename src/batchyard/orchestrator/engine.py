@@ -43,6 +43,8 @@ Report = tuple[AttemptKey, Outcome]
 SAFETY_INTERVAL = 1.0
 LOOKAHEAD = 64
 """Waiting instances fetched ahead, in launch order, while nothing changes the order."""
+MOST_TRIES = 3
+"""Failed steps after which a report that keeps failing on its own is dropped."""
 
 
 class StaleLaunchQueue(Exception):
@@ -70,6 +72,8 @@ class Engine:
         """Attempts handed to the executor and not yet applied: their RetryCount at launch."""
         self._running_tasks: Counter[tuple[str, str]] = Counter()
         """How many of those attempts each (job, task) has."""
+        self._tries: Counter[AttemptKey] = Counter()
+        """Reports that were in a failed step, and how many failed steps they were in."""
         self._queue: list[LaunchRow] | None = None
         """The best Waiting instances in launch order (None: fetch again). Dropped whenever
         something may change that order: a submission, an operation, a retry, a settle."""
@@ -246,25 +250,54 @@ class Engine:
                 time.sleep(0.1)
 
     def step(self) -> None:
-        """Apply outcomes, settle states, launch into free slots — one transaction."""
+        """Apply outcomes, settle states, launch into free slots — one transaction.
+
+        A step that fails is rolled back and its reports are tried again. Reports that have
+        failed once are then applied one per transaction, and one that fails MOST_TRIES
+        times is dropped (logged), so one bad report cannot stop the engine for good.
+        """
         with self._lock:
             reports = self._drain()
             if not reports and self._free_slots() <= 0:
                 return  # a submission to a busy engine: nothing to record, nowhere to launch
-            launched_with = {key: self._landed(key) for key, _ in reports}  # slots free again
-            try:
-                finished, cancels, launched = self._transact(reports, launched_with)
-            except Exception:
-                self._queue = None
-                for key, outcome in reports:  # nothing was recorded: try them again next step
-                    self._take_off(key, launched_with[key])
-                    self._reports.put((key, outcome))
-                raise
-            self._dispatch(launched, cancels)
-            self._release(finished)
+            suspect = any(key in self._tries for key, _ in reports)
+            failure = None
+            for batch in [[report] for report in reports] if suspect else [reports]:
+                try:
+                    self._step_with(batch)
+                except Exception as error:
+                    failure = error
+                    self._retry_or_drop(batch)
         if self._job_moved:
             self._job_moved = False
             self._notify()
+        if failure is not None:
+            raise failure
+
+    def _step_with(self, reports: list[Report]) -> None:
+        launched_with = {key: self._landed(key) for key, _ in reports}  # slots free again
+        try:
+            finished, cancels, launched = self._transact(reports, launched_with)
+        except Exception:
+            self._queue = None
+            for key, _ in reports:  # nothing was recorded
+                self._take_off(key, launched_with[key])
+            raise
+        for key, _ in reports:
+            self._tries.pop(key, None)
+        self._dispatch(launched, cancels)
+        self._release(finished)
+
+    def _retry_or_drop(self, batch: list[Report]) -> None:
+        for key, outcome in batch:
+            self._tries[key] += 1
+            if self._tries[key] < MOST_TRIES or len(batch) > 1:
+                self._reports.put((key, outcome))
+                continue
+            del self._tries[key]
+            self._landed(key)
+            log.error("dropped the report of attempt %s after %d failed steps; its instance "
+                      "stays Running until the engine restarts and re-runs it", key, MOST_TRIES)
 
     def _take_off(self, key: AttemptKey, retry_count: int | None) -> None:
         if retry_count is not None:
