@@ -103,6 +103,7 @@ def test_launch_rows_by_priority_then_creation_task_and_instance(store: SqlStore
     with store.transaction() as tx:
         rows = tx.launch_rows(10)
         assert tx.launch_rows(0) == [] and len(tx.launch_rows(4)) == 4
+        assert tx.launch_rows(10, most_jobs=2) == rows[:5]  # a prefix, from two jobs
     keys = [(r.candidate.job_id, r.candidate.task, r.candidate.instance_id) for r in rows]
     assert keys == [("job-high-old", "a", 0), ("job-high-old", "a", 1), ("job-high-old", "b", 0),
                     ("job-high-new", "first", 0), ("job-high-new", "first", 1),

@@ -380,22 +380,26 @@ class StoreTransaction:
 
     # ---- instances -----------------------------------------------------------------------
 
-    def launch_rows(self, limit: int) -> list[LaunchRow]:
-        """Waiting instances of ready tasks of active jobs, best first, at most `limit`.
+    def launch_rows(self, limit: int, most_jobs: int | None = None) -> list[LaunchRow]:
+        """Waiting instances of ready tasks of active jobs, best first, at most `limit`, from
+        at most `most_jobs` jobs that have any (None: no such bound).
 
         Walks active jobs in priority order and asks each for its first waiting instances
         through the (state, job, task, instance) index, so a step costs O(limit), not
-        O(waiting instances).
+        O(waiting instances). Whatever the bounds, the rows are a prefix of the launch order.
         """
         rows: list[LaunchRow] = []
+        jobs_with_rows = 0
         for job in self.connection.execute(_ACTIVE_JOBS) if limit > 0 else ():
             created = to_time(job.created) or _EPOCH
+            before = len(rows)
             for row in self.connection.execute(
                     _WAITING_OF_JOB, {"b_job": job.id, "b_limit": limit - len(rows)}):
                 candidate = Candidate(job.id, job.priority, created, row.task, row.instance_id)
                 rows.append(LaunchRow(candidate, row.attempts, row.retry_count,
                                       State.WAITING.value in (row.task_state, job.state)))
-            if len(rows) >= limit:
+            jobs_with_rows += len(rows) > before
+            if len(rows) >= limit or jobs_with_rows == most_jobs:
                 break
         return rows
 

@@ -394,7 +394,7 @@ class Engine:
             self._submitted = False
             self._queue = None
         if self._queue is None or len(self._queue) < free:
-            self._queue = _best_waiting(tx, max(free, LOOKAHEAD))
+            self._queue = _best_waiting(tx, max(free, LOOKAHEAD), free)
         picked, self._queue = self._queue[:free], self._queue[free:]
         if not tx.mark_running(picked, now):
             raise StaleLaunchQueue("an instance of the launch queue was no longer Waiting")
@@ -473,9 +473,11 @@ class Engine:
         tx.flush_events()
 
 
-def _best_waiting(tx: StoreTransaction, limit: int) -> list[LaunchRow]:
-    """Up to `limit` Waiting instances of ready tasks, in the order they should start."""
-    rows = {row.candidate: row for row in tx.launch_rows(limit)}
+def _best_waiting(tx: StoreTransaction, limit: int, most_jobs: int) -> list[LaunchRow]:
+    """Up to `limit` Waiting instances of ready tasks, in the order they should start, from
+    at most `most_jobs` jobs (enough to fill that many slots; many small jobs then cost a
+    query each only as they start)."""
+    rows = {row.candidate: row for row in tx.launch_rows(limit, most_jobs)}
     return [rows[candidate] for candidate in instances_to_launch(rows, limit)]
 
 
