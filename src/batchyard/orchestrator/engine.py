@@ -337,6 +337,7 @@ class Engine:
         recorded = []
         for key, outcome in reports:
             retry_count = launched_with[key]
+            row = None
             if retry_count is None:  # not launched by this engine: read the instance
                 row = tx.instance_row(key.job_id, key.task, key.instance_id)
                 retry_count = -1 if row is None else row.retry_count
@@ -346,8 +347,8 @@ class Engine:
             moved = verdict.target is not None and tx.end_attempt(
                 key, verdict.target, _result_fields(outcome, now, retry_count, verdict), now,
                 outcome.error_message)
-            if moved or tx.instance_row(key.job_id, key.task, key.instance_id) is not None:
-                recorded.append(_attempt_values(key, outcome))
+            if moved or (row or tx.instance_row(key.job_id, key.task, key.instance_id)):
+                recorded.append(_attempt_values(key, outcome))  # not when the job is gone
             if verdict is not Verdict.FINISH:
                 self._queue = None  # an instance may be Waiting again, or its job failing
             if moved and self._may_change_task(tx, key, verdict):

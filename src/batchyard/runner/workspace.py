@@ -107,13 +107,7 @@ def clear_spares(work_root: str) -> None:
 def _move_into_place(spare: str, folder: str) -> bool:
     """Rename the spare folder to `folder`; False (spare dropped) if that cannot be done."""
     try:
-        try:
-            os.rename(spare, folder)
-        except FileNotFoundError:
-            if not os.path.isdir(spare):
-                return False
-            os.makedirs(os.path.dirname(folder), exist_ok=True)
-            os.rename(spare, folder)
+        _rename_making_folder(spare, folder)
         os.chmod(os.path.join(folder, "workdir"), _WORKDIR_MODE)
         return True
     except OSError:
