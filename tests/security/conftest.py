@@ -122,3 +122,45 @@ def job(command: str, bucket: str = "mallory-logs", count: int = 1,
     body["Parameters"]["StderrRedirectPath"] = f"oss://{bucket}/logs/"
     return {"Name": "security", "Priority": 0, "Type": "DAG", "JobFailOnInstanceFail": True,
             "DAG": {"Tasks": {"attack": body}, "Dependencies": {}}}
+
+
+def run_job(client: httpx.Client, body: dict[str, Any], timeout: float = 60) -> tuple[str, str]:
+    """Submit `body`, wait until it ends; returns (job id, final state)."""
+    response = client.post("/jobs", json=body)
+    assert response.status_code == 201, response.text
+    job_id = str(response.json()["Id"])
+    final = wait_for_state(client, job_id, {"Finished", "Failed", "Stopped"}, timeout)
+    return job_id, str(final["State"])
+
+
+def stdout_of(serve: ServeProcess, job_id: str, bucket: str = "mallory-logs",
+              task: str = "attack", instance: int = 0) -> str:
+    """What an instance printed, read straight from the local object store."""
+    path = serve.data_dir / "objects" / bucket / "logs" / f"stdout.{job_id}.{task}.{instance}"
+    return path.read_text()
+
+
+def processes_running(command: str) -> list[int]:
+    """Pids of live processes whose command line (arguments joined by spaces) is `command`."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            arguments = (entry / "cmdline").read_bytes().rstrip(b"\0").split(b"\0")
+            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            continue
+        if b" ".join(arguments).decode(errors="replace") == command and state != "Z":
+            found.append(int(entry.name))
+    return found
+
+
+def until(predicate: Any, timeout: float = 20.0) -> bool:
+    """Poll `predicate` until it holds (True) or `timeout` seconds pass (False)."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
