@@ -6,7 +6,7 @@ Adapters implement them: `adapters.store.SqlStore`, `adapters.objectstore.Fsspec
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -51,8 +51,12 @@ class ObjectStore(Protocol):
     def local_folders(self) -> Folders:
         """Local folders holding objects (hidden from sandboxed programs)."""
         ...
-    def program_environment(self) -> dict[str, str]:
-        """Environment variables that let `batchyard.oss` in a task program reach this store."""
+    def program_environment(self, buckets: Sequence[str] | None = None) -> dict[str, str]:
+        """Environment variables that let `batchyard.oss` in a task program reach this store
+        (only `buckets`, and only those in local folders, when given)."""
+        ...
+    def bucket_folder(self, bucket: str) -> str | None:
+        """The local folder holding the objects of `bucket` (None: it lives elsewhere)."""
         ...
 
 

@@ -1,9 +1,17 @@
-"""Composition root: builds the store, object store, executor and engine from Settings."""
+"""Composition root: builds the store, object store, executor and engine from Settings.
+
+Two ways to open an engine: for `batchyard run` (one user's own jobs; plain jobs run as
+that user, directly) and for `batchyard serve` (`serving=True`: every attempt of every
+tenant is confined — the sandbox, an unprivileged user, limits — and the server refuses to
+start if it cannot confine them, unless the operator passed `--insecure-no-sandbox`).
+"""
 
 from __future__ import annotations
 
 import gc
+import logging
 import os
+import stat
 
 from batchyard.adapters.local_executor import LocalExecutor
 from batchyard.adapters.objectstore import FsspecObjectStore
@@ -12,8 +20,12 @@ from batchyard.adapters.store import SqlStore
 from batchyard.lock import DataDirLock
 from batchyard.orchestrator.engine import Engine
 from batchyard.ports import Executor, ObjectStore, OutcomeListener
+from batchyard.runner.confinement import Confinement, Limits
 from batchyard.runner.runner import RunnerSettings
+from batchyard.runner.sandbox import check_sandbox
 from batchyard.settings import Settings
+
+log = logging.getLogger(__name__)
 
 
 def open_objects(settings: Settings) -> FsspecObjectStore:
@@ -35,13 +47,41 @@ def hidden_paths(settings: Settings, objects: ObjectStore) -> tuple[str, ...]:
     return tuple(hidden)
 
 
-def open_engine(settings: Settings) -> Engine:
+def confinement(settings: Settings, serving: bool) -> Confinement:
+    """The confinement policy: always the sandbox under `serve` (unless insecure)."""
+    sandbox = settings.sandbox
+    enabled = (serving and not settings.insecure_no_sandbox) or sandbox.enabled
+    limits = Limits(memory_bytes=settings.memory_per_attempt,
+                    max_processes=sandbox.max_processes, disk_bytes=sandbox.disk_bytes)
+    return Confinement(sandbox=enabled, user_base=sandbox.user_base,
+                       network=sandbox.network == "host", limits=limits,
+                       tracking=settings.process_tracking)
+
+
+def private_data_dir(settings: Settings) -> None:
+    """The data directory holds the database and the master key: its owner's alone."""
+    folder = settings.data_dir.resolve()
+    folder.mkdir(parents=True, exist_ok=True)
+    mode = stat.S_IMODE(folder.stat().st_mode)
+    if mode & 0o077 and folder.stat().st_uid == os.geteuid():
+        folder.chmod(0o700)
+
+
+def open_engine(settings: Settings, serving: bool = False) -> Engine:
     """A started engine for these settings; close it (or use `with`) when done."""
+    policy = confinement(settings, serving)
+    if policy.sandbox:
+        check_sandbox(root=os.geteuid() == 0, user_base=policy.user_base)
+    elif serving:
+        log.warning("--insecure-no-sandbox: attempts run unconfined as %s; any tenant can "
+                    "take over this installation", "root" if os.geteuid() == 0 else "this user")
+    private_data_dir(settings)
     objects = open_objects(settings)
     runner_settings = RunnerSettings(
         work_root=settings.work_root, region=settings.region, oss_host=settings.oss_host,
         keep_workdirs=settings.keep_workdirs, cache_root=settings.cache_root,
-        hidden=hidden_paths(settings, objects), log_interval=settings.log_interval)
+        hidden=hidden_paths(settings, objects), log_interval=settings.log_interval,
+        confinement=policy, inherit_environment=not serving and not policy.sandbox)
 
     def local_executor(listener: OutcomeListener) -> Executor:
         return LocalExecutor(settings.slots, objects, runner_settings, listener)

@@ -4,13 +4,54 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+GIB = 1 << 30
 
 
 def _default_slots() -> int:
     return os.cpu_count() or 1
+
+
+def machine_memory() -> int:
+    """Bytes of physical memory of this machine."""
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+class SandboxSettings(BaseModel):
+    """How attempts are confined (docs/security.md). `serve` always confines every attempt;
+    `batchyard run` only with `--sandbox` (and jobs with mapped paths)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = Field(default=False, description="Run every attempt in the sandbox")
+    user_base: int = Field(
+        default=720_000, ge=1000, le=2**31 - 100_000,
+        description="Confined programs run as uid user_base+1+slot, gid user_base (root only)")
+    network: Literal["host", "none"] = Field(
+        default="host", description="'none': a private network namespace, loopback only")
+    memory_bytes: int | None = Field(
+        default=None, ge=0, description="Memory per attempt; default: the machine's memory "
+        "divided by the slots; 0: no limit")
+    max_processes: int = Field(default=1024, ge=0,
+                               description="Processes (and threads) per attempt; 0: no limit")
+    disk_bytes: int = Field(
+        default=16 * GIB, ge=0, description="Bytes an attempt may write to its working "
+        "directory, /tmp and mapped folders; 0: no limit")
+
+
+class BucketGrant(BaseModel):
+    """A bucket given to a tenant by configuration, shared with others by name."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    owner: str
+    read: list[str] = Field(default_factory=list, description="Tenants that may read it")
+    write: list[str] = Field(default_factory=list,
+                             description="Tenants that may read and write it")
 
 
 class Settings(BaseSettings):
@@ -41,6 +82,22 @@ class Settings(BaseSettings):
     s3_addressing_style: str = Field(
         default="", description="'virtual' for Alibaba OSS, 'path' for most self-hosted "
         "S3 servers; default: botocore's choice")
+    sandbox: SandboxSettings = Field(default_factory=SandboxSettings)
+    insecure_no_sandbox: bool = Field(
+        default=False, description="serve: run attempts unconfined, as the server's user "
+        "(any tenant can then take over the installation)")
+    process_tracking: Literal["auto", "cgroup", "subreaper"] = Field(
+        default="auto", description="How an attempt's processes are found and killed: a "
+        "cgroup per slot where possible, else as adopted orphans")
+    bucket_grants: dict[str, BucketGrant] = Field(
+        default_factory=dict, description="bucket -> {owner, read: [tenants], write: "
+        "[tenants]}; other buckets belong to the tenant that uses them first")
+
+    @property
+    def memory_per_attempt(self) -> int:
+        """The memory limit of one confined attempt (0: none)."""
+        chosen = self.sandbox.memory_bytes
+        return machine_memory() // self.slots if chosen is None else chosen
 
     @property
     def resolved_database_url(self) -> str:

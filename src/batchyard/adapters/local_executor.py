@@ -1,4 +1,8 @@
-"""Runs attempts as local processes: one thread per slot, each calling the runner."""
+"""Runs attempts as local processes: one thread per slot, each calling the runner.
+
+Each attempt takes one of the executor's slots for its whole run (see
+`runner.confinement`): the slot's cgroup and unprivileged user are its alone meanwhile.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +13,7 @@ from dataclasses import replace
 
 from batchyard.domain.attempt import AttemptKey, AttemptRequest
 from batchyard.ports import Capabilities, ObjectStore, OutcomeListener
+from batchyard.runner.confinement import SlotPool
 from batchyard.runner.runner import AttemptControl, RunnerSettings, run_attempt
 from batchyard.runner.sandbox import bwrap_path
 
@@ -23,6 +28,7 @@ class LocalExecutor:
         self.settings = settings
         self.listener = listener
         self.worker_id = f"local-{socket.gethostname()}"
+        self.slot_pool = SlotPool(slots, settings.confinement, settings.work_root)
         self._pool = ThreadPoolExecutor(max_workers=slots, thread_name_prefix="batchyard-slot")
         self._controls: dict[AttemptKey, AttemptControl] = {}
         self._lock = threading.Lock()
@@ -50,9 +56,11 @@ class LocalExecutor:
         self._pool.shutdown(wait=True, cancel_futures=False)
 
     def _run(self, request: AttemptRequest, control: AttemptControl) -> None:
+        slot = control.slot = self.slot_pool.take()
         try:
             outcome = run_attempt(request, self.objects, control, self.settings)
         finally:
+            self.slot_pool.give(slot)
             with self._lock:
                 self._controls.pop(request.key, None)
         self.listener(request.key, outcome)

@@ -26,7 +26,7 @@ import re
 import shutil
 import stat
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from functools import partial
@@ -40,6 +40,8 @@ ROOT_VARIABLE = "BATCHYARD_OSS_ROOT"
 """Environment variable holding the folder of unmapped buckets (see `program_environment`)."""
 BUCKETS_VARIABLE = "BATCHYARD_OSS_BUCKETS"
 """Environment variable holding the bucket mapping as a JSON object."""
+ONLY_VARIABLE = "BATCHYARD_OSS_ONLY"
+"""Environment variable naming (comma-separated) the only buckets a program may reach."""
 
 _BUCKET_SCHEMES = ("oss://", "s3://")
 _FILE_SCHEME = "file://"
@@ -86,6 +88,8 @@ class FsspecObjectStore:
         self._direct_s3 = direct_s3
         self._mapped: dict[str, _Location] = {}
         self._lock = threading.Lock()
+        self._only: frozenset[str] | None = None
+        """The buckets a confined program may reach (None: any)."""
 
     @classmethod
     def from_environment(cls, environ: Mapping[str, str] | None = None) -> FsspecObjectStore:
@@ -96,12 +100,33 @@ class FsspecObjectStore:
             raise ObjectStoreError(
                 f"{ROOT_VARIABLE} is not set: run the program under batchyard, or set it to "
                 "the folder holding one sub-folder per bucket")
-        return cls(Path(root), _parse_buckets(environ.get(BUCKETS_VARIABLE, "")))
+        only = environ.get(ONLY_VARIABLE)
+        store = cls(Path(root), _parse_buckets(environ.get(BUCKETS_VARIABLE, "")))
+        store._only = None if only is None else frozenset(filter(None, only.split(",")))
+        return store
 
-    def program_environment(self) -> dict[str, str]:
-        """Variables that let `batchyard.oss` in a task program rebuild this very store."""
-        return {**self._environment, ROOT_VARIABLE: self._root,
-                BUCKETS_VARIABLE: json.dumps(self._buckets, sort_keys=True)}
+    def program_environment(self, buckets: Sequence[str] | None = None) -> dict[str, str]:
+        """Variables that let `batchyard.oss` in a task program rebuild this very store.
+
+        With `buckets`, the program reaches those buckets only, and only the ones in local
+        folders (its sandbox shows just those): no credentials of remote stores are given.
+        """
+        if buckets is None:
+            return {**self._environment, ROOT_VARIABLE: self._root,
+                    BUCKETS_VARIABLE: json.dumps(self._buckets, sort_keys=True)}
+        local = {name: folder for name in buckets
+                 if (folder := self.bucket_folder(name)) is not None}
+        return {ROOT_VARIABLE: self._root, BUCKETS_VARIABLE: json.dumps(local, sort_keys=True),
+                ONLY_VARIABLE: ",".join(sorted(local))}
+
+    def bucket_folder(self, bucket: str) -> str | None:
+        """The local folder of `bucket`'s objects (None: the bucket is on S3, OSS, …)."""
+        if bucket not in self._buckets:
+            return os.path.join(self._root, bucket)
+        target = self._buckets[bucket]
+        if target.startswith(_FILE_SCHEME):
+            return os.path.abspath(target[len(_FILE_SCHEME):])
+        return None if _ANY_SCHEME.match(target) else os.path.abspath(target)
 
     def put_file(self, local: Path, url: str, handed_over: bool = False) -> None:
         """Upload the local file `local` as the object `url` (replacing it atomically).
@@ -263,6 +288,7 @@ class FsspecObjectStore:
             if url.startswith(scheme):
                 bucket, _, key = url[len(scheme):].partition("/")
                 _check_names(url, bucket, key)
+                self._check_reachable(url, bucket)
                 if self._direct_s3 and scheme == "s3://" and bucket not in self._buckets:
                     return self._bucket_location(f"s3://{bucket}", key)
                 return self._bucket_location(bucket, key)
@@ -273,6 +299,13 @@ class FsspecObjectStore:
                 f"refusing {url!r}: unsupported scheme; use oss://bucket/key, s3://bucket/key "
                 "or a local path")
         return _Location(url)
+
+    def _check_reachable(self, url: str, bucket: str) -> None:
+        if self._only is not None and bucket not in self._only:
+            raise ObjectStoreError(
+                f"cannot reach {url}: this program may use only its tenant's buckets in local "
+                f"folders ({', '.join(sorted(self._only)) or 'none'}); reach others through "
+                "InputMapping and OutputMapping")
 
     def _bucket_location(self, bucket: str, key: str) -> _Location:
         if bucket not in self._buckets and not bucket.startswith("s3://"):

@@ -46,4 +46,4 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
 def _open(settings: Settings) -> Engine:
     from batchyard.service import open_engine
 
-    return open_engine(settings)
+    return open_engine(settings, serving=True)

@@ -77,6 +77,7 @@ RUN_EPILOG = """\
 batchyard run job.json
 batchyard run job.json --slots 8 --data-dir /srv/batchyard
 batchyard run job.json --bucket log-count-demo=/data/demo --quiet
+batchyard run job.json --sandbox          # confined as under `serve`
 ```
 
 Exit status: 0 the job Finished; 1 it Failed or was Stopped; 2 the job file or
@@ -116,15 +117,25 @@ def run(
     quiet: Annotated[bool, typer.Option(
         "--quiet", "-q", help="No live progress or table: one result line, plus any failures")
     ] = False,
+    sandbox: Annotated[bool, typer.Option(
+        "--sandbox", help="Confine every attempt as `serve` does: bubblewrap, an "
+        "unprivileged user (when root), limits, a minimal environment "
+        "[env BATCHYARD_SANDBOX__ENABLED]")] = False,
 ) -> None:
     """Submit JOB.json, show live progress until it ends, then summarise.
 
     One line per task (in dependency order) shows its instances waiting, running,
     finished and failed. At the end: a table of the tasks, where the logs are, and for each
     failed instance its exit code, error and log objects.
+
+    Plain tasks run directly, as you, with your environment; tasks with mapped paths
+    (InputMapping, OutputMapping, LogMapping, Mounts) run in a bubblewrap sandbox.
     """
     raw = _load_job(job_file)
     settings = _load_settings(data_dir, slots, bucket)
+    if sandbox:
+        settings = settings.model_copy(
+            update={"sandbox": settings.sandbox.model_copy(update={"enabled": True})})
     raise typer.Exit(_run_job(settings, raw, quiet))
 
 

@@ -5,7 +5,8 @@ Registered by the main app with `app.command(epilog=SERVE_EPILOG)(serve)`.
 
 from __future__ import annotations
 
-from typing import Annotated
+import os
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -14,6 +15,9 @@ from rich.text import Text
 from batchyard.cli.keys import DatabaseUrlOption, open_key_store, settings_for
 from batchyard.cli.options import DataDirOption, SlotsOption
 from batchyard.errors import BatchyardError
+
+if TYPE_CHECKING:
+    from batchyard.runner.confinement import Confinement
 
 EXIT_INVALID = 2
 SERVE_EPILOG = """\
@@ -37,25 +41,51 @@ def serve(
     data_dir: DataDirOption = None, database_url: DatabaseUrlOption = None,
     slots: SlotsOption = None,
     log_level: Annotated[str, typer.Option("--log-level", help="uvicorn log level")] = "info",
+    insecure_no_sandbox: Annotated[bool, typer.Option(
+        "--insecure-no-sandbox", help="UNSAFE: run attempts unconfined, as the server's user, "
+        "with no sandbox (any tenant can then read the database and keys and take over the "
+        "installation); for trusted single-user set-ups without bubblewrap only "
+        "[env BATCHYARD_INSECURE_NO_SANDBOX]")] = False,
 ) -> None:
     """Serve the BatchCompute REST API (version 2015-11-11) and run its jobs, until Ctrl-C.
 
-    Requests are signed with access keys made by `batchyard keys create`.
+    Requests are signed with access keys made by `batchyard keys create`. Every attempt
+    runs confined (docs/security.md): in a bubblewrap sandbox, as an unprivileged user when
+    the server is root, with limits on memory, processes and disk; the server refuses to
+    start when it cannot confine them.
     """
     import uvicorn
 
     from batchyard.api import create_app
+    from batchyard.runner.sandbox import check_sandbox
+    from batchyard.service import confinement
 
     try:
         settings = settings_for(data_dir, database_url, slots)
+        if insecure_no_sandbox:
+            settings = settings.model_copy(update={"insecure_no_sandbox": True})
+        policy = confinement(settings, serving=True)
+        if policy.sandbox:
+            check_sandbox(root=os.geteuid() == 0, user_base=policy.user_base)
         key_count = len([key for key in open_key_store(settings).list() if key.active])
     except BatchyardError as error:
         _err.print(Text.assemble(("error: ", "red"), error.message))
         raise typer.Exit(EXIT_INVALID) from None
     _err.print(f"batchyard API on http://{host}:{port} — data in {settings.data_dir.resolve()}, "
-               f"{settings.slots} slots, {key_count} active access keys")
+               f"{settings.slots} slots, {key_count} active access keys, attempts "
+               f"{_confinement_text(policy)}")
+    if not policy.sandbox:
+        _err.print(Text("WARNING: --insecure-no-sandbox: attempts run unconfined as this "
+                        "server's user; any tenant can read its data and keys.", style="red"))
     if not key_count:
         _err.print(Text("No access key yet: create one with `batchyard keys create "
                         "--tenant NAME`.", style="yellow"))
     uvicorn.run(create_app(settings), host=host, port=port, log_level=log_level)
 
+
+
+def _confinement_text(policy: Confinement) -> str:
+    if not policy.sandbox:
+        return "UNCONFINED"
+    network = "shared network" if policy.network else "no network"
+    return f"confined (sandbox, {network})"

@@ -33,6 +33,14 @@ class PathMapping:
 
 
 @dataclass(frozen=True)
+class BucketAccess:
+    """A bucket an attempt's program may reach itself (through `batchyard.oss`)."""
+
+    name: str
+    writable: bool
+
+
+@dataclass(frozen=True)
 class AttemptRequest:
     """What a runner needs to execute one attempt, anywhere (local process, Ray worker)."""
 
@@ -46,6 +54,9 @@ class AttemptRequest:
     """Object-store directory URL (ends with '/') receiving stdout.<job>.<task>.<instance>."""
     stderr_dir: str
     retry_count: int = 0
+    tenant: str = "default"
+    buckets: tuple[BucketAccess, ...] = ()
+    """The tenant's buckets: the only ones a confined program can reach by itself."""
     cluster_id: str = ""
     worker_id: str = ""
     extra: dict[str, str] = field(default_factory=dict)

@@ -27,6 +27,10 @@ class ErrorCode(StrEnum):
     """The attempt was killed because its job was stopped (or failed)."""
     LOST = "AttemptLost"
     """The worker running the attempt went away (e.g. the server restarted)."""
+    DISK = "DiskLimitExceeded"
+    """The program wrote more than the attempt's disk limit and was killed."""
+    MEMORY = "MemoryLimitExceeded"
+    """The program used more than the attempt's memory limit and the kernel killed it."""
 
 
 @dataclass(frozen=True)

@@ -1,53 +1,65 @@
 """The environment a task program starts with (reference §5).
 
-A program of a job with mapped paths runs sandboxed and reaches its data through the
-mappings only: it gets no object-store variables or credentials (they would let it read
-other jobs' and tenants' data).
+Built from nothing: the server's own environment (its `BATCHYARD_S3_*` credentials, its
+database URL, whatever its operator exported) never reaches a program. Layers, later ones
+winning:
 
-Layers, later ones winning: the runner's own environment; the platform variables
-(region, OSS host, cluster, worker); the object-store variables `batchyard.oss` reads; the
-task's `EnvVars`; then PYTHONPATH with batchyard prepended; and last the identity variables
-(`BATCH_COMPUTE_DAG_*`), which user `EnvVars` cannot override: a program must always learn
-its true job, task, instance and attempt.
+1. a minimal base — `PATH` (the interpreter batchyard runs on first, so `python` is the one
+   that can `import batchyard.oss`), `HOME` (the working directory), `LANG`, `TMPDIR`.
+   `batchyard run` without `--sandbox` is the exception: there the user runs their own jobs
+   on their own machine, as themselves, and the program inherits the user's environment,
+   minus batchyard's own settings (`BATCHYARD_*`), as `xargs` or Slurm's `--export=ALL` do;
+2. the platform variables (region, OSS host, cluster, worker);
+3. the object-store variables `batchyard.oss` reads, for the buckets the program may reach
+   (none for a program with mapped paths: it reaches its data through the mappings);
+4. the cluster's and the task's `EnvVars`;
+5. PYTHONPATH with batchyard prepended;
+6. last, the identity variables (`BATCH_COMPUTE_DAG_*`), which user `EnvVars` cannot
+   override: a program must always learn its true job, task, instance and attempt.
 """
 
 from __future__ import annotations
 
 import os
+import sys
 
 from batchyard.domain.attempt import AttemptRequest
-from batchyard.ports import ObjectStore
 from batchyard.runner.reaper import MARKER
 from batchyard.runner.settings import RunnerSettings
 
+SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+SETTINGS_PREFIX = "BATCHYARD_"
+"""batchyard's own configuration (credentials among it): never inherited by a program."""
 
-def program_environment(request: AttemptRequest, objects: ObjectStore,
-                        settings: RunnerSettings) -> dict[str, str]:
+
+def program_environment(request: AttemptRequest, store_variables: dict[str, str],
+                        settings: RunnerSettings, workdir: str,
+                        sandboxed: bool) -> dict[str, str]:
     """Everything the program of `request` sees in its environment."""
-    environment = dict(os.environ)
+    inherit = settings.inherit_environment and not sandboxed
+    environment = base_environment(workdir, inherit)
     environment.update(platform_variables(request, settings))
-    if request.uses_mappings:
-        _drop_store_access(environment)
-    else:
-        environment.update(objects.program_environment())
+    if not request.uses_mappings:
+        environment.update(store_variables)
     environment.update(request.env_vars)
     if settings.python_path:
         inherited = environment.get("PYTHONPATH", "")
         environment["PYTHONPATH"] = (f"{settings.python_path}{os.pathsep}{inherited}"
                                      if inherited else settings.python_path)
     environment.update(identity_variables(request))
-    environment[MARKER] = str(settings.work_root)
+    if not sandboxed:  # found again by the restart reaper (a sandbox dies with its engine)
+        environment[MARKER] = str(settings.work_root)
     return environment
 
 
-STORE_VARIABLES = ("AWS_", "FSSPEC_", "BATCHYARD_OSS_", "OSS_", "ALIBABA_CLOUD_")
-"""Prefixes of the variables that reach object storage; sandboxed programs get none."""
-
-
-def _drop_store_access(environment: dict[str, str]) -> None:
-    """A sandboxed program reaches its data through its mappings only: no credentials."""
-    for name in [name for name in environment if name.startswith(STORE_VARIABLES)]:
-        del environment[name]
+def base_environment(workdir: str, inherit: bool) -> dict[str, str]:
+    """The minimal environment, or the user's own for unconfined `batchyard run`."""
+    if inherit:
+        return {name: value for name, value in os.environ.items()
+                if not name.startswith(SETTINGS_PREFIX)}
+    interpreter = os.path.dirname(sys.executable)
+    return {"PATH": f"{interpreter}:{SYSTEM_PATH}" if interpreter else SYSTEM_PATH,
+            "HOME": workdir, "LANG": "C.UTF-8", "TMPDIR": "/tmp"}
 
 
 def platform_variables(request: AttemptRequest, settings: RunnerSettings) -> dict[str, str]:

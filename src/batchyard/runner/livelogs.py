@@ -94,4 +94,7 @@ def _uploads() -> queue.SimpleQueue[Callable[[], None]]:
 
 def _upload_loop(jobs: queue.SimpleQueue[Callable[[], None]]) -> None:
     while True:
-        jobs.get()()
+        try:
+            jobs.get()()
+        except Exception:  # shared by every attempt: one failure must not stop the others
+            _log.exception("live log upload failed")

@@ -5,9 +5,11 @@ calls it in threads of the server process (only the user's command is spawned), 
 executor inside a Ray worker. It never changes job state; it returns an Outcome, and
 everything the job or its program did wrong becomes an Outcome rather than an exception.
 
-Steps: a fresh attempt folder → for a job with mappings, its inputs staged and its sandbox
-laid out (`layout`) → the package downloaded and extracted into `workdir/` → the program run
-under its Timeout (in its bubblewrap sandbox if mapped, LogMapping files shipped meanwhile) →
+Steps: a fresh attempt folder → for a sandboxed attempt (one with mappings, or every one
+under `serve`), its inputs staged and its sandbox laid out (`layout`) → the package
+downloaded and extracted into `workdir/` (owned by the slot's user, when it has one) → the
+program run under its Timeout, in its slot's cgroup, under its limits (in its bubblewrap
+sandbox if sandboxed, LogMapping files shipped meanwhile, its disk use measured) →
 OutputMapping folders uploaded → stdout/stderr uploaded (always; failed attempts also keep
 `.attempt-<n>` copies) → the attempt folder removed if the attempt succeeded.
 """
@@ -26,9 +28,11 @@ from batchyard.domain.attempt import AttemptRequest
 from batchyard.domain.outcome import ErrorCode, Outcome
 from batchyard.errors import BatchyardError, ObjectStoreError
 from batchyard.ports import ObjectStore
+from batchyard.runner.confinement import Limits
 from batchyard.runner.control import AttemptControl
+from batchyard.runner.diskguard import shared_guard
 from batchyard.runner.environment import program_environment
-from batchyard.runner.layout import Layout, lay_out
+from batchyard.runner.layout import Layout, hand_over, lay_out
 from batchyard.runner.livelogs import LiveLogs
 from batchyard.runner.logmapping import LogShipper
 from batchyard.runner.logs import LogUpload, append_note, ensure_logs, upload_logs
@@ -44,7 +48,8 @@ __all__ = ["AttemptControl", "RunnerSettings", "run_attempt"]
 _log = logging.getLogger(__name__)
 
 _NOTED_IN_STDERR = frozenset({ErrorCode.PACKAGE, ErrorCode.TIMEOUT, ErrorCode.STOPPED,
-                              ErrorCode.LAUNCH, ErrorCode.MAPPING})
+                              ErrorCode.LAUNCH, ErrorCode.MAPPING, ErrorCode.DISK,
+                              ErrorCode.MEMORY})
 """Failures the program cannot know about: a `batchyard: …` line in its stderr log says why."""
 
 
@@ -79,11 +84,12 @@ def run_attempt(request: AttemptRequest, objects: ObjectStore, control: AttemptC
 def _attempt(request: AttemptRequest, objects: ObjectStore, control: AttemptControl,
              settings: RunnerSettings, started: datetime) -> Outcome:
     workspace = prepare_workspace(str(settings.work_root), request.key)
+    user = control.slot.user if control.slot is not None else None
     layout: Layout | None = None
     verdict = _stopped_early(control)
-    if verdict is None and request.uses_mappings:
-        layout, verdict = _lay_out(request, objects, settings, workspace)
-    verdict = (verdict or _fetch_package(request, objects, workspace)
+    if verdict is None and (request.uses_mappings or settings.confinement.sandbox):
+        layout, verdict = _lay_out(request, objects, settings, workspace, user)
+    verdict = (verdict or _fetch_package(request, objects, workspace, user)
                or _execute(request, objects, control, settings, workspace, layout))
     if verdict.exit_code is None:
         ensure_logs(workspace)
@@ -104,9 +110,10 @@ def _stopped_early(control: AttemptControl) -> _Verdict | None:
     return None
 
 
-def _fetch_package(request: AttemptRequest, objects: ObjectStore,
-                   workspace: Workspace) -> _Verdict | None:
+def _fetch_package(request: AttemptRequest, objects: ObjectStore, workspace: Workspace,
+                   user: tuple[int, int] | None) -> _Verdict | None:
     """Download and extract PackagePath into the workdir; a verdict only if that failed."""
+    hand_over(workspace.workdir, user)
     if not request.package_path:
         return None
     try:
@@ -122,10 +129,11 @@ def _fetch_package(request: AttemptRequest, objects: ObjectStore,
 
 
 def _lay_out(request: AttemptRequest, objects: ObjectStore, settings: RunnerSettings,
-             workspace: Workspace) -> tuple[Layout | None, _Verdict | None]:
+             workspace: Workspace, user: tuple[int, int] | None
+             ) -> tuple[Layout | None, _Verdict | None]:
     """Stage the inputs and plan the sandbox; a verdict only if that failed."""
     try:
-        layout = lay_out(request, objects, settings, workspace)
+        layout = lay_out(request, objects, settings, workspace, user)
         sandbox_argv(layout.plan)  # fails early, with the reason, if it cannot be built
     except Exception as error:
         return None, _Verdict(None, ErrorCode.MAPPING,
@@ -138,28 +146,79 @@ def _lay_out(request: AttemptRequest, objects: ObjectStore, settings: RunnerSett
 def _execute(request: AttemptRequest, objects: ObjectStore, control: AttemptControl,
              settings: RunnerSettings, workspace: Workspace,
              layout: Layout | None = None) -> _Verdict:
-    launch = Launch(command_line=request.command_line, workdir=workspace.workdir,
-                    environment=program_environment(request, objects, settings),
-                    stdout=workspace.stdout, stderr=workspace.stderr,
-                    timeout=request.timeout, kill_grace=settings.kill_grace,
-                    wrapper=tuple(sandbox_argv(layout.plan)) if layout is not None else ())
+    launch = _launch(request, objects, control, settings, workspace, layout)
     shipper = None
     if layout is not None:
         shipper = LogShipper(objects, layout.logs, settings.log_interval,
                              workspace.folder).start()
     live = LiveLogs(objects, request, workspace, settings.log_interval).start()
+    kills = _memory_kills(control)
+    guard = _guard_disk(control, settings, workspace, layout)
     try:
         end = run_program(launch, control)
     except (OSError, ValueError, subprocess.SubprocessError) as error:
         return _Verdict(None, ErrorCode.LAUNCH, f"cannot start the program: {_describe(error)}")
     finally:
+        if guard is not None:
+            shared_guard().forget(guard)
         live.finish()
         problems = shipper.finish() if shipper is not None else []
-    verdict = _judge(end, request.timeout)
+    verdict = (_limit_verdict(end, control, settings, kills)
+               or _judge(end, request.timeout))
     if problems and not verdict.failed:
         return _Verdict(verdict.exit_code, ErrorCode.UPLOAD,
                         "LogMapping upload failed: " + "; ".join(problems))
     return verdict
+
+
+def _launch(request: AttemptRequest, objects: ObjectStore, control: AttemptControl,
+            settings: RunnerSettings, workspace: Workspace, layout: Layout | None) -> Launch:
+    """How to start the program: where, with what environment, sandbox and limits."""
+    sandboxed = layout is not None
+    confined = sandboxed and settings.confinement.sandbox
+    if confined:  # only the tenant's buckets, and no credentials of remote ones
+        store = objects.program_environment([bucket.name for bucket in request.buckets])
+    else:
+        store = objects.program_environment()
+    user = control.slot.user if control.slot is not None else None
+    return Launch(
+        command_line=request.command_line, workdir=workspace.workdir,
+        environment=program_environment(request, store, settings, workspace.workdir,
+                                        sandboxed),
+        stdout=workspace.stdout, stderr=workspace.stderr, timeout=request.timeout,
+        kill_grace=settings.kill_grace,
+        wrapper=tuple(sandbox_argv(layout.plan)) if layout is not None else (),
+        limits=settings.confinement.limits if confined else Limits(),
+        umask=0o002 if user is not None else -1)
+
+
+def _guard_disk(control: AttemptControl, settings: RunnerSettings, workspace: Workspace,
+                layout: Layout | None) -> int | None:
+    """Measure a confined attempt's folder while it runs (see `diskguard`)."""
+    limit = settings.confinement.limits.disk_bytes
+    if layout is None or not settings.confinement.sandbox or not limit:
+        return None
+    return shared_guard().watch(workspace.folder, limit, control.exceed_disk)
+
+
+def _memory_kills(control: AttemptControl) -> int:
+    slot = control.slot
+    return slot.group.memory_kills() if slot is not None and slot.group is not None else 0
+
+
+def _limit_verdict(end: ProgramEnd, control: AttemptControl, settings: RunnerSettings,
+                   kills_before: int) -> _Verdict | None:
+    """A program killed for going past its disk or memory limit (None: it was not)."""
+    code = exit_code(end.returncode)
+    limits = settings.confinement.limits
+    if control.disk_used:
+        return _Verdict(code, ErrorCode.DISK,
+                        f"killed after writing {control.disk_used} bytes, more than the "
+                        f"disk limit of {limits.disk_bytes} bytes")
+    if end.cancelled or _memory_kills(control) <= kills_before:
+        return None
+    return _Verdict(code, ErrorCode.MEMORY, "killed by the kernel: out of the memory limit "
+                    f"of {limits.memory_bytes} bytes")
 
 
 def _judge(end: ProgramEnd, timeout: int) -> _Verdict:

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
+
+from batchyard.runner.confinement import Confinement
 
 
 def _batchyard_parent() -> str:
@@ -35,6 +39,11 @@ class RunnerSettings:
     `work_root` and `cache_root` are always hidden."""
     log_interval: float = 5.0
     """Seconds between two shipments of the LogMapping files while a program runs."""
+    confinement: Confinement = field(default_factory=Confinement)
+    """Sandbox, user, network and limits of attempts (see `confinement`)."""
+    inherit_environment: bool = False
+    """Unsandboxed programs inherit this process's environment (minus BATCHYARD_*): the
+    `batchyard run` of a user's own jobs; never under `serve`."""
 
     def __post_init__(self) -> None:
         # Absolute once here, so every attempt's cwd is right whatever the process cwd becomes.
@@ -45,6 +54,14 @@ class RunnerSettings:
     @property
     def cache_folder(self) -> str:
         return str(self.cache_root)
+
+    @cached_property
+    def runtime_paths(self) -> tuple[str, ...]:
+        """What a sandboxed program needs from the host to run `python` and `batchyard.oss`:
+        the interpreter's prefixes and the folder holding batchyard (bound read-only)."""
+        paths = [sys.prefix, sys.base_prefix, sys.exec_prefix, self.python_path]
+        real = [os.path.realpath(path) for path in paths if path]
+        return tuple(path for path in dict.fromkeys(real) if path != "/" and os.path.isdir(path))
 
     @property
     def hidden_paths(self) -> tuple[str, ...]:

@@ -4,6 +4,11 @@ A heap of deadlines and a condition variable: the thread sleeps exactly until th
 deadline or until an earlier one is scheduled — no polling, and no timer thread per attempt
 however many attempts run. Cancelled alarms are dropped lazily and compacted away once they
 make up half the heap, so long timeouts of attempts that ended early do not pile up.
+
+The thread is shared by every attempt, so no single value may stop it: a delay too large
+for a float or for the operating system's timers (a tenant's `Timeout` of 10**400) is
+clamped to `MOST_DELAY` (it then simply never comes), the thread sleeps at most
+`LONGEST_SLEEP` at a time, and an action that raises is logged and forgotten.
 """
 
 from __future__ import annotations
@@ -11,11 +16,29 @@ from __future__ import annotations
 import heapq
 import itertools
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable
 
 _log = logging.getLogger(__name__)
+
+MOST_DELAY = 100 * 365 * 24 * 3600.0
+"""The longest delay an alarm keeps (a century): later ones are the same as never."""
+LONGEST_SLEEP = 3600.0
+"""The thread wakes at least this often, whatever the deadlines (no timer overflows)."""
+
+
+def bounded_delay(delay: float) -> float:
+    """`delay` as seconds the clock and the timers can hold: NaN and negatives are 0,
+    anything beyond `MOST_DELAY` (infinity, 10**400) is `MOST_DELAY`."""
+    try:
+        seconds = float(delay)
+    except OverflowError:
+        return MOST_DELAY
+    if math.isnan(seconds) or seconds <= 0:
+        return 0.0
+    return min(seconds, MOST_DELAY)
 
 
 class Alarm:
@@ -54,8 +77,9 @@ class Watchdog:
 
     def schedule(self, delay: float, action: Callable[[], None]) -> Alarm:
         """Run `action` once, `delay` seconds from now."""
+        deadline = time.monotonic() + bounded_delay(delay)
         with self._condition:
-            alarm = Alarm(time.monotonic() + delay, next(self._sequence), action, self)
+            alarm = Alarm(deadline, next(self._sequence), action, self)
             heapq.heappush(self._heap, alarm)
             if self._heap[0] is alarm:
                 self._condition.notify()
@@ -82,10 +106,9 @@ class Watchdog:
 
     def _loop(self) -> None:
         while True:
-            action = self._next_due()
             try:
-                action()
-            except Exception:
+                self._next_due()()
+            except Exception:  # one bad action (or value) must not stop every timeout
                 _log.exception("watchdog action failed")
 
     def _next_due(self) -> Callable[[], None]:
@@ -103,7 +126,7 @@ class Watchdog:
                     alarm = heapq.heappop(self._heap)
                     alarm.cancelled = True  # ran: a later cancel() is a no-op
                     return alarm.action
-                self._condition.wait(delay)
+                self._condition.wait(min(delay, LONGEST_SLEEP))
 
 
 _shared: Watchdog | None = None

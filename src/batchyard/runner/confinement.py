@@ -1,0 +1,123 @@
+"""How attempts are confined, and the slots they run in.
+
+`Confinement` is the policy of an installation: whether every attempt runs in the bubblewrap
+sandbox (always under `serve`; with `run --sandbox`), the network it gets, its limits. A
+`Slot` is one of the executor's places to run an attempt, with what the policy needs there:
+
+- the unprivileged user the program runs as (`user_base + 1 + index`, group `user_base`),
+  when this process is root — a slot's uid is never shared by two running attempts, so the
+  limit on processes per user (`RLIMIT_NPROC`) is a limit per attempt;
+- the slot's cgroup (see `cgroups`), which holds every process of its attempt and carries
+  the memory and process limits; or, where no cgroup can be made, the process-wide
+  `orphans` tracker.
+
+Slots are made once, when the executor starts, and reused attempt after attempt: nothing is
+created per attempt.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from batchyard.runner import cgroups
+from batchyard.runner.cgroups import Cgroups, SlotGroup
+from batchyard.runner.orphans import OrphanTracker, tracker
+
+_log = logging.getLogger(__name__)
+
+Tracking = Literal["auto", "cgroup", "subreaper"]
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one confined attempt may use; 0 means no limit."""
+
+    memory_bytes: int = 0
+    max_processes: int = 0
+    disk_bytes: int = 0
+    """Bytes the attempt may write to its working directory, /tmp and mapped folders."""
+
+
+@dataclass(frozen=True)
+class Confinement:
+    """The confinement policy of an installation (built from `Settings`)."""
+
+    sandbox: bool = False
+    """Every attempt in the bubblewrap sandbox, mapped or not (`serve`; `run --sandbox`)."""
+    user_base: int = 720_000
+    """Confined programs run as uid `user_base + 1 + slot`, gid `user_base` (when root)."""
+    network: bool = True
+    """False: a private network namespace with loopback only."""
+    limits: Limits = field(default_factory=Limits)
+    tracking: Tracking = "auto"
+    """How processes are tracked: a cgroup per slot where possible, else as orphans."""
+
+
+@dataclass(frozen=True)
+class Slot:
+    """One place to run an attempt, with the user and process tracking it comes with."""
+
+    index: int
+    user: tuple[int, int] | None = None
+    """(uid, gid) the confined program runs as; None: as this process's user."""
+    group: SlotGroup | None = None
+    orphans: OrphanTracker | None = None
+
+
+class SlotPool:
+    """The slots of one executor: taken by an attempt when it starts, given back at its end."""
+
+    def __init__(self, count: int, confinement: Confinement, work_root: Path) -> None:
+        self.confinement = confinement
+        groups = self._cgroups(work_root) if confinement.tracking != "subreaper" else None
+        if groups is None and confinement.tracking == "cgroup":
+            raise RuntimeError("process_tracking is 'cgroup' but no cgroup can be made here")
+        self.groups = groups
+        orphans = tracker() if groups is None else None
+        self._free: queue.SimpleQueue[Slot] = queue.SimpleQueue()
+        for index in range(count):
+            self._free.put(Slot(index, self._user(index), self._group(index), orphans))
+
+    @property
+    def tracking(self) -> str:
+        return "cgroup" if self.groups is not None else "subreaper"
+
+    def take(self) -> Slot:
+        return self._free.get()
+
+    def give(self, slot: Slot) -> None:
+        self._free.put(slot)
+
+    def _cgroups(self, work_root: Path) -> Cgroups | None:
+        groups = cgroups.available(work_root)
+        if groups is None:
+            return None
+        killed = groups.kill_leftovers()
+        if killed:
+            _log.warning("killed %d process(es) left in the cgroups of an earlier engine", killed)
+        limits = self.confinement.limits
+        if self.confinement.sandbox and (limits.memory_bytes or limits.max_processes):
+            groups.enable_limits()
+        return groups
+
+    def _group(self, index: int) -> SlotGroup | None:
+        if self.groups is None:
+            return None
+        group = self.groups.slot(index)
+        if self.confinement.sandbox:
+            limits = self.confinement.limits
+            missing = group.limit(limits.memory_bytes, limits.max_processes)
+            if missing and index == 0:
+                _log.warning("cgroup limits not available here: %s", ", ".join(missing))
+        return group
+
+    def _user(self, index: int) -> tuple[int, int] | None:
+        if not self.confinement.sandbox or os.geteuid() != 0:
+            return None
+        base = self.confinement.user_base
+        return base + 1 + index, base
