@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import gzip
 import io
+import resource
+import signal
 import tarfile
 from pathlib import Path
 
@@ -203,3 +205,17 @@ def test_an_oversized_extended_header_is_refused_before_it_is_read(
     archive.write_bytes(gzip.compress(header.tobuf(tarfile.USTAR_FORMAT) + bytes(1024)))
     with pytest.raises(PackageError, match="a header declares 2147483648 bytes"):
         extract_package(archive, destination)
+
+
+def test_a_write_failure_names_the_member(tmp_path: Path, destination: Path) -> None:
+    """A full disk looks the same as a file size limit: the write fails, the member is named."""
+    archive = _archive(tmp_path / "big.tar.gz", _file("big.bin", b"\1" * (256 * 1024)))
+    ignored = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (64 * 1024, hard))
+    try:
+        with pytest.raises(PackageError, match=r"^cannot write member 'big\.bin': File too large"):
+            extract_package(archive, destination)
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        signal.signal(signal.SIGXFSZ, ignored)

@@ -373,14 +373,19 @@ class _Extraction:
 
     def _copy(self, member: tarfile.TarInfo, descriptor: int) -> None:
         """Write the member's data, leaving pieces that are all zeros as holes."""
-        with _reading(f"cannot read member {_shown(member.name)}"):
+        context = f"cannot read member {_shown(member.name)}"
+        with _reading(context):
             source = self.tar.extractfile(member)
-            assert source is not None  # a regular member always has data
-            for piece in iter(lambda: source.read(_CHUNK), b""):
-                if piece.count(0) == len(piece):
-                    os.lseek(descriptor, len(piece), os.SEEK_CUR)
-                else:
-                    _write_all(descriptor, piece)
+        assert source is not None  # a regular member always has data
+        while True:
+            with _reading(context):  # and not around the writes: a full disk is no bad archive
+                piece = source.read(_CHUNK)
+            if not piece:
+                break
+            if piece.count(0) == len(piece):
+                os.lseek(descriptor, len(piece), os.SEEK_CUR)
+            else:
+                _write_all(descriptor, piece)
         os.ftruncate(descriptor, member.size)
 
     def _symlink(self, member: tarfile.TarInfo, parts: tuple[str, ...]) -> None:
@@ -425,7 +430,8 @@ class _Extraction:
         escaping = {parts: why for parts, target in self.tree.links.items()
                     if (why := self.tree.escape(parts[:-1], target))}
         for parts in escaping:
-            self.folders.remove_link(parts)
+            with suppress(OSError):  # the refusal below stands either way
+                self.folders.remove_link(parts)
         if escaping:
             parts, why = next(iter(escaping.items()))
             raise _refusal("/".join(parts), f"{why} once the later members are in place")
