@@ -9,8 +9,9 @@ The public surface executors use::
 """
 
 from batchyard.runner.control import AttemptControl
-from batchyard.runner.package import PackageError, extract_package
+from batchyard.runner.package import PackageError, PackageLimits, extract_package
 from batchyard.runner.runner import run_attempt
 from batchyard.runner.settings import RunnerSettings
 
-__all__ = ["AttemptControl", "PackageError", "RunnerSettings", "extract_package", "run_attempt"]
+__all__ = ["AttemptControl", "PackageError", "PackageLimits", "RunnerSettings", "extract_package",
+           "run_attempt"]
