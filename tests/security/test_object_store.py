@@ -21,6 +21,7 @@ import pytest
 
 from batchyard.adapters.objectstore import FsspecObjectStore
 from batchyard.errors import ObjectStoreError
+from batchyard.runner.logmapping import LogShipper, ShippedLog
 
 SECRET = b"host secret: never in a bucket\n"
 NEVER_FOLLOWED = "is a symbolic link; batchyard never follows links inside buckets"
@@ -237,3 +238,50 @@ def test_new_bucket_folders_get_the_configured_mode_and_group(root: Path,
     plain = FsspecObjectStore(tmp_path / "plain")
     plain.put_bytes("oss://demo/a/c.txt", b"z")
     assert stat.S_IMODE((tmp_path / "plain" / "demo" / "a").stat().st_mode) == 0o700
+
+
+class _Recorder:
+    """An object store that keeps what LogMapping uploaded."""
+
+    def __init__(self) -> None:
+        self.uploads: list[bytes] = []
+
+    def put_file(self, local: Path, url: str, handed_over: bool = False) -> None:
+        self.uploads.append(Path(local).read_bytes())
+
+
+def _swap_until(stop: threading.Event, folder: Path, link: Path, aside: Path) -> None:
+    """Swap `folder` for the link `link` and back, again and again (as a program could)."""
+    while not stop.is_set():
+        os.rename(folder, aside)
+        os.rename(link, folder)
+        os.rename(folder, link)
+        os.rename(aside, folder)
+
+
+def test_log_mapping_never_ships_through_a_folder_swapped_for_a_link(tmp_path: Path) -> None:
+    bind = tmp_path / "bind"  # the host folder bound writable into the sandbox
+    (bind / "app").mkdir(parents=True)
+    (bind / "app" / "app.log").write_text("a line of the program's log\n")
+    host = tmp_path / "host"
+    host.mkdir()
+    (host / "app.log").write_bytes(SECRET)
+    (bind / "app-link").symlink_to(host)
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    recorder = _Recorder()
+    log = ShippedLog(str(bind / "app" / "app.log"), str(bind), "oss://demo/logs/app.log")
+    shipper = LogShipper(recorder, [log], 60, str(scratch))  # type: ignore[arg-type]
+    stop = threading.Event()
+    swapper = threading.Thread(target=_swap_until,
+                               args=(stop, bind / "app", bind / "app-link", bind / "aside"))
+    swapper.start()
+    try:
+        for _ in range(3000):
+            shipper.finish()  # one forced shipment each time
+    finally:
+        stop.set()
+        swapper.join()
+    assert SECRET not in recorder.uploads
+    assert recorder.uploads  # the real log was shipped whenever the folder was in place
+    assert list(scratch.iterdir()) == []
