@@ -22,6 +22,7 @@ import pytest
 from batchyard.adapters.objectstore import FsspecObjectStore
 from batchyard.errors import ObjectStoreError
 from batchyard.runner.logmapping import LogShipper, ShippedLog
+from batchyard.runner.staging import output_files
 
 SECRET = b"host secret: never in a bucket\n"
 NEVER_FOLLOWED = "is a symbolic link; batchyard never follows links inside buckets"
@@ -285,3 +286,17 @@ def test_log_mapping_never_ships_through_a_folder_swapped_for_a_link(tmp_path: P
     assert SECRET not in recorder.uploads
     assert recorder.uploads  # the real log was shipped whenever the folder was in place
     assert list(scratch.iterdir()) == []
+
+
+def test_outputs_upload_regular_files_only(tmp_path: Path, secret: Path,
+                                           outside: Path) -> None:
+    """OutputMapping: what a program left in its output folder besides regular files stays."""
+    folder = tmp_path / "outputs" / "0"
+    (folder / "sub").mkdir(parents=True)
+    (folder / "sub" / "result.txt").write_text("result\n")
+    (folder / "key").symlink_to(secret)
+    (folder / "etc").symlink_to(outside)
+    (outside / "passwd").write_text("root:x:0:0\n")
+    os.mkfifo(folder / "pipe")
+    assert output_files(str(folder), "oss://demo/out") == [
+        (folder / "sub" / "result.txt", "oss://demo/out/sub/result.txt")]
