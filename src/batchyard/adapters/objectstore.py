@@ -595,30 +595,34 @@ def _put_remote(location: _Location, source: str) -> None:
 # `batchyard.beneath`), so a link or special file a program planted there is never followed.
 
 
-@contextmanager
-def _parent_of(location: _Location,
-               create: NewFolders | None = None) -> Iterator[tuple[int, list[str]]]:
-    """The open folder holding the object `location` names, and the names down to it."""
+def _open_parent(location: _Location,
+                 create: NewFolders | None = None) -> tuple[int, list[str]]:
+    """The folder holding the object `location` names (a descriptor the caller closes), and
+    the names down to the object. (No context manager: it costs more than the system calls
+    on the path every attempt takes twice.)"""
     names = split_key(location.key)
     if not names or location.key.endswith("/"):
         raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), location.path)
-    folder = open_folder(location.folder, names[:-1], create)
+    return open_folder(location.folder, names[:-1], create), names
+
+
+def _open_object(location: _Location) -> tuple[int, os.stat_result]:
+    """The object, a regular file reached without links, opened to read; and its status."""
+    folder, names = _open_parent(location)
     try:
-        yield folder, names
+        return open_regular(folder, location.folder, names)
     finally:
         os.close(folder)
 
 
 def _read_object(location: _Location) -> bytes:
-    with _parent_of(location) as (folder, names):
-        reader, _ = open_regular(folder, location.folder, names)
+    reader, _ = _open_object(location)
     with open(reader, "rb") as stream:
         return stream.read()
 
 
 def _get_object(location: _Location, destination: str) -> None:
-    with _parent_of(location) as (folder, names):
-        reader, status = open_regular(folder, location.folder, names)
+    reader, status = _open_object(location)
     try:
         _copy_open_into(reader, status, destination)
     finally:
@@ -631,13 +635,16 @@ def _fetch_local(location: _Location, target: str) -> None:
     if not location.folder:
         _link_or_copy(location.path, target)
         return
-    with _parent_of(location) as (folder, names):
+    folder, names = _open_parent(location)
+    try:
         reader, status = open_regular(folder, location.folder, names)
         try:
             if not _link_checked(folder, names[-1], status, target):
                 _copy_open_into(reader, status, target)
         finally:
             os.close(reader)
+    finally:
+        os.close(folder)
 
 
 def _link_checked(folder: int, name: str, status: os.stat_result, target: str) -> bool:
@@ -669,8 +676,11 @@ def _link_replacing(folder: int, name: str, target: str) -> None:
 def _write_object(location: _Location, create: NewFolders,
                   write: Callable[[int], object]) -> None:
     """Write the object through `write(descriptor)` and rename it into place atomically."""
-    with _parent_of(location, create) as (folder, names):
+    folder, names = _open_parent(location, create)
+    try:
         _replace_in(folder, names[-1], partial(_write_new, write))
+    finally:
+        os.close(folder)
 
 
 def _copy_object(source: str, location: _Location, create: NewFolders) -> None:
@@ -687,17 +697,18 @@ def _link_object(source: str, location: _Location, create: NewFolders) -> None:
 
     (A rename between two links of one file does nothing, hence the same-file check.)
     """
-    with _parent_of(location, create) as (folder, names):
-        name = names[-1]
-        try:
-            os.link(source, name, dst_dir_fd=folder, follow_symlinks=False)
-        except FileExistsError:
-            if not _same_file(source, folder, name):
-                _replace_in(folder, name, partial(_link_new, source))
-        except OSError as error:
-            if error.errno not in _NO_LINK:
-                raise
-            _replace_in(folder, name, partial(_write_new, partial(_copy_from, source)))
+    folder, names = _open_parent(location, create)
+    try:
+        os.link(source, names[-1], dst_dir_fd=folder, follow_symlinks=False)
+    except FileExistsError:
+        if not _same_file(source, folder, names[-1]):
+            _replace_in(folder, names[-1], partial(_link_new, source))
+    except OSError as error:
+        if error.errno not in _NO_LINK:
+            raise
+        _replace_in(folder, names[-1], partial(_write_new, partial(_copy_from, source)))
+    finally:
+        os.close(folder)
 
 
 def _same_file(source: str, folder: int, name: str) -> bool:
