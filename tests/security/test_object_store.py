@@ -139,8 +139,14 @@ def test_delete_removes_a_link_never_what_it_points_at(
     (outside / "passwd").write_text("root:x:0:0\n")
     (bucket / "logs").symlink_to(outside)
     (bucket / "key").symlink_to(secret)
-    store.delete("oss://demo/logs/")
+    with pytest.raises(ObjectStoreError) as caught:
+        store.delete("oss://demo/logs/")
+    assert caught.value.message == (
+        f"cannot delete oss://demo/logs/: oss://demo/logs {NEVER_FOLLOWED}")
+    assert (outside / "passwd").exists()
+    store.delete("oss://demo/logs")
     store.delete("oss://demo/key")
+    assert not os.path.lexists(bucket / "logs")
     assert (outside / "passwd").exists()
     assert secret.read_bytes() == SECRET
     assert not os.path.lexists(bucket / "key")

@@ -45,6 +45,7 @@ from batchyard.beneath import (
     NewFolders,
     UnsafeEntry,
     entry_status,
+    kind_of,
     open_folder,
     open_regular,
     split_key,
@@ -601,7 +602,8 @@ def _open_parent(location: _Location,
     the names down to the object. (No context manager: it costs more than the system calls
     on the path every attempt takes twice.)"""
     names = split_key(location.key)
-    if not names or location.key.endswith("/"):
+    if not names or location.key.endswith("/"):  # a prefix: say whether it is a folder
+        os.close(open_folder(location.folder, names))
         raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), location.path)
     return open_folder(location.folder, names[:-1], create), names
 
@@ -787,11 +789,20 @@ def _delete_object(location: _Location) -> None:
         status = entry_status(folder, names[-1])
         if status is not None and stat.S_ISDIR(status.st_mode):
             shutil.rmtree(names[-1], dir_fd=folder)  # fd-based: no link below is followed
-        elif status is not None and not location.key.endswith("/"):
+        elif status is not None and location.key.endswith("/"):
+            _refuse_as_folder(status, names, location.path)
+        elif status is not None:
             with suppress(FileNotFoundError):
                 os.unlink(names[-1], dir_fd=folder)
     finally:
         os.close(folder)
+
+
+def _refuse_as_folder(status: os.stat_result, names: list[str], path: str) -> None:
+    """Refuse to treat the entry `names` as a folder (its URL ends with '/'): it is none."""
+    if stat.S_ISLNK(status.st_mode):
+        raise UnsafeEntry("/".join(names), kind_of(status.st_mode))
+    raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), path)
 
 
 def _list_bucket(location: _Location, recursive: bool) -> list[_Row]:
