@@ -181,3 +181,18 @@ def test_oss_helper_reads_the_store_from_the_environment(
     oss.get("oss://demo/notes/a.txt", tmp_path / "a.txt")
     oss.put(tmp_path / "a.txt", "oss://demo/notes/b.txt")
     assert oss.ls("oss://demo/notes/") == ["oss://demo/notes/a.txt", "oss://demo/notes/b.txt"]
+
+
+def test_a_url_ending_with_slash_names_a_folder(store: FsspecObjectStore) -> None:
+    store.put_bytes("oss://demo/file", b"x")
+    store.put_bytes("oss://demo/dir/a", b"a")
+    assert store.list("oss://demo/file/") == []
+    assert not store.exists("oss://demo/file/")
+    assert store.exists("oss://demo/dir/")
+    with pytest.raises(ObjectStoreError, match=r"^cannot read oss://demo/file/: Not a directory$"):
+        store.read_bytes("oss://demo/file/")
+    with pytest.raises(ObjectStoreError, match=r"^cannot read oss://demo/dir/: Is a directory$"):
+        store.read_bytes("oss://demo/dir/")
+    with pytest.raises(ObjectStoreError, match=r"^cannot delete oss://demo/file/: Not a dir"):
+        store.delete("oss://demo/file/")
+    assert store.exists("oss://demo/file")

@@ -11,6 +11,13 @@ copy itself. fsspec is imported only when a bucket maps to a non-local filesyste
 also keeps `import batchyard.oss` cheap inside task programs. Local writes are atomic (write
 a hidden sibling, then rename), as object-store puts are.
 
+Bucket folders are writable by task programs (bound into their sandbox), so the store never
+follows a symbolic link beneath a bucket's folder and only ever reads regular files there:
+keys are resolved one folder at a time relative to directory descriptors (`batchyard.beneath`),
+a link or special file on the way is refused with an error naming its URL, and listings skip
+them. Folders the store makes in a bucket can get a fixed mode and group (`folder_mode`,
+`folder_group`), so that programs running as different users can share the bucket.
+
 Object keys come from job descriptions and task programs, so they are untrusted: a key with a
 `..` segment, a leading `/` or a NUL character is refused before any I/O. Plain local paths
 (and `file://` URLs) are accepted as they are: they come from configuration or from a task
@@ -33,6 +40,16 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from batchyard.beneath import (
+    FOLDER_FLAGS,
+    NewFolders,
+    UnsafeEntry,
+    entry_status,
+    kind_of,
+    open_folder,
+    open_regular,
+    split_key,
+)
 from batchyard.errors import ObjectStoreError
 from batchyard.ports import ObjectInfo
 
@@ -50,6 +67,9 @@ _ANY_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 _CHUNK = 1 << 24
 _PARTIAL = ".batchyard-partial"
 """Suffix of the hidden sibling a local write goes to before it is renamed into place."""
+_NO_LINK = (errno.EXDEV, errno.EPERM, errno.EMLINK)
+"""Why a hard link can fail where a copy still works (another filesystem, protected links)."""
+_WRITE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
 _Downloads = list[tuple[str, Path]]
 _Uploads = list[tuple[Path, str]]
@@ -61,10 +81,16 @@ _Row = tuple[str, int, bool, str]
 
 @dataclass(frozen=True, slots=True)
 class _Location:
-    """Where a URL points: a local path (no filesystem) or a path on an fsspec filesystem."""
+    """Where a URL points: a local path (no filesystem) or a path on an fsspec filesystem.
+
+    An object of a bucket on a local folder also has that `folder` and its `key` in it: it
+    is reached beneath the folder without following links. A plain local path has neither.
+    """
 
     path: str
     filesystem: Any = None
+    folder: str = ""
+    key: str = ""
 
 
 class FsspecObjectStore:
@@ -73,12 +99,16 @@ class FsspecObjectStore:
     def __init__(self, root: Path, buckets: dict[str, str] | None = None,
                  options: dict[str, dict[str, Any]] | None = None,
                  secrets: tuple[str, ...] = (),
-                 environment: dict[str, str] | None = None, direct_s3: bool = False) -> None:
+                 environment: dict[str, str] | None = None, direct_s3: bool = False,
+                 folder_mode: int | None = None, folder_group: int | None = None) -> None:
         """`options`: fsspec storage options per protocol (e.g. {"s3": {"endpoint_url": …}});
         `secrets`: strings never to show in an error message (credentials);
         `environment`: variables that give programs the same access (see `program_environment`);
         `direct_s3`: `s3://bucket/key` of an unmapped bucket is that bucket on S3 itself
-        (otherwise every unmapped bucket, oss:// or s3://, is a folder under `root`).
+        (otherwise every unmapped bucket, oss:// or s3://, is a folder under `root`);
+        `folder_mode`, `folder_group`: the exact mode (e.g. 0o2775) and group of every folder
+        the store makes in a local bucket (and of a bucket folder it makes), so that programs
+        of one tenant running as different users can all write there; None: umask, default.
         """
         self._root = os.path.abspath(root)
         self._buckets = dict(buckets or {})
@@ -86,6 +116,7 @@ class FsspecObjectStore:
         self._secrets = tuple(secret for secret in secrets if secret)
         self._environment = dict(environment or {})
         self._direct_s3 = direct_s3
+        self._new_folders = NewFolders(folder_mode, folder_group)
         self._mapped: dict[str, _Location] = {}
         self._lock = threading.Lock()
         self._only: frozenset[str] | None = None
@@ -137,7 +168,11 @@ class FsspecObjectStore:
         location = self._locate_object(url, "write")
         source = os.fspath(local)
         with self._reporting("write", url, location):
-            if location.filesystem is None and handed_over:
+            if location.folder and handed_over:
+                _link_object(source, location, self._new_folders)
+            elif location.folder:
+                _copy_object(source, location, self._new_folders)
+            elif location.filesystem is None and handed_over:
                 _link_into_place(source, location.path)
             elif location.filesystem is None:
                 _replace_local(location.path, lambda target: _copy_local(source, target))
@@ -148,7 +183,9 @@ class FsspecObjectStore:
         """Download the object `url` to the local file `local`, creating its folder."""
         location = self._locate(url)
         with self._reporting("read", url, location):
-            if location.filesystem is None:
+            if location.folder:
+                _get_object(location, os.fspath(local))
+            elif location.filesystem is None:
                 _copy_into(location.path, os.fspath(local))
             else:
                 os.makedirs(os.path.dirname(os.path.abspath(local)), exist_ok=True)
@@ -158,7 +195,9 @@ class FsspecObjectStore:
         """Write `data` as the object `url` (replacing it atomically)."""
         location = self._locate_object(url, "write")
         with self._reporting("write", url, location):
-            if location.filesystem is None:
+            if location.folder:
+                _write_object(location, self._new_folders, partial(_write_all, data))
+            elif location.filesystem is None:
                 _replace_local(location.path, lambda target: Path(target).write_bytes(data))
             else:
                 location.filesystem.pipe_file(location.path, data)
@@ -167,6 +206,8 @@ class FsspecObjectStore:
         """The whole content of the object `url`."""
         location = self._locate(url)
         with self._reporting("read", url, location):
+            if location.folder:
+                return _read_object(location)
             if location.filesystem is None:
                 with open(location.path, "rb") as stream:
                     return stream.read()
@@ -177,6 +218,8 @@ class FsspecObjectStore:
         """Whether an object (or a non-empty prefix, on local folders any folder) is there."""
         location = self._locate(url)
         with self._reporting("check", url, location):
+            if location.folder:
+                return _object_exists(location)
             if location.filesystem is None:
                 return os.path.exists(location.path)
             return bool(location.filesystem.exists(location.path))
@@ -190,7 +233,9 @@ class FsspecObjectStore:
         """
         location = self._locate(url)
         with self._reporting("list", url, location):
-            if location.filesystem is None:
+            if location.folder:
+                rows = _list_bucket(location, recursive)
+            elif location.filesystem is None:
                 rows = _list_local(location.path, recursive)
             else:
                 rows = _list_remote(location.filesystem, location.path, recursive)
@@ -200,7 +245,9 @@ class FsspecObjectStore:
         """Remove the object `url` (or everything under the prefix); absent is not an error."""
         location = self._locate(url)
         with self._reporting("delete", url, location):
-            if location.filesystem is None:
+            if location.folder:
+                _delete_object(location)
+            elif location.filesystem is None:
                 _delete_local(location.path)
             else:
                 with suppress(FileNotFoundError):
@@ -215,7 +262,7 @@ class FsspecObjectStore:
             location = self._locate(url)
             if location.filesystem is None:
                 with self._reporting("read", url, location):
-                    _link_or_copy(location.path, os.fspath(local))
+                    _fetch_local(location, os.fspath(local))
                 continue
             batch = remote.setdefault(id(location.filesystem),
                                       (location.filesystem, [], [], []))
@@ -309,10 +356,11 @@ class FsspecObjectStore:
 
     def _bucket_location(self, bucket: str, key: str) -> _Location:
         if bucket not in self._buckets and not bucket.startswith("s3://"):
-            return _Location(os.path.join(self._root, bucket, key))
+            folder = os.path.join(self._root, bucket)
+            return _Location(os.path.join(folder, key), folder=folder, key=key)
         base = self._mapped.get(bucket) or self._open_bucket(bucket)
         if base.filesystem is None:
-            return _Location(os.path.join(base.path, key))
+            return _Location(os.path.join(base.path, key), folder=base.path, key=key)
         return _Location(f"{base.path.rstrip('/')}/{key}" if key else base.path, base.filesystem)
 
     def _open_bucket(self, bucket: str) -> _Location:
@@ -396,17 +444,33 @@ def _reporting(verb: str, url: str, location: _Location) -> Iterator[None]:
         yield
     except ObjectStoreError:
         raise
+    except UnsafeEntry as error:
+        raise ObjectStoreError(f"cannot {verb} {url}: {_refusal(url, error)}") from error
     except Exception as error:
         raise ObjectStoreError(f"cannot {verb} {url}: {_reason(error, location.path)}") from error
 
 
+def _refusal(url: str, error: UnsafeEntry) -> str:
+    """Why a link or special file in a bucket was refused, naming it by its URL."""
+    bucket = next((scheme + url[len(scheme):].partition("/")[0] + "/"
+                   for scheme in _BUCKET_SCHEMES if url.startswith(scheme)), "")
+    if error.is_link:
+        return (f"{bucket}{error.relative} is a symbolic link; "
+                "batchyard never follows links inside buckets")
+    return (f"{bucket}{error.relative} is {error.kind}, not a regular file; "
+            "batchyard reads only regular files inside buckets")
+
+
 def _reason(error: Exception, own_path: str) -> str:
-    """Why an operation failed, naming a local file only when it is not the object itself."""
+    """Why an operation failed, naming a local file only when it is not the object itself,
+    a folder on its way or its hidden sibling being written."""
     if isinstance(error, OSError):
         reason = error.strerror or ("No such file or directory"
                                     if isinstance(error, FileNotFoundError) else str(error))
-        filename = os.fspath(error.filename) if error.filename is not None else ""
-        if filename and not (own_path and str(filename).startswith(own_path)):
+        filename = str(os.fspath(error.filename)) if error.filename is not None else ""
+        own = own_path and (filename.startswith(own_path)
+                            or own_path.startswith(filename.rstrip("/") + "/"))
+        if filename and not (own or filename.endswith(_PARTIAL)):
             return f"{reason}: {filename}"
         return reason
     return f"{type(error).__name__}: {error}"
@@ -448,13 +512,22 @@ def _link_into_place(source: str, path: str) -> None:
 
 def _copy_into(source: str, destination: str) -> None:
     """Copy a local object to a local file, creating the destination's folder on demand."""
+    reader, status = _open_source(source)
     try:
-        _copy_local(source, destination)
+        _copy_open_into(reader, status, destination)
+    finally:
+        os.close(reader)
+
+
+def _copy_open_into(reader: int, status: os.stat_result, destination: str) -> None:
+    """Copy the open file `reader` to a local file, creating its folder on demand."""
+    try:
+        _copy_to(reader, status, destination)
     except FileNotFoundError as error:
         if error.filename != destination:
             raise
         os.makedirs(os.path.dirname(os.path.abspath(destination)), exist_ok=True)
-        _copy_local(source, destination)
+        _copy_to(reader, status, destination)
 
 
 def _link_or_copy(source: str, target: str) -> None:
@@ -481,19 +554,50 @@ def _copy_local(source: str, target: str) -> None:
 
     `shutil.copyfile` spends more time in its safety checks than copying a small log takes.
     """
-    reader = os.open(source, os.O_RDONLY | os.O_CLOEXEC)
+    reader, status = _open_source(source)
     try:
-        status = os.fstat(reader)
-        if stat.S_ISDIR(status.st_mode):
-            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), source)
-        writer = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o666)
-        try:
-            if status.st_size:
-                _send_all(reader, writer)
-        finally:
-            os.close(writer)
+        _copy_to(reader, status, target)
     finally:
         os.close(reader)
+
+
+def _open_source(source: str) -> tuple[int, os.stat_result]:
+    """The local file `source` (a path the caller chose), opened to read, and its status."""
+    reader = os.open(source, os.O_RDONLY | os.O_CLOEXEC)
+    status = os.fstat(reader)
+    if stat.S_ISDIR(status.st_mode):
+        os.close(reader)
+        raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), source)
+    return reader, status
+
+
+def _copy_to(reader: int, status: os.stat_result, target: str) -> None:
+    """Copy the open file `reader` to the local file `target` (created or truncated)."""
+    writer = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o666)
+    try:
+        _copy_content(reader, status, writer)
+    finally:
+        os.close(writer)
+
+
+def _copy_content(reader: int, status: os.stat_result, writer: int) -> None:
+    if status.st_size:
+        _send_all(reader, writer)
+
+
+def _copy_from(source: str, writer: int) -> None:
+    """Copy the local file `source` into the open file `writer`."""
+    reader, status = _open_source(source)
+    try:
+        _copy_content(reader, status, writer)
+    finally:
+        os.close(reader)
+
+
+def _write_all(data: bytes, writer: int) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(writer, view):]
 
 
 def _send_all(reader: int, writer: int) -> None:
@@ -519,6 +623,278 @@ def _put_remote(location: _Location, source: str) -> None:
             raise  # a missing bucket: never create one as a side effect of an upload
         filesystem.makedirs(location.path.rpartition("/")[0], exist_ok=True)
         filesystem.put_file(source, location.path)
+
+
+# Objects of buckets on local folders: reached beneath the bucket's folder (see
+# `batchyard.beneath`), so a link or special file a program planted there is never followed.
+
+
+def _open_parent(location: _Location,
+                 create: NewFolders | None = None) -> tuple[int, list[str]]:
+    """The folder holding the object `location` names (a descriptor the caller closes), and
+    the names down to the object. (No context manager: it costs more than the system calls
+    on the path every attempt takes twice.)"""
+    names = split_key(location.key)
+    if not names or location.key.endswith("/"):  # a prefix: say whether it is a folder
+        os.close(open_folder(location.folder, names))
+        raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), location.path)
+    return open_folder(location.folder, names[:-1], create), names
+
+
+def _open_object(location: _Location) -> tuple[int, os.stat_result]:
+    """The object, a regular file reached without links, opened to read; and its status."""
+    folder, names = _open_parent(location)
+    try:
+        return open_regular(folder, location.folder, names)
+    finally:
+        os.close(folder)
+
+
+def _read_object(location: _Location) -> bytes:
+    reader, _ = _open_object(location)
+    with open(reader, "rb") as stream:
+        return stream.read()
+
+
+def _get_object(location: _Location, destination: str) -> None:
+    reader, status = _open_object(location)
+    try:
+        _copy_open_into(reader, status, destination)
+    finally:
+        os.close(reader)
+
+
+def _fetch_local(location: _Location, target: str) -> None:
+    """Put a local object at `target` for `get_files`: hard-linked where possible, else
+    copied; in a bucket, only ever the regular file that was opened and checked."""
+    if not location.folder:
+        _link_or_copy(location.path, target)
+        return
+    folder, names = _open_parent(location)
+    try:
+        reader, status = open_regular(folder, location.folder, names)
+        try:
+            if not _link_checked(folder, names[-1], status, target):
+                _copy_open_into(reader, status, target)
+        finally:
+            os.close(reader)
+    finally:
+        os.close(folder)
+
+
+def _link_checked(folder: int, name: str, status: os.stat_result, target: str) -> bool:
+    """Hard-link the entry `name` of `folder` at `target` (never following a link), and keep
+    the link only if it is the very file `status` describes: a program may have swapped the
+    entry since it was opened. False if nothing was linked."""
+    try:
+        _link_replacing(folder, name, target)
+    except OSError:
+        return False
+    if os.path.samestat(os.stat(target, follow_symlinks=False), status):
+        return True
+    os.remove(target)
+    return False
+
+
+def _link_replacing(folder: int, name: str, target: str) -> None:
+    link = partial(os.link, name, target, src_dir_fd=folder, follow_symlinks=False)
+    try:
+        link()
+    except FileExistsError:
+        os.remove(target)
+        link()
+    except FileNotFoundError:
+        os.makedirs(os.path.dirname(os.path.abspath(target)), exist_ok=True)
+        link()
+
+
+def _write_object(location: _Location, create: NewFolders,
+                  write: Callable[[int], object]) -> None:
+    """Write the object through `write(descriptor)` and rename it into place atomically."""
+    folder, names = _open_parent(location, create)
+    try:
+        _replace_in(folder, names[-1], partial(_write_new, write))
+    finally:
+        os.close(folder)
+
+
+def _copy_object(source: str, location: _Location, create: NewFolders) -> None:
+    reader, status = _open_source(source)
+    try:
+        _write_object(location, create, partial(_copy_content, reader, status))
+    finally:
+        os.close(reader)
+
+
+def _link_object(source: str, location: _Location, create: NewFolders) -> None:
+    """Hard-link the handed-over file `source` as the object, atomically replacing another
+    object there; copy it where no link can be made. One `openat` per folder, one `linkat`.
+
+    (A rename between two links of one file does nothing, hence the same-file check.)
+    """
+    folder, names = _open_parent(location, create)
+    try:
+        os.link(source, names[-1], dst_dir_fd=folder, follow_symlinks=False)
+    except FileExistsError:
+        if not _same_file(source, folder, names[-1]):
+            _replace_in(folder, names[-1], partial(_link_new, source))
+    except OSError as error:
+        if error.errno not in _NO_LINK:
+            raise
+        _replace_in(folder, names[-1], partial(_write_new, partial(_copy_from, source)))
+    finally:
+        os.close(folder)
+
+
+def _same_file(source: str, folder: int, name: str) -> bool:
+    return os.path.samestat(os.stat(source), os.stat(name, dir_fd=folder, follow_symlinks=False))
+
+
+def _replace_in(folder: int, name: str, make: Callable[[int, str], object]) -> None:
+    """Make a hidden sibling through `make(folder, its name)`, then rename it over `name`."""
+    temporary = f"{name}.{os.getpid()}-{threading.get_ident()}{_PARTIAL}"
+    try:
+        make(folder, temporary)
+        os.rename(temporary, name, src_dir_fd=folder, dst_dir_fd=folder)
+    except BaseException:
+        with suppress(OSError):
+            os.unlink(temporary, dir_fd=folder)
+        raise
+
+
+def _write_new(write: Callable[[int], object], folder: int, name: str) -> None:
+    """Create `name` in `folder` and fill it through `write(descriptor)`. O_EXCL|O_NOFOLLOW:
+    whatever a program planted under that name is removed, never written through."""
+    try:
+        writer = os.open(name, _WRITE_FLAGS, 0o666, dir_fd=folder)
+    except FileExistsError:
+        os.unlink(name, dir_fd=folder)
+        writer = os.open(name, _WRITE_FLAGS, 0o666, dir_fd=folder)
+    try:
+        write(writer)
+    finally:
+        os.close(writer)
+
+
+def _link_new(source: str, folder: int, name: str) -> None:
+    """Hard-link `source` as the new entry `name` of `folder`, or copy it there."""
+    with suppress(FileNotFoundError):
+        os.unlink(name, dir_fd=folder)  # a leftover of a crash, or planted
+    try:
+        os.link(source, name, dst_dir_fd=folder, follow_symlinks=False)
+    except OSError as error:
+        if error.errno not in _NO_LINK:
+            raise
+        _write_new(partial(_copy_from, source), folder, name)
+
+
+def _is_object(status: os.stat_result | None, folder_only: bool) -> bool:
+    """Whether an entry counts as an object or prefix: regular files and folders only."""
+    if status is None:
+        return False
+    return stat.S_ISDIR(status.st_mode) or (stat.S_ISREG(status.st_mode) and not folder_only)
+
+
+def _object_exists(location: _Location) -> bool:
+    names = split_key(location.key)
+    try:
+        folder = open_folder(location.folder, names[:-1])
+    except (FileNotFoundError, NotADirectoryError):
+        return False
+    try:
+        return not names or _is_object(entry_status(folder, names[-1]),
+                                       location.key.endswith("/"))
+    finally:
+        os.close(folder)
+
+
+def _delete_object(location: _Location) -> None:
+    """Delete beneath the bucket's folder: a link goes itself, never what it points at."""
+    names = split_key(location.key)
+    if not names:
+        _delete_local(location.folder)  # the bucket's own folder, as configured
+        return
+    try:
+        folder = open_folder(location.folder, names[:-1])
+    except FileNotFoundError:
+        return
+    try:
+        status = entry_status(folder, names[-1])
+        if status is not None and stat.S_ISDIR(status.st_mode):
+            shutil.rmtree(names[-1], dir_fd=folder)  # fd-based: no link below is followed
+        elif status is not None and location.key.endswith("/"):
+            _refuse_as_folder(status, names, location.path)
+        elif status is not None:
+            with suppress(FileNotFoundError):
+                os.unlink(names[-1], dir_fd=folder)
+    finally:
+        os.close(folder)
+
+
+def _refuse_as_folder(status: os.stat_result, names: list[str], path: str) -> None:
+    """Refuse to treat the entry `names` as a folder (its URL ends with '/'): it is none."""
+    if stat.S_ISLNK(status.st_mode):
+        raise UnsafeEntry("/".join(names), kind_of(status.st_mode))
+    raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), path)
+
+
+def _list_bucket(location: _Location, recursive: bool) -> list[_Row]:
+    """`_list_local` beneath the bucket's folder: links and special files are skipped."""
+    names = split_key(location.key)
+    try:
+        folder = open_folder(location.folder, names[:-1])
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    try:
+        if not names:
+            return _folder_rows(folder, recursive, "")
+        status = entry_status(folder, names[-1])
+        if not _is_object(status, location.key.endswith("/")):
+            return []
+        if status is not None and stat.S_ISREG(status.st_mode):
+            return [("", status.st_size, False, _version(status))]
+        return _rows_below(folder, names[-1], recursive, "")
+    finally:
+        os.close(folder)
+
+
+def _rows_below(folder: int, name: str, recursive: bool, prefix: str) -> list[_Row]:
+    """The rows of the sub-folder `name` (none if it is no longer a real folder)."""
+    try:
+        child = os.open(name, FOLDER_FLAGS, dir_fd=folder)
+    except OSError:
+        return []
+    try:
+        return _folder_rows(child, recursive, prefix)
+    finally:
+        os.close(child)
+
+
+def _folder_rows(folder: int, recursive: bool, prefix: str) -> list[_Row]:
+    """Rows of the open `folder`'s regular files and real folders, names after `prefix`."""
+    rows: list[_Row] = []
+    with os.scandir(folder) as entries:
+        for entry in entries:
+            if entry.name.endswith(_PARTIAL) or entry.is_symlink():
+                continue
+            path = prefix + entry.name
+            if entry.is_dir(follow_symlinks=False) and recursive:
+                rows += _rows_below(folder, entry.name, True, path + "/")
+            elif entry.is_dir(follow_symlinks=False):
+                rows.append((path, 0, True, ""))
+            else:
+                rows += _file_row(entry, path)
+    return rows
+
+
+def _file_row(entry: os.DirEntry[str], path: str) -> list[_Row]:
+    try:
+        status = entry.stat(follow_symlinks=False)
+    except FileNotFoundError:
+        return []
+    if not stat.S_ISREG(status.st_mode):
+        return []  # a FIFO, socket or device is no object
+    return [(path, status.st_size, False, _version(status))]
 
 
 def _delete_local(path: str) -> None:

@@ -2,20 +2,22 @@
 
 Each file goes to `<folder><basename>.<jobId>.<taskName>.<instanceId>` (reference §4.4),
 every `interval` seconds if it changed, and once more after the program ended. The file is
-read on the host side of the sandbox; a path that leaves its folder through a symbolic link
-is not followed (it could point at host files the program itself could not read).
+read on the host side of the sandbox, where the program can swap any folder below the bind
+for a symbolic link at any moment: so it is opened beneath its bind folder one name at a
+time (`batchyard.beneath`), never through a link (it could point at host files the program
+itself could not read), and only if it is a regular file (a FIFO would block the shipper).
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import stat
 import tempfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+from batchyard.beneath import open_folder, open_regular, split_key
 from batchyard.domain.attempt import AttemptKey
 from batchyard.ports import ObjectStore
 from batchyard.runner.logs import log_url
@@ -48,7 +50,7 @@ class LogShipper:
         self._logs = logs
         self._interval = interval
         self._stop = threading.Event()
-        self._seen: dict[str, tuple[int, int]] = {}
+        self._seen: dict[str, tuple[int, int, int]] = {}
         self._thread = threading.Thread(target=self._loop, name="batchyard-logmapping",
                                         daemon=True)
 
@@ -80,35 +82,47 @@ class LogShipper:
         return problems
 
     def _ship_one(self, log: ShippedLog, force: bool) -> None:
-        snapshot = _snapshot(log, self._scratch)
-        if snapshot is None:
+        """Upload a private copy of the log if it changed (by its own size, time and inode)."""
+        opened = _open_log(log)
+        if opened is None:
             return
+        reader, status = opened
         try:
-            status = os.stat(snapshot)
-            stamp = (status.st_size, status.st_mtime_ns)
-            if force or self._seen.get(log.url) != stamp:
-                self._objects.put_file(Path(snapshot), log.url)
-                self._seen[log.url] = stamp
+            stamp = (status.st_size, status.st_mtime_ns, status.st_ino)
+            if not force and self._seen.get(log.url) == stamp:
+                return
+            snapshot = _copy(reader, self._scratch)
+        finally:
+            os.close(reader)
+        try:
+            self._objects.put_file(Path(snapshot), log.url)
+            self._seen[log.url] = stamp
         finally:
             os.remove(snapshot)
 
 
-def _snapshot(log: ShippedLog, scratch: str) -> str | None:
-    """A private copy of the log (None if absent or reached through a link), read safely."""
-    real = os.path.realpath(log.host_path)
-    if real != os.path.normpath(log.host_path) or not real.startswith(log.folder + "/"):
+def _open_log(log: ShippedLog) -> tuple[int, os.stat_result] | None:
+    """The log, opened beneath its bind folder without following any link, and its status;
+    None if it is absent, reached through a link or not a regular file."""
+    if not log.host_path.startswith(log.folder + "/"):
+        return None
+    names = split_key(log.host_path[len(log.folder) + 1:])
+    if not names:
         return None
     try:
-        reader = os.open(real, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
-    except OSError:
+        folder = open_folder(log.folder, names[:-1])
+        try:
+            return open_regular(folder, log.folder, names)
+        finally:
+            os.close(folder)
+    except OSError:  # absent, a link, a FIFO …: nothing to ship
         return None
-    try:
-        if not stat.S_ISREG(os.fstat(reader).st_mode):
-            return None
-        handle, copy = tempfile.mkstemp(prefix="logmapping-", dir=scratch)
-        with open(reader, "rb", closefd=False) as source, open(handle, "wb") as target:
-            while chunk := source.read(1 << 20):
-                target.write(chunk)
-        return copy
-    finally:
-        os.close(reader)
+
+
+def _copy(reader: int, scratch: str) -> str:
+    """A private copy of the open log in `scratch` (the program may change it meanwhile)."""
+    handle, copy = tempfile.mkstemp(prefix="logmapping-", dir=scratch)
+    with open(reader, "rb", closefd=False) as source, open(handle, "wb") as target:
+        while chunk := source.read(1 << 20):
+            target.write(chunk)
+    return copy

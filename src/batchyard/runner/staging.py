@@ -13,8 +13,11 @@ listing names a new view. Views with WriteSupport are copied into the attempt's 
 writes never reach the cache or the object store.
 
 Outputs (OutputMapping): every regular file under the directory is uploaded to
-`<prefix><relative path>`; symbolic links are skipped (they could point at host files the
-program itself could not read).
+`<prefix><relative path>`; symbolic links (they could point at host files the program itself
+could not read), FIFOs and sockets are skipped, and folders reached through a link are never
+walked. The upload opens the files by path again: nothing can swap them for links by then,
+since the folder is bound into this attempt's sandbox only and every process of the sandbox
+is dead (its PID namespace died with it) before the outputs are uploaded.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import json
 import logging
 import os
 import shutil
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -102,18 +106,27 @@ def private_copy(view: str, destination: str) -> None:
 
 
 def output_files(folder: str, prefix: str) -> list[tuple[Path, str]]:
-    """(local file, object URL) for every regular file below `folder`; links are skipped."""
+    """(local file, object URL) for every regular file below `folder`, one `lstat` each;
+    links and special files are skipped, folder links are not walked."""
     prefix = prefix_of(prefix)
     pairs = []
-    for parent, directories, names in os.walk(folder):
+    for parent, directories, names in os.walk(folder, followlinks=False):
         directories.sort()
         relative = os.path.relpath(parent, folder)
         base = "" if relative == "." else relative.replace(os.sep, "/") + "/"
         for name in sorted(names):
             path = os.path.join(parent, name)
-            if os.path.isfile(path) and not os.path.islink(path):
+            if _is_regular(path):
                 pairs.append((Path(path), prefix + base + name))
     return pairs
+
+
+def _is_regular(path: str) -> bool:
+    """Whether `path` itself (not what a link there points at) is a regular file."""
+    try:
+        return stat.S_ISREG(os.lstat(path).st_mode)
+    except FileNotFoundError:
+        return False
 
 
 def upload_outputs(objects: ObjectStore, outputs: list[tuple[str, PathMapping]]) -> list[str]:
