@@ -91,14 +91,15 @@ def timed(command: list[str], stdin: str | None = None) -> tuple[Timing, str]:
 _runs = itertools.count()
 
 
-def time_batchyard(count: int, slots: int, folder: Path) -> Timing:
+def time_batchyard(count: int, slots: int, folder: Path,
+                   options: list[str] | None = None) -> Timing:
     """`batchyard run` of a COUNT-instance job in a fresh data dir under `folder`."""
     run = folder / f"run-{next(_runs)}"
     run.mkdir()
     job = run / "job.json"
     job.write_text(json.dumps(job_description(count)), encoding="utf-8")
     command = [*batchyard_command(), "run", str(job), "--quiet",
-               "--slots", str(slots), "--data-dir", str(run / "data")]
+               "--slots", str(slots), "--data-dir", str(run / "data"), *(options or [])]
     timing, failure = timed(command)
     if failure:
         sys.exit(failure)

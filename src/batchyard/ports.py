@@ -55,8 +55,9 @@ class ObjectStore(Protocol):
         """Environment variables that let `batchyard.oss` in a task program reach this store
         (only `buckets`, and only those in local folders, when given)."""
         ...
-    def bucket_folder(self, bucket: str) -> str | None:
-        """The local folder holding the objects of `bucket` (None: it lives elsewhere)."""
+    def bucket_folder(self, bucket: str, create: bool = False) -> str | None:
+        """The local folder holding the objects of `bucket` (None: it lives elsewhere);
+        `create`: make it (writable for confined programs) if missing."""
         ...
 
 

@@ -17,10 +17,12 @@ from batchyard.adapters.local_executor import LocalExecutor
 from batchyard.adapters.objectstore import FsspecObjectStore
 from batchyard.adapters.s3 import s3_configuration
 from batchyard.adapters.store import SqlStore
+from batchyard.domain.buckets import Grant
 from batchyard.lock import DataDirLock
 from batchyard.orchestrator.engine import Engine
 from batchyard.ports import Executor, ObjectStore, OutcomeListener
 from batchyard.runner.confinement import Confinement, Limits
+from batchyard.runner.package import PackageLimits
 from batchyard.runner.runner import RunnerSettings
 from batchyard.runner.sandbox import check_sandbox
 from batchyard.settings import Settings
@@ -28,13 +30,17 @@ from batchyard.settings import Settings
 log = logging.getLogger(__name__)
 
 
-def open_objects(settings: Settings) -> FsspecObjectStore:
+def open_objects(settings: Settings, shared_with: int | None = None) -> FsspecObjectStore:
+    """The object store; `shared_with`: the group of confined programs, which then may
+    write in every folder the store makes in a bucket (mode 2775, that group)."""
     s3 = s3_configuration(
         settings.s3_endpoint_url, settings.s3_region,
         settings.s3_access_key_id.get_secret_value(),
         settings.s3_secret_access_key.get_secret_value(), settings.s3_addressing_style)
+    shared = shared_with is not None
     return FsspecObjectStore(settings.object_root, settings.buckets, s3.options, s3.secrets,
-                             s3.program_environment, direct_s3=bool(s3.options))
+                             s3.program_environment, direct_s3=bool(s3.options),
+                             folder_mode=0o2775 if shared else None, folder_group=shared_with)
 
 
 def hidden_paths(settings: Settings, objects: ObjectStore) -> tuple[str, ...]:
@@ -58,6 +64,12 @@ def confinement(settings: Settings, serving: bool) -> Confinement:
                        tracking=settings.process_tracking)
 
 
+def bucket_grants(settings: Settings) -> dict[str, Grant]:
+    """The buckets configuration gives to tenants (the rest go to their first user)."""
+    return {name: Grant(grant.owner, frozenset(grant.read), frozenset(grant.write))
+            for name, grant in settings.bucket_grants.items()}
+
+
 def private_data_dir(settings: Settings) -> None:
     """The data directory holds the database and the master key: its owner's alone."""
     folder = settings.data_dir.resolve()
@@ -76,12 +88,17 @@ def open_engine(settings: Settings, serving: bool = False) -> Engine:
         log.warning("--insecure-no-sandbox: attempts run unconfined as %s; any tenant can "
                     "take over this installation", "root" if os.geteuid() == 0 else "this user")
     private_data_dir(settings)
-    objects = open_objects(settings)
+    root = os.geteuid() == 0
+    objects = open_objects(settings, policy.user_base if policy.sandbox and root else None)
+    limits = PackageLimits(max_bytes=settings.package_max_bytes,
+                           max_members=settings.package_max_members,
+                           max_path=settings.package_max_path)
     runner_settings = RunnerSettings(
         work_root=settings.work_root, region=settings.region, oss_host=settings.oss_host,
         keep_workdirs=settings.keep_workdirs, cache_root=settings.cache_root,
         hidden=hidden_paths(settings, objects), log_interval=settings.log_interval,
-        confinement=policy, inherit_environment=not serving and not policy.sandbox)
+        confinement=policy, package_limits=limits,
+        inherit_environment=not serving and not policy.sandbox)
 
     def local_executor(listener: OutcomeListener) -> Executor:
         return LocalExecutor(settings.slots, objects, runner_settings, listener)
@@ -92,7 +109,7 @@ def open_engine(settings: Settings, serving: bool = False) -> Engine:
         store = SqlStore(settings.resolved_database_url)
         releases.insert(0, store.claim())
         engine = Engine(store, objects, local_executor, settings.work_root,
-                        closers=tuple(releases))
+                        closers=tuple(releases), grants=bucket_grants(settings))
         started = engine.start()
     except BaseException:
         for release in releases:

@@ -82,6 +82,12 @@ class Settings(BaseSettings):
     s3_addressing_style: str = Field(
         default="", description="'virtual' for Alibaba OSS, 'path' for most self-hosted "
         "S3 servers; default: botocore's choice")
+    package_max_bytes: int = Field(
+        default=4 * GIB, ge=1, description="Bytes a PackagePath tarball may extract to")
+    package_max_members: int = Field(
+        default=200_000, ge=1, description="Members (files, folders, links) a package may hold")
+    package_max_path: int = Field(
+        default=1024, ge=1, description="Bytes of a package member's name or link target")
     sandbox: SandboxSettings = Field(default_factory=SandboxSettings)
     insecure_no_sandbox: bool = Field(
         default=False, description="serve: run attempts unconfined, as the server's user "

@@ -10,7 +10,14 @@ import pytest
 
 from batchyard.adapters.credentials import KeyStore, TokenLedger, master_key
 from batchyard.adapters.listing import Window, list_instances, list_jobs
-from batchyard.adapters.store import DatabaseBusy, InstanceChange, SqlStore
+from batchyard.adapters.store import (
+    DatabaseBusy,
+    IdempotencyToken,
+    InstanceChange,
+    NewJob,
+    SqlStore,
+    TokenTaken,
+)
 from batchyard.domain.attempt import AttemptKey
 from batchyard.domain.spec import parse_job
 from batchyard.domain.states import State
@@ -187,9 +194,14 @@ def test_keys_and_idempotency_tokens(store: SqlStore, tmp_path: Path) -> None:
     assert found is not None and found.secret == key.secret
     assert keys.revoke(key.id).revoked is not None
     tokens = TokenLedger(store.engine)
-    assert tokens.claim("alice", "jobs", "t-1", "digest").owned
-    tokens.settle("alice", "jobs", "t-1", "job-1")
-    assert tokens.claim("alice", "jobs", "t-1", "digest").resource_id == "job-1"
+    assert tokens.find("alice", "jobs", "t-1") is None
+    token = IdempotencyToken("jobs", "t-1", "digest")
+    store.create_job(NewJob("job-1", "alice", parse_job(two_step_job()), 1000.0, token))
+    with pytest.raises(TokenTaken):  # the same token again: nothing is made
+        store.create_job(NewJob("job-2", "alice", parse_job(two_step_job()), 1001.0, token))
+    found = tokens.find("alice", "jobs", "t-1")
+    assert found is not None and found.resolved("t-1", "digest") == "job-1"
+    assert store.job("job-2") is None and tokens.find("bob", "jobs", "t-1") is None
 
 
 def test_the_engine_runs_a_dag_with_a_retry_to_finished(database_url: str,

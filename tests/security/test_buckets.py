@@ -48,14 +48,15 @@ def naming(field: str, url: str) -> tuple[dict[str, Any], str]:
         return body, f"{base}.Parameters.Command.PackagePath"
     if field == "InputMapping":
         task["InputMapping"] = {url: "/home/input/"}
-    elif field == "OutputMapping":
+        return body, f"{base}.InputMapping.{url}"
+    if field == "OutputMapping":
         task["OutputMapping"] = {"/home/output/": url}
-    elif field == "LogMapping":
+        return body, f"{base}.OutputMapping./home/output/"
+    if field == "LogMapping":
         task["LogMapping"] = {"/home/log/app.log": url}
-    else:
-        task["Mounts"] = {"Entries": [{"Source": url, "Destination": "/home/mnt/"}]}
-        return body, f"{base}.Mounts.Entries.0.Source"
-    return body, f"{base}.{field}"
+        return body, f"{base}.LogMapping./home/log/app.log"
+    task["Mounts"] = {"Entries": [{"Source": url, "Destination": "/home/mnt/"}]}
+    return body, f"{base}.Mounts.Entries.0.Source"
 
 
 FIELDS = ["StdoutRedirectPath", "StderrRedirectPath", "PackagePath", "InputMapping",

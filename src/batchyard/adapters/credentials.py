@@ -24,7 +24,6 @@ from typing import Any
 
 from cryptography.fernet import Fernet, InvalidToken
 from sqlalchemy import Column, Engine, Float, String, Table, Text, bindparam, select
-from sqlalchemy.exc import IntegrityError
 
 from batchyard.adapters.database import insert_ignoring_duplicates, migrate, open_engine
 from batchyard.adapters.schema import metadata
@@ -35,8 +34,6 @@ KEY_ID_ALPHABET = string.ascii_uppercase + string.digits
 TENANT_CHARACTERS = frozenset(string.ascii_letters + string.digits + "_.-")
 TOKEN_RETENTION = 7 * 24 * 3600.0
 """Seconds an idempotency token is remembered (the reference asks for at least 24 h)."""
-PENDING_TAKEOVER = 60.0
-"""Seconds after which a token whose request never completed may be claimed again."""
 
 access_keys = Table(
     "access_keys", metadata,
@@ -77,11 +74,6 @@ class CredentialError(BatchyardError):
 class IdempotentTokenMismatch(BatchyardError):
     code = "IdempotentTokenMismatch"
     status = 400
-
-
-class IdempotentTokenInProgress(BatchyardError):
-    code = "IdempotentTokenInProgress"
-    status = 409
 
 
 @dataclass(frozen=True)
@@ -230,93 +222,52 @@ def _key(row: Any, secret: str = "") -> AccessKey:
 
 
 @dataclass(frozen=True)
-class Claim:
-    """The outcome of claiming a token: an earlier resource id, or ownership of the token."""
+class TokenRecord:
+    """What an idempotency token made, and the digest of the body it was sent with."""
 
-    resource_id: str = ""
+    digest: str
+    resource_id: str
 
-    @property
-    def owned(self) -> bool:
-        return not self.resource_id
+    def resolved(self, token: str, digest: str) -> str:
+        """The resource the token made, if `digest` is the body it was made with."""
+        if digest != self.digest:
+            raise IdempotentTokenMismatch(
+                f"IdempotentToken {token!r} was already used with a different request")
+        return self.resource_id
 
 
 class TokenLedger:
-    """Remembers which resource an idempotency token created (reference §9.7), per tenant."""
+    """Which resource an idempotency token created (reference §9.7), per tenant.
 
-    def __init__(self, database: Engine, clock: Callable[[], float] = time.time,
-                 wait: float = 10.0) -> None:
+    Tokens are written by the store in the very transaction that creates the resource
+    (`SqlStore.create_job`): a token either made its resource or does not exist, even
+    across a `kill -9`, so a retry never waits and never makes a second resource.
+    """
+
+    def __init__(self, database: Engine, clock: Callable[[], float] = time.time) -> None:
         self.database = database
         self.clock = clock
-        self.wait = wait
+        self._purged = 0.0
         create_tables(database)
 
-    def claim(self, tenant: str, kind: str, token: str, digest: str) -> Claim:
-        """Own the token, or get the id it already created (same digest), or fail.
+    def find(self, tenant: str, kind: str, token: str) -> TokenRecord | None:
+        """The record of `token`, or None if it made nothing (yet, or within retention)."""
+        self._purge()
+        with self.database.connect() as connection:
+            row = connection.execute(
+                select(idempotency_tokens.c.digest, idempotency_tokens.c.resource_id)
+                .where(*_token_is(tenant, kind, token))).first()
+        return None if row is None else TokenRecord(row.digest, row.resource_id)
 
-        Raises IdempotentTokenMismatch when the token was used with another body, and
-        IdempotentTokenInProgress when its first request is still running after `wait` s.
-        """
-        deadline = time.monotonic() + self.wait
-        while True:
-            if self._insert(tenant, kind, token, digest):
-                return Claim()
-            row = self._row(tenant, kind, token)
-            if row is None:
-                continue  # purged in between: try again
-            if row.digest != digest:
-                raise IdempotentTokenMismatch(
-                    f"IdempotentToken {token!r} was already used with a different request")
-            if row.resource_id:
-                return Claim(row.resource_id)
-            if self._take_over(row, tenant, kind, token):
-                return Claim()
-            if time.monotonic() > deadline:
-                raise IdempotentTokenInProgress(
-                    f"the first request with IdempotentToken {token!r} is still in progress")
-            time.sleep(0.05)
-
-    def settle(self, tenant: str, kind: str, token: str, resource_id: str) -> None:
-        """Record the resource the owned token created."""
-        with self.database.begin() as connection:
-            connection.execute(idempotency_tokens.update().where(*_token_is(tenant, kind, token))
-                               .values(resource_id=resource_id))
-
-    def release(self, tenant: str, kind: str, token: str) -> None:
-        """Forget an owned token whose request failed, so it may be used again."""
+    def _purge(self) -> None:
+        """Forget tokens older than TOKEN_RETENTION (at most once an hour)."""
+        now = self.clock()
+        if now - self._purged < 3600:
+            return
+        self._purged = now
         with self.database.begin() as connection:
             connection.execute(idempotency_tokens.delete().where(
-                *_token_is(tenant, kind, token), idempotency_tokens.c.resource_id == ""))
-
-    def _insert(self, tenant: str, kind: str, token: str, digest: str) -> bool:
-        now = self.clock()
-        try:
-            with self.database.begin() as connection:
-                connection.execute(idempotency_tokens.delete().where(
-                    idempotency_tokens.c.created < now - TOKEN_RETENTION))
-                connection.execute(idempotency_tokens.insert(), [{
-                    "tenant": tenant, "kind": kind, "token": token, "digest": digest,
-                    "resource_id": "", "created": now}])
-        except IntegrityError:
-            return False
-        return True
-
-    def _row(self, tenant: str, kind: str, token: str) -> Any:
-        with self.database.connect() as connection:
-            return connection.execute(
-                select(idempotency_tokens).where(*_token_is(tenant, kind, token))).first()
-
-    def _take_over(self, row: Any, tenant: str, kind: str, token: str) -> bool:
-        """Claim a token whose first request died before it completed."""
-        now = self.clock()
-        if row.created > now - PENDING_TAKEOVER:
-            return False
-        with self.database.begin() as connection:
-            result = connection.execute(
-                idempotency_tokens.update()
-                .where(*_token_is(tenant, kind, token), idempotency_tokens.c.resource_id == "",
-                       idempotency_tokens.c.created == row.created)
-                .values(created=now))
-        return bool(result.rowcount)
+                idempotency_tokens.c.created < now - TOKEN_RETENTION))
 
 
 def _token_is(tenant: str, kind: str, token: str) -> tuple[Any, ...]:

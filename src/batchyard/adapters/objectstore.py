@@ -146,12 +146,25 @@ class FsspecObjectStore:
             return {**self._environment, ROOT_VARIABLE: self._root,
                     BUCKETS_VARIABLE: json.dumps(self._buckets, sort_keys=True)}
         local = {name: folder for name in buckets
-                 if (folder := self.bucket_folder(name)) is not None}
+                 if (folder := self._local_folder(name)) is not None}
         return {ROOT_VARIABLE: self._root, BUCKETS_VARIABLE: json.dumps(local, sort_keys=True),
                 ONLY_VARIABLE: ",".join(sorted(local))}
 
-    def bucket_folder(self, bucket: str) -> str | None:
-        """The local folder of `bucket`'s objects (None: the bucket is on S3, OSS, …)."""
+    def bucket_folder(self, bucket: str, create: bool = False) -> str | None:
+        """The local folder of `bucket`'s objects (None: the bucket is on S3, OSS, …).
+
+        With `create`, the folder is made if missing, and given the configured mode and
+        group (see `folder_mode`) even if it was there, so programs can write in it."""
+        folder = self._local_folder(bucket)
+        if folder is not None and create:
+            descriptor = open_folder(folder, [], self._new_folders)
+            try:
+                self._new_folders.set_up(descriptor)
+            finally:
+                os.close(descriptor)
+        return folder
+
+    def _local_folder(self, bucket: str) -> str | None:
         if bucket not in self._buckets:
             return os.path.join(self._root, bucket)
         target = self._buckets[bucket]

@@ -95,3 +95,11 @@ events = Table(
     Column("time", Float, nullable=False),
     Column("message", Text, nullable=False, default=""),
 )
+
+buckets = Table(
+    "buckets", metadata,
+    Column("name", String(64), primary_key=True),
+    Column("owner", String(64), nullable=False, index=True),
+    Column("created", Float, nullable=False),
+)
+"""Buckets claimed by the tenant whose job named them first (configured ones are not here)."""

@@ -17,9 +17,12 @@ from typing import Any, Generic, NamedTuple, TypeVar
 
 from sqlalchemy import Connection, bindparam, func, literal, select, text, union_all
 from sqlalchemy.engine import Row
+from sqlalchemy.exc import IntegrityError
 
+from batchyard.adapters.credentials import idempotency_tokens
 from batchyard.adapters.database import insert_ignoring_duplicates, open_engine
-from batchyard.adapters.schema import attempts, events, instances, jobs, tasks
+from batchyard.adapters.schema import attempts, buckets, events, instances, jobs, tasks
+from batchyard.domain import buckets as bucket_rules
 from batchyard.domain.attempt import AttemptKey
 from batchyard.domain.derivation import Metrics
 from batchyard.domain.records import (
@@ -30,7 +33,7 @@ from batchyard.domain.records import (
     TaskRecord,
 )
 from batchyard.domain.scheduling import Candidate
-from batchyard.domain.spec import JobDescription
+from batchyard.domain.spec import JobDescription, ObjectUse, bucket_of
 from batchyard.domain.states import ACTIVE, State
 from batchyard.errors import BatchyardError
 
@@ -68,13 +71,31 @@ class InstanceChange:
     message: str = ""
 
 
+class IdempotencyToken(NamedTuple):
+    """An `IdempotentToken` of a request and the digest of the body it came with."""
+
+    kind: str
+    token: str
+    digest: str
+
+
+class TokenTaken(BatchyardError):
+    """The idempotency token already made a resource (the caller looks up which)."""
+
+    code = "IdempotentTokenTaken"
+    status = 409
+
+
 class NewJob(NamedTuple):
-    """A job to insert: id, tenant, parsed description, submission time."""
+    """A job to insert: id, tenant, parsed description, submission time; the idempotency
+    token it was sent with; the uses of buckets that nobody may have claimed yet."""
 
     job_id: str
     tenant: str
     spec: JobDescription
     now: float
+    token: IdempotencyToken | None = None
+    claims: tuple[ObjectUse, ...] = ()
 
 
 Item = TypeVar("Item")
@@ -147,9 +168,19 @@ class SqlStore:
         this process (the engine's steps, the API's submissions) queue on this lock instead."""
         self._creations = GroupCommit[NewJob](self._create_jobs)
 
-    def create_job(self, job_id: str, tenant: str, spec: JobDescription, now: float) -> None:
-        """Store a new job; committed on return (concurrent calls share a transaction)."""
-        self._creations.write(NewJob(job_id, tenant, spec, now))
+    def create_job(self, job: NewJob) -> None:
+        """Store a new job, claim its buckets and record its idempotency token, all in one
+        transaction; committed on return (concurrent calls share a transaction).
+
+        Raises BucketForbidden if it names a bucket another tenant owns, and TokenTaken if
+        its token made a job already.
+        """
+        self._creations.write(job)
+
+    def owned_buckets(self, tenant: str) -> list[str]:
+        """The buckets `tenant` claimed (configured ones are not here)."""
+        with self.engine.connect() as connection:
+            return list(connection.execute(_OWNED, {"b_owner": tenant}).scalars())
 
     def _create_jobs(self, new_jobs: list[NewJob]) -> None:
         with self.transaction() as tx:
@@ -293,9 +324,12 @@ class StoreTransaction:
         self.create_jobs([NewJob(job_id, tenant, spec, now)])
 
     def create_jobs(self, new_jobs: Sequence[NewJob]) -> None:
-        """Insert jobs, their tasks and instances: one multi-row insert per table."""
+        """Insert jobs, their tasks and instances (one multi-row insert per table), after
+        claiming their buckets and recording their tokens (see `SqlStore.create_job`)."""
+        self._claim_buckets(new_jobs)
+        self._record_tokens(new_jobs)
         job_rows, task_rows, instance_rows = [], [], []
-        for job_id, tenant, spec, now in new_jobs:
+        for job_id, tenant, spec, now, _, _ in new_jobs:
             graph = spec.graph()
             job_rows.append({
                 "id": job_id, "tenant": tenant, "name": spec.Name, "priority": spec.Priority,
@@ -319,6 +353,33 @@ class StoreTransaction:
         self.connection.execute(jobs.insert(), job_rows)
         self.connection.execute(tasks.insert(), task_rows)
         self.connection.execute(instances.insert(), instance_rows)
+
+    def _claim_buckets(self, new_jobs: Sequence[NewJob]) -> None:
+        """Give each unowned bucket to the first job's tenant; refuse a job whose tenant
+        does not own a bucket it names (every such use listed)."""
+        named = sorted({bucket_of(use.url) for job in new_jobs for use in job.claims})
+        if not named:
+            return
+        now = new_jobs[0].now
+        claims = {bucket_of(use.url): job.tenant for job in reversed(new_jobs)
+                  for use in job.claims}
+        self.connection.execute(insert_ignoring_duplicates(self.connection, buckets), [
+            {"name": name, "owner": owner, "created": now} for name, owner in claims.items()])
+        owners = {row.name: bucket_rules.Grant(row.owner)
+                  for row in self.connection.execute(_OWNERS, {"b_names": named})}
+        for job in new_jobs:
+            bucket_rules.refuse(bucket_rules.problems(job.tenant, job.claims, owners))
+
+    def _record_tokens(self, new_jobs: Sequence[NewJob]) -> None:
+        rows = [{"tenant": job.tenant, "kind": job.token.kind, "token": job.token.token,
+                 "digest": job.token.digest, "resource_id": job.job_id, "created": job.now}
+                for job in new_jobs if job.token is not None]
+        if not rows:
+            return
+        try:
+            self.connection.execute(idempotency_tokens.insert(), rows)
+        except IntegrityError:  # the whole transaction is rolled back: no job, no claim
+            raise TokenTaken("the IdempotentToken was used by a job already") from None
 
     def job_row(self, job_id: str) -> Row[Any] | None:
         return self.connection.execute(select(jobs).where(jobs.c.id == job_id)).first()
@@ -493,6 +554,10 @@ _EPOCH = datetime.fromtimestamp(0, UTC)
 _ONE_INSTANCE = (instances.c.job_id == bindparam("b_job"), instances.c.task == bindparam("b_task"),
                  instances.c.instance_id == bindparam("b_index"))
 _JOB_STATE = select(jobs.c.state).where(jobs.c.id == bindparam("b_id"))
+_OWNERS = select(buckets.c.name, buckets.c.owner).where(
+    buckets.c.name.in_(bindparam("b_names", expanding=True)))
+_OWNED = select(buckets.c.name).where(buckets.c.owner == bindparam("b_owner")).order_by(
+    buckets.c.name)
 _INSTANCE_ROW = select(instances).where(*_ONE_INSTANCE)
 _MOVE_INSTANCE = instances.update().where(
     *_ONE_INSTANCE, instances.c.state.in_(bindparam("b_sources", expanding=True)))
@@ -564,5 +629,5 @@ def instance_record(row: Row[Any]) -> InstanceRecord:
         stderr_path=row.stderr_path, node=row.node)
 
 
-__all__ = ["GroupCommit", "InstanceChange", "LaunchRow", "NewJob", "SqlStore", "StoreTransaction",
-           "instance_record", "to_time"]
+__all__ = ["GroupCommit", "IdempotencyToken", "InstanceChange", "LaunchRow", "NewJob", "SqlStore",
+           "StoreTransaction", "TokenTaken", "instance_record", "to_time"]

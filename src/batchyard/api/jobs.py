@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from batchyard.adapters import listing
+from batchyard.adapters.store import IdempotencyToken, TokenTaken
 from batchyard.api.authentication import Caller
 from batchyard.api.bodies import json_object
 from batchyard.api.errors import BadRequest
@@ -66,19 +67,26 @@ async def create_job(request: Request, query: Annotated[CreateQuery, Query()],
 
 
 def submit(services: Services, caller: Caller, body: dict[str, Any], token: str) -> str:
-    """Submit once per idempotency token: a repeated token returns the first job's id."""
+    """Submit once per idempotency token: a repeated token returns the first job's id.
+
+    The token is stored with the job, in one transaction (see `SqlStore.create_job`): a
+    request that lost a race to another with the same token, or a retry after the server
+    died, finds the job that token made.
+    """
     if not token:
         return services.engine.submit(body, caller.tenant)
-    claim = services.tokens.claim(caller.tenant, "jobs", token, body_digest(body))
-    if not claim.owned:
-        return claim.resource_id
+    digest = body_digest(body)
+    earlier = services.tokens.find(caller.tenant, "jobs", token)
+    if earlier is not None:
+        return earlier.resolved(token, digest)
     try:
-        job_id = services.engine.submit(body, caller.tenant)
-    except BaseException:
-        services.tokens.release(caller.tenant, "jobs", token)
-        raise
-    services.tokens.settle(caller.tenant, "jobs", token, job_id)
-    return job_id
+        return services.engine.submit(body, caller.tenant,
+                                      IdempotencyToken("jobs", token, digest))
+    except TokenTaken:
+        earlier = services.tokens.find(caller.tenant, "jobs", token)
+        if earlier is None:
+            raise
+        return earlier.resolved(token, digest)
 
 
 def body_digest(body: dict[str, Any]) -> str:

@@ -14,13 +14,21 @@ import shutil
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from batchyard.adapters.store import InstanceChange, LaunchRow, SqlStore, StoreTransaction
+from batchyard.adapters.store import (
+    IdempotencyToken,
+    InstanceChange,
+    LaunchRow,
+    NewJob,
+    SqlStore,
+    StoreTransaction,
+)
 from batchyard.domain.attempt import AttemptKey, AttemptRequest, PathMapping
+from batchyard.domain.buckets import Grant
 from batchyard.domain.outcome import ErrorCode, Outcome
 from batchyard.domain.records import AttemptRecord, InstanceRecord, JobRecord, TaskRecord
 from batchyard.domain.retry import Verdict, decide
@@ -30,6 +38,7 @@ from batchyard.domain.states import TERMINAL, State
 from batchyard.errors import ABSENT, NotFound, Problem, SpecError
 from batchyard.ids import new_job_id
 from batchyard.orchestrator import operations
+from batchyard.orchestrator.buckets import TenantBuckets
 from batchyard.orchestrator.settling import settle_job
 from batchyard.ports import Executor, ObjectStore, OutcomeListener
 from batchyard.runner.reaper import reap_orphans
@@ -57,8 +66,10 @@ class Engine:
 
     def __init__(self, store: SqlStore, objects: ObjectStore, executor: ExecutorFactory,
                  work_root: Path, clock: Callable[[], float] = time.time,
-                 closers: tuple[Callable[[], None], ...] = ()) -> None:
+                 closers: tuple[Callable[[], None], ...] = (),
+                 grants: Mapping[str, Grant] | None = None) -> None:
         self.store = store
+        self.buckets = TenantBuckets(store, grants or {})
         self.objects = objects
         self.work_root = work_root
         self.clock = clock
@@ -80,6 +91,7 @@ class Engine:
         self._submitted = False
         """Set by submissions (which take no engine lock): the launch queue is stale."""
         self._specs: dict[str, JobDescription] = {}
+        self._tenants: dict[str, str] = {}
         self._released: dict[str, JobRecord] = {}
         self._closing = False
         self._job_moved = False
@@ -123,16 +135,24 @@ class Engine:
 
     # ---- submissions and operations ------------------------------------------------------
 
-    def submit(self, raw: Any, tenant: str = "default") -> str:
-        """Validate and store a job description; returns the new job id."""
+    def submit(self, raw: Any, tenant: str = "default",
+               token: IdempotencyToken | None = None) -> str:
+        """Validate and store a job description; returns the new job id.
+
+        Raises SpecError for an invalid description, BucketForbidden for a bucket the
+        tenant may not use, TokenTaken when `token` already made a job.
+        """
         spec = parse_job(raw)
         self._check_sandbox(spec)
+        claims = self.buckets.claims(tenant, spec)
         job_id = new_job_id()
         # Only new rows are written, so no engine lock: a busy control loop does not hold up
         # submissions (the database serialises writers; concurrent submissions share one
         # transaction).
-        self.store.create_job(job_id, tenant, spec, self.clock())
+        self.store.create_job(NewJob(job_id, tenant, spec, self.clock(), token, claims))
+        self.buckets.submitted(tenant)
         self._specs[job_id] = spec
+        self._tenants[job_id] = tenant
         self._submitted = True  # the launch order may change (read by the loop's next launch)
         self.wake()
         return job_id
@@ -160,7 +180,7 @@ class Engine:
     def delete(self, job_id: str, tenant: str | None = None) -> None:
         with self._lock:
             self._mutate(operations.delete, job_id, tenant)
-            self._specs.pop(job_id, None)
+            self._forget(job_id)
         shutil.rmtree(self.work_root / job_id, ignore_errors=True)
         self._notify()
 
@@ -420,14 +440,19 @@ class Engine:
             self._released[job_id] = self.job(job_id)
             with self.store.transaction() as tx:
                 tx.delete_job(job_id)
-            self._specs.pop(job_id, None)
+            self._forget(job_id)
             shutil.rmtree(self.work_root / job_id, ignore_errors=True)
+
+    def _forget(self, job_id: str) -> None:
+        self._specs.pop(job_id, None)
+        self._tenants.pop(job_id, None)
 
     def _request(self, row: LaunchRow) -> AttemptRequest:
         candidate = row.candidate
         task = self._spec(candidate.job_id).DAG.Tasks[candidate.task]
         parameters = task.Parameters
         inputs, outputs, logs = _mappings(task)
+        tenant = self._tenants[candidate.job_id]
         return AttemptRequest(
             key=AttemptKey(candidate.job_id, candidate.task, candidate.instance_id,
                            row.attempts + 1),
@@ -439,6 +464,7 @@ class Engine:
             stdout_dir=_as_directory(parameters.StdoutRedirectPath),
             stderr_dir=_as_directory(parameters.StderrRedirectPath),
             retry_count=row.retry_count,
+            tenant=tenant, buckets=self.buckets.reachable(tenant),
             cluster_id=task.ClusterId,
             inputs=inputs, outputs=outputs, logs=logs,
         )
@@ -458,6 +484,7 @@ class Engine:
                 raise NotFound(f"job {job_id} does not exist")
             spec = JobDescription.model_validate(record.description)
             self._specs[job_id] = spec
+            self._tenants[job_id] = record.tenant
         return spec
 
     def _requeue_lost(self, tx: StoreTransaction, now: float) -> None:

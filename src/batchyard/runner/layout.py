@@ -75,8 +75,8 @@ def _bucket_binds(request: AttemptRequest, objects: ObjectStore) -> list[Bind]:
     """The tenant's buckets that live in local folders, at their own path."""
     binds = []
     for bucket in request.buckets:
-        folder = objects.bucket_folder(bucket.name)
-        if folder is not None:
+        folder = objects.bucket_folder(bucket.name, create=bucket.writable)
+        if folder is not None and os.path.isdir(folder):
             binds.append(Bind(folder, folder, bucket.writable))
     return binds
 

@@ -89,7 +89,7 @@ def _attempt(request: AttemptRequest, objects: ObjectStore, control: AttemptCont
     verdict = _stopped_early(control)
     if verdict is None and (request.uses_mappings or settings.confinement.sandbox):
         layout, verdict = _lay_out(request, objects, settings, workspace, user)
-    verdict = (verdict or _fetch_package(request, objects, workspace, user)
+    verdict = (verdict or _fetch_package(request, objects, workspace, settings, user)
                or _execute(request, objects, control, settings, workspace, layout))
     if verdict.exit_code is None:
         ensure_logs(workspace)
@@ -111,7 +111,7 @@ def _stopped_early(control: AttemptControl) -> _Verdict | None:
 
 
 def _fetch_package(request: AttemptRequest, objects: ObjectStore, workspace: Workspace,
-                   user: tuple[int, int] | None) -> _Verdict | None:
+                   settings: RunnerSettings, user: tuple[int, int] | None) -> _Verdict | None:
     """Download and extract PackagePath into the workdir; a verdict only if that failed."""
     hand_over(workspace.workdir, user)
     if not request.package_path:
@@ -121,7 +121,8 @@ def _fetch_package(request: AttemptRequest, objects: ObjectStore, workspace: Wor
     except ObjectStoreError as error:
         return _Verdict(None, ErrorCode.PACKAGE, f"cannot download the package: {error.message}")
     try:
-        extract_package(Path(workspace.archive), Path(workspace.workdir))
+        extract_package(Path(workspace.archive), Path(workspace.workdir),
+                        settings.package_limits, owner=user)
     except PackageError as error:
         return _Verdict(None, ErrorCode.PACKAGE,
                         f"cannot extract the package {request.package_path}: {error.message}")

@@ -9,6 +9,7 @@ from functools import cached_property
 from pathlib import Path
 
 from batchyard.runner.confinement import Confinement
+from batchyard.runner.package import PackageLimits
 
 
 def _batchyard_parent() -> str:
@@ -41,6 +42,8 @@ class RunnerSettings:
     """Seconds between two shipments of the LogMapping files while a program runs."""
     confinement: Confinement = field(default_factory=Confinement)
     """Sandbox, user, network and limits of attempts (see `confinement`)."""
+    package_limits: PackageLimits = field(default_factory=PackageLimits)
+    """What a PackagePath tarball may cost (bytes, members, path length)."""
     inherit_environment: bool = False
     """Unsandboxed programs inherit this process's environment (minus BATCHYARD_*): the
     `batchyard run` of a user's own jobs; never under `serve`."""
