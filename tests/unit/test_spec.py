@@ -2,6 +2,7 @@
 
 import copy
 import json
+import time
 from typing import Any
 
 import pytest
@@ -11,6 +12,8 @@ from batchyard.domain.spec import (
     MAX_ARG_STRLEN,
     MAX_DEPTH,
     MAX_EXEC_BYTES,
+    MAX_PATH_CHARACTERS,
+    MAX_PROBLEMS,
     MAX_TIMEOUT,
     ObjectUse,
     bucket_of,
@@ -469,3 +472,39 @@ def test_bucket_of(url: str, bucket: str) -> None:
 def test_bucket_of_refuses_what_is_not_an_object_url(url: str) -> None:
     with pytest.raises(ValueError, match="not an object-store URL"):
         bucket_of(url)
+
+
+# ---- bounded work and answers -----------------------------------------------------------
+
+
+def test_problems_are_listed_up_to_a_bound() -> None:
+    problems = problems_of(job(Foo=["\0"] * (MAX_PROBLEMS + 50)))
+    assert len(problems) == MAX_PROBLEMS + 1
+    assert (problems[-1].code, problems[-1].path, problems[-1].value) == (
+        "InvalidParameter", "$", "50 more problems")
+
+
+def test_long_keys_are_clipped_in_paths() -> None:
+    key = "k" * 10_000
+    [problem] = problems_of(job(Foo={key: "\0"}))
+    assert problem.path.startswith("Foo.kkk") and len(problem.path) <= MAX_PATH_CHARACTERS + 1
+
+
+def test_a_rule_quotes_a_few_task_names_not_all() -> None:
+    raw = job()
+    raw["DAG"]["Tasks"] = {f"t{index}": task() for index in range(500)}
+    raw["DAG"]["Dependencies"] = {"t0": [f"missing{index}" for index in range(300)]}
+    with pytest.raises(SpecError) as caught:
+        parse_job(raw)
+    assert len(caught.value.message) < 50_000
+    assert "(500 tasks)" in caught.value.problems[0].rule
+
+
+def test_thousands_of_mappings_are_checked_in_linear_time() -> None:
+    folders = {f"oss://demo/in/{index}/": f"/home/in/{index}" for index in range(20_000)}
+    raw = task_with(InputMapping={**folders, "oss://demo/all/": "/home/in"})
+    started = time.monotonic()
+    problems = problems_of(raw)  # the pair-by-pair check took about a minute
+    assert time.monotonic() - started < 5
+    assert (problems[0].code, problems[0].value) == ("InvalidMapping", "/home/in/0 and /home/in")
+    assert problems[-1].value == f"{20_000 - MAX_PROBLEMS} more problems"
