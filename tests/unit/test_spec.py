@@ -1,12 +1,26 @@
 """Job description parsing: defaults, echo of unknown fields, every validation code."""
 
 import copy
+import json
+import time
 from typing import Any
 
 import pytest
 
-from batchyard.domain.spec import DEFAULT_TIMEOUT, parse_job
-from batchyard.errors import SpecError
+from batchyard.domain.spec import (
+    DEFAULT_TIMEOUT,
+    MAX_ARG_STRLEN,
+    MAX_DEPTH,
+    MAX_EXEC_BYTES,
+    MAX_PATH_CHARACTERS,
+    MAX_PROBLEMS,
+    MAX_TIMEOUT,
+    ObjectUse,
+    bucket_of,
+    object_urls,
+    parse_job,
+)
+from batchyard.errors import Problem, SpecError
 
 
 def task(**overrides: Any) -> dict[str, Any]:
@@ -91,6 +105,8 @@ def test_empty_values_mean_absent() -> None:
 
 @pytest.mark.parametrize(("mutate", "code", "path"), [
     (lambda j: j.update(Name="has space"), "InvalidName", "Name"),
+    (lambda j: j.update(Name="trailing-newline\n"), "InvalidName", "Name"),
+    (lambda j: j["DAG"]["Tasks"].update({"t\n": task()}), "InvalidTaskName", "DAG.Tasks.t\n"),
     (lambda j: j.update(Priority=1001), "InvalidPriority", "Priority"),
     (lambda j: j.update(Priority=-1), "InvalidPriority", "Priority"),
     (lambda j: j.update(Priority="high"), "InvalidPriority", "Priority"),
@@ -169,3 +185,326 @@ def test_task_rules_are_checked_even_when_fields_fail_their_types() -> None:
 
 def test_not_an_object_is_rejected() -> None:
     assert codes([1, 2]) == ["InvalidHttpBody"]
+
+
+# ---- bounds on every number, nesting and text ---------------------------------------------
+
+
+def problems_of(raw: Any) -> list[Problem]:
+    with pytest.raises(SpecError) as caught:
+        parse_job(raw)
+    return caught.value.problems
+
+
+def found(raw: Any) -> set[tuple[str, str]]:
+    return {(problem.code, problem.path) for problem in problems_of(raw)}
+
+
+def command_of(raw: dict[str, Any], name: str = "split") -> dict[str, Any]:
+    command: dict[str, Any] = raw["DAG"]["Tasks"][name]["Parameters"]["Command"]
+    return command
+
+
+def test_timeout_is_bounded_by_one_week() -> None:
+    assert MAX_TIMEOUT == 604_800
+    raw = job()
+    raw["DAG"]["Tasks"]["split"]["Timeout"] = MAX_TIMEOUT
+    assert parse_job(raw).DAG.Tasks["split"].Timeout == MAX_TIMEOUT
+    for timeout in (MAX_TIMEOUT + 1, 10**10, 10**400):
+        raw["DAG"]["Tasks"]["split"]["Timeout"] = timeout
+        problems = problems_of(raw)
+        assert [(p.code, p.path) for p in problems] == [
+            ("InvalidTimeout", "DAG.Tasks.split.Timeout")]
+        assert str(MAX_TIMEOUT) in problems[0].rule
+
+
+def test_existing_bounds_hold_for_huge_numbers() -> None:
+    raw = job(Priority=10**30)
+    raw["DAG"]["Tasks"]["split"].update(InstanceCount=10**30, MaxRetryCount=-(10**30))
+    assert found(raw) >= {("InvalidPriority", "Priority"),
+                          ("InvalidInstanceCount", "DAG.Tasks.split.InstanceCount"),
+                          ("InvalidMaxRetryCount", "DAG.Tasks.split.MaxRetryCount")}
+
+
+def place(raw: dict[str, Any], where: str, value: Any) -> dict[str, Any]:
+    """`raw` with `value` at the dotted path `where` (creating objects on the way)."""
+    *parents, last = where.split(".")
+    node = raw
+    for part in parents:
+        node = node.setdefault(part, {})
+    node[last] = value
+    return raw
+
+
+@pytest.mark.parametrize(("where", "code"), [
+    ("Foo", "InvalidParameter"),
+    ("Foo.Timeout", "InvalidParameter"),
+    ("Notification.Topic.Name", "InvalidNotification"),
+    ("DAG.Tasks.split.AutoCluster.Configs.Disks.SystemDisk.Size", "InvalidAutoCluster"),
+    ("DAG.Tasks.split.Mounts.CacheBlockSize", "InvalidMounts"),
+    ("DAG.Tasks.split.Foo", "InvalidParameter"),
+    ("DAG.Tasks.split.Parameters.Command.Docker.Bar", "InvalidParameter"),
+    ("DAG.Foo", "InvalidParameter"),
+])
+@pytest.mark.parametrize("number", [2**63, -(2**63) - 1, 10**400, 10**5000,
+                                    float("nan"), float("inf"), float("-inf")],
+                         ids=["2**63", "-2**63-1", "10**400", "10**5000", "nan", "inf", "-inf"])
+def test_every_number_anywhere_is_bounded(where: str, code: str, number: Any) -> None:
+    assert found(place(job(), where, number)) == {(code, where)}
+
+
+def test_numbers_within_the_bounds_are_kept() -> None:
+    raw = job(Foo=[2**63 - 1, -(2**63), 1e308, -1e-308, 0.5])
+    raw["DAG"]["Tasks"]["split"]["AutoCluster"]["SpotPriceLimit"] = 0.125
+    assert parse_job(raw).echo()["Foo"] == [2**63 - 1, -(2**63), 1e308, -1e-308, 0.5]
+
+
+def test_env_var_numbers_out_of_range_are_refused_not_stringified() -> None:
+    raw = job()
+    command_of(raw)["EnvVars"] = {"BIG": 10**5000, "NAN": float("nan"), "OK": 2**63 - 1}
+    assert found(raw) == {
+        ("InvalidEnvVars", "DAG.Tasks.split.Parameters.Command.EnvVars.BIG"),
+        ("InvalidEnvVars", "DAG.Tasks.split.Parameters.Command.EnvVars.NAN")}
+
+
+def nested(levels: int) -> Any:
+    """`levels` levels of objects and arrays (alternating), innermost holding 1."""
+    value: Any = 1
+    for level in range(levels):
+        value = [value] if level % 2 else {"x": value}
+    return value
+
+
+def test_nesting_is_bounded_to_max_depth_levels() -> None:
+    raw = job(Foo=nested(MAX_DEPTH - 1))  # the job object is the first level
+    echoed = parse_job(raw).echo()
+    assert json.loads(json.dumps(echoed))["Foo"] == raw["Foo"]
+    raw = job(Foo=nested(MAX_DEPTH))
+    assert [(p.code, p.path) for p in problems_of(raw)] == [("InvalidJsonFormat", "$")]
+
+
+@pytest.mark.parametrize("levels", [300, 1_000, 100_000])
+def test_deep_nesting_is_refused_without_recursion(levels: int) -> None:
+    in_a_task = job()
+    in_a_task["DAG"]["Tasks"]["split"].update(Foo=nested(levels), Timeout="long")
+    for raw in (job(Foo=nested(levels)), in_a_task, nested(levels)):
+        problems = problems_of(raw)
+        assert [(p.code, p.path) for p in problems] == [("InvalidJsonFormat", "$")]
+        assert str(MAX_DEPTH) in problems[0].rule
+
+
+def test_a_refused_task_is_salvaged_without_changing_the_input() -> None:
+    raw = job()
+    raw["DAG"]["Tasks"]["split"].update(Timeout="long", InstanceCount=0)
+    command_of(raw)["EnvVars"] = {"GOOD": "1", "BAD": [1]}
+    command_of(raw)["PackagePath"] = "oss://demo/worker.zip"
+    before = copy.deepcopy(raw)
+    assert found(raw) == {
+        ("InvalidTimeout", "DAG.Tasks.split.Timeout"),
+        ("InvalidInstanceCount", "DAG.Tasks.split.InstanceCount"),
+        ("InvalidEnvVars", "DAG.Tasks.split.Parameters.Command.EnvVars.BAD"),
+        ("InvalidPackagePath", "DAG.Tasks.split.Parameters.Command.PackagePath")}
+    assert raw == before
+
+
+@pytest.mark.parametrize(("where", "code"), [
+    ("DAG.Tasks.split.Parameters.Command.CommandLine", "InvalidCommandLine"),
+    ("DAG.Tasks.split.Parameters.Command.EnvVars.NAME", "InvalidEnvVars"),
+    ("Description", "InvalidDescription"),
+    ("DAG.Tasks.split.ClusterId", "InvalidClusterId"),
+    ("DAG.Tasks.split.Parameters.InputMappingConfig.Locale", "InvalidLocale"),
+    ("DAG.Tasks.split.AutoCluster.InstanceType", "InvalidAutoCluster"),
+    ("Notification.Topic.Events", "InvalidNotification"),
+    ("Foo", "InvalidParameter"),
+])
+@pytest.mark.parametrize("text", ["a\0b", "\0", "\ud800", "x\udfffy"])
+def test_nul_and_lone_surrogates_are_refused_in_every_string(where: str, code: str,
+                                                             text: str) -> None:
+    assert (code, where) in found(place(job(), where, text))
+
+
+def test_nul_in_keys_is_refused_and_paths_stay_printable() -> None:
+    raw = job(Foo={"a\0b": 1})
+    command_of(raw)["EnvVars"] = {"A\0": "x"}
+    raw["DAG"]["Tasks"]["sp\ud800lit"] = raw["DAG"]["Tasks"].pop("merge")
+    raw["DAG"]["Dependencies"] = {}
+    problems = problems_of(raw)
+    paths = {(p.code, p.path) for p in problems}
+    assert ("InvalidParameter", "Foo.a\\x00b") in paths
+    assert ("InvalidEnvVars", "DAG.Tasks.split.Parameters.Command.EnvVars.A\\x00") in paths
+    assert ("InvalidTaskName", "DAG.Tasks.sp\\ud800lit") in paths
+    for problem in problems:  # an answer is UTF-8 JSON
+        (problem.path + problem.rule + str(problem)).encode("utf-8")
+
+
+@pytest.mark.parametrize("name", ["A", "_x", "my.var-1", "-", "PATH", "a1"])
+def test_environment_variable_names_that_exec_accepts(name: str) -> None:
+    raw = job()
+    command_of(raw)["EnvVars"] = {name: "v"}
+    assert parse_job(raw).DAG.Tasks["split"].Parameters.Command.EnvVars == {name: "v"}
+
+
+@pytest.mark.parametrize("name", ["A=B", "=", "", "1A", "A B", "é", "A\n", "$A"])
+def test_environment_variable_names_that_can_never_be_set(name: str) -> None:
+    raw = job()
+    command_of(raw)["EnvVars"] = {name: "v"}
+    assert ("InvalidEnvVars", f"DAG.Tasks.split.Parameters.Command.EnvVars.{name}") \
+        in found(raw)
+
+
+def test_command_line_must_be_shorter_than_one_exec_argument() -> None:
+    raw = job()
+    command_of(raw)["CommandLine"] = "x" * (MAX_ARG_STRLEN - 1)
+    parse_job(raw)
+    command_of(raw)["CommandLine"] = "é" * (MAX_ARG_STRLEN // 2)  # counted in UTF-8 bytes
+    [problem] = problems_of(raw)
+    assert (problem.code, problem.path) == (
+        "InvalidCommandLine", "DAG.Tasks.split.Parameters.Command.CommandLine")
+    assert str(MAX_ARG_STRLEN) in problem.rule and "it is 131072 bytes" in problem.rule
+
+
+def test_each_environment_string_must_be_shorter_than_one_exec_argument() -> None:
+    raw = job()
+    command_of(raw)["EnvVars"] = {"V": "x" * (MAX_ARG_STRLEN - 3)}  # "V=" + value + NUL
+    parse_job(raw)
+    command_of(raw)["EnvVars"] = {"V": "x" * (MAX_ARG_STRLEN - 2)}
+    [problem] = problems_of(raw)
+    assert (problem.code, problem.path) == (
+        "InvalidEnvVars", "DAG.Tasks.split.Parameters.Command.EnvVars.V")
+    assert f"it is {MAX_ARG_STRLEN} bytes" in problem.rule
+
+
+def test_command_line_and_environment_together_are_bounded() -> None:
+    raw = job()
+    value = "x" * (MAX_ARG_STRLEN - 100)
+    command_of(raw)["EnvVars"] = {f"V{index}": value for index in range(9)}
+    problems = problems_of(raw)
+    assert [(p.code, p.path) for p in problems] == [
+        ("InvalidEnvVars", "DAG.Tasks.split.Parameters.Command.EnvVars")]
+    assert str(MAX_EXEC_BYTES) in problems[0].rule and "they take 1" in problems[0].rule
+    command_of(raw)["EnvVars"] = {f"V{index}": value for index in range(8)}
+    parse_job(raw)
+
+
+def task_with(**fields: Any) -> dict[str, Any]:
+    raw = job()
+    raw["DAG"]["Tasks"]["split"].update(fields)
+    return raw
+
+
+@pytest.mark.parametrize("bad", ["oss://demo/../other-bucket/x/", "oss://demo/a/./b/",
+                                 "oss://demo/a/..", "oss://demo/a\\b/", "oss://demo/a\0/",
+                                 "s3://demo/x/../../y/"])
+@pytest.mark.parametrize(("build", "code", "path"), [
+    (lambda url: task_with(Parameters={**task()["Parameters"], "StdoutRedirectPath": url}),
+     "InvalidStdoutRedirectPath", "DAG.Tasks.split.Parameters.StdoutRedirectPath"),
+    (lambda url: task_with(Parameters={**task()["Parameters"], "StderrRedirectPath": url}),
+     "InvalidStderrRedirectPath", "DAG.Tasks.split.Parameters.StderrRedirectPath"),
+    (lambda url: task_with(Parameters={**task()["Parameters"], "Command": {
+        "CommandLine": "true", "PackagePath": url.rstrip("/") + "/w.tar.gz"}}),
+     "InvalidPackagePath", "DAG.Tasks.split.Parameters.Command.PackagePath"),
+    (lambda url: task_with(InputMapping={url: "/home/in"}),
+     "InvalidInputMapping", "DAG.Tasks.split.InputMapping"),
+    (lambda url: task_with(OutputMapping={"/home/out": url}),
+     "InvalidOutputMapping", "DAG.Tasks.split.OutputMapping"),
+    (lambda url: task_with(LogMapping={"/home/app.log": url}),
+     "InvalidLogMapping", "DAG.Tasks.split.LogMapping"),
+    (lambda url: task_with(Mounts={"Entries": [{"Source": url, "Destination": "/mnt/x"}]}),
+     "InvalidMounts", "DAG.Tasks.split.Mounts.Entries.0"),
+])
+def test_object_urls_that_leave_their_folder_are_refused(build: Any, code: str, path: str,
+                                                         bad: str) -> None:
+    problems = [p for p in problems_of(build(bad)) if p.path == path]
+    assert problems and problems[0].code == code
+    assert "'..'" in problems[0].rule
+
+
+@pytest.mark.parametrize("url", ["oss://demo/..a/", "oss://demo/.hidden/", "oss://demo/a..b/",
+                                 "oss://demo/...", "s3://demo/a//b/", "oss://demo"])
+def test_object_urls_with_dots_inside_segments_are_fine(url: str) -> None:
+    parse_job(task_with(InputMapping={url: "/home/in"}))
+
+
+def test_object_urls_lists_every_url_with_its_path_and_direction() -> None:
+    raw = task_with(
+        InputMapping={"oss://in-bucket/data/": "/home/in"},
+        OutputMapping={"/home/out/": "s3://out-bucket/results/"},
+        LogMapping={"/home/app.log": "oss://log-bucket/app/"},
+        Mounts={"Entries": [{"Source": "oss://ref-bucket/ref/", "Destination": "/mnt/ref",
+                             "WriteSupport": True}]})
+    raw["DAG"]["Tasks"] = {"split": raw["DAG"]["Tasks"]["split"]}
+    raw["DAG"]["Dependencies"] = {}
+    task_path = "DAG.Tasks.split"
+    assert object_urls(parse_job(raw)) == [
+        ObjectUse(f"{task_path}.Parameters.Command.PackagePath",
+                  "oss://demo/log-count/worker.tar.gz", writes=False),
+        ObjectUse(f"{task_path}.InputMapping.oss://in-bucket/data/", "oss://in-bucket/data/",
+                  writes=False),
+        ObjectUse(f"{task_path}.Mounts.Entries.0.Source", "oss://ref-bucket/ref/",
+                  writes=False),
+        ObjectUse(f"{task_path}.Parameters.StdoutRedirectPath", "oss://demo/log-count/logs/",
+                  writes=True),
+        ObjectUse(f"{task_path}.Parameters.StderrRedirectPath", "oss://demo/log-count/logs/",
+                  writes=True),
+        ObjectUse(f"{task_path}.OutputMapping./home/out/", "s3://out-bucket/results/",
+                  writes=True),
+        ObjectUse(f"{task_path}.LogMapping./home/app.log", "oss://log-bucket/app/",
+                  writes=True),
+    ]
+
+
+def test_object_urls_of_a_job_without_package_or_mappings() -> None:
+    raw = job()
+    for name in ("split", "count", "merge"):
+        command_of(raw, name)["PackagePath"] = ""
+    uses = object_urls(parse_job(raw))
+    assert len(uses) == 6 and all(use.writes for use in uses)
+    assert {bucket_of(use.url) for use in uses} == {"demo"}
+
+
+@pytest.mark.parametrize(("url", "bucket"), [("oss://b/x/y", "b"), ("s3://my-bucket", "my-bucket"),
+                                             ("oss://a.b-c/", "a.b-c")])
+def test_bucket_of(url: str, bucket: str) -> None:
+    assert bucket_of(url) == bucket
+
+
+@pytest.mark.parametrize("url", ["http://b/x", "oss://", "oss://b/../c/", "/local/path", ""])
+def test_bucket_of_refuses_what_is_not_an_object_url(url: str) -> None:
+    with pytest.raises(ValueError, match="not an object-store URL"):
+        bucket_of(url)
+
+
+# ---- bounded work and answers -----------------------------------------------------------
+
+
+def test_problems_are_listed_up_to_a_bound() -> None:
+    problems = problems_of(job(Foo=["\0"] * (MAX_PROBLEMS + 50)))
+    assert len(problems) == MAX_PROBLEMS + 1
+    assert (problems[-1].code, problems[-1].path, problems[-1].value) == (
+        "InvalidParameter", "$", "50 more problems")
+
+
+def test_long_keys_are_clipped_in_paths() -> None:
+    key = "k" * 10_000
+    [problem] = problems_of(job(Foo={key: "\0"}))
+    assert problem.path.startswith("Foo.kkk") and len(problem.path) <= MAX_PATH_CHARACTERS + 1
+
+
+def test_a_rule_quotes_a_few_task_names_not_all() -> None:
+    raw = job()
+    raw["DAG"]["Tasks"] = {f"t{index}": task() for index in range(500)}
+    raw["DAG"]["Dependencies"] = {"t0": [f"missing{index}" for index in range(300)]}
+    with pytest.raises(SpecError) as caught:
+        parse_job(raw)
+    assert len(caught.value.message) < 50_000
+    assert "(500 tasks)" in caught.value.problems[0].rule
+
+
+def test_thousands_of_mappings_are_checked_in_linear_time() -> None:
+    folders = {f"oss://demo/in/{index}/": f"/home/in/{index}" for index in range(20_000)}
+    raw = task_with(InputMapping={**folders, "oss://demo/all/": "/home/in"})
+    started = time.monotonic()
+    problems = problems_of(raw)  # the pair-by-pair check took about a minute
+    assert time.monotonic() - started < 5
+    assert (problems[0].code, problems[0].value) == ("InvalidMapping", "/home/in/0 and /home/in")
+    assert problems[-1].value == f"{20_000 - MAX_PROBLEMS} more problems"
