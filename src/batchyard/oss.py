@@ -25,7 +25,12 @@ import os
 from functools import lru_cache
 from pathlib import Path
 
-from batchyard.adapters.objectstore import BUCKETS_VARIABLE, ROOT_VARIABLE, FsspecObjectStore
+from batchyard.adapters.objectstore import (
+    BUCKETS_VARIABLE,
+    ONLY_VARIABLE,
+    ROOT_VARIABLE,
+    FsspecObjectStore,
+)
 
 __all__ = ["cat", "get", "ls", "put", "put_text", "read_text"]
 
@@ -62,9 +67,13 @@ def read_text(url: str) -> str:
 
 def _store() -> FsspecObjectStore:
     """The store the environment describes; rebuilt only when the variables change."""
-    return _store_for(os.environ.get(ROOT_VARIABLE, ""), os.environ.get(BUCKETS_VARIABLE, ""))
+    return _store_for(os.environ.get(ROOT_VARIABLE, ""), os.environ.get(BUCKETS_VARIABLE, ""),
+                      os.environ.get(ONLY_VARIABLE))
 
 
 @lru_cache(maxsize=4)
-def _store_for(root: str, buckets: str) -> FsspecObjectStore:
-    return FsspecObjectStore.from_environment({ROOT_VARIABLE: root, BUCKETS_VARIABLE: buckets})
+def _store_for(root: str, buckets: str, only: str | None) -> FsspecObjectStore:
+    variables = {ROOT_VARIABLE: root, BUCKETS_VARIABLE: buckets}
+    if only is not None:  # a confined program: its tenant's buckets only
+        variables[ONLY_VARIABLE] = only
+    return FsspecObjectStore.from_environment(variables)

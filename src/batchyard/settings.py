@@ -49,9 +49,10 @@ class BucketGrant(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     owner: str
-    read: list[str] = Field(default_factory=list, description="Tenants that may read it")
+    read: list[str] = Field(default_factory=list,
+                            description="Tenants that may read it ('*': every tenant)")
     write: list[str] = Field(default_factory=list,
-                             description="Tenants that may read and write it")
+                             description="Tenants that may read and write it ('*': every tenant)")
 
 
 class Settings(BaseSettings):

@@ -19,7 +19,7 @@ from batchyard.adapters.credentials import AccessKey, KeyStore
 from batchyard.api import create_app
 from batchyard.api.signature import signed_headers
 from batchyard.cli.keys import open_key_store
-from batchyard.settings import Settings
+from batchyard.settings import BucketGrant, Settings
 
 
 @dataclass(frozen=True)
@@ -74,7 +74,9 @@ def wait_for_state(client: httpx.Client, job_id: str, states: set[str],
 @pytest.fixture(scope="session")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     data_dir: Path = tmp_path_factory.mktemp("serve")
-    settings = Settings(data_dir=data_dir, slots=4)
+    # One log bucket for every test tenant (each would own one of its own otherwise).
+    shared = {"api-tests": BucketGrant(owner="alice", write=["*"])}
+    settings = Settings(data_dir=data_dir, slots=4, bucket_grants=shared)
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
     port = listener.getsockname()[1]

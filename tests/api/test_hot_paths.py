@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from batchyard.adapters.credentials import KeyStore, master_key, open_database
-from batchyard.adapters.store import GroupCommit, SqlStore
+from batchyard.adapters.store import GroupCommit, NewJob, SqlStore
 from batchyard.api.services import Services
 from batchyard.api.signature import signed_headers
 from batchyard.domain.spec import parse_job
@@ -153,7 +153,7 @@ def test_create_jobs_in_one_transaction(tmp_path: Path) -> None:
     ids = [new_job_id() for _ in range(4)]
 
     def create(job_id: str) -> None:
-        store.create_job(job_id, "frank", spec, time.time())
+        store.create_job(NewJob(job_id, "frank", spec, time.time()))
 
     with ThreadPoolExecutor(4) as pool:
         list(pool.map(create, ids))

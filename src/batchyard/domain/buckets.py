@@ -5,7 +5,8 @@ the owner configuration gives it, and may be shared there: read-only with some t
 read-write with others. Any other bucket belongs to the first tenant whose job names it
 (the store claims it in the transaction that stores the job) and is shared with nobody.
 A tenant may read a bucket it owns or is granted; it may write one it owns or is granted
-read-write. `batchyard run` submits as the tenant `default`, which so owns the buckets of a
+read-write. `*` in a list of tenants means every tenant (a bucket of shared reference data,
+say). `batchyard run` submits as the tenant `default`, which so owns the buckets of a
 one-user installation.
 """
 
@@ -17,6 +18,8 @@ from dataclasses import dataclass
 from batchyard.domain.spec import ObjectUse, bucket_of
 from batchyard.errors import Problem, SpecError
 
+EVERYONE = "*"
+"""In a grant's list of tenants: every tenant."""
 FORBIDDEN = "Forbidden"
 """The BatchCompute code of a refusal (reference §9.8: 403, not authorised for resource)."""
 
@@ -30,12 +33,16 @@ class Grant:
     writers: frozenset[str] = frozenset()
 
     def allows(self, tenant: str, writes: bool) -> bool:
-        if tenant == self.owner or tenant in self.writers:
+        if tenant == self.owner or _names(self.writers, tenant):
             return True
-        return not writes and tenant in self.readers
+        return not writes and _names(self.readers, tenant)
 
     def reachable_by(self, tenant: str) -> bool:
         return self.allows(tenant, writes=False)
+
+
+def _names(tenants: frozenset[str], tenant: str) -> bool:
+    return tenant in tenants or EVERYONE in tenants
 
 
 class BucketForbidden(SpecError):

@@ -17,6 +17,8 @@ depends_on = None
 
 
 def upgrade() -> None:
+    if "buckets" in sa.inspect(op.get_bind()).get_table_names():
+        return  # a database made by `metadata.create_all` before the migrations (see 0001)
     op.create_table(
         "buckets",
         sa.Column("name", sa.String(length=64), nullable=False),
