@@ -41,6 +41,12 @@ class Settings(BaseSettings):
     s3_addressing_style: str = Field(
         default="", description="'virtual' for Alibaba OSS, 'path' for most self-hosted "
         "S3 servers; default: botocore's choice")
+    allow_missing_nonce: bool = Field(
+        default=False, description="Accept signed requests without x-acs-signature-nonce "
+        "(they can be replayed within 15 minutes); only for old clients that send none")
+    require_body_digest: bool = Field(
+        default=False, description="Refuse a request body without a signed Content-MD5 "
+        "header (the official SDK signs none; batchyard's own clients do)")
 
     @property
     def resolved_database_url(self) -> str:

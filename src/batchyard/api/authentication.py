@@ -11,6 +11,7 @@ Failures and their codes (documented in docs/rest-api.md):
 | 400 | MissingDate / InvalidDate | no usable `Date` (or `x-acs-date`) header |
 | 403 | RequestTimeTooSkewed | the date is more than 15 minutes from the server's clock |
 | 400 | InvalidSignature | the signature does not match, or the key ids of the headers differ |
+| 400 | MissingSignatureNonce | no `x-acs-signature-nonce` (unless `allow_missing_nonce`) |
 | 403 | SignatureNonceUsed | the `x-acs-signature-nonce` was already used within the window |
 """
 
@@ -125,10 +126,13 @@ class Authenticator:
     """Verifies signed requests against the key store."""
 
     def __init__(self, keys: KeyStore, clock: Callable[[], float] = time.time,
-                 nonces: NonceRegistry | None = None) -> None:
+                 nonces: NonceRegistry | None = None, allow_missing_nonce: bool = False) -> None:
         self.keys = keys
         self.clock = clock
         self.nonces = nonces if nonces is not None else NonceRegistry(clock)
+        self.allow_missing_nonce = allow_missing_nonce
+        """A request without a nonce can be replayed, unchanged, for 15 minutes: such requests
+        are refused unless this compatibility setting lets them through."""
 
     def verify(self, method: str, target: str, headers: Mapping[str, str]) -> Caller:
         """The caller of a request; `headers` has lower-case names, `target` is raw."""
@@ -140,11 +144,19 @@ class Authenticator:
         if not matches(signature(key.secret, text), signed):
             raise BadRequest(f"the signature does not match; the server signed {text!r}",
                              code="InvalidSignature")
-        nonce = headers.get("x-acs-signature-nonce", "")
-        if nonce and not self.nonces.first_use(key.id, nonce, dated):
+        self._check_nonce(key.id, headers.get("x-acs-signature-nonce", ""), dated)
+        return Caller(key.tenant, key.id)
+
+    def _check_nonce(self, key_id: str, nonce: str, dated: float) -> None:
+        if not nonce:
+            if self.allow_missing_nonce:
+                return
+            raise BadRequest("the request has no x-acs-signature-nonce header: send a fresh "
+                             "unique value (a UUID) with every request, and sign it",
+                             code="MissingSignatureNonce")
+        if not self.nonces.first_use(key_id, nonce, dated):
             raise AccessDenied(f"x-acs-signature-nonce {nonce!r} was already used",
                                code="SignatureNonceUsed")
-        return Caller(key.tenant, key.id)
 
     def _active_key(self, key_id: str) -> AccessKey:
         key = self.keys.lookup(key_id)

@@ -51,7 +51,8 @@ def build_services(settings: Settings, engine: Engine) -> Services:
     keys = KeyStore(database, master_key(settings.data_dir.resolve()))
     nonces = NonceRegistry(ledger=NonceLedger(database))
     return Services(settings, engine, database, keys, TokenLedger(database),
-                    Authenticator(keys, nonces=nonces),
+                    Authenticator(keys, nonces=nonces,
+                                  allow_missing_nonce=settings.allow_missing_nonce),
                     inline_reads=database.dialect.name == "sqlite")
 
 
