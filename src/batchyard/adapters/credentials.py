@@ -18,12 +18,13 @@ import stat
 import string
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from cryptography.fernet import Fernet, InvalidToken
-from sqlalchemy import Column, Engine, Float, String, Table, Text, bindparam, select
+from sqlalchemy import Column, Connection, Engine, Float, String, Table, Text, bindparam, select
 from sqlalchemy.exc import IntegrityError
 
 from batchyard.adapters.database import insert_ignoring_duplicates, migrate, open_engine
@@ -339,9 +340,14 @@ def nonce_digest(nonce: str) -> str:
 class NonceLedger:
     """The signature nonces still inside their replay window, in the state database."""
 
-    def __init__(self, database: Engine, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, database: Engine, clock: Callable[[], float] = time.time,
+                 begin: Callable[[], AbstractContextManager[Connection]] | None = None) -> None:
         self.database = database
         self.clock = clock
+        self._begin = begin or database.begin
+        """Opens the transaction that saves nonces: the server passes the state store's, so
+        that with SQLite they queue behind its other writers in the process instead of
+        sleeping in SQLite's busy handler."""
         create_tables(database)
 
     def recent(self) -> list[tuple[Nonce, float]]:
@@ -352,8 +358,9 @@ class NonceLedger:
         return [((row.key_id, row.digest), row.expires) for row in rows]
 
     def remember(self, nonces: list[tuple[Nonce, float]]) -> None:
-        """Store nonces (with their expiry); forget those whose window has ended."""
-        with self.database.begin() as connection:
+        """Store nonces (with their expiry); forget those whose window has ended (first, so
+        that a nonce used again after its window is stored again)."""
+        with self._begin() as connection:
             connection.execute(signature_nonces.delete().where(
                 signature_nonces.c.expires < self.clock()))
             if nonces:
