@@ -7,6 +7,8 @@ broken HTTP and absurdly nested JSON.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import http.client
 import json
 import socket
@@ -24,7 +26,7 @@ from sqlalchemy.exc import OperationalError
 
 from batchyard.adapters.credentials import AccessKey, NonceLedger
 from batchyard.api import create_app
-from batchyard.api.signature import authorization, signed_headers
+from batchyard.api.signature import authorization, signed_headers, string_to_sign
 from batchyard.cli.keys import open_key_store
 from batchyard.settings import Settings
 from tests.api.conftest import Signer
@@ -90,7 +92,7 @@ def test_a_request_replayed_right_after_a_kill_is_refused(tmp_path: Path) -> Non
     data_dir = tmp_path / "data"
     key = open_key_store(Settings(data_dir=data_dir)).create("victim")
     body = json.dumps(job("echo once", bucket="victim-logs")).encode()
-    headers = signed_headers(key.id, key.secret, "POST", "/jobs")
+    headers = signed_headers(key.id, key.secret, "POST", "/jobs", body=body)
     captured = raw_request("POST", "/jobs", {**headers, "content-type": "application/json"},
                            body)
     first = start_serve(data_dir)
@@ -147,3 +149,84 @@ def test_a_request_whose_nonce_cannot_be_saved_is_not_processed(
         assert "disk" not in response.text
         monkeypatch.undo()
         assert client.get("/jobs").json()["Items"] == []
+
+
+def signed_post(key: AccessKey, body: bytes, **extra: str) -> dict[str, str]:
+    """Headers of POST /jobs signed for `body`, plus `extra` (signed too)."""
+    headers = {**signed_headers(key.id, key.secret, "POST", "/jobs", body=body), **extra}
+    return resigned(key, "POST", "/jobs", headers)
+
+
+def job_names(client: httpx.Client) -> list[str]:
+    return [item["Name"] for item in client.get("/jobs").json()["Items"]]
+
+
+def test_our_clients_sign_a_digest_of_the_body() -> None:
+    body = b'{"Priority": 1}'
+    headers = signed_headers("id", "secret", "PUT", "/jobs/job-1", body=body)
+    assert headers["content-md5"] == base64.b64encode(hashlib.md5(body).digest()).decode()
+    assert headers["content-md5"] in string_to_sign("PUT", "/jobs/job-1", headers)
+    assert "content-md5" not in signed_headers("id", "secret", "GET", "/jobs")
+
+
+def test_a_body_swapped_under_a_signed_content_md5_is_refused(
+        serve: ServeProcess, alice_key: AccessKey, alice: httpx.Client) -> None:
+    honest = json.dumps({**job("echo honest"), "Name": "honest"}).encode()
+    forged = json.dumps({**job("echo forged"), "Name": "forged"}).encode()
+    headers = signed_post(alice_key, honest)
+    body = assert_error(send(serve, "POST", "/jobs", headers, forged), 400, "InvalidContentMD5")
+    assert "Content-MD5" in body["Message"]
+    assert "forged" not in job_names(alice)
+    replayed = send(serve, "POST", "/jobs", headers, honest)
+    assert_error(replayed, 403, "SignatureNonceUsed")  # the nonce was used up by the forgery
+    response = send(serve, "POST", "/jobs", signed_post(alice_key, honest), honest)
+    assert response.status_code == 201, response.text
+
+
+def test_content_md5_may_be_hex_and_must_spell_a_digest(
+        serve: ServeProcess, alice_key: AccessKey) -> None:
+    body = json.dumps(job("echo hex")).encode()
+    hex_digest = hashlib.md5(body).hexdigest()
+    for value in (hex_digest, hex_digest.upper()):
+        headers = signed_post(alice_key, body, **{"content-md5": value})
+        assert send(serve, "POST", "/jobs", headers, body).status_code == 201
+    for value in ("not a digest", base64.b64encode(b"short").decode(), hex_digest[:-2]):
+        headers = signed_post(alice_key, body, **{"content-md5": value})
+        assert_error(send(serve, "POST", "/jobs", headers, body), 400, "InvalidContentMD5")
+
+
+def test_the_sdks_unsigned_content_md5_must_match_too(
+        serve: ServeProcess, alice_key: AccessKey, alice: httpx.Client) -> None:
+    sent = json.dumps({**job("echo damaged"), "Name": "damaged"}).encode()
+    sdk_like = signed_headers(alice_key.id, alice_key.secret, "POST", "/jobs")  # no Content-MD5
+    other = hashlib.md5(sent + b" ").hexdigest()
+    response = send(serve, "POST", "/jobs", {**sdk_like, "contentMd5": other}, sent)
+    assert_error(response, 400, "InvalidContentMD5")
+    assert "damaged" not in job_names(alice)
+    sdk_like = signed_headers(alice_key.id, alice_key.secret, "POST", "/jobs")
+    response = send(serve, "POST", "/jobs",
+                    {**sdk_like, "contentMd5": hashlib.md5(sent).hexdigest()}, sent)
+    assert response.status_code == 201, response.text
+
+
+@pytest.fixture(scope="module")
+def strict(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServeProcess]:
+    """A server with `require_body_digest` on."""
+    server = start_serve(tmp_path_factory.mktemp("strict") / "data",
+                         env={"BATCHYARD_REQUIRE_BODY_DIGEST": "true"})
+    yield server
+    server.stop()
+
+
+def test_a_required_body_digest_must_be_sent(strict: ServeProcess) -> None:
+    key = open_key_store(strict.settings).create("strict")
+    body = json.dumps(job("echo strict")).encode()
+    sdk_like = signed_headers(key.id, key.secret, "POST", "/jobs")
+    sdk_like["contentMd5"] = hashlib.md5(body).hexdigest()  # unsigned: not enough
+    body_error = assert_error(send(strict, "POST", "/jobs", sdk_like, body), 400,
+                              "MissingContentMD5")
+    assert "Content-MD5" in body_error["Message"]
+    assert send(strict, "POST", "/jobs", signed_post(key, body), body).status_code == 201
+    with strict.client(key) as client:  # batchyard's own clients sign the digest
+        assert client.post("/jobs", json=job("echo own")).status_code == 201
+        assert client.get("/jobs").status_code == 200  # no body, no digest needed
