@@ -7,6 +7,7 @@ broken HTTP and absurdly nested JSON.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import http.client
@@ -48,9 +49,9 @@ def raw_request(method: str, target: str, headers: dict[str, str], body: bytes =
     return "\r\n".join([*lines, "", ""]).encode("latin-1") + body
 
 
-def exchange(serve: ServeProcess, data: bytes) -> tuple[int, dict[str, str], bytes]:
+def exchange(serve: ServeProcess | str, data: bytes) -> tuple[int, dict[str, str], bytes]:
     """Send raw bytes to the server; its answer as (status, lower-case headers, body)."""
-    address = urlsplit(serve.url)
+    address = urlsplit(serve if isinstance(serve, str) else serve.url)
     with socket.create_connection((address.hostname, address.port), timeout=30) as connection:
         connection.sendall(data)
         response = http.client.HTTPResponse(connection)
@@ -113,12 +114,13 @@ def test_a_request_replayed_right_after_a_kill_is_refused(tmp_path: Path) -> Non
 
 
 @contextmanager
-def in_process(settings: Settings) -> Iterator[str]:
-    """`create_app(settings)` on uvicorn in a thread of this process (to patch the server);
-    its URL."""
+def in_process(settings: Settings, http: type[asyncio.Protocol] | str = "auto") -> Iterator[str]:
+    """`create_app(settings)` on uvicorn in a thread of this process (to patch the server, or
+    to choose its HTTP protocol); its URL."""
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(create_app(settings), log_level="warning"))
+    server = uvicorn.Server(uvicorn.Config(create_app(settings), log_level="warning",
+                                           http=http))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [listener]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 20
@@ -230,3 +232,41 @@ def test_a_required_body_digest_must_be_sent(strict: ServeProcess) -> None:
     with strict.client(key) as client:  # batchyard's own clients sign the digest
         assert client.post("/jobs", json=job("echo own")).status_code == 201
         assert client.get("/jobs").status_code == 200  # no body, no digest needed
+
+
+BROKEN_HTTP = {
+    "request line": b"GARBAGE\r\n\r\n",
+    "request line, bad version": b"GET /jobs HTTP/9\r\nhost: x\r\n\r\n",
+    "Content-Length not a number": b"POST /jobs HTTP/1.1\r\nhost: x\r\ncontent-length: 1x\r\n\r\n",
+    "Content-Length overflowing": (b"POST /jobs HTTP/1.1\r\nhost: x\r\n"
+                                   b"content-length: 99999999999999999999999999\r\n\r\n"),
+    "Content-Length twice": (b"POST /jobs HTTP/1.1\r\nhost: x\r\ncontent-length: 2\r\n"
+                             b"content-length: 3\r\n\r\n{}"),
+    "space in a header name": b"GET /jobs HTTP/1.1\r\nhost: x\r\nbad header: 1\r\n\r\n",
+    "control byte in a header": b"GET /jobs HTTP/1.1\r\nhost: x\r\nx-a: a\x00b\r\n\r\n",
+}
+
+
+def assert_json_400(answer: tuple[int, dict[str, str], bytes]) -> None:
+    status, headers, body = answer
+    assert status == 400, body
+    assert headers["content-type"] == "application/json", body
+    error = json.loads(body)
+    assert error["Code"] == "InvalidHttpRequest" and "not valid HTTP" in error["Message"]
+    assert error["RequestId"] == headers["x-acs-request-id"]
+    assert set(error) == {"Code", "Message", "RequestId", "HostId"}
+
+
+@pytest.mark.parametrize("broken", BROKEN_HTTP.values(), ids=BROKEN_HTTP.keys())
+def test_broken_http_is_answered_with_json(serve: ServeProcess, broken: bytes) -> None:
+    assert_json_400(exchange(serve, broken))
+
+
+@pytest.mark.parametrize("protocol", ["h11", "httptools"])
+def test_both_http_parsers_answer_json(tmp_path: Path, protocol: str) -> None:
+    from batchyard.api import protocols
+
+    classes = {"h11": protocols.JsonH11Protocol, "httptools": protocols.http_protocol()}
+    with in_process(Settings(data_dir=tmp_path, slots=1), classes[protocol]) as url:
+        for broken in BROKEN_HTTP.values():
+            assert_json_400(exchange(url, broken))

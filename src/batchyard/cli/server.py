@@ -45,6 +45,7 @@ def serve(
     import uvicorn
 
     from batchyard.api import create_app
+    from batchyard.api.protocols import http_protocol
 
     try:
         settings = settings_for(data_dir, database_url, slots)
@@ -57,5 +58,7 @@ def serve(
     if not key_count:
         _err.print(Text("No access key yet: create one with `batchyard keys create "
                         "--tenant NAME`.", style="yellow"))
-    uvicorn.run(create_app(settings), host=host, port=port, log_level=log_level)
+    # Requests uvicorn cannot parse are answered with JSON too, like every other error.
+    uvicorn.run(create_app(settings), host=host, port=port, log_level=log_level,
+                http=http_protocol())
 
