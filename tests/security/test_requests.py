@@ -27,6 +27,7 @@ from sqlalchemy.exc import OperationalError
 
 from batchyard.adapters.credentials import AccessKey, NonceLedger
 from batchyard.api import create_app
+from batchyard.api.bodies import MAX_DEPTH, check_nesting
 from batchyard.api.signature import authorization, signed_headers, string_to_sign
 from batchyard.cli.keys import open_key_store
 from batchyard.settings import Settings
@@ -270,3 +271,43 @@ def test_both_http_parsers_answer_json(tmp_path: Path, protocol: str) -> None:
     with in_process(Settings(data_dir=tmp_path, slots=1), classes[protocol]) as url:
         for broken in BROKEN_HTTP.values():
             assert_json_400(exchange(url, broken))
+
+
+def deep_job(depth: int, command: str = "echo deep") -> bytes:
+    """A job body nested `depth` levels deep in all (objects and arrays in turn, from the
+    top-level object down through a field `Extra` of the job)."""
+    levels = range(depth - 1)
+    opening = "".join('{"deeper": ' if level % 2 else "[" for level in levels)
+    closing = "".join("}" if level % 2 else "]" for level in reversed(levels))
+    text = json.dumps({**job(command), "Extra": "HERE"})
+    return text.replace('"HERE"', opening + '"bottom"' + closing).encode()
+
+
+@pytest.mark.parametrize("depth", [300, 100_000])
+def test_deeply_nested_bodies_are_refused_with_400(alice: httpx.Client, depth: int) -> None:
+    body = deep_job(depth)
+    response = alice.post("/jobs", content=body, headers={"content-type": "application/json"})
+    error = assert_error(response, 400, "InvalidJsonFormat")
+    assert f"deeper than {MAX_DEPTH}" in error["Message"]
+
+
+def test_the_nesting_bound_is_exact_and_ignores_strings(alice: httpx.Client) -> None:
+    headers = {"content-type": "application/json"}
+    for depth, status in ((MAX_DEPTH, 201), (MAX_DEPTH + 1, 400)):
+        response = alice.post("/jobs", content=deep_job(depth), headers=headers)
+        assert response.status_code == status, response.text
+    brackets_in_strings = deep_job(MAX_DEPTH, "echo '" + "[{" * 500 + '\\"[' + "'")
+    response = alice.post("/jobs", content=brackets_in_strings, headers=headers)
+    assert response.status_code == 201, response.text
+
+
+@pytest.mark.parametrize(("text", "deep"), [
+    ('["a\\\\", ["\\"[[[[", {"k": "\\\\\\"[[["}]]', 3),
+    ('"[[[[[[" [[[', 3),  # a string's brackets do not count
+    ('[["[[[[[[', 8),  # an unterminated string's do (the text is invalid anyway)
+    ('["\\u005c"' + ",[" * 5, 6),
+])
+def test_the_nesting_scan(text: str, deep: int) -> None:
+    check_nesting(text.encode(), text, limit=deep)
+    with pytest.raises(ValueError, match="nested deeper"):
+        check_nesting(text.encode(), text, limit=deep - 1)
