@@ -25,7 +25,7 @@ import pytest
 import uvicorn
 from sqlalchemy.exc import OperationalError
 
-from batchyard.adapters.credentials import AccessKey, NonceLedger
+from batchyard.adapters.credentials import AccessKey, NonceLedger, open_database
 from batchyard.api import create_app
 from batchyard.api.bodies import MAX_DEPTH, check_nesting
 from batchyard.api.signature import authorization, signed_headers, string_to_sign
@@ -311,3 +311,18 @@ def test_the_nesting_scan(text: str, deep: int) -> None:
     check_nesting(text.encode(), text, limit=deep)
     with pytest.raises(ValueError, match="nested deeper"):
         check_nesting(text.encode(), text, limit=deep - 1)
+
+
+def test_sqlite_servers_keep_nonces_in_a_file_of_their_own(tmp_path: Path) -> None:
+    """Committing a nonce must not wait behind the engine's writes (one writer per file)."""
+    state = open_database(f"sqlite:///{tmp_path / 'batchyard.db'}")
+    expires = time.time() + 600
+    NonceLedger(state).remember([(("KEY", "saved-by-an-older-version"), expires)])
+    ledger = NonceLedger.beside(state)
+    try:
+        assert (tmp_path / "batchyard-nonces.db").exists()
+        assert ledger.database is not state
+        assert (("KEY", "saved-by-an-older-version"), expires) in ledger.recent()
+    finally:
+        ledger.close()
+        state.dispose()

@@ -115,6 +115,8 @@ class NonceRegistry:
             self._arrived.notify()
         if self._writer is not None:
             self._writer.join()
+        if self._ledger is not None:
+            self._ledger.close()
 
     def _write(self) -> None:
         """The writer thread: saves the nonces that arrived, a batch per transaction."""

@@ -4,9 +4,8 @@ dependencies that hand it out: the services and the authenticated caller."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import Future
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Annotated, ParamSpec, TypeVar, cast
 
@@ -15,7 +14,6 @@ from fastapi import Depends, Request
 from starlette.concurrency import run_in_threadpool
 
 from batchyard.adapters.credentials import KeyStore, NonceLedger, TokenLedger, master_key
-from batchyard.adapters.store import SqlStore
 from batchyard.api.authentication import Authenticator, Caller, NonceRegistry
 from batchyard.api.errors import Unavailable
 from batchyard.orchestrator.engine import Engine
@@ -54,18 +52,11 @@ class Services:
 def build_services(settings: Settings, engine: Engine) -> Services:
     database = engine.store.engine
     keys = KeyStore(database, master_key(settings.data_dir.resolve()))
-    nonces = NonceRegistry(ledger=NonceLedger(database, begin=lambda: _writing(engine.store)))
+    nonces = NonceRegistry(ledger=NonceLedger.beside(database))
     return Services(settings, engine, database, keys, TokenLedger(database),
                     Authenticator(keys, nonces=nonces,
                                   allow_missing_nonce=settings.allow_missing_nonce),
                     inline_reads=database.dialect.name == "sqlite")
-
-
-@contextmanager
-def _writing(store: SqlStore) -> Iterator[sqlalchemy.Connection]:
-    """A write transaction of the state store (queued with its other writers)."""
-    with store.transaction() as transaction:
-        yield transaction.connection
 
 
 def services_of(request: Request) -> Services:
