@@ -2,7 +2,8 @@
 
 Against a real `batchyard serve` process (tests/security/conftest.py): a request without a
 nonce, a request replayed after the server was killed, a body swapped under its signature,
-broken HTTP and absurdly nested JSON.
+broken HTTP and absurdly nested JSON. Requests are signed like the official SDK (no signed
+body digest) unless a test is about that digest.
 """
 
 from __future__ import annotations
@@ -27,20 +28,33 @@ from sqlalchemy.exc import OperationalError
 
 from batchyard.adapters.credentials import AccessKey, NonceLedger, open_database
 from batchyard.api import create_app
-from batchyard.api.bodies import MAX_DEPTH, check_nesting
 from batchyard.api.signature import authorization, signed_headers, string_to_sign
 from batchyard.cli.keys import open_key_store
 from batchyard.settings import Settings
-from tests.api.conftest import Signer
 from tests.api.test_errors import assert_error
 from tests.security.conftest import ServeProcess, job, start_serve
 
+DEPTH_LIMIT = 64
+"""The deepest nesting of arrays and objects a body may have (docs/rest-api.md)."""
 
-def send(serve: ServeProcess, method: str, target: str, headers: dict[str, str],
+
+def send(serve: ServeProcess | str, method: str, target: str, headers: dict[str, str],
          content: bytes = b"") -> httpx.Response:
     """One request exactly as given: no signing, no added headers but Host and length."""
-    with httpx.Client(base_url=serve.url, timeout=30) as client:
+    url = serve if isinstance(serve, str) else serve.url
+    with httpx.Client(base_url=url, timeout=30) as client:
         return client.request(method, target, headers=headers, content=content)
+
+
+def call(serve: ServeProcess | str, key: AccessKey, method: str, target: str,
+         content: bytes = b"") -> httpx.Response:
+    """One request signed like the official SDK (a nonce, no Content-MD5)."""
+    headers = signed_headers(key.id, key.secret, method, target)
+    return send(serve, method, target, headers, content)
+
+
+def job_names(serve: ServeProcess | str, key: AccessKey) -> list[str]:
+    return [item["Name"] for item in call(serve, key, "GET", "/jobs").json()["Items"]]
 
 
 def raw_request(method: str, target: str, headers: dict[str, str], body: bytes = b"") -> bytes:
@@ -94,7 +108,7 @@ def test_a_request_replayed_right_after_a_kill_is_refused(tmp_path: Path) -> Non
     data_dir = tmp_path / "data"
     key = open_key_store(Settings(data_dir=data_dir)).create("victim")
     body = json.dumps(job("echo once", bucket="victim-logs")).encode()
-    headers = signed_headers(key.id, key.secret, "POST", "/jobs", body=body)
+    headers = signed_headers(key.id, key.secret, "POST", "/jobs")
     captured = raw_request("POST", "/jobs", {**headers, "content-type": "application/json"},
                            body)
     first = start_serve(data_dir)
@@ -107,9 +121,8 @@ def test_a_request_replayed_right_after_a_kill_is_refused(tmp_path: Path) -> Non
     second = start_serve(data_dir)
     try:
         status, _, answer = exchange(second, captured)
-        assert (status, json.loads(answer)["Code"]) == (403, "SignatureNonceUsed")
-        with second.client(key) as client:
-            assert len(client.get("/jobs").json()["Items"]) == 1
+        assert status == 403 and json.loads(answer)["Code"] == "SignatureNonceUsed", answer
+        assert len(job_names(second, key)) == 1
     finally:
         second.stop()
 
@@ -144,24 +157,19 @@ def test_a_request_whose_nonce_cannot_be_saved_is_not_processed(
     def database_gone(self: NonceLedger, nonces: object) -> None:
         raise OperationalError("INSERT", {}, Exception("disk I/O error"))
 
-    with in_process(settings) as url, httpx.Client(
-            base_url=url, auth=Signer(key.id, key.secret), timeout=30) as client:
+    with in_process(settings) as url:
         monkeypatch.setattr(NonceLedger, "remember", database_gone)
-        response = client.post("/jobs", json=job("echo never"))
+        response = call(url, key, "POST", "/jobs", json.dumps(job("echo never")).encode())
         assert_error(response, 503, "ServiceUnavailable")
         assert "disk" not in response.text
         monkeypatch.undo()
-        assert client.get("/jobs").json()["Items"] == []
+        assert job_names(url, key) == []
 
 
 def signed_post(key: AccessKey, body: bytes, **extra: str) -> dict[str, str]:
     """Headers of POST /jobs signed for `body`, plus `extra` (signed too)."""
     headers = {**signed_headers(key.id, key.secret, "POST", "/jobs", body=body), **extra}
     return resigned(key, "POST", "/jobs", headers)
-
-
-def job_names(client: httpx.Client) -> list[str]:
-    return [item["Name"] for item in client.get("/jobs").json()["Items"]]
 
 
 def test_our_clients_sign_a_digest_of_the_body() -> None:
@@ -173,13 +181,13 @@ def test_our_clients_sign_a_digest_of_the_body() -> None:
 
 
 def test_a_body_swapped_under_a_signed_content_md5_is_refused(
-        serve: ServeProcess, alice_key: AccessKey, alice: httpx.Client) -> None:
+        serve: ServeProcess, alice_key: AccessKey) -> None:
     honest = json.dumps({**job("echo honest"), "Name": "honest"}).encode()
     forged = json.dumps({**job("echo forged"), "Name": "forged"}).encode()
     headers = signed_post(alice_key, honest)
     body = assert_error(send(serve, "POST", "/jobs", headers, forged), 400, "InvalidContentMD5")
     assert "Content-MD5" in body["Message"]
-    assert "forged" not in job_names(alice)
+    assert "forged" not in job_names(serve, alice_key)
     replayed = send(serve, "POST", "/jobs", headers, honest)
     assert_error(replayed, 403, "SignatureNonceUsed")  # the nonce was used up by the forgery
     response = send(serve, "POST", "/jobs", signed_post(alice_key, honest), honest)
@@ -199,13 +207,13 @@ def test_content_md5_may_be_hex_and_must_spell_a_digest(
 
 
 def test_the_sdks_unsigned_content_md5_must_match_too(
-        serve: ServeProcess, alice_key: AccessKey, alice: httpx.Client) -> None:
+        serve: ServeProcess, alice_key: AccessKey) -> None:
     sent = json.dumps({**job("echo damaged"), "Name": "damaged"}).encode()
     sdk_like = signed_headers(alice_key.id, alice_key.secret, "POST", "/jobs")  # no Content-MD5
     other = hashlib.md5(sent + b" ").hexdigest()
     response = send(serve, "POST", "/jobs", {**sdk_like, "contentMd5": other}, sent)
     assert_error(response, 400, "InvalidContentMD5")
-    assert "damaged" not in job_names(alice)
+    assert "damaged" not in job_names(serve, alice_key)
     sdk_like = signed_headers(alice_key.id, alice_key.secret, "POST", "/jobs")
     response = send(serve, "POST", "/jobs",
                     {**sdk_like, "contentMd5": hashlib.md5(sent).hexdigest()}, sent)
@@ -284,20 +292,20 @@ def deep_job(depth: int, command: str = "echo deep") -> bytes:
 
 
 @pytest.mark.parametrize("depth", [300, 100_000])
-def test_deeply_nested_bodies_are_refused_with_400(alice: httpx.Client, depth: int) -> None:
-    body = deep_job(depth)
-    response = alice.post("/jobs", content=body, headers={"content-type": "application/json"})
+def test_deeply_nested_bodies_are_refused_with_400(serve: ServeProcess, alice_key: AccessKey,
+                                                    depth: int) -> None:
+    response = call(serve, alice_key, "POST", "/jobs", deep_job(depth))
     error = assert_error(response, 400, "InvalidJsonFormat")
-    assert f"deeper than {MAX_DEPTH}" in error["Message"]
+    assert f"deeper than {DEPTH_LIMIT}" in error["Message"]
 
 
-def test_the_nesting_bound_is_exact_and_ignores_strings(alice: httpx.Client) -> None:
-    headers = {"content-type": "application/json"}
-    for depth, status in ((MAX_DEPTH, 201), (MAX_DEPTH + 1, 400)):
-        response = alice.post("/jobs", content=deep_job(depth), headers=headers)
+def test_the_nesting_bound_is_exact_and_ignores_strings(serve: ServeProcess,
+                                                        alice_key: AccessKey) -> None:
+    for depth, status in ((DEPTH_LIMIT, 201), (DEPTH_LIMIT + 1, 400)):
+        response = call(serve, alice_key, "POST", "/jobs", deep_job(depth))
         assert response.status_code == status, response.text
-    brackets_in_strings = deep_job(MAX_DEPTH, "echo '" + "[{" * 500 + '\\"[' + "'")
-    response = alice.post("/jobs", content=brackets_in_strings, headers=headers)
+    brackets_in_strings = deep_job(DEPTH_LIMIT, "echo '" + "[{" * 500 + '\\"[' + "'")
+    response = call(serve, alice_key, "POST", "/jobs", brackets_in_strings)
     assert response.status_code == 201, response.text
 
 
@@ -308,6 +316,8 @@ def test_the_nesting_bound_is_exact_and_ignores_strings(alice: httpx.Client) -> 
     ('["\\u005c"' + ",[" * 5, 6),
 ])
 def test_the_nesting_scan(text: str, deep: int) -> None:
+    from batchyard.api.bodies import check_nesting
+
     check_nesting(text.encode(), text, limit=deep)
     with pytest.raises(ValueError, match="nested deeper"):
         check_nesting(text.encode(), text, limit=deep - 1)
