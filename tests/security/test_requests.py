@@ -19,6 +19,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
@@ -336,3 +337,32 @@ def test_sqlite_servers_keep_nonces_in_a_file_of_their_own(tmp_path: Path) -> No
     finally:
         ledger.close()
         state.dispose()
+
+
+def test_nonces_that_could_not_be_saved_are_saved_later(tmp_path: Path) -> None:
+    """Their requests were refused (503), but a copy must be refused after a restart too."""
+    from batchyard.api.authentication import NonceRegistry
+
+    ledger = NonceLedger(open_database(f"sqlite:///{tmp_path / 'nonces.db'}"))
+    failures = [OperationalError("INSERT", {}, Exception("database is locked"))]
+    remember = ledger.remember
+
+    def flaky(nonces: list[Any]) -> None:
+        if failures:
+            raise failures.pop()
+        remember(nonces)
+
+    ledger.remember = flaky  # type: ignore[method-assign]
+    registry = NonceRegistry(ledger=ledger)
+    try:
+        saved = registry.use("KEY", "refused-once", time.time())
+        assert saved is not None
+        with pytest.raises(OperationalError):
+            saved.result(timeout=10)
+        deadline = time.monotonic() + 10
+        while not any(entry[0] == "KEY" for entry, _ in ledger.recent()):
+            assert time.monotonic() < deadline, "the nonce was never saved"
+            time.sleep(0.05)
+    finally:
+        registry.close()
+        ledger.database.dispose()

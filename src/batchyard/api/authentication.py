@@ -38,6 +38,8 @@ from batchyard.api.signature import (
 )
 
 ALLOWED_SKEW = 15 * 60.0
+RETRY_DELAY = 0.2
+"""Seconds the nonce writer waits after a failed batch before it tries again."""
 log = logging.getLogger(__name__)
 
 
@@ -75,7 +77,7 @@ class NonceRegistry:
         self._arrived = threading.Condition(self._lock)
         self._ledger = ledger
         self._unsaved: list[tuple[Nonce, float, Future[None]]] = []
-        self._closing = False
+        self._closed = threading.Event()
         self._writer: threading.Thread | None = None
         if ledger is not None:
             for entry, expires in ledger.recent():
@@ -101,7 +103,7 @@ class NonceRegistry:
             if self._ledger is None:
                 return SAVED
             saved: Future[None] = Future()
-            if self._closing:
+            if self._closed.is_set():
                 saved.set_exception(RuntimeError("the server is shutting down"))
             else:
                 self._unsaved.append((entry, expires, saved))
@@ -111,7 +113,7 @@ class NonceRegistry:
     def close(self) -> None:
         """Save the nonces not yet saved, and stop the writer."""
         with self._lock:
-            self._closing = True
+            self._closed.set()
             self._arrived.notify()
         if self._writer is not None:
             self._writer.join()
@@ -126,7 +128,7 @@ class NonceRegistry:
     def _next_batch(self) -> list[tuple[Nonce, float, Future[None]]]:
         """Every nonce not yet saved, once there is one; nothing once closed and all saved."""
         with self._lock:
-            while not self._unsaved and not self._closing:
+            while not self._unsaved and not self._closed.is_set():
                 self._arrived.wait()
             batch, self._unsaved = self._unsaved, []
             return batch
@@ -137,12 +139,22 @@ class NonceRegistry:
         try:
             self._ledger.remember([(entry, expires) for entry, expires, _ in batch])
         except Exception as error:  # the database is busy or gone: their requests are refused
-            log.exception("cannot save %d signature nonces", len(batch))
+            log.exception("cannot save %d signature nonces; retrying", len(batch))
             for saved in waiting:
                 saved.set_exception(error)
+            self._retry(batch)
         else:
             for saved in waiting:
                 saved.set_result(None)
+
+    def _retry(self, batch: list[tuple[Nonce, float, Future[None]]]) -> None:
+        """Save the nonces of a failed batch later all the same: their requests were refused,
+        but a copy of one must still be refused after a restart, when memory is gone."""
+        if self._closed.is_set():
+            return  # nothing will write them any more (logged above)
+        with self._lock:
+            self._unsaved[:0] = [(entry, expires, Future()) for entry, expires, _ in batch]
+        self._closed.wait(RETRY_DELAY)
 
     def _remember(self, entry: Nonce, expires: float) -> None:
         self._seen.add(entry)
