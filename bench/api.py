@@ -62,12 +62,15 @@ serve(host="127.0.0.1", port={port}, data_dir=Path({data_dir!r}), database_url=N
 
 
 class Signer(httpx.Auth):
+    requires_request_body = True
+
     def __init__(self, key_id: str, secret: str) -> None:
         self.key_id, self.secret = key_id, secret
 
     def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
         target = request.url.raw_path.decode("ascii")
-        request.headers.update(signed_headers(self.key_id, self.secret, request.method, target))
+        request.headers.update(signed_headers(self.key_id, self.secret, request.method, target,
+                                              body=request.content))
         yield request
 
 
@@ -130,7 +133,8 @@ def drive(load: Load, start_at: float) -> tuple[float, float, list[float]]:
     connection.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     requests = []
     for _ in range(load.count):
-        headers = signed_headers(load.key_id, load.secret, load.method, load.target)
+        headers = signed_headers(load.key_id, load.secret, load.method, load.target,
+                                 body=load.body)
         headers["content-length"] = str(len(load.body))
         requests.append(headers)
     latencies = []

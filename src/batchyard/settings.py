@@ -100,6 +100,13 @@ class Settings(BaseSettings):
         default_factory=dict, description="bucket -> {owner, read: [tenants], write: "
         "[tenants]}; other buckets belong to the tenant that uses them first")
 
+    allow_missing_nonce: bool = Field(
+        default=False, description="Accept signed requests without x-acs-signature-nonce "
+        "(they can be replayed within 15 minutes); only for old clients that send none")
+    require_body_digest: bool = Field(
+        default=False, description="Refuse a request body without a signed Content-MD5 "
+        "header (the official SDK signs none; batchyard's own clients do)")
+
     @property
     def memory_per_attempt(self) -> int:
         """The memory limit of one confined attempt (0: none)."""

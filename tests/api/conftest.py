@@ -31,7 +31,10 @@ class LiveServer:
 
 
 class Signer(httpx.Auth):
-    """Signs each request the way the SDK does, on its raw target."""
+    """Signs each request the way the SDK does, on its raw target, plus a signed Content-MD5
+    of the body (as batchyard's own clients do)."""
+
+    requires_request_body = True
 
     def __init__(self, key_id: str, secret: str) -> None:
         self.key_id = key_id
@@ -39,7 +42,8 @@ class Signer(httpx.Auth):
 
     def auth_flow(self, request: httpx.Request) -> Iterator[httpx.Request]:
         target = request.url.raw_path.decode("ascii")
-        request.headers.update(signed_headers(self.key_id, self.secret, request.method, target))
+        request.headers.update(signed_headers(self.key_id, self.secret, request.method, target,
+                                              body=request.content))
         yield request
 
 

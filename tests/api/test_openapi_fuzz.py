@@ -22,8 +22,10 @@ class SdkSigner(AuthBase):
 
     def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
         method = request.method or "GET"
-        request.headers.update(signed_headers(self.key_id, self.secret, method,
-                                              request.path_url))
+        body = request.body or b""
+        request.headers.update(signed_headers(
+            self.key_id, self.secret, method, request.path_url,
+            body=body.encode() if isinstance(body, str) else body))
         return request
 
 

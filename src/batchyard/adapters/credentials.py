@@ -288,12 +288,34 @@ def nonce_digest(nonce: str) -> str:
 
 
 class NonceLedger:
-    """The signature nonces still inside their replay window, in the state database."""
+    """The signature nonces still inside their replay window, in a database of batchyard's
+    schema (the state database, or one of its own: see `beside`)."""
 
-    def __init__(self, database: Engine, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, database: Engine, clock: Callable[[], float] = time.time,
+                 owned: bool = False) -> None:
         self.database = database
         self.clock = clock
+        self._owned = owned
+        """True when the ledger opened `database` itself, and so closes it."""
         create_tables(database)
+
+    @classmethod
+    def beside(cls, state: Engine, clock: Callable[[], float] = time.time) -> NonceLedger:
+        """The ledger of a server whose state database is `state`.
+
+        With PostgreSQL, `state` itself. With SQLite, a database file of its own next to it
+        (`batchyard-nonces.db`): SQLite has one writer per file, and every request waits
+        until its nonce is committed, so that commit must not wait behind the engine's
+        writes. The nonces still in their window in `state` (saved by an older version) are
+        carried over.
+        """
+        path = state.url.database
+        if state.dialect.name != "sqlite" or not path or path == ":memory:":
+            return cls(state, clock)
+        own = Path(path).with_name(f"{Path(path).stem}-nonces{Path(path).suffix}")
+        ledger = cls(open_engine(f"sqlite:///{own}"), clock, owned=True)
+        ledger.remember(cls(state, clock).recent())
+        return ledger
 
     def recent(self) -> list[tuple[Nonce, float]]:
         """Every remembered nonce whose window has not ended, with its expiry time."""
@@ -303,11 +325,20 @@ class NonceLedger:
         return [((row.key_id, row.digest), row.expires) for row in rows]
 
     def remember(self, nonces: list[tuple[Nonce, float]]) -> None:
-        """Store nonces (with their expiry); forget those whose window has ended."""
+        """Store nonces (with their expiry); forget those whose window has ended (first, so
+        that a nonce used again after its window is stored again)."""
         with self.database.begin() as connection:
-            connection.execute(signature_nonces.delete().where(
-                signature_nonces.c.expires < self.clock()))
+            connection.execute(_FORGET_NONCES, {"b_now": self.clock()})
             if nonces:
                 connection.execute(insert_ignoring_duplicates(connection, signature_nonces), [
                     {"key_id": key_id, "digest": digest, "expires": expires}
                     for (key_id, digest), expires in nonces])
+
+    def close(self) -> None:
+        """Close the database if the ledger opened it."""
+        if self._owned:
+            self.database.dispose()
+
+
+_FORGET_NONCES = signature_nonces.delete().where(signature_nonces.c.expires < bindparam("b_now"))
+"""Built once: every batch of nonces runs it."""

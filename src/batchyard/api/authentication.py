@@ -11,6 +11,7 @@ Failures and their codes (documented in docs/rest-api.md):
 | 400 | MissingDate / InvalidDate | no usable `Date` (or `x-acs-date`) header |
 | 403 | RequestTimeTooSkewed | the date is more than 15 minutes from the server's clock |
 | 400 | InvalidSignature | the signature does not match, or the key ids of the headers differ |
+| 400 | MissingSignatureNonce | no `x-acs-signature-nonce` (unless `allow_missing_nonce`) |
 | 403 | SignatureNonceUsed | the `x-acs-signature-nonce` was already used within the window |
 """
 
@@ -21,6 +22,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
+from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -36,6 +38,8 @@ from batchyard.api.signature import (
 )
 
 ALLOWED_SKEW = 15 * 60.0
+RETRY_DELAY = 0.2
+"""Seconds the nonce writer waits after a failed batch before it tries again."""
 log = logging.getLogger(__name__)
 
 
@@ -47,68 +51,110 @@ class Caller:
     key_id: str
 
 
+SAVED: Future[None] = Future()
+"""The answer of `NonceRegistry.use` when there is nothing to wait for (no ledger, no nonce)."""
+SAVED.set_result(None)
+
+
 class NonceRegistry:
     """Signature nonces seen recently, each kept until its request date is out of the window.
 
     With a ledger, the nonces also outlive the process: the ones still in their window are
-    loaded when the registry is made, and new ones are written behind, in batches, by one
-    thread (at most `flush_interval` seconds late; `close()` writes the rest). So a request
-    captured before a restart cannot be replayed after it, unless the server was killed
-    within that moment of it being answered.
+    loaded when the registry is made, and each new one is committed before its request is
+    processed (`use` hands out a future to wait for). So a request captured at any moment
+    cannot be replayed after a restart, not even right after a `kill -9`. One writer thread
+    saves the nonces: each batch holds every nonce that arrived while the one before was being
+    written (group commit), so concurrent requests share a transaction, and waiting for it
+    blocks neither the event loop nor a thread of the pool.
     """
 
-    def __init__(self, clock: Callable[[], float] = time.time, ledger: NonceLedger | None = None,
-                 flush_interval: float = 0.2) -> None:
+    def __init__(self, clock: Callable[[], float] = time.time,
+                 ledger: NonceLedger | None = None) -> None:
         self.clock = clock
         self._seen: set[Nonce] = set()
         self._expiry: list[tuple[float, Nonce]] = []
         self._lock = threading.Lock()
+        self._arrived = threading.Condition(self._lock)
         self._ledger = ledger
-        self._unsaved: list[tuple[Nonce, float]] = []
-        self._flush_interval = flush_interval
+        self._unsaved: list[tuple[Nonce, float, Future[None]]] = []
         self._closed = threading.Event()
         self._writer: threading.Thread | None = None
         if ledger is not None:
             for entry, expires in ledger.recent():
                 self._remember(entry, expires)
-            self._writer = threading.Thread(target=self._write_behind, daemon=True,
+            self._writer = threading.Thread(target=self._write, daemon=True,
                                             name="batchyard-nonces")
             self._writer.start()
 
     def first_use(self, key_id: str, nonce: str, dated: float) -> bool:
         """Record the nonce; False when the key already used it inside the window."""
+        return self.use(key_id, nonce, dated) is not None
+
+    def use(self, key_id: str, nonce: str, dated: float) -> Future[None] | None:
+        """Record the nonce: None when the key already used it inside the window, else a
+        future done once the nonce is saved (failed when it cannot be)."""
         entry = (key_id, nonce_digest(nonce))
         with self._lock:
             self._forget_expired()
             if entry in self._seen:
-                return False
+                return None
             expires = max(dated, self.clock()) + ALLOWED_SKEW
             self._remember(entry, expires)
-            if self._ledger is not None:
-                self._unsaved.append((entry, expires))
-            return True
+            if self._ledger is None:
+                return SAVED
+            saved: Future[None] = Future()
+            if self._closed.is_set():
+                saved.set_exception(RuntimeError("the server is shutting down"))
+            else:
+                self._unsaved.append((entry, expires, saved))
+                self._arrived.notify()
+            return saved
 
     def close(self) -> None:
-        """Write the nonces not yet saved, and stop the writer."""
-        self._closed.set()
+        """Save the nonces not yet saved, and stop the writer."""
+        with self._lock:
+            self._closed.set()
+            self._arrived.notify()
         if self._writer is not None:
             self._writer.join()
-        self.flush()
+        if self._ledger is not None:
+            self._ledger.close()
 
-    def flush(self) -> None:
+    def _write(self) -> None:
+        """The writer thread: saves the nonces that arrived, a batch per transaction."""
+        while batch := self._next_batch():
+            self._save(batch)
+
+    def _next_batch(self) -> list[tuple[Nonce, float, Future[None]]]:
+        """Every nonce not yet saved, once there is one; nothing once closed and all saved."""
         with self._lock:
-            unsaved, self._unsaved = self._unsaved, []
-        if unsaved and self._ledger is not None:
-            try:
-                self._ledger.remember(unsaved)
-            except Exception:  # the database is busy or gone: keep them for the next try
-                log.exception("cannot save %d signature nonces; retrying", len(unsaved))
-                with self._lock:
-                    self._unsaved[:0] = unsaved
+            while not self._unsaved and not self._closed.is_set():
+                self._arrived.wait()
+            batch, self._unsaved = self._unsaved, []
+            return batch
 
-    def _write_behind(self) -> None:
-        while not self._closed.wait(self._flush_interval):
-            self.flush()
+    def _save(self, batch: list[tuple[Nonce, float, Future[None]]]) -> None:
+        assert self._ledger is not None
+        waiting = [saved for _, _, saved in batch if saved.set_running_or_notify_cancel()]
+        try:
+            self._ledger.remember([(entry, expires) for entry, expires, _ in batch])
+        except Exception as error:  # the database is busy or gone: their requests are refused
+            log.exception("cannot save %d signature nonces; retrying", len(batch))
+            for saved in waiting:
+                saved.set_exception(error)
+            self._retry(batch)
+        else:
+            for saved in waiting:
+                saved.set_result(None)
+
+    def _retry(self, batch: list[tuple[Nonce, float, Future[None]]]) -> None:
+        """Save the nonces of a failed batch later all the same: their requests were refused,
+        but a copy of one must still be refused after a restart, when memory is gone."""
+        if self._closed.is_set():
+            return  # nothing will write them any more (logged above)
+        with self._lock:
+            self._unsaved[:0] = [(entry, expires, Future()) for entry, expires, _ in batch]
+        self._closed.wait(RETRY_DELAY)
 
     def _remember(self, entry: Nonce, expires: float) -> None:
         self._seen.add(entry)
@@ -121,17 +167,31 @@ class NonceRegistry:
             self._seen.discard(entry)
 
 
+@dataclass(frozen=True)
+class Verified:
+    """A request whose signature holds: who sent it, and the saving of its nonce."""
+
+    caller: Caller
+    nonce_saved: Future[None] = SAVED
+    """Done once the nonce is in the database: the request must not be processed before."""
+
+
 class Authenticator:
     """Verifies signed requests against the key store."""
 
     def __init__(self, keys: KeyStore, clock: Callable[[], float] = time.time,
-                 nonces: NonceRegistry | None = None) -> None:
+                 nonces: NonceRegistry | None = None, allow_missing_nonce: bool = False) -> None:
         self.keys = keys
         self.clock = clock
         self.nonces = nonces if nonces is not None else NonceRegistry(clock)
+        self.allow_missing_nonce = allow_missing_nonce
+        """A request without a nonce can be replayed, unchanged, for 15 minutes: such requests
+        are refused unless this compatibility setting lets them through."""
 
-    def verify(self, method: str, target: str, headers: Mapping[str, str]) -> Caller:
-        """The caller of a request; `headers` has lower-case names, `target` is raw."""
+    def verify(self, method: str, target: str, headers: Mapping[str, str]) -> Verified:
+        """The caller of a request; `headers` has lower-case names, `target` is raw.
+
+        The request may be processed once `nonce_saved` is done without an error."""
         key_id, signed = _credentials(headers)
         key = self._active_key(key_id)
         _check_version(headers)
@@ -140,11 +200,21 @@ class Authenticator:
         if not matches(signature(key.secret, text), signed):
             raise BadRequest(f"the signature does not match; the server signed {text!r}",
                              code="InvalidSignature")
-        nonce = headers.get("x-acs-signature-nonce", "")
-        if nonce and not self.nonces.first_use(key.id, nonce, dated):
+        saved = self._use_nonce(key.id, headers.get("x-acs-signature-nonce", ""), dated)
+        return Verified(Caller(key.tenant, key.id), saved)
+
+    def _use_nonce(self, key_id: str, nonce: str, dated: float) -> Future[None]:
+        if not nonce:
+            if self.allow_missing_nonce:
+                return SAVED
+            raise BadRequest("the request has no x-acs-signature-nonce header: send a fresh "
+                             "unique value (a UUID) with every request, and sign it",
+                             code="MissingSignatureNonce")
+        saved = self.nonces.use(key_id, nonce, dated)
+        if saved is None:
             raise AccessDenied(f"x-acs-signature-nonce {nonce!r} was already used",
                                code="SignatureNonceUsed")
-        return Caller(key.tenant, key.id)
+        return saved
 
     def _active_key(self, key_id: str) -> AccessKey:
         key = self.keys.lookup(key_id)

@@ -35,6 +35,13 @@ class AccessDenied(BatchyardError):
     status = 403
 
 
+class Unavailable(BatchyardError):
+    """The server cannot take the request now (e.g. its database is gone); try again later."""
+
+    code = "ServiceUnavailable"
+    status = 503
+
+
 class BodyTooLarge(BatchyardError):
     code = "RequestBodyTooLarge"
     status = 413

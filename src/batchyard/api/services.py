@@ -3,7 +3,9 @@ dependencies that hand it out: the services and the authenticated caller."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Annotated, ParamSpec, TypeVar, cast
 
@@ -13,6 +15,7 @@ from starlette.concurrency import run_in_threadpool
 
 from batchyard.adapters.credentials import KeyStore, NonceLedger, TokenLedger, master_key
 from batchyard.api.authentication import Authenticator, Caller, NonceRegistry
+from batchyard.api.errors import Unavailable
 from batchyard.orchestrator.engine import Engine
 from batchyard.settings import Settings
 
@@ -49,9 +52,10 @@ class Services:
 def build_services(settings: Settings, engine: Engine) -> Services:
     database = engine.store.engine
     keys = KeyStore(database, master_key(settings.data_dir.resolve()))
-    nonces = NonceRegistry(ledger=NonceLedger(database))
+    nonces = NonceRegistry(ledger=NonceLedger.beside(database))
     return Services(settings, engine, database, keys, TokenLedger(database),
-                    Authenticator(keys, nonces=nonces),
+                    Authenticator(keys, nonces=nonces,
+                                  allow_missing_nonce=settings.allow_missing_nonce),
                     inline_reads=database.dialect.name == "sqlite")
 
 
@@ -80,14 +84,30 @@ def header_map(request: Request) -> dict[str, str]:
 
 
 async def authenticate(request: Request) -> Caller:
-    """The authenticated caller of this request (see `authentication`).
+    """The authenticated caller of this request (see `authentication`), once its nonce is saved.
 
     Verifying is CPU work plus one indexed read of the access key (to see a revocation at
-    once, even one made by another process), so it runs as a `Services.read`.
+    once, even one made by another process), so it runs as a `Services.read`. Then the
+    request waits until its nonce is committed, so that it cannot be replayed after a crash
+    (not even one right after its response); it is refused with 503 if that fails.
     """
     running = services_of(request)
-    return await running.read(running.authenticator.verify, request.method,
-                              raw_target(request), header_map(request))
+    verified = await running.read(running.authenticator.verify, request.method,
+                                  raw_target(request), header_map(request))
+    await _saved(verified.nonce_saved)
+    return verified.caller
+
+
+async def _saved(nonce_saved: Future[None]) -> None:
+    """Return once the nonce is committed; 503 `ServiceUnavailable` if it cannot be."""
+    try:
+        if not nonce_saved.done():
+            await asyncio.wrap_future(nonce_saved)  # done by the writer thread
+        nonce_saved.result()
+    except Exception:  # logged by the writer thread
+        raise Unavailable("the request's signature nonce could not be saved, so the request "
+                          "was not processed (the state database is unavailable; the server "
+                          "log has details); sign it anew and try again later") from None
 
 
 async def caller(request: Request) -> Caller:

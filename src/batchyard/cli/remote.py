@@ -58,12 +58,13 @@ class Unreachable(BatchyardError):
 
 def _signer(key_id: str, secret: str) -> Callable[[httpx.Request], None]:
     """A request hook that signs each request on its raw target, exactly as it goes on the
-    request line."""
+    request line, and its body through a signed Content-MD5."""
     from batchyard.api.signature import signed_headers  # the api package loads FastAPI
 
     def sign(request: httpx.Request) -> None:
         target = request.url.raw_path.decode("ascii")
-        request.headers.update(signed_headers(key_id, secret, request.method, target))
+        request.headers.update(signed_headers(key_id, secret, request.method, target,
+                                              body=request.content))
 
     return sign
 

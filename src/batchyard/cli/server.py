@@ -57,6 +57,7 @@ def serve(
     import uvicorn
 
     from batchyard.api import create_app
+    from batchyard.api.protocols import http_protocol
     from batchyard.runner.sandbox import check_sandbox
     from batchyard.service import confinement
 
@@ -80,7 +81,9 @@ def serve(
     if not key_count:
         _err.print(Text("No access key yet: create one with `batchyard keys create "
                         "--tenant NAME`.", style="yellow"))
-    uvicorn.run(create_app(settings), host=host, port=port, log_level=log_level)
+    # Requests uvicorn cannot parse are answered with JSON too, like every other error.
+    uvicorn.run(create_app(settings), host=host, port=port, log_level=log_level,
+                http=http_protocol())
 
 
 
