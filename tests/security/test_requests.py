@@ -183,8 +183,8 @@ def test_our_clients_sign_a_digest_of_the_body() -> None:
 
 def test_a_body_swapped_under_a_signed_content_md5_is_refused(
         serve: ServeProcess, alice_key: AccessKey) -> None:
-    honest = json.dumps({**job("echo honest"), "Name": "honest"}).encode()
-    forged = json.dumps({**job("echo forged"), "Name": "forged"}).encode()
+    honest = json.dumps({**job("echo honest", bucket="alice-logs"), "Name": "honest"}).encode()
+    forged = json.dumps({**job("echo forged", bucket="alice-logs"), "Name": "forged"}).encode()
     headers = signed_post(alice_key, honest)
     body = assert_error(send(serve, "POST", "/jobs", headers, forged), 400, "InvalidContentMD5")
     assert "Content-MD5" in body["Message"]
@@ -197,7 +197,7 @@ def test_a_body_swapped_under_a_signed_content_md5_is_refused(
 
 def test_content_md5_may_be_hex_and_must_spell_a_digest(
         serve: ServeProcess, alice_key: AccessKey) -> None:
-    body = json.dumps(job("echo hex")).encode()
+    body = json.dumps(job("echo hex", bucket="alice-logs")).encode()
     hex_digest = hashlib.md5(body).hexdigest()
     for value in (hex_digest, hex_digest.upper()):
         headers = signed_post(alice_key, body, **{"content-md5": value})
@@ -209,7 +209,7 @@ def test_content_md5_may_be_hex_and_must_spell_a_digest(
 
 def test_the_sdks_unsigned_content_md5_must_match_too(
         serve: ServeProcess, alice_key: AccessKey) -> None:
-    sent = json.dumps({**job("echo damaged"), "Name": "damaged"}).encode()
+    sent = json.dumps({**job("echo damaged", bucket="alice-logs"), "Name": "damaged"}).encode()
     sdk_like = signed_headers(alice_key.id, alice_key.secret, "POST", "/jobs")  # no Content-MD5
     other = hashlib.md5(sent + b" ").hexdigest()
     response = send(serve, "POST", "/jobs", {**sdk_like, "contentMd5": other}, sent)
@@ -288,7 +288,7 @@ def deep_job(depth: int, command: str = "echo deep") -> bytes:
     levels = range(depth - 1)
     opening = "".join('{"deeper": ' if level % 2 else "[" for level in levels)
     closing = "".join("}" if level % 2 else "]" for level in reversed(levels))
-    text = json.dumps({**job(command), "Extra": "HERE"})
+    text = json.dumps({**job(command, bucket="alice-logs"), "Extra": "HERE"})
     return text.replace('"HERE"', opening + '"bottom"' + closing).encode()
 
 
