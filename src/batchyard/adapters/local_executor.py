@@ -54,6 +54,7 @@ class LocalExecutor:
         for control in controls:
             control.cancel()
         self._pool.shutdown(wait=True, cancel_futures=False)
+        self.slot_pool.close()
 
     def _run(self, request: AttemptRequest, control: AttemptControl) -> None:
         slot = control.slot = self.slot_pool.take()

@@ -145,6 +145,13 @@ class Cgroups:
             group.kill()
         return killed
 
+    def remove(self) -> None:
+        """Remove the (empty) slot folders and their parents: an engine that shut down."""
+        for parent in self.parents:
+            for folder in [*_children(parent), parent]:
+                with suppress(OSError):  # not empty: an attempt still runs; kept for restart
+                    folder.rmdir()
+
     def enable_limits(self) -> bool:
         """v2: hand the memory and pids controllers down to the slots (see the module doc)."""
         if self.version == 1:

@@ -93,6 +93,12 @@ class SlotPool:
     def give(self, slot: Slot) -> None:
         self._free.put(slot)
 
+    def close(self) -> None:
+        """Every attempt ended: remove the slots' cgroups (a killed engine leaves them, and
+        the next one kills what is still in them)."""
+        if self.groups is not None:
+            self.groups.remove()
+
     def _cgroups(self, work_root: Path) -> Cgroups | None:
         groups = cgroups.available(work_root)
         if groups is None:

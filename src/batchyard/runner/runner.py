@@ -53,6 +53,10 @@ _NOTED_IN_STDERR = frozenset({ErrorCode.PACKAGE, ErrorCode.TIMEOUT, ErrorCode.ST
 """Failures the program cannot know about: a `batchyard: …` line in its stderr log says why."""
 
 
+_FILE_TOO_LARGE = 128 + signal.SIGXFSZ
+"""The exit code of a program killed for writing past RLIMIT_FSIZE (the disk limit)."""
+
+
 @dataclass(frozen=True)
 class _Verdict:
     """How the attempt went before its logs were uploaded."""
@@ -216,6 +220,9 @@ def _limit_verdict(end: ProgramEnd, control: AttemptControl, settings: RunnerSet
         return _Verdict(code, ErrorCode.DISK,
                         f"killed after writing {control.disk_used} bytes, more than the "
                         f"disk limit of {limits.disk_bytes} bytes")
+    if limits.disk_bytes and code == _FILE_TOO_LARGE:
+        return _Verdict(code, ErrorCode.DISK, "killed writing a file larger than the disk "
+                        f"limit of {limits.disk_bytes} bytes (SIGXFSZ)")
     if end.cancelled or _memory_kills(control) <= kills_before:
         return None
     return _Verdict(code, ErrorCode.MEMORY, "killed by the kernel: out of the memory limit "
