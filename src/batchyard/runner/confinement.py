@@ -100,7 +100,7 @@ class SlotPool:
             self.groups.remove()
 
     def _cgroups(self, work_root: Path) -> Cgroups | None:
-        groups = cgroups.available(work_root)
+        groups = cgroups.available(work_root, self._controllers())
         if groups is None:
             return None
         killed = groups.kill_leftovers()
@@ -111,13 +111,27 @@ class SlotPool:
             groups.enable_limits()
         return groups
 
+    def _controllers(self) -> tuple[str, ...]:
+        """The v1 hierarchies worth their cost: memory for a memory limit, pids for a process
+        limit unless each slot has its own uid (RLIMIT_NPROC does it then), else pids to
+        track processes."""
+        confinement = self.confinement
+        if not confinement.sandbox:
+            return ("pids",)
+        limits = confinement.limits
+        wanted = ["memory"] if limits.memory_bytes else []
+        if limits.max_processes and os.geteuid() != 0:
+            wanted.append("pids")
+        return tuple(wanted) or ("pids",)
+
     def _group(self, index: int) -> SlotGroup | None:
         if self.groups is None:
             return None
         group = self.groups.slot(index)
         if self.confinement.sandbox:
             limits = self.confinement.limits
-            missing = group.limit(limits.memory_bytes, limits.max_processes)
+            processes = limits.max_processes if os.geteuid() != 0 else 0  # else RLIMIT_NPROC
+            missing = group.limit(limits.memory_bytes, processes)
             if missing and index == 0:
                 _log.warning("cgroup limits not available here: %s", ", ".join(missing))
         return group

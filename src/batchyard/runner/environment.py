@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import os
 import sys
+from functools import cache
 
 from batchyard.domain.attempt import AttemptRequest
 from batchyard.runner.reaper import MARKER
@@ -55,11 +56,17 @@ def program_environment(request: AttemptRequest, store_variables: dict[str, str]
 def base_environment(workdir: str, inherit: bool) -> dict[str, str]:
     """The minimal environment, or the user's own for unconfined `batchyard run`."""
     if inherit:
-        return {name: value for name, value in os.environ.items()
-                if not name.startswith(SETTINGS_PREFIX)}
+        return dict(_inherited())
     interpreter = os.path.dirname(sys.executable)
     return {"PATH": f"{interpreter}:{SYSTEM_PATH}" if interpreter else SYSTEM_PATH,
             "HOME": workdir, "LANG": "C.UTF-8", "TMPDIR": "/tmp"}
+
+
+@cache
+def _inherited() -> tuple[tuple[str, str], ...]:
+    """The user's environment minus batchyard's settings, read once per process."""
+    return tuple((name, value) for name, value in os.environ.items()
+                 if not name.startswith(SETTINGS_PREFIX))
 
 
 def platform_variables(request: AttemptRequest, settings: RunnerSettings) -> dict[str, str]:

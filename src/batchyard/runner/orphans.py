@@ -149,13 +149,18 @@ class OrphanTracker:
 
 
 def _children(pid: int) -> list[int]:
-    """Children of every thread of process `pid`."""
-    found: list[int] = []
-    with suppress(FileNotFoundError):
-        for task in Path(f"/proc/{pid}/task").iterdir():
-            with suppress(OSError):
-                found += [int(child) for child in (task / "children").read_text().split()]
-    return found
+    """The children of process `pid` that may be adopted orphans: the kernel hands an
+    orphan to the subreaper's main thread while it lives (else to another of its threads)."""
+    try:
+        return [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text()
+                .split()]
+    except OSError:  # the main thread is gone: look at every thread
+        found: list[int] = []
+        with suppress(FileNotFoundError):
+            for task in Path(f"/proc/{pid}/task").iterdir():
+                with suppress(OSError):
+                    found += [int(child) for child in (task / "children").read_text().split()]
+        return found
 
 
 def _kill_and_reap(process: ProcessStatus) -> None:

@@ -145,12 +145,12 @@ def _inner_pid(info: int) -> int | None:
 
 
 def _place(outer: int, inner: int | None, slot: Slot, limits: Limits) -> None:
-    """Into the slot's cgroup, under the attempt's resource limits."""
-    if slot.group is not None:
-        slot.group.add(outer)
-        if inner is not None:
-            slot.group.add(inner)
+    """Into the slot's cgroup, under the attempt's resource limits. Of a sandbox, only the
+    inner bwrap goes in: every process of the program descends from it (the outer one only
+    waits for it, and is this thread's to reap)."""
     target = inner if inner is not None else outer
+    if slot.group is not None:
+        slot.group.add(target)
     wanted = [(resource.RLIMIT_CORE, 0)] if slot.user is not None else []
     if limits.disk_bytes:
         wanted.append((resource.RLIMIT_FSIZE, limits.disk_bytes))

@@ -157,7 +157,7 @@ def _execute(request: AttemptRequest, objects: ObjectStore, control: AttemptCont
         shipper = LogShipper(objects, layout.logs, settings.log_interval,
                              workspace.folder).start()
     live = LiveLogs(objects, request, workspace, settings.log_interval).start()
-    kills = _memory_kills(control)
+    kills = _memory_kills(control, launch)
     guard = _guard_disk(control, settings, workspace, layout)
     try:
         end = run_program(launch, control)
@@ -168,7 +168,7 @@ def _execute(request: AttemptRequest, objects: ObjectStore, control: AttemptCont
             shared_guard().forget(guard)
         live.finish()
         problems = shipper.finish() if shipper is not None else []
-    verdict = (_limit_verdict(end, control, settings, kills)
+    verdict = (_limit_verdict(end, control, launch, kills)
                or _judge(end, request.timeout))
     if problems and not verdict.failed:
         return _Verdict(verdict.exit_code, ErrorCode.UPLOAD,
@@ -206,16 +206,19 @@ def _guard_disk(control: AttemptControl, settings: RunnerSettings, workspace: Wo
     return shared_guard().watch(workspace.folder, limit, control.exceed_disk)
 
 
-def _memory_kills(control: AttemptControl) -> int:
+def _memory_kills(control: AttemptControl, launch: Launch) -> int:
+    """How often the kernel killed a process of the slot for memory (with a memory limit)."""
     slot = control.slot
-    return slot.group.memory_kills() if slot is not None and slot.group is not None else 0
+    if not launch.limits.memory_bytes or slot is None or slot.group is None:
+        return 0
+    return slot.group.memory_kills()
 
 
-def _limit_verdict(end: ProgramEnd, control: AttemptControl, settings: RunnerSettings,
+def _limit_verdict(end: ProgramEnd, control: AttemptControl, launch: Launch,
                    kills_before: int) -> _Verdict | None:
     """A program killed for going past its disk or memory limit (None: it was not)."""
     code = exit_code(end.returncode)
-    limits = settings.confinement.limits
+    limits = launch.limits
     if control.disk_used:
         return _Verdict(code, ErrorCode.DISK,
                         f"killed after writing {control.disk_used} bytes, more than the "
@@ -223,7 +226,7 @@ def _limit_verdict(end: ProgramEnd, control: AttemptControl, settings: RunnerSet
     if limits.disk_bytes and code == _FILE_TOO_LARGE:
         return _Verdict(code, ErrorCode.DISK, "killed writing a file larger than the disk "
                         f"limit of {limits.disk_bytes} bytes (SIGXFSZ)")
-    if end.cancelled or _memory_kills(control) <= kills_before:
+    if end.cancelled or _memory_kills(control, launch) <= kills_before:
         return None
     return _Verdict(code, ErrorCode.MEMORY, "killed by the kernel: out of the memory limit "
                     f"of {limits.memory_bytes} bytes")
