@@ -19,7 +19,8 @@ from batchyard.adapters.store import (
     TokenTaken,
 )
 from batchyard.domain.attempt import AttemptKey
-from batchyard.domain.spec import parse_job
+from batchyard.domain.buckets import BucketForbidden
+from batchyard.domain.spec import object_urls, parse_job
 from batchyard.domain.states import State
 from batchyard.service import open_engine
 from batchyard.settings import Settings
@@ -255,3 +256,28 @@ def test_signature_nonces_outlive_the_registry_until_their_window_ends(
         third.close()
     finally:
         store.close()
+
+
+def test_a_bucket_belongs_to_the_first_tenant_that_names_it(store: SqlStore) -> None:
+    spec = parse_job(two_step_job())
+    uses = tuple(object_urls(spec))
+    store.create_job(NewJob("job-a", "alice", spec, 1000.0, claims=uses))
+    with pytest.raises(BucketForbidden) as refused:
+        store.create_job(NewJob("job-b", "bob", spec, 1001.0, claims=uses))
+    assert {problem.path for problem in refused.value.problems} == {use.path for use in uses}
+    assert store.job("job-b") is None  # nothing of a refused job is stored
+    store.create_job(NewJob("job-c", "alice", spec, 1002.0, claims=uses))
+    assert store.owned_buckets("alice") == ["test"] and store.owned_buckets("bob") == []
+
+
+def test_claims_and_tokens_of_a_refused_job_are_rolled_back(store: SqlStore) -> None:
+    spec = parse_job(two_step_job())
+    other = parse_job(make_job({"t": make_task("true")}))
+    other.DAG.Tasks["t"].Parameters.StdoutRedirectPath = "oss://taken/logs/"
+    store.create_job(NewJob("job-a", "alice", other, 1000.0, claims=tuple(object_urls(other))))
+    both = tuple(object_urls(spec)) + tuple(object_urls(other))
+    token = IdempotencyToken("jobs", "t-9", "digest")
+    with pytest.raises(BucketForbidden):
+        store.create_job(NewJob("job-b", "bob", spec, 1001.0, token, both))
+    assert store.owned_buckets("bob") == []  # the claim of `test` went with the refusal
+    assert TokenLedger(store.engine).find("bob", "jobs", "t-9") is None

@@ -339,7 +339,8 @@ def test_sqlite_servers_keep_nonces_in_a_file_of_their_own(tmp_path: Path) -> No
         state.dispose()
 
 
-def test_nonces_that_could_not_be_saved_are_saved_later(tmp_path: Path) -> None:
+@pytest.mark.parametrize("inline", [False, True], ids=["writer-thread", "inline"])
+def test_nonces_that_could_not_be_saved_are_saved_later(tmp_path: Path, inline: bool) -> None:
     """Their requests were refused (503), but a copy must be refused after a restart too."""
     from batchyard.api.authentication import NonceRegistry
 
@@ -353,7 +354,7 @@ def test_nonces_that_could_not_be_saved_are_saved_later(tmp_path: Path) -> None:
         remember(nonces)
 
     ledger.remember = flaky  # type: ignore[method-assign]
-    registry = NonceRegistry(ledger=ledger)
+    registry = NonceRegistry(ledger=ledger, inline=inline)
     try:
         saved = registry.use("KEY", "refused-once", time.time())
         assert saved is not None

@@ -360,15 +360,20 @@ class StoreTransaction:
         named = sorted({bucket_of(use.url) for job in new_jobs for use in job.claims})
         if not named:
             return
-        now = new_jobs[0].now
-        claims = {bucket_of(use.url): job.tenant for job in reversed(new_jobs)
-                  for use in job.claims}
-        self.connection.execute(insert_ignoring_duplicates(self.connection, buckets), [
-            {"name": name, "owner": owner, "created": now} for name, owner in claims.items()])
-        owners = {row.name: bucket_rules.Grant(row.owner)
-                  for row in self.connection.execute(_OWNERS, {"b_names": named})}
+        owners = self._owners(named)
+        unowned = {bucket_of(use.url): job.tenant for job in reversed(new_jobs)
+                   for use in job.claims if bucket_of(use.url) not in owners}
+        if unowned:  # usually not: a tenant keeps using its buckets
+            self.connection.execute(insert_ignoring_duplicates(self.connection, buckets), [
+                {"name": name, "owner": owner, "created": new_jobs[0].now}
+                for name, owner in unowned.items()])
+            owners = self._owners(named)
         for job in new_jobs:
             bucket_rules.refuse(bucket_rules.problems(job.tenant, job.claims, owners))
+
+    def _owners(self, names: list[str]) -> dict[str, bucket_rules.Grant]:
+        return {row.name: bucket_rules.Grant(row.owner)
+                for row in self.connection.execute(_OWNERS, {"b_names": names})}
 
     def _record_tokens(self, new_jobs: Sequence[NewJob]) -> None:
         rows = [{"tenant": job.tenant, "kind": job.token.kind, "token": job.token.token,

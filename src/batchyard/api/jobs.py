@@ -21,8 +21,9 @@ from batchyard.api.services import (
     CallerDependency,
     Services,
     ServicesDependency,
-    authenticate,
+    nonce_committed,
     services_of,
+    verify,
 )
 from batchyard.domain.spec import JobDescription
 
@@ -106,10 +107,15 @@ def list_jobs(query: Annotated[JobListQuery, Query()], caller: CallerDependency,
 @router.get("/jobs/{job_id}", response_model=dict[str, Any])
 async def get_job(job_id: str, request: Request) -> Response:
     """The job's status; with the bare `?description` parameter, its description."""
-    # The hottest route: no dependency injection (it costs more than the read itself).
-    who = await authenticate(request)
-    services = services_of(request)
-    job = await services.read(services.engine.job, job_id, who.tenant)
+    # The hottest route: no dependency injection (it costs more than the read itself), and
+    # the read overlaps the commit of the nonce — a read changes nothing, so only its answer
+    # must wait for the commit.
+    verified = await verify(request)
+    try:
+        services = services_of(request)
+        job = await services.read(services.engine.job, job_id, verified.caller.tenant)
+    finally:
+        await nonce_committed(verified)
     if "description" in request.query_params:
         return JSONResponse(description_view(job))
     return JSONResponse(job_view(job))

@@ -14,7 +14,7 @@ from fastapi import Depends, Request
 from starlette.concurrency import run_in_threadpool
 
 from batchyard.adapters.credentials import KeyStore, NonceLedger, TokenLedger, master_key
-from batchyard.api.authentication import Authenticator, Caller, NonceRegistry
+from batchyard.api.authentication import Authenticator, Caller, NonceRegistry, Verified
 from batchyard.api.errors import Unavailable
 from batchyard.orchestrator.engine import Engine
 from batchyard.settings import Settings
@@ -52,11 +52,12 @@ class Services:
 def build_services(settings: Settings, engine: Engine) -> Services:
     database = engine.store.engine
     keys = KeyStore(database, master_key(settings.data_dir.resolve()))
-    nonces = NonceRegistry(ledger=NonceLedger.beside(database))
+    sqlite = database.dialect.name == "sqlite"
+    nonces = NonceRegistry(ledger=NonceLedger.beside(database), inline=sqlite)
     return Services(settings, engine, database, keys, TokenLedger(database),
                     Authenticator(keys, nonces=nonces,
                                   allow_missing_nonce=settings.allow_missing_nonce),
-                    inline_reads=database.dialect.name == "sqlite")
+                    inline_reads=sqlite)
 
 
 def services_of(request: Request) -> Services:
@@ -91,11 +92,25 @@ async def authenticate(request: Request) -> Caller:
     request waits until its nonce is committed, so that it cannot be replayed after a crash
     (not even one right after its response); it is refused with 503 if that fails.
     """
-    running = services_of(request)
-    verified = await running.read(running.authenticator.verify, request.method,
-                                  raw_target(request), header_map(request))
-    await _saved(verified.nonce_saved)
+    verified = await verify(request)
+    await nonce_committed(verified)
     return verified.caller
+
+
+async def verify(request: Request) -> Verified:
+    """The signature checked, the nonce on its way to the database (not yet committed).
+
+    Only a request that changes nothing may be processed meanwhile, and its response must
+    wait for `nonce_committed` (see `jobs.get_job`): a change made before its nonce is
+    committed could be made again by a replay after a crash."""
+    running = services_of(request)
+    return await running.read(running.authenticator.verify, request.method,
+                              raw_target(request), header_map(request))
+
+
+async def nonce_committed(verified: Verified) -> None:
+    """Return once the request's nonce is committed (503 if it cannot be)."""
+    await _saved(verified.nonce_saved)
 
 
 async def _saved(nonce_saved: Future[None]) -> None:
