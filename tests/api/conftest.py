@@ -3,10 +3,12 @@ with access keys for two tenants and clients that sign like the official SDK."""
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -75,28 +77,36 @@ def wait_for_state(client: httpx.Client, job_id: str, states: set[str],
         time.sleep(0.05)
 
 
+@contextmanager
+def serving(settings: Settings, http: type[asyncio.Protocol] | str = "auto") -> Iterator[str]:
+    """`create_app(settings)` on uvicorn in a thread of this process (so a test can patch
+    the server, or choose its HTTP protocol); its URL."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(create_app(settings), log_level="warning",
+                                           http=http))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [listener]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
+        time.sleep(0.01)
+    try:
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        thread.join(20)
+        listener.close()
+
+
 @pytest.fixture(scope="session")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     data_dir: Path = tmp_path_factory.mktemp("serve")
     # One log bucket for every test tenant (each would own one of its own otherwise).
     shared = {"api-tests": BucketGrant(owner="alice", write=["*"])}
     settings = Settings(data_dir=data_dir, slots=4, bucket_grants=shared)
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    port = listener.getsockname()[1]
-    config = uvicorn.Config(create_app(settings), log_level="warning")
-    uvicorn_server = uvicorn.Server(config)
-    thread = threading.Thread(target=uvicorn_server.run, kwargs={"sockets": [listener]},
-                              daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not uvicorn_server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "server did not start"
-        time.sleep(0.01)
-    yield LiveServer(f"http://127.0.0.1:{port}", port, settings, open_key_store(settings))
-    uvicorn_server.should_exit = True
-    thread.join(20)
-    listener.close()
+    with serving(settings) as url:
+        yield LiveServer(url, int(url.rsplit(":", 1)[1]), settings, open_key_store(settings))
 
 
 @pytest.fixture(scope="session")

@@ -3,39 +3,13 @@ Finished, and paged listings (the rest of the API suite runs on SQLite)."""
 
 from __future__ import annotations
 
-import socket
-import threading
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
-import uvicorn
 
 from batchyard.adapters.credentials import KeyStore, master_key, open_database
-from batchyard.api import create_app
 from batchyard.settings import Settings
-from tests.api.conftest import Signer, job_body, wait_for_state
-
-
-@contextmanager
-def serving(settings: Settings) -> Iterator[str]:
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(create_app(settings), log_level="warning"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [listener]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "server did not start"
-        time.sleep(0.01)
-    try:
-        yield f"http://127.0.0.1:{listener.getsockname()[1]}"
-    finally:
-        server.should_exit = True
-        thread.join(20)
-        listener.close()
+from tests.api.conftest import Signer, job_body, serving, wait_for_state
 
 
 def test_the_api_runs_on_postgresql(postgres_url: str, tmp_path: Path) -> None:

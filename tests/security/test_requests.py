@@ -8,30 +8,26 @@ body digest) unless a test is about that digest.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import hashlib
 import http.client
 import json
 import socket
-import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
 import pytest
-import uvicorn
 from sqlalchemy.exc import OperationalError
 
 from batchyard.adapters.credentials import AccessKey, NonceLedger, open_database
-from batchyard.api import create_app
 from batchyard.api.signature import authorization, signed_headers, string_to_sign
 from batchyard.cli.keys import open_key_store
 from batchyard.settings import Settings
+from tests.api.conftest import serving
 from tests.api.test_errors import assert_error
 from tests.security.conftest import ServeProcess, job, start_serve
 
@@ -128,28 +124,6 @@ def test_a_request_replayed_right_after_a_kill_is_refused(tmp_path: Path) -> Non
         second.stop()
 
 
-@contextmanager
-def in_process(settings: Settings, http: type[asyncio.Protocol] | str = "auto") -> Iterator[str]:
-    """`create_app(settings)` on uvicorn in a thread of this process (to patch the server, or
-    to choose its HTTP protocol); its URL."""
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(create_app(settings), log_level="warning",
-                                           http=http))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [listener]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
-        time.sleep(0.01)
-    try:
-        yield f"http://127.0.0.1:{listener.getsockname()[1]}"
-    finally:
-        server.should_exit = True
-        thread.join(20)
-        listener.close()
-
-
 def test_a_request_whose_nonce_cannot_be_saved_is_not_processed(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     settings = Settings(data_dir=tmp_path, slots=1)
@@ -158,7 +132,7 @@ def test_a_request_whose_nonce_cannot_be_saved_is_not_processed(
     def database_gone(self: NonceLedger, nonces: object) -> None:
         raise OperationalError("INSERT", {}, Exception("disk I/O error"))
 
-    with in_process(settings) as url:
+    with serving(settings) as url:
         monkeypatch.setattr(NonceLedger, "remember", database_gone)
         response = call(url, key, "POST", "/jobs", json.dumps(job("echo never")).encode())
         assert_error(response, 503, "ServiceUnavailable")
@@ -277,7 +251,7 @@ def test_both_http_parsers_answer_json(tmp_path: Path, protocol: str) -> None:
     from batchyard.api import protocols
 
     classes = {"h11": protocols.JsonH11Protocol, "httptools": protocols.http_protocol()}
-    with in_process(Settings(data_dir=tmp_path, slots=1), classes[protocol]) as url:
+    with serving(Settings(data_dir=tmp_path, slots=1), classes[protocol]) as url:
         for broken in BROKEN_HTTP.values():
             assert_json_400(exchange(url, broken))
 
