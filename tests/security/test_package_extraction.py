@@ -18,13 +18,17 @@ import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import pytest
 
+from batchyard.adapters.objectstore import FsspecObjectStore
 from batchyard.runner import package
 from batchyard.runner.package import PackageError, extract_package
+from tests.security.conftest import ServeProcess, job, run_job
 
 _MIB = 1024**2
 _SENTINEL_TEXT = b"a host file nobody may touch\n"
+
 
 
 @dataclass(frozen=True)
@@ -423,3 +427,23 @@ def test_every_entry_made_is_given_to_the_owner(scene: Scene) -> None:
     assert {(path.lstat().st_uid, path.lstat().st_gid) for path in made} == {(12345, 23456)}
     assert stat.S_IMODE((scene.destination / "copy.sh").stat().st_mode) == 0o755
     assert scene.destination.stat().st_uid == 0  # the destination itself is the caller's
+
+
+def test_a_served_job_with_the_cve_package_writes_nothing_outside_its_workdir(
+        serve: ServeProcess, mallory: httpx.Client, tmp_path: Path) -> None:
+    """End to end: the package of a tenant's job, aimed at the attempt folder around its
+    working directory (where batchyard keeps the attempt's stderr)."""
+    data = serve.data_dir.resolve()
+    workdir = data / "work" / f"job-{'0' * 32}" / "attack" / "0.attempt-1" / "workdir"
+    aimed = Scene(tmp_path, workdir, workdir.parent / "stderr", tmp_path)
+    archive, _ = _cve_2025_4517(aimed)
+    FsspecObjectStore(data / "objects").put_file(archive, "oss://mallory-logs/cve.tar.gz")
+    body = job("echo ran")
+    body["DAG"]["Tasks"]["attack"]["Parameters"]["Command"]["PackagePath"] = (
+        "oss://mallory-logs/cve.tar.gz")
+    job_id, state = run_job(mallory, body)
+    instance = mallory.get(f"/jobs/{job_id}/tasks/attack/instances").json()["Items"][0]
+    assert state == "Failed" and instance["Result"]["ErrorCode"] == "PackageError", instance
+    attempt = data / "work" / job_id / "attack" / "0.attempt-1"
+    assert not (attempt / "newfile").exists()
+    assert b"overwritten" not in (attempt / "stderr").read_bytes()
