@@ -151,8 +151,8 @@ class Engine:
         # transaction).
         self.store.create_job(NewJob(job_id, tenant, spec, self.clock(), token, claims))
         self.buckets.submitted(tenant)
+        self._tenants[job_id] = tenant  # before the spec: `_spec` fills both when it reads
         self._specs[job_id] = spec
-        self._tenants[job_id] = tenant
         self._submitted = True  # the launch order may change (read by the loop's next launch)
         self.wake()
         return job_id

@@ -37,6 +37,8 @@ class Layout:
     logs: list[ShippedLog] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     """One line per staged input: what it held and whether it came from the cache."""
+    wrapper: tuple[str, ...] = ()
+    """The bwrap command line that builds `plan` (see `sandbox.sandbox_argv`)."""
 
 
 def lay_out(request: AttemptRequest, objects: ObjectStore, settings: RunnerSettings,

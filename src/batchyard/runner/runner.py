@@ -139,7 +139,7 @@ def _lay_out(request: AttemptRequest, objects: ObjectStore, settings: RunnerSett
     """Stage the inputs and plan the sandbox; a verdict only if that failed."""
     try:
         layout = lay_out(request, objects, settings, workspace, user)
-        sandbox_argv(layout.plan)  # fails early, with the reason, if it cannot be built
+        layout.wrapper = tuple(sandbox_argv(layout.plan))  # fails early, saying why
     except Exception as error:
         return None, _Verdict(None, ErrorCode.MAPPING,
                               f"cannot prepare the mapped paths: {_describe(error)}")
@@ -192,7 +192,7 @@ def _launch(request: AttemptRequest, objects: ObjectStore, control: AttemptContr
                                         sandboxed),
         stdout=workspace.stdout, stderr=workspace.stderr, timeout=request.timeout,
         kill_grace=settings.kill_grace,
-        wrapper=tuple(sandbox_argv(layout.plan)) if layout is not None else (),
+        wrapper=layout.wrapper if layout is not None else (),
         limits=settings.confinement.limits if confined else Limits(),
         umask=0o002 if user is not None else -1)
 
