@@ -17,6 +17,7 @@ import httpx
 import pytest
 
 from batchyard.orchestrator.engine import Engine
+from batchyard.runner import cgroups
 from batchyard.service import open_engine
 from batchyard.settings import Settings
 from tests.integration.conftest import make_job, make_task
@@ -41,6 +42,11 @@ def gone(marker: int) -> bool:
 
 @pytest.fixture(params=TRACKERS)
 def local_engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
+    if request.param == "cgroup":
+        probe = cgroups.available(tmp_path)
+        if probe is None:
+            pytest.skip("no cgroup this process may manage here")
+        probe.remove()
     settings = Settings(data_dir=tmp_path / "data", slots=2, process_tracking=request.param)
     with open_engine(settings) as engine:
         yield engine
