@@ -74,31 +74,23 @@ def private_data_dir(settings: Settings) -> None:
     """The data directory holds the database and the master key: its owner's alone."""
     folder = settings.data_dir.resolve()
     folder.mkdir(parents=True, exist_ok=True)
-    mode = stat.S_IMODE(folder.stat().st_mode)
-    if mode & 0o077 and folder.stat().st_uid == os.geteuid():
+    status = folder.stat()
+    if stat.S_IMODE(status.st_mode) & 0o077 and status.st_uid == os.geteuid():
         folder.chmod(0o700)
 
 
 def open_engine(settings: Settings, serving: bool = False) -> Engine:
     """A started engine for these settings; close it (or use `with`) when done."""
     policy = confinement(settings, serving)
+    root = os.geteuid() == 0
     if policy.sandbox:
-        check_sandbox(root=os.geteuid() == 0, user_base=policy.user_base)
+        check_sandbox(root=root, user_base=policy.user_base)
     elif serving:
         log.warning("--insecure-no-sandbox: attempts run unconfined as %s; any tenant can "
-                    "take over this installation", "root" if os.geteuid() == 0 else "this user")
+                    "take over this installation", "root" if root else "this user")
     private_data_dir(settings)
-    root = os.geteuid() == 0
     objects = open_objects(settings, policy.user_base if policy.sandbox and root else None)
-    limits = PackageLimits(max_bytes=settings.package_max_bytes,
-                           max_members=settings.package_max_members,
-                           max_path=settings.package_max_path)
-    runner_settings = RunnerSettings(
-        work_root=settings.work_root, region=settings.region, oss_host=settings.oss_host,
-        keep_workdirs=settings.keep_workdirs, cache_root=settings.cache_root,
-        hidden=hidden_paths(settings, objects), log_interval=settings.log_interval,
-        confinement=policy, package_limits=limits,
-        inherit_environment=not serving and not policy.sandbox)
+    runner_settings = _runner_settings(settings, policy, objects, serving)
 
     def local_executor(listener: OutcomeListener) -> Executor:
         return LocalExecutor(settings.slots, objects, runner_settings, listener)
@@ -117,6 +109,19 @@ def open_engine(settings: Settings, serving: bool = False) -> Engine:
         raise
     _settle_the_heap()
     return started
+
+
+def _runner_settings(settings: Settings, policy: Confinement, objects: ObjectStore,
+                     serving: bool) -> RunnerSettings:
+    limits = PackageLimits(max_bytes=settings.package_max_bytes,
+                           max_members=settings.package_max_members,
+                           max_path=settings.package_max_path)
+    return RunnerSettings(
+        work_root=settings.work_root, region=settings.region, oss_host=settings.oss_host,
+        keep_workdirs=settings.keep_workdirs, cache_root=settings.cache_root,
+        hidden=hidden_paths(settings, objects), log_interval=settings.log_interval,
+        confinement=policy, package_limits=limits,
+        inherit_environment=not serving and not policy.sandbox)
 
 
 def _settle_the_heap() -> None:

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from batchyard.errors import BatchyardError
 from batchyard.runner import cgroups
 from batchyard.runner.cgroups import Cgroups, SlotGroup
 from batchyard.runner.orphans import OrphanTracker, tracker
@@ -76,7 +77,10 @@ class SlotPool:
         self.confinement = confinement
         groups = self._cgroups(work_root) if confinement.tracking != "subreaper" else None
         if groups is None and confinement.tracking == "cgroup":
-            raise RuntimeError("process_tracking is 'cgroup' but no cgroup can be made here")
+            raise BatchyardError(
+                "process_tracking is 'cgroup' but this process may not make cgroups here (run "
+                "as root, or in a delegated cgroup); use 'auto' to track processes as orphans",
+                code="InvalidConfiguration")
         self.groups = groups
         orphans = tracker() if groups is None else None
         self._free: queue.SimpleQueue[Slot] = queue.SimpleQueue()

@@ -19,7 +19,6 @@ not adopted at all — the restart reaper (`reaper`) finds it by its environment
 
 from __future__ import annotations
 
-import ctypes
 import itertools
 import logging
 import os
@@ -40,6 +39,8 @@ _SWEEPS = 10
 
 def become_subreaper() -> bool:
     """Make this process adopt its orphaned descendants; False where the kernel refuses."""
+    import ctypes  # only where no cgroup can be made: keep it off everyone's start-up
+
     try:
         libc = ctypes.CDLL(None, use_errno=True)
         return bool(libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0)
