@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -96,3 +97,22 @@ def test_the_orphan_tracker_leaves_other_children_alone() -> None:
     finally:
         bystander.kill()
         bystander.wait()
+
+
+def test_an_orphan_forked_before_its_attempt_was_noted_is_still_its_attempts() -> None:
+    """On a busy machine the runner thread may note the attempt only after its program has
+    already forked: the attempt must count from its leader's own start."""
+    tracker = orphans.tracker()
+    if tracker is None:
+        pytest.skip("this kernel refuses PR_SET_CHILD_SUBREAPER")
+    marker = f"sleep 79{os.getpid() % 100000}"
+    leader = subprocess.Popen(["bash", "-c", f"setsid {marker} & sleep 0.5"],
+                              start_new_session=True)
+    assert until(lambda: processes_running(marker), 5)
+    time.sleep(0.1)  # ten clock ticks after the fork, as a descheduled thread would
+    token = tracker.started(leader.pid)
+    os.waitid(os.P_PID, leader.pid, os.WEXITED | os.WNOWAIT)
+    tracker.ended(token)
+    leader.wait()
+    tracker.reaped(token)
+    assert until(lambda: not processes_running(marker), 5)

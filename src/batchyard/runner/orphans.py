@@ -88,14 +88,21 @@ class OrphanTracker:
     """The attempts started by this process, and the sweep of what they leave behind."""
 
     _attempts: dict[int, _Attempt] = field(default_factory=dict)
+    _sessions: dict[int, None] = field(default_factory=dict)
+    """Sessions of detached processes swept already: what they start later goes too."""
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _tokens: itertools.count[int] = field(default_factory=itertools.count)
 
     def started(self, leader: int) -> int:
-        """Note an attempt whose program `leader` just started; returns its token."""
+        """Note an attempt whose program `leader` just started; returns its token.
+
+        The attempt starts when its leader did, by the kernel's clock: this thread may run
+        only after the leader has already forked (a busy machine), and a child must never
+        seem older than its attempt."""
+        known = status(leader)
         with self._lock:
             token = next(self._tokens)
-            self._attempts[token] = _Attempt(leader, now_ticks())
+            self._attempts[token] = _Attempt(leader, known.started if known else now_ticks())
             return token
 
     def ended(self, token: int) -> None:
@@ -128,9 +135,15 @@ class OrphanTracker:
                 if process is None or pid in leaders or process.parent != own:
                     continue
                 if self._done_with(process, session):
+                    self._remember_session(process.session)
                     _kill_and_reap(process)
                     killed.append(pid)
         return killed
+
+    def _remember_session(self, session: int) -> None:
+        self._sessions[session] = None
+        if len(self._sessions) > _KEPT_ENDINGS:
+            del self._sessions[next(iter(self._sessions))]
 
     def _done_with(self, process: ProcessStatus, session: int) -> bool:
         """Whether `process` came from attempts that have all ended."""
@@ -139,6 +152,8 @@ class OrphanTracker:
             return all(attempt.ended is not None for attempt in by_group)
         if process.session == session:
             return False  # not detached from this process: someone else's child
+        if process.session in self._sessions:
+            return True  # started by a detached process that was swept already
         candidates = [a for a in self._attempts.values() if a.started <= process.started
                       and (a.ended is None or process.started <= a.ended)]
         return bool(candidates) and all(a.ended is not None for a in candidates)
