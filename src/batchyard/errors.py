@@ -33,8 +33,10 @@ class Problem:
     rule: str
 
     def __str__(self) -> str:
-        shown = "(absent)" if self.value is _ABSENT else repr(self.value)
-        return f"{self.path}: {self.rule} (got {shown})"
+        """`Priority: must be … (got -1)`; a missing field has nothing to show."""
+        if self.value is _ABSENT:
+            return f"{self.path}: {self.rule}"
+        return f"{self.path}: {self.rule} (got {self.value!r})"
 
 
 class _Absent:

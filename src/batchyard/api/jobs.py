@@ -25,6 +25,8 @@ from batchyard.api.services import (
     services_of,
     verify,
 )
+from batchyard.api.warnings import warning_headers, warnings_body
+from batchyard.domain.fields import unknown_fields
 from batchyard.domain.spec import JobDescription
 
 router = APIRouter(tags=["jobs"])
@@ -58,13 +60,25 @@ PRIORITY_BODY = _json_body(
      "properties": {"Priority": {"type": "integer", "minimum": 0, "maximum": 1000}}},
     "The new priority; the job must be Stopped or Failed")
 
-@router.post("/jobs", status_code=201, openapi_extra=JOB_BODY, response_model=dict[str, str])
+@router.post("/jobs", status_code=201, openapi_extra=JOB_BODY, response_model=dict[str, Any])
 async def create_job(request: Request, query: Annotated[CreateQuery, Query()],
                      caller: CallerDependency, services: ServicesDependency) -> Response:
-    """Submit a job description; 201 `{"Id": "job-…"}`."""
+    """Submit a job description; 201 `{"Id": "job-…"}`, plus `Warnings` (and a `Warning`
+    header each) for unknown fields, which are accepted but likely typos."""
     body = await json_object(request)
-    job_id = await run_in_threadpool(submit, services, caller, body, query.IdempotentToken)
-    return JSONResponse({"Id": job_id}, status_code=201)
+    return await run_in_threadpool(_created, services, caller, body, query.IdempotentToken)
+
+
+def _created(services: Services, caller: Caller, body: dict[str, Any], token: str) -> Response:
+    """Submit, then answer with the unknown fields of `body` as warnings (in a thread: a
+    1 MiB body can hold thousands of them)."""
+    job_id = submit(services, caller, body, token)
+    unknown = unknown_fields(body, JobDescription)
+    answer = JSONResponse({"Id": job_id, **({"Warnings": warnings_body(unknown)} if unknown
+                                            else {})}, status_code=201)
+    for value in warning_headers(unknown):
+        answer.headers.append("Warning", value)
+    return answer
 
 
 def submit(services: Services, caller: Caller, body: dict[str, Any], token: str) -> str:

@@ -37,8 +37,8 @@ from batchyard.cli.execution import (
     stderr_tails,
     summarize,
 )
-from batchyard.cli.job_file import JobFileError, read_job_file
-from batchyard.cli.options import BucketOption, DataDirOption
+from batchyard.cli.job_file import JobFileError, check_fields, read_job_file
+from batchyard.cli.options import BucketOption, DataDirOption, StrictOption
 from batchyard.cli.progress import (
     JobView,
     LiveProgress,
@@ -61,6 +61,7 @@ from batchyard.cli.remote_logs import (
     print_logs,
     sources,
 )
+from batchyard.domain.fields import UnknownField
 from batchyard.domain.states import TERMINAL, State
 from batchyard.ports import ObjectStore
 from batchyard.settings import Settings
@@ -156,7 +157,7 @@ def submit(
         "--wait", "-w", help="Show live progress until the job ends, then a summary")] = False,
     data_dir: DataDirOption = None, bucket: BucketOption = None,
     endpoint: EndpointOption = None, key_id: KeyIdOption = None,
-    key_secret: KeySecretOption = None,
+    key_secret: KeySecretOption = None, strict: StrictOption = False,
 ) -> None:
     """Submit JOB.json to the server and print its job id.
 
@@ -166,10 +167,11 @@ def submit(
     """
     try:
         raw = read_job_file(job_file)
+        warned = check_fields(raw, str(job_file), strict, _err)
     except JobFileError as error:
         _fail(error.message, EXIT_INVALID)
     with _session(endpoint, key_id, key_secret) as client:
-        job_id = _create(client, raw, job_file)
+        job_id = _create(client, raw, job_file, warned)
         if not wait:
             typer.echo(job_id)
             return
@@ -179,9 +181,13 @@ def submit(
     raise typer.Exit(status)
 
 
-def _create(client: RemoteClient, raw: dict[str, Any], job_file: Path) -> str:
+def _create(client: RemoteClient, raw: dict[str, Any], job_file: Path,
+            warned: list[UnknownField]) -> str:
+    """Create the job; print the server's warnings not already printed (`warned`)."""
+    from batchyard.api.warnings import unseen
+
     try:
-        return client.create_job(raw)
+        created = client.create_job(raw)
     except ApiError as error:
         if error.status != 400:
             raise
@@ -194,6 +200,9 @@ def _create(client: RemoteClient, raw: dict[str, Any], job_file: Path) -> str:
             code = f"[{problem['Code']}]" if problem.get("Code") else ""
             _err.print(Text.assemble(f"  {problem.get('Message') or problem} ", (code, "dim")))
         raise typer.Exit(EXIT_INVALID) from None
+    for text in unseen(created.warnings, warned):
+        _err.print(Text.assemble(("warning: ", "yellow"), f"server: {text}"), soft_wrap=True)
+    return created.job_id
 
 
 def _wait(engine: RemoteEngine, job_id: str, raw: dict[str, Any]) -> int:

@@ -6,6 +6,11 @@ import json
 from pathlib import Path
 from typing import Any
 
+from rich.console import Console
+from rich.text import Text
+
+from batchyard.domain.fields import UnknownField, unknown_fields
+from batchyard.domain.spec import JobDescription
 from batchyard.errors import BatchyardError
 
 _CONTEXT = 60
@@ -35,10 +40,17 @@ def read_job_file(path: Path) -> dict[str, Any]:
 
 
 def parse_job_text(text: str, source: str) -> dict[str, Any]:
+    """The JSON object in `text`: JSON as the standard has it (no NaN or Infinity, which
+    Python's reader accepts), and never a traceback for a structure nested too deeply."""
     try:
-        raw = json.loads(text)
+        raw = json.loads(text, parse_constant=_refuse_constant)
     except json.JSONDecodeError as error:
         raise JobFileError(_syntax_message(error, text, source)) from None
+    except ValueError as error:  # from _refuse_constant
+        raise JobFileError(f"{source}: not valid JSON: {error}") from None
+    except RecursionError:
+        raise JobFileError(f"{source}: not usable: objects and arrays are nested too deeply "
+                           "(a job description needs about 8 levels)") from None
     if not isinstance(raw, dict):
         raise JobFileError(
             f"{source}: a job description is a JSON object ({{\"Name\": …, \"DAG\": …}}), "
@@ -54,3 +66,25 @@ def _syntax_message(error: json.JSONDecodeError, text: str, source: str) -> str:
     pointer = " " * (error.colno - 1 - start) + "^"
     return (f"{source}:{error.lineno}:{error.colno}: not valid JSON: {error.msg}\n"
             f"    {excerpt}\n    {pointer}")
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number; write a number or a string")
+
+
+def check_fields(raw: dict[str, Any], source: str, strict: bool, console: Console
+                 ) -> list[UnknownField]:
+    """Warn on `console` (stderr) about each unknown field of the job, likely a typo that
+    would be silently ignored; with `strict`, raise JobFileError listing them instead.
+    Returns the fields warned about (so that the server's warnings are not repeated)."""
+    found = unknown_fields(raw, JobDescription)
+    if strict and found:
+        noun = "field" if len(found) == 1 else "fields"
+        lines = [f"{source}: {len(found)} unknown {noun} (refused by --strict):"]
+        lines += [f"  {field.path}: {field.describe(ignored=False)}"
+                  for field in found]
+        raise JobFileError("\n".join(lines))
+    for field in found:
+        console.print(Text.assemble(("warning: ", "yellow"), f"{source}: {field}"),
+                      soft_wrap=True)
+    return found

@@ -28,9 +28,9 @@ from batchyard.cli.execution import (
     summarize,
     watch,
 )
-from batchyard.cli.job_file import JobFileError, read_job_file
+from batchyard.cli.job_file import JobFileError, check_fields, read_job_file
 from batchyard.cli.keys import keys_app
-from batchyard.cli.options import BucketOption, DataDirOption, SlotsOption
+from batchyard.cli.options import BucketOption, DataDirOption, SlotsOption, StrictOption
 from batchyard.cli.progress import (
     JobView,
     LiveProgress,
@@ -121,6 +121,7 @@ def run(
         "--sandbox", help="Confine every attempt as `serve` does: bubblewrap, an "
         "unprivileged user (when root), limits, a minimal environment "
         "[env BATCHYARD_SANDBOX__ENABLED]")] = False,
+    strict: StrictOption = False,
 ) -> None:
     """Submit JOB.json, show live progress until it ends, then summarise.
 
@@ -131,7 +132,7 @@ def run(
     Plain tasks run directly, as you, with your environment; tasks with mapped paths
     (InputMapping, OutputMapping, LogMapping, Mounts) run in a bubblewrap sandbox.
     """
-    raw = _load_job(job_file)
+    raw = _load_job(job_file, strict)
     settings = _load_settings(data_dir, slots, bucket)
     if sandbox:
         settings = settings.model_copy(
@@ -139,9 +140,10 @@ def run(
     raise typer.Exit(_run_job(settings, raw, quiet))
 
 
-def _load_job(job_file: Path) -> dict[str, Any]:
+def _load_job(job_file: Path, strict: bool) -> dict[str, Any]:
     try:
         raw = read_job_file(job_file)
+        check_fields(raw, str(job_file), strict, _err)
         parse_job(raw)
     except JobFileError as error:
         _err.print(Text.assemble(("error: ", "red"), error.message))

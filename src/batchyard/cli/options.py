@@ -21,3 +21,7 @@ BucketOption = Annotated[list[str] | None, typer.Option(
     help="Back bucket NAME with a folder or fsspec URL (repeatable), e.g. "
          "--bucket demo=/srv/demo [env BATCHYARD_BUCKETS='{\"demo\": \"/srv/demo\"}'; "
          "default: DIR/objects/NAME]")]
+
+StrictOption = Annotated[bool, typer.Option(
+    "--strict", help="Refuse a job file with unknown fields (likely typos, such as "
+    "InstanceCont) instead of warning about them and ignoring them")]

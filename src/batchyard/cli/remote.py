@@ -7,6 +7,7 @@ Requests are signed like the official SDK (`batchyard.api.signature`); error ans
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import quote
@@ -48,6 +49,14 @@ class ApiError(BatchyardError):
             text += (" — check --key-id/--key-secret (BATCHYARD_KEY_ID/BATCHYARD_KEY_SECRET); "
                      "`batchyard keys create` makes a key")
         return text
+
+
+@dataclass(frozen=True)
+class Created:
+    """A job the server accepted, and the texts of its `Warning` headers (unknown fields)."""
+
+    job_id: str
+    warnings: list[str]
 
 
 class Unreachable(BatchyardError):
@@ -101,6 +110,12 @@ class RemoteClient:
     def call(self, method: str, path: str, query: dict[str, str] | None = None,
              body: Any = None) -> Any:
         """The decoded JSON answer (None when empty); ApiError for any non-2xx answer."""
+        response = self.send(method, path, query, body)
+        return response.json() if response.content else None
+
+    def send(self, method: str, path: str, query: dict[str, str] | None = None,
+             body: Any = None) -> httpx.Response:
+        """The answer, headers and all; ApiError for any non-2xx answer."""
         import httpx
 
         target = path + (f"?{query_string(query)}" if query else "")
@@ -112,7 +127,7 @@ class RemoteClient:
                               ) from None
         if not response.is_success:
             raise _api_error(response)
-        return response.json() if response.content else None
+        return response
 
     def pages(self, path: str, convert: Callable[[dict[str, Any]], Item],
               query: dict[str, str] | None = None) -> list[Item]:
@@ -127,8 +142,12 @@ class RemoteClient:
             if not marker:
                 return items
 
-    def create_job(self, description: dict[str, Any]) -> str:
-        return str(self.call("POST", "/jobs", body=description)["Id"])
+    def create_job(self, description: dict[str, Any]) -> Created:
+        from batchyard.api.warnings import warning_texts
+
+        response = self.send("POST", "/jobs", body=description)
+        return Created(str(response.json()["Id"]),
+                       warning_texts(response.headers.get_list("Warning")))
 
     def job(self, job_id: str) -> JobRecord:
         return job_record(self.call("GET", f"/jobs/{_segment(job_id)}"))

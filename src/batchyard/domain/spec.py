@@ -12,7 +12,7 @@ import re
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Annotated, Any, get_args, get_origin
+from typing import Annotated, Any, ClassVar, get_args, get_origin
 
 from pydantic import (
     BaseModel,
@@ -26,6 +26,7 @@ from pydantic import (
 )
 
 from batchyard.domain.dag import find_cycle, upstreams
+from batchyard.domain.fields import known_fields, misspelt
 from batchyard.errors import ABSENT, Problem, SpecError
 
 JOB_NAME = re.compile(r"^[A-Za-z0-9_-]{1,100}\Z")
@@ -105,6 +106,9 @@ class _Model(BaseModel):
     """Fields are named as on the wire; unknown fields are kept and echoed back."""
 
     model_config = ConfigDict(extra="allow", populate_by_name=True)
+    batchcompute_only: ClassVar[frozenset[str]] = frozenset()
+    """Fields BatchCompute defines here that batchyard does not model: accepted and echoed
+    like any unknown field, but never reported as a typo (see `fields`)."""
 
 
 class DockerSpec(_Model):
@@ -177,6 +181,8 @@ class JobDescription(_Model):
     AutoRelease: StrictBool = False
     Notification: dict[str, Any] | None = None
     DAG: DAGSpec
+    batchcompute_only: ClassVar[frozenset[str]] = frozenset({"App"})
+    """`App` holds the program of an App job (reference §8), refused here by its `Type`."""
 
     def graph(self) -> dict[str, set[str]]:
         """Task name -> the set of its upstream tasks."""
@@ -263,7 +269,7 @@ def parse_job(raw: Any) -> JobDescription:
     try:
         job = JobDescription.model_validate(raw)
     except ValidationError as error:
-        problems += [_problem_from_pydantic(item) for item in error.errors()]
+        problems += [_problem_from_pydantic(item, raw) for item in error.errors()]
     tasks = job.DAG.Tasks if job is not None else _salvaged_tasks(raw)
     problems += [problem for name, task in tasks.items()
                  for problem in _task_problems(name, task)]
@@ -669,16 +675,44 @@ _SYSTEM_FOLDERS = frozenset({"", "/proc", "/dev", "/sys", "/tmp", "/usr", "/bin"
 
 
 
-def _problem_from_pydantic(item: Any) -> Problem:
-    """Missing<Field> for an absent field; Invalid<Field> named after the schema field that
-    holds the value (never after a user's key, such as an EnvVars name)."""
+def _problem_from_pydantic(item: Any, raw: dict[str, Any]) -> Problem:
+    """Missing<Field> for an absent field (naming a misspelling of it the object holds);
+    Invalid<Field> named after the schema field that holds the value (never after a user's
+    key, such as an EnvVars name)."""
     location = [str(part) for part in item["loc"]]
     path = ".".join(location) or "$"
     if item["type"] == "missing":
         return Problem(f"Missing{location[-1] if location else 'Parameter'}", path, ABSENT,
-                       "is required")
+                       "is required" + _found_instead(raw, tuple(item["loc"])))
     return Problem(_code_for(tuple(item["loc"])), path, _clip(item.get("input")),
                    _rule_text(item))
+
+
+def _found_instead(raw: dict[str, Any], location: tuple[Any, ...]) -> str:
+    """`; found ComandLine` when the object that misses a field holds a misspelling of it."""
+    parent: Any = raw
+    for part in location[:-1]:
+        parent = parent.get(part) if isinstance(parent, dict) else None
+    model = _model_at(location[:-1])
+    if not isinstance(parent, dict) or model is None:
+        return ""
+    found = misspelt(parent, str(location[-1]), known_fields(model))
+    return f"; found {found}" if found else ""
+
+
+def _model_at(parts: tuple[Any, ...]) -> type[BaseModel] | None:
+    """The model of the job's schema that holds the object at `parts`, if any."""
+    model: type[BaseModel] | None = JobDescription
+    keyed = False
+    for part in parts:
+        if keyed:
+            keyed = False
+            continue
+        field = model.model_fields.get(str(part)) if model is not None else None
+        if field is None:
+            return None
+        model, keyed = _nested_model(field.annotation)
+    return None if keyed else model
 
 
 def _rule_text(item: Any) -> str:
