@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
 
 from batchyard.adapters.credentials import AccessKey
-from tests.api.conftest import LiveServer
+from tests.api.conftest import LiveServer, job_body
 
 batchcompute = pytest.importorskip("batchcompute")
 from batchcompute import Client, ClientError  # noqa: E402
@@ -190,3 +191,32 @@ def test_idempotent_token_through_the_sdk(client: Any) -> None:
         client.create_job(one_task_job("false", name="sdk-idem"), token="sdk_token_1")
     assert (raised.value.get_status_code(), raised.value.get_code()) == (
         400, "IdempotentTokenMismatch")
+
+
+def test_warnings_about_unknown_fields_do_not_break_the_sdk(client: Any) -> None:
+    """The SDK's models drop fields they do not know before sending, so typos reach the
+    server from other clients; the answer they get is what the SDK must still read. The
+    SDK's own transport and response class (as its `create_job` uses them) send a body with
+    150 unknown fields and read the answer: its Warning headers and Warnings list."""
+    from batchcompute.client.response import CreateResponse
+
+    body = job_body(name="sdk-typos", command="echo $BATCH_COMPUTE_DAG_INSTANCE_ID")
+    task = body["DAG"]["Tasks"]["work"]
+    task.update({"InstanceCont": 3, "MaxRetryCont": 2})
+    task.update({f"Extra{n}": n for n in range(148)})
+    created = CreateResponse(client._sa.post("jobs", body=json.dumps(body)), client._h)
+    assert created.StatusCode == 201 and created.Id.startswith("job-")
+    assert "Warnings" in created.content  # the SDK read the body that carries them
+    assert client.poll(created.Id, timeout=30, interval=0.1) == []
+    assert client.get_job(created.Id).State == "Finished"
+
+
+def test_sdk_jobs_get_no_warnings(server: LiveServer, alice_key: AccessKey) -> None:
+    """What the SDK sends (every field it fills in by default) is all known."""
+    from batchcompute.core.api import Api
+
+    Client.register_region("local", "127.0.0.1", server.port)
+    api = Api("127.0.0.1", alice_key.id, alice_key.secret, "", False)
+    answer = api.post("jobs", body=log_count_job().dump())
+    assert answer.status == 201 and answer.getheader("Warning") is None
+    assert set(json.loads(answer.read())) == {"Id"}
