@@ -105,6 +105,60 @@ def test_an_invalid_job_exits_2_listing_every_problem_with_its_path(
     assert "DAG.Tasks.work.InstanceCount" in invalid.stderr and "Name" in invalid.stderr
 
 
+def typo_body(name: str) -> dict[str, Any]:
+    body = job_body(name)
+    body["DAG"]["Tasks"]["work"].update({"InstanceCont": 3, "MaxRetryCont": 2})
+    return body
+
+
+def test_submit_warns_about_unknown_fields_once(environment: dict[str, str],
+                                               tmp_path: Path) -> None:
+    """The client checks the file itself; the server's Warning headers say the same, and
+    are not repeated."""
+    job = write_job(tmp_path, typo_body("cli-typos"))
+    submitted = run(environment, "submit", job)
+    assert submitted.returncode == 0, submitted.stdout + submitted.stderr
+    assert JOB_ID.fullmatch(submitted.stdout.strip())
+    assert submitted.stderr.splitlines() == [
+        f"warning: {job}: DAG.Tasks.work.InstanceCont: unknown field, ignored; "
+        "did you mean InstanceCount?",
+        f"warning: {job}: DAG.Tasks.work.MaxRetryCont: unknown field, ignored; "
+        "did you mean MaxRetryCount?"]
+
+
+def test_submit_strict_refuses_unknown_fields_and_sends_nothing(
+        server: LiveServer, key: AccessKey, environment: dict[str, str],
+        tmp_path: Path) -> None:
+    refused = run(environment, "submit", "--strict", write_job(tmp_path, typo_body("strict")))
+    assert refused.returncode == 2 and refused.stdout == ""
+    assert refused.stderr.splitlines()[0].endswith(
+        "job.json: 2 unknown fields (refused by --strict):")
+    with signed_client(server, key) as client:
+        assert client.get("/jobs").json()["Items"] == []
+
+
+def test_submit_shows_warnings_only_the_server_found(
+        environment: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A server newer than its client may know more: what the client did not print itself,
+    it prints from the server's Warning headers. (This client is made to find nothing; the
+    server, in this process too, still uses the real detector.)"""
+    from typer.testing import CliRunner
+
+    from batchyard.cli import job_file
+    from batchyard.cli.main import app
+
+    monkeypatch.setattr(job_file, "unknown_fields", lambda raw, model: [])
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    result = CliRunner().invoke(app, ["submit", write_job(tmp_path, typo_body("newer"))])
+    assert result.exit_code == 0, result.output
+    assert result.stderr.splitlines() == [
+        "warning: server: DAG.Tasks.work.InstanceCont: unknown field, ignored; "
+        "did you mean InstanceCount?",
+        "warning: server: DAG.Tasks.work.MaxRetryCont: unknown field, ignored; "
+        "did you mean MaxRetryCount?"]
+
+
 def test_jobs_pages_with_marker_and_all(server: LiveServer, key: AccessKey,
                                         environment: dict[str, str]) -> None:
     with signed_client(server, key) as client:

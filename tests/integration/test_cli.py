@@ -107,6 +107,65 @@ def test_a_file_that_is_not_json_exits_2_with_line_and_column(tmp_path: Path) ->
     assert f"{path}:3:17: not valid JSON" in result.stderr
 
 
+def typo_job() -> dict[str, Any]:
+    task = make_task("echo $BATCH_COMPUTE_DAG_INSTANCE_ID", InstanceCont=3, MaxRetryCont=2)
+    task["Parameters"]["Command"]["EnvVar"] = {"GREETING": "hi"}
+    return make_job({"count": task}, Name="typos")
+
+
+def test_unknown_fields_are_warnings_and_the_job_runs(tmp_path: Path) -> None:
+    path = write_job(tmp_path, typo_job())
+    result = batchyard(tmp_path / "data", "run", "--quiet", str(path))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Finished" in result.stdout
+    assert result.stderr.splitlines() == [  # one line each, even past 80 columns
+        f"warning: {path}: DAG.Tasks.count.InstanceCont: unknown field, ignored; "
+        "did you mean InstanceCount?",
+        f"warning: {path}: DAG.Tasks.count.MaxRetryCont: unknown field, ignored; "
+        "did you mean MaxRetryCount?",
+        f"warning: {path}: DAG.Tasks.count.Parameters.Command.EnvVar: unknown field, "
+        "ignored; did you mean EnvVars?"]
+
+
+def test_strict_refuses_unknown_fields_and_submits_nothing(tmp_path: Path) -> None:
+    path = write_job(tmp_path, typo_job())
+    result = batchyard(tmp_path / "data", "run", "--strict", str(path))
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert result.stderr.splitlines() == [
+        f"error: {path}: 3 unknown fields (refused by --strict):",
+        "  DAG.Tasks.count.InstanceCont: unknown field; did you mean InstanceCount?",
+        "  DAG.Tasks.count.MaxRetryCont: unknown field; did you mean MaxRetryCount?",
+        "  DAG.Tasks.count.Parameters.Command.EnvVar: unknown field; did you mean EnvVars?"]
+    assert not (tmp_path / "data").exists()
+    clean = write_job(tmp_path, make_job({"t": make_task("true")}))
+    assert batchyard(tmp_path / "data", "run", "--strict", "-q", str(clean)).returncode == 0
+
+
+def test_a_misspelt_required_field_is_named(tmp_path: Path) -> None:
+    job = make_job({"count": make_task("true")})
+    command = job["DAG"]["Tasks"]["count"]["Parameters"]["Command"]
+    command["ComandLine"] = command.pop("CommandLine")
+    result = batchyard(tmp_path / "data", "run", str(write_job(tmp_path, job)))
+    assert result.returncode == 2
+    assert ("  DAG.Tasks.count.Parameters.Command.CommandLine: is required; found ComandLine "
+            "[MissingCommandLine]") in result.stderr.splitlines()
+    assert "ComandLine: unknown field, ignored; did you mean CommandLine?" in result.stderr
+
+
+@pytest.mark.parametrize(("text", "says"), [
+    ('{"Name": "x", "Priority": NaN}', "NaN is not a JSON number"),
+    ('{"Name": ' + "[" * 50_000 + "]" * 50_000 + "}", "nested too deeply"),
+])
+def test_json_python_accepts_but_a_job_cannot_hold_is_one_line(tmp_path: Path, text: str,
+                                                               says: str) -> None:
+    path = tmp_path / "job.json"
+    path.write_text(text, encoding="utf-8")
+    result = batchyard(tmp_path / "data", "run", str(path))
+    assert result.returncode == 2
+    (line,) = result.stderr.splitlines()
+    assert line.startswith(f"error: {path}: ") and says in line
+
+
 def test_ctrl_c_stops_the_job_and_exits_130(tmp_path: Path) -> None:
     marker = f"batchyard-test-{os.getpid()}-{time.monotonic_ns()}"
     job = make_job({"slow": make_task(f"sleep 60; echo {marker}", 2)})
