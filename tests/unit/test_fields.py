@@ -121,6 +121,14 @@ def test_a_large_job_is_checked_in_one_pass() -> None:
     assert {field.suggestion for field in fields} == {"InstanceCount", "Timeout", "EnvVars"}
 
 
+def test_suggestions_can_be_limited_to_the_first_fields() -> None:
+    raw = {f"Nme{n}": n for n in range(5)}
+    raw["Nmae"] = "x"
+    fields = unknown_fields(raw, JobDescription, suggested=5)
+    assert len(fields) == 6 and fields[-1] == UnknownField("Nmae")
+    assert unknown_fields(raw, JobDescription)[-1] == UnknownField("Nmae", "Name")
+
+
 def test_the_job_is_not_changed() -> None:
     raw = with_task(InstanceCont=3)
     before = copy.deepcopy(raw)

@@ -25,7 +25,7 @@ from batchyard.api.services import (
     services_of,
     verify,
 )
-from batchyard.api.warnings import warning_headers, warnings_body
+from batchyard.api.warnings import MAX_LISTED, warning_headers, warnings_body
 from batchyard.domain.fields import unknown_fields
 from batchyard.domain.spec import JobDescription
 
@@ -73,7 +73,7 @@ def _created(services: Services, caller: Caller, body: dict[str, Any], token: st
     """Submit, then answer with the unknown fields of `body` as warnings (in a thread: a
     1 MiB body can hold thousands of them)."""
     job_id = submit(services, caller, body, token)
-    unknown = unknown_fields(body, JobDescription)
+    unknown = unknown_fields(body, JobDescription, suggested=MAX_LISTED)
     answer = JSONResponse({"Id": job_id, **({"Warnings": warnings_body(unknown)} if unknown
                                             else {})}, status_code=201)
     for value in warning_headers(unknown):

@@ -16,7 +16,8 @@ MAX_HEADERS = 20
 """Most `Warning` headers in one answer (then one more counting the rest): Python's
 http.client, under the official SDK, refuses an answer with more than 100 headers."""
 MAX_LISTED = 100
-"""Most warnings in the body's `Warnings` list (then one more counting the rest)."""
+"""Most warnings in the body's `Warnings` list (then one more counting the rest); only these
+get a suggestion ("did you mean …"), and the headers show fewer (MAX_HEADERS)."""
 MAX_TEXT = 300
 """Longest warning text in a header (paths quote user keys of any length)."""
 _PREFIX = '299 - "'

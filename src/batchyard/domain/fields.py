@@ -58,11 +58,18 @@ class _Shape:
 _FREE = _Shape()
 
 
-def unknown_fields(raw: Any, model: type[BaseModel]) -> list[UnknownField]:
+def unknown_fields(raw: Any, model: type[BaseModel], suggested: int | None = None
+                   ) -> list[UnknownField]:
     """Every field of `raw` that `model` (and the models it holds) does not know, in the order
-    met (breadth first, without recursion: any depth and size is safe)."""
-    return [UnknownField(_joined(parts), closest(str(parts[-1]), known_fields(owner)))
-            for parts, owner in _unknown(raw, _Shape(model))]
+    met (breadth first, without recursion: any depth and size is safe). Only the first
+    `suggested` get a suggestion, when given: finding one costs some 30 µs, twenty times
+    the walk, and a 1 MiB request can hold 50 000 unknown fields."""
+    found = []
+    for index, (parts, owner) in enumerate(_unknown(raw, _Shape(model))):
+        wanted = suggested is None or index < suggested
+        hint = closest(str(parts[-1]), known_fields(owner)) if wanted else ""
+        found.append(UnknownField(_joined(parts), hint))
+    return found
 
 
 def known_fields(model: type[BaseModel]) -> list[str]:
