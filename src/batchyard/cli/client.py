@@ -18,6 +18,7 @@ import typer
 from rich.console import Console
 from rich.text import Text
 
+from batchyard.api.warnings import unseen
 from batchyard.cli.client_config import DEFAULT_ENDPOINT, ClientConfigurationError, resolve
 from batchyard.cli.client_views import (
     instance_details,
@@ -184,8 +185,6 @@ def submit(
 def _create(client: RemoteClient, raw: dict[str, Any], job_file: Path,
             warned: list[UnknownField]) -> str:
     """Create the job; print the server's warnings not already printed (`warned`)."""
-    from batchyard.api.warnings import unseen
-
     try:
         created = client.create_job(raw)
     except ApiError as error:
