@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.text import Text
 
 from batchyard import __version__
-from batchyard.cli import objects
+from batchyard.cli import help_format, objects
 from batchyard.cli.client import register as register_client_commands
 from batchyard.cli.configuration import ConfigurationError, load_settings
 from batchyard.cli.execution import (
@@ -47,6 +47,8 @@ from batchyard.domain.spec import parse_job
 from batchyard.domain.states import State
 from batchyard.errors import BatchyardError, SpecError
 from batchyard.settings import Settings
+
+help_format.install()
 
 APP_HELP = """\
 Run Alibaba Cloud BatchCompute job descriptions (DAG jobs) on this machine.
@@ -86,7 +88,7 @@ the options are invalid (every problem is listed with its JSON path);
 """
 
 app = typer.Typer(name="batchyard", help=APP_HELP, epilog=APP_EPILOG, no_args_is_help=True,
-                  add_completion=False, rich_markup_mode="markdown",
+                  add_completion=True, rich_markup_mode="markdown",
                   pretty_exceptions_show_locals=False)  # locals may hold secrets (URLs, keys)
 app.add_typer(objects.app, name="oss")
 app.add_typer(keys_app, name="keys")

@@ -59,7 +59,37 @@ def _fail(message: str) -> NoReturn:
     raise typer.Exit(1)
 
 
-@app.command("ls", epilog="**Example:** `batchyard oss ls -r oss://log-count-demo/log-count/`")
+LS_EPILOG = """\
+**Examples**
+
+```
+batchyard oss ls oss://log-count-demo/
+batchyard oss ls -r oss://log-count-demo/log-count/
+batchyard oss ls -r oss://demo/ --bucket demo=/srv/demo
+```
+"""
+
+CP_EPILOG = """\
+**Examples**
+
+```
+batchyard oss cp data.txt oss://demo/log-count/          # keeps the name: .../data.txt
+batchyard oss cp -r results/ oss://demo/run1/results/
+batchyard oss cp -r oss://demo/log-count/logs/ ./logs/
+```
+"""
+
+CAT_EPILOG = """\
+**Examples**
+
+```
+batchyard oss cat oss://log-count-demo/log-count/merge_result.json
+batchyard oss cat oss://demo/logs/stdout.job-18ED51D78DEC5A59EB3DB3E0AE38BEC5.count.2
+```
+"""
+
+
+@app.command("ls", epilog=LS_EPILOG)
 def list_objects(
     url: Annotated[str, typer.Argument(help="oss://bucket/prefix/ to list")],
     recursive: Annotated[bool, typer.Option("--recursive", "-r",
@@ -82,8 +112,7 @@ def _listing_line(entry: ObjectInfo) -> str:
     return f"{size:>12}  {entry.url}"
 
 
-@app.command("cp", epilog="**Examples:** `batchyard oss cp data.txt oss://demo/log-count/` · "
-                          "`batchyard oss cp -r oss://demo/log-count/logs/ ./logs/`")
+@app.command("cp", epilog=CP_EPILOG)
 def copy_objects(
     source: Annotated[str, typer.Argument(help="Local path or oss:// URL to copy from")],
     target: Annotated[str, typer.Argument(
@@ -104,8 +133,7 @@ def copy_objects(
         typer.echo(f"{len(copied)} files, {sum(item.size for item in copied)} bytes")
 
 
-@app.command("cat", epilog="**Example:** "
-                           "`batchyard oss cat oss://log-count-demo/log-count/merge_result.json`")
+@app.command("cat", epilog=CAT_EPILOG)
 def print_object(
     url: Annotated[str, typer.Argument(help="oss://bucket/key of the object to print")],
     data_dir: DataDirOption = None, bucket: BucketOption = None,
