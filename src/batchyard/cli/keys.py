@@ -72,11 +72,11 @@ _err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 def settings_for(data_dir: Path | None, database_url: str | None,
-                 slots: int | None = None) -> Settings:
-    """Settings from the environment with the given flags taking precedence."""
-    settings = load_settings(data_dir, slots)
+                 slots: int | None = None, config: Path | None = None) -> Settings:
+    """Settings from the environment and configuration file, the given flags first."""
+    settings = load_settings(data_dir, slots, config=config)
     if database_url:
-        settings = Settings(**{**settings.model_dump(), "database_url": database_url})
+        settings = settings.model_copy(update={"database_url": database_url})
     return settings
 
 

@@ -30,7 +30,7 @@ from batchyard.cli.execution import (
 )
 from batchyard.cli.job_file import JobFileError, read_job_file
 from batchyard.cli.keys import keys_app
-from batchyard.cli.options import BucketOption, DataDirOption, SlotsOption
+from batchyard.cli.options import BucketOption, ConfigOption, DataDirOption, SlotsOption
 from batchyard.cli.progress import (
     JobView,
     LiveProgress,
@@ -80,6 +80,7 @@ batchyard run job.json
 batchyard run job.json --slots 8 --data-dir /srv/batchyard
 batchyard run job.json --bucket log-count-demo=/data/demo --quiet
 batchyard run job.json --sandbox          # confined as under `serve`
+batchyard run job.json --config batchyard.toml
 ```
 
 Exit status: 0 the job Finished; 1 it Failed or was Stopped; 2 the job file or
@@ -116,6 +117,7 @@ def run(
     job_file: Annotated[Path, typer.Argument(metavar="JOB.json",
                                              help="Job description (BatchCompute JSON)")],
     data_dir: DataDirOption = None, slots: SlotsOption = None, bucket: BucketOption = None,
+    config: ConfigOption = None,
     quiet: Annotated[bool, typer.Option(
         "--quiet", "-q", help="No live progress or table: one result line, plus any failures")
     ] = False,
@@ -134,7 +136,7 @@ def run(
     (InputMapping, OutputMapping, LogMapping, Mounts) run in a bubblewrap sandbox.
     """
     raw = _load_job(job_file)
-    settings = _load_settings(data_dir, slots, bucket)
+    settings = _load_settings(data_dir, slots, bucket, config)
     if sandbox:
         settings = settings.model_copy(
             update={"sandbox": settings.sandbox.model_copy(update={"enabled": True})})
@@ -162,9 +164,10 @@ def _print_problems(source: Path | str, error: SpecError) -> None:
         _err.print(Text.assemble(f"  {problem} ", (f"[{problem.code}]", "dim")), soft_wrap=True)
 
 
-def _load_settings(data_dir: Path | None, slots: int | None, bucket: list[str] | None) -> Settings:
+def _load_settings(data_dir: Path | None, slots: int | None, bucket: list[str] | None,
+                   config: Path | None) -> Settings:
     try:
-        return load_settings(data_dir, slots, bucket)
+        return load_settings(data_dir, slots, bucket, config)
     except ConfigurationError as error:
         _err.print(Text.assemble(("error: ", "red"), error.message))
         raise typer.Exit(EXIT_INVALID) from None

@@ -12,7 +12,7 @@ import typer
 from rich.console import Console
 from rich.text import Text
 
-from batchyard.cli.configuration import load_settings
+from batchyard.cli.configuration import ConfigurationError, load_settings
 from batchyard.cli.options import BucketOption, DataDirOption
 from batchyard.cli.transfer import Copy, copy
 from batchyard.errors import BatchyardError
@@ -33,6 +33,8 @@ By default bucket NAME is the folder DIR/objects/NAME (DIR = --data-dir);
 --bucket NAME=URL points a bucket at any folder or fsspec URL.
 """
 
+EXIT_INVALID = 2
+
 app = typer.Typer(
     name="oss",
     help="List, copy and print objects in batchyard's object store (oss:// URLs).",
@@ -47,16 +49,20 @@ def object_store(data_dir: Path | None, buckets: list[str] | None) -> Iterator[O
     from batchyard.service import open_objects
 
     try:
-        yield open_objects(load_settings(data_dir, None, buckets))
+        settings = load_settings(data_dir, None, buckets)
+    except ConfigurationError as error:
+        _fail(error.message, EXIT_INVALID)
+    try:
+        yield open_objects(settings)
     except BatchyardError as error:
         _fail(error.message)
     except OSError as error:
         _fail(f"{error.filename or ''}: {error.strerror or error}".lstrip(": "))
 
 
-def _fail(message: str) -> NoReturn:
+def _fail(message: str, status: int = 1) -> NoReturn:
     _err.print(Text.assemble(("error: ", "red"), message), highlight=False)
-    raise typer.Exit(1)
+    raise typer.Exit(status)
 
 
 LS_EPILOG = """\

@@ -21,3 +21,10 @@ BucketOption = Annotated[list[str] | None, typer.Option(
     help="Back bucket NAME with a folder or fsspec URL (repeatable), e.g. "
          "--bucket demo=/srv/demo [env BATCHYARD_BUCKETS='{\"demo\": \"/srv/demo\"}'; "
          "default: DIR/objects/NAME]")]
+
+ConfigOption = Annotated[Path | None, typer.Option(
+    "--config", metavar="FILE", show_default=False,
+    help="TOML file of settings (the names of the BATCHYARD_* variables: slots = 8, "
+         "[sandbox] memory_bytes = …, [buckets] demo = \"/srv/demo\"); flags and "
+         "variables win over it [env BATCHYARD_CONFIG; default ./batchyard.toml, else "
+         "~/.config/batchyard/batchyard.toml]")]

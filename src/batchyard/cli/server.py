@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.text import Text
 
 from batchyard.cli.keys import DatabaseUrlOption, open_key_store, settings_for
-from batchyard.cli.options import DataDirOption, SlotsOption
+from batchyard.cli.options import ConfigOption, DataDirOption, SlotsOption
 from batchyard.errors import BatchyardError
 
 if TYPE_CHECKING:
@@ -32,15 +32,17 @@ Then, with the official SDK: `Client.register_region('local', '127.0.0.1', 9900)
 `Client('127.0.0.1', ACCESS_KEY_ID, ACCESS_KEY_SECRET)`.
 """
 
-_err = Console(stderr=True, highlight=False)
+_err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 def serve(
     host: Annotated[str, typer.Option("--host", help="Address to listen on")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", min=1, max=65535, help="TCP port")] = 9900,
     data_dir: DataDirOption = None, database_url: DatabaseUrlOption = None,
-    slots: SlotsOption = None,
-    log_level: Annotated[str, typer.Option("--log-level", help="uvicorn log level")] = "info",
+    slots: SlotsOption = None, config: ConfigOption = None,
+    log_level: Annotated[str, typer.Option(
+        "--log-level", metavar="LEVEL", help="Least important server log lines shown: "
+        "critical, error, warning, info (a line per request and per job) or debug")] = "info",
     insecure_no_sandbox: Annotated[bool, typer.Option(
         "--insecure-no-sandbox", help="UNSAFE: run attempts unconfined, as the server's user, "
         "with no sandbox (any tenant can then read the database and keys and take over the "
@@ -62,7 +64,7 @@ def serve(
     from batchyard.service import confinement
 
     try:
-        settings = settings_for(data_dir, database_url, slots)
+        settings = settings_for(data_dir, database_url, slots, config)
         if insecure_no_sandbox:
             settings = settings.model_copy(update={"insecure_no_sandbox": True})
         policy = confinement(settings, serving=True)
