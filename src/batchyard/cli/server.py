@@ -5,8 +5,10 @@ Registered by the main app with `app.command(epilog=SERVE_EPILOG)(serve)`.
 
 from __future__ import annotations
 
+import logging
 import os
-from typing import TYPE_CHECKING, Annotated
+import time
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -26,7 +28,12 @@ SERVE_EPILOG = """\
 ```
 batchyard keys create --tenant alice
 batchyard serve --port 9900 --data-dir /srv/batchyard
+batchyard serve --host 0.0.0.0 --config /etc/batchyard/batchyard.toml --log-level warning
 ```
+
+Logs go to stderr, one line per request and one when a job starts or ends, e.g.
+`2026-12-02T03:04:05.678Z INFO batchyard.requests: GET /jobs 200 3.1ms tenant=alice
+key=BY7Q2M4XJ8KD3P6R9TWA request=…`.
 
 Then, with the official SDK: `Client.register_region('local', '127.0.0.1', 9900)` and
 `Client('127.0.0.1', ACCESS_KEY_ID, ACCESS_KEY_SECRET)`.
@@ -85,7 +92,33 @@ def serve(
                         "--tenant NAME`.", style="yellow"))
     # Requests uvicorn cannot parse are answered with JSON too, like every other error.
     uvicorn.run(create_app(settings), host=host, port=port, log_level=log_level,
-                http=http_protocol())
+                log_config=log_config(log_level), access_log=False, http=http_protocol())
+
+
+class UtcFormatter(logging.Formatter):
+    """Timestamps in UTC, ISO 8601 with milliseconds: `2026-12-02T03:04:05.678Z`."""
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        moment = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+        return f"{moment}.{int(record.msecs):03d}Z"
+
+
+def log_config(level: str) -> dict[str, Any]:
+    """uvicorn's and batchyard's log lines on stderr, each with a UTC timestamp and level.
+
+    batchyard's own line per request (`batchyard.requests`) replaces uvicorn's access log;
+    the engine logs a line when a job starts and when it ends.
+    """
+    handler = {"class": "logging.StreamHandler", "formatter": "stamped",
+               "stream": "ext://sys.stderr"}
+    logger = {"handlers": ["stderr"], "level": level.upper(), "propagate": False}
+    return {
+        "version": 1, "disable_existing_loggers": False,
+        "formatters": {"stamped": {"()": UtcFormatter,
+                                   "format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+        "handlers": {"stderr": handler},
+        "loggers": {"uvicorn": logger, "batchyard": logger},
+    }
 
 
 
