@@ -120,3 +120,13 @@ def test_requests_and_jobs_are_logged_with_a_timestamp(tmp_path: Path) -> None:
     assert re.search(stamp + rf"batchyard.orchestrator.engine: job {job_id} \(logged\) Finished "
                      r"in [\d.]+s, tenant alice\n", errors), errors
     assert '"GET /quotas HTTP/1.1"' not in errors  # uvicorn's own access log is replaced
+
+
+def test_an_unknown_log_level_is_refused_before_anything_starts(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "batchyard.cli", "serve", "--log-level", "loud", "--data-dir",
+         str(tmp_path / "data")], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert result.stderr.strip() == ("error: --log-level 'loud': use one of critical, error, "
+                                     "warning, info, debug, trace")
+    assert not (tmp_path / "data").exists()

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from batchyard.runner.confinement import Confinement
 
 EXIT_INVALID = 2
+LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
 SERVE_EPILOG = """\
 **Examples**
 
@@ -70,6 +71,7 @@ def serve(
     from batchyard.runner.sandbox import check_sandbox
     from batchyard.service import confinement
 
+    level = _log_level(log_level)
     try:
         settings = settings_for(data_dir, database_url, slots, config)
         if insecure_no_sandbox:
@@ -91,8 +93,18 @@ def serve(
         _err.print(Text("No access key yet: create one with `batchyard keys create "
                         "--tenant NAME`.", style="yellow"))
     # Requests uvicorn cannot parse are answered with JSON too, like every other error.
-    uvicorn.run(create_app(settings), host=host, port=port, log_level=log_level,
-                log_config=log_config(log_level), access_log=False, http=http_protocol())
+    uvicorn.run(create_app(settings), host=host, port=port, log_level=level,
+                log_config=log_config(level), access_log=False, http=http_protocol())
+
+
+def _log_level(text: str) -> str:
+    """`--log-level` in any case; anything else is refused with the levels there are."""
+    level = text.lower()
+    if level not in LOG_LEVELS:
+        _err.print(Text.assemble(("error: ", "red"), f"--log-level {text!r}: use one of "
+                                 f"{', '.join(LOG_LEVELS)}"))
+        raise typer.Exit(EXIT_INVALID)
+    return level
 
 
 class UtcFormatter(logging.Formatter):
