@@ -50,7 +50,7 @@ def serve(
     slots: SlotsOption = None, config: ConfigOption = None,
     log_level: Annotated[str, typer.Option(
         "--log-level", metavar="LEVEL", help="Least important server log lines shown: "
-        "critical, error, warning, info (a line per request and per job) or debug")] = "info",
+        "critical, error, warning, info (a line per request and per job), debug, trace")] = "info",
     insecure_no_sandbox: Annotated[bool, typer.Option(
         "--insecure-no-sandbox", help="UNSAFE: run attempts unconfined, as the server's user, "
         "with no sandbox (any tenant can then read the database and keys and take over the "
