@@ -68,7 +68,8 @@ batchyard run examples/log-count/job.json
 batchyard oss cat oss://log-count-demo/log-count/merge_result.json
 ```
 
-Settings come from BATCHYARD_* environment variables; flags override them.
+Settings come from flags, then BATCHYARD_* environment variables, then batchyard.toml
+(--config FILE); tab completion: batchyard --install-completion.
 See docs/cli.md and docs/configuration.md.
 """
 
