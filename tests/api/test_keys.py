@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -76,3 +77,17 @@ def test_the_keys_commands(tmp_path: Path) -> None:
     assert runner.invoke(keys_app, ["create", "--tenant", "a b", *where]).exit_code == 2
     table = runner.invoke(keys_app, ["list", *where])
     assert key["AccessKeyId"] in table.stdout
+
+
+def test_create_prints_lines_to_paste_into_a_shell(tmp_path: Path) -> None:
+    created = CliRunner().invoke(keys_app, ["create", "--tenant", "default",
+                                            "--data-dir", str(tmp_path)])
+    assert created.exit_code == 0, created.output
+    line = created.stdout.strip()
+    assert re.fullmatch(r"export BATCHYARD_KEY_ID=BY[A-Z0-9]{18} "
+                        r"BATCHYARD_KEY_SECRET=[\w-]{20,}", line), line
+    assert "never shown again" in created.stderr and "default" in created.stderr
+    key_id = line.split()[1].partition("=")[2]
+    secret = line.split()[2].partition("=")[2]
+    found = key_store(tmp_path).lookup(key_id)
+    assert found is not None and found.secret == secret and found.tenant == "default"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import signal
 import socket
 import subprocess
@@ -13,7 +14,7 @@ import httpx
 
 from batchyard.cli.keys import open_key_store
 from batchyard.settings import Settings
-from tests.api.conftest import Signer
+from tests.api.conftest import Signer, job_body, wait_for_state
 
 LAUNCH = """
 from pathlib import Path
@@ -87,3 +88,45 @@ def test_a_request_replayed_after_a_restart_is_refused(tmp_path: Path) -> None:
         finally:
             process.send_signal(signal.SIGTERM)
             process.communicate(timeout=20)
+
+
+def test_requests_and_jobs_are_logged_with_a_timestamp(tmp_path: Path) -> None:
+    port = free_port()
+    key = open_key_store(Settings(data_dir=tmp_path)).create("alice")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "batchyard.cli", "serve", "--port", str(port), "--data-dir",
+         str(tmp_path), "--slots", "1"], stderr=subprocess.PIPE, text=True)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        wait_until_up(f"{base}/quotas", process)
+        with httpx.Client(base_url=base, auth=Signer(key.id, key.secret), timeout=10) as client:
+            created = client.post("/jobs", json=job_body("logged"),
+                                  params={"IdempotentToken": "once"})
+            job_id = created.json()["Id"]
+            wait_for_state(client, job_id, {"Finished"})
+            client.get("/jobs", params={"Marker": "", "MaxItemCount": 5})
+    finally:
+        process.send_signal(signal.SIGTERM)
+        _, errors = process.communicate(timeout=20)
+    stamp = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z INFO "
+    assert re.search(stamp + rf"batchyard.requests: POST /jobs 201 [\d.]+ms tenant=alice "
+                     rf"key={key.id} request=[0-9A-F-]{{36}}\n", errors), errors
+    assert re.search(stamp + r"batchyard.requests: GET /jobs\?Marker=&MaxItemCount=5 200 ",
+                     errors), errors
+    assert "IdempotentToken" not in errors and key.secret not in errors
+    assert "Signature" not in errors and "Authorization" not in errors
+    assert re.search(stamp + rf"batchyard.orchestrator.engine: job {job_id} \(logged\) Running, "
+                     "tenant alice\n", errors), errors
+    assert re.search(stamp + rf"batchyard.orchestrator.engine: job {job_id} \(logged\) Finished "
+                     r"in [\d.]+s, tenant alice\n", errors), errors
+    assert '"GET /quotas HTTP/1.1"' not in errors  # uvicorn's own access log is replaced
+
+
+def test_an_unknown_log_level_is_refused_before_anything_starts(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "batchyard.cli", "serve", "--log-level", "loud", "--data-dir",
+         str(tmp_path / "data")], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert result.stderr.strip() == ("error: --log-level 'loud': use one of critical, error, "
+                                     "warning, info, debug, trace")
+    assert not (tmp_path / "data").exists()

@@ -10,7 +10,7 @@ from starlette.concurrency import run_in_threadpool
 
 from batchyard import __version__
 from batchyard.api import errors, jobs, quotas, tasks
-from batchyard.api.middleware import RequestIds
+from batchyard.api.middleware import RequestIds, RequestLog
 from batchyard.api.services import build_services
 from batchyard.orchestrator.engine import Engine
 from batchyard.settings import Settings
@@ -39,7 +39,8 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
         app.include_router(router)
     app.state.api_routes = [route for router in routers for route in router.routes]
     errors.install(app)
-    app.add_middleware(RequestIds)
+    app.add_middleware(RequestLog)
+    app.add_middleware(RequestIds)  # outermost: the log line can name the request id
     return app
 
 

@@ -104,8 +104,10 @@ async def verify(request: Request) -> Verified:
     wait for `nonce_committed` (see `jobs.get_job`): a change made before its nonce is
     committed could be made again by a replay after a crash."""
     running = services_of(request)
-    return await running.read(running.authenticator.verify, request.method,
-                              raw_target(request), header_map(request))
+    verified: Verified = await running.read(running.authenticator.verify, request.method,
+                                            raw_target(request), header_map(request))
+    request.scope.setdefault("state", {})["caller"] = verified.caller  # for the request log
+    return verified
 
 
 async def nonce_committed(verified: Verified) -> None:

@@ -255,7 +255,7 @@ JOBS_EPILOG = """\
 ```
 batchyard jobs
 batchyard jobs --state Running
-batchyard jobs --limit 50 --marker job-0000018F…   # the next page
+batchyard jobs --limit 50 --marker job-18ED51D78DEC5A59EB3DB3E0AE38BEC5  # the next page
 batchyard jobs --all
 ```
 
@@ -310,9 +310,9 @@ JOB_EPILOG = """\
 **Examples**
 
 ```
-batchyard job job-0000018F2A…            # the job and a table of its tasks
-batchyard job job-0000018F2A… count      # the task and a table of its instances
-batchyard job job-0000018F2A… count 2    # one instance: result, retries, log objects
+batchyard job job-18ED51D78DEC5A59EB3DB3E0AE38BEC5  # the job and a table of its tasks
+batchyard job job-18ED51D78DEC5A59EB3DB3E0AE38BEC5 count  # the task and a table of its instances
+batchyard job job-18ED51D78DEC5A59EB3DB3E0AE38BEC5 count 2  # one instance: retries, logs
 ```
 """ + CONNECTION_HELP
 
@@ -354,9 +354,9 @@ LOG_EPILOG = """\
 **Examples**
 
 ```
-batchyard log job-0000018F2A…                    # every log of the job, task by task
-batchyard log job-0000018F2A… count 2 --stdout   # exactly what instance 2 printed
-batchyard log job-0000018F2A… count 2 -f         # wait for it, then print it
+batchyard log job-18ED51D78DEC5A59EB3DB3E0AE38BEC5  # every log of the job, task by task
+batchyard log job-18ED51D78DEC5A59EB3DB3E0AE38BEC5 count 2 --stdout  # what instance 2 printed
+batchyard log job-18ED51D78DEC5A59EB3DB3E0AE38BEC5 count 2 -f  # wait for it, then print it
 ```
 
 The logs are objects in the server's store, read directly: run this where the server's
@@ -420,10 +420,10 @@ CONTROL_EPILOG = """\
 **Examples**
 
 ```
-batchyard stop job-0000018F2A…
-batchyard start job-0000018F2A… job-0000018F2B…
-batchyard delete --force job-0000018F2A…
-batchyard priority job-0000018F2A… 500
+batchyard stop job-18ED51D78DEC5A59EB3DB3E0AE38BEC5
+batchyard start job-18ED51D78DEC5A59EB3DB3E0AE38BEC5 job-18ED51D9A3F2C1D8E4B79A0C5D6E7F81
+batchyard delete --force job-18ED51D78DEC5A59EB3DB3E0AE38BEC5
+batchyard priority job-18ED51D78DEC5A59EB3DB3E0AE38BEC5 500
 ```
 
 stop: Waiting or Running jobs. start: Stopped or Failed jobs (finished instances are

@@ -6,6 +6,7 @@ Mounted by the main app with `app.add_typer(keys_app, name="keys")`.
 from __future__ import annotations
 
 import json
+import shlex
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, NoReturn
@@ -28,7 +29,38 @@ DatabaseUrlOption = Annotated[str | None, typer.Option(
     "--database-url", metavar="URL", show_default=False,
     help="SQLAlchemy URL of the state database "
          "[env BATCHYARD_DATABASE_URL; default: SQLite in the data dir]")]
-JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table")]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of text")]
+
+CREATE_EPILOG = """\
+**Examples**
+
+```
+batchyard keys create --tenant alice --description "alice's laptop"
+eval "$(batchyard keys create --tenant default)"   # sets BATCHYARD_KEY_ID/KEY_SECRET
+batchyard keys create --tenant alice --json
+```
+
+Prints `export BATCHYARD_KEY_ID=… BATCHYARD_KEY_SECRET=…`, ready to paste into a shell
+(a note goes to stderr). Jobs run with `batchyard run` belong to tenant `default`: a key
+made with `--tenant default` sees them on a server started on the same data directory.
+"""
+
+LIST_EPILOG = """\
+**Examples**
+
+```
+batchyard keys list
+batchyard keys list --tenant alice --json
+```
+"""
+
+REVOKE_EPILOG = """\
+**Examples**
+
+```
+batchyard keys revoke BY7Q2M4XJ8KD3P6R9TWA
+```
+"""
 
 keys_app = typer.Typer(
     name="keys", no_args_is_help=True, add_completion=False, rich_markup_mode="markdown",
@@ -36,15 +68,15 @@ keys_app = typer.Typer(
          "for one tenant, and a tenant sees only its own jobs.")
 
 _out = Console(highlight=False)
-_err = Console(stderr=True, highlight=False)
+_err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 def settings_for(data_dir: Path | None, database_url: str | None,
-                 slots: int | None = None) -> Settings:
-    """Settings from the environment with the given flags taking precedence."""
-    settings = load_settings(data_dir, slots)
+                 slots: int | None = None, config: Path | None = None) -> Settings:
+    """Settings from the environment and configuration file, the given flags first."""
+    settings = load_settings(data_dir, slots, config=config)
     if database_url:
-        settings = Settings(**{**settings.model_dump(), "database_url": database_url})
+        settings = settings.model_copy(update={"database_url": database_url})
     return settings
 
 
@@ -65,10 +97,13 @@ def _fail(message: str, status: int) -> NoReturn:
     raise typer.Exit(status)
 
 
-@keys_app.command()
+@keys_app.command(epilog=CREATE_EPILOG)
 def create(
-    tenant: Annotated[str, typer.Option("--tenant", help="Tenant the key acts for")] = "default",
-    description: Annotated[str, typer.Option("--description", help="A note: who uses it")] = "",
+    tenant: Annotated[str, typer.Option(
+        "--tenant", metavar="TENANT", help="Tenant the key acts for (`batchyard run` jobs "
+        "belong to tenant default)")] = "default",
+    description: Annotated[str, typer.Option(
+        "--description", metavar="NOTE", help="A note: who uses it")] = "",
     data_dir: DataDirOption = None, database_url: DatabaseUrlOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -82,15 +117,21 @@ def create(
         typer.echo(json.dumps({"AccessKeyId": key.id, "AccessKeySecret": key.secret,
                                "Tenant": key.tenant}))
         return
-    _out.print(f"AccessKeyId     {key.id}\nAccessKeySecret {key.secret}\nTenant          "
-               f"{key.tenant}")
-    _err.print(Text("Keep the secret now: it is stored encrypted and never shown again.",
-                    style="yellow"))
+    typer.echo(export_line(key))
+    _err.print(Text(f"Access key {key.id} for tenant {key.tenant}. Keep the secret now: it "
+                    "is stored encrypted and never shown again.", style="yellow"))
 
 
-@keys_app.command("list")
+def export_line(key: AccessKey) -> str:
+    """Shell lines a user pastes (or `eval`s) so client commands sign with this key."""
+    return (f"export BATCHYARD_KEY_ID={shlex.quote(key.id)} "
+            f"BATCHYARD_KEY_SECRET={shlex.quote(key.secret)}")
+
+
+@keys_app.command("list", epilog=LIST_EPILOG)
 def list_keys(
-    tenant: Annotated[str | None, typer.Option("--tenant", help="Only this tenant's keys")] = None,
+    tenant: Annotated[str | None, typer.Option(
+        "--tenant", metavar="TENANT", help="Only this tenant's keys")] = None,
     data_dir: DataDirOption = None, database_url: DatabaseUrlOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -107,7 +148,7 @@ def list_keys(
     _out.print(table)
 
 
-@keys_app.command()
+@keys_app.command(epilog=REVOKE_EPILOG)
 def revoke(
     key_id: Annotated[str, typer.Argument(metavar="ACCESS_KEY_ID", help="The key to revoke")],
     data_dir: DataDirOption = None, database_url: DatabaseUrlOption = None,

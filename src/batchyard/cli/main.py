@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.text import Text
 
 from batchyard import __version__
-from batchyard.cli import objects
+from batchyard.cli import help_format, objects
 from batchyard.cli.client import register as register_client_commands
 from batchyard.cli.configuration import ConfigurationError, load_settings
 from batchyard.cli.execution import (
@@ -30,7 +30,13 @@ from batchyard.cli.execution import (
 )
 from batchyard.cli.job_file import JobFileError, check_fields, read_job_file
 from batchyard.cli.keys import keys_app
-from batchyard.cli.options import BucketOption, DataDirOption, SlotsOption, StrictOption
+from batchyard.cli.options import (
+    BucketOption,
+    ConfigOption,
+    DataDirOption,
+    SlotsOption,
+    StrictOption,
+)
 from batchyard.cli.progress import (
     JobView,
     LiveProgress,
@@ -47,6 +53,8 @@ from batchyard.domain.spec import parse_job
 from batchyard.domain.states import State
 from batchyard.errors import BatchyardError, SpecError
 from batchyard.settings import Settings
+
+help_format.install()
 
 APP_HELP = """\
 Run Alibaba Cloud BatchCompute job descriptions (DAG jobs) on this machine.
@@ -66,7 +74,8 @@ batchyard run examples/log-count/job.json
 batchyard oss cat oss://log-count-demo/log-count/merge_result.json
 ```
 
-Settings come from BATCHYARD_* environment variables; flags override them.
+Settings come from flags, then BATCHYARD_* environment variables, then batchyard.toml
+(--config FILE); tab completion: batchyard --install-completion.
 See docs/cli.md and docs/configuration.md.
 """
 
@@ -78,6 +87,7 @@ batchyard run job.json
 batchyard run job.json --slots 8 --data-dir /srv/batchyard
 batchyard run job.json --bucket log-count-demo=/data/demo --quiet
 batchyard run job.json --sandbox          # confined as under `serve`
+batchyard run job.json --config batchyard.toml
 ```
 
 Exit status: 0 the job Finished; 1 it Failed or was Stopped; 2 the job file or
@@ -86,7 +96,7 @@ the options are invalid (every problem is listed with its JSON path);
 """
 
 app = typer.Typer(name="batchyard", help=APP_HELP, epilog=APP_EPILOG, no_args_is_help=True,
-                  add_completion=False, rich_markup_mode="markdown",
+                  add_completion=True, rich_markup_mode="markdown",
                   pretty_exceptions_show_locals=False)  # locals may hold secrets (URLs, keys)
 app.add_typer(objects.app, name="oss")
 app.add_typer(keys_app, name="keys")
@@ -114,6 +124,7 @@ def run(
     job_file: Annotated[Path, typer.Argument(metavar="JOB.json",
                                              help="Job description (BatchCompute JSON)")],
     data_dir: DataDirOption = None, slots: SlotsOption = None, bucket: BucketOption = None,
+    config: ConfigOption = None,
     quiet: Annotated[bool, typer.Option(
         "--quiet", "-q", help="No live progress or table: one result line, plus any failures")
     ] = False,
@@ -133,7 +144,7 @@ def run(
     (InputMapping, OutputMapping, LogMapping, Mounts) run in a bubblewrap sandbox.
     """
     raw = _load_job(job_file, strict)
-    settings = _load_settings(data_dir, slots, bucket)
+    settings = _load_settings(data_dir, slots, bucket, config)
     if sandbox:
         settings = settings.model_copy(
             update={"sandbox": settings.sandbox.model_copy(update={"enabled": True})})
@@ -162,9 +173,10 @@ def _print_problems(source: Path | str, error: SpecError) -> None:
         _err.print(Text.assemble(f"  {problem} ", (f"[{problem.code}]", "dim")), soft_wrap=True)
 
 
-def _load_settings(data_dir: Path | None, slots: int | None, bucket: list[str] | None) -> Settings:
+def _load_settings(data_dir: Path | None, slots: int | None, bucket: list[str] | None,
+                   config: Path | None) -> Settings:
     try:
-        return load_settings(data_dir, slots, bucket)
+        return load_settings(data_dir, slots, bucket, config)
     except ConfigurationError as error:
         _err.print(Text.assemble(("error: ", "red"), error.message))
         raise typer.Exit(EXIT_INVALID) from None

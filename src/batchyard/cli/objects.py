@@ -12,7 +12,7 @@ import typer
 from rich.console import Console
 from rich.text import Text
 
-from batchyard.cli.configuration import load_settings
+from batchyard.cli.configuration import ConfigurationError, load_settings
 from batchyard.cli.options import BucketOption, DataDirOption
 from batchyard.cli.transfer import Copy, copy
 from batchyard.errors import BatchyardError
@@ -33,6 +33,8 @@ By default bucket NAME is the folder DIR/objects/NAME (DIR = --data-dir);
 --bucket NAME=URL points a bucket at any folder or fsspec URL.
 """
 
+EXIT_INVALID = 2
+
 app = typer.Typer(
     name="oss",
     help="List, copy and print objects in batchyard's object store (oss:// URLs).",
@@ -47,19 +49,53 @@ def object_store(data_dir: Path | None, buckets: list[str] | None) -> Iterator[O
     from batchyard.service import open_objects
 
     try:
-        yield open_objects(load_settings(data_dir, None, buckets))
+        settings = load_settings(data_dir, None, buckets)
+    except ConfigurationError as error:
+        _fail(error.message, EXIT_INVALID)
+    try:
+        yield open_objects(settings)
     except BatchyardError as error:
         _fail(error.message)
     except OSError as error:
         _fail(f"{error.filename or ''}: {error.strerror or error}".lstrip(": "))
 
 
-def _fail(message: str) -> NoReturn:
+def _fail(message: str, status: int = 1) -> NoReturn:
     _err.print(Text.assemble(("error: ", "red"), message), highlight=False)
-    raise typer.Exit(1)
+    raise typer.Exit(status)
 
 
-@app.command("ls", epilog="**Example:** `batchyard oss ls -r oss://log-count-demo/log-count/`")
+LS_EPILOG = """\
+**Examples**
+
+```
+batchyard oss ls oss://log-count-demo/
+batchyard oss ls -r oss://log-count-demo/log-count/
+batchyard oss ls -r oss://demo/ --bucket demo=/srv/demo
+```
+"""
+
+CP_EPILOG = """\
+**Examples**
+
+```
+batchyard oss cp data.txt oss://demo/log-count/          # keeps the name: .../data.txt
+batchyard oss cp -r results/ oss://demo/run1/results/
+batchyard oss cp -r oss://demo/log-count/logs/ ./logs/
+```
+"""
+
+CAT_EPILOG = """\
+**Examples**
+
+```
+batchyard oss cat oss://log-count-demo/log-count/merge_result.json
+batchyard oss cat oss://demo/logs/stdout.job-18ED51D78DEC5A59EB3DB3E0AE38BEC5.count.2
+```
+"""
+
+
+@app.command("ls", epilog=LS_EPILOG)
 def list_objects(
     url: Annotated[str, typer.Argument(help="oss://bucket/prefix/ to list")],
     recursive: Annotated[bool, typer.Option("--recursive", "-r",
@@ -82,8 +118,7 @@ def _listing_line(entry: ObjectInfo) -> str:
     return f"{size:>12}  {entry.url}"
 
 
-@app.command("cp", epilog="**Examples:** `batchyard oss cp data.txt oss://demo/log-count/` · "
-                          "`batchyard oss cp -r oss://demo/log-count/logs/ ./logs/`")
+@app.command("cp", epilog=CP_EPILOG)
 def copy_objects(
     source: Annotated[str, typer.Argument(help="Local path or oss:// URL to copy from")],
     target: Annotated[str, typer.Argument(
@@ -104,8 +139,7 @@ def copy_objects(
         typer.echo(f"{len(copied)} files, {sum(item.size for item in copied)} bytes")
 
 
-@app.command("cat", epilog="**Example:** "
-                           "`batchyard oss cat oss://log-count-demo/log-count/merge_result.json`")
+@app.command("cat", epilog=CAT_EPILOG)
 def print_object(
     url: Annotated[str, typer.Argument(help="oss://bucket/key of the object to print")],
     data_dir: DataDirOption = None, bucket: BucketOption = None,

@@ -25,3 +25,9 @@ BucketOption = Annotated[list[str] | None, typer.Option(
 StrictOption = Annotated[bool, typer.Option(
     "--strict", help="Refuse a job file with unknown fields (likely typos, such as "
     "InstanceCont) instead of warning about them and ignoring them")]
+ConfigOption = Annotated[Path | None, typer.Option(
+    "--config", metavar="FILE", show_default=False,
+    help="TOML file of settings (the names of the BATCHYARD_* variables: slots = 8, "
+         "[sandbox] memory_bytes = …, [buckets] demo = \"/srv/demo\"); flags and "
+         "variables win over it [env BATCHYARD_CONFIG; default ./batchyard.toml, else "
+         "~/.config/batchyard/batchyard.toml]")]

@@ -5,42 +5,52 @@ Registered by the main app with `app.command(epilog=SERVE_EPILOG)(serve)`.
 
 from __future__ import annotations
 
+import logging
 import os
-from typing import TYPE_CHECKING, Annotated
+import time
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.text import Text
 
 from batchyard.cli.keys import DatabaseUrlOption, open_key_store, settings_for
-from batchyard.cli.options import DataDirOption, SlotsOption
+from batchyard.cli.options import ConfigOption, DataDirOption, SlotsOption
 from batchyard.errors import BatchyardError
 
 if TYPE_CHECKING:
     from batchyard.runner.confinement import Confinement
 
 EXIT_INVALID = 2
+LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
 SERVE_EPILOG = """\
 **Examples**
 
 ```
 batchyard keys create --tenant alice
 batchyard serve --port 9900 --data-dir /srv/batchyard
+batchyard serve --host 0.0.0.0 --config /etc/batchyard/batchyard.toml --log-level warning
 ```
+
+Logs go to stderr, one line per request and one when a job starts or ends, e.g.
+`2026-12-02T03:04:05.678Z INFO batchyard.requests: GET /jobs 200 3.1ms tenant=alice
+key=BY7Q2M4XJ8KD3P6R9TWA request=…`.
 
 Then, with the official SDK: `Client.register_region('local', '127.0.0.1', 9900)` and
 `Client('127.0.0.1', ACCESS_KEY_ID, ACCESS_KEY_SECRET)`.
 """
 
-_err = Console(stderr=True, highlight=False)
+_err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 def serve(
     host: Annotated[str, typer.Option("--host", help="Address to listen on")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", min=1, max=65535, help="TCP port")] = 9900,
     data_dir: DataDirOption = None, database_url: DatabaseUrlOption = None,
-    slots: SlotsOption = None,
-    log_level: Annotated[str, typer.Option("--log-level", help="uvicorn log level")] = "info",
+    slots: SlotsOption = None, config: ConfigOption = None,
+    log_level: Annotated[str, typer.Option(
+        "--log-level", metavar="LEVEL", help="Least important server log lines shown: "
+        "critical, error, warning, info (a line per request and per job), debug, trace")] = "info",
     insecure_no_sandbox: Annotated[bool, typer.Option(
         "--insecure-no-sandbox", help="UNSAFE: run attempts unconfined, as the server's user, "
         "with no sandbox (any tenant can then read the database and keys and take over the "
@@ -61,8 +71,9 @@ def serve(
     from batchyard.runner.sandbox import check_sandbox
     from batchyard.service import confinement
 
+    level = _log_level(log_level)
     try:
-        settings = settings_for(data_dir, database_url, slots)
+        settings = settings_for(data_dir, database_url, slots, config)
         if insecure_no_sandbox:
             settings = settings.model_copy(update={"insecure_no_sandbox": True})
         policy = confinement(settings, serving=True)
@@ -82,8 +93,44 @@ def serve(
         _err.print(Text("No access key yet: create one with `batchyard keys create "
                         "--tenant NAME`.", style="yellow"))
     # Requests uvicorn cannot parse are answered with JSON too, like every other error.
-    uvicorn.run(create_app(settings), host=host, port=port, log_level=log_level,
-                http=http_protocol())
+    uvicorn.run(create_app(settings), host=host, port=port, log_level=level,
+                log_config=log_config(level), access_log=False, http=http_protocol())
+
+
+def _log_level(text: str) -> str:
+    """`--log-level` in any case; anything else is refused with the levels there are."""
+    level = text.lower()
+    if level not in LOG_LEVELS:
+        _err.print(Text.assemble(("error: ", "red"), f"--log-level {text!r}: use one of "
+                                 f"{', '.join(LOG_LEVELS)}"))
+        raise typer.Exit(EXIT_INVALID)
+    return level
+
+
+class UtcFormatter(logging.Formatter):
+    """Timestamps in UTC, ISO 8601 with milliseconds: `2026-12-02T03:04:05.678Z`."""
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        moment = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+        return f"{moment}.{int(record.msecs):03d}Z"
+
+
+def log_config(level: str) -> dict[str, Any]:
+    """uvicorn's and batchyard's log lines on stderr, each with a UTC timestamp and level.
+
+    batchyard's own line per request (`batchyard.requests`) replaces uvicorn's access log;
+    the engine logs a line when a job starts and when it ends.
+    """
+    handler = {"class": "logging.StreamHandler", "formatter": "stamped",
+               "stream": "ext://sys.stderr"}
+    logger = {"handlers": ["stderr"], "level": level.upper(), "propagate": False}
+    return {
+        "version": 1, "disable_existing_loggers": False,
+        "formatters": {"stamped": {"()": UtcFormatter,
+                                   "format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+        "handlers": {"stderr": handler},
+        "loggers": {"uvicorn": logger, "batchyard": logger},
+    }
 
 
 

@@ -56,6 +56,14 @@ MOST_TRIES = 3
 """Failed steps after which a report that keeps failing on its own is dropped."""
 
 
+def job_line(record: JobRecord) -> str:
+    """`job job-… (name) Finished in 12.3s, tenant alice`: a job's start or end, for the log."""
+    text = f"job {record.id} ({record.name}) {record.state.value}"
+    if record.ended is not None and record.started is not None:
+        text += f" in {(record.ended - record.started).total_seconds():.1f}s"
+    return f"{text}, tenant {record.tenant}"
+
+
 class StaleLaunchQueue(Exception):
     """An instance taken from the launch queue was no longer Waiting (a missed invalidation):
     the step is rolled back and the queue fetched afresh."""
@@ -92,6 +100,8 @@ class Engine:
         """Set by submissions (which take no engine lock): the launch queue is stale."""
         self._specs: dict[str, JobDescription] = {}
         self._tenants: dict[str, str] = {}
+        self._started_or_ended: set[str] = set()
+        """Jobs the current step started or ended: logged once its transaction committed."""
         self._released: dict[str, JobRecord] = {}
         self._closing = False
         self._job_moved = False
@@ -170,6 +180,7 @@ class Engine:
             for key in to_cancel:
                 self.executor.cancel(key)
         self._notify()
+        self._log_jobs({job_id})
 
     def restart(self, job_id: str, tenant: str | None = None) -> None:
         with self._lock:
@@ -300,12 +311,15 @@ class Engine:
             finished, cancels, launched = self._transact(reports, launched_with)
         except Exception:
             self._queue = None
+            self._started_or_ended.clear()
             for key, _ in reports:  # nothing was recorded
                 self._take_off(key, launched_with[key])
             raise
         for key, _ in reports:
             self._tries.pop(key, None)
         self._dispatch(launched, cancels)
+        self._log_jobs(self._started_or_ended)
+        self._started_or_ended.clear()
         self._release(finished)
 
     def _retry_or_drop(self, batch: list[Report]) -> None:
@@ -401,7 +415,18 @@ class Engine:
             self._job_moved = self._job_moved or settlement.job_moved
             if settlement.finished:
                 finished.add(job_id)
+            if settlement.moved_to is State.RUNNING or settlement.moved_to in TERMINAL:
+                self._started_or_ended.add(job_id)
         return finished, cancels
+
+    def _log_jobs(self, job_ids: set[str]) -> None:
+        """One INFO line per job that started or ended (`serve` shows them, `run` does not)."""
+        if not job_ids or not log.isEnabledFor(logging.INFO):
+            return
+        for job_id in sorted(job_ids):
+            record = self.store.job(job_id)
+            if record is not None:
+                log.info("%s", job_line(record))
 
     def _settle(self, tx: StoreTransaction, job_id: str) -> None:
         self._settle_all(tx, {job_id})

@@ -21,6 +21,7 @@ class Settlement:
     finished: bool = False
     changed: bool = False
     job_moved: bool = False
+    moved_to: State | None = None
 
 
 def settle_job(tx: StoreTransaction, job_id: str, spec: JobDescription, now: float) -> Settlement:
@@ -42,6 +43,7 @@ def settle_job(tx: StoreTransaction, job_id: str, spec: JobDescription, now: flo
                     **_job_fields(tx, job, target, now))
         result.changed = True
         result.job_moved = True
+        result.moved_to = target
         result.finished = target is State.FINISHED
     if target in ACTIVE:
         _update_readiness(tx, job_id, spec, states, rows)
