@@ -384,13 +384,10 @@ def _show_instance(instance: InstanceRecord, as_json: bool) -> None:
     if as_json:
         print_json(instance_document(instance))
         return
-    _out.print(instance_details(instance))
-    command = f"batchyard log {instance.job_id} {instance.task} {instance.instance_id}"
     kept = kept_attempts(_objects_opener(None, None)(), instance.stdout_path)
-    if kept:
-        _out.print(Text.assemble(("Attempts kept", "bold"), f"  {', '.join(map(str, kept))} "
-                                 f"({command} --attempt N)"))
-    _err.print(Text(f"Logs: {command}", style="dim"))
+    _out.print(instance_details(instance, kept))
+    _err.print(Text(f"Logs: batchyard log {instance.job_id} {instance.task} "
+                    f"{instance.instance_id}{' [--attempt N]' if kept else ''}", style="dim"))
 
 
 def _show_task(task: TaskRecord, instances: list[InstanceRecord], as_json: bool) -> None:

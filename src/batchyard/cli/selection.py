@@ -214,4 +214,7 @@ def confirm_many(job_ids: Sequence[str], verb: str) -> None:
         typer.echo(f"  {job_id}", err=True)
     if count > CONFIRM_SHOWN:
         typer.echo(f"  … and {count - CONFIRM_SHOWN} more", err=True)
-    typer.confirm(f"{verb} {count} jobs?", default=False, abort=True, err=True)
+    # Not typer.confirm: Click writes the prompt's last space to stdout, the jobs' channel.
+    typer.echo(f"{verb} {count} jobs? [y/N] ", nl=False, err=True)
+    if sys.stdin.readline().strip().lower() not in ("y", "yes"):
+        raise SelectionError("not confirmed; nothing done", EXIT_FAILED)
