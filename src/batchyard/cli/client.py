@@ -81,7 +81,7 @@ from batchyard.cli.selection import (
     resolve_job_ids,
     select_jobs,
 )
-from batchyard.domain.records import InstanceRecord, TaskRecord
+from batchyard.domain.records import InstanceRecord, JobRecord, TaskRecord
 from batchyard.domain.states import TERMINAL, State
 from batchyard.ports import ObjectStore
 from batchyard.settings import Settings
@@ -289,7 +289,7 @@ batchyard jobs
 batchyard jobs --state Running
 batchyard jobs --state Finished,Failed --all
 batchyard jobs --limit 50 --marker job-0000018F…   # the next page
-batchyard jobs --all -q | xargs batchyard job      # ids only, one per line
+batchyard jobs -q --state Failed | xargs batchyard delete --yes   # ids, one per line
 batchyard jobs --json | jq -r '.Items[].Name'
 ```
 
@@ -322,18 +322,22 @@ def jobs(
             found += more
     if as_json:
         print_json(jobs_document(found, marker))
-        return
+    elif found or ids_only:
+        _show_jobs(found, ids_only)
+        if marker:
+            named = ",".join(one.value for one in wanted)
+            _err.print(Text(f"More: batchyard jobs --limit {limit} --marker {marker}"
+                            f"{' --state ' + named if named else ''} (or --all)", style="dim"))
+    else:
+        _err.print(f"No {','.join(one.value for one in wanted) + ' ' if wanted else ''}jobs.")
+
+
+def _show_jobs(found: list[JobRecord], ids_only: bool) -> None:
+    """The ids alone, one per line, for scripts; else the table."""
     if ids_only:
         sys.stdout.write("".join(f"{one.id}\n" for one in found))
-        return
-    named = ",".join(one.value for one in wanted)
-    if not found:
-        _err.print(f"No {named + ' ' if named else ''}jobs.")
-        return
-    _out.print(jobs_table(found, _out.width))
-    if marker:
-        _err.print(Text(f"More: batchyard jobs --limit {limit} --marker {marker}"
-                        f"{' --state ' + named if named else ''} (or --all)", style="dim"))
+    else:
+        _out.print(jobs_table(found, _out.width))
 
 
 # --- job --------------------------------------------------------------------------------
@@ -549,11 +553,12 @@ def delete(job_ids: SelectedIdsArgument = None, state: StatesOption = None,
 
 def _chosen(client: RemoteClient, job_ids: list[str] | None, state: list[str] | None,
             name: str | None, yes: bool, verb: str) -> list[str]:
-    """The jobs selected, once confirmed; nothing selected by a filter ends the command."""
+    """The jobs selected, once confirmed; nothing selected (only filters can select nothing)
+    ends the command with a note, as a success: there was nothing to do."""
     wanted = JobFilter(parse_states(state), name)
     chosen = select_jobs(client, job_ids or [], wanted)
     if not chosen:
-        _err.print(f"No job matches {wanted.describe()}." if wanted.active else "No job.")
+        _err.print(f"No job matches {wanted.describe()}.")
         raise typer.Exit(0)
     if len(chosen) > 1 and not yes:
         confirm_many(chosen, verb)
