@@ -83,6 +83,7 @@ from batchyard.cli.selection import (
 )
 from batchyard.domain.records import InstanceRecord, JobRecord, TaskRecord
 from batchyard.domain.states import TERMINAL, State
+from batchyard.errors import BatchyardError
 from batchyard.ports import ObjectStore
 from batchyard.settings import Settings
 
@@ -388,10 +389,23 @@ def _show_instance(instance: InstanceRecord, as_json: bool) -> None:
     if as_json:
         print_json(instance_document(instance))
         return
-    kept = kept_attempts(_objects_opener(None, None)(), instance.stdout_path)
+    kept = _kept_attempts(instance)
     _out.print(instance_details(instance, kept))
     _err.print(Text(f"Logs: batchyard log {instance.job_id} {instance.task} "
                     f"{instance.instance_id}{' [--attempt N]' if kept else ''}", style="dim"))
+
+
+def _kept_attempts(instance: InstanceRecord) -> list[int]:
+    """The attempts whose logs were kept, as far as this machine's object store settings
+    reach them; none when the store cannot be opened: the instance is shown regardless."""
+    if not instance.stdout_path:
+        return []
+    try:
+        from batchyard.service import open_objects
+
+        return kept_attempts(open_objects(load_settings(None, None, None)), instance.stdout_path)
+    except (ConfigurationError, BatchyardError):
+        return []
 
 
 def _show_task(task: TaskRecord, instances: list[InstanceRecord], as_json: bool) -> None:
