@@ -103,7 +103,7 @@ JobIdArgument = Annotated[str, typer.Argument(
 JobIdsArgument = Annotated[list[str], typer.Argument(
     metavar="JOB_ID…", help="one or more ids, or unique starts of ids")]
 SelectedIdsArgument = Annotated[list[str] | None, typer.Argument(
-    metavar="[JOB_ID…]", show_default=False,
+    metavar="JOB_ID", show_default=False,
     help="ids or unique starts of ids; with --state/--name, only those of them that match")]
 StatesOption = Annotated[list[str] | None, typer.Option(
     "--state", "-s", metavar="STATE[,STATE…]", show_default=False,
