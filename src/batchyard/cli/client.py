@@ -39,6 +39,13 @@ from batchyard.cli.execution import (
     summarize,
 )
 from batchyard.cli.job_file import JobFileError, check_fields, read_job_file
+from batchyard.cli.json_views import (
+    instance_document,
+    job_document,
+    jobs_document,
+    print_json,
+    task_document,
+)
 from batchyard.cli.options import BucketOption, DataDirOption, StrictOption
 from batchyard.cli.progress import (
     JobView,
@@ -59,11 +66,26 @@ from batchyard.cli.remote_logs import (
     Selection,
     Source,
     follow,
+    kept_attempts,
+    missing_note,
     print_logs,
     sources,
 )
+from batchyard.cli.selection import (
+    JobFilter,
+    SelectionError,
+    confirm_many,
+    instances_in,
+    jobs_page,
+    parse_states,
+    resolve_job_id,
+    resolve_job_ids,
+    select_jobs,
+)
 from batchyard.domain.fields import UnknownField
+from batchyard.domain.records import InstanceRecord, JobRecord, TaskRecord
 from batchyard.domain.states import TERMINAL, State
+from batchyard.errors import BatchyardError
 from batchyard.ports import ObjectStore
 from batchyard.settings import Settings
 
@@ -78,8 +100,25 @@ KeyIdOption = Annotated[str | None, typer.Option(
 KeySecretOption = Annotated[str | None, typer.Option(
     "--key-secret", metavar="SECRET", envvar="BATCHYARD_KEY_SECRET", show_default=False,
     rich_help_panel=_PANEL, help="AccessKeySecret of that key [config file: key_secret]")]
-JobIdArgument = Annotated[str, typer.Argument(metavar="JOB_ID", help="job-… id")]
-JobIdsArgument = Annotated[list[str], typer.Argument(metavar="JOB_ID…", help="one or more ids")]
+JobIdArgument = Annotated[str, typer.Argument(
+    metavar="JOB_ID", help="job-… id, or a unique start of one (with or without job-)")]
+JobIdsArgument = Annotated[list[str], typer.Argument(
+    metavar="JOB_ID…", help="one or more ids, or unique starts of ids")]
+SelectedIdsArgument = Annotated[list[str] | None, typer.Argument(
+    metavar="JOB_ID", show_default=False,
+    help="ids or unique starts of ids; with --state/--name, only those of them that match")]
+StatesOption = Annotated[list[str] | None, typer.Option(
+    "--state", "-s", metavar="STATE[,STATE…]", show_default=False,
+    help="Only those in one of these states: Waiting, Running, Finished, Failed, Stopped "
+         "(comma-separated or repeated)")]
+NameOption = Annotated[str | None, typer.Option(
+    "--name", metavar="PATTERN", show_default=False,
+    help="Only jobs whose name matches this glob (*, ?, [abc]; quote it)")]
+YesOption = Annotated[bool, typer.Option(
+    "--yes", "-y", help="Act on several jobs without asking (needed when stdin is not a "
+                        "terminal)")]
+JsonOption = Annotated[bool, typer.Option(
+    "--json", help="One JSON document with the REST API's field names, instead of tables")]
 TaskArgument = Annotated[str | None, typer.Argument(metavar="[TASK]", help="A task of the job",
                                                    show_default=False)]
 InstanceArgument = Annotated[int | None, typer.Argument(
@@ -115,6 +154,8 @@ def _session(endpoint: str | None, key_id: str | None,
         _fail(error.line, EXIT_FAILED)
     except Unreachable as error:
         _fail(error.message, EXIT_FAILED)
+    except SelectionError as error:
+        _fail(error.message, error.exit_status)
 
 
 def _objects_opener(data_dir: Path | None, bucket: list[str] | None
@@ -255,18 +296,19 @@ JOBS_EPILOG = """\
 ```
 batchyard jobs
 batchyard jobs --state Running
-batchyard jobs --limit 50 --marker job-18ED51D78DEC5A59EB3DB3E0AE38BEC5  # the next page
-batchyard jobs --all
+batchyard jobs --state Finished,Failed --all
+batchyard jobs --limit 50 --marker job-18ED51D78DEC5A59EB3DB3E0AE38BEC5   # the next page
+batchyard jobs -q --state Failed | xargs batchyard delete --yes   # ids, one per line
+batchyard jobs --json | jq -r '.Items[].Name'
 ```
 
-Newest first. Tasks and Inst are finished/total; Age is the time since creation.
+Newest first. Tasks and Inst are finished/total; Age is the time since creation. --json
+prints the API's ListJobs answer: {"Items": [job…], "NextMarker": ""}.
 """ + CONNECTION_HELP
 
 
 def jobs(
-    state: Annotated[str | None, typer.Option(
-        "--state", "-s", metavar="STATE", show_default=False,
-        help="Only jobs in this state: Waiting, Running, Finished, Failed or Stopped")] = None,
+    state: StatesOption = None,
     limit: Annotated[int, typer.Option(
         "--limit", "-n", min=1, max=100, help="Jobs per page (the server gives at most 100)")
     ] = 20,
@@ -274,34 +316,37 @@ def jobs(
                      ] = False,
     marker: Annotated[str, typer.Option(
         "--marker", metavar="JOB_ID", help="Start the page at this job (a NextMarker)")] = "",
+    ids_only: Annotated[bool, typer.Option(
+        "--ids", "-q", help="Only the job ids, one per line")] = False,
+    as_json: JsonOption = False,
     endpoint: EndpointOption = None, key_id: KeyIdOption = None,
     key_secret: KeySecretOption = None,
 ) -> None:
     """List your jobs, newest first: a page of --limit jobs, or --all of them."""
-    wanted = _state(state)
     with _session(endpoint, key_id, key_secret) as client:
-        found, marker = client.list_jobs(marker, limit, wanted)
+        wanted = parse_states(state)
+        found, marker = jobs_page(client, marker, limit, wanted)
         while every and marker:
-            more, marker = client.list_jobs(marker, limit, wanted)
+            more, marker = jobs_page(client, marker, limit, wanted)
             found += more
-    if not found:
-        _err.print(f"No {wanted.value + ' ' if wanted else ''}jobs.")
-        return
-    _out.print(jobs_table(found, _out.width))
-    if marker:
-        _err.print(Text(f"More: batchyard jobs --limit {limit} --marker {marker}"
-                        f"{' --state ' + wanted.value if wanted else ''} (or --all)",
-                        style="dim"))
+    if as_json:
+        print_json(jobs_document(found, marker))
+    elif found or ids_only:
+        _show_jobs(found, ids_only)
+        if marker:
+            named = ",".join(one.value for one in wanted)
+            _err.print(Text(f"More: batchyard jobs --limit {limit} --marker {marker}"
+                            f"{' --state ' + named if named else ''} (or --all)", style="dim"))
+    else:
+        _err.print(f"No {','.join(one.value for one in wanted) + ' ' if wanted else ''}jobs.")
 
 
-def _state(text: str | None) -> State | None:
-    if text is None:
-        return None
-    for state in State:
-        if state.value.lower() == text.strip().lower():
-            return state
-    _fail(f"--state: {text!r} is not one of {', '.join(state.value for state in State)}",
-          EXIT_INVALID)
+def _show_jobs(found: list[JobRecord], ids_only: bool) -> None:
+    """The ids alone, one per line, for scripts; else the table."""
+    if ids_only:
+        sys.stdout.write("".join(f"{one.id}\n" for one in found))
+    else:
+        _out.print(jobs_table(found, _out.width))
 
 
 # --- job --------------------------------------------------------------------------------
@@ -310,27 +355,72 @@ JOB_EPILOG = """\
 **Examples**
 
 ```
-batchyard job job-18ED51D78DEC5A59EB3DB3E0AE38BEC5  # the job and a table of its tasks
-batchyard job job-18ED51D78DEC5A59EB3DB3E0AE38BEC5 count  # the task and a table of its instances
-batchyard job job-18ED51D78DEC5A59EB3DB3E0AE38BEC5 count 2  # one instance: retries, logs
+batchyard job job-18ED51D78DEC5A59EB3DB3E0AE38BEC5       # the job and a table of its tasks
+batchyard job 18ED51D7                   # the same: a unique start of the id is enough
+batchyard job 18ED51D7 count             # the task and a table of its instances
+batchyard job 18ED51D7 count --state Failed,Stopped   # only those instances
+batchyard job 18ED51D7 count 2           # one instance: result, retries, log objects
+batchyard job 18ED51D7 count --json | jq '.Instances[].Result'
 ```
+
+--json prints the API's representation: the job with "Tasks", the task with "Instances",
+or the instance.
 """ + CONNECTION_HELP
 
 
 def job(
     job_id: JobIdArgument, task: TaskArgument = None, instance: InstanceArgument = None,
+    state: StatesOption = None, as_json: JsonOption = False,
     endpoint: EndpointOption = None, key_id: KeyIdOption = None,
     key_secret: KeySecretOption = None,
 ) -> None:
-    """Show a job with its tasks, a task with its instances, or one instance."""
+    """Show a job with its tasks, a task with its instances (--state: only those in these
+    states), or one instance."""
     with _session(endpoint, key_id, key_secret) as client:
+        job_id = resolve_job_id(client, job_id)
+        states = parse_states(state)
+        if states and (task is None or instance is not None):
+            raise SelectionError("--state selects the instances of a task: give JOB_ID and "
+                                 "TASK only, e.g. batchyard job JOB_ID TASK --state Failed")
         if task is not None and instance is not None:
-            _out.print(instance_details(client.instance(job_id, task, instance)))
-            _err.print(Text(f"Logs: batchyard log {job_id} {task} {instance}", style="dim"))
+            _show_instance(client.instance(job_id, task, instance), as_json)
         elif task is not None:
-            _out.print(task_details(client.task(job_id, task), client.instances(job_id, task)))
+            selected = instances_in(client.instances(job_id, task), states)
+            _show_task(client.task(job_id, task), selected, as_json)
+        elif as_json:
+            print_json(job_document(client.job(job_id), client.tasks(job_id)))
         else:
             _show_job(client, job_id)
+
+
+def _show_instance(instance: InstanceRecord, as_json: bool) -> None:
+    if as_json:
+        print_json(instance_document(instance))
+        return
+    kept = _kept_attempts(instance)
+    _out.print(instance_details(instance, kept))
+    _err.print(Text(f"Logs: batchyard log {instance.job_id} {instance.task} "
+                    f"{instance.instance_id}{' [--attempt N]' if kept else ''}", style="dim"))
+
+
+def _kept_attempts(instance: InstanceRecord) -> list[int]:
+    """The attempts whose logs were kept, as far as this machine's object store settings
+    reach them; none when the store cannot be opened: the instance is shown regardless."""
+    if not instance.stdout_path:
+        return []
+    try:
+        from batchyard.service import open_objects
+
+        return kept_attempts(open_objects(load_settings(None, None, None)), instance.stdout_path)
+    except (ConfigurationError, BatchyardError):
+        return []
+
+
+def _show_task(task: TaskRecord, instances: list[InstanceRecord], as_json: bool) -> None:
+    if as_json:
+        print_json(task_document(task, instances))
+    else:
+        _out.print(task_details(task, instances))
 
 
 def _show_job(client: RemoteClient, job_id: str) -> None:
@@ -354,17 +444,24 @@ LOG_EPILOG = """\
 **Examples**
 
 ```
-batchyard log job-18ED51D78DEC5A59EB3DB3E0AE38BEC5  # every log of the job, task by task
-batchyard log job-18ED51D78DEC5A59EB3DB3E0AE38BEC5 count 2 --stdout  # what instance 2 printed
-batchyard log job-18ED51D78DEC5A59EB3DB3E0AE38BEC5 count 2 -f  # wait for it, then print it
+batchyard log job-18ED51D78DEC5A59EB3DB3E0AE38BEC5  # every log of the job
+batchyard log 18ED51D7 count 2 --stdout     # exactly what instance 2 printed
+batchyard log 18ED51D7 count 2 -f           # wait for it, then print it
+batchyard log 18ED51D7 count --failed       # the logs of every failed instance
+batchyard log 18ED51D7 count 2 --attempt 1  # the logs of its first attempt
 ```
 
 The logs are objects in the server's store, read directly: run this where the server's
 --data-dir (and --bucket settings) can be reached. A running instance's logs are uploaded
 every few seconds (the server's log_interval, 5 s by default) and once more when its attempt
 ends, so -f follows it with that delay (a retry replaces it: it is printed again from the
-start). With more than one log, each starts
-with a `==> task/instance stream: url <==` line.
+start). With more than one log, each starts with a `==> task/instance stream: url <==` line;
+an empty one is `==> task/instance stream: (empty) <==`.
+
+Every attempt that did not succeed (failed, timed out, stopped) also leaves copies of its
+logs, named `<log>.attempt-<n>`; --attempt n prints them. n counts the runs of the instance
+from 1: attempt n is the run with RetryCount n-1, unless the job was started again or the
+server lost a run (those count too). `batchyard job JOB TASK INSTANCE` lists the attempts kept.
 """ + CONNECTION_HELP
 
 
@@ -374,29 +471,38 @@ def log(
         "--follow", "-f", help="Keep printing new output until the instances end")] = False,
     stdout_only: Annotated[bool, typer.Option("--stdout", "-o", help="Only stdout")] = False,
     stderr_only: Annotated[bool, typer.Option("--stderr", "-e", help="Only stderr")] = False,
+    failed: Annotated[bool, typer.Option(
+        "--failed", help="Only the instances that Failed (of the job, or of TASK)")] = False,
+    attempt: Annotated[int | None, typer.Option(
+        "--attempt", metavar="N", min=1, show_default=False,
+        help="The logs kept of attempt N (1 = the first run) instead of the latest ones")
+    ] = None,
     data_dir: DataDirOption = None, bucket: BucketOption = None,
     endpoint: EndpointOption = None, key_id: KeyIdOption = None,
     key_secret: KeySecretOption = None,
 ) -> None:
-    """Print the stdout and stderr of a job's instances (all, one task's, or one's)."""
+    """Print the stdout and stderr of a job's instances (all, one task's, one's, or the failed
+    ones), as they are or as an earlier attempt left them."""
     streams = [name for name, only in zip(STREAMS, (stdout_only, stderr_only), strict=True)
                if only] or list(STREAMS)
     objects = _objects_opener(data_dir, bucket)()
     with _session(endpoint, key_id, key_secret) as client:
+        job_id = resolve_job_id(client, job_id)
         description = client.description(job_id)
         selection = Selection(job_id, task, instance, task_order(description))
-        instances = selection.instances(client)
-        logs = sources(description, instances, streams)
-        printer = LogPrinter(objects, sys.stdout.buffer, _note, titled=len(logs) > 1)
+        instances = instances_in(selection.instances(client), [State.FAILED] if failed else [])
+        logs = sources(description, instances, streams, attempt)
+        printer = LogPrinter(objects, sys.stdout.buffer, _note, titled=len(logs) > 1,
+                             mark_empty=not follow_logs)
         if follow_logs:
             _follow(client, selection, printer, logs)
             return
         missing = print_logs(printer, logs)
-    states = {(one.task, one.instance_id): one.state for one in instances}
+    if failed and not instances:
+        _note(f"No failed instances in {job_id}{' task ' + task if task else ''}.")
+    by_key = {(one.task, one.instance_id): one for one in instances}
     for source in missing:
-        _note(f"{source.task}/{source.instance_id} {source.stream}: no log yet — the instance "
-              f"is {states[(source.task, source.instance_id)].value}; logs are uploaded once it "
-              "runs, every few seconds (-f waits for them)")
+        _note(missing_note(objects, source, by_key[(source.task, source.instance_id)]))
     if logs and len(missing) == len(logs):
         raise typer.Exit(EXIT_FAILED)
 
@@ -421,40 +527,66 @@ CONTROL_EPILOG = """\
 
 ```
 batchyard stop job-18ED51D78DEC5A59EB3DB3E0AE38BEC5
+batchyard stop --state Running --name 'nightly-*' --yes
 batchyard start job-18ED51D78DEC5A59EB3DB3E0AE38BEC5 job-18ED51D9A3F2C1D8E4B79A0C5D6E7F81
-batchyard delete --force job-18ED51D78DEC5A59EB3DB3E0AE38BEC5
+batchyard delete --force 18ED51D7 18ED51D9        # unique starts of ids
+batchyard delete --state Failed,Finished --yes
 batchyard priority job-18ED51D78DEC5A59EB3DB3E0AE38BEC5 500
 ```
 
 stop: Waiting or Running jobs. start: Stopped or Failed jobs (finished instances are
 kept). delete: Stopped, Finished or Failed jobs (--force stops the job first).
 priority: Stopped or Failed jobs, 0…1000. Otherwise the server answers StateConflict
-(exit status 1).
+(exit status 1; an invalid priority: exit status 2).
+
+stop and delete select jobs by id, --state and --name (given together, a job must match
+all of them). More than one job needs a yes on the terminal, or --yes; with no terminal and
+no --yes they refuse (exit status 2). One line per job on stdout, a count on stderr.
 """ + CONNECTION_HELP
 
 
-def stop(job_ids: JobIdsArgument, endpoint: EndpointOption = None,
+def stop(job_ids: SelectedIdsArgument = None, state: StatesOption = None,
+         name: NameOption = None, yes: YesOption = False, endpoint: EndpointOption = None,
          key_id: KeyIdOption = None, key_secret: KeySecretOption = None) -> None:
     """Stop jobs: their running instances are killed, the jobs become Stopped."""
     with _session(endpoint, key_id, key_secret) as client:
-        raise typer.Exit(_each(job_ids, client.stop, "stopped"))
+        chosen = _chosen(client, job_ids, state, name, yes, "Stop")
+        raise typer.Exit(_each(chosen, client.stop, "stopped"))
 
 
 def start(job_ids: JobIdsArgument, endpoint: EndpointOption = None,
           key_id: KeyIdOption = None, key_secret: KeySecretOption = None) -> None:
     """Start Stopped or Failed jobs again: instances that did not finish run again."""
     with _session(endpoint, key_id, key_secret) as client:
-        raise typer.Exit(_each(job_ids, client.start, "started"))
+        raise typer.Exit(_each(resolve_job_ids(client, job_ids), client.start, "started"))
 
 
-def delete(job_ids: JobIdsArgument, force: Annotated[bool, typer.Option(
+def delete(job_ids: SelectedIdsArgument = None, state: StatesOption = None,
+           name: NameOption = None, force: Annotated[bool, typer.Option(
                "--force", help="Stop the job first when it is Waiting or Running")] = False,
-           endpoint: EndpointOption = None, key_id: KeyIdOption = None,
-           key_secret: KeySecretOption = None) -> None:
+           yes: YesOption = False, endpoint: EndpointOption = None,
+           key_id: KeyIdOption = None, key_secret: KeySecretOption = None) -> None:
     """Delete ended jobs (their logs and outputs stay in the object store)."""
     with _session(endpoint, key_id, key_secret) as client:
+        chosen = _chosen(client, job_ids, state, name, yes, "Delete")
         action = client.delete if not force else _stopping(client)
-        raise typer.Exit(_each(job_ids, action, "deleted"))
+        raise typer.Exit(_each(chosen, action, "deleted"))
+
+
+def _chosen(client: RemoteClient, job_ids: list[str] | None, state: list[str] | None,
+            name: str | None, yes: bool, verb: str) -> list[str]:
+    """The jobs selected; nothing selected (only filters can select nothing) ends the command
+    with a note, as a success: there was nothing to do. Jobs named by their ids are what the
+    user asked for; only a selection by --state/--name alone of more than one job is
+    confirmed (or needs --yes), as it may reach further than meant."""
+    wanted = JobFilter(parse_states(state), name)
+    chosen = select_jobs(client, job_ids or [], wanted)
+    if not chosen:
+        _err.print(f"No job matches {wanted.describe()}.")
+        raise typer.Exit(0)
+    if len(chosen) > 1 and not yes and not job_ids:
+        confirm_many(chosen, verb)
+    return chosen
 
 
 def _stopping(client: RemoteClient) -> Callable[[str], None]:
@@ -470,26 +602,34 @@ def _stopping(client: RemoteClient) -> Callable[[str], None]:
 
 
 def priority(job_id: JobIdArgument,
-             value: Annotated[int, typer.Argument(metavar="PRIORITY", help="0…1000")],
+             value: Annotated[int, typer.Argument(
+                 metavar="PRIORITY", help="0…1000 (higher runs first)")],
              endpoint: EndpointOption = None, key_id: KeyIdOption = None,
              key_secret: KeySecretOption = None) -> None:
     """Change the priority of a Stopped or Failed job (higher runs first once started)."""
     with _session(endpoint, key_id, key_secret) as client:
+        job_id = resolve_job_id(client, job_id)
         raise typer.Exit(_each([job_id], lambda one: client.change_priority(one, value),
                                f"priority {value} for"))
 
 
 def _each(job_ids: list[str], action: Callable[[str], None], done: str) -> int:
-    """Apply `action` to every id; a refusal is one error line and exit status 1."""
+    """Apply `action` to every id; a refusal is one error line and exit status 1 (2 for a
+    request the server found invalid), and with several ids a count at the end."""
     status = 0
+    refused = 0
     for job_id in job_ids:
         try:
             action(job_id)
         except ApiError as error:
             _err.print(Text.assemble(("error: ", "red"), error.line))
-            status = EXIT_FAILED
+            status = max(status, EXIT_INVALID if error.status == 400 else EXIT_FAILED)
+            refused += 1
             continue
         _out.print(f"{done} {job_id}")
+    if len(job_ids) > 1:
+        _err.print(f"{done.capitalize()} {len(job_ids) - refused} of {len(job_ids)} jobs"
+                   f"{f'; {refused} refused' if refused else ''}.")
     return status
 
 
@@ -498,9 +638,12 @@ COMMANDS: list[tuple[Callable[..., None], str]] = [
     (stop, CONTROL_EPILOG), (start, CONTROL_EPILOG), (delete, CONTROL_EPILOG),
     (priority, CONTROL_EPILOG),
 ]
+NUMBERS_ARE_ARGUMENTS = {"ignore_unknown_options": True}
+"""`priority J -1`: -1 is a (negative) priority, not an option."""
 
 
 def register(app: typer.Typer) -> None:
     """Add the client commands to the `batchyard` app."""
     for command, epilog in COMMANDS:
-        app.command(epilog=epilog)(command)
+        settings = NUMBERS_ARE_ARGUMENTS if command is priority else None
+        app.command(epilog=epilog, context_settings=settings)(command)

@@ -132,8 +132,9 @@ def _error(instance: InstanceRecord) -> Text:
     return Text(text, style="red" if text else "")
 
 
-def instance_details(instance: InstanceRecord) -> RenderableType:
-    """Every field of the instance status, with its log objects."""
+def instance_details(instance: InstanceRecord, kept: Sequence[int] = ()) -> RenderableType:
+    """Every field of the instance status, with its log objects and the attempts whose logs
+    were kept (`kept`, see `batchyard log --attempt`)."""
     rows: list[tuple[str, str | Text]] = [
         ("Instance", Text.assemble((str(instance.instance_id), "bold"),
                                    f"  of task {instance.task} of {instance.job_id}")),
@@ -147,4 +148,6 @@ def instance_details(instance: InstanceRecord) -> RenderableType:
         ("Node", instance.node or "—"),
         ("Stdout", instance.stdout_path or "(not uploaded yet)"),
         ("Stderr", instance.stderr_path or "(not uploaded yet)")]
+    if kept:
+        rows.append(("Attempts kept", ", ".join(map(str, kept))))
     return _fields(rows)

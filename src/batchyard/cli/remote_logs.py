@@ -3,11 +3,14 @@
 Logs are read from the object store the server writes to (the CLI opens it with the same
 settings, `--data-dir` and `--bucket`); the API only says where they are. The runner uploads
 a running attempt's logs every `log_interval` seconds and once more when it ends; a retry
-replaces them.
+replaces them. An attempt that did not succeed also leaves copies named
+`<log>.attempt-<n>` (`runner.logs`), n counting the instance's attempts from 1: `--attempt n`
+reads those.
 """
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -22,6 +25,8 @@ from batchyard.ports import ObjectStore
 
 FOLLOW_INTERVAL_SECONDS = 1.0
 STREAMS = ("stdout", "stderr")
+ATTEMPT_SUFFIX = ".attempt-"
+"""`<log object>.attempt-<n>`: the copy of attempt n's log (`runner.logs.upload_logs`)."""
 
 
 @dataclass(frozen=True)
@@ -70,22 +75,37 @@ class Source:
     url: str
     printed: int = 0
     found: bool = False
+    attempt: int | None = None
+    """The earlier attempt whose copy this is (`url` ends with `.attempt-<n>`), or None."""
+
+    @property
+    def name(self) -> str:
+        """`count/2 stderr`, `count/2 stderr (attempt 1)`."""
+        attempt = f" (attempt {self.attempt})" if self.attempt is not None else ""
+        return f"{self.task}/{self.instance_id} {self.stream}{attempt}"
 
     @property
     def title(self) -> str:
-        return f"==> {self.task}/{self.instance_id} {self.stream}: {self.url or '(no path)'} <=="
+        return f"==> {self.name}: {self.url or '(no path)'} <=="
+
+    @property
+    def empty_title(self) -> str:
+        return f"==> {self.name}: (empty) <=="
 
 
 class LogPrinter:
     """Writes log bytes to `out`, with a `==> task/id stream: url <==` line before each log
-    when more than one is selected (as `tail` does); notes go to `note`."""
+    when more than one is selected (as `tail` does); notes go to `note`. An empty log is
+    `==> task/id stream: (empty) <==` when `mark_empty`, else skipped until it has bytes (as
+    when following: it may still get some)."""
 
     def __init__(self, objects: ObjectStore, out: BinaryIO, note: Callable[[str], None],
-                 titled: bool) -> None:
+                 titled: bool, mark_empty: bool = True) -> None:
         self._objects = objects
         self._out = out
         self._note = note
         self._titled = titled
+        self._mark_empty = mark_empty
         self._last: Source | None = None
 
     def print_new(self, source: Source) -> None:
@@ -98,9 +118,12 @@ class LogPrinter:
             self._note(f"{source.task}/{source.instance_id} {source.stream}: replaced by a "
                        "new attempt; printing it from the start")
             source.printed = 0
-        if len(data) > source.printed or (self._titled and not source.printed and not data):
+        if len(data) > source.printed:
             self._write(source, data[source.printed:])
             source.printed = len(data)
+        elif not data and self._titled and self._mark_empty and self._last is not source:
+            self._write_title(source.empty_title)
+            self._last = source
 
     def _read(self, source: Source) -> bytes | None:
         try:
@@ -114,18 +137,55 @@ class LogPrinter:
 
     def _write(self, source: Source, data: bytes) -> None:
         if self._titled and self._last is not source:
-            self._out.write(("\n" if self._last else "").encode() + source.title.encode()
-                            + b"\n")
+            self._write_title(source.title)
         self._last = source
         self._out.write(data)
         self._out.flush()
 
+    def _write_title(self, title: str) -> None:
+        self._out.write(("\n" if self._last else "").encode() + title.encode() + b"\n")
+        self._out.flush()
+
 
 def sources(description: dict[str, Any], instances: Sequence[InstanceRecord],
-            streams: Sequence[str]) -> list[Source]:
-    return [Source(instance.task, instance.instance_id, stream,
-                   log_url(description, instance, stream))
+            streams: Sequence[str], attempt: int | None = None) -> list[Source]:
+    """The logs of `instances`: the current ones, or the copies kept of attempt `attempt`."""
+    return [_source(description, instance, stream, attempt)
             for instance in instances for stream in streams]
+
+
+def _source(description: dict[str, Any], instance: InstanceRecord, stream: str,
+            attempt: int | None) -> Source:
+    url = log_url(description, instance, stream)
+    if attempt is not None and url:
+        url += f"{ATTEMPT_SUFFIX}{attempt}"
+    return Source(instance.task, instance.instance_id, stream, url, attempt=attempt)
+
+
+def kept_attempts(objects: ObjectStore, log: str) -> list[int]:
+    """The attempts whose copies of the log object `log` exist (`<log>.attempt-<n>`)."""
+    folder, _, name = log.rpartition("/")
+    if not folder:
+        return []
+    pattern = re.compile(re.escape(name + ATTEMPT_SUFFIX) + r"([0-9]+)$")
+    try:
+        listed = objects.list(folder + "/")
+    except BatchyardError:
+        return []
+    found = (pattern.match(info.url.rpartition("/")[2]) for info in listed if not info.is_dir)
+    return sorted(int(match.group(1)) for match in found if match)
+
+
+def missing_note(objects: ObjectStore, source: Source, instance: InstanceRecord) -> str:
+    """Why a log is not there: not uploaded yet, or no copy kept of the attempt asked for
+    (naming the attempts that have one)."""
+    if source.attempt is None:
+        return (f"{source.name}: no log yet — the instance is {instance.state.value}; logs "
+                "are uploaded once it runs, every few seconds (-f waits for them)")
+    kept = kept_attempts(objects, source.url.removesuffix(f"{ATTEMPT_SUFFIX}{source.attempt}"))
+    which = (f"attempts with logs kept: {', '.join(map(str, kept))}" if kept
+             else "no attempt of it has logs kept (only attempts that did not succeed do)")
+    return f"{source.name}: no such log — {which}"
 
 
 def print_logs(printer: LogPrinter, logs: Sequence[Source]) -> list[Source]:
