@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any
@@ -174,7 +174,7 @@ def rate_text(metrics: Metrics, seconds: float) -> str:
     if metrics.total < RATE_MIN_INSTANCES or ended == 0 or seconds < 1 or left == 0:
         return ""
     rate = ended / seconds
-    pace = f"{rate:.0f}/s" if rate >= 10 else f"{rate:.1f}/s" if rate >= 1 else (
+    pace = f"{rate:.0f}/s" if rate >= 10 else f"{rate:.1f}/s" if rate >= 0.1 else (
         f"{rate * 60:.1f}/min")
     eta = left / rate
     return f"{pace}, ETA {f'{eta:.0f}s' if eta < 60 else format_duration(eta)}"
@@ -216,7 +216,7 @@ def counts_plain(metrics: Metrics) -> str:
 @dataclass(frozen=True)
 class Layout:
     """What the live lines show at a given width: how wide the names are, whether there is
-    a bar, whether counts are compact and whether rate/ETA is shown."""
+    a bar, whether counts are compact (`3▶ 10✔ 1✘`) and whether rate/ETA is shown."""
 
     name_width: int
     bar: bool
@@ -226,21 +226,27 @@ class Layout:
 
 def live_layout(width: int, name: int, counts: int, compact: int, clock: int,
                 rate: int) -> Layout:
-    """The richest layout that fits `width`, giving things up in this order: rate/ETA, full
-    counts (compacted), name width down to NAME_MIN_WIDTH, the bar; then the names shrink.
+    """The richest layout with a bar that fits `width` with whole names, else with names
+    shortened to NAME_MIN_WIDTH; else no bar (names shrink further). The counts compact
+    first, then rate/ETA goes; the counts and the time always stay.
 
-    Arguments are the widest name, full counts, compact counts, time and rate texts.
+    Arguments are the widths of the widest name, full counts, compact counts, time and rate.
     """
-    wanted_name = min(name, NAME_MIN_WIDTH)
-    for compacted, with_rate, bar in ((False, True, True), (False, False, True),
-                                      (True, True, True), (True, False, True),
-                                      (True, False, False)):
-        used = 2 + (compact if compacted else counts) + 1 + clock
-        used += (BAR_MIN_WIDTH + 1 if bar else 0) + (rate + 2 if with_rate and rate else 0)
-        room = width - used - 1
-        if room >= wanted_name or not bar:
-            return Layout(max(1, min(name, room)), bar, compacted, with_rate and rate > 0)
-    raise AssertionError("the last layout always fits")  # pragma: no cover
+    layouts = [Layout(0, bar, compacted, with_rate and rate > 0)
+               for compacted, with_rate, bar in ((False, True, True), (True, True, True),
+                                                 (True, False, True), (True, False, False))]
+    rooms = [width - _used(layout, counts, compact, clock, rate) for layout in layouts]
+    for wanted in (name, min(name, NAME_MIN_WIDTH)):
+        for layout, room in zip(layouts[:-1], rooms, strict=False):
+            if room >= wanted:
+                return replace(layout, name_width=min(name, room))
+    return replace(layouts[-1], name_width=max(1, min(name, rooms[-1])))
+
+
+def _used(layout: Layout, counts: int, compact: int, clock: int, rate: int) -> int:
+    """Columns taken by everything but the name: symbol, counts, time, bar, rate, spaces."""
+    used = 2 + 1 + (compact if layout.compact else counts) + 1 + clock
+    return used + (BAR_MIN_WIDTH + 1 if layout.bar else 0) + (rate + 1 if layout.rate else 0)
 
 
 def fold(tasks: Sequence[TaskRecord], job_state: State, rows: int
@@ -314,7 +320,7 @@ class LiveProgress:
         grid.add_column(no_wrap=True, justify="right")
         for row in rows:
             grid.add_row(*row.cells(self._symbol(row.task, row.mark), layout))
-        parts: list[RenderableType] = [header_text(view), grid]
+        parts: list[RenderableType] = [header_text(view, width), grid]
         if folded:
             parts.append(Text(folded, style="dim"))
         return Group(*parts)
@@ -354,20 +360,24 @@ class _TaskRow:
         return cells
 
 
-def header_text(view: JobView) -> Text:
-    """`log-count  job-…  Running  4.1s  57/120 finished` (counts from the task lines)."""
-    job = view.job
-    mark = job_mark(job)
-    text = Text()
-    text.append(job.name, style="bold")
-    text.append(f"  {job.id}  ", style="dim")
-    text.append(mark.label, style=mark.style)
-    text.append(f"  {format_duration(view.elapsed)}", style="dim")
-    metrics = view.instance_metrics
+def header_text(view: JobView, width: int = LIVE_MAX_WIDTH) -> Text:
+    """`log-count  job-…  Running  4.1s  57/120 finished, 2 failed` (counts from the task
+    lines); narrower, the words go, then the id (the Submitted line shows it)."""
+    job, mark, metrics = view.job, job_mark(view.job), view.instance_metrics
+    counts, wordy = Text(), Text()
     if metrics.total:
-        text.append(f"  {metrics.finished}/{metrics.total} finished", style="dim")
-        if metrics.failed:
-            text.append(f", {metrics.failed} failed", style="red")
+        counts.append(f"  {metrics.finished}/{metrics.total}", style="dim")
+        wordy.append(f"  {metrics.finished}/{metrics.total} finished", style="dim")
+    if metrics.failed:
+        counts.append(f" {metrics.failed}✘", style="red")
+        wordy.append(f", {metrics.failed} failed", style="red")
+    for with_id, shown in ((True, wordy), (True, counts), (False, wordy), (False, counts)):
+        text = Text.assemble((job.name, "bold"), (f"  {job.id}" if with_id else "", "dim"),
+                             "  ", (mark.label, mark.style),
+                             (f"  {format_duration(view.elapsed)}", "dim"), shown)
+        if text.cell_len <= width:
+            return text
+    text.truncate(width, overflow="ellipsis")
     return text
 
 
