@@ -195,7 +195,7 @@ def _reason(error: Exception) -> str:
 
 
 def _follow(engine: Engine, job_id: str, raw: dict[str, Any], output: Output) -> int:
-    output.submitted(job_id, raw, "Ctrl-C stops it")
+    output.submitted(job_id, raw, "Ctrl-C stops the job")
     display = output.display()
     order = task_order(raw)
     try:

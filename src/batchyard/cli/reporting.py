@@ -72,10 +72,12 @@ class Output:
         return PlainProgress(self.out, self.progress_interval)
 
     def submitted(self, job_id: str, raw: dict[str, Any], hint: str) -> None:
-        """`Submitted job-… (name); <hint>` — unless quiet or JSON (stdout is the document)."""
+        """`Submitted job-… (name)` and the hint on a line of its own (lines are never
+        wrapped) — unless quiet or JSON (stdout is the document)."""
         if not (self.quiet or self.json):
             emit(self.out, Text.assemble("Submitted ", (job_id, "bold"),
-                                         f" ({raw.get('Name', '')}); {hint}"))
+                                         f" ({raw.get('Name', '')})"))
+            emit(self.out, Text(hint, style="dim"))
 
     def job_id(self, job_id: str) -> None:
         """`submit` without --wait: the id alone, or `{"Id": …}`."""
