@@ -13,6 +13,7 @@ from datetime import timedelta
 import pytest
 from rich.console import Console
 
+from batchyard.cli.client_views import instance_details
 from batchyard.cli.documents import json_text, run_document
 from batchyard.cli.execution import (
     EXIT_FAILED,
@@ -149,6 +150,17 @@ def test_a_200_character_url_is_always_whole_on_one_line(width: int, terminal: b
     assert sum(LONG_NAME in line for line in lines) == 2  # the table, the failure
     assert any(f"stdout: {URL}" in line for line in lines)
     assert sum(view.job.id in line for line in lines) == 1
+
+
+@pytest.mark.parametrize("width", [60, 80])
+@pytest.mark.parametrize("terminal", [False, True])
+def test_the_instance_view_keeps_its_log_urls_whole(width: int, terminal: bool) -> None:
+    shown = replace(instance("count", 12, State.FAILED), stdout_path=URL, stderr_path=URL)
+    out = Console(file=io.StringIO(), width=width, force_terminal=terminal, color_system=None,
+                  soft_wrap=True)  # as `reporting.console()` makes them
+    out.print(instance_details(shown))
+    assert sum(line.split() == ["Stdout", URL] or line.split() == ["Stderr", URL]
+               for line in text_of(out).splitlines()) == 2
 
 
 def test_plain_lines_never_wrap_when_piped() -> None:
