@@ -38,9 +38,9 @@ AllowFailedOption = Annotated[bool, typer.Option(
     help="Exit 0, not 3, when the job Finished with failed instances")]
 ProgressIntervalOption = Annotated[float, typer.Option(
     "--progress-interval", metavar="SECONDS", min=0, envvar="BATCHYARD_PROGRESS_INTERVAL",
-    rich_help_panel=_PANEL,
-    help="When stdout is not a terminal: seconds between summary lines (state changes are "
-    "printed as they happen) [env BATCHYARD_PROGRESS_INTERVAL]")]
+    show_envvar=False, show_default=False, rich_help_panel=_PANEL,
+    help="When stdout is not a terminal: seconds between count lines (state changes are "
+    f"printed as they happen) [env BATCHYARD_PROGRESS_INTERVAL; default {PROGRESS_INTERVAL:g}]")]
 
 
 def console(stderr: bool = False) -> Console:
