@@ -95,6 +95,7 @@ def test_a_finished_task_or_job_with_failures_shows_a_warning_not_a_tick() -> No
     plain = io.StringIO()
     PlainProgress(Console(file=plain, width=80)).show(view)
     assert "count: ⚠ Finished" in plain.getvalue() and "split: ✔ Finished" in plain.getvalue()
+    assert "job log-count: ⚠ Finished" in plain.getvalue()
 
 
 def test_the_tasks_a_failed_job_never_ran_say_not_run() -> None:
@@ -215,7 +216,7 @@ def test_a_state_change_is_printed_at_once_whatever_the_interval() -> None:
     done = replace(running_view(100, 20), job=finished_job())
     progress.show(JobView(done.job, [replace(done.tasks[0], state=State.FINISHED)],
                           observed=done.observed))
-    assert "job log-count: Finished" in buffer.getvalue()
+    assert "job log-count: ✔ Finished" in buffer.getvalue()
     assert "count: ✔ Finished" in buffer.getvalue()
 
 

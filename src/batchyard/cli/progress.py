@@ -406,8 +406,9 @@ class PlainProgress:
     def show(self, view: JobView) -> None:
         elapsed = format_duration(view.elapsed)
         job = view.job
-        if self._changed("", job_mark(job)):
-            self._emit(f"{elapsed:>7}  job {job.name}: {job_mark(job).label}")
+        mark = job_mark(job)
+        if self._changed("", mark):
+            self._emit(f"{elapsed:>7}  job {job.name}: {mark.symbol} {mark.label}")
         for task in view.tasks:
             mark = task_mark(task, job.state)
             if self._changed(task.name, mark):
