@@ -67,7 +67,7 @@ def test_submit_wait_finishes_and_every_view_and_log_agrees(
     done = run(environment, "submit", job, "--wait")
     assert done.returncode == 0, done.stdout + done.stderr
     job_id = JOB_ID.search(done.stdout).group(0)  # type: ignore[union-attr]
-    assert "cli-greeting" in done.stdout and "work: Finished" in done.stdout
+    assert "cli-greeting" in done.stdout and "work: ✔ Finished" in done.stdout
     assert_fits_80(done.stdout)
 
     shown = run(environment, "job", job_id)
@@ -77,7 +77,7 @@ def test_submit_wait_finishes_and_every_view_and_log_agrees(
     instance = run(environment, "job", job_id, "work", "1")
     assert re.search(r"RetryCount\s+0\s", instance.stdout)
     assert re.search(r"Result\.ExitCode\s+0\s", instance.stdout), instance.stdout
-    assert f"stdout.{job_id}.work.1" in instance.stdout.replace("\n", "").replace(" ", "")
+    assert f"oss://api-tests/logs/stdout.{job_id}.work.1\n" in instance.stdout  # never folded
 
     assert run(environment, "log", job_id, "work", "1", "--stdout").stdout == "out-1\n"
     assert run(environment, "log", job_id, "work", "1", "-e").stdout == "err-1\n"
@@ -232,3 +232,31 @@ def test_bad_or_missing_keys_are_clear_errors(environment: dict[str, str],
                       f'key_secret = "{environment["BATCHYARD_KEY_SECRET"]}"\n')
     from_file = run({**missing, "BATCHYARD_CLIENT_CONFIG": str(config)}, "jobs")
     assert from_file.returncode == 0 and "No jobs." in from_file.stderr
+
+
+def test_submit_wait_exits_3_when_the_job_finished_with_failed_instances(
+        environment: dict[str, str], tmp_path: Path) -> None:
+    body = job_body("cli-partly", 'if [ "$BATCH_COMPUTE_DAG_INSTANCE_ID" = 1 ]; then '
+                    'echo broken >&2; exit 3; fi', count=2)
+    body["JobFailOnInstanceFail"] = False
+    job = write_job(tmp_path, body)
+    waited = run(environment, "submit", job, "--wait")
+    assert waited.returncode == 3, waited.stdout + waited.stderr
+    assert "Finished with 1 failed instance" in waited.stdout and "broken" in waited.stdout
+    assert re.search(r"work\s+⚠ Finished", waited.stdout), waited.stdout
+    allowed = run(environment, "submit", job, "--wait", "--allow-failed-instances")
+    assert allowed.returncode == 0, allowed.stdout + allowed.stderr
+
+
+def test_submit_json_prints_one_document_with_or_without_wait(
+        environment: dict[str, str], tmp_path: Path) -> None:
+    job = write_job(tmp_path, job_body("cli-json", "exit 2"))
+    submitted = run(environment, "submit", job, "--json")
+    assert submitted.returncode == 0, submitted.stderr
+    assert JOB_ID.fullmatch(json.loads(submitted.stdout)["Id"])
+    waited = run(environment, "submit", job, "--wait", "--json")
+    assert waited.returncode == 1, waited.stdout + waited.stderr
+    document = json.loads(waited.stdout)
+    assert document["ExitStatus"] == 1 and document["Job"]["State"] == "Failed"
+    assert document["FailedInstances"][0]["Result"]["ExitCode"] == 2
+    assert document["Tasks"][0]["TaskName"] == "work"

@@ -53,7 +53,7 @@ def test_a_small_job_finishes_and_exits_0(tmp_path: Path) -> None:
     result = batchyard(tmp_path / "data", "run", str(write_job(tmp_path, job)))
     assert result.returncode == 0, result.stdout + result.stderr
     assert "greeting" in result.stdout and "Finished" in result.stdout
-    assert "hello: Finished" in result.stdout  # plain progress lines: stdout is not a terminal
+    assert "hello: ✔ Finished" in result.stdout  # plain progress lines: stdout is not a terminal
     assert max(len(line) for line in result.stdout.splitlines()) <= 80
     log = f"oss://test/logs/stdout.{job_id_in(result.stdout)}.hello.1"
     assert "oss://test/logs/" in result.stdout
@@ -170,11 +170,12 @@ def test_ctrl_c_stops_the_job_and_exits_130(tmp_path: Path) -> None:
     marker = f"batchyard-test-{os.getpid()}-{time.monotonic_ns()}"
     job = make_job({"slow": make_task(f"sleep 60; echo {marker}", 2)})
     process = subprocess.Popen([*command(), "run", str(write_job(tmp_path, job))],
-                               env=environment(tmp_path / "data"), stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True)
+                               env={**environment(tmp_path / "data"),
+                                    "BATCHYARD_PROGRESS_INTERVAL": "0"},  # a count line a poll
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert process.stdout is not None
     for line in process.stdout:
-        if "slow: Running" in line and "2 running" in line:
+        if "instances: 0 waiting, 2 running" in line:
             break
     process.send_signal(signal.SIGINT)
     output, errors = process.communicate(timeout=TIMEOUT)
@@ -256,3 +257,65 @@ def test_an_unusable_data_dir_is_one_clear_error(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert result.stderr.startswith("error: cannot start batchyard") and "Traceback" not in (
         result.stderr)
+
+
+def partly_failing_job(**fields: Any) -> dict[str, Any]:
+    """`work` (3 instances, instance 1 exits 3), then `after`; failures do not fail the job."""
+    script = 'if [ "$BATCH_COMPUTE_DAG_INSTANCE_ID" = 1 ]; then exit 3; fi; echo fine'
+    return make_job({"work": make_task(script, 3), "after": make_task("true")},
+                    {"work": ["after"]}, JobFailOnInstanceFail=False, **fields)
+
+
+def test_a_job_finished_with_failed_instances_exits_3_and_shows_a_warning(
+        tmp_path: Path) -> None:
+    job_file = str(write_job(tmp_path, partly_failing_job()))
+    result = batchyard(tmp_path / "data", "run", job_file)
+    assert result.returncode == 3, result.stdout + result.stderr
+    assert "Finished with 1 failed instance in" in result.stdout
+    assert re.search(r"work\s+⚠ Finished\s+2/3\s+1", result.stdout), result.stdout
+    assert re.search(r"after\s+✔ Finished", result.stdout)
+    assert "work: ⚠ Finished" in result.stdout  # the plain progress line
+    allowed = batchyard(tmp_path / "data", "run", "--allow-failed-instances", "-q", job_file)
+    assert allowed.returncode == 0, allowed.stdout + allowed.stderr
+    assert "work instance 1" in allowed.stdout  # still reported, just not an error
+
+
+def test_the_tasks_of_a_failed_job_that_never_ran_say_not_run(tmp_path: Path) -> None:
+    job = make_job({"first": make_task("exit 4"), "second": make_task("true")},
+                   {"first": ["second"]})
+    result = batchyard(tmp_path / "data", "run", str(write_job(tmp_path, job)))
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert re.search(r"second\s+– not run", result.stdout), result.stdout
+    assert "second: – not run" in result.stdout
+
+
+def test_json_prints_one_document_with_the_api_field_names(tmp_path: Path) -> None:
+    result = batchyard(tmp_path / "data", "run", "--json",
+                       str(write_job(tmp_path, partly_failing_job(Name="json-job"))))
+    assert result.returncode == 3, result.stdout + result.stderr
+    document = json.loads(result.stdout)  # the whole of stdout: no progress, no summary
+    assert document["ExitStatus"] == 3
+    assert document["Job"]["Name"] == "json-job" and document["Job"]["State"] == "Finished"
+    assert document["Job"]["InstanceMetrics"]["FailedCount"] == 1
+    assert [task["TaskName"] for task in document["Tasks"]] == ["work", "after"]
+    [failed] = document["FailedInstances"]
+    assert failed["TaskName"] == "work" and failed["InstanceId"] == 1
+    assert failed["Result"]["ExitCode"] == 3 and document["Logs"] == ["oss://test/logs/"]
+    assert result.stderr == ""
+
+
+def test_piped_output_never_wraps_a_long_path_or_name(tmp_path: Path) -> None:
+    logs = "oss://test/" + "/".join(["a-rather-long-folder-name"] * 6) + "/"
+    task = make_task("echo oops >&2; exit 5")
+    task["Parameters"].update(StdoutRedirectPath=logs, StderrRedirectPath=logs)
+    name = "n" * 100
+    result = subprocess.run(
+        [*command(), "run", str(write_job(tmp_path, make_job({"t": task}, Name=name)))],
+        env={**environment(tmp_path / "data"), "COLUMNS": "60"}, capture_output=True,
+        text=True, timeout=TIMEOUT, check=False)
+    assert result.returncode == 1, result.stdout + result.stderr
+    lines = result.stdout.splitlines()
+    job_id = job_id_in(result.stdout)
+    assert any(f"stderr: {logs}stderr.{job_id}.t.0" in line for line in lines), result.stdout
+    assert any(line.startswith(f"Logs: {logs}") for line in lines)
+    assert any(f"{name} {job_id} Failed in" in line for line in lines)

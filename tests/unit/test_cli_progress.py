@@ -73,7 +73,7 @@ def test_tasks_are_ordered_by_dependencies_not_by_name() -> None:
 
 
 def test_live_lines_show_counts_by_state_and_elapsed_time() -> None:
-    text = render(LiveProgress(Console(), T0).render(view()))
+    text = render(LiveProgress(Console(width=80)).render(view()))
     count_line = next(line for line in text.splitlines() if " count " in line)
     assert "1 waiting" in count_line and "2 running" in count_line
     assert "0 finished" in count_line and "0 failed" in count_line
@@ -82,18 +82,18 @@ def test_live_lines_show_counts_by_state_and_elapsed_time() -> None:
 
 
 def test_live_lines_fit_80_columns() -> None:
-    text = render(LiveProgress(Console(), T0).render(view()))
+    text = render(LiveProgress(Console(width=80)).render(view()))
     assert max(len(line) for line in text.splitlines()) <= 80
 
 
 def test_plain_progress_prints_only_changes() -> None:
     buffer = io.StringIO()
-    progress = PlainProgress(Console(file=buffer, width=80), T0)
+    progress = PlainProgress(Console(file=buffer, width=80))
     progress.show(view())
     first = buffer.getvalue()
     progress.show(view())
     assert buffer.getvalue() == first
-    assert "count: Running — 1 waiting, 2 running, 0 finished, 0 failed" in first
+    assert "count: ▶ Running — 1 waiting, 2 running, 0 finished, 0 failed" in first
 
 
 def test_summary_fits_80_columns_with_the_longest_task_name() -> None:

@@ -1,63 +1,25 @@
-"""Records as BatchCompute JSON (reference §6.7, §9.9): numbers stay numbers, objects are
-never null, times are `2016-11-01T15:25:02.837728Z` or `""`."""
+"""Records as BatchCompute JSON (reference §6.7, §9.9). The job, task and instance views live
+in `batchyard.documents` (the command line prints them too) and are re-exported here."""
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable
-from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from batchyard.adapters.listing import Page
-from batchyard.domain.records import InstanceRecord, JobRecord, TaskRecord
+from batchyard.documents import instance_view, job_view, owner_id, task_view, time_text
+from batchyard.domain.records import JobRecord
+
+__all__ = ["description_view", "instance_view", "job_view", "owner_id", "page_view",
+           "task_view", "time_text"]
 
 Item = TypeVar("Item")
-
-
-def time_text(moment: datetime | None) -> str:
-    if moment is None:
-        return ""
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def owner_id(tenant: str) -> int:
-    """A stable number for a tenant (BatchCompute's `OwnerId` is the account's number)."""
-    return int(hashlib.sha256(tenant.encode()).hexdigest()[:12], 16)
-
-
-def job_view(job: JobRecord) -> dict[str, Any]:
-    return {
-        "Id": job.id, "Name": job.name, "Owner": job.tenant, "OwnerId": owner_id(job.tenant),
-        "Priority": job.priority, "State": job.state.value, "Message": job.message,
-        "CreationTime": time_text(job.created), "StartTime": time_text(job.started),
-        "EndTime": time_text(job.ended), "TaskMetrics": job.task_metrics.as_api(),
-        "InstanceMetrics": job.instance_metrics.as_api(),
-    }
 
 
 def description_view(job: JobRecord) -> dict[str, Any]:
     """The description as stored (defaults filled), with `Id`, `Type` always present and the
     current `Priority` (it may have been changed since submission)."""
     return {"Type": "DAG", **job.description, "Priority": job.priority, "Id": job.id}
-
-
-def task_view(task: TaskRecord) -> dict[str, Any]:
-    return {
-        "TaskName": task.name, "State": task.state.value, "StartTime": time_text(task.started),
-        "EndTime": time_text(task.ended), "InstanceMetrics": task.instance_metrics.as_api(),
-    }
-
-
-def instance_view(instance: InstanceRecord) -> dict[str, Any]:
-    return {
-        "InstanceId": instance.instance_id, "State": instance.state.value,
-        "StartTime": time_text(instance.started), "EndTime": time_text(instance.ended),
-        "RetryCount": instance.retry_count, "Progress": instance.progress,
-        "StdoutRedirectPath": instance.stdout_path, "StderrRedirectPath": instance.stderr_path,
-        "Result": {"ExitCode": instance.exit_code, "ErrorCode": instance.error_code,
-                   "ErrorMessage": instance.error_message, "Detail": instance.detail},
-        "Error": {}, "Outputs": {}, "NodeIp": instance.node,
-    }
 
 
 def page_view(page: Page[Item], view: Callable[[Item], dict[str, Any]]) -> dict[str, Any]:

@@ -9,13 +9,11 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from datetime import UTC, datetime
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
 import typer
-from rich.console import Console
 from rich.text import Text
 
 from batchyard.api.warnings import unseen
@@ -35,7 +33,6 @@ from batchyard.cli.execution import (
     exit_status,
     failed_instances,
     observe,
-    stderr_tails,
     summarize,
 )
 from batchyard.cli.job_file import JobFileError, check_fields, read_job_file
@@ -48,13 +45,12 @@ from batchyard.cli.json_views import (
 )
 from batchyard.cli.options import BucketOption, DataDirOption, StrictOption
 from batchyard.cli.progress import (
+    PROGRESS_INTERVAL,
     JobView,
     LiveProgress,
     PlainProgress,
-    failure_report,
     log_directories,
     logs_text,
-    result_text,
     summary_table,
     task_order,
 )
@@ -70,6 +66,15 @@ from batchyard.cli.remote_logs import (
     missing_note,
     print_logs,
     sources,
+)
+from batchyard.cli.reporting import (
+    AllowFailedOption,
+    JsonOption,
+    Output,
+    ProgressIntervalOption,
+    console,
+    emit,
+    report,
 )
 from batchyard.cli.selection import (
     JobFilter,
@@ -117,8 +122,6 @@ NameOption = Annotated[str | None, typer.Option(
 YesOption = Annotated[bool, typer.Option(
     "--yes", "-y", help="Act on several jobs without asking (needed when stdin is not a "
                         "terminal)")]
-JsonOption = Annotated[bool, typer.Option(
-    "--json", help="One JSON document with the REST API's field names, instead of tables")]
 TaskArgument = Annotated[str | None, typer.Argument(metavar="[TASK]", help="A task of the job",
                                                    show_default=False)]
 InstanceArgument = Annotated[int | None, typer.Argument(
@@ -130,8 +133,8 @@ BATCHYARD_ENDPOINT/BATCHYARD_KEY_ID/BATCHYARD_KEY_SECRET, else `endpoint`, `key_
 `key_secret` in ~/.config/batchyard/client.toml (or the file BATCHYARD_CLIENT_CONFIG names).
 """
 
-_out = Console(highlight=False)
-_err = Console(stderr=True, highlight=False, soft_wrap=True)
+_out = console()
+_err = console(stderr=True)
 
 
 def _fail(message: str, status: int) -> NoReturn:
@@ -183,12 +186,15 @@ SUBMIT_EPILOG = """\
 JOB=$(batchyard submit job.json)
 batchyard submit job.json --wait
 batchyard submit job.json --wait --endpoint http://10.0.0.5:9900
+batchyard submit job.json --wait --json | jq .ExitStatus
 ```
 
 Exit status: 0 submitted (with --wait: the job Finished); 1 the job Failed or was Stopped,
 or the server refused the request or could not be reached; 2 the job file is not JSON or
 the server found the job invalid (every problem with its JSON path), or no access key is
-configured; 130 Ctrl-C while waiting (the job keeps running).
+configured; 3 (with --wait) the job Finished but some instances failed
+(JobFailOnInstanceFail false; 0 with --allow-failed-instances); 130 Ctrl-C while waiting
+(the job keeps running).
 """ + CONNECTION_HELP
 
 
@@ -200,6 +206,8 @@ def submit(
     data_dir: DataDirOption = None, bucket: BucketOption = None,
     endpoint: EndpointOption = None, key_id: KeyIdOption = None,
     key_secret: KeySecretOption = None, strict: StrictOption = False,
+    json: JsonOption = False, allow_failed_instances: AllowFailedOption = False,
+    progress_interval: ProgressIntervalOption = PROGRESS_INTERVAL,
 ) -> None:
     """Submit JOB.json to the server and print its job id.
 
@@ -212,14 +220,15 @@ def submit(
         warned = check_fields(raw, str(job_file), strict, _err)
     except JobFileError as error:
         _fail(error.message, EXIT_INVALID)
+    output = Output(_out, False, json, allow_failed_instances, progress_interval)
     with _session(endpoint, key_id, key_secret) as client:
         job_id = _create(client, raw, job_file, warned)
         if not wait:
-            typer.echo(job_id)
+            output.job_id(job_id)
             return
         engine = RemoteEngine(client, _objects_opener(data_dir, bucket),
                               auto_release=bool(raw.get("AutoRelease")))
-        status = _wait(engine, job_id, raw)
+        status = _wait(engine, job_id, raw, output)
     raise typer.Exit(status)
 
 
@@ -245,47 +254,32 @@ def _create(client: RemoteClient, raw: dict[str, Any], job_file: Path,
     return created.job_id
 
 
-def _wait(engine: RemoteEngine, job_id: str, raw: dict[str, Any]) -> int:
-    started = datetime.now(UTC)
-    _out.print(Text.assemble("Submitted ", (job_id, "bold"), f" ({raw.get('Name', '')}); "
-                             "Ctrl-C stops watching, the job keeps running"))
-    display = LiveProgress(_out, started) if _out.is_terminal else PlainProgress(_out, started)
+def _wait(engine: RemoteEngine, job_id: str, raw: dict[str, Any], output: Output) -> int:
+    output.submitted(job_id, raw, "Ctrl-C stops watching, the job keeps running")
+    display = output.display()
     order = task_order(raw)
     try:
-        with display:
+        with display or nullcontext():
             view = _watch(engine, job_id, order, display)
     except KeyboardInterrupt:
         _err.print(Text(f"Stopped watching; {job_id} keeps running (batchyard stop {job_id} "
                         "stops it)", style="yellow"))
         return EXIT_INTERRUPTED
-    _report(engine, view, raw)
-    return exit_status(view.job.state)
+    status = exit_status(view.job, output.allow_failed_instances)
+    report(output, engine, view, raw, status)
+    return status
 
 
 def _watch(engine: RemoteEngine, job_id: str, order: list[str],
-           display: LiveProgress | PlainProgress) -> JobView:
+           display: LiveProgress | PlainProgress | None) -> JobView:
     """Ask for the job and its tasks every POLL_SECONDS and show them, until the job ends."""
-    view = observe(engine, job_id, order)
+    view = observe(engine, job_id, order, timeout=0 if display else None)
     while True:
-        display.show(view)
+        if display is not None:
+            display.show(view)
         if view.job.state in TERMINAL:
             return view
         view = observe(engine, job_id, order, view, timeout=POLL_SECONDS)
-
-
-def _report(engine: RemoteEngine, view: JobView, raw: dict[str, Any]) -> None:
-    summaries = summarize(engine, view)
-    failed = failed_instances(summaries)
-    _out.print()
-    _out.print(result_text(view))
-    if view.job.message and view.job.state is not State.FINISHED:
-        _out.print(Text(view.job.message, style="yellow"))
-    _out.print(summary_table(view, summaries))
-    _out.print()
-    if failed:
-        _out.print(failure_report(failed, stderr_tails(engine.objects, failed)))
-        _out.print()
-    _out.print(logs_text(log_directories(raw)))
 
 
 # --- jobs -------------------------------------------------------------------------------
@@ -430,12 +424,12 @@ def _show_job(client: RemoteClient, job_id: str) -> None:
     summaries = summarize(engine, view)
     _out.print(job_details(view.job))
     _out.print()
-    _out.print(summary_table(view, summaries))
+    emit(_out, summary_table(view, summaries))
     failed = failed_instances(summaries)
     if failed:
         _out.print(Text("\nFailed instances", style="bold red"))
         _out.print(instances_table(failed))
-    _out.print(logs_text(log_directories(description)))
+    emit(_out, logs_text(log_directories(description)))
 
 
 # --- log --------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from batchyard.cli.progress import counts_text, format_duration, seconds_between
+from batchyard.cli.progress import Whole, counts_text, format_duration, seconds_between
 from batchyard.domain.records import InstanceRecord, JobRecord, TaskRecord
 from batchyard.domain.states import State
 
@@ -74,13 +74,14 @@ def _took(started: datetime | None, ended: datetime | None) -> str:
     return took if ended else f"{took} so far"
 
 
-def _fields(rows: Sequence[tuple[str, str | Text]]) -> Table:
+def _fields(rows: Sequence[tuple[str, str | Text]]) -> RenderableType:
+    """Name and value per line; a value (a log URL, an id) is never folded or cut."""
     grid = Table.grid(padding=(0, 2))
     grid.add_column(style="bold", no_wrap=True)
-    grid.add_column(overflow="fold")
+    grid.add_column(no_wrap=True)
     for name, value in rows:
         grid.add_row(name, value)
-    return grid
+    return Whole(grid)
 
 
 def job_details(job: JobRecord) -> RenderableType:

@@ -24,6 +24,8 @@ STOP_GRACE_SECONDS = 30.0
 EXIT_FINISHED = 0
 EXIT_FAILED = 1
 EXIT_INVALID = 2
+EXIT_FAILED_INSTANCES = 3
+"""The job Finished, but some of its instances failed (JobFailOnInstanceFail false)."""
 EXIT_INTERRUPTED = 130
 
 
@@ -114,6 +116,15 @@ def stderr_tails(store: ObjectStore,
     return tails
 
 
-def exit_status(state: State) -> int:
-    """0 when the job Finished, 1 when it Failed or was Stopped."""
-    return EXIT_FINISHED if state is State.FINISHED else EXIT_FAILED
+def exit_status(job: JobRecord, allow_failed_instances: bool = False) -> int:
+    """The exit status of a command that waited for `job` to end.
+
+    0 Finished with every instance finished; 3 Finished with failed instances (a job with
+    JobFailOnInstanceFail false), 0 instead when `allow_failed_instances`; 1 Failed or
+    Stopped. The one rule for `run`, `submit --wait` and any other command that waits.
+    """
+    if job.state is not State.FINISHED:
+        return EXIT_FAILED
+    if job.instance_metrics.failed and not allow_failed_instances:
+        return EXIT_FAILED_INSTANCES
+    return EXIT_FINISHED

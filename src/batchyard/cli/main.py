@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 from contextlib import nullcontext
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.text import Text
 
 from batchyard import __version__
@@ -21,11 +19,8 @@ from batchyard.cli.execution import (
     EXIT_INVALID,
     Engine,
     exit_status,
-    failed_instances,
     observe,
-    stderr_tails,
     stop,
-    summarize,
     watch,
 )
 from batchyard.cli.job_file import JobFileError, check_fields, read_job_file
@@ -37,20 +32,17 @@ from batchyard.cli.options import (
     SlotsOption,
     StrictOption,
 )
-from batchyard.cli.progress import (
-    JobView,
-    LiveProgress,
-    PlainProgress,
-    failure_report,
-    log_directories,
-    logs_text,
-    result_text,
-    summary_table,
-    task_order,
+from batchyard.cli.progress import PROGRESS_INTERVAL, task_order
+from batchyard.cli.reporting import (
+    AllowFailedOption,
+    JsonOption,
+    Output,
+    ProgressIntervalOption,
+    console,
+    report,
 )
 from batchyard.cli.server import SERVE_EPILOG, serve
 from batchyard.domain.spec import parse_job
-from batchyard.domain.states import State
 from batchyard.errors import BatchyardError, SpecError
 from batchyard.settings import Settings
 
@@ -88,11 +80,13 @@ batchyard run job.json --slots 8 --data-dir /srv/batchyard
 batchyard run job.json --bucket log-count-demo=/data/demo --quiet
 batchyard run job.json --sandbox          # confined as under `serve`
 batchyard run job.json --config batchyard.toml
+batchyard run job.json --json | jq .Job.State
 ```
 
 Exit status: 0 the job Finished; 1 it Failed or was Stopped; 2 the job file or
-the options are invalid (every problem is listed with its JSON path);
-130 interrupted with Ctrl-C (the job is stopped first).
+the options are invalid (every problem is listed with its JSON path); 3 the job
+Finished but some instances failed (JobFailOnInstanceFail false; 0 with
+--allow-failed-instances); 130 interrupted with Ctrl-C (the job is stopped first).
 """
 
 app = typer.Typer(name="batchyard", help=APP_HELP, epilog=APP_EPILOG, no_args_is_help=True,
@@ -102,8 +96,8 @@ app.add_typer(objects.app, name="oss")
 app.add_typer(keys_app, name="keys")
 app.command(epilog=SERVE_EPILOG)(serve)
 
-_out = Console(highlight=False)
-_err = Console(stderr=True, highlight=False, soft_wrap=True)
+_out = console()
+_err = console(stderr=True)
 
 
 def _show_version(value: bool) -> None:
@@ -133,6 +127,8 @@ def run(
         "unprivileged user (when root), limits, a minimal environment "
         "[env BATCHYARD_SANDBOX__ENABLED]")] = False,
     strict: StrictOption = False,
+    json: JsonOption = False, allow_failed_instances: AllowFailedOption = False,
+    progress_interval: ProgressIntervalOption = PROGRESS_INTERVAL,
 ) -> None:
     """Submit JOB.json, show live progress until it ends, then summarise.
 
@@ -148,7 +144,8 @@ def run(
     if sandbox:
         settings = settings.model_copy(
             update={"sandbox": settings.sandbox.model_copy(update={"enabled": True})})
-    raise typer.Exit(_run_job(settings, raw, quiet))
+    output = Output(_out, quiet, json, allow_failed_instances, progress_interval)
+    raise typer.Exit(_run_job(settings, raw, output))
 
 
 def _load_job(job_file: Path, strict: bool) -> dict[str, Any]:
@@ -182,10 +179,9 @@ def _load_settings(data_dir: Path | None, slots: int | None, bucket: list[str] |
         raise typer.Exit(EXIT_INVALID) from None
 
 
-def _run_job(settings: Settings, raw: dict[str, Any], quiet: bool) -> int:
+def _run_job(settings: Settings, raw: dict[str, Any], output: Output) -> int:
     from batchyard.service import open_engine
 
-    started = datetime.now(UTC)
     try:
         opened = open_engine(settings)
     except Exception as error:  # any failure to set up state, store or executor
@@ -199,7 +195,7 @@ def _run_job(settings: Settings, raw: dict[str, Any], quiet: bool) -> int:
             except SpecError as error:
                 _print_problems("job", error)
                 return EXIT_INVALID
-            return _follow(engine, job_id, raw, quiet, started)
+            return _follow(engine, job_id, raw, output)
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
 
@@ -212,56 +208,30 @@ def _reason(error: Exception) -> str:
     return f"{type(error).__name__}: {error}"
 
 
-def _follow(engine: Engine, job_id: str, raw: dict[str, Any], quiet: bool,
-            started: datetime) -> int:
-    if not quiet:
-        _out.print(Text.assemble("Submitted ", (job_id, "bold"), f" ({raw.get('Name', '')}); "
-                                 "Ctrl-C stops it"))
-    display = None if quiet else _display(started)
+def _follow(engine: Engine, job_id: str, raw: dict[str, Any], output: Output) -> int:
+    output.submitted(job_id, raw, "Ctrl-C stops the job")
+    display = output.display()
     order = task_order(raw)
     try:
         with display or nullcontext():
             view = watch(engine, job_id, order, display)
     except KeyboardInterrupt:
-        return _interrupted(engine, job_id, order, raw)
-    _report(engine, view, raw, quiet)
-    return exit_status(view.job.state)
+        return _interrupted(engine, job_id, order, raw, output)
+    status = exit_status(view.job, output.allow_failed_instances)
+    report(output, engine, view, raw, status)
+    return status
 
 
-def _display(started: datetime) -> LiveProgress | PlainProgress:
-    """Live lines on a terminal; plain lines, printed on change, for pipes and logs."""
-    if _out.is_terminal:
-        return LiveProgress(_out, started)
-    return PlainProgress(_out, started)
-
-
-def _interrupted(engine: Engine, job_id: str, order: list[str], raw: dict[str, Any]) -> int:
+def _interrupted(engine: Engine, job_id: str, order: list[str], raw: dict[str, Any],
+                 output: Output) -> int:
     _err.print(Text(f"Interrupted: stopping {job_id} …", style="yellow"))
     try:
         stop(engine, job_id)
         view = observe(engine, job_id, order)
-        _report(engine, view, raw, quiet=False)
+        report(output, engine, view, raw, EXIT_INTERRUPTED)
     except KeyboardInterrupt:
         pass
     return EXIT_INTERRUPTED
-
-
-def _report(engine: Engine, view: JobView, raw: dict[str, Any], quiet: bool) -> None:
-    summaries = summarize(engine, view)
-    failed = failed_instances(summaries)
-    if not quiet:
-        _out.print()
-    _out.print(result_text(view))
-    if view.job.message and view.job.state is not State.FINISHED:
-        _out.print(Text(view.job.message, style="yellow"))
-    if not quiet:
-        _out.print(summary_table(view, summaries))
-        _out.print()
-    if failed:
-        _out.print(failure_report(failed, stderr_tails(engine.objects, failed)))
-        _out.print()
-    if failed or not quiet:
-        _out.print(logs_text(log_directories(raw)))
 
 
 register_client_commands(app)  # submit, jobs, job, log, stop, start, delete, priority
