@@ -26,6 +26,12 @@ from batchyard.cli.client_views import (
     task_details,
 )
 from batchyard.cli.configuration import ConfigurationError, load_settings
+from batchyard.cli.documents import (
+    job_document,
+    jobs_document,
+    print_json,
+    task_document,
+)
 from batchyard.cli.execution import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
@@ -36,13 +42,6 @@ from batchyard.cli.execution import (
     summarize,
 )
 from batchyard.cli.job_file import JobFileError, check_fields, read_job_file
-from batchyard.cli.json_views import (
-    instance_document,
-    job_document,
-    jobs_document,
-    print_json,
-    task_document,
-)
 from batchyard.cli.options import BucketOption, DataDirOption, StrictOption
 from batchyard.cli.progress import (
     PROGRESS_INTERVAL,
@@ -87,6 +86,7 @@ from batchyard.cli.selection import (
     resolve_job_ids,
     select_jobs,
 )
+from batchyard.documents import instance_view
 from batchyard.domain.fields import UnknownField
 from batchyard.domain.records import InstanceRecord, JobRecord, TaskRecord
 from batchyard.domain.states import TERMINAL, State
@@ -389,7 +389,7 @@ def job(
 
 def _show_instance(instance: InstanceRecord, as_json: bool) -> None:
     if as_json:
-        print_json(instance_document(instance))
+        print_json(instance_view(instance))
         return
     kept = _kept_attempts(instance)
     _out.print(instance_details(instance, kept))
