@@ -1,15 +1,18 @@
-"""Client commands of a `batchyard serve` server: submit, jobs, job, log, stop, start, delete,
-priority. Mounted on the main app with `register(app)`.
+"""Client commands: submit, jobs, job, log, watch, stop, start, delete, priority. Mounted
+on the main app with `register(app)`.
 
 Every command finds the server and its access key in flags, `BATCHYARD_*` environment
-variables or the client configuration file (see `client_config`).
+variables or the client configuration file (see `client_config`). When no server is
+configured, every command but `submit` works on the local data directory instead
+(`LocalClient`), with the same output.
 """
 
 from __future__ import annotations
 
 import sys
+import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
@@ -18,7 +21,13 @@ import typer
 from rich.console import Console
 from rich.text import Text
 
-from batchyard.cli.client_config import DEFAULT_ENDPOINT, ClientConfigurationError, resolve
+from batchyard.cli.backends import Client
+from batchyard.cli.client_config import (
+    DEFAULT_ENDPOINT,
+    ClientConfigurationError,
+    endpoint_configured,
+    resolve,
+)
 from batchyard.cli.client_views import (
     instance_details,
     instances_table,
@@ -38,6 +47,7 @@ from batchyard.cli.execution import (
     summarize,
 )
 from batchyard.cli.job_file import JobFileError, read_job_file
+from batchyard.cli.local import LocalClient
 from batchyard.cli.options import BucketOption, DataDirOption
 from batchyard.cli.progress import (
     JobView,
@@ -50,7 +60,7 @@ from batchyard.cli.progress import (
     summary_table,
     task_order,
 )
-from batchyard.cli.remote import ApiError, RemoteClient, Unreachable
+from batchyard.cli.remote import ApiError, RemoteClient
 from batchyard.cli.remote_engine import POLL_SECONDS, RemoteEngine
 from batchyard.cli.remote_logs import (
     STREAMS,
@@ -61,15 +71,20 @@ from batchyard.cli.remote_logs import (
     print_logs,
     sources,
 )
-from batchyard.domain.states import TERMINAL, State
+from batchyard.domain.records import JobRecord
+from batchyard.domain.states import ACTIVE, TERMINAL, State
+from batchyard.errors import BatchyardError
 from batchyard.ports import ObjectStore
 from batchyard.settings import Settings
 
 _PANEL = "Server"
+JOBS_WATCH_SECONDS = 1.0
+"""How often `jobs --watch` lists the jobs again."""
 EndpointOption = Annotated[str | None, typer.Option(
     "--endpoint", metavar="URL", envvar="BATCHYARD_ENDPOINT", show_default=False,
     rich_help_panel=_PANEL,
-    help=f"The server [config file: endpoint; default {DEFAULT_ENDPOINT}]")]
+    help=f"The server, e.g. {DEFAULT_ENDPOINT} [config file: endpoint; none: work on the "
+    "local --data-dir]")]
 KeyIdOption = Annotated[str | None, typer.Option(
     "--key-id", metavar="ID", envvar="BATCHYARD_KEY_ID", show_default=False,
     rich_help_panel=_PANEL, help="AccessKeyId from `batchyard keys create` [config file: key_id]")]
@@ -87,6 +102,8 @@ CONNECTION_HELP = """
 The server and the key come from --endpoint/--key-id/--key-secret, else
 BATCHYARD_ENDPOINT/BATCHYARD_KEY_ID/BATCHYARD_KEY_SECRET, else `endpoint`, `key_id`,
 `key_secret` in ~/.config/batchyard/client.toml (or the file BATCHYARD_CLIENT_CONFIG names).
+With no endpoint at all, the command works on the jobs of the local data directory
+(--data-dir, BATCHYARD_DATA_DIR, default ./.batchyard), those `batchyard run` made.
 """
 
 _out = Console(highlight=False)
@@ -98,21 +115,32 @@ def _fail(message: str, status: int) -> NoReturn:
     raise typer.Exit(status)
 
 
+def error_line(error: BatchyardError) -> str:
+    """`Code: message` — with the HTTP status when a server answered."""
+    return error.line if isinstance(error, ApiError) else f"{error.code}: {error.message}"
+
+
 @contextmanager
-def _session(endpoint: str | None, key_id: str | None,
-             key_secret: str | None) -> Iterator[RemoteClient]:
-    """A client of the configured server; its failures become one `error:` line."""
+def _session(endpoint: str | None, key_id: str | None, key_secret: str | None,
+             data_dir: Path | None = None) -> Iterator[Client]:
+    """The configured server's client or, with no endpoint configured, the local data
+    directory's; their failures become one `error:` line."""
     try:
-        connection = resolve(endpoint, key_id, key_secret)
+        if endpoint_configured(endpoint):
+            with _remote(endpoint, key_id, key_secret) as remote:
+                yield remote
+        else:
+            with LocalClient(_settings(data_dir, None)) as local:
+                yield local
+    except BatchyardError as error:
+        _fail(error_line(error), EXIT_FAILED)
+
+
+def _remote(endpoint: str | None, key_id: str | None, key_secret: str | None) -> RemoteClient:
+    try:
+        return RemoteClient(resolve(endpoint, key_id, key_secret))
     except ClientConfigurationError as error:
         _fail(error.message, EXIT_INVALID)
-    try:
-        with RemoteClient(connection) as client:
-            yield client
-    except ApiError as error:
-        _fail(error.line, EXIT_FAILED)
-    except Unreachable as error:
-        _fail(error.message, EXIT_FAILED)
 
 
 def _objects_opener(data_dir: Path | None, bucket: list[str] | None
@@ -168,14 +196,19 @@ def submit(
         raw = read_job_file(job_file)
     except JobFileError as error:
         _fail(error.message, EXIT_INVALID)
+    if not endpoint_configured(endpoint):
+        _fail(f"submit needs a server and none is configured (--endpoint, BATCHYARD_ENDPOINT "
+              f"or endpoint in client.toml); to run it here, without one: batchyard run "
+              f"{job_file}", EXIT_INVALID)
     with _session(endpoint, key_id, key_secret) as client:
+        assert isinstance(client, RemoteClient)
         job_id = _create(client, raw, job_file)
         if not wait:
             typer.echo(job_id)
             return
         engine = RemoteEngine(client, _objects_opener(data_dir, bucket),
                               auto_release=bool(raw.get("AutoRelease")))
-        status = _wait(engine, job_id, raw)
+        status = _wait(engine, job_id, raw, "Submitted")
     raise typer.Exit(status)
 
 
@@ -196,9 +229,10 @@ def _create(client: RemoteClient, raw: dict[str, Any], job_file: Path) -> str:
         raise typer.Exit(EXIT_INVALID) from None
 
 
-def _wait(engine: RemoteEngine, job_id: str, raw: dict[str, Any]) -> int:
+def _wait(engine: RemoteEngine, job_id: str, raw: dict[str, Any], verb: str) -> int:
+    """Follow the job by polling, with the display of `run`, until it ends; a summary."""
     started = datetime.now(UTC)
-    _out.print(Text.assemble("Submitted ", (job_id, "bold"), f" ({raw.get('Name', '')}); "
+    _out.print(Text.assemble(f"{verb} ", (job_id, "bold"), f" ({raw.get('Name', '')}); "
                              "Ctrl-C stops watching, the job keeps running"))
     display = LiveProgress(_out, started) if _out.is_terminal else PlainProgress(_out, started)
     order = task_order(raw)
@@ -266,24 +300,69 @@ def jobs(
                      ] = False,
     marker: Annotated[str, typer.Option(
         "--marker", metavar="JOB_ID", help="Start the page at this job (a NextMarker)")] = "",
+    watching: Annotated[bool, typer.Option(
+        "--watch", "-w", help="Redraw the table every second until no listed job is Waiting "
+        "or Running (or Ctrl-C)")] = False,
+    data_dir: DataDirOption = None,
     endpoint: EndpointOption = None, key_id: KeyIdOption = None,
     key_secret: KeySecretOption = None,
 ) -> None:
-    """List your jobs, newest first: a page of --limit jobs, or --all of them."""
+    """List your jobs, newest first: a page of --limit jobs, or --all of them.
+
+    Without a server: every job of the data directory, whatever its tenant.
+    """
     wanted = _state(state)
-    with _session(endpoint, key_id, key_secret) as client:
-        found, marker = client.list_jobs(marker, limit, wanted)
-        while every and marker:
-            more, marker = client.list_jobs(marker, limit, wanted)
-            found += more
+    with _session(endpoint, key_id, key_secret, data_dir) as client:
+        if watching:
+            raise typer.Exit(_watch_jobs(lambda: _list(client, marker, limit, wanted, every)))
+        found, marker = _list(client, marker, limit, wanted, every)
+        where = f" in {client.where}" if isinstance(client, LocalClient) else ""
     if not found:
-        _err.print(f"No {wanted.value + ' ' if wanted else ''}jobs.")
+        _err.print(f"No {wanted.value + ' ' if wanted else ''}jobs{where}.")
         return
     _out.print(jobs_table(found, _out.width))
     if marker:
         _err.print(Text(f"More: batchyard jobs --limit {limit} --marker {marker}"
                         f"{' --state ' + wanted.value if wanted else ''} (or --all)",
                         style="dim"))
+
+
+def _list(client: Client, marker: str, limit: int, wanted: State | None,
+          every: bool) -> tuple[list[JobRecord], str]:
+    found, marker = client.list_jobs(marker, limit, wanted)
+    while every and marker:
+        more, marker = client.list_jobs(marker, limit, wanted)
+        found += more
+    return found, marker
+
+
+def _watch_jobs(listing: Callable[[], tuple[list[JobRecord], str]]) -> int:
+    """Redraw the jobs table (in place on a terminal; when it changes, in a pipe) until
+    none of the listed jobs is active; Ctrl-C ends it sooner (exit status 130)."""
+    from rich.live import Live
+
+    shown: list[JobRecord] | None = None
+    try:
+        with Live(console=_out, auto_refresh=False, transient=False) if _out.is_terminal \
+                else nullcontext() as live:
+            while True:
+                found, _ = listing()
+                if found != shown:
+                    _show_table(live, found)
+                    shown = found
+                if not any(job.state in ACTIVE for job in found):
+                    return 0
+                time.sleep(JOBS_WATCH_SECONDS)
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+
+
+def _show_table(live: Any, found: list[JobRecord]) -> None:
+    table = jobs_table(found, _out.width)
+    if live is not None:
+        live.update(table, refresh=True)
+    else:
+        _out.print(table)
 
 
 def _state(text: str | None) -> State | None:
@@ -311,11 +390,11 @@ batchyard job job-0000018F2A… count 2    # one instance: result, retries, log 
 
 def job(
     job_id: JobIdArgument, task: TaskArgument = None, instance: InstanceArgument = None,
-    endpoint: EndpointOption = None, key_id: KeyIdOption = None,
-    key_secret: KeySecretOption = None,
+    data_dir: DataDirOption = None, endpoint: EndpointOption = None,
+    key_id: KeyIdOption = None, key_secret: KeySecretOption = None,
 ) -> None:
     """Show a job with its tasks, a task with its instances, or one instance."""
-    with _session(endpoint, key_id, key_secret) as client:
+    with _session(endpoint, key_id, key_secret, data_dir) as client:
         if task is not None and instance is not None:
             _out.print(instance_details(client.instance(job_id, task, instance)))
             _err.print(Text(f"Logs: batchyard log {job_id} {task} {instance}", style="dim"))
@@ -325,7 +404,7 @@ def job(
             _show_job(client, job_id)
 
 
-def _show_job(client: RemoteClient, job_id: str) -> None:
+def _show_job(client: Client, job_id: str) -> None:
     description = client.description(job_id)
     engine = RemoteEngine(client, _objects_opener(None, None))
     view = observe(engine, job_id, task_order(description))
@@ -374,7 +453,7 @@ def log(
     streams = [name for name, only in zip(STREAMS, (stdout_only, stderr_only), strict=True)
                if only] or list(STREAMS)
     objects = _objects_opener(data_dir, bucket)()
-    with _session(endpoint, key_id, key_secret) as client:
+    with _session(endpoint, key_id, key_secret, data_dir) as client:
         description = client.description(job_id)
         selection = Selection(job_id, task, instance, task_order(description))
         instances = selection.instances(client)
@@ -393,7 +472,7 @@ def log(
         raise typer.Exit(EXIT_FAILED)
 
 
-def _follow(client: RemoteClient, selection: Selection, printer: LogPrinter,
+def _follow(client: Client, selection: Selection, printer: LogPrinter,
             logs: list[Source]) -> None:
     try:
         follow(client, selection, printer, logs)
@@ -404,6 +483,44 @@ def _follow(client: RemoteClient, selection: Selection, printer: LogPrinter,
 def _note(message: str) -> None:
     sys.stdout.flush()
     _err.print(Text(message, style="dim"))
+
+
+# --- watch ------------------------------------------------------------------------------
+
+WATCH_EPILOG = """\
+**Examples**
+
+```
+batchyard watch job-0000018F2A…                         # a job `batchyard run` runs here
+batchyard watch job-0000018F2A… --endpoint http://10.0.0.5:9900
+```
+
+Shows the live display of `batchyard run` (polling the data directory or the server), then
+the summary. Ctrl-C stops watching; the job keeps running. A job Waiting or Running in a
+data directory that no `batchyard run` holds is abandoned: `batchyard start JOB --wait`
+finishes it. Exit status as `run`'s; 130 for Ctrl-C.
+""" + CONNECTION_HELP
+
+
+def watch(job_id: JobIdArgument, data_dir: DataDirOption = None,
+          endpoint: EndpointOption = None, key_id: KeyIdOption = None,
+          key_secret: KeySecretOption = None) -> None:
+    """Re-attach the live display to a job until it ends, then summarise it."""
+    with _session(endpoint, key_id, key_secret, data_dir) as client:
+        description = client.description(job_id)
+        if isinstance(client, LocalClient):
+            _refuse_abandoned(client, client.job(job_id))
+        engine = RemoteEngine(client, _objects_opener(data_dir, None))
+        status = _wait(engine, job_id, description, "Watching")
+    raise typer.Exit(status)
+
+
+def _refuse_abandoned(client: LocalClient, record: JobRecord) -> None:
+    """An active job with no engine on its data dir will not move: say how to finish it."""
+    if record.state in ACTIVE and client.holder() is None:
+        _fail(f"{record.id} ({record.name}) is {record.state.value} but nothing runs it: the "
+              f"batchyard run that ran it in {client.where} ended (abandoned); "
+              f"batchyard start {record.id} --wait finishes it", EXIT_FAILED)
 
 
 # --- stop, start, delete, priority ------------------------------------------------------
@@ -425,36 +542,69 @@ priority: Stopped or Failed jobs, 0…1000. Otherwise the server answers StateCo
 """ + CONNECTION_HELP
 
 
-def stop(job_ids: JobIdsArgument, endpoint: EndpointOption = None,
-         key_id: KeyIdOption = None, key_secret: KeySecretOption = None) -> None:
-    """Stop jobs: their running instances are killed, the jobs become Stopped."""
-    with _session(endpoint, key_id, key_secret) as client:
+def stop(job_ids: JobIdsArgument, data_dir: DataDirOption = None,
+         endpoint: EndpointOption = None, key_id: KeyIdOption = None,
+         key_secret: KeySecretOption = None) -> None:
+    """Stop jobs: their running instances are killed, the jobs become Stopped.
+
+    Without a server, the job a live `batchyard run` runs is stopped by interrupting that
+    run, as Ctrl-C there does.
+    """
+    with _session(endpoint, key_id, key_secret, data_dir) as client:
         raise typer.Exit(_each(job_ids, client.stop, "stopped"))
 
 
-def start(job_ids: JobIdsArgument, endpoint: EndpointOption = None,
+def start(job_ids: JobIdsArgument, wait: Annotated[bool, typer.Option(
+              "--wait", "-w", help="Follow the job with live progress until it ends, then "
+              "summarise (without a server: always, as the job runs in this command)")
+          ] = False,
+          data_dir: DataDirOption = None, endpoint: EndpointOption = None,
           key_id: KeyIdOption = None, key_secret: KeySecretOption = None) -> None:
-    """Start Stopped or Failed jobs again: instances that did not finish run again."""
-    with _session(endpoint, key_id, key_secret) as client:
-        raise typer.Exit(_each(job_ids, client.start, "started"))
+    """Start Stopped or Failed jobs again: instances that did not finish run again.
+
+    Without a server, the job runs here, in the foreground, as `batchyard run --resume`
+    runs it: finished instances are kept, the others run; Ctrl-C stops it again.
+    """
+    if not endpoint_configured(endpoint):
+        raise typer.Exit(_resume_each(job_ids, data_dir))
+    with _session(endpoint, key_id, key_secret, data_dir) as client:
+        status = _each(job_ids, client.start, "started")
+        if not wait or status:
+            raise typer.Exit(status)
+        assert isinstance(client, RemoteClient)
+        for job_id in job_ids:
+            engine = RemoteEngine(client, _objects_opener(data_dir, None))
+            status = max(status, _wait(engine, job_id, client.description(job_id), "Started"))
+    raise typer.Exit(status)
+
+
+def _resume_each(job_ids: list[str], data_dir: Path | None) -> int:
+    """Run each job to its end on the local data directory, one after the other."""
+    from batchyard.cli.main import resume_job  # the command line of `run`, which mounts us
+
+    settings = _settings(data_dir, None)
+    status = 0
+    for job_id in job_ids:
+        status = max(status, resume_job(settings, job_id))
+    return status
 
 
 def delete(job_ids: JobIdsArgument, force: Annotated[bool, typer.Option(
                "--force", help="Stop the job first when it is Waiting or Running")] = False,
-           endpoint: EndpointOption = None, key_id: KeyIdOption = None,
-           key_secret: KeySecretOption = None) -> None:
+           data_dir: DataDirOption = None, endpoint: EndpointOption = None,
+           key_id: KeyIdOption = None, key_secret: KeySecretOption = None) -> None:
     """Delete ended jobs (their logs and outputs stay in the object store)."""
-    with _session(endpoint, key_id, key_secret) as client:
+    with _session(endpoint, key_id, key_secret, data_dir) as client:
         action = client.delete if not force else _stopping(client)
         raise typer.Exit(_each(job_ids, action, "deleted"))
 
 
-def _stopping(client: RemoteClient) -> Callable[[str], None]:
+def _stopping(client: Client) -> Callable[[str], None]:
     def stop_then_delete(job_id: str) -> None:
         if client.job(job_id).state not in TERMINAL:
             try:
                 client.stop(job_id)
-            except ApiError as error:
+            except BatchyardError as error:
                 if error.code != "StateConflict":
                     raise  # it ended meanwhile: delete it as it is
         client.delete(job_id)
@@ -463,10 +613,10 @@ def _stopping(client: RemoteClient) -> Callable[[str], None]:
 
 def priority(job_id: JobIdArgument,
              value: Annotated[int, typer.Argument(metavar="PRIORITY", help="0…1000")],
-             endpoint: EndpointOption = None, key_id: KeyIdOption = None,
-             key_secret: KeySecretOption = None) -> None:
+             data_dir: DataDirOption = None, endpoint: EndpointOption = None,
+             key_id: KeyIdOption = None, key_secret: KeySecretOption = None) -> None:
     """Change the priority of a Stopped or Failed job (higher runs first once started)."""
-    with _session(endpoint, key_id, key_secret) as client:
+    with _session(endpoint, key_id, key_secret, data_dir) as client:
         raise typer.Exit(_each([job_id], lambda one: client.change_priority(one, value),
                                f"priority {value} for"))
 
@@ -477,8 +627,8 @@ def _each(job_ids: list[str], action: Callable[[str], None], done: str) -> int:
     for job_id in job_ids:
         try:
             action(job_id)
-        except ApiError as error:
-            _err.print(Text.assemble(("error: ", "red"), error.line))
+        except BatchyardError as error:
+            _err.print(Text.assemble(("error: ", "red"), error_line(error)))
             status = EXIT_FAILED
             continue
         _out.print(f"{done} {job_id}")
@@ -487,6 +637,7 @@ def _each(job_ids: list[str], action: Callable[[str], None], done: str) -> int:
 
 COMMANDS: list[tuple[Callable[..., None], str]] = [
     (submit, SUBMIT_EPILOG), (jobs, JOBS_EPILOG), (job, JOB_EPILOG), (log, LOG_EPILOG),
+    (watch, WATCH_EPILOG),
     (stop, CONTROL_EPILOG), (start, CONTROL_EPILOG), (delete, CONTROL_EPILOG),
     (priority, CONTROL_EPILOG),
 ]

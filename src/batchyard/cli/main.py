@@ -5,7 +5,7 @@ from __future__ import annotations
 from contextlib import nullcontext
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -46,7 +46,11 @@ from batchyard.cli.server import SERVE_EPILOG, serve
 from batchyard.domain.spec import parse_job
 from batchyard.domain.states import State
 from batchyard.errors import BatchyardError, SpecError
+from batchyard.lock import note_work
 from batchyard.settings import Settings
+
+if TYPE_CHECKING:
+    from batchyard.orchestrator.engine import Engine as OrchestratorEngine
 
 APP_HELP = """\
 Run Alibaba Cloud BatchCompute job descriptions (DAG jobs) on this machine.
@@ -78,11 +82,16 @@ batchyard run job.json
 batchyard run job.json --slots 8 --data-dir /srv/batchyard
 batchyard run job.json --bucket log-count-demo=/data/demo --quiet
 batchyard run job.json --sandbox          # confined as under `serve`
+batchyard run --resume job-0000018F2A…    # finish a job a Ctrl-C or kill -9 left
 ```
 
 Exit status: 0 the job Finished; 1 it Failed or was Stopped; 2 the job file or
 the options are invalid (every problem is listed with its JSON path);
 130 interrupted with Ctrl-C (the job is stopped first).
+
+Jobs a previous `batchyard run` left Waiting or Running in the data directory (it was
+killed) are not run in the background: they are marked Stopped, with a warning, and
+`batchyard start JOB --wait` (or `run --resume JOB`) finishes them.
 """
 
 app = typer.Typer(name="batchyard", help=APP_HELP, epilog=APP_EPILOG, no_args_is_help=True,
@@ -111,8 +120,9 @@ def main(version: Annotated[bool, typer.Option(
 
 @app.command(epilog=RUN_EPILOG)
 def run(
-    job_file: Annotated[Path, typer.Argument(metavar="JOB.json",
-                                             help="Job description (BatchCompute JSON)")],
+    job_file: Annotated[Path | None, typer.Argument(
+        metavar="JOB.json", help="Job description (BatchCompute JSON)", show_default=False)
+    ] = None,
     data_dir: DataDirOption = None, slots: SlotsOption = None, bucket: BucketOption = None,
     quiet: Annotated[bool, typer.Option(
         "--quiet", "-q", help="No live progress or table: one result line, plus any failures")
@@ -121,6 +131,10 @@ def run(
         "--sandbox", help="Confine every attempt as `serve` does: bubblewrap, an "
         "unprivileged user (when root), limits, a minimal environment "
         "[env BATCHYARD_SANDBOX__ENABLED]")] = False,
+    resume: Annotated[str | None, typer.Option(
+        "--resume", metavar="JOB_ID", show_default=False,
+        help="Instead of JOB.json, finish this Stopped or Failed job of the data directory: "
+        "finished instances are kept, the others run")] = None,
 ) -> None:
     """Submit JOB.json, show live progress until it ends, then summarise.
 
@@ -131,11 +145,17 @@ def run(
     Plain tasks run directly, as you, with your environment; tasks with mapped paths
     (InputMapping, OutputMapping, LogMapping, Mounts) run in a bubblewrap sandbox.
     """
-    raw = _load_job(job_file)
+    if (job_file is None) == (resume is None):
+        _err.print(Text.assemble(("error: ", "red"), "give JOB.json, or --resume JOB_ID "
+                                 "(not both): batchyard run job.json"))
+        raise typer.Exit(EXIT_INVALID)
+    raw = _load_job(job_file) if job_file is not None else {}
     settings = _load_settings(data_dir, slots, bucket)
     if sandbox:
         settings = settings.model_copy(
             update={"sandbox": settings.sandbox.model_copy(update={"enabled": True})})
+    if resume is not None:
+        raise typer.Exit(resume_job(settings, resume, quiet))
     raise typer.Exit(_run_job(settings, raw, quiet))
 
 
@@ -169,25 +189,75 @@ def _load_settings(data_dir: Path | None, slots: int | None, bucket: list[str] |
 
 
 def _run_job(settings: Settings, raw: dict[str, Any], quiet: bool) -> int:
-    from batchyard.service import open_engine
-
     started = datetime.now(UTC)
-    try:
-        opened = open_engine(settings)
-    except Exception as error:  # any failure to set up state, store or executor
-        _err.print(Text.assemble(("error: ", "red"), f"cannot start batchyard with data dir "
-                                 f"{settings.data_dir}: {_reason(error)}"))
+    opened = _open_engine(settings)
+    if opened is None:
         return EXIT_FAILED
     try:
         with opened as engine:
+            _warn_abandoned(engine, "")
             try:
                 job_id = engine.submit(raw)
             except SpecError as error:
                 _print_problems("job", error)
                 return EXIT_INVALID
-            return _follow(engine, job_id, raw, quiet, started)
+            note_work(settings.data_dir.resolve(), job_id)
+            return _follow(engine, job_id, raw, quiet, started,
+                           ("Submitted", settings.data_dir.resolve()))
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
+
+
+def resume_job(settings: Settings, job_id: str, quiet: bool = False) -> int:
+    """`run --resume` and local `start`: restart a Stopped or Failed job of the data dir
+    (its finished instances are kept) and follow it as `run` follows a new one."""
+    from batchyard.cli.local import LocalClient
+
+    started = datetime.now(UTC)
+    try:
+        with LocalClient(settings) as client:
+            raw = client.description(job_id)
+    except BatchyardError as error:
+        _err.print(Text.assemble(("error: ", "red"), f"{error.code}: {error.message}"))
+        return EXIT_FAILED
+    opened = _open_engine(settings)
+    if opened is None:
+        return EXIT_FAILED
+    try:
+        with opened as engine:
+            _warn_abandoned(engine, job_id)
+            try:
+                engine.restart(job_id)
+            except BatchyardError as error:
+                _err.print(Text.assemble(("error: ", "red"), f"{error.code}: {error.message}"))
+                return EXIT_FAILED
+            note_work(settings.data_dir.resolve(), job_id)
+            return _follow(engine, job_id, raw, quiet, started,
+                           ("Resumed", settings.data_dir.resolve()))
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+
+
+def _open_engine(settings: Settings) -> OrchestratorEngine | None:
+    """The engine of `run` on the data dir, or None after printing why it cannot start."""
+    from batchyard.service import open_engine
+
+    try:
+        return open_engine(settings)
+    except Exception as error:  # any failure to set up state, store or executor
+        _err.print(Text.assemble(("error: ", "red"), f"cannot start batchyard with data dir "
+                                 f"{settings.data_dir.resolve()}: {_reason(error)}"))
+        return None
+
+
+def _warn_abandoned(engine: OrchestratorEngine, resumed: str) -> None:
+    """Say which jobs an ended `run` left active: they were Stopped, not run silently."""
+    for found in engine.abandoned:
+        if found.job_id == resumed:
+            continue
+        _err.print(Text(f"{found.job_id} ({found.name}) was left {found.state.value} by a "
+                        "batchyard run that ended (Ctrl-C or kill -9?); it is marked Stopped: "
+                        f"batchyard start {found.job_id} --wait finishes it", style="yellow"))
 
 
 def _reason(error: Exception) -> str:
@@ -199,10 +269,13 @@ def _reason(error: Exception) -> str:
 
 
 def _follow(engine: Engine, job_id: str, raw: dict[str, Any], quiet: bool,
-            started: datetime) -> int:
+            started: datetime, heading: tuple[str, Path]) -> int:
+    """Live progress until the job ends, then the summary; `heading`: the verb (Submitted,
+    Resumed) and the data dir of the first line."""
     if not quiet:
-        _out.print(Text.assemble("Submitted ", (job_id, "bold"), f" ({raw.get('Name', '')}); "
-                                 "Ctrl-C stops it"))
+        verb, data_dir = heading
+        _out.print(Text.assemble(f"{verb} ", (job_id, "bold"), f" ({raw.get('Name', '')}) in "
+                                 f"data dir {data_dir}; Ctrl-C stops it"))
     display = None if quiet else _display(started)
     order = task_order(raw)
     try:
