@@ -177,8 +177,15 @@ def test_oss_errors_are_one_clear_line(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert result.stderr.startswith("error: ") and "oss://demo/absent.txt" in result.stderr
     assert "Traceback" not in result.stderr
+    data = (tmp_path / "data").resolve()
+    assert result.stderr == (f"error: NotFound: oss://demo/absent.txt does not exist (looked "
+                             f"in {data}/objects/demo/absent.txt; data dir {data})\n")
     listing = batchyard(tmp_path / "data", "oss", "ls", "oss://demo/absent/")
-    assert listing.returncode == 1 and "no such object or prefix" in listing.stderr
+    assert listing.returncode == 1
+    assert f"oss://demo/absent/ does not exist (looked in {data}/objects/demo/absent/;" \
+        in listing.stderr
+    copied = batchyard(tmp_path / "data", "oss", "cp", "-r", "oss://demo/absent/", "here/")
+    assert copied.returncode == 1 and f"{data}/objects/demo/absent/" in copied.stderr
 
 
 @pytest.mark.parametrize("arguments", [[], ["run"], ["oss"], ["oss", "cp"], ["oss", "ls"],

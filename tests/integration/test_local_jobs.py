@@ -76,6 +76,13 @@ def test_jobs_job_log_priority_start_delete_on_a_data_dir(tmp_path: Path) -> Non
     assert shown.returncode == 0 and "hello" in shown.stdout and "Finished" in shown.stdout
     assert " 1 Finished" in batchyard(data, "job", job_id, "hello").stdout
     assert batchyard(data, "log", job_id, "hello", "1", "--stdout").stdout == "hello 1\n"
+    elsewhere = tmp_path / "elsewhere"
+    lost = batchyard(data, "log", job_id, "hello", "1", "--stdout", "--bucket",
+                     f"test={elsewhere}")
+    assert lost.returncode == 1
+    assert (f"hello/1 stdout: NotFound: oss://test/logs/stdout.{job_id}.hello.1 does not "
+            f"exist (looked in {elsewhere}/logs/stdout.{job_id}.hello.1; data dir {data})"
+            in lost.stderr)
 
     refused = batchyard(data, "priority", job_id, "7")
     assert refused.returncode == 1

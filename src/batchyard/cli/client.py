@@ -71,7 +71,8 @@ from batchyard.cli.remote_logs import (
     print_logs,
     sources,
 )
-from batchyard.domain.records import JobRecord
+from batchyard.cli.transfer import looked_in
+from batchyard.domain.records import InstanceRecord, JobRecord
 from batchyard.domain.states import ACTIVE, TERMINAL, State
 from batchyard.errors import BatchyardError
 from batchyard.ports import ObjectStore
@@ -463,13 +464,25 @@ def log(
             _follow(client, selection, printer, logs)
             return
         missing = print_logs(printer, logs)
-    states = {(one.task, one.instance_id): one.state for one in instances}
+    states = {(one.task, one.instance_id): one for one in instances}
     for source in missing:
-        _note(f"{source.task}/{source.instance_id} {source.stream}: no log yet — the instance "
-              f"is {states[(source.task, source.instance_id)].value}; logs are uploaded once it "
-              "runs, every few seconds (-f waits for them)")
+        _note(_missing_log(source, states[(source.task, source.instance_id)], objects,
+                           _settings(data_dir, bucket).data_dir.resolve()))
     if logs and len(missing) == len(logs):
         raise typer.Exit(EXIT_FAILED)
+
+
+def _missing_log(source: Source, instance: InstanceRecord, objects: ObjectStore,
+                 data_dir: Path) -> str:
+    """Why a log is not there: not uploaded yet, or (its instance has ended) not in this
+    data dir's object store — naming the path looked in."""
+    where = f"{source.task}/{source.instance_id} {source.stream}"
+    if instance.state in TERMINAL and instance.started is not None:
+        return (f"{where}: NotFound: {source.url} does not exist (looked in "
+                f"{looked_in(objects, source.url)}; data dir {data_dir}); are --data-dir and "
+                "--bucket those of the engine that ran the job?")
+    return (f"{where}: no log yet — the instance is {instance.state.value}; logs are uploaded "
+            "once it runs, every few seconds (-f waits for them)")
 
 
 def _follow(client: Client, selection: Selection, printer: LogPrinter,
