@@ -104,10 +104,14 @@ def test_a_killed_run_leaves_a_job_that_start_wait_finishes_without_rerunning(
     run = started(data, "run", str(job_file))
     try:
         until(lambda: "slow" in lines(marker))
+        watcher = started(data, "watch", job_id_in(batchyard(data, "jobs").stdout))
+        time.sleep(1)
     finally:
         run.send_signal(signal.SIGKILL)
         output, _ = run.communicate(timeout=TIMEOUT)
     job_id = job_id_in(output)
+    _, complaint = watcher.communicate(timeout=TIMEOUT)  # it would wait forever otherwise
+    assert watcher.returncode == 1 and "JobAbandoned" in complaint
 
     listed = batchyard(data, "jobs")
     assert job_id in listed.stdout and "Running" in listed.stdout

@@ -520,20 +520,12 @@ def watch(job_id: JobIdArgument, data_dir: DataDirOption = None,
           key_secret: KeySecretOption = None) -> None:
     """Re-attach the live display to a job until it ends, then summarise it."""
     with _session(endpoint, key_id, key_secret, data_dir) as client:
-        description = client.description(job_id)
         if isinstance(client, LocalClient):
-            _refuse_abandoned(client, client.job(job_id))
+            client.following = True
+        description = client.description(job_id)
         engine = RemoteEngine(client, _objects_opener(data_dir, None))
         status = _wait(engine, job_id, description, "Watching")
     raise typer.Exit(status)
-
-
-def _refuse_abandoned(client: LocalClient, record: JobRecord) -> None:
-    """An active job with no engine on its data dir will not move: say how to finish it."""
-    if record.state in ACTIVE and client.holder() is None:
-        _fail(f"{record.id} ({record.name}) is {record.state.value} but nothing runs it: the "
-              f"batchyard run that ran it in {client.where} ended (abandoned); "
-              f"batchyard start {record.id} --wait finishes it", EXIT_FAILED)
 
 
 # --- stop, start, delete, priority ------------------------------------------------------

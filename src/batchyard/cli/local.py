@@ -20,7 +20,7 @@ from typing import Any
 from batchyard.adapters.store import SqlStore
 from batchyard.domain.attempt import AttemptKey, AttemptRequest
 from batchyard.domain.records import InstanceRecord, JobRecord, TaskRecord
-from batchyard.domain.states import STOPPABLE, TERMINAL, State
+from batchyard.domain.states import ACTIVE, STOPPABLE, TERMINAL, State
 from batchyard.errors import BatchyardError, NotFound
 from batchyard.lock import DataDirBusy, DataDirLock, Holder, holder
 from batchyard.orchestrator.engine import Engine
@@ -36,9 +36,12 @@ _POLL_SECONDS = 0.1
 class LocalClient:
     """The `Client` calls on one data directory; the database is opened on first use."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, following: bool = False) -> None:
         self.settings = settings
         self.data_dir = settings.data_dir.resolve()
+        self.following = following
+        """Whether an active job with no engine on the data dir is an error (JobAbandoned):
+        for `watch`, which would wait for it forever."""
         self._store: SqlStore | None = None
 
     @property
@@ -88,6 +91,11 @@ class LocalClient:
         record = self.store.job(job_id) if self.has_database() else None
         if record is None:
             raise NotFound(f"job {job_id} does not exist in {self.where}")
+        if self.following and record.state in ACTIVE and self.holder() is None:
+            raise BatchyardError(
+                f"{job_id} ({record.name}) is {record.state.value} but nothing runs it: the "
+                f"batchyard run that ran it in {self.where} ended (abandoned); "
+                f"batchyard start {job_id} --wait finishes it", code="JobAbandoned")
         return record
 
     def description(self, job_id: str) -> dict[str, Any]:
