@@ -188,7 +188,7 @@ def test_watch_start_wait_and_jobs_watch_on_a_server(environment: dict[str, str]
     assert watched.returncode == 0, watched.stderr
     assert f"Watching {job_id} (cli-watched)" in watched.stdout and "Finished" in watched.stdout
 
-    again = run(environment, "submit", write_job(tmp_path, job_body("cli-again", "sleep 1")))
+    again = run(environment, "submit", write_job(tmp_path, job_body("cli-again", "sleep 4")))
     again_id = again.stdout.strip()
     assert run(environment, "stop", again_id).returncode == 0
     started = run(environment, "start", again_id, "--wait")
