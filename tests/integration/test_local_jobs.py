@@ -23,7 +23,7 @@ def local_environment(data_dir: Path) -> dict[str, str]:
                                  "BATCHYARD_KEY_SECRET")}
     return {**inherited, "BATCHYARD_DATA_DIR": str(data_dir), "BATCHYARD_SLOTS": "4",
             "BATCHYARD_CLIENT_CONFIG": str(data_dir.parent / "no-client.toml"),
-            "COLUMNS": "200"}
+            "COLUMNS": "80"}
 
 
 def batchyard(data_dir: Path, *arguments: str) -> subprocess.CompletedProcess[str]:

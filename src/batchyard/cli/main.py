@@ -217,6 +217,9 @@ def resume_job(settings: Settings, job_id: str, quiet: bool = False) -> int:
     try:
         with LocalClient(settings) as client:
             raw = client.description(job_id)
+            held = client.holder()
+            if held is not None:
+                raise client.busy(held)
     except BatchyardError as error:
         _err.print(Text.assemble(("error: ", "red"), f"{error.code}: {error.message}"))
         return EXIT_FAILED
@@ -275,7 +278,8 @@ def _follow(engine: Engine, job_id: str, raw: dict[str, Any], quiet: bool,
     if not quiet:
         verb, data_dir = heading
         _out.print(Text.assemble(f"{verb} ", (job_id, "bold"), f" ({raw.get('Name', '')}) in "
-                                 f"data dir {data_dir}; Ctrl-C stops it"))
+                                 f"data dir {data_dir}; Ctrl-C stops it"),
+                   soft_wrap=True)  # a path is never split
     display = None if quiet else _display(started)
     order = task_order(raw)
     try:
