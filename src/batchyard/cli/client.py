@@ -536,14 +536,16 @@ CONTROL_EPILOG = """\
 ```
 batchyard stop job-0000018F2A…
 batchyard start job-0000018F2A… job-0000018F2B…
+batchyard start job-0000018F2A… --wait    # and follow it to its end
 batchyard delete --force job-0000018F2A…
 batchyard priority job-0000018F2A… 500
 ```
 
 stop: Waiting or Running jobs. start: Stopped or Failed jobs (finished instances are
 kept). delete: Stopped, Finished or Failed jobs (--force stops the job first).
-priority: Stopped or Failed jobs, 0…1000. Otherwise the server answers StateConflict
-(exit status 1).
+priority: Stopped or Failed jobs, 0…1000. Otherwise: StateConflict (exit status 1).
+Without a server, `start` runs the job here, in the foreground, and `stop` of the job a
+live `batchyard run` runs interrupts that run (as Ctrl-C).
 """ + CONNECTION_HELP
 
 
