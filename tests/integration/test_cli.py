@@ -54,7 +54,9 @@ def test_a_small_job_finishes_and_exits_0(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     assert "greeting" in result.stdout and "Finished" in result.stdout
     assert "hello: Finished" in result.stdout  # plain progress lines: stdout is not a terminal
-    assert max(len(line) for line in result.stdout.splitlines()) <= 80
+    first, *others = result.stdout.splitlines()
+    assert first.endswith(f" in data dir {(tmp_path / 'data').resolve()}; Ctrl-C stops it")
+    assert max(len(line) for line in others) <= 80  # the first: a path is never split
     log = f"oss://test/logs/stdout.{job_id_in(result.stdout)}.hello.1"
     assert "oss://test/logs/" in result.stdout
     assert batchyard(tmp_path / "data", "oss", "cat", log).stdout == "hello from 1\n"
