@@ -9,8 +9,12 @@ import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
-from tests.integration.conftest import make_job, make_task
+from batchyard.cli.local import LocalClient
+from batchyard.domain.states import State
+from batchyard.service import open_engine
+from tests.integration.conftest import make_job, make_task, settings_for
 from tests.integration.test_cli import TIMEOUT, command, job_id_in, write_job
 
 INTERRUPTED = 130
@@ -160,3 +164,26 @@ def test_stop_and_watch_of_a_job_a_live_run_runs_then_run_resume(tmp_path: Path)
     resumed = batchyard(data, "run", "--resume", job_id)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     assert sorted(lines(marker)) == ["quick0", "quick1", "slow", "slow"]
+
+
+def test_local_listing_pages_like_the_server_and_shows_every_tenant(tmp_path: Path) -> None:
+    settings = settings_for(tmp_path / "data")
+    def own_bucket(number: int) -> dict[str, Any]:
+        task = make_task("true")
+        task["Parameters"].update(StdoutRedirectPath=f"oss://b{number}/logs/",
+                                  StderrRedirectPath=f"oss://b{number}/logs/")
+        return make_job({"t": task}, Name=f"j{number}")
+
+    with open_engine(settings) as engine:
+        ids = [engine.submit(own_bucket(number), tenant=f"tenant{number}")
+               for number in range(3)]
+        for job_id in ids:
+            engine.wait(job_id, TIMEOUT)
+    with LocalClient(settings) as client:
+        first, marker = client.list_jobs("", 2, None)
+        assert [job.id for job in first] == ids[::-1][:2] and marker == ids[0]
+        rest, end = client.list_jobs(marker, 2, None)
+        assert [job.id for job in rest] == [ids[0]] and end == ""
+        assert client.list_jobs("", 10, State.FAILED) == ([], "")
+    pages = batchyard(tmp_path / "data", "jobs", "--limit", "2")
+    assert f"More: batchyard jobs --limit 2 --marker {ids[0]}" in pages.stderr

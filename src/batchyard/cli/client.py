@@ -456,6 +456,8 @@ def log(
     objects = _objects_opener(data_dir, bucket)()
     with _session(endpoint, key_id, key_secret, data_dir) as client:
         description = client.description(job_id)
+        if isinstance(client, LocalClient) and follow_logs:
+            client.following = True  # an abandoned job's logs would be waited for forever
         selection = Selection(job_id, task, instance, task_order(description))
         instances = selection.instances(client)
         logs = sources(description, instances, streams)

@@ -167,9 +167,9 @@ class LocalClient:
     def busy(self, held: Holder) -> DataDirBusy:
         """The error for an operation the holder of the data dir must apply itself."""
         if held.role == "serve":
-            return DataDirBusy(f"{self.where} is served by {held.describe()}: use --endpoint "
-                               "http://HOST:PORT (the address it printed; or set "
-                               "BATCHYARD_ENDPOINT)")
+            endpoint = held.detail or "http://HOST:PORT (the address it printed)"
+            return DataDirBusy(f"{self.where} is served by `batchyard serve` (pid {held.pid}): "
+                               f"use --endpoint {endpoint} (or set BATCHYARD_ENDPOINT)")
         return DataDirBusy(f"{held.describe()} is using {self.where}; wait for it to end "
                            "(`batchyard watch` follows its job) and try again")
 

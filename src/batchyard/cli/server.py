@@ -82,7 +82,8 @@ def serve(
         _err.print(Text("No access key yet: create one with `batchyard keys create "
                         "--tenant NAME`.", style="yellow"))
     # Requests uvicorn cannot parse are answered with JSON too, like every other error.
-    uvicorn.run(create_app(settings), host=host, port=port, log_level=log_level,
+    uvicorn.run(create_app(settings, address=f"http://{host}:{port}"), host=host, port=port,
+                log_level=log_level,
                 http=http_protocol())
 
 
