@@ -60,7 +60,7 @@ from batchyard.cli.progress import (
     summary_table,
     task_order,
 )
-from batchyard.cli.remote import ApiError, RemoteClient
+from batchyard.cli.remote import ApiError, RemoteClient, Unreachable
 from batchyard.cli.remote_engine import POLL_SECONDS, RemoteEngine
 from batchyard.cli.remote_logs import (
     STREAMS,
@@ -117,8 +117,11 @@ def _fail(message: str, status: int) -> NoReturn:
 
 
 def error_line(error: BatchyardError) -> str:
-    """`Code: message` — with the HTTP status when a server answered."""
-    return error.line if isinstance(error, ApiError) else f"{error.code}: {error.message}"
+    """`Code: message` — with the HTTP status when a server answered; just the message
+    when no server answered (it says which and what to check)."""
+    if isinstance(error, ApiError):
+        return error.line
+    return error.message if isinstance(error, Unreachable) else f"{error.code}: {error.message}"
 
 
 @contextmanager
