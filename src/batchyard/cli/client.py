@@ -583,7 +583,6 @@ def start(job_ids: JobIdsArgument, wait: Annotated[bool, typer.Option(
         status = _each(job_ids, client.start, "started")
         if not wait or status:
             raise typer.Exit(status)
-        assert isinstance(client, RemoteClient)
         for job_id in job_ids:
             engine = RemoteEngine(client, _objects_opener(data_dir, None))
             status = max(status, _wait(engine, job_id, client.description(job_id), "Started"))
