@@ -187,3 +187,34 @@ def test_local_listing_pages_like_the_server_and_shows_every_tenant(tmp_path: Pa
         assert client.list_jobs("", 10, State.FAILED) == ([], "")
     pages = batchyard(tmp_path / "data", "jobs", "--limit", "2")
     assert f"More: batchyard jobs --limit 2 --marker {ids[0]}" in pages.stderr
+
+
+def test_stop_and_delete_of_an_abandoned_job_kill_what_its_run_left_running(
+        tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    pid_file = tmp_path / "pid"
+    job = make_job({"t": make_task(f"echo $$ > {pid_file}; while true; do sleep 0.1; done")},
+                   Name="left")
+    run = started(data, "run", str(write_job(tmp_path, job)))
+    try:
+        until(lambda: bool(lines(pid_file)))
+    finally:
+        run.send_signal(signal.SIGKILL)
+        output, _ = run.communicate(timeout=TIMEOUT)
+    job_id, pid = job_id_in(output), int(lines(pid_file)[0])
+    assert Path(f"/proc/{pid}").exists()  # the program outlived its killed run
+
+    stopped = batchyard(data, "stop", job_id)
+    assert stopped.stdout == f"stopped {job_id}\n", stopped.stderr
+    until(lambda: not Path(f"/proc/{pid}").exists() or "Z" in zombie(pid), 10)
+    assert "Stopped" in batchyard(data, "job", job_id).stdout
+    deleted = batchyard(data, "delete", job_id)
+    assert deleted.stdout == f"deleted {job_id}\n", deleted.stderr
+    assert "No jobs in data dir" in batchyard(data, "jobs").stderr
+
+
+def zombie(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return "Z"
