@@ -8,6 +8,7 @@ import signal
 import subprocess
 import time
 from collections.abc import Callable
+from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
@@ -204,9 +205,13 @@ def test_stop_and_delete_of_an_abandoned_job_kill_what_its_run_left_running(
     job_id, pid = job_id_in(output), int(lines(pid_file)[0])
     assert Path(f"/proc/{pid}").exists()  # the program outlived its killed run
 
-    stopped = batchyard(data, "stop", job_id)
-    assert stopped.stdout == f"stopped {job_id}\n", stopped.stderr
-    until(lambda: not Path(f"/proc/{pid}").exists() or "Z" in zombie(pid), 10)
+    try:
+        stopped = batchyard(data, "stop", job_id)
+        assert stopped.stdout == f"stopped {job_id}\n", stopped.stderr
+        until(lambda: not Path(f"/proc/{pid}").exists() or "Z" in zombie(pid), 10)
+    finally:
+        with suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)  # left behind only when the test failed
     assert "Stopped" in batchyard(data, "job", job_id).stdout
     deleted = batchyard(data, "delete", job_id)
     assert deleted.stdout == f"deleted {job_id}\n", deleted.stderr
