@@ -7,6 +7,7 @@ HTTP status that goes with it; the mapping to HTTP happens in one place (the API
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 
@@ -76,3 +77,22 @@ class ObjectStoreError(BatchyardError):
 
     code = "ObjectStoreError"
     status = 400
+
+
+class ObjectNotFound(ObjectStoreError):
+    """No object at a URL. Its message does not name the local path (it reaches tenants, in
+    the results of their instances); `line` does, for the command line, so that a wrong
+    --data-dir or --bucket shows."""
+
+    code = "NotFound"
+    status = 404
+
+    def __init__(self, url: str, looked_in: str, message: str = "") -> None:
+        super().__init__(message or f"cannot read {url}: No such file or directory")
+        self.url = url
+        self.looked_in = looked_in
+
+    def line(self, data_dir: Path) -> str:
+        """`NotFound: oss://b/k does not exist (looked in /abs/…/b/k; data dir /abs/…)`."""
+        return (f"{self.code}: {self.url} does not exist (looked in {self.looked_in}; "
+                f"data dir {data_dir})")

@@ -80,7 +80,11 @@ def private_data_dir(settings: Settings) -> None:
 
 
 def open_engine(settings: Settings, serving: bool = False) -> Engine:
-    """A started engine for these settings; close it (or use `with`) when done."""
+    """A started engine for these settings; close it (or use `with`) when done.
+
+    For `run` (not `serving`), jobs left active by an engine that ended are Stopped, not
+    resumed (see `Engine.start`); they are listed in the engine's `abandoned`.
+    """
     policy = confinement(settings, serving)
     root = os.geteuid() == 0
     if policy.sandbox:
@@ -95,14 +99,14 @@ def open_engine(settings: Settings, serving: bool = False) -> Engine:
     def local_executor(listener: OutcomeListener) -> Executor:
         return LocalExecutor(settings.slots, objects, runner_settings, listener)
 
-    lock = DataDirLock(settings.data_dir.resolve())
+    lock = DataDirLock(settings.data_dir.resolve(), "serve" if serving else "run")
     releases = [lock.release]
     try:
         store = SqlStore(settings.resolved_database_url)
         releases.insert(0, store.claim())
         engine = Engine(store, objects, local_executor, settings.work_root,
                         closers=tuple(releases), grants=bucket_grants(settings))
-        started = engine.start()
+        started = engine.start(abandon=not serving)
     except BaseException:
         for release in releases:
             release()

@@ -260,3 +260,40 @@ def test_submit_json_prints_one_document_with_or_without_wait(
     assert document["ExitStatus"] == 1 and document["Job"]["State"] == "Failed"
     assert document["FailedInstances"][0]["Result"]["ExitCode"] == 2
     assert document["Tasks"][0]["TaskName"] == "work"
+
+
+def test_watch_start_wait_and_jobs_watch_on_a_server(environment: dict[str, str],
+                                                     tmp_path: Path) -> None:
+    job_id = run(environment, "submit", write_job(
+        tmp_path, job_body("cli-watched", "sleep 1; echo done"))).stdout.strip()
+    watched = run(environment, "watch", job_id)
+    assert watched.returncode == 0, watched.stderr
+    assert f"Watching {job_id} (cli-watched)" in watched.stdout and "Finished" in watched.stdout
+
+    again = run(environment, "submit", write_job(tmp_path, job_body("cli-again", "sleep 4")))
+    again_id = again.stdout.strip()
+    assert run(environment, "stop", again_id).returncode == 0
+    started = run(environment, "start", again_id, "--wait")
+    assert started.returncode == 0, started.stderr
+    assert f"Started {again_id}" in started.stdout and "Finished" in started.stdout
+
+    third = run(environment, "submit", write_job(tmp_path, job_body("cli-third", "sleep 1")))
+    listing = run(environment, "jobs", "--watch")  # piped: a table per change, until none runs
+    assert listing.returncode == 0, listing.stderr
+    assert listing.stdout.count(third.stdout.strip()) >= 2  # drawn again once it ended
+    last = listing.stdout.split(third.stdout.strip())[-1]
+    assert "Finished" in last and "Running" not in last and "Waiting" not in last
+
+
+def test_a_served_data_dir_is_not_operated_on_without_the_server(
+        environment: dict[str, str], tmp_path: Path) -> None:
+    job_id = run(environment, "submit", write_job(
+        tmp_path, job_body("cli-served", "sleep 30"))).stdout.strip()
+    local = {name: value for name, value in environment.items()
+             if name != "BATCHYARD_ENDPOINT"}
+    refused = run(local, "stop", job_id)
+    assert refused.returncode == 1
+    assert "is served by `batchyard serve` (pid" in refused.stderr
+    assert "--endpoint" in refused.stderr
+    assert job_id in run(local, "jobs").stdout  # reading is fine, every tenant's jobs
+    assert run(environment, "stop", job_id).returncode == 0

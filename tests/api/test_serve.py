@@ -13,6 +13,7 @@ from pathlib import Path
 import httpx
 
 from batchyard.cli.keys import open_key_store
+from batchyard.lock import Holder, holder
 from batchyard.settings import Settings
 from tests.api.conftest import Signer, job_body, wait_for_state
 
@@ -51,6 +52,7 @@ def test_serve_runs_until_terminated(tmp_path: Path) -> None:
         auth = Signer(key.id, key.secret)
         response = httpx.get(f"http://127.0.0.1:{port}/quotas", auth=auth, timeout=10)
         assert response.status_code == 200 and response.headers["x-acs-request-id"]
+        assert holder(tmp_path) == Holder(process.pid, "serve", f"http://127.0.0.1:{port}")
     finally:
         process.send_signal(signal.SIGTERM)
         _, errors = process.communicate(timeout=20)

@@ -54,7 +54,9 @@ def test_a_small_job_finishes_and_exits_0(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     assert "greeting" in result.stdout and "Finished" in result.stdout
     assert "hello: ✔ Finished" in result.stdout  # plain progress lines: stdout is not a terminal
-    assert max(len(line) for line in result.stdout.splitlines()) <= 80
+    first, *others = result.stdout.splitlines()
+    assert first.endswith(f" in data dir {(tmp_path / 'data').resolve()}")
+    assert max(len(line) for line in others) <= 80  # the first: a path is never split
     log = f"oss://test/logs/stdout.{job_id_in(result.stdout)}.hello.1"
     assert "oss://test/logs/" in result.stdout
     assert batchyard(tmp_path / "data", "oss", "cat", log).stdout == "hello from 1\n"
@@ -237,8 +239,15 @@ def test_oss_errors_are_one_clear_line(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert result.stderr.startswith("error: ") and "oss://demo/absent.txt" in result.stderr
     assert "Traceback" not in result.stderr
+    data = (tmp_path / "data").resolve()
+    assert result.stderr == (f"error: NotFound: oss://demo/absent.txt does not exist (looked "
+                             f"in {data}/objects/demo/absent.txt; data dir {data})\n")
     listing = batchyard(tmp_path / "data", "oss", "ls", "oss://demo/absent/")
-    assert listing.returncode == 1 and "no such object or prefix" in listing.stderr
+    assert listing.returncode == 1
+    assert f"oss://demo/absent/ does not exist (looked in {data}/objects/demo/absent/;" \
+        in listing.stderr
+    copied = batchyard(tmp_path / "data", "oss", "cp", "-r", "oss://demo/absent/", "here/")
+    assert copied.returncode == 1 and f"{data}/objects/demo/absent/" in copied.stderr
 
 
 @pytest.mark.parametrize("arguments", [[], ["run"], ["oss"], ["oss", "cp"], ["oss", "ls"],

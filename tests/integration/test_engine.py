@@ -10,7 +10,7 @@ import pytest
 
 from batchyard.domain.states import State
 from batchyard.errors import NotFound, StateConflict
-from batchyard.orchestrator.engine import Engine
+from batchyard.orchestrator.engine import Abandoned, Engine
 from batchyard.orchestrator.operations import InvalidPriority
 from batchyard.service import open_engine
 from tests.integration.conftest import make_job, make_task, settings_for
@@ -266,11 +266,31 @@ def test_instances_left_running_by_a_dead_engine_are_rerun(tmp_path: Path) -> No
     with open_engine(settings_for(data)) as first:
         job_id = first.submit(make_job({"t": make_task(command)}))
         until(lambda: marker.exists())
-    with open_engine(settings_for(data)) as second:
+    served = settings_for(data).model_copy(update={"insecure_no_sandbox": True})
+    with open_engine(served, serving=True) as second:  # a server resumes what it finds
+        assert second.abandoned == []
         record = second.wait(job_id, WAIT)
         assert record.state is State.FINISHED
         instance, = second.instances(job_id, "t")
         assert instance.retry_count == 0 and instance.attempts == 2
+
+
+def test_jobs_left_active_by_a_dead_run_are_stopped_not_resumed_by_the_next(
+        tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    marker = tmp_path / "ran"
+    with open_engine(settings_for(data)) as first:
+        job_id = first.submit(make_job({"t": make_task(f"echo x >> {marker}; sleep 300")},
+                                       Name="left"))
+        until(lambda: marker.exists())
+    with open_engine(settings_for(data)) as second:  # `batchyard run`'s engine
+        assert second.abandoned == [Abandoned(job_id, "left", State.RUNNING)]
+        record = second.job(job_id)
+        assert record.state is State.STOPPED and "batchyard start" in record.message
+        time.sleep(0.5)
+        assert marker.read_text() == "x\n"
+        second.restart(job_id)
+        until(lambda: marker.read_text() == "x\nx\n")
 
 
 def _alive(pid: int) -> bool:

@@ -11,6 +11,7 @@ from batchyard.cli.client_config import (
     DEFAULT_ENDPOINT,
     ClientConfigurationError,
     Connection,
+    endpoint_configured,
     resolve,
 )
 from batchyard.cli.main import app
@@ -53,6 +54,16 @@ def test_the_environment_beats_the_file_and_a_flag_beats_the_environment(
     assert result.exit_code == 1 and "cannot reach http://127.0.0.1:1" in result.output
     result = CliRunner().invoke(app, ["jobs", "--endpoint", "ftp://x"])
     assert result.exit_code == 2 and "'ftp://x' is not an http://" in result.output
+
+
+def test_a_server_is_configured_by_a_flag_or_the_file_else_the_data_dir_is_used(
+        config: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert endpoint_configured("http://flag:2") and endpoint_configured(None)  # the file's
+    monkeypatch.setenv("BATCHYARD_CLIENT_CONFIG", str(tmp_path / "absent.toml"))
+    assert not endpoint_configured(None) and not endpoint_configured("")
+    monkeypatch.delenv("BATCHYARD_ENDPOINT", raising=False)
+    result = CliRunner().invoke(app, ["jobs", "--data-dir", str(tmp_path / "data")])
+    assert result.exit_code == 0 and "No jobs in data dir" in result.output
 
 
 def test_query_strings_are_encoded_like_the_sdk() -> None:

@@ -50,7 +50,7 @@ from batchyard.beneath import (
     open_regular,
     split_key,
 )
-from batchyard.errors import ObjectStoreError
+from batchyard.errors import ObjectNotFound, ObjectStoreError
 from batchyard.ports import ObjectInfo
 
 ROOT_VARIABLE = "BATCHYARD_OSS_ROOT"
@@ -327,6 +327,8 @@ class FsspecObjectStore:
         try:
             with _reporting(verb, url, location):
                 yield
+        except ObjectNotFound:
+            raise  # a URL and a path: nothing secret
         except ObjectStoreError as error:
             raise ObjectStoreError(self.redact(error.message)) from None
 
@@ -459,6 +461,11 @@ def _reporting(verb: str, url: str, location: _Location) -> Iterator[None]:
         raise
     except UnsafeEntry as error:
         raise ObjectStoreError(f"cannot {verb} {url}: {_refusal(url, error)}") from error
+    except FileNotFoundError as error:
+        if verb == "read" and location.filesystem is None and not os.path.exists(location.path):
+            raise ObjectNotFound(url, location.path,
+                                 f"cannot read {url}: {_reason(error, location.path)}") from error
+        raise ObjectStoreError(f"cannot {verb} {url}: {_reason(error, location.path)}") from error
     except Exception as error:
         raise ObjectStoreError(f"cannot {verb} {url}: {_reason(error, location.path)}") from error
 

@@ -12,16 +12,23 @@ from batchyard import __version__
 from batchyard.api import errors, jobs, quotas, tasks
 from batchyard.api.middleware import RequestIds, RequestLog
 from batchyard.api.services import build_services
+from batchyard.lock import note_work
 from batchyard.orchestrator.engine import Engine
 from batchyard.settings import Settings
 
 
-def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
-    """The API for `settings`; opens (and closes) its own engine unless one is given."""
+def create_app(settings: Settings, engine: Engine | None = None, address: str = "") -> FastAPI:
+    """The API for `settings`; opens (and closes) its own engine unless one is given.
+
+    `address`: the URL it is served at, written in the data dir's lock file so that client
+    commands pointed at the data dir say which --endpoint to use instead.
+    """
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         running = engine if engine is not None else await run_in_threadpool(_open, settings)
+        if engine is None and address:
+            note_work(settings.data_dir.resolve(), address)
         services = None
         try:
             services = app.state.services = build_services(settings, running)

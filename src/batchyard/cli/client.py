@@ -1,13 +1,16 @@
-"""Client commands of a `batchyard serve` server: submit, jobs, job, log, stop, start, delete,
-priority. Mounted on the main app with `register(app)`.
+"""Client commands: submit, jobs, job, log, watch, stop, start, delete, priority. Mounted
+on the main app with `register(app)`.
 
 Every command finds the server and its access key in flags, `BATCHYARD_*` environment
-variables or the client configuration file (see `client_config`).
+variables or the client configuration file (see `client_config`). When no server is
+configured, every command but `submit` works on the local data directory instead
+(`LocalClient`), with the same output.
 """
 
 from __future__ import annotations
 
 import sys
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
@@ -17,7 +20,13 @@ import typer
 from rich.text import Text
 
 from batchyard.api.warnings import unseen
-from batchyard.cli.client_config import DEFAULT_ENDPOINT, ClientConfigurationError, resolve
+from batchyard.cli.backends import Client
+from batchyard.cli.client_config import (
+    DEFAULT_ENDPOINT,
+    ClientConfigurationError,
+    endpoint_configured,
+    resolve,
+)
 from batchyard.cli.client_views import (
     instance_details,
     instances_table,
@@ -42,6 +51,7 @@ from batchyard.cli.execution import (
     summarize,
 )
 from batchyard.cli.job_file import JobFileError, check_fields, read_job_file
+from batchyard.cli.local import LocalClient
 from batchyard.cli.options import BucketOption, DataDirOption, StrictOption
 from batchyard.cli.progress import (
     PROGRESS_INTERVAL,
@@ -86,19 +96,23 @@ from batchyard.cli.selection import (
     resolve_job_ids,
     select_jobs,
 )
+from batchyard.cli.transfer import looked_in
 from batchyard.documents import instance_view
 from batchyard.domain.fields import UnknownField
 from batchyard.domain.records import InstanceRecord, JobRecord, TaskRecord
-from batchyard.domain.states import TERMINAL, State
+from batchyard.domain.states import ACTIVE, TERMINAL, State
 from batchyard.errors import BatchyardError
 from batchyard.ports import ObjectStore
 from batchyard.settings import Settings
 
 _PANEL = "Server"
+JOBS_WATCH_SECONDS = 1.0
+"""How often `jobs --watch` lists the jobs again."""
 EndpointOption = Annotated[str | None, typer.Option(
     "--endpoint", metavar="URL", envvar="BATCHYARD_ENDPOINT", show_default=False,
     rich_help_panel=_PANEL,
-    help=f"The server [config file: endpoint; default {DEFAULT_ENDPOINT}]")]
+    help=f"The server, e.g. {DEFAULT_ENDPOINT} [config file: endpoint; none: work on the "
+    "local --data-dir]")]
 KeyIdOption = Annotated[str | None, typer.Option(
     "--key-id", metavar="ID", envvar="BATCHYARD_KEY_ID", show_default=False,
     rich_help_panel=_PANEL, help="AccessKeyId from `batchyard keys create` [config file: key_id]")]
@@ -131,6 +145,8 @@ CONNECTION_HELP = """
 The server and the key come from --endpoint/--key-id/--key-secret, else
 BATCHYARD_ENDPOINT/BATCHYARD_KEY_ID/BATCHYARD_KEY_SECRET, else `endpoint`, `key_id`,
 `key_secret` in ~/.config/batchyard/client.toml (or the file BATCHYARD_CLIENT_CONFIG names).
+With no endpoint at all, the command works on the jobs of the local data directory
+(--data-dir, BATCHYARD_DATA_DIR, default ./.batchyard), those `batchyard run` made.
 """
 
 _out = console()
@@ -142,23 +158,37 @@ def _fail(message: str, status: int) -> NoReturn:
     raise typer.Exit(status)
 
 
+def error_line(error: BatchyardError) -> str:
+    """`Code: message` — with the HTTP status when a server answered; just the message
+    when no server answered (it says which and what to check)."""
+    if isinstance(error, ApiError):
+        return error.line
+    return error.message if isinstance(error, Unreachable) else f"{error.code}: {error.message}"
+
+
 @contextmanager
-def _session(endpoint: str | None, key_id: str | None,
-             key_secret: str | None) -> Iterator[RemoteClient]:
-    """A client of the configured server; its failures become one `error:` line."""
+def _session(endpoint: str | None, key_id: str | None, key_secret: str | None,
+             data_dir: Path | None = None) -> Iterator[Client]:
+    """The configured server's client or, with no endpoint configured, the local data
+    directory's; their failures become one `error:` line."""
     try:
-        connection = resolve(endpoint, key_id, key_secret)
-    except ClientConfigurationError as error:
-        _fail(error.message, EXIT_INVALID)
-    try:
-        with RemoteClient(connection) as client:
-            yield client
-    except ApiError as error:
-        _fail(error.line, EXIT_FAILED)
-    except Unreachable as error:
-        _fail(error.message, EXIT_FAILED)
+        if endpoint_configured(endpoint):
+            with _remote(endpoint, key_id, key_secret) as remote:
+                yield remote
+        else:
+            with LocalClient(_settings(data_dir, None)) as local:
+                yield local
     except SelectionError as error:
         _fail(error.message, error.exit_status)
+    except BatchyardError as error:
+        _fail(error_line(error), EXIT_FAILED)
+
+
+def _remote(endpoint: str | None, key_id: str | None, key_secret: str | None) -> RemoteClient:
+    try:
+        return RemoteClient(resolve(endpoint, key_id, key_secret))
+    except ClientConfigurationError as error:
+        _fail(error.message, EXIT_INVALID)
 
 
 def _objects_opener(data_dir: Path | None, bucket: list[str] | None
@@ -220,8 +250,13 @@ def submit(
         warned = check_fields(raw, str(job_file), strict, _err)
     except JobFileError as error:
         _fail(error.message, EXIT_INVALID)
+    if not endpoint_configured(endpoint):
+        _fail(f"submit needs a server and none is configured (--endpoint, BATCHYARD_ENDPOINT "
+              f"or endpoint in client.toml); to run it here, without one: batchyard run "
+              f"{job_file}", EXIT_INVALID)
     output = Output(_out, False, json, allow_failed_instances, progress_interval)
     with _session(endpoint, key_id, key_secret) as client:
+        assert isinstance(client, RemoteClient)
         job_id = _create(client, raw, job_file, warned)
         if not wait:
             output.job_id(job_id)
@@ -254,8 +289,10 @@ def _create(client: RemoteClient, raw: dict[str, Any], job_file: Path,
     return created.job_id
 
 
-def _wait(engine: RemoteEngine, job_id: str, raw: dict[str, Any], output: Output) -> int:
-    output.submitted(job_id, raw, "Ctrl-C stops watching, the job keeps running")
+def _wait(engine: RemoteEngine, job_id: str, raw: dict[str, Any], output: Output,
+          verb: str = "Submitted") -> int:
+    """Follow the job by polling, with the display of `run`, until it ends; a summary."""
+    output.submitted(job_id, raw, "Ctrl-C stops watching, the job keeps running", verb)
     display = output.display()
     order = task_order(raw)
     try:
@@ -313,16 +350,23 @@ def jobs(
     ids_only: Annotated[bool, typer.Option(
         "--ids", "-q", help="Only the job ids, one per line")] = False,
     as_json: JsonOption = False,
+    watching: Annotated[bool, typer.Option(
+        "--watch", "-w", help="Redraw the table every second until no listed job is Waiting "
+        "or Running (or Ctrl-C)")] = False,
+    data_dir: DataDirOption = None,
     endpoint: EndpointOption = None, key_id: KeyIdOption = None,
     key_secret: KeySecretOption = None,
 ) -> None:
-    """List your jobs, newest first: a page of --limit jobs, or --all of them."""
-    with _session(endpoint, key_id, key_secret) as client:
+    """List your jobs, newest first: a page of --limit jobs, or --all of them.
+
+    Without a server: every job of the data directory, whatever its tenant.
+    """
+    with _session(endpoint, key_id, key_secret, data_dir) as client:
         wanted = parse_states(state)
-        found, marker = jobs_page(client, marker, limit, wanted)
-        while every and marker:
-            more, marker = jobs_page(client, marker, limit, wanted)
-            found += more
+        if watching:
+            raise typer.Exit(_watch_jobs(lambda: _list(client, marker, limit, wanted, every)))
+        found, marker = _list(client, marker, limit, wanted, every)
+        where = f" in {client.where}" if isinstance(client, LocalClient) else ""
     if as_json:
         print_json(jobs_document(found, marker))
     elif found or ids_only:
@@ -332,7 +376,18 @@ def jobs(
             _err.print(Text(f"More: batchyard jobs --limit {limit} --marker {marker}"
                             f"{' --state ' + named if named else ''} (or --all)", style="dim"))
     else:
-        _err.print(f"No {','.join(one.value for one in wanted) + ' ' if wanted else ''}jobs.")
+        named = ",".join(one.value for one in wanted)
+        _err.print(f"No {named + ' ' if named else ''}jobs{where}.")
+
+
+def _list(client: Client, marker: str, limit: int, wanted: list[State],
+          every: bool) -> tuple[list[JobRecord], str]:
+    """A page of jobs in the wanted states (or every page)."""
+    found, marker = jobs_page(client, marker, limit, wanted)
+    while every and marker:
+        more, marker = jobs_page(client, marker, limit, wanted)
+        found += more
+    return found, marker
 
 
 def _show_jobs(found: list[JobRecord], ids_only: bool) -> None:
@@ -341,6 +396,35 @@ def _show_jobs(found: list[JobRecord], ids_only: bool) -> None:
         sys.stdout.write("".join(f"{one.id}\n" for one in found))
     else:
         _out.print(jobs_table(found, _out.width))
+
+
+def _watch_jobs(listing: Callable[[], tuple[list[JobRecord], str]]) -> int:
+    """Redraw the jobs table (in place on a terminal; when it changes, in a pipe) until
+    none of the listed jobs is active; Ctrl-C ends it sooner (exit status 130)."""
+    from rich.live import Live
+
+    shown: list[JobRecord] | None = None
+    try:
+        with Live(console=_out, auto_refresh=False, transient=False) if _out.is_terminal \
+                else nullcontext() as live:
+            while True:
+                found, _ = listing()
+                if found != shown:
+                    _show_table(live, found)
+                    shown = found
+                if not any(job.state in ACTIVE for job in found):
+                    return 0
+                time.sleep(JOBS_WATCH_SECONDS)
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+
+
+def _show_table(live: Any, found: list[JobRecord]) -> None:
+    table = jobs_table(found, _out.width)
+    if live is not None:
+        live.update(table, refresh=True)
+    else:
+        _out.print(table)
 
 
 # --- job --------------------------------------------------------------------------------
@@ -365,12 +449,12 @@ or the instance.
 def job(
     job_id: JobIdArgument, task: TaskArgument = None, instance: InstanceArgument = None,
     state: StatesOption = None, as_json: JsonOption = False,
-    endpoint: EndpointOption = None, key_id: KeyIdOption = None,
-    key_secret: KeySecretOption = None,
+    data_dir: DataDirOption = None, endpoint: EndpointOption = None,
+    key_id: KeyIdOption = None, key_secret: KeySecretOption = None,
 ) -> None:
     """Show a job with its tasks, a task with its instances (--state: only those in these
     states), or one instance."""
-    with _session(endpoint, key_id, key_secret) as client:
+    with _session(endpoint, key_id, key_secret, data_dir) as client:
         job_id = resolve_job_id(client, job_id)
         states = parse_states(state)
         if states and (task is None or instance is not None):
@@ -417,7 +501,7 @@ def _show_task(task: TaskRecord, instances: list[InstanceRecord], as_json: bool)
         _out.print(task_details(task, instances))
 
 
-def _show_job(client: RemoteClient, job_id: str) -> None:
+def _show_job(client: Client, job_id: str) -> None:
     description = client.description(job_id)
     engine = RemoteEngine(client, _objects_opener(None, None))
     view = observe(engine, job_id, task_order(description))
@@ -480,9 +564,11 @@ def log(
     streams = [name for name, only in zip(STREAMS, (stdout_only, stderr_only), strict=True)
                if only] or list(STREAMS)
     objects = _objects_opener(data_dir, bucket)()
-    with _session(endpoint, key_id, key_secret) as client:
+    with _session(endpoint, key_id, key_secret, data_dir) as client:
         job_id = resolve_job_id(client, job_id)
         description = client.description(job_id)
+        if isinstance(client, LocalClient) and follow_logs:
+            client.following = True  # an abandoned job's logs would be waited for forever
         selection = Selection(job_id, task, instance, task_order(description))
         instances = instances_in(selection.instances(client), [State.FAILED] if failed else [])
         logs = sources(description, instances, streams, attempt)
@@ -496,12 +582,28 @@ def log(
         _note(f"No failed instances in {job_id}{' task ' + task if task else ''}.")
     by_key = {(one.task, one.instance_id): one for one in instances}
     for source in missing:
-        _note(missing_note(objects, source, by_key[(source.task, source.instance_id)]))
+        _note(_missing_log(source, by_key[(source.task, source.instance_id)], objects,
+                           _settings(data_dir, bucket).data_dir.resolve()))
     if logs and len(missing) == len(logs):
         raise typer.Exit(EXIT_FAILED)
 
 
-def _follow(client: RemoteClient, selection: Selection, printer: LogPrinter,
+def _missing_log(source: Source, instance: InstanceRecord, objects: ObjectStore,
+                 data_dir: Path) -> str:
+    """Why a log is not there: not uploaded yet, or (its instance has ended) not in this
+    data dir's object store — naming the path looked in."""
+    if source.attempt is not None:
+        return missing_note(objects, source, instance)
+    where = f"{source.task}/{source.instance_id} {source.stream}"
+    if instance.state in TERMINAL and instance.started is not None:
+        return (f"{where}: NotFound: {source.url} does not exist (looked in "
+                f"{looked_in(objects, source.url)}; data dir {data_dir}); are --data-dir and "
+                "--bucket those of the engine that ran the job?")
+    return (f"{where}: no log yet — the instance is {instance.state.value}; logs are uploaded "
+            "once it runs, every few seconds (-f waits for them)")
+
+
+def _follow(client: Client, selection: Selection, printer: LogPrinter,
             logs: list[Source]) -> None:
     try:
         follow(client, selection, printer, logs)
@@ -514,6 +616,39 @@ def _note(message: str) -> None:
     _err.print(Text(message, style="dim"))
 
 
+# --- watch ------------------------------------------------------------------------------
+
+WATCH_EPILOG = """\
+**Examples**
+
+```
+batchyard watch job-18ED51D78DEC5A59EB3DB3E0AE38BEC5  # a job `batchyard run` runs here
+batchyard watch 18ED51D7 --endpoint http://10.0.0.5:9900
+```
+
+Shows the live display of `batchyard run` (polling the data directory or the server), then
+the summary. Ctrl-C stops watching; the job keeps running. A job Waiting or Running in a
+data directory that no `batchyard run` holds is abandoned: `batchyard start JOB --wait`
+finishes it. Exit status as `run`'s; 130 for Ctrl-C.
+""" + CONNECTION_HELP
+
+
+def watch(job_id: JobIdArgument, allow_failed_instances: AllowFailedOption = False,
+          progress_interval: ProgressIntervalOption = PROGRESS_INTERVAL,
+          data_dir: DataDirOption = None, endpoint: EndpointOption = None,
+          key_id: KeyIdOption = None, key_secret: KeySecretOption = None) -> None:
+    """Re-attach the live display to a job until it ends, then summarise it."""
+    output = Output(_out, False, False, allow_failed_instances, progress_interval)
+    with _session(endpoint, key_id, key_secret, data_dir) as client:
+        if isinstance(client, LocalClient):
+            client.following = True
+        job_id = resolve_job_id(client, job_id)
+        description = client.description(job_id)
+        engine = RemoteEngine(client, _objects_opener(data_dir, None))
+        status = _wait(engine, job_id, description, output, "Watching")
+    raise typer.Exit(status)
+
+
 # --- stop, start, delete, priority ------------------------------------------------------
 
 CONTROL_EPILOG = """\
@@ -523,6 +658,7 @@ CONTROL_EPILOG = """\
 batchyard stop job-18ED51D78DEC5A59EB3DB3E0AE38BEC5
 batchyard stop --state Running --name 'nightly-*' --yes
 batchyard start job-18ED51D78DEC5A59EB3DB3E0AE38BEC5 job-18ED51D9A3F2C1D8E4B79A0C5D6E7F81
+batchyard start 18ED51D7 --wait             # and follow it to its end
 batchyard delete --force 18ED51D7 18ED51D9        # unique starts of ids
 batchyard delete --state Failed,Finished --yes
 batchyard priority job-18ED51D78DEC5A59EB3DB3E0AE38BEC5 500
@@ -536,38 +672,80 @@ priority: Stopped or Failed jobs, 0…1000. Otherwise the server answers StateCo
 stop and delete select jobs by id, --state and --name (given together, a job must match
 all of them). More than one job needs a yes on the terminal, or --yes; with no terminal and
 no --yes they refuse (exit status 2). One line per job on stdout, a count on stderr.
+
+Without a server, `start` runs the job here, in the foreground, and `stop` of the job a
+live `batchyard run` runs interrupts that run (as Ctrl-C).
 """ + CONNECTION_HELP
 
 
 def stop(job_ids: SelectedIdsArgument = None, state: StatesOption = None,
-         name: NameOption = None, yes: YesOption = False, endpoint: EndpointOption = None,
-         key_id: KeyIdOption = None, key_secret: KeySecretOption = None) -> None:
-    """Stop jobs: their running instances are killed, the jobs become Stopped."""
-    with _session(endpoint, key_id, key_secret) as client:
+         name: NameOption = None, yes: YesOption = False, data_dir: DataDirOption = None,
+         endpoint: EndpointOption = None, key_id: KeyIdOption = None,
+         key_secret: KeySecretOption = None) -> None:
+    """Stop jobs: their running instances are killed, the jobs become Stopped.
+
+    Without a server, the job a live `batchyard run` runs is stopped by interrupting that
+    run, as Ctrl-C there does.
+    """
+    with _session(endpoint, key_id, key_secret, data_dir) as client:
         chosen = _chosen(client, job_ids, state, name, yes, "Stop")
         raise typer.Exit(_each(chosen, client.stop, "stopped"))
 
 
-def start(job_ids: JobIdsArgument, endpoint: EndpointOption = None,
+def start(job_ids: JobIdsArgument, wait: Annotated[bool, typer.Option(
+              "--wait", "-w", help="Follow the job with live progress until it ends, then "
+              "summarise (without a server: always, as the job runs in this command)")
+          ] = False,
+          allow_failed_instances: AllowFailedOption = False,
+          data_dir: DataDirOption = None, endpoint: EndpointOption = None,
           key_id: KeyIdOption = None, key_secret: KeySecretOption = None) -> None:
-    """Start Stopped or Failed jobs again: instances that did not finish run again."""
-    with _session(endpoint, key_id, key_secret) as client:
-        raise typer.Exit(_each(resolve_job_ids(client, job_ids), client.start, "started"))
+    """Start Stopped or Failed jobs again: instances that did not finish run again.
+
+    Without a server, the job runs here, in the foreground, as `batchyard run --resume`
+    runs it: finished instances are kept, the others run; Ctrl-C stops it again.
+    """
+    output = Output(_out, False, False, allow_failed_instances)
+    if not endpoint_configured(endpoint):
+        raise typer.Exit(_resume_each(job_ids, data_dir, output))
+    with _session(endpoint, key_id, key_secret, data_dir) as client:
+        job_ids = resolve_job_ids(client, job_ids)
+        status = _each(job_ids, client.start, "started")
+        if not wait or status:
+            raise typer.Exit(status)
+        for job_id in job_ids:
+            engine = RemoteEngine(client, _objects_opener(data_dir, None))
+            status = max(status, _wait(engine, job_id, client.description(job_id), output,
+                                       "Started"))
+    raise typer.Exit(status)
+
+
+def _resume_each(job_ids: list[str], data_dir: Path | None, output: Output) -> int:
+    """Run each job to its end on the local data directory, one after the other."""
+    from batchyard.cli.main import resume_job  # the command line of `run`, which mounts us
+
+    settings = _settings(data_dir, None)
+    with _session(None, None, None, data_dir) as client:
+        job_ids = resolve_job_ids(client, job_ids)
+    status = 0
+    for job_id in job_ids:
+        status = max(status, resume_job(settings, job_id, output))
+    return status
 
 
 def delete(job_ids: SelectedIdsArgument = None, state: StatesOption = None,
            name: NameOption = None, force: Annotated[bool, typer.Option(
                "--force", help="Stop the job first when it is Waiting or Running")] = False,
-           yes: YesOption = False, endpoint: EndpointOption = None,
-           key_id: KeyIdOption = None, key_secret: KeySecretOption = None) -> None:
+           yes: YesOption = False, data_dir: DataDirOption = None,
+           endpoint: EndpointOption = None, key_id: KeyIdOption = None,
+           key_secret: KeySecretOption = None) -> None:
     """Delete ended jobs (their logs and outputs stay in the object store)."""
-    with _session(endpoint, key_id, key_secret) as client:
+    with _session(endpoint, key_id, key_secret, data_dir) as client:
         chosen = _chosen(client, job_ids, state, name, yes, "Delete")
         action = client.delete if not force else _stopping(client)
         raise typer.Exit(_each(chosen, action, "deleted"))
 
 
-def _chosen(client: RemoteClient, job_ids: list[str] | None, state: list[str] | None,
+def _chosen(client: Client, job_ids: list[str] | None, state: list[str] | None,
             name: str | None, yes: bool, verb: str) -> list[str]:
     """The jobs selected; nothing selected (only filters can select nothing) ends the command
     with a note, as a success: there was nothing to do. Jobs named by their ids are what the
@@ -583,12 +761,12 @@ def _chosen(client: RemoteClient, job_ids: list[str] | None, state: list[str] | 
     return chosen
 
 
-def _stopping(client: RemoteClient) -> Callable[[str], None]:
+def _stopping(client: Client) -> Callable[[str], None]:
     def stop_then_delete(job_id: str) -> None:
         if client.job(job_id).state not in TERMINAL:
             try:
                 client.stop(job_id)
-            except ApiError as error:
+            except BatchyardError as error:
                 if error.code != "StateConflict":
                     raise  # it ended meanwhile: delete it as it is
         client.delete(job_id)
@@ -598,10 +776,10 @@ def _stopping(client: RemoteClient) -> Callable[[str], None]:
 def priority(job_id: JobIdArgument,
              value: Annotated[int, typer.Argument(
                  metavar="PRIORITY", help="0…1000 (higher runs first)")],
-             endpoint: EndpointOption = None, key_id: KeyIdOption = None,
-             key_secret: KeySecretOption = None) -> None:
+             data_dir: DataDirOption = None, endpoint: EndpointOption = None,
+             key_id: KeyIdOption = None, key_secret: KeySecretOption = None) -> None:
     """Change the priority of a Stopped or Failed job (higher runs first once started)."""
-    with _session(endpoint, key_id, key_secret) as client:
+    with _session(endpoint, key_id, key_secret, data_dir) as client:
         job_id = resolve_job_id(client, job_id)
         raise typer.Exit(_each([job_id], lambda one: client.change_priority(one, value),
                                f"priority {value} for"))
@@ -615,9 +793,10 @@ def _each(job_ids: list[str], action: Callable[[str], None], done: str) -> int:
     for job_id in job_ids:
         try:
             action(job_id)
-        except ApiError as error:
-            _err.print(Text.assemble(("error: ", "red"), error.line))
-            status = max(status, EXIT_INVALID if error.status == 400 else EXIT_FAILED)
+        except BatchyardError as error:
+            _err.print(Text.assemble(("error: ", "red"), error_line(error)))
+            invalid = isinstance(error, ApiError) and error.status == 400
+            status = max(status, EXIT_INVALID if invalid else EXIT_FAILED)
             refused += 1
             continue
         _out.print(f"{done} {job_id}")
@@ -629,6 +808,7 @@ def _each(job_ids: list[str], action: Callable[[str], None], done: str) -> int:
 
 COMMANDS: list[tuple[Callable[..., None], str]] = [
     (submit, SUBMIT_EPILOG), (jobs, JOBS_EPILOG), (job, JOB_EPILOG), (log, LOG_EPILOG),
+    (watch, WATCH_EPILOG),
     (stop, CONTROL_EPILOG), (start, CONTROL_EPILOG), (delete, CONTROL_EPILOG),
     (priority, CONTROL_EPILOG),
 ]

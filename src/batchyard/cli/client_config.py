@@ -59,6 +59,12 @@ def read_config(path: Path) -> dict[str, str]:
     return values
 
 
+def endpoint_configured(endpoint: str | None) -> bool:
+    """Whether a server is configured (flag, BATCHYARD_ENDPOINT or the file's `endpoint`):
+    client commands then talk to it, otherwise they work on the local data directory."""
+    return bool(endpoint) or bool(read_config(config_path()).get("endpoint"))
+
+
 def resolve(endpoint: str | None, key_id: str | None, key_secret: str | None) -> Connection:
     """Flags (or, through Typer, their environment variables) first, then the file.
 

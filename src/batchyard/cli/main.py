@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.text import Text
@@ -44,9 +44,13 @@ from batchyard.cli.reporting import (
 from batchyard.cli.server import SERVE_EPILOG, serve
 from batchyard.domain.spec import parse_job
 from batchyard.errors import BatchyardError, SpecError
+from batchyard.lock import note_work
 from batchyard.settings import Settings
 
 help_format.install()
+
+if TYPE_CHECKING:
+    from batchyard.orchestrator.engine import Engine as OrchestratorEngine
 
 APP_HELP = """\
 Run Alibaba Cloud BatchCompute job descriptions (DAG jobs) on this machine.
@@ -81,12 +85,17 @@ batchyard run job.json --bucket log-count-demo=/data/demo --quiet
 batchyard run job.json --sandbox          # confined as under `serve`
 batchyard run job.json --config batchyard.toml
 batchyard run job.json --json | jq .Job.State
+batchyard run --resume job-18ED51D78DEC5A59EB3DB3E0AE38BEC5   # finish what a kill -9 left
 ```
 
 Exit status: 0 the job Finished; 1 it Failed or was Stopped; 2 the job file or
 the options are invalid (every problem is listed with its JSON path); 3 the job
 Finished but some instances failed (JobFailOnInstanceFail false; 0 with
 --allow-failed-instances); 130 interrupted with Ctrl-C (the job is stopped first).
+
+Jobs a previous `batchyard run` left Waiting or Running in the data directory (it was
+killed) are not run in the background: they are marked Stopped, with a warning, and
+`batchyard start JOB --wait` (or `run --resume JOB`) finishes them.
 """
 
 app = typer.Typer(name="batchyard", help=APP_HELP, epilog=APP_EPILOG, no_args_is_help=True,
@@ -115,8 +124,9 @@ def main(version: Annotated[bool, typer.Option(
 
 @app.command(epilog=RUN_EPILOG)
 def run(
-    job_file: Annotated[Path, typer.Argument(metavar="JOB.json",
-                                             help="Job description (BatchCompute JSON)")],
+    job_file: Annotated[Path | None, typer.Argument(
+        metavar="JOB.json", help="Job description (BatchCompute JSON)", show_default=False)
+    ] = None,
     data_dir: DataDirOption = None, slots: SlotsOption = None, bucket: BucketOption = None,
     config: ConfigOption = None,
     quiet: Annotated[bool, typer.Option(
@@ -129,6 +139,10 @@ def run(
     strict: StrictOption = False,
     json: JsonOption = False, allow_failed_instances: AllowFailedOption = False,
     progress_interval: ProgressIntervalOption = PROGRESS_INTERVAL,
+    resume: Annotated[str | None, typer.Option(
+        "--resume", metavar="JOB_ID", show_default=False,
+        help="Instead of JOB.json, finish this Stopped or Failed job of the data directory: "
+        "finished instances are kept, the others run")] = None,
 ) -> None:
     """Submit JOB.json, show live progress until it ends, then summarise.
 
@@ -139,12 +153,18 @@ def run(
     Plain tasks run directly, as you, with your environment; tasks with mapped paths
     (InputMapping, OutputMapping, LogMapping, Mounts) run in a bubblewrap sandbox.
     """
-    raw = _load_job(job_file, strict)
+    if (job_file is None) == (resume is None):
+        _err.print(Text.assemble(("error: ", "red"), "give JOB.json, or --resume JOB_ID "
+                                 "(not both): batchyard run job.json"))
+        raise typer.Exit(EXIT_INVALID)
+    raw = _load_job(job_file, strict) if job_file is not None else {}
     settings = _load_settings(data_dir, slots, bucket, config)
     if sandbox:
         settings = settings.model_copy(
             update={"sandbox": settings.sandbox.model_copy(update={"enabled": True})})
     output = Output(_out, quiet, json, allow_failed_instances, progress_interval)
+    if resume is not None:
+        raise typer.Exit(resume_job(settings, resume, output))
     raise typer.Exit(_run_job(settings, raw, output))
 
 
@@ -180,24 +200,78 @@ def _load_settings(data_dir: Path | None, slots: int | None, bucket: list[str] |
 
 
 def _run_job(settings: Settings, raw: dict[str, Any], output: Output) -> int:
-    from batchyard.service import open_engine
-
-    try:
-        opened = open_engine(settings)
-    except Exception as error:  # any failure to set up state, store or executor
-        _err.print(Text.assemble(("error: ", "red"), f"cannot start batchyard with data dir "
-                                 f"{settings.data_dir}: {_reason(error)}"))
+    opened = _open_engine(settings)
+    if opened is None:
         return EXIT_FAILED
     try:
         with opened as engine:
+            _warn_abandoned(engine, "")
             try:
                 job_id = engine.submit(raw)
             except SpecError as error:
                 _print_problems("job", error)
                 return EXIT_INVALID
+            note_work(settings.data_dir.resolve(), job_id)
+            output.submitted(job_id, raw, "Ctrl-C stops the job", "Submitted",
+                             settings.data_dir.resolve())
             return _follow(engine, job_id, raw, output)
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
+
+
+def resume_job(settings: Settings, job_id: str, output: Output) -> int:
+    """`run --resume` and local `start`: restart a Stopped or Failed job of the data dir
+    (its finished instances are kept) and follow it as `run` follows a new one."""
+    from batchyard.cli.local import LocalClient
+
+    try:
+        with LocalClient(settings) as client:
+            raw = client.description(job_id)
+            held = client.holder()
+            if held is not None:
+                raise client.busy(held)
+    except BatchyardError as error:
+        _err.print(Text.assemble(("error: ", "red"), f"{error.code}: {error.message}"))
+        return EXIT_FAILED
+    opened = _open_engine(settings)
+    if opened is None:
+        return EXIT_FAILED
+    try:
+        with opened as engine:
+            _warn_abandoned(engine, job_id)
+            try:
+                engine.restart(job_id)
+            except BatchyardError as error:
+                _err.print(Text.assemble(("error: ", "red"), f"{error.code}: {error.message}"))
+                return EXIT_FAILED
+            note_work(settings.data_dir.resolve(), job_id)
+            output.submitted(job_id, raw, "Ctrl-C stops the job", "Resumed",
+                             settings.data_dir.resolve())
+            return _follow(engine, job_id, raw, output)
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+
+
+def _open_engine(settings: Settings) -> OrchestratorEngine | None:
+    """The engine of `run` on the data dir, or None after printing why it cannot start."""
+    from batchyard.service import open_engine
+
+    try:
+        return open_engine(settings)
+    except Exception as error:  # any failure to set up state, store or executor
+        _err.print(Text.assemble(("error: ", "red"), f"cannot start batchyard with data dir "
+                                 f"{settings.data_dir.resolve()}: {_reason(error)}"))
+        return None
+
+
+def _warn_abandoned(engine: OrchestratorEngine, resumed: str) -> None:
+    """Say which jobs an ended `run` left active: they were Stopped, not run silently."""
+    for found in engine.abandoned:
+        if found.job_id == resumed:
+            continue
+        _err.print(Text(f"{found.job_id} ({found.name}) was left {found.state.value} by a "
+                        "batchyard run that ended (Ctrl-C or kill -9?); it is marked Stopped: "
+                        f"batchyard start {found.job_id} --wait finishes it", style="yellow"))
 
 
 def _reason(error: Exception) -> str:
@@ -209,7 +283,7 @@ def _reason(error: Exception) -> str:
 
 
 def _follow(engine: Engine, job_id: str, raw: dict[str, Any], output: Output) -> int:
-    output.submitted(job_id, raw, "Ctrl-C stops the job")
+    """Progress until the job ends, then the summary; the exit status."""
     display = output.display()
     order = task_order(raw)
     try:

@@ -14,8 +14,8 @@ from rich.text import Text
 
 from batchyard.cli.configuration import ConfigurationError, load_settings
 from batchyard.cli.options import BucketOption, DataDirOption
-from batchyard.cli.transfer import Copy, copy
-from batchyard.errors import BatchyardError
+from batchyard.cli.transfer import Copy, copy, looked_in
+from batchyard.errors import BatchyardError, ObjectNotFound
 from batchyard.ports import ObjectInfo, ObjectStore
 
 EPILOG = """\
@@ -54,6 +54,8 @@ def object_store(data_dir: Path | None, buckets: list[str] | None) -> Iterator[O
         _fail(error.message, EXIT_INVALID)
     try:
         yield open_objects(settings)
+    except ObjectNotFound as error:
+        _fail(error.line(settings.data_dir.resolve()))
     except BatchyardError as error:
         _fail(error.message)
     except OSError as error:
@@ -106,7 +108,7 @@ def list_objects(
     with object_store(data_dir, bucket) as store:
         entries = store.list(url, recursive=recursive)
         if not entries and not store.exists(url):
-            _fail(f"{url}: no such object or prefix")
+            raise ObjectNotFound(url, looked_in(store, url), f"{url}: no such object or prefix")
     if not entries:
         _err.print(f"{url}: nothing here (an empty folder)")
     for entry in entries:

@@ -98,6 +98,10 @@ class RemoteClient:
             base_url=connection.endpoint, timeout=timeout,
             event_hooks={"request": [_signer(connection.key_id, connection.key_secret)]})
 
+    @property
+    def where(self) -> str:
+        return self.endpoint
+
     def __enter__(self) -> RemoteClient:
         return self
 

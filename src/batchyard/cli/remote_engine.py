@@ -1,5 +1,6 @@
-"""The `execution.Engine` protocol over the REST API, so that `batchyard submit --wait`
-follows and summarises a job with the very code `batchyard run` uses."""
+"""The `execution.Engine` protocol over a client (the REST API, or a data directory read
+while a `batchyard run` works there), so that `submit --wait` and `watch` follow and
+summarise a job with the very code `batchyard run` uses."""
 
 from __future__ import annotations
 
@@ -8,10 +9,11 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import TypeVar
 
-from batchyard.cli.remote import ApiError, RemoteClient
+from batchyard.cli.backends import Client
+from batchyard.cli.remote import ApiError
 from batchyard.domain.records import InstanceRecord, JobRecord, TaskRecord
 from batchyard.domain.states import TERMINAL, State
-from batchyard.errors import NotFound
+from batchyard.errors import BatchyardError, NotFound
 from batchyard.ports import ObjectStore
 
 Result = TypeVar("Result")
@@ -23,7 +25,7 @@ POLL_SECONDS = 0.25
 class RemoteEngine:
     """Polls the server; the object store (for stderr tails) is opened on first use."""
 
-    def __init__(self, client: RemoteClient, open_objects: Callable[[], ObjectStore],
+    def __init__(self, client: Client, open_objects: Callable[[], ObjectStore],
                  auto_release: bool = False) -> None:
         self._client = client
         self._open_objects = open_objects
@@ -41,8 +43,8 @@ class RemoteEngine:
         """The job; once seen, a job with AutoRelease that is gone was Finished and deleted."""
         try:
             self._last = self._client.job(job_id)
-        except ApiError as error:
-            if error.status != 404 or self._last is None or not self._auto_release:
+        except BatchyardError as error:
+            if not _missing(error) or self._last is None or not self._auto_release:
                 raise
             self._last = replace(self._last, state=State.FINISHED)
         return self._last
@@ -65,6 +67,10 @@ class RemoteEngine:
 
     def stop(self, job_id: str) -> None:
         self._client.stop(job_id)
+
+
+def _missing(error: BatchyardError) -> bool:
+    return isinstance(error, NotFound) or (isinstance(error, ApiError) and error.status == 404)
 
 
 def _found(call: Callable[[], Result]) -> Result:

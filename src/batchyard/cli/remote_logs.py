@@ -16,8 +16,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
+from batchyard.cli.backends import Client
 from batchyard.cli.progress import order_tasks
-from batchyard.cli.remote import RemoteClient
 from batchyard.domain.records import InstanceRecord
 from batchyard.domain.states import TERMINAL
 from batchyard.errors import BatchyardError
@@ -39,7 +39,7 @@ class Selection:
     order: Sequence[str] = ()
     """Task names in dependency order (`progress.task_order` of the description)."""
 
-    def instances(self, client: RemoteClient) -> list[InstanceRecord]:
+    def instances(self, client: Client) -> list[InstanceRecord]:
         """The selected instances, task by task in the job's dependency order."""
         if self.task is not None and self.instance_id is not None:
             return [client.instance(self.job_id, self.task, self.instance_id)]
@@ -195,7 +195,7 @@ def print_logs(printer: LogPrinter, logs: Sequence[Source]) -> list[Source]:
     return [source for source in logs if not source.found]
 
 
-def follow(client: RemoteClient, selection: Selection, printer: LogPrinter,
+def follow(client: Client, selection: Selection, printer: LogPrinter,
            logs: Sequence[Source], interval: float = FOLLOW_INTERVAL_SECONDS) -> None:
     """Print new bytes every `interval` seconds until every selected instance (or the job)
     has ended; the last round reads the logs after the end is seen, so nothing is missed."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -71,12 +72,14 @@ class Output:
             return LiveProgress(self.out)
         return PlainProgress(self.out, self.progress_interval)
 
-    def submitted(self, job_id: str, raw: dict[str, Any], hint: str) -> None:
-        """`Submitted job-… (name)` and the hint on a line of its own (lines are never
-        wrapped) — unless quiet or JSON (stdout is the document)."""
+    def submitted(self, job_id: str, raw: dict[str, Any], hint: str, verb: str = "Submitted",
+                  data_dir: Path | None = None) -> None:
+        """`Submitted job-… (name) in data dir /abs` and the hint on a line of its own (lines
+        are never wrapped) — unless quiet or JSON (stdout is the document)."""
         if not (self.quiet or self.json):
-            emit(self.out, Text.assemble("Submitted ", (job_id, "bold"),
-                                         f" ({raw.get('Name', '')})"))
+            where = f" in data dir {data_dir}" if data_dir is not None else ""
+            emit(self.out, Text.assemble(f"{verb} ", (job_id, "bold"),
+                                         f" ({raw.get('Name', '')}){where}"))
             emit(self.out, Text(hint, style="dim"))
 
     def job_id(self, job_id: str) -> None:

@@ -107,13 +107,13 @@ def every_job(client: JobLister, states: Sequence[State] = ()) -> list[JobRecord
 
 
 def normalize_prefix(text: str) -> str:
-    """`job-0000018f2a`, `0000018F2A` -> `job-0000018F2A`: the `job-` part is optional and
+    """`job-18ed51d7`, `18ED51D7` -> `job-18ED51D7`: the `job-` part is optional and
     the hex digits are case-insensitive."""
     cleaned = text.strip()
     digits = cleaned[4:] if cleaned.lower().startswith("job-") else cleaned
     if not digits or not _HEX.match(digits) or len(digits) > 32:
         raise SelectionError(f"{text!r} is not a job id or the start of one: ids are job- "
-                             "and 32 hex digits, e.g. job-0000018F2A… (see batchyard jobs)")
+                             "and 32 hex digits, e.g. job-18ED51D7 (see batchyard jobs)")
     return "job-" + digits.upper()
 
 

@@ -93,7 +93,8 @@ def serve(
         _err.print(Text("No access key yet: create one with `batchyard keys create "
                         "--tenant NAME`.", style="yellow"))
     # Requests uvicorn cannot parse are answered with JSON too, like every other error.
-    uvicorn.run(create_app(settings), host=host, port=port, log_level=level,
+    uvicorn.run(create_app(settings, address=f"http://{host}:{port}"), host=host, port=port,
+                log_level=level,
                 log_config=log_config(level), access_log=False, http=http_protocol())
 
 

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from batchyard.errors import BatchyardError
+from batchyard.errors import BatchyardError, ObjectNotFound
 from batchyard.ports import ObjectStore
 
 URL_SCHEMES = ("oss://", "s3://")
@@ -37,6 +37,17 @@ Reporter = Callable[[Copy], None]
 
 def is_url(text: str) -> bool:
     return text.startswith(URL_SCHEMES)
+
+
+def looked_in(store: ObjectStore, url: str) -> str:
+    """The local path an oss:// URL stands for (its bucket's folder), else the URL itself."""
+    for scheme in URL_SCHEMES:
+        if url.startswith(scheme):
+            bucket, _, key = url[len(scheme):].partition("/")
+            folder = store.bucket_folder(bucket)
+            return str(PurePosixPath(folder, key)) + ("/" if url.endswith("/") else "") \
+                if folder is not None else url
+    return url
 
 
 def base_name(location: str) -> str:
@@ -134,5 +145,6 @@ def _objects_under(store: ObjectStore, url: str) -> list[tuple[str, str]]:
     prefix = as_prefix(url)
     found = [info.url for info in store.list(prefix, recursive=True) if not info.is_dir]
     if not found:
-        raise TransferError(f"{prefix}: no objects under this prefix")
+        raise ObjectNotFound(prefix, looked_in(store, prefix),
+                             f"{prefix}: no objects under this prefix")
     return sorted((item, item[len(prefix):]) for item in found if item.startswith(prefix))

@@ -15,6 +15,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -64,6 +65,19 @@ def job_line(record: JobRecord) -> str:
     return f"{text}, tenant {record.tenant}"
 
 
+ABANDONED_MESSAGE = ("left {state} by a batchyard run that ended (Ctrl-C or kill -9?); "
+                     "batchyard start {job_id} --wait finishes it")
+
+
+@dataclass(frozen=True)
+class Abandoned:
+    """A job left Waiting or Running by an engine that ended, as found at start."""
+
+    job_id: str
+    name: str
+    state: State
+
+
 class StaleLaunchQueue(Exception):
     """An instance taken from the launch queue was no longer Waiting (a missed invalidation):
     the step is rolled back and the queue fetched afresh."""
@@ -105,17 +119,26 @@ class Engine:
         self._released: dict[str, JobRecord] = {}
         self._closing = False
         self._job_moved = False
+        self.abandoned: list[Abandoned] = []
+        """Jobs `start(abandon=True)` found active and Stopped."""
         self._thread = threading.Thread(target=self._loop, name="batchyard-engine", daemon=True)
 
     # ---- lifecycle -----------------------------------------------------------------------
 
-    def start(self) -> Engine:
-        """Reconcile attempts lost by a previous run, then start the control loop."""
+    def start(self, abandon: bool = False) -> Engine:
+        """Reconcile attempts lost by a previous run, then start the control loop.
+
+        `abandon`: the jobs still Waiting or Running (left so by an engine that ended) are
+        Stopped rather than resumed, and listed in `abandoned` — for `batchyard run`, which
+        must not finish other jobs silently in the background; a server resumes them.
+        """
         killed = reap_orphans(self.work_root)
         if killed:
             log.warning("killed %d program(s) left running by an earlier engine", len(killed))
         clear_spares(str(self.work_root))
         with self._lock, self.store.transaction() as tx:
+            if abandon:
+                self.abandoned = self._abandon(tx, self.clock())
             self._requeue_lost(tx, self.clock())
         self._queue = None
         self._thread.start()
@@ -511,6 +534,18 @@ class Engine:
             self._specs[job_id] = spec
             self._tenants[job_id] = record.tenant
         return spec
+
+    @staticmethod
+    def _abandon(tx: StoreTransaction, now: float) -> list[Abandoned]:
+        found = []
+        for job_id in tx.active_job_ids():
+            row = tx.job_row(job_id)
+            if row is None:
+                continue
+            found.append(Abandoned(row.id, row.name, State(row.state)))
+            operations.stop(tx, row, now, message=ABANDONED_MESSAGE.format(
+                state=row.state, job_id=row.id))
+        return found
 
     def _requeue_lost(self, tx: StoreTransaction, now: float) -> None:
         """Instances left Running by a previous process go back to Waiting, budget untouched."""

@@ -41,7 +41,10 @@ def _require(job: Any, allowed: frozenset[State], verb: str) -> None:
         raise StateConflict(f"job {job.id} is {state.value}; only {names} jobs can be {verb}")
 
 
-def stop(tx: StoreTransaction, job: Any, now: float) -> Result:
+STOPPED_BY_USER = "stopped by the user"
+
+
+def stop(tx: StoreTransaction, job: Any, now: float, message: str = STOPPED_BY_USER) -> Result:
     """Kill running instances; every part that is not done becomes Stopped."""
     _require(job, STOPPABLE, "stopped")
     moved = tx.move_instances(job.id, ACTIVE, State.STOPPED, now, ended=now)
@@ -49,7 +52,7 @@ def stop(tx: StoreTransaction, job: Any, now: float) -> Result:
         if State(row.state) not in TERMINAL:
             tx.move_task(job.id, row.name, frozenset({State(row.state)}), State.STOPPED, now,
                          ended=now)
-    tx.move_job(job.id, STOPPABLE, State.STOPPED, now, ended=now, message="stopped by the user")
+    tx.move_job(job.id, STOPPABLE, State.STOPPED, now, ended=now, message=message)
     cancel = [AttemptKey(job.id, row.task, row.instance_id, row.attempts)
               for row in moved if row.state == State.RUNNING.value]
     return Result(cancel=cancel, settle=False)
