@@ -89,6 +89,11 @@ def test_jobs_job_log_priority_start_delete_on_a_data_dir(tmp_path: Path) -> Non
             f"exist (looked in {elsewhere}/logs/stdout.{job_id}.hello.1; data dir {data})"
             in lost.stderr)
 
+    lines_of = batchyard(data, "jobs", "--watch", "--json").stdout.splitlines()
+    assert len(lines_of) == 1  # JSON lines: the list once (nothing is active, so it ends)
+    assert [item["Id"] for item in json.loads(lines_of[0])["Items"]] == [job_id]
+    assert json.loads(batchyard(data, "job", job_id, "--json").stdout)["State"] == "Finished"
+
     refused = batchyard(data, "priority", job_id, "7")
     assert refused.returncode == 1
     assert f"error: StateConflict: job {job_id} is Finished" in refused.stderr

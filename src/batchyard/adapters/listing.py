@@ -60,13 +60,16 @@ def _split(rows: Sequence[Row[Any]], limit: int, marker_of: Any) -> tuple[list[R
 # ---- jobs -------------------------------------------------------------------------------
 
 
-def list_jobs(database: Engine, tenant: str, window: Window) -> Page[JobRecord]:
-    """A tenant's jobs, newest first (oldest first when `window.reverse`).
+def list_jobs(database: Engine, tenant: str | None, window: Window) -> Page[JobRecord]:
+    """A tenant's jobs (every tenant's with None: the local command line), newest first
+    (oldest first when `window.reverse`).
 
     The records carry no description (`description` is `{}`): lists never show it.
     """
     columns = [column for column in jobs.c if column.name != "description"]
-    query = select(*columns).where(jobs.c.tenant == tenant)
+    query = select(*columns)
+    if tenant is not None:
+        query = query.where(jobs.c.tenant == tenant)
     if window.state is not None:
         query = query.where(jobs.c.state == window.state.value)
     with database.connect() as connection:
@@ -82,10 +85,12 @@ def list_jobs(database: Engine, tenant: str, window: Window) -> Page[JobRecord]:
                       instance_counts.get(row.id, Metrics())) for row in page], next_marker)
 
 
-def _after_marker(connection: Connection, tenant: str, window: Window) -> Any:
+def _after_marker(connection: Connection, tenant: str | None, window: Window) -> Any:
     """Rows at or past the marker job in the listing order."""
-    created = connection.execute(select(jobs.c.created).where(
-        jobs.c.id == window.marker, jobs.c.tenant == tenant)).scalar()
+    marker = select(jobs.c.created).where(jobs.c.id == window.marker)
+    if tenant is not None:
+        marker = marker.where(jobs.c.tenant == tenant)
+    created = connection.execute(marker).scalar()
     if created is None:
         created = _created_from_id(window.marker)
     if window.reverse:

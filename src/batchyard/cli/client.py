@@ -38,6 +38,7 @@ from batchyard.cli.configuration import ConfigurationError, load_settings
 from batchyard.cli.documents import (
     job_document,
     jobs_document,
+    json_line,
     print_json,
     task_document,
 )
@@ -51,7 +52,6 @@ from batchyard.cli.execution import (
     summarize,
 )
 from batchyard.cli.job_file import JobFileError, check_fields, read_job_file
-from batchyard.cli.local import LocalClient
 from batchyard.cli.options import BucketOption, DataDirOption, StrictOption
 from batchyard.cli.progress import (
     PROGRESS_INTERVAL,
@@ -168,15 +168,19 @@ def error_line(error: BatchyardError) -> str:
 
 @contextmanager
 def _session(endpoint: str | None, key_id: str | None, key_secret: str | None,
-             data_dir: Path | None = None) -> Iterator[Client]:
+             data_dir: Path | None = None, following: bool = False) -> Iterator[Client]:
     """The configured server's client or, with no endpoint configured, the local data
-    directory's; their failures become one `error:` line."""
+    directory's; their failures become one `error:` line. `following`: the command waits
+    for a job to end (`watch`, `log -f`), so a local job nothing runs is an error
+    (JobAbandoned) rather than a wait forever."""
     try:
         if endpoint_configured(endpoint):
             with _remote(endpoint, key_id, key_secret) as remote:
                 yield remote
         else:
-            with LocalClient(_settings(data_dir, None)) as local:
+            from batchyard.cli.local import LocalClient  # the store and engine: local only
+
+            with LocalClient(_settings(data_dir, None), following) as local:
                 yield local
     except SelectionError as error:
         _fail(error.message, error.exit_status)
@@ -352,7 +356,8 @@ def jobs(
     as_json: JsonOption = False,
     watching: Annotated[bool, typer.Option(
         "--watch", "-w", help="Redraw the table every second until no listed job is Waiting "
-        "or Running (or Ctrl-C)")] = False,
+        "or Running (or Ctrl-C); with --json, one ListJobs document per line at each "
+        "change")] = False,
     data_dir: DataDirOption = None,
     endpoint: EndpointOption = None, key_id: KeyIdOption = None,
     key_secret: KeySecretOption = None,
@@ -364,9 +369,10 @@ def jobs(
     with _session(endpoint, key_id, key_secret, data_dir) as client:
         wanted = parse_states(state)
         if watching:
-            raise typer.Exit(_watch_jobs(lambda: _list(client, marker, limit, wanted, every)))
+            raise typer.Exit(_watch_jobs(lambda: _list(client, marker, limit, wanted, every),
+                                         as_json))
         found, marker = _list(client, marker, limit, wanted, every)
-        where = f" in {client.where}" if isinstance(client, LocalClient) else ""
+        where = "" if endpoint_configured(endpoint) else f" in {client.where}"
     if as_json:
         print_json(jobs_document(found, marker))
     elif found or ids_only:
@@ -398,19 +404,21 @@ def _show_jobs(found: list[JobRecord], ids_only: bool) -> None:
         _out.print(jobs_table(found, _out.width))
 
 
-def _watch_jobs(listing: Callable[[], tuple[list[JobRecord], str]]) -> int:
-    """Redraw the jobs table (in place on a terminal; when it changes, in a pipe) until
-    none of the listed jobs is active; Ctrl-C ends it sooner (exit status 130)."""
+def _watch_jobs(listing: Callable[[], tuple[list[JobRecord], str]], as_json: bool) -> int:
+    """Redraw the jobs table (in place on a terminal; when it changes, in a pipe) — or, with
+    --json, print one ListJobs document per line each time the list changes (JSON lines) —
+    until none of the listed jobs is active; Ctrl-C ends it sooner (exit status 130)."""
     from rich.live import Live
 
     shown: list[JobRecord] | None = None
+    live_table = _out.is_terminal and not as_json
     try:
-        with Live(console=_out, auto_refresh=False, transient=False) if _out.is_terminal \
+        with Live(console=_out, auto_refresh=False, transient=False) if live_table \
                 else nullcontext() as live:
             while True:
-                found, _ = listing()
+                found, marker = listing()
                 if found != shown:
-                    _show_table(live, found)
+                    _show_change(live, found, marker, as_json)
                     shown = found
                 if not any(job.state in ACTIVE for job in found):
                     return 0
@@ -419,7 +427,11 @@ def _watch_jobs(listing: Callable[[], tuple[list[JobRecord], str]]) -> int:
         return EXIT_INTERRUPTED
 
 
-def _show_table(live: Any, found: list[JobRecord]) -> None:
+def _show_change(live: Any, found: list[JobRecord], marker: str, as_json: bool) -> None:
+    if as_json:
+        sys.stdout.write(json_line(jobs_document(found, marker)))
+        sys.stdout.flush()
+        return
     table = jobs_table(found, _out.width)
     if live is not None:
         live.update(table, refresh=True)
@@ -461,7 +473,7 @@ def job(
             raise SelectionError("--state selects the instances of a task: give JOB_ID and "
                                  "TASK only, e.g. batchyard job JOB_ID TASK --state Failed")
         if task is not None and instance is not None:
-            _show_instance(client.instance(job_id, task, instance), as_json)
+            _show_instance(client.instance(job_id, task, instance), as_json, data_dir)
         elif task is not None:
             selected = instances_in(client.instances(job_id, task), states)
             _show_task(client.task(job_id, task), selected, as_json)
@@ -471,25 +483,27 @@ def job(
             _show_job(client, job_id)
 
 
-def _show_instance(instance: InstanceRecord, as_json: bool) -> None:
+def _show_instance(instance: InstanceRecord, as_json: bool, data_dir: Path | None) -> None:
     if as_json:
         print_json(instance_view(instance))
         return
-    kept = _kept_attempts(instance)
+    kept = _kept_attempts(instance, data_dir)
     _out.print(instance_details(instance, kept))
     _err.print(Text(f"Logs: batchyard log {instance.job_id} {instance.task} "
                     f"{instance.instance_id}{' [--attempt N]' if kept else ''}", style="dim"))
 
 
-def _kept_attempts(instance: InstanceRecord) -> list[int]:
+def _kept_attempts(instance: InstanceRecord, data_dir: Path | None) -> list[int]:
     """The attempts whose logs were kept, as far as this machine's object store settings
-    reach them; none when the store cannot be opened: the instance is shown regardless."""
+    (--data-dir, the environment) reach them; none when the store cannot be opened: the
+    instance is shown regardless."""
     if not instance.stdout_path:
         return []
     try:
         from batchyard.service import open_objects
 
-        return kept_attempts(open_objects(load_settings(None, None, None)), instance.stdout_path)
+        return kept_attempts(open_objects(load_settings(data_dir, None, None)),
+                             instance.stdout_path)
     except (ConfigurationError, BatchyardError):
         return []
 
@@ -564,11 +578,9 @@ def log(
     streams = [name for name, only in zip(STREAMS, (stdout_only, stderr_only), strict=True)
                if only] or list(STREAMS)
     objects = _objects_opener(data_dir, bucket)()
-    with _session(endpoint, key_id, key_secret, data_dir) as client:
+    with _session(endpoint, key_id, key_secret, data_dir, following=follow_logs) as client:
         job_id = resolve_job_id(client, job_id)
         description = client.description(job_id)
-        if isinstance(client, LocalClient) and follow_logs:
-            client.following = True  # an abandoned job's logs would be waited for forever
         selection = Selection(job_id, task, instance, task_order(description))
         instances = instances_in(selection.instances(client), [State.FAILED] if failed else [])
         logs = sources(description, instances, streams, attempt)
@@ -639,9 +651,7 @@ def watch(job_id: JobIdArgument, allow_failed_instances: AllowFailedOption = Fal
           key_id: KeyIdOption = None, key_secret: KeySecretOption = None) -> None:
     """Re-attach the live display to a job until it ends, then summarise it."""
     output = Output(_out, False, False, allow_failed_instances, progress_interval)
-    with _session(endpoint, key_id, key_secret, data_dir) as client:
-        if isinstance(client, LocalClient):
-            client.following = True
+    with _session(endpoint, key_id, key_secret, data_dir, following=True) as client:
         job_id = resolve_job_id(client, job_id)
         description = client.description(job_id)
         engine = RemoteEngine(client, _objects_opener(data_dir, None))

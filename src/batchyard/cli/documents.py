@@ -34,6 +34,11 @@ def json_text(document: dict[str, Any]) -> str:
     return json.dumps(document, indent=2, ensure_ascii=False) + "\n"
 
 
+def json_line(document: dict[str, Any]) -> str:
+    """One document on one line (JSON lines, for streams such as `jobs --watch --json`)."""
+    return json.dumps(document, ensure_ascii=False, separators=(",", ":")) + "\n"
+
+
 def print_json(document: Any) -> None:
     """One JSON document on stdout: readable on a terminal, parsed whole by `jq`."""
     sys.stdout.write(json_text(document))

@@ -9,18 +9,20 @@ import json
 import shlex
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 from rich.console import Console
 from rich.table import Column, Table
 from rich.text import Text
 
-from batchyard.adapters.credentials import AccessKey, KeyStore, master_key, open_database
 from batchyard.cli.configuration import load_settings
 from batchyard.cli.options import DataDirOption
 from batchyard.errors import BatchyardError, NotFound
 from batchyard.settings import Settings
+
+if TYPE_CHECKING:  # the key store loads SQLAlchemy: imported when a keys command runs
+    from batchyard.adapters.credentials import AccessKey, KeyStore
 
 EXIT_NOT_FOUND = 1
 EXIT_INVALID = 2
@@ -81,6 +83,8 @@ def settings_for(data_dir: Path | None, database_url: str | None,
 
 
 def open_key_store(settings: Settings) -> KeyStore:
+    from batchyard.adapters.credentials import KeyStore, master_key, open_database
+
     database = open_database(settings.resolved_database_url)
     return KeyStore(database, master_key(settings.data_dir.resolve()))
 

@@ -17,6 +17,7 @@ from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
+from batchyard.adapters.listing import Window, list_jobs
 from batchyard.adapters.store import SqlStore
 from batchyard.domain.attempt import AttemptKey, AttemptRequest
 from batchyard.domain.records import InstanceRecord, JobRecord, TaskRecord
@@ -80,12 +81,8 @@ class LocalClient:
         """A page of every tenant's jobs, newest first, as the server pages them."""
         if not self.has_database():
             return [], ""
-        found = self.store.jobs(state=state)
-        ids = [job.id for job in found]
-        first = ids.index(marker) if marker in ids else 0
-        page = found[first:first + count]
-        following = found[first + count:first + count + 1]
-        return page, following[0].id if following else ""
+        page = list_jobs(self.store.engine, None, Window(marker, count, state))
+        return page.items, page.next_marker
 
     def job(self, job_id: str) -> JobRecord:
         record = self.store.job(job_id) if self.has_database() else None
