@@ -32,15 +32,19 @@ def key(server: LiveServer) -> AccessKey:
     return server.keys.create(f"cli-{uuid.uuid4().hex[:8]}", "client CLI tests")
 
 
-@pytest.fixture()
-def environment(server: LiveServer, key: AccessKey, tmp_path: Path) -> dict[str, str]:
+def cli_environment(server: LiveServer, key: AccessKey, folder: Path) -> dict[str, str]:
     """The server, the key and the server's data dir (for logs); no real client.toml."""
     inherited = {name: value for name, value in os.environ.items()
                  if not name.startswith("BATCHYARD_")}
     return {**inherited, "BATCHYARD_ENDPOINT": server.url, "BATCHYARD_KEY_ID": key.id,
             "BATCHYARD_KEY_SECRET": key.secret, "COLUMNS": "80",
-            "BATCHYARD_CLIENT_CONFIG": str(tmp_path / "absent.toml"),
+            "BATCHYARD_CLIENT_CONFIG": str(folder / "absent.toml"),
             "BATCHYARD_DATA_DIR": str(server.settings.data_dir)}
+
+
+@pytest.fixture()
+def environment(server: LiveServer, key: AccessKey, tmp_path: Path) -> dict[str, str]:
+    return cli_environment(server, key, tmp_path)
 
 
 def run(environment: dict[str, str], *arguments: str) -> subprocess.CompletedProcess[str]:

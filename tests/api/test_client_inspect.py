@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from tests.api.conftest import LiveServer, echo_task, job_body
-from tests.api.test_client_cli import JOB_ID, TIMEOUT, command, write_job
+from tests.api.test_client_cli import JOB_ID, TIMEOUT, cli_environment, command, write_job
 
 MIXED_COMMAND = ("echo out-$BATCH_COMPUTE_DAG_INSTANCE_ID-$BATCH_COMPUTE_DAG_ATTEMPT; "
                  "if [ $BATCH_COMPUTE_DAG_INSTANCE_ID = 1 ]; then "
@@ -25,12 +25,7 @@ MIXED_COMMAND = ("echo out-$BATCH_COMPUTE_DAG_INSTANCE_ID-$BATCH_COMPUTE_DAG_ATT
 def tenant(server: LiveServer, folder: Path) -> dict[str, str]:
     """The environment of a `batchyard` run as a tenant of its own (no client.toml)."""
     key = server.keys.create(f"inspect-{uuid.uuid4().hex[:8]}", "inspect CLI tests")
-    inherited = {name: value for name, value in os.environ.items()
-                 if not name.startswith("BATCHYARD_")}
-    return {**inherited, "BATCHYARD_ENDPOINT": server.url, "BATCHYARD_KEY_ID": key.id,
-            "BATCHYARD_KEY_SECRET": key.secret, "COLUMNS": "80",
-            "BATCHYARD_CLIENT_CONFIG": str(folder / "absent.toml"),
-            "BATCHYARD_DATA_DIR": str(server.settings.data_dir)}
+    return cli_environment(server, key, folder)
 
 
 def run(environment: dict[str, str], *arguments: str) -> subprocess.CompletedProcess[str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextlib import nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -200,23 +201,8 @@ def _load_settings(data_dir: Path | None, slots: int | None, bucket: list[str] |
 
 
 def _run_job(settings: Settings, raw: dict[str, Any], output: Output) -> int:
-    opened = _open_engine(settings)
-    if opened is None:
-        return EXIT_FAILED
-    try:
-        with opened as engine:
-            _warn_abandoned(engine, "")
-            try:
-                job_id = engine.submit(raw)
-            except SpecError as error:
-                _print_problems("job", error)
-                return EXIT_INVALID
-            note_work(settings.data_dir.resolve(), job_id)
-            output.submitted(job_id, raw, "Ctrl-C stops the job", "Submitted",
-                             settings.data_dir.resolve())
-            return _follow(engine, job_id, raw, output)
-    except KeyboardInterrupt:
-        return EXIT_INTERRUPTED
+    return _run_in_engine(settings, raw, output, "Submitted",
+                          lambda engine: engine.submit(raw))
 
 
 def resume_job(settings: Settings, job_id: str, output: Output) -> int:
@@ -233,19 +219,33 @@ def resume_job(settings: Settings, job_id: str, output: Output) -> int:
     except BatchyardError as error:
         _err.print(Text.assemble(("error: ", "red"), f"{error.code}: {error.message}"))
         return EXIT_FAILED
+
+    def restart(engine: OrchestratorEngine) -> str:
+        engine.restart(job_id)
+        return job_id
+    return _run_in_engine(settings, raw, output, "Resumed", restart, resumed=job_id)
+
+
+def _run_in_engine(settings: Settings, raw: dict[str, Any], output: Output, verb: str,
+                   begin: Callable[[OrchestratorEngine], str], resumed: str = "") -> int:
+    """Open the data dir's engine, `begin` the job (submit it, or restart it), follow it to
+    its end and summarise; the exit status."""
     opened = _open_engine(settings)
     if opened is None:
         return EXIT_FAILED
     try:
         with opened as engine:
-            _warn_abandoned(engine, job_id)
+            _warn_abandoned(engine, resumed)
             try:
-                engine.restart(job_id)
+                job_id = begin(engine)
+            except SpecError as error:
+                _print_problems("job", error)
+                return EXIT_INVALID
             except BatchyardError as error:
                 _err.print(Text.assemble(("error: ", "red"), f"{error.code}: {error.message}"))
                 return EXIT_FAILED
             note_work(settings.data_dir.resolve(), job_id)
-            output.submitted(job_id, raw, "Ctrl-C stops the job", "Resumed",
+            output.submitted(job_id, raw, "Ctrl-C stops the job", verb,
                              settings.data_dir.resolve())
             return _follow(engine, job_id, raw, output)
     except KeyboardInterrupt:
