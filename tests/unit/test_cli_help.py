@@ -40,6 +40,10 @@ def help_of(path: tuple[str, ...]) -> str:
     return result.output
 
 
+def usage_line(path: tuple[str, ...]) -> str:
+    return next(line.strip() for line in help_of(path).splitlines() if "Usage:" in line)
+
+
 def test_the_tree_is_walked() -> None:
     names = {" ".join(path) for path, _ in LEAVES}
     assert {"run", "serve", "keys create", "keys list", "keys revoke", "oss cp"} <= names
@@ -78,3 +82,15 @@ def test_completion_script_is_printed() -> None:
                             env=environment, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert "complete -o default -F _batchyard_completion batchyard" in result.stdout
+
+
+def test_usage_lines_follow_the_unix_convention() -> None:
+    """`JOB_ID` required, `[TASK]` optional, `JOB_ID...` repeated: never typer's `{JOB_ID}`
+    or a doubled `[[TASK]]`."""
+    usages = {" ".join(path): usage_line(path) for path in (
+        ("job",), ("start",), ("oss", "cp"), ("keys", "revoke"))}
+    assert usages["job"].endswith("job [OPTIONS] JOB_ID [TASK] [INSTANCE]")
+    assert usages["start"].endswith("start [OPTIONS] JOB_ID...")
+    assert usages["oss cp"].endswith("cp [OPTIONS] SOURCE TARGET")
+    assert usages["keys revoke"].endswith("revoke [OPTIONS] ACCESS_KEY_ID")
+    assert not any("{" in usage or "[[" in usage for usage in usages.values())

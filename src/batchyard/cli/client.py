@@ -122,7 +122,7 @@ KeySecretOption = Annotated[str | None, typer.Option(
 JobIdArgument = Annotated[str, typer.Argument(
     metavar="JOB_ID", help="job-… id, or a unique start of one (with or without job-)")]
 JobIdsArgument = Annotated[list[str], typer.Argument(
-    metavar="JOB_ID…", help="one or more ids, or unique starts of ids")]
+    metavar="JOB_ID", help="one or more ids, or unique starts of ids")]
 SelectedIdsArgument = Annotated[list[str] | None, typer.Argument(
     metavar="JOB_ID", show_default=False,
     help="ids or unique starts of ids; with --state/--name, only those of them that match")]
@@ -136,10 +136,10 @@ NameOption = Annotated[str | None, typer.Option(
 YesOption = Annotated[bool, typer.Option(
     "--yes", "-y", help="Act on several jobs without asking (needed when stdin is not a "
                         "terminal)")]
-TaskArgument = Annotated[str | None, typer.Argument(metavar="[TASK]", help="A task of the job",
+TaskArgument = Annotated[str | None, typer.Argument(metavar="TASK", help="A task of the job",
                                                    show_default=False)]
 InstanceArgument = Annotated[int | None, typer.Argument(
-    metavar="[INSTANCE]", min=0, help="An instance id of the task (0, 1, …)", show_default=False)]
+    metavar="INSTANCE", min=0, help="An instance id of the task (0, 1, …)", show_default=False)]
 
 CONNECTION_HELP = """
 The server and the key come from --endpoint/--key-id/--key-secret, else
