@@ -255,15 +255,20 @@ class SqlStore:
             return [_job_record(row, *_job_metrics(connection, row.id)) for row in rows]
 
     def tasks(self, job_id: str) -> list[TaskRecord]:
+        """The job's tasks with their instance counts, read by ONE statement: a task's state
+        and its counts are of the same moment (two statements could straddle a commit and
+        show a Waiting task with a running instance)."""
         with self.engine.connect() as connection:
-            rows = connection.execute(
-                select(tasks).where(tasks.c.job_id == job_id).order_by(tasks.c.name)).all()
-            counts = _instance_counts(connection, job_id)
-            return [
-                TaskRecord(row.job_id, row.name, State(row.state), to_time(row.started),
-                           to_time(row.ended), counts.get(row.name, Metrics()))
-                for row in rows
-            ]
+            rows = connection.execute(_TASKS_WITH_COUNTS, {"b_id": job_id}).all()
+        counts: dict[str, dict[State, int]] = {}
+        found: dict[str, Row[Any]] = {}
+        for row in rows:
+            found.setdefault(row.name, row)
+            if row.instance_state is not None:
+                counts.setdefault(row.name, {})[State(row.instance_state)] = row.total
+        return [TaskRecord(row.job_id, name, State(row.state), to_time(row.started),
+                           to_time(row.ended), Metrics.from_counts(counts.get(name, {})))
+                for name, row in found.items()]
 
     def instances(self, job_id: str, task: str) -> list[InstanceRecord]:
         with self.engine.connect() as connection:
@@ -596,6 +601,18 @@ _JOB_COUNTS = union_all(  # (kind, state, count) of a job's tasks and instances,
 _END_ATTEMPT = instances.update().where(
     *_ONE_INSTANCE, instances.c.state == State.RUNNING.value,
     instances.c.attempts == bindparam("b_attempt"))
+
+
+_TASKS_WITH_COUNTS = (
+    select(tasks.c.job_id, tasks.c.name, tasks.c.state, tasks.c.started, tasks.c.ended,
+           instances.c.state.label("instance_state"),
+           func.count(instances.c.instance_id).label("total"))
+    .select_from(tasks.outerjoin(instances, (instances.c.job_id == tasks.c.job_id)
+                                 & (instances.c.task == tasks.c.name)))
+    .where(tasks.c.job_id == bindparam("b_id"))
+    .group_by(tasks.c.job_id, tasks.c.name, tasks.c.state, tasks.c.started, tasks.c.ended,
+              instances.c.state)
+    .order_by(tasks.c.name))
 
 
 def _instance_counts(connection: Connection, job_id: str) -> dict[str, Metrics]:
