@@ -316,3 +316,16 @@ def test_claims_and_tokens_of_a_refused_job_are_rolled_back(store: SqlStore) -> 
         store.create_job(NewJob("job-b", "bob", spec, 1001.0, token, both))
     assert store.owned_buckets("bob") == []  # the claim of `test` went with the refusal
     assert TokenLedger(store.engine).find("bob", "jobs", "t-9") is None
+
+
+def test_a_restart_requeues_failed_and_stopped_instances_never_running_ones(
+        store: SqlStore) -> None:
+    job_id = create(store, "job-1", two_step_job())
+    with store.transaction() as tx:
+        tx.mark_running(tx.launch_rows(2), 1001)
+        tx.end_attempt(AttemptKey(job_id, "first", 1, 1), State.FAILED, {}, 1002)
+        moved = tx.move_instances(job_id, State.WAITING, 1003, operation="restart")
+    assert [(row.task, row.instance_id, row.state) for row in moved] == [
+        ("first", 1, "Failed")]
+    assert [i.state for i in store.instances(job_id, "first")] == [State.RUNNING, State.WAITING]
+    assert store.events(job_id)[-1].source == "Failed"
