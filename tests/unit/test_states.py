@@ -79,3 +79,11 @@ def test_check_names_the_entity_the_ids_the_source_and_the_target() -> None:
     assert (raised.value.entity, raised.value.source) == (Entity.INSTANCE, State.RUNNING)
     with pytest.raises(ForbiddenTransition, match="job job-1 may not move from Finished"):
         check(Entity.JOB, "job-1", State.FINISHED, State.WAITING)
+
+
+def test_the_fixed_sources_of_launch_and_attempt_end_are_the_tables() -> None:
+    """`mark_running` writes Waiting -> Running and `end_attempt` Running -> its outcome,
+    each as one fixed compare-and-set: the tables must agree."""
+    assert allowed_sources(Entity.INSTANCE, State.RUNNING) == {State.WAITING}
+    for outcome in (State.FINISHED, State.FAILED, State.WAITING):
+        assert State.RUNNING in allowed_sources(Entity.INSTANCE, outcome)

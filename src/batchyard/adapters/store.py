@@ -549,7 +549,8 @@ class StoreTransaction:
         return rows
 
     def mark_running(self, rows: list[LaunchRow], now: float) -> bool:
-        """Waiting → Running for these instances; False if any was not Waiting any more."""
+        """Waiting → Running for these instances (the only source the instance table allows
+        for Running); False if any was not Waiting any more (a race: the engine rolls back)."""
         if not rows:
             return True
         result = self.connection.execute(_MARK_RUNNING, [

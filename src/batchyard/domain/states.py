@@ -1,8 +1,10 @@
 """States of jobs, tasks and instances, and the transitions allowed between them.
 
 BatchCompute uses the same five state names for all three objects (reference §6.1).
-Each kind of object has its own transition table; the store applies a transition as a
-compare-and-set from the allowed source states, so the tables are the single source of truth.
+Each kind of object (`Entity`) has its own transition table in `TRANSITIONS`. The store asks
+it for the allowed sources of every state write (callers name only the target), raises
+ForbiddenTransition for any other source, and applies the write as a compare-and-set; so the
+tables are the single source of truth. Committed writes reach listeners as `Transition`s.
 """
 
 from __future__ import annotations
