@@ -13,6 +13,7 @@ from typing import Protocol
 
 from batchyard.domain.attempt import AttemptKey, AttemptRequest
 from batchyard.domain.outcome import Outcome
+from batchyard.domain.states import Transition
 
 
 @dataclass(frozen=True)
@@ -82,3 +83,20 @@ class Executor(Protocol):
         """Kill the attempt if it runs; its Outcome is then reported with ErrorCode STOPPED."""
         ...
     def shutdown(self) -> None: ...
+
+
+class TransitionListener(Protocol):
+    """Told about state changes once they are committed (the console, notifications, the
+    engine's own `wait()` wake-ups). A hook with a no-op default, as dramatiq's middleware:
+    subclass it and override what you need, so hooks added later break no listener.
+
+    The engine calls it on one of its threads, after the commit and never inside the
+    transaction, once per commit with everything that commit moved, in commit order. It
+    must be quick (hand slow work to a thread of its own); an exception it raises is logged
+    and changes nothing else. Submissions are not transitions (no source state): they are
+    committed outside the engine's order, so a listener would see them out of order.
+    """
+
+    def committed(self, transitions: Sequence[Transition]) -> None:
+        """`transitions`: every state change of one commit, in the order it was made."""
+        return None

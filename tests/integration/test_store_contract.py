@@ -21,13 +21,10 @@ from batchyard.adapters.store import (
 from batchyard.domain.attempt import AttemptKey
 from batchyard.domain.buckets import BucketForbidden
 from batchyard.domain.spec import object_urls, parse_job
-from batchyard.domain.states import State
+from batchyard.domain.states import Entity, ForbiddenTransition, State, Transition
 from batchyard.service import open_engine
 from batchyard.settings import Settings
 from tests.integration.conftest import make_job, make_task
-
-WAITING = frozenset({State.WAITING})
-RUNNING = frozenset({State.RUNNING})
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -57,9 +54,8 @@ def two_step_job(priority: int = 0) -> dict[str, Any]:
                     {"first": ["second"]}, Priority=priority)
 
 
-def change(job_id: str, task: str, index: int, sources: frozenset[State], target: State,
-           **fields: Any) -> InstanceChange:
-    return InstanceChange(job_id, task, index, sources, target, fields)
+def change(job_id: str, task: str, index: int, target: State, **fields: Any) -> InstanceChange:
+    return InstanceChange(job_id, task, index, target, fields)
 
 
 def test_a_created_job_and_all_its_instances_are_waiting(store: SqlStore) -> None:
@@ -77,26 +73,66 @@ def test_a_created_job_and_all_its_instances_are_waiting(store: SqlStore) -> Non
     assert store.job(job_id, "bob") is None
 
 
-def test_compare_and_set_refuses_a_wrong_source(store: SqlStore) -> None:
+def test_a_transition_the_tables_forbid_raises_and_changes_nothing(store: SqlStore) -> None:
     job_id = create(store, "job-1", two_step_job())
     with store.transaction() as tx:
-        assert tx.move_instance(change(job_id, "first", 0, WAITING, State.RUNNING,
-                                       started=1001.5), 1001.5)
-        assert not tx.move_instance(change(job_id, "first", 0, WAITING, State.FAILED), 1002)
-        assert not tx.move_job(job_id, RUNNING, State.FINISHED, 1002)
-        assert tx.move_job(job_id, WAITING, State.RUNNING, 1002, started=1002.25)
-        assert not tx.move_task(job_id, "first", RUNNING, State.FINISHED, 1002)
+        assert tx.move_instance(change(job_id, "first", 0, State.RUNNING, started=1001.5),
+                                1001.5)
+        with pytest.raises(ForbiddenTransition, match=(
+                f"instance {job_id}/first/0 may not move from Running to Running")):
+            tx.move_instance(change(job_id, "first", 0, State.RUNNING), 1002)
+        with pytest.raises(ForbiddenTransition) as raised:
+            tx.move_job(job_id, State.FINISHED, 1002)
+        assert (raised.value.entity, raised.value.ids, raised.value.source,
+                raised.value.target) == (Entity.JOB, job_id, State.WAITING, State.FINISHED)
+        assert tx.move_job(job_id, State.RUNNING, 1002, started=1002.25)
+        with pytest.raises(ForbiddenTransition, match="task job-1/first may not move from "
+                                                      "Waiting to Finished"):
+            tx.move_task(job_id, "first", State.FINISHED, 1002)
+        with pytest.raises(ForbiddenTransition, match="from Running to Waiting by restart"):
+            tx.move_job(job_id, State.WAITING, 1003, operation="restart")
     first = store.instances(job_id, "first")[0]
     assert first.state is State.RUNNING and first.started is not None
     assert first.started.timestamp() == 1001.5
-    assert [(e.kind, e.target) for e in store.events(job_id)] == [
-        ("job", "Waiting"), ("instance", "Running"), ("job", "Running")]
+    assert [(e.kind, e.source, e.target) for e in store.events(job_id)] == [
+        ("job", "", "Waiting"), ("instance", "Waiting", "Running"), ("job", "Waiting", "Running")]
+
+
+def test_a_row_that_moved_on_or_went_away_is_a_race_not_an_error(store: SqlStore) -> None:
+    job_id = create(store, "job-1", two_step_job())
+    with store.transaction() as tx:
+        assert not tx.move_job("job-gone", State.RUNNING, 1001)
+        assert not tx.move_task(job_id, "no-such-task", State.RUNNING, 1001)
+        assert not tx.move_instance(change(job_id, "first", 7, State.RUNNING), 1001)
+        with pytest.raises(ForbiddenTransition):  # a target never reached after Running
+            tx.end_attempt(AttemptKey(job_id, "first", 0, 1), State.RUNNING, {}, 1001)
+    assert len(store.events(job_id)) == 1
+
+
+def test_every_event_records_its_source_and_the_transaction_lists_its_transitions(
+        store: SqlStore) -> None:
+    job_id = create(store, "job-1", two_step_job())
+    with store.transaction() as tx:
+        tx.mark_running(tx.launch_rows(1), 1001)
+        tx.move_task(job_id, "first", State.RUNNING, 1001)
+        tx.flush_events()
+        tx.end_attempt(AttemptKey(job_id, "first", 0, 1), State.FAILED, {}, 1002, "exit 1")
+        tx.event(job_id, "priority", "0", State.RUNNING, 1002)  # not a transition
+        tx.move_instances(job_id, State.STOPPED, 1003)
+    assert tx.transitions == [
+        Transition(Entity.INSTANCE, job_id, "first", 0, State.WAITING, State.RUNNING, 1001),
+        Transition(Entity.TASK, job_id, "first", None, State.WAITING, State.RUNNING, 1001),
+        Transition(Entity.INSTANCE, job_id, "first", 0, State.RUNNING, State.FAILED, 1002,
+                   "exit 1"),
+        Transition(Entity.INSTANCE, job_id, "first", 1, State.WAITING, State.STOPPED, 1003),
+        Transition(Entity.INSTANCE, job_id, "second", 0, State.WAITING, State.STOPPED, 1003)]
+    assert all(event.source for event in store.events(job_id)[1:])
 
 
 def test_a_failed_transaction_records_neither_the_change_nor_its_event(store: SqlStore) -> None:
     job_id = create(store, "job-1", two_step_job())
     with pytest.raises(RuntimeError), store.transaction() as tx:
-        assert tx.move_instance(change(job_id, "first", 1, WAITING, State.RUNNING), 1001)
+        assert tx.move_instance(change(job_id, "first", 1, State.RUNNING), 1001)
         tx.flush_events()
         raise RuntimeError("crash between the change and the commit")
     assert store.instances(job_id, "first")[1].state is State.WAITING
@@ -132,7 +168,7 @@ def test_mark_running_moves_only_waiting_instances(store: SqlStore) -> None:
         assert not tx.mark_running(rows, 1001)  # a stale launch is told (the engine rolls back)
         raise LookupError
     with store.transaction() as tx:
-        moved = tx.move_instances(job_id, RUNNING | WAITING, State.STOPPED, 1002)
+        moved = tx.move_instances(job_id, State.STOPPED, 1002)
     assert len(moved) == 3 and len(store.events(job_id)) == 1 + 2 + 3
 
 
@@ -151,8 +187,7 @@ def test_an_attempt_is_recorded_once(store: SqlStore) -> None:
 def test_an_attempt_ends_its_instance_only_while_it_is_the_current_one(store: SqlStore) -> None:
     job_id = create(store, "job-1", two_step_job())
     with store.transaction() as tx:
-        assert tx.move_instance(change(job_id, "first", 0, WAITING, State.RUNNING,
-                                       attempts=2), 1001)
+        assert tx.move_instance(change(job_id, "first", 0, State.RUNNING, attempts=2), 1001)
     result = {"exit_code": 0, "retry_count": 0, "ended": 1002.0}
     with store.transaction() as tx:
         # attempt 1 was re-queued long ago: its late report changes nothing
@@ -281,3 +316,16 @@ def test_claims_and_tokens_of_a_refused_job_are_rolled_back(store: SqlStore) -> 
         store.create_job(NewJob("job-b", "bob", spec, 1001.0, token, both))
     assert store.owned_buckets("bob") == []  # the claim of `test` went with the refusal
     assert TokenLedger(store.engine).find("bob", "jobs", "t-9") is None
+
+
+def test_a_restart_requeues_failed_and_stopped_instances_never_running_ones(
+        store: SqlStore) -> None:
+    job_id = create(store, "job-1", two_step_job())
+    with store.transaction() as tx:
+        tx.mark_running(tx.launch_rows(2), 1001)
+        tx.end_attempt(AttemptKey(job_id, "first", 1, 1), State.FAILED, {}, 1002)
+        moved = tx.move_instances(job_id, State.WAITING, 1003, operation="restart")
+    assert [(row.task, row.instance_id, row.state) for row in moved] == [
+        ("first", 1, "Failed")]
+    assert [i.state for i in store.instances(job_id, "first")] == [State.RUNNING, State.WAITING]
+    assert store.events(job_id)[-1].source == "Failed"

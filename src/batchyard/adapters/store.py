@@ -1,8 +1,12 @@
 """The state store on SQLAlchemy Core: SQLite (WAL) by default, PostgreSQL by URL.
 
-Writes happen in a `StoreTransaction` (one database transaction, one commit). Every state
-change is a compare-and-set (`UPDATE … WHERE state IN (allowed sources)`) and records an event
-row in the same transaction, so a crash never leaves a transition half-recorded.
+Writes happen in a `StoreTransaction` (one database transaction, one commit). Callers name
+only the target state; the allowed sources come from the transition tables of
+`domain.states`. Every state change is a compare-and-set (`UPDATE … WHERE state = source`)
+and records an event row (source and target) in the same transaction, so a crash never leaves
+a transition half-recorded. Two outcomes are kept apart: a current state the tables do not
+allow raises ForbiddenTransition (a bug of the caller); a row that moved on or went away
+between the read and the write (a race) makes the write return False.
 """
 
 from __future__ import annotations
@@ -34,7 +38,17 @@ from batchyard.domain.records import (
 )
 from batchyard.domain.scheduling import Candidate
 from batchyard.domain.spec import JobDescription, ObjectUse, bucket_of
-from batchyard.domain.states import ACTIVE, State
+from batchyard.domain.states import (
+    ACTIVE,
+    INSTANCE_TRANSITIONS,
+    REPRIORITISABLE,
+    Entity,
+    ForbiddenTransition,
+    State,
+    Transition,
+    allowed_sources,
+    check,
+)
 from batchyard.errors import BatchyardError
 
 
@@ -65,7 +79,6 @@ class InstanceChange:
     job_id: str
     task: str
     instance_id: int
-    sources: frozenset[State]
     target: State
     fields: dict[str, Any]
     message: str = ""
@@ -311,10 +324,12 @@ class StoreTransaction:
     def __init__(self, connection: Connection) -> None:
         self.connection = connection
         self._events: list[dict[str, Any]] = []
+        self._flushed: list[dict[str, Any]] = []
 
     def flush_events(self) -> None:
         if self._events:
             self.connection.execute(events.insert(), self._events)
+            self._flushed += self._events
             self._events = []
 
     def event(self, job_id: str, kind: str, source: str, target: State, now: float,
@@ -322,6 +337,15 @@ class StoreTransaction:
         self._events.append({"job_id": job_id, "task": task, "instance_id": instance_id,
                              "kind": kind, "source": source, "target": target.value,
                              "time": now, "message": message})
+
+    @property
+    def transitions(self) -> list[Transition]:
+        """The state changes this transaction recorded, in order (for the listeners, once
+        it committed; other events, such as a new priority, are not transitions)."""
+        return [Transition(Entity(row["kind"]), row["job_id"], row["task"], row["instance_id"],
+                           State(row["source"]) if row["source"] else None,
+                           State(row["target"]), row["time"], row["message"])
+                for row in self._flushed if row["kind"] in _ENTITIES]
 
     # ---- jobs ----------------------------------------------------------------------------
 
@@ -394,22 +418,27 @@ class StoreTransaction:
     def job_row(self, job_id: str) -> Row[Any] | None:
         return self.connection.execute(select(jobs).where(jobs.c.id == job_id)).first()
 
-    def move_job(self, job_id: str, sources: frozenset[State], target: State, now: float,
+    def move_job(self, job_id: str, target: State, now: float, operation: str = "",
                  **fields: Any) -> bool:
-        """Compare-and-set the job state; records an event when it moved."""
+        """Move the job to `target` from its current state, which the job table (narrowed
+        by `operation`) must allow; False if the job is gone or moved on meanwhile."""
+        source = self.connection.execute(_JOB_STATE, {"b_id": job_id}).scalar()
+        if source is None:
+            return False
+        check(Entity.JOB, job_id, State(source), target, operation)
         result = self.connection.execute(
-            jobs.update()
-            .where(jobs.c.id == job_id, jobs.c.state.in_([s.value for s in sources]))
+            jobs.update().where(jobs.c.id == job_id, jobs.c.state == source)
             .values(state=target.value, **fields))
         moved = bool(result.rowcount)
         if moved:
-            self.event(job_id, "job", "", target, now, message=str(fields.get("message", "")))
+            self.event(job_id, "job", source, target, now, message=str(fields.get("message", "")))
         return moved
 
-    def set_priority(self, job_id: str, sources: frozenset[State], priority: int) -> bool:
+    def set_priority(self, job_id: str, priority: int) -> bool:
+        """Change the priority of a job in a state that allows it; False if it is not."""
         result = self.connection.execute(
             jobs.update()
-            .where(jobs.c.id == job_id, jobs.c.state.in_([s.value for s in sources]))
+            .where(jobs.c.id == job_id, jobs.c.state.in_([s.value for s in REPRIORITISABLE]))
             .values(priority=priority))
         return bool(result.rowcount)
 
@@ -431,16 +460,20 @@ class StoreTransaction:
     def instance_counts(self, job_id: str) -> dict[str, Metrics]:
         return _instance_counts(self.connection, job_id)
 
-    def move_task(self, job_id: str, task: str, sources: frozenset[State], target: State,
-                  now: float, **fields: Any) -> bool:
+    def move_task(self, job_id: str, task: str, target: State, now: float, operation: str = "",
+                  **fields: Any) -> bool:
+        """Like `move_job`, for a task and the task table."""
+        source = self.connection.execute(_TASK_STATE, {"b_job": job_id, "b_task": task}).scalar()
+        if source is None:
+            return False
+        check(Entity.TASK, f"{job_id}/{task}", State(source), target, operation)
         result = self.connection.execute(
             tasks.update()
-            .where(tasks.c.job_id == job_id, tasks.c.name == task,
-                   tasks.c.state.in_([s.value for s in sources]))
+            .where(tasks.c.job_id == job_id, tasks.c.name == task, tasks.c.state == source)
             .values(state=target.value, **fields))
         moved = bool(result.rowcount)
         if moved:
-            self.event(job_id, "task", "", target, now, task=task)
+            self.event(job_id, "task", source, target, now, task=task)
         return moved
 
     def set_ready(self, job_id: str, names: set[str], ready: bool) -> None:
@@ -484,19 +517,27 @@ class StoreTransaction:
             _INSTANCE_ROW, {"b_job": job_id, "b_task": task, "b_index": instance_id}).first()
 
     def move_instance(self, change: InstanceChange, now: float) -> bool:
+        """Like `move_job`, for one instance and the instance table."""
+        keys = {"b_job": change.job_id, "b_task": change.task, "b_index": change.instance_id}
+        source = self.connection.execute(_INSTANCE_STATE, keys).scalar()
+        if source is None:
+            return False
+        check(Entity.INSTANCE, f"{change.job_id}/{change.task}/{change.instance_id}",
+              State(source), change.target)
         result = self.connection.execute(_MOVE_INSTANCE, {
-            "b_job": change.job_id, "b_task": change.task, "b_index": change.instance_id,
-            "b_sources": [s.value for s in change.sources], "state": change.target.value,
-            **change.fields})
+            **keys, "b_source": source, "state": change.target.value, **change.fields})
         moved = bool(result.rowcount)
         if moved:
-            self.event(change.job_id, "instance", "", change.target, now, task=change.task,
+            self.event(change.job_id, "instance", source, change.target, now, task=change.task,
                        instance_id=change.instance_id, message=change.message)
         return moved
 
-    def move_instances(self, job_id: str, sources: frozenset[State], target: State, now: float,
+    def move_instances(self, job_id: str, target: State, now: float, operation: str = "",
                        tasks_only: set[str] | None = None, **fields: Any) -> Sequence[Any]:
-        """Move every instance of a job in `sources` to `target`; returns the rows it moved."""
+        """Move every instance of a job (of `tasks_only`) whose state the instance table
+        (narrowed by `operation`) allows to `target`; returns the rows it moved. The others
+        are left as they are: a bulk move selects its rows, so nothing here is forbidden."""
+        sources = allowed_sources(Entity.INSTANCE, target, operation)
         where = [instances.c.job_id == job_id,
                  instances.c.state.in_([s.value for s in sources])]
         if tasks_only is not None:
@@ -513,7 +554,8 @@ class StoreTransaction:
         return rows
 
     def mark_running(self, rows: list[LaunchRow], now: float) -> bool:
-        """Waiting → Running for these instances; False if any was not Waiting any more."""
+        """Waiting → Running for these instances (the only source the instance table allows
+        for Running); False if any was not Waiting any more (a race: the engine rolls back)."""
         if not rows:
             return True
         result = self.connection.execute(_MARK_RUNNING, [
@@ -542,13 +584,19 @@ class StoreTransaction:
                     message: str = "") -> bool:
         """Move the instance of attempt `key` from Running to `target`, if that attempt is
         still the instance's current one (compare-and-set); records an event when it moved.
+
+        False when it is not (a late report of a re-queued or stopped attempt: a race the
+        engine expects); a `target` the table forbids after Running raises.
         """
+        if target not in INSTANCE_TRANSITIONS[State.RUNNING]:
+            raise ForbiddenTransition(Entity.INSTANCE, f"{key.job_id}/{key.task}/"
+                                      f"{key.instance_id}", State.RUNNING, target)
         result = self.connection.execute(_END_ATTEMPT, {
             "b_job": key.job_id, "b_task": key.task, "b_index": key.instance_id,
             "b_attempt": key.attempt, "state": target.value, **fields})
         moved = bool(result.rowcount)
         if moved:
-            self.event(key.job_id, "instance", "", target, now, task=key.task,
+            self.event(key.job_id, "instance", State.RUNNING.value, target, now, task=key.task,
                        instance_id=key.instance_id, message=message)
         return moved
 
@@ -559,6 +607,7 @@ class StoreTransaction:
 
 
 _EPOCH = datetime.fromtimestamp(0, UTC)
+_ENTITIES = frozenset(entity.value for entity in Entity)
 
 # Statements on the hot path, built once (values bound per call).
 _ONE_INSTANCE = (instances.c.job_id == bindparam("b_job"), instances.c.task == bindparam("b_task"),
@@ -569,8 +618,11 @@ _OWNERS = select(buckets.c.name, buckets.c.owner).where(
 _OWNED = select(buckets.c.name).where(buckets.c.owner == bindparam("b_owner")).order_by(
     buckets.c.name)
 _INSTANCE_ROW = select(instances).where(*_ONE_INSTANCE)
+_INSTANCE_STATE = select(instances.c.state).where(*_ONE_INSTANCE)
+_TASK_STATE = select(tasks.c.state).where(tasks.c.job_id == bindparam("b_job"),
+                                          tasks.c.name == bindparam("b_task"))
 _MOVE_INSTANCE = instances.update().where(
-    *_ONE_INSTANCE, instances.c.state.in_(bindparam("b_sources", expanding=True)))
+    *_ONE_INSTANCE, instances.c.state == bindparam("b_source"))
 _MARK_RUNNING = instances.update().where(
     *_ONE_INSTANCE, instances.c.state == State.WAITING.value)
 # Session advisory lock key: "batchyar" as a 64-bit integer.

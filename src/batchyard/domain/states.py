@@ -1,13 +1,18 @@
 """States of jobs, tasks and instances, and the transitions allowed between them.
 
 BatchCompute uses the same five state names for all three objects (reference §6.1).
-Each kind of object has its own transition table; the store applies a transition as a
-compare-and-set from the allowed source states, so the tables are the single source of truth.
+Each kind of object (`Entity`) has its own transition table in `TRANSITIONS`. The store asks
+it for the allowed sources of every state write (callers name only the target), raises
+ForbiddenTransition for any other source, and applies the write as a compare-and-set; so the
+tables are the single source of truth. Committed writes reach listeners as `Transition`s.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from enum import StrEnum
+
+from batchyard.errors import BatchyardError
 
 
 class State(StrEnum):
@@ -66,6 +71,30 @@ JOB_TRANSITIONS: dict[State, frozenset[State]] = {
 }
 
 
+class Entity(StrEnum):
+    """What a state belongs to (the `kind` of its event rows)."""
+
+    JOB = "job"
+    TASK = "task"
+    INSTANCE = "instance"
+
+
+TRANSITIONS: dict[Entity, dict[State, frozenset[State]]] = {
+    Entity.JOB: JOB_TRANSITIONS,
+    Entity.TASK: TASK_TRANSITIONS,
+    Entity.INSTANCE: INSTANCE_TRANSITIONS,
+}
+"""The table that guards every state write of each entity (the store asks it, callers don't)."""
+
+RESTART = "restart"
+OPERATION_SOURCES: dict[str, frozenset[State]] = {
+    # A restart re-queues only what ended badly: the instance table also lets Running go
+    # back to Waiting, but only for a retry or a lost attempt, never for a restart.
+    RESTART: frozenset({State.FAILED, State.STOPPED}),
+}
+"""Operations that may move only from some of the sources the tables allow."""
+
+
 def sources_of(table: dict[State, frozenset[State]], target: State) -> frozenset[State]:
     """States from which `target` may be reached according to `table` (for compare-and-set)."""
     return frozenset(source for source, targets in table.items() if target in targets)
@@ -73,6 +102,47 @@ def sources_of(table: dict[State, frozenset[State]], target: State) -> frozenset
 
 def can_move(table: dict[State, frozenset[State]], source: State, target: State) -> bool:
     return target in table[source]
+
+
+def allowed_sources(entity: Entity, target: State, operation: str = "") -> frozenset[State]:
+    """The states a write of `entity` to `target` may start from (narrowed by `operation`)."""
+    sources = sources_of(TRANSITIONS[entity], target)
+    return sources & OPERATION_SOURCES.get(operation, sources)
+
+
+class ForbiddenTransition(BatchyardError):
+    """A state write whose current state is not an allowed source of its target: a bug in
+    the caller, never a race (a race shows as a compare-and-set that moved nothing)."""
+
+    def __init__(self, entity: Entity, ids: str, source: State, target: State,
+                 operation: str = "") -> None:
+        why = f" by {operation}" if operation else ""
+        super().__init__(f"{entity.value} {ids} may not move from {source.value} to "
+                         f"{target.value}{why}")
+        self.entity, self.ids, self.source, self.target = entity, ids, source, target
+
+
+def check(entity: Entity, ids: str, source: State, target: State, operation: str = "") -> None:
+    """Raise ForbiddenTransition unless `source` -> `target` is allowed for `entity`."""
+    if source not in allowed_sources(entity, target, operation):
+        raise ForbiddenTransition(entity, ids, source, target, operation)
+
+
+@dataclass(frozen=True, slots=True)
+class Transition:
+    """One committed state change, as handed to the transition listeners."""
+
+    entity: Entity
+    job_id: str
+    task: str
+    """"" for a job."""
+    instance_id: int | None
+    """None for a job or a task."""
+    source: State | None
+    """None when the object was created (submitted)."""
+    target: State
+    time: float
+    message: str = ""
 
 
 # Operations a user may apply to a job, and the job states in which each is allowed (§6.5).

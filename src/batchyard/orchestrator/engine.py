@@ -14,7 +14,8 @@ import shutil
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -40,8 +41,9 @@ from batchyard.errors import ABSENT, NotFound, Problem, SpecError
 from batchyard.ids import new_job_id
 from batchyard.orchestrator import operations
 from batchyard.orchestrator.buckets import TenantBuckets
+from batchyard.orchestrator.listeners import Deliveries, WaitWakeups
 from batchyard.orchestrator.settling import settle_job
-from batchyard.ports import Executor, ObjectStore, OutcomeListener
+from batchyard.ports import Executor, ObjectStore, OutcomeListener, TransitionListener
 from batchyard.runner.reaper import reap_orphans
 from batchyard.runner.sandbox import MISSING_MESSAGE
 from batchyard.runner.workspace import clear_spares
@@ -89,7 +91,8 @@ class Engine:
     def __init__(self, store: SqlStore, objects: ObjectStore, executor: ExecutorFactory,
                  work_root: Path, clock: Callable[[], float] = time.time,
                  closers: tuple[Callable[[], None], ...] = (),
-                 grants: Mapping[str, Grant] | None = None) -> None:
+                 grants: Mapping[str, Grant] | None = None,
+                 listeners: Sequence[TransitionListener] = ()) -> None:
         self.store = store
         self.buckets = TenantBuckets(store, grants or {})
         self.objects = objects
@@ -98,7 +101,8 @@ class Engine:
         self._closers = closers
         self.executor = executor(self._report)
         self._lock = threading.RLock()
-        self._changed = threading.Condition()
+        self._wakeups = WaitWakeups()
+        self._deliveries = Deliveries([self._wakeups, *listeners])
         self._wake = threading.Event()
         self._reports: queue.SimpleQueue[Report] = queue.SimpleQueue()
         self._in_flight: dict[AttemptKey, int] = {}
@@ -118,7 +122,6 @@ class Engine:
         """Jobs the current step started or ended: logged once its transaction committed."""
         self._released: dict[str, JobRecord] = {}
         self._closing = False
-        self._job_moved = False
         self.abandoned: list[Abandoned] = []
         """Jobs `start(abandon=True)` found active and Stopped."""
         self._thread = threading.Thread(target=self._loop, name="batchyard-engine", daemon=True)
@@ -136,10 +139,11 @@ class Engine:
         if killed:
             log.warning("killed %d program(s) left running by an earlier engine", len(killed))
         clear_spares(str(self.work_root))
-        with self._lock, self.store.transaction() as tx:
+        with self._lock, self._transaction() as tx:
             if abandon:
                 self.abandoned = self._abandon(tx, self.clock())
             self._requeue_lost(tx, self.clock())
+        self._deliveries.deliver()
         self._queue = None
         self._thread.start()
         self.wake()
@@ -165,6 +169,17 @@ class Engine:
 
     def wake(self) -> None:
         self._wake.set()
+
+    def listen(self, listener: TransitionListener) -> None:
+        """Tell `listener` about every transition committed from now on (see ports)."""
+        self._deliveries.add(listener)
+
+    @contextmanager
+    def _transaction(self) -> Iterator[StoreTransaction]:
+        """A store transaction whose transitions, once committed, wait to be delivered."""
+        with self.store.transaction() as tx:
+            yield tx
+        self._deliveries.committed(tx.transitions)
 
     # ---- submissions and operations ------------------------------------------------------
 
@@ -202,13 +217,13 @@ class Engine:
             to_cancel = self._mutate(operations.stop, job_id, tenant)
             for key in to_cancel:
                 self.executor.cancel(key)
-        self._notify()
+        self._deliveries.deliver()
         self._log_jobs({job_id})
 
     def restart(self, job_id: str, tenant: str | None = None) -> None:
         with self._lock:
             self._mutate(operations.restart, job_id, tenant)
-        self._notify()
+        self._deliveries.deliver()
         self.wake()
 
     def delete(self, job_id: str, tenant: str | None = None) -> None:
@@ -216,7 +231,7 @@ class Engine:
             self._mutate(operations.delete, job_id, tenant)
             self._forget(job_id)
         shutil.rmtree(self.work_root / job_id, ignore_errors=True)
-        self._notify()
+        self._wakeups.wake_all()  # a deletion moves no state, but a waiter must see it
 
     def change_priority(self, job_id: str, priority: int, tenant: str | None = None) -> None:
         with self._lock:
@@ -225,7 +240,7 @@ class Engine:
     def _mutate(self, operation: Callable[..., operations.Result], job_id: str,
                 tenant: str | None, *args: Any) -> list[AttemptKey]:
         self._queue = None
-        with self.store.transaction() as tx:
+        with self._transaction() as tx:
             result = operation(tx, self._owned_job(tx, job_id, tenant), self.clock(), *args)
             if result.settle:
                 self._settle(tx, job_id)
@@ -266,8 +281,7 @@ class Engine:
             remaining = None if deadline is None else deadline - time.monotonic()
             if state in TERMINAL or (remaining is not None and remaining <= 0):
                 return self._final_or_current(job_id)
-            with self._changed:
-                self._changed.wait(0.5 if remaining is None else min(0.5, remaining))
+            self._wakeups.wait(0.5 if remaining is None else min(0.5, remaining))
 
     def _state(self, job_id: str) -> State:
         released = self._released.get(job_id)
@@ -279,10 +293,6 @@ class Engine:
     def _final_or_current(self, job_id: str) -> JobRecord:
         released = self._released.get(job_id)
         return released if released is not None else self.job(job_id)
-
-    def _notify(self) -> None:
-        with self._changed:
-            self._changed.notify_all()
 
     # ---- the control loop ----------------------------------------------------------------
 
@@ -322,9 +332,7 @@ class Engine:
                 except Exception as error:
                     failure = error
                     self._retry_or_drop(batch)
-        if self._job_moved:
-            self._job_moved = False
-            self._notify()
+        self._deliveries.deliver()  # after AutoRelease, so `wait()` finds the final record
         if failure is not None:
             raise failure
 
@@ -371,7 +379,7 @@ class Engine:
     def _transact(self, reports: list[Report], launched_with: dict[AttemptKey, int | None]
                   ) -> tuple[set[str], list[AttemptKey], list[AttemptRequest]]:
         now = self.clock()
-        with self.store.transaction() as tx:
+        with self._transaction() as tx:
             touched = self._apply(tx, reports, launched_with, now)
             finished, cancels = self._settle_all(tx, touched)
             launched, starting = self._launch(tx, now)
@@ -435,7 +443,6 @@ class Engine:
         for job_id in sorted(job_ids):
             settlement = settle_job(tx, job_id, self._spec(job_id), self.clock())
             cancels += settlement.to_cancel
-            self._job_moved = self._job_moved or settlement.job_moved
             if settlement.finished:
                 finished.add(job_id)
             if settlement.moved_to is State.RUNNING or settlement.moved_to in TERMINAL:
@@ -551,7 +558,7 @@ class Engine:
         """Instances left Running by a previous process go back to Waiting, budget untouched."""
         for row in tx.running_instances():
             change = InstanceChange(
-                row.job_id, row.task, row.instance_id, frozenset({State.RUNNING}), State.WAITING,
+                row.job_id, row.task, row.instance_id, State.WAITING,
                 {"ended": now, "error_code": ErrorCode.LOST.value,
                  "error_message": "attempt lost: the engine stopped while it ran; re-run"},
                 "attempt lost when the engine stopped")

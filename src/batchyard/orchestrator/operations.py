@@ -8,17 +8,16 @@ from typing import Any
 from batchyard.adapters.store import StoreTransaction
 from batchyard.domain.attempt import AttemptKey
 from batchyard.domain.states import (
-    ACTIVE,
     DELETABLE,
+    OPERATION_SOURCES,
     REPRIORITISABLE,
+    RESTART,
     STARTABLE,
     STOPPABLE,
     TERMINAL,
     State,
 )
 from batchyard.errors import BatchyardError, StateConflict
-
-RESTARTABLE_PARTS = frozenset({State.STOPPED, State.FAILED})
 
 
 @dataclass(frozen=True)
@@ -47,12 +46,11 @@ STOPPED_BY_USER = "stopped by the user"
 def stop(tx: StoreTransaction, job: Any, now: float, message: str = STOPPED_BY_USER) -> Result:
     """Kill running instances; every part that is not done becomes Stopped."""
     _require(job, STOPPABLE, "stopped")
-    moved = tx.move_instances(job.id, ACTIVE, State.STOPPED, now, ended=now)
+    moved = tx.move_instances(job.id, State.STOPPED, now, ended=now)
     for row in tx.task_rows(job.id):
         if State(row.state) not in TERMINAL:
-            tx.move_task(job.id, row.name, frozenset({State(row.state)}), State.STOPPED, now,
-                         ended=now)
-    tx.move_job(job.id, STOPPABLE, State.STOPPED, now, ended=now, message=message)
+            tx.move_task(job.id, row.name, State.STOPPED, now, ended=now)
+    tx.move_job(job.id, State.STOPPED, now, ended=now, message=message)
     cancel = [AttemptKey(job.id, row.task, row.instance_id, row.attempts)
               for row in moved if row.state == State.RUNNING.value]
     return Result(cancel=cancel, settle=False)
@@ -61,11 +59,11 @@ def stop(tx: StoreTransaction, job: Any, now: float, message: str = STOPPED_BY_U
 def restart(tx: StoreTransaction, job: Any, now: float) -> Result:
     """Re-queue what did not finish; Finished instances and tasks are kept (§6.5, §13 #5)."""
     _require(job, STARTABLE, "started")
-    tx.move_instances(job.id, RESTARTABLE_PARTS, State.WAITING, now, retry_count=0)
+    tx.move_instances(job.id, State.WAITING, now, RESTART, retry_count=0)
     for row in tx.task_rows(job.id):
-        if State(row.state) in RESTARTABLE_PARTS:
-            tx.move_task(job.id, row.name, RESTARTABLE_PARTS, State.WAITING, now, ended=None)
-    tx.move_job(job.id, STARTABLE, State.WAITING, now, ended=None, message="")
+        if State(row.state) in OPERATION_SOURCES[RESTART]:
+            tx.move_task(job.id, row.name, State.WAITING, now, RESTART, ended=None)
+    tx.move_job(job.id, State.WAITING, now, RESTART, ended=None, message="")
     return Result()
 
 
@@ -79,7 +77,7 @@ def change_priority(tx: StoreTransaction, job: Any, now: float, priority: Any) -
     if isinstance(priority, bool) or not isinstance(priority, int) or not 0 <= priority <= 1000:
         raise InvalidPriority(f"Priority must be an integer in [0, 1000], got {priority!r}")
     _require(job, REPRIORITISABLE, "re-prioritised")
-    tx.set_priority(job.id, REPRIORITISABLE, priority)
+    tx.set_priority(job.id, priority)
     tx.event(job.id, "priority", str(job.priority), State(job.state), now,
              message=f"priority {job.priority} -> {priority}")
     return Result(settle=False)

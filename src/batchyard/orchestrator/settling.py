@@ -20,7 +20,6 @@ class Settlement:
     to_cancel: list[AttemptKey] = field(default_factory=list)
     finished: bool = False
     changed: bool = False
-    job_moved: bool = False
     moved_to: State | None = None
 
 
@@ -39,10 +38,8 @@ def settle_job(tx: StoreTransaction, job_id: str, spec: JobDescription, now: flo
     if target is State.FAILED:
         result.to_cancel = _fail_cascade(tx, job_id, states, now)
     if target is not current:
-        tx.move_job(job_id, frozenset({current}), target, now,
-                    **_job_fields(tx, job, target, now))
+        tx.move_job(job_id, target, now, **_job_fields(tx, job, target, now))
         result.changed = True
-        result.job_moved = True
         result.moved_to = target
         result.finished = target is State.FINISHED
     if target in ACTIVE:
@@ -63,7 +60,7 @@ def _settle_task(tx: StoreTransaction, row: Any, instances: Metrics, fail_fast: 
         fields["started"] = now
     if target in TERMINAL:
         fields["ended"] = now
-    tx.move_task(row.job_id, row.name, frozenset({current}), target, now, **fields)
+    tx.move_task(row.job_id, row.name, target, now, **fields)
     result.changed = True
     return target
 
@@ -73,10 +70,9 @@ def _fail_cascade(tx: StoreTransaction, job_id: str, states: dict[str, State],
     """A failed instance fails the job: stop started tasks; tasks not started stay Waiting."""
     started = {name for name, state in states.items() if state is State.RUNNING}
     failed = {name for name, state in states.items() if state is State.FAILED}
-    moved = tx.move_instances(job_id, ACTIVE, State.STOPPED, now, tasks_only=started | failed,
-                              ended=now)
+    moved = tx.move_instances(job_id, State.STOPPED, now, tasks_only=started | failed, ended=now)
     for name in started:
-        tx.move_task(job_id, name, frozenset({State.RUNNING}), State.STOPPED, now, ended=now)
+        tx.move_task(job_id, name, State.STOPPED, now, ended=now)
         states[name] = State.STOPPED
     return [AttemptKey(job_id, row.task, row.instance_id, row.attempts)
             for row in moved if row.state == State.RUNNING.value]
