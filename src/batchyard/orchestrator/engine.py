@@ -40,6 +40,7 @@ from batchyard.errors import ABSENT, NotFound, Problem, SpecError
 from batchyard.ids import new_job_id
 from batchyard.orchestrator import operations
 from batchyard.orchestrator.buckets import TenantBuckets
+from batchyard.orchestrator.caches import ReleasedJobs, SpecCache
 from batchyard.orchestrator.settling import settle_job
 from batchyard.ports import Executor, ObjectStore, OutcomeListener
 from batchyard.runner.reaper import reap_orphans
@@ -112,11 +113,11 @@ class Engine:
         something may change that order: a submission, an operation, a retry, a settle."""
         self._submitted = False
         """Set by submissions (which take no engine lock): the launch queue is stale."""
-        self._specs: dict[str, JobDescription] = {}
-        self._tenants: dict[str, str] = {}
+        self._specs = SpecCache(store)
+        """Parsed descriptions and tenants of the jobs used most recently (bounded)."""
         self._started_or_ended: set[str] = set()
         """Jobs the current step started or ended: logged once its transaction committed."""
-        self._released: dict[str, JobRecord] = {}
+        self._released = ReleasedJobs()
         self._closing = False
         self._job_moved = False
         self.abandoned: list[Abandoned] = []
@@ -166,6 +167,13 @@ class Engine:
     def wake(self) -> None:
         self._wake.set()
 
+    def table_sizes(self) -> dict[str, int]:
+        """Entries in each table the engine keeps about jobs and attempts: for the bench and
+        the tests that show none of them grows with the number of jobs run."""
+        return {"specs": len(self._specs), "released": len(self._released),
+                "in_flight": len(self._in_flight), "running_tasks": len(self._running_tasks),
+                "tries": len(self._tries)}
+
     # ---- submissions and operations ------------------------------------------------------
 
     def submit(self, raw: Any, tenant: str = "default",
@@ -184,8 +192,7 @@ class Engine:
         # transaction).
         self.store.create_job(NewJob(job_id, tenant, spec, self.clock(), token, claims))
         self.buckets.submitted(tenant)
-        self._tenants[job_id] = tenant  # before the spec: `_spec` fills both when it reads
-        self._specs[job_id] = spec
+        self._specs.remember(job_id, spec, tenant)
         self._submitted = True  # the launch order may change (read by the loop's next launch)
         self.wake()
         return job_id
@@ -277,8 +284,18 @@ class Engine:
         return state
 
     def _final_or_current(self, job_id: str) -> JobRecord:
+        """The job's record; its final one if AutoRelease deleted it, even between our reads
+        (the final record is kept before the row is deleted)."""
         released = self._released.get(job_id)
-        return released if released is not None else self.job(job_id)
+        if released is not None:
+            return released
+        try:
+            return self.job(job_id)
+        except NotFound:
+            released = self._released.get(job_id)
+            if released is None:
+                raise
+            return released
 
     def _notify(self) -> None:
         with self._changed:
@@ -365,7 +382,10 @@ class Engine:
         """Forget an attempt that reported; returns its RetryCount at launch (if launched)."""
         retry_count = self._in_flight.pop(key, None)
         if retry_count is not None:
-            self._running_tasks[key.job_id, key.task] -= 1
+            task = key.job_id, key.task
+            self._running_tasks[task] -= 1
+            if self._running_tasks[task] <= 0:
+                del self._running_tasks[task]  # a task no longer running keeps no entry
         return retry_count
 
     def _transact(self, reports: list[Report], launched_with: dict[AttemptKey, int | None]
@@ -485,22 +505,22 @@ class Engine:
         for job_id in finished:
             if not self._spec(job_id).AutoRelease:
                 continue
-            self._released[job_id] = self.job(job_id)
+            self._released.put(job_id, self.job(job_id))
             with self.store.transaction() as tx:
                 tx.delete_job(job_id)
             self._forget(job_id)
             shutil.rmtree(self.work_root / job_id, ignore_errors=True)
 
     def _forget(self, job_id: str) -> None:
-        self._specs.pop(job_id, None)
-        self._tenants.pop(job_id, None)
+        self._specs.forget(job_id)
 
     def _request(self, row: LaunchRow) -> AttemptRequest:
         candidate = row.candidate
-        task = self._spec(candidate.job_id).DAG.Tasks[candidate.task]
+        known = self._specs.job(candidate.job_id)
+        task = known.spec.DAG.Tasks[candidate.task]
         parameters = task.Parameters
         inputs, outputs, logs = _mappings(task)
-        tenant = self._tenants[candidate.job_id]
+        tenant = known.tenant
         return AttemptRequest(
             key=AttemptKey(candidate.job_id, candidate.task, candidate.instance_id,
                            row.attempts + 1),
@@ -525,15 +545,7 @@ class Engine:
             return None
 
     def _spec(self, job_id: str) -> JobDescription:
-        spec = self._specs.get(job_id)
-        if spec is None:
-            record = self.store.job(job_id)
-            if record is None:
-                raise NotFound(f"job {job_id} does not exist")
-            spec = JobDescription.model_validate(record.description)
-            self._specs[job_id] = spec
-            self._tenants[job_id] = record.tenant
-        return spec
+        return self._specs.job(job_id).spec
 
     @staticmethod
     def _abandon(tx: StoreTransaction, now: float) -> list[Abandoned]:
