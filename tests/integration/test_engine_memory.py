@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from batchyard.adapters import store as store_module
 from batchyard.adapters.store import NewJob, SqlStore
 from batchyard.domain.spec import parse_job
 from batchyard.domain.states import State
@@ -68,3 +69,23 @@ def test_the_engine_tables_stay_bounded_while_jobs_need_evicted_descriptions(
         sizes = engine.table_sizes()
     assert sizes["specs"] <= 2 and sizes["released"] <= 2
     assert sizes["in_flight"] == sizes["running_tasks"] == sizes["tries"] == 0
+
+
+@pytest.mark.parametrize("most_names", [500, 1])
+def test_the_store_reads_and_counts_only_the_named_tasks(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, most_names: int) -> None:
+    """What a settle of a few tasks reads (with the names in an IN list, or, past
+    MOST_NAMES, filtered from the job's rows)."""
+    monkeypatch.setattr(store_module, "MOST_NAMES", most_names)
+    store = SqlStore(f"sqlite:///{tmp_path / 'state.db'}")
+    try:
+        raw = make_job({"a": make_task("true", 2), "b": make_task("true"), "c": make_task("true")})
+        store.create_job(NewJob("job-1", "alice", parse_job(raw), 1000.0))
+        with store.transaction() as tx:
+            assert {row.name for row in tx.task_rows("job-1", {"a", "c"})} == {"a", "c"}
+            assert len(tx.task_rows("job-1")) == 3
+            counts = tx.instance_counts("job-1", {"a"})
+            assert list(counts) == ["a"] and counts["a"].waiting == 2
+            assert tx.task_metrics("job-1").waiting == 3
+    finally:
+        store.close()

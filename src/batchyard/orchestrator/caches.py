@@ -11,6 +11,7 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Generic, Protocol, TypeVar
 
 from batchyard.domain.records import JobRecord
@@ -75,6 +76,20 @@ class KnownJob:
 
     spec: JobDescription
     tenant: str
+
+    @cached_property
+    def upstreams(self) -> dict[str, set[str]]:
+        """Task name -> the tasks it waits for (built once per job, not per settle)."""
+        return self.spec.graph()
+
+    @cached_property
+    def downstreams(self) -> dict[str, set[str]]:
+        """Task name -> the tasks waiting for it."""
+        found: dict[str, set[str]] = {name: set() for name in self.upstreams}
+        for name, ups in self.upstreams.items():
+            for up in ups:
+                found[up].add(name)
+        return found
 
 
 class JobReader(Protocol):

@@ -408,9 +408,11 @@ class Engine:
                 return reports
 
     def _apply(self, tx: StoreTransaction, reports: list[Report],
-               launched_with: dict[AttemptKey, int | None], now: float) -> set[str]:
-        """Record each reported attempt and move its instance as the retry rules decide."""
-        touched = set()
+               launched_with: dict[AttemptKey, int | None], now: float
+               ) -> dict[str, set[str] | None]:
+        """Record each reported attempt and move its instance as the retry rules decide;
+        returns the tasks (by job) whose state that may change."""
+        touched: dict[str, set[str] | None] = {}
         recorded = []
         for key, outcome in reports:
             retry_count = launched_with[key]
@@ -429,7 +431,7 @@ class Engine:
             if verdict is not Verdict.FINISH:
                 self._queue = None  # an instance may be Waiting again, or its job failing
             if moved and self._may_change_task(tx, key, verdict):
-                touched.add(key.job_id)
+                _add(touched, key.job_id, key.task)
         tx.record_attempts(recorded)
         return touched
 
@@ -446,14 +448,16 @@ class Engine:
             return False
         return not tx.has_active_instances(key.job_id, key.task)
 
-    def _settle_all(self, tx: StoreTransaction,
-                    job_ids: set[str]) -> tuple[set[str], list[AttemptKey]]:
+    def _settle_all(self, tx: StoreTransaction, job_ids: Mapping[str, set[str] | None]
+                    ) -> tuple[set[str], list[AttemptKey]]:
+        """Settle each job: only the given tasks of it, or all of them (None)."""
         finished: set[str] = set()
         cancels: list[AttemptKey] = []
         if job_ids:
             self._queue = None  # tasks may become ready, jobs end
         for job_id in sorted(job_ids):
-            settlement = settle_job(tx, job_id, self._spec(job_id), self.clock())
+            settlement = settle_job(tx, job_id, self._specs.job(job_id), self.clock(),
+                                    job_ids[job_id])
             cancels += settlement.to_cancel
             self._job_moved = self._job_moved or settlement.job_moved
             if settlement.finished:
@@ -472,13 +476,14 @@ class Engine:
                 log.info("%s", job_line(record))
 
     def _settle(self, tx: StoreTransaction, job_id: str) -> None:
-        self._settle_all(tx, {job_id})
+        self._settle_all(tx, {job_id: None})
 
-    def _launch(self, tx: StoreTransaction, now: float) -> tuple[list[AttemptRequest], set[str]]:
+    def _launch(self, tx: StoreTransaction, now: float
+                ) -> tuple[list[AttemptRequest], dict[str, set[str] | None]]:
         """Start the best waiting instances; also returns jobs whose tasks start running."""
         free = self._free_slots()
         if free <= 0:
-            return [], set()
+            return [], {}
         if self._submitted:  # cleared before the fetch, so a later submission is not missed
             self._submitted = False
             self._queue = None
@@ -487,7 +492,10 @@ class Engine:
         picked, self._queue = self._queue[:free], self._queue[free:]
         if not tx.mark_running(picked, now):
             raise StaleLaunchQueue("an instance of the launch queue was no longer Waiting")
-        starting = {row.candidate.job_id for row in picked if row.starts_task}
+        starting: dict[str, set[str] | None] = {}
+        for row in picked:
+            if row.starts_task:
+                _add(starting, row.candidate.job_id, row.candidate.task)
         return [self._request(row) for row in picked], starting
 
     def _free_slots(self) -> int:
@@ -571,6 +579,13 @@ class Engine:
         for job_id in tx.active_job_ids():
             self._settle(tx, job_id)
         tx.flush_events()
+
+
+def _add(tasks: dict[str, set[str] | None], job_id: str, task: str) -> None:
+    """Note that `task` of `job_id` needs settling."""
+    named = tasks.setdefault(job_id, set())
+    if named is not None:
+        named.add(task)
 
 
 def _best_waiting(tx: StoreTransaction, limit: int, most_jobs: int) -> list[LaunchRow]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -9,8 +10,8 @@ from batchyard.adapters.store import StoreTransaction
 from batchyard.domain.attempt import AttemptKey
 from batchyard.domain.dag import ready_tasks
 from batchyard.domain.derivation import Metrics, job_state, task_state
-from batchyard.domain.spec import JobDescription
 from batchyard.domain.states import ACTIVE, TERMINAL, State
+from batchyard.orchestrator.caches import KnownJob
 
 
 @dataclass
@@ -24,20 +25,30 @@ class Settlement:
     moved_to: State | None = None
 
 
-def settle_job(tx: StoreTransaction, job_id: str, spec: JobDescription, now: float) -> Settlement:
+def settle_job(tx: StoreTransaction, job_id: str, known: KnownJob, now: float,
+               tasks: Collection[str] | None = None) -> Settlement:
+    """Move the job's tasks and the job to the states their parts call for.
+
+    `tasks`: the only tasks whose instances changed (None: any may have). Then only those
+    tasks are read and settled, the job's task counts come from the database, and only
+    their downstreams are checked for readiness: an outcome costs the same in a job of
+    5,000 tasks as in a job of one.
+    """
     result = Settlement()
     job = tx.job_row(job_id)
     if job is None or State(job.state) not in ACTIVE:
         return result
-    rows = {row.name: row for row in tx.task_rows(job_id)}
-    counts = tx.instance_counts(job_id)
+    rows = {row.name: row for row in tx.task_rows(job_id, tasks)}
+    counts = tx.instance_counts(job_id, tasks)
     states = {name: _settle_task(tx, row, counts.get(name, Metrics()),
                                  job.fail_on_instance_fail, now, result)
               for name, row in rows.items()}
     current = State(job.state)
-    target = job_state(current, Metrics.of(states.values()))
+    metrics = _task_metrics(tx, job_id, states, rows, tasks)
+    target = current if metrics is None else job_state(current, metrics)
     if target is State.FAILED:
-        result.to_cancel = _fail_cascade(tx, job_id, states, now)
+        every = states if tasks is None else _task_states(tx, job_id)
+        result.to_cancel = _fail_cascade(tx, job_id, every, now)
     if target is not current:
         tx.move_job(job_id, frozenset({current}), target, now,
                     **_job_fields(tx, job, target, now))
@@ -46,8 +57,24 @@ def settle_job(tx: StoreTransaction, job_id: str, spec: JobDescription, now: flo
         result.moved_to = target
         result.finished = target is State.FINISHED
     if target in ACTIVE:
-        _update_readiness(tx, job_id, spec, states, rows)
+        _update_readiness(tx, job_id, known, states, rows, whole=tasks is None)
     return result
+
+
+def _task_metrics(tx: StoreTransaction, job_id: str, states: dict[str, State],
+                  rows: dict[str, Any], tasks: Collection[str] | None) -> Metrics | None:
+    """The job's tasks per state after this settle; counted by the database when only some
+    tasks were read, and None when none of those moved (the job's state, derived from its
+    tasks' at the last settle, stays as it is)."""
+    if tasks is None:
+        return Metrics.of(states.values())
+    if all(state.value == rows[name].state for name, state in states.items()):
+        return None
+    return tx.task_metrics(job_id)
+
+
+def _task_states(tx: StoreTransaction, job_id: str) -> dict[str, State]:
+    return {row.name: State(row.state) for row in tx.task_rows(job_id)}
 
 
 def _settle_task(tx: StoreTransaction, row: Any, instances: Metrics, fail_fast: bool,
@@ -102,10 +129,26 @@ def failure_message(tx: StoreTransaction, job_id: str) -> str:
             f"retr{'y' if row.retry_count == 1 else 'ies'}: {reason}")
 
 
-def _update_readiness(tx: StoreTransaction, job_id: str, spec: JobDescription,
-                      states: dict[str, State], rows: dict[str, Any]) -> None:
-    ready = ready_tasks(spec.graph(), states)
+def _update_readiness(tx: StoreTransaction, job_id: str, known: KnownJob,
+                      states: dict[str, State], rows: dict[str, Any], whole: bool) -> None:
+    """Set the `ready` flag of the tasks it changed for: of every task when `whole`, else of
+    the settled tasks and the downstreams of those that just finished (no other task's
+    readiness can have changed)."""
+    if whole:
+        every = states
+    else:
+        finished = [name for name, state in states.items()
+                    if state is State.FINISHED and rows[name].state != State.FINISHED.value]
+        near = set(states).union(*(known.downstreams[name] for name in finished))
+        around = near.union(*(known.upstreams[name] for name in near)) - set(rows)
+        rows = {**{row.name: row for row in tx.task_rows(job_id, around)}, **rows}
+        every = {name: states[name] if name in states else State(row.state)
+                 for name, row in rows.items()}
+        every = {name: every[name] for name in near | around if name in every}
+    graph = {name: known.upstreams[name] for name in every
+             if known.upstreams[name] <= every.keys()}
+    ready = ready_tasks(graph, every)
     became_ready = {name for name in ready if not rows[name].ready}
-    not_ready = {name for name, row in rows.items() if row.ready and name not in ready}
+    not_ready = {name for name in graph if rows[name].ready and name not in ready}
     tx.set_ready(job_id, became_ready, True)
     tx.set_ready(job_id, not_ready, False)
