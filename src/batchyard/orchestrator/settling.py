@@ -134,21 +134,25 @@ def _update_readiness(tx: StoreTransaction, job_id: str, known: KnownJob,
     """Set the `ready` flag of the tasks it changed for: of every task when `whole`, else of
     the settled tasks and the downstreams of those that just finished (no other task's
     readiness can have changed)."""
-    if whole:
-        every = states
-    else:
-        finished = [name for name, state in states.items()
-                    if state is State.FINISHED and rows[name].state != State.FINISHED.value]
-        near = set(states).union(*(known.downstreams[name] for name in finished))
-        around = near.union(*(known.upstreams[name] for name in near)) - set(rows)
-        rows = {**{row.name: row for row in tx.task_rows(job_id, around)}, **rows}
-        every = {name: states[name] if name in states else State(row.state)
-                 for name, row in rows.items()}
-        every = {name: every[name] for name in near | around if name in every}
-    graph = {name: known.upstreams[name] for name in every
-             if known.upstreams[name] <= every.keys()}
-    ready = ready_tasks(graph, every)
+    if not whole:
+        states, rows = _neighbourhood(tx, job_id, known, states, rows)
+    graph = {name: known.upstreams[name] for name in states
+             if known.upstreams[name] <= states.keys()}
+    ready = ready_tasks(graph, states)
     became_ready = {name for name in ready if not rows[name].ready}
     not_ready = {name for name in graph if rows[name].ready and name not in ready}
     tx.set_ready(job_id, became_ready, True)
     tx.set_ready(job_id, not_ready, False)
+
+
+def _neighbourhood(tx: StoreTransaction, job_id: str, known: KnownJob, states: dict[str, State],
+                   rows: dict[str, Any]) -> tuple[dict[str, State], dict[str, Any]]:
+    """The states and rows of the settled tasks, the downstreams of those that just finished,
+    and the upstreams of both (read from the store)."""
+    finished = [name for name, state in states.items()
+                if state is State.FINISHED and rows[name].state != State.FINISHED.value]
+    near = set(states).union(*(known.downstreams[name] for name in finished))
+    around = near.union(*(known.upstreams[name] for name in near)) - rows.keys()
+    rows = {**{row.name: row for row in tx.task_rows(job_id, around)}, **rows}
+    return {name: states[name] if name in states else State(row.state)
+            for name, row in rows.items()}, rows
