@@ -387,7 +387,9 @@ class StoreTransaction:
             raise TokenTaken("the IdempotentToken was used by a job already") from None
 
     def job_row(self, job_id: str) -> Row[Any] | None:
-        return self.connection.execute(select(jobs).where(jobs.c.id == job_id)).first()
+        """The job's row without its description (which holds every task: a megabyte for a
+        job of thousands, read on every settle otherwise)."""
+        return self.connection.execute(_JOB_ROW, {"b_id": job_id}).first()
 
     def move_job(self, job_id: str, sources: frozenset[State], target: State, now: float,
                  **fields: Any) -> bool:
@@ -422,6 +424,8 @@ class StoreTransaction:
 
     def task_rows(self, job_id: str, names: Collection[str] | None = None) -> Sequence[Row[Any]]:
         """The job's task rows; only those named in `names` unless it is None."""
+        if names is not None and not names:
+            return []
         query = select(tasks).where(tasks.c.job_id == job_id)
         if names is not None and len(names) <= MOST_NAMES:
             query = query.where(tasks.c.name.in_(sorted(names)))
@@ -577,6 +581,8 @@ _EPOCH = datetime.fromtimestamp(0, UTC)
 _ONE_INSTANCE = (instances.c.job_id == bindparam("b_job"), instances.c.task == bindparam("b_task"),
                  instances.c.instance_id == bindparam("b_index"))
 _JOB_STATE = select(jobs.c.state).where(jobs.c.id == bindparam("b_id"))
+_JOB_ROW = select(*(column for column in jobs.c if column.name != "description")).where(
+    jobs.c.id == bindparam("b_id"))
 _OWNERS = select(buckets.c.name, buckets.c.owner).where(
     buckets.c.name.in_(bindparam("b_names", expanding=True)))
 _OWNED = select(buckets.c.name).where(buckets.c.owner == bindparam("b_owner")).order_by(

@@ -44,8 +44,7 @@ def settle_job(tx: StoreTransaction, job_id: str, known: KnownJob, now: float,
                                  job.fail_on_instance_fail, now, result)
               for name, row in rows.items()}
     current = State(job.state)
-    metrics = _task_metrics(tx, job_id, states, rows, tasks)
-    target = current if metrics is None else job_state(current, metrics)
+    target = _job_target(tx, job_id, current, states, rows, tasks)
     if target is State.FAILED:
         every = states if tasks is None else _task_states(tx, job_id)
         result.to_cancel = _fail_cascade(tx, job_id, every, now)
@@ -61,16 +60,18 @@ def settle_job(tx: StoreTransaction, job_id: str, known: KnownJob, now: float,
     return result
 
 
-def _task_metrics(tx: StoreTransaction, job_id: str, states: dict[str, State],
-                  rows: dict[str, Any], tasks: Collection[str] | None) -> Metrics | None:
-    """The job's tasks per state after this settle; counted by the database when only some
-    tasks were read, and None when none of those moved (the job's state, derived from its
-    tasks' at the last settle, stays as it is)."""
+def _job_target(tx: StoreTransaction, job_id: str, current: State, states: dict[str, State],
+                rows: dict[str, Any], tasks: Collection[str] | None) -> State:
+    """The state the job should be in after its tasks settled. When only some tasks were
+    read and none of them ended, the job's counts of ended tasks did not change, so it is
+    Running once one of its tasks is (as at the last settle); else the database counts the
+    job's tasks per state."""
     if tasks is None:
-        return Metrics.of(states.values())
-    if all(state.value == rows[name].state for name, state in states.items()):
-        return None
-    return tx.task_metrics(job_id)
+        return job_state(current, Metrics.of(states.values()))
+    moved = [state for name, state in states.items() if state.value != rows[name].state]
+    if not any(state in TERMINAL for state in moved):
+        return State.RUNNING if State.RUNNING in moved else current
+    return job_state(current, tx.task_metrics(job_id))
 
 
 def _task_states(tx: StoreTransaction, job_id: str) -> dict[str, State]:
