@@ -111,10 +111,13 @@ def report(curve: list[tuple[int, float]]) -> str:
     if last_jobs == base_jobs:
         return "too few samples for a growth figure (raise --jobs or lower --every)"
     per_thousand = (last_rss - base_rss) / (last_jobs - base_jobs) * 1000
+    middle_jobs, middle_rss = curve[(len(curve) + 1) // 2]
+    later = (last_rss - middle_rss) / max(last_jobs - middle_jobs, 1) * 1000
     return "\n".join([
         f"baseline: RSS after {base_jobs} jobs {base_rss:.1f} MB; after {last_jobs} jobs "
         f"{last_rss:.1f} MB ({last_rss / base_rss:.3f}x the baseline)",
-        f"growth: {per_thousand:.2f} MB per 1,000 jobs ({per_thousand:.2f} KB per job)",
+        f"growth: {per_thousand:.2f} MB per 1,000 jobs ({per_thousand:.2f} KB per job); "
+        f"second half (from {middle_jobs} jobs): {later:.2f} MB per 1,000 jobs",
     ])
 
 
