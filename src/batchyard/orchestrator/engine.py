@@ -411,7 +411,7 @@ class Engine:
                launched_with: dict[AttemptKey, int | None], now: float
                ) -> dict[str, set[str] | None]:
         """Record each reported attempt and move its instance as the retry rules decide;
-        returns the tasks (by job) whose state that may change."""
+        returns, by job, the tasks whose state this may have changed."""
         touched: dict[str, set[str] | None] = {}
         recorded = []
         for key, outcome in reports:
