@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -416,7 +416,9 @@ class StoreTransaction:
             raise TokenTaken("the IdempotentToken was used by a job already") from None
 
     def job_row(self, job_id: str) -> Row[Any] | None:
-        return self.connection.execute(select(jobs).where(jobs.c.id == job_id)).first()
+        """The job's row without its description (which holds every task: a megabyte for a
+        job of thousands, read on every settle otherwise)."""
+        return self.connection.execute(_JOB_ROW, {"b_id": job_id}).first()
 
     def move_job(self, job_id: str, target: State, now: float, operation: str = "",
                  **fields: Any) -> bool:
@@ -454,11 +456,29 @@ class StoreTransaction:
 
     # ---- tasks ---------------------------------------------------------------------------
 
-    def task_rows(self, job_id: str) -> Sequence[Row[Any]]:
-        return self.connection.execute(select(tasks).where(tasks.c.job_id == job_id)).all()
+    def task_rows(self, job_id: str, names: Collection[str] | None = None) -> Sequence[Row[Any]]:
+        """The job's task rows; only those named in `names` unless it is None."""
+        if names is not None and not names:
+            return []
+        query = select(tasks).where(tasks.c.job_id == job_id)
+        if names is not None and len(names) <= MOST_NAMES:
+            query = query.where(tasks.c.name.in_(sorted(names)))
+        rows = self.connection.execute(query).all()
+        if names is not None and len(names) > MOST_NAMES:
+            rows = [row for row in rows if row.name in names]
+        return rows
 
-    def instance_counts(self, job_id: str) -> dict[str, Metrics]:
-        return _instance_counts(self.connection, job_id)
+    def instance_counts(self, job_id: str, names: Collection[str] | None = None
+                        ) -> dict[str, Metrics]:
+        """Instances per state of each task of the job (of the tasks in `names` if given)."""
+        return _instance_counts(self.connection, job_id, names)
+
+    def task_metrics(self, job_id: str) -> Metrics:
+        """The job's tasks per state, counted by the database (no row reaches Python)."""
+        rows = self.connection.execute(
+            select(tasks.c.state, func.count()).where(tasks.c.job_id == job_id)
+            .group_by(tasks.c.state)).all()
+        return Metrics.from_counts({State(state): count for state, count in rows})
 
     def move_task(self, job_id: str, task: str, target: State, now: float, operation: str = "",
                   **fields: Any) -> bool:
@@ -606,6 +626,8 @@ class StoreTransaction:
             self.connection.execute(insert_ignoring_duplicates(self.connection, attempts), rows)
 
 
+MOST_NAMES = 500
+"""Task names sent in one IN list; for more, the job's rows are read and filtered."""
 _EPOCH = datetime.fromtimestamp(0, UTC)
 _ENTITIES = frozenset(entity.value for entity in Entity)
 
@@ -613,6 +635,8 @@ _ENTITIES = frozenset(entity.value for entity in Entity)
 _ONE_INSTANCE = (instances.c.job_id == bindparam("b_job"), instances.c.task == bindparam("b_task"),
                  instances.c.instance_id == bindparam("b_index"))
 _JOB_STATE = select(jobs.c.state).where(jobs.c.id == bindparam("b_id"))
+_JOB_ROW = select(*(column for column in jobs.c if column.name != "description")).where(
+    jobs.c.id == bindparam("b_id"))
 _OWNERS = select(buckets.c.name, buckets.c.owner).where(
     buckets.c.name.in_(bindparam("b_names", expanding=True)))
 _OWNED = select(buckets.c.name).where(buckets.c.owner == bindparam("b_owner")).order_by(
@@ -667,11 +691,13 @@ _TASKS_WITH_COUNTS = (
     .order_by(tasks.c.name))
 
 
-def _instance_counts(connection: Connection, job_id: str) -> dict[str, Metrics]:
-    rows = connection.execute(
-        select(instances.c.task, instances.c.state, func.count())
-        .where(instances.c.job_id == job_id)
-        .group_by(instances.c.task, instances.c.state)).all()
+def _instance_counts(connection: Connection, job_id: str,
+                     names: Collection[str] | None = None) -> dict[str, Metrics]:
+    query = select(instances.c.task, instances.c.state, func.count()).where(
+        instances.c.job_id == job_id)
+    if names is not None:
+        query = query.where(instances.c.task.in_(sorted(names)))
+    rows = connection.execute(query.group_by(instances.c.task, instances.c.state)).all()
     per_task: dict[str, dict[State, int]] = {}
     for task, state, count in rows:
         per_task.setdefault(task, {})[State(state)] = count

@@ -41,6 +41,7 @@ from batchyard.errors import ABSENT, NotFound, Problem, SpecError
 from batchyard.ids import new_job_id
 from batchyard.orchestrator import operations
 from batchyard.orchestrator.buckets import TenantBuckets
+from batchyard.orchestrator.caches import ReleasedJobs, SpecCache
 from batchyard.orchestrator.listeners import Deliveries, WaitWakeups
 from batchyard.orchestrator.settling import settle_job
 from batchyard.ports import Executor, ObjectStore, OutcomeListener, TransitionListener
@@ -116,11 +117,11 @@ class Engine:
         something may change that order: a submission, an operation, a retry, a settle."""
         self._submitted = False
         """Set by submissions (which take no engine lock): the launch queue is stale."""
-        self._specs: dict[str, JobDescription] = {}
-        self._tenants: dict[str, str] = {}
+        self._specs = SpecCache(store)
+        """Parsed descriptions and tenants of the jobs used most recently (bounded)."""
         self._started_or_ended: set[str] = set()
         """Jobs the current step started or ended: logged once its transaction committed."""
-        self._released: dict[str, JobRecord] = {}
+        self._released = ReleasedJobs()
         self._closing = False
         self.abandoned: list[Abandoned] = []
         """Jobs `start(abandon=True)` found active and Stopped."""
@@ -181,6 +182,13 @@ class Engine:
             yield tx
         self._deliveries.committed(tx.transitions)
 
+    def table_sizes(self) -> dict[str, int]:
+        """Entries in each table the engine keeps about jobs and attempts: for the bench and
+        the tests that show none of them grows with the number of jobs run."""
+        return {"specs": len(self._specs), "released": len(self._released),
+                "in_flight": len(self._in_flight), "running_tasks": len(self._running_tasks),
+                "tries": len(self._tries)}
+
     # ---- submissions and operations ------------------------------------------------------
 
     def submit(self, raw: Any, tenant: str = "default",
@@ -199,8 +207,7 @@ class Engine:
         # transaction).
         self.store.create_job(NewJob(job_id, tenant, spec, self.clock(), token, claims))
         self.buckets.submitted(tenant)
-        self._tenants[job_id] = tenant  # before the spec: `_spec` fills both when it reads
-        self._specs[job_id] = spec
+        self._specs.remember(job_id, spec, tenant)
         self._submitted = True  # the launch order may change (read by the loop's next launch)
         self.wake()
         return job_id
@@ -291,8 +298,18 @@ class Engine:
         return state
 
     def _final_or_current(self, job_id: str) -> JobRecord:
+        """The job's record; its final one if AutoRelease deleted it, even between our reads
+        (the final record is kept before the row is deleted)."""
         released = self._released.get(job_id)
-        return released if released is not None else self.job(job_id)
+        if released is not None:
+            return released
+        try:
+            return self.job(job_id)
+        except NotFound:
+            released = self._released.get(job_id)
+            if released is None:
+                raise
+            return released
 
     # ---- the control loop ----------------------------------------------------------------
 
@@ -373,7 +390,10 @@ class Engine:
         """Forget an attempt that reported; returns its RetryCount at launch (if launched)."""
         retry_count = self._in_flight.pop(key, None)
         if retry_count is not None:
-            self._running_tasks[key.job_id, key.task] -= 1
+            task = key.job_id, key.task
+            self._running_tasks[task] -= 1
+            if self._running_tasks[task] <= 0:
+                del self._running_tasks[task]  # a task no longer running keeps no entry
         return retry_count
 
     def _transact(self, reports: list[Report], launched_with: dict[AttemptKey, int | None]
@@ -396,9 +416,11 @@ class Engine:
                 return reports
 
     def _apply(self, tx: StoreTransaction, reports: list[Report],
-               launched_with: dict[AttemptKey, int | None], now: float) -> set[str]:
-        """Record each reported attempt and move its instance as the retry rules decide."""
-        touched = set()
+               launched_with: dict[AttemptKey, int | None], now: float
+               ) -> dict[str, set[str] | None]:
+        """Record each reported attempt and move its instance as the retry rules decide;
+        returns, by job, the tasks whose state this may have changed."""
+        touched: dict[str, set[str] | None] = {}
         recorded = []
         for key, outcome in reports:
             retry_count = launched_with[key]
@@ -417,7 +439,7 @@ class Engine:
             if verdict is not Verdict.FINISH:
                 self._queue = None  # an instance may be Waiting again, or its job failing
             if moved and self._may_change_task(tx, key, verdict):
-                touched.add(key.job_id)
+                _add(touched, key.job_id, key.task)
         tx.record_attempts(recorded)
         return touched
 
@@ -434,14 +456,16 @@ class Engine:
             return False
         return not tx.has_active_instances(key.job_id, key.task)
 
-    def _settle_all(self, tx: StoreTransaction,
-                    job_ids: set[str]) -> tuple[set[str], list[AttemptKey]]:
+    def _settle_all(self, tx: StoreTransaction, job_ids: Mapping[str, set[str] | None]
+                    ) -> tuple[set[str], list[AttemptKey]]:
+        """Settle each job: only the given tasks of it, or all of them (None)."""
         finished: set[str] = set()
         cancels: list[AttemptKey] = []
         if job_ids:
             self._queue = None  # tasks may become ready, jobs end
         for job_id in sorted(job_ids):
-            settlement = settle_job(tx, job_id, self._spec(job_id), self.clock())
+            settlement = settle_job(tx, job_id, self._specs.job(job_id), self.clock(),
+                                    job_ids[job_id])
             cancels += settlement.to_cancel
             if settlement.finished:
                 finished.add(job_id)
@@ -459,13 +483,14 @@ class Engine:
                 log.info("%s", job_line(record))
 
     def _settle(self, tx: StoreTransaction, job_id: str) -> None:
-        self._settle_all(tx, {job_id})
+        self._settle_all(tx, {job_id: None})
 
-    def _launch(self, tx: StoreTransaction, now: float) -> tuple[list[AttemptRequest], set[str]]:
+    def _launch(self, tx: StoreTransaction, now: float
+                ) -> tuple[list[AttemptRequest], dict[str, set[str] | None]]:
         """Start the best waiting instances; also returns jobs whose tasks start running."""
         free = self._free_slots()
         if free <= 0:
-            return [], set()
+            return [], {}
         if self._submitted:  # cleared before the fetch, so a later submission is not missed
             self._submitted = False
             self._queue = None
@@ -474,7 +499,10 @@ class Engine:
         picked, self._queue = self._queue[:free], self._queue[free:]
         if not tx.mark_running(picked, now):
             raise StaleLaunchQueue("an instance of the launch queue was no longer Waiting")
-        starting = {row.candidate.job_id for row in picked if row.starts_task}
+        starting: dict[str, set[str] | None] = {}
+        for row in picked:
+            if row.starts_task:
+                _add(starting, row.candidate.job_id, row.candidate.task)
         return [self._request(row) for row in picked], starting
 
     def _free_slots(self) -> int:
@@ -492,22 +520,22 @@ class Engine:
         for job_id in finished:
             if not self._spec(job_id).AutoRelease:
                 continue
-            self._released[job_id] = self.job(job_id)
+            self._released.put(job_id, self.job(job_id))
             with self.store.transaction() as tx:
                 tx.delete_job(job_id)
             self._forget(job_id)
             shutil.rmtree(self.work_root / job_id, ignore_errors=True)
 
     def _forget(self, job_id: str) -> None:
-        self._specs.pop(job_id, None)
-        self._tenants.pop(job_id, None)
+        self._specs.forget(job_id)
 
     def _request(self, row: LaunchRow) -> AttemptRequest:
         candidate = row.candidate
-        task = self._spec(candidate.job_id).DAG.Tasks[candidate.task]
+        known = self._specs.job(candidate.job_id)
+        task = known.spec.DAG.Tasks[candidate.task]
         parameters = task.Parameters
         inputs, outputs, logs = _mappings(task)
-        tenant = self._tenants[candidate.job_id]
+        tenant = known.tenant
         return AttemptRequest(
             key=AttemptKey(candidate.job_id, candidate.task, candidate.instance_id,
                            row.attempts + 1),
@@ -532,15 +560,7 @@ class Engine:
             return None
 
     def _spec(self, job_id: str) -> JobDescription:
-        spec = self._specs.get(job_id)
-        if spec is None:
-            record = self.store.job(job_id)
-            if record is None:
-                raise NotFound(f"job {job_id} does not exist")
-            spec = JobDescription.model_validate(record.description)
-            self._specs[job_id] = spec
-            self._tenants[job_id] = record.tenant
-        return spec
+        return self._specs.job(job_id).spec
 
     @staticmethod
     def _abandon(tx: StoreTransaction, now: float) -> list[Abandoned]:
@@ -566,6 +586,13 @@ class Engine:
         for job_id in tx.active_job_ids():
             self._settle(tx, job_id)
         tx.flush_events()
+
+
+def _add(tasks: dict[str, set[str] | None], job_id: str, task: str) -> None:
+    """Note that `task` of `job_id` needs settling."""
+    named = tasks.setdefault(job_id, set())
+    if named is not None:
+        named.add(task)
 
 
 def _best_waiting(tx: StoreTransaction, limit: int, most_jobs: int) -> list[LaunchRow]:

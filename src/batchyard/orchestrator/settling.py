@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -9,8 +10,8 @@ from batchyard.adapters.store import StoreTransaction
 from batchyard.domain.attempt import AttemptKey
 from batchyard.domain.dag import ready_tasks
 from batchyard.domain.derivation import Metrics, job_state, task_state
-from batchyard.domain.spec import JobDescription
 from batchyard.domain.states import ACTIVE, TERMINAL, State
+from batchyard.orchestrator.caches import KnownJob
 
 
 @dataclass
@@ -23,28 +24,55 @@ class Settlement:
     moved_to: State | None = None
 
 
-def settle_job(tx: StoreTransaction, job_id: str, spec: JobDescription, now: float) -> Settlement:
+def settle_job(tx: StoreTransaction, job_id: str, known: KnownJob, now: float,
+               tasks: Collection[str] | None = None) -> Settlement:
+    """Move the job's tasks and the job to the states their parts call for.
+
+    `tasks`: the only tasks whose instances changed (None: any may have). Then only those
+    tasks are read and settled, the job's task counts come from the database, and only
+    their downstreams are checked for readiness: an outcome costs the same in a job of
+    5,000 tasks as in a job of one.
+    """
     result = Settlement()
     job = tx.job_row(job_id)
     if job is None or State(job.state) not in ACTIVE:
         return result
-    rows = {row.name: row for row in tx.task_rows(job_id)}
-    counts = tx.instance_counts(job_id)
+    rows = {row.name: row for row in tx.task_rows(job_id, tasks)}
+    counts = tx.instance_counts(job_id, tasks)
     states = {name: _settle_task(tx, row, counts.get(name, Metrics()),
                                  job.fail_on_instance_fail, now, result)
               for name, row in rows.items()}
     current = State(job.state)
-    target = job_state(current, Metrics.of(states.values()))
+    target = _job_target(tx, job_id, current, states, rows, tasks)
     if target is State.FAILED:
-        result.to_cancel = _fail_cascade(tx, job_id, states, now)
+        every = states if tasks is None else _task_states(tx, job_id)
+        result.to_cancel = _fail_cascade(tx, job_id, every, now)
     if target is not current:
         tx.move_job(job_id, target, now, **_job_fields(tx, job, target, now))
         result.changed = True
         result.moved_to = target
         result.finished = target is State.FINISHED
     if target in ACTIVE:
-        _update_readiness(tx, job_id, spec, states, rows)
+        _update_readiness(tx, job_id, known, states, rows, whole=tasks is None)
     return result
+
+
+def _job_target(tx: StoreTransaction, job_id: str, current: State, states: dict[str, State],
+                rows: dict[str, Any], tasks: Collection[str] | None) -> State:
+    """The state the job should be in after its tasks settled. When only some tasks were
+    read and none of them ended, the job's counts of ended tasks did not change, so it is
+    Running once one of its tasks is (as at the last settle); else the database counts the
+    job's tasks per state."""
+    if tasks is None:
+        return job_state(current, Metrics.of(states.values()))
+    moved = [state for name, state in states.items() if state.value != rows[name].state]
+    if not any(state in TERMINAL for state in moved):
+        return State.RUNNING if State.RUNNING in moved else current
+    return job_state(current, tx.task_metrics(job_id))
+
+
+def _task_states(tx: StoreTransaction, job_id: str) -> dict[str, State]:
+    return {row.name: State(row.state) for row in tx.task_rows(job_id)}
 
 
 def _settle_task(tx: StoreTransaction, row: Any, instances: Metrics, fail_fast: bool,
@@ -98,10 +126,30 @@ def failure_message(tx: StoreTransaction, job_id: str) -> str:
             f"retr{'y' if row.retry_count == 1 else 'ies'}: {reason}")
 
 
-def _update_readiness(tx: StoreTransaction, job_id: str, spec: JobDescription,
-                      states: dict[str, State], rows: dict[str, Any]) -> None:
-    ready = ready_tasks(spec.graph(), states)
+def _update_readiness(tx: StoreTransaction, job_id: str, known: KnownJob,
+                      states: dict[str, State], rows: dict[str, Any], whole: bool) -> None:
+    """Set the `ready` flag of the tasks it changed for: of every task when `whole`, else of
+    the settled tasks and the downstreams of those that just finished (no other task's
+    readiness can have changed)."""
+    if not whole:
+        states, rows = _neighbourhood(tx, job_id, known, states, rows)
+    graph = {name: known.upstreams[name] for name in states
+             if known.upstreams[name] <= states.keys()}
+    ready = ready_tasks(graph, states)
     became_ready = {name for name in ready if not rows[name].ready}
-    not_ready = {name for name, row in rows.items() if row.ready and name not in ready}
+    not_ready = {name for name in graph if rows[name].ready and name not in ready}
     tx.set_ready(job_id, became_ready, True)
     tx.set_ready(job_id, not_ready, False)
+
+
+def _neighbourhood(tx: StoreTransaction, job_id: str, known: KnownJob, states: dict[str, State],
+                   rows: dict[str, Any]) -> tuple[dict[str, State], dict[str, Any]]:
+    """The states and rows of the settled tasks, the downstreams of those that just finished,
+    and the upstreams of both (read from the store)."""
+    finished = [name for name, state in states.items()
+                if state is State.FINISHED and rows[name].state != State.FINISHED.value]
+    near = set(states).union(*(known.downstreams[name] for name in finished))
+    around = near.union(*(known.upstreams[name] for name in near)) - rows.keys()
+    rows = {**{row.name: row for row in tx.task_rows(job_id, around)}, **rows}
+    return {name: states[name] if name in states else State(row.state)
+            for name, row in rows.items()}, rows
