@@ -129,7 +129,8 @@ def run(arguments: argparse.Namespace) -> None:
         keys = open_key_store(Settings(data_dir=data_dir))
         key_a, key_b = keys.create("tenant-a"), keys.create("tenant-b")
         process, url = start_server(data_dir, arguments.slots, insecure_no_sandbox=True)
-        print(f"{arguments.slots} slots, {os.cpu_count()} CPUs, attempts unconfined; "
+        print(f"{arguments.slots} slots, {os.cpu_count()} CPUs (load average "
+              f"{os.getloadavg()[0]:.1f}), attempts unconfined; "
               f"{arguments.small} small jobs from tenant B, one every {arguments.spacing} s",
               flush=True)
         try:

@@ -167,7 +167,8 @@ def report(result: Result, slots: int) -> str:
     target = target_ratio(count)
     verdict = "meets" if result.ratio <= target else "misses"
     return "\n".join([
-        f"{count} instances of `true`, {slots} at a time ({os.cpu_count()} CPUs)",
+        f"{count} instances of `true`, {slots} at a time ({os.cpu_count()} CPUs, "
+        f"load average {os.getloadavg()[0]:.1f})",
         f"  batchyard run : {result.batchyard:7.2f} s wall   "
         f"{result.batchyard / count * 1000:6.2f} ms per instance",
         f"  xargs -P {slots:<4} : {result.baseline:7.2f} s wall   "

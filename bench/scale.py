@@ -118,7 +118,8 @@ def report(follow: Follow, count: int, slots: int, sandbox: bool, xargs_wall: fl
     latencies = follow.latencies or [0.0]
     samples = ", ".join(f"{label} {mb:.0f} MB" for label, mb in follow.rss_mb.items())
     print("\n".join([
-        f"{count} instances of `true` in one task, {slots} slots, {os.cpu_count()} CPUs, "
+        f"{count} instances of `true` in one task, {slots} slots, {os.cpu_count()} CPUs "
+        f"(load average {os.getloadavg()[0]:.1f}), "
         f"attempts {'sandboxed' if sandbox else 'unconfined (--insecure-no-sandbox)'}; "
         f"job {job['State']}, {job['InstanceMetrics']['FinishedCount']} finished",
         f"  batchyard serve : {follow.finished:8.2f} s submit -> Finished "
