@@ -97,14 +97,17 @@ def contend(a: httpx.Client, b: httpx.Client,
     progress = a.get(f"/jobs/{big}").json()
     done = progress["InstanceMetrics"]["FinishedCount"]
     big_job = wait_for(a, big, ENDED, pause=0.5)
-    latencies = []
-    for job_id in small:
-        job = wait_for(b, job_id, ENDED)
-        latencies.append(parse_time(job["StartTime"]) - parse_time(job["CreationTime"]))
+    small_jobs = [wait_for(b, job_id, ENDED) for job_id in small]
     state = progress["State"]
     print(f"  when B's last small job went in, the big job was {state} with {done} of "
           f"{arguments.tasks} instances finished"
           + ("" if state == "Running" else "  (ENDED TOO EARLY: raise --tasks)"))
+    big_end = parse_time(big_job["EndTime"])
+    early = sum(parse_time(job["StartTime"]) < big_end - 1 for job in small_jobs)
+    print(f"  {early} of {len(small_jobs)} small jobs started more than 1 s before the big "
+          f"job ended", flush=True)
+    latencies = [parse_time(job["StartTime"]) - parse_time(job["CreationTime"])
+                 for job in small_jobs]
     return instances_per_second(big_job, arguments.tasks), latencies
 
 
