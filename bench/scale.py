@@ -6,8 +6,9 @@ Starts a real `batchyard serve` (a subprocess, 127.0.0.1, a fresh temporary data
 bench/api.py does), submits ONE job of one task with InstanceCount COUNT and CommandLine
 `true`, and follows it with signed `GET /jobs/{id}` requests, one every `--interval` seconds
 (one client, one request at a time; today each GET counts the job's instances, 58 ms at
-100,000, so polling every 0.05 s took a large share of the server's CPU and slowed the job). Then, in the
-same invocation, xargs runs the same COUNT `bash -c true` processes with `-P N`. It prints:
+100,000, so polling every 0.05 s took a large share of the server's CPU and slowed the
+job). Then, in the same invocation, xargs runs the same COUNT `bash -c true` processes with
+`-P N`. It prints:
 
 - wall time from submit until the client sees the job Finished (the server's own
   EndTime - CreationTime beside it), against xargs, and the ratio;
