@@ -57,7 +57,7 @@ SERVER = """
 from pathlib import Path
 from batchyard.cli.server import serve
 serve(host="127.0.0.1", port={port}, data_dir=Path({data_dir!r}), database_url=None,
-      slots={slots}, log_level="warning")
+      slots={slots}, log_level="warning", insecure_no_sandbox={insecure})
 """
 
 
@@ -89,9 +89,12 @@ def free_port() -> int:
         return port
 
 
-def start_server(data_dir: Path, slots: int) -> tuple[subprocess.Popen[bytes], str]:
+def start_server(data_dir: Path, slots: int,
+                 insecure_no_sandbox: bool = False) -> tuple[subprocess.Popen[bytes], str]:
+    """`batchyard serve` on a free port of 127.0.0.1, once it answers; (process, base URL)."""
     port = free_port()
-    code = SERVER.format(port=port, data_dir=str(data_dir), slots=slots)
+    code = SERVER.format(port=port, data_dir=str(data_dir), slots=slots,
+                         insecure=insecure_no_sandbox)
     process = subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30

@@ -5,10 +5,21 @@
 Runs one task of InstanceCount COUNT with CommandLine `true` through the real `batchyard run`
 command (a subprocess, fresh temporary data dir, `--slots N`), then the same COUNT
 `bash -c true` processes with `xargs -P N`, and prints both wall times and CPU times (user +
-system of the command and its children), the cost per instance and the ratio (target:
-batchyard at most 1.5x xargs). N defaults to the CPU count. With --repeat R each side runs R
-times and the fastest run counts. Exit status 1 if a run fails, or (with --check) if the ratio
-misses the target.
+system of the command and its children), the cost per instance and the ratio (targets of
+issue 10: batchyard at most 1.5x xargs for 1,000 instances, 1.2x from 10,000 on). N defaults
+to the CPU count. With --repeat R each side runs R times and the fastest run counts. Exit
+status 1 if a run fails, or (with --check) if the ratio misses the target.
+
+The Python CPU per instance is what batchyard spends on top of the processes themselves:
+both sides are measured with getrusage(RUSAGE_CHILDREN) around the command, which adds up
+the user + system time of the command and of every descendant it waited for; xargs spends
+(almost) nothing itself, so its total is the cost of COUNT `bash -c true` processes, and
+batchyard's total minus it, divided by COUNT, is batchyard's own cost per instance: its
+Python (engine, runner, store, imports) plus the helper processes it starts per attempt
+(the `sh` that waits until its program is in the slot's cgroup). It is printed twice: with
+start-up and shut-down spread over the instances, and per further instance (the 1-instance
+job's CPU, less one xargs instance, taken off first), which is the hot-path figure the
+issue's budget of 0.25 ms applies to.
 
 The data dirs of all runs are deleted only at the end: deleting thousands of files between
 two runs would slow the next one down on file systems that scan recently freed inodes when
@@ -31,6 +42,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 TARGET_RATIO = 1.5
+LARGE_TARGET_RATIO = 1.2
+"""From LARGE_COUNT instances on, start-up is amortised and the target is tighter."""
+LARGE_COUNT = 10_000
+
+
+def target_ratio(count: int) -> float:
+    return LARGE_TARGET_RATIO if count >= LARGE_COUNT else TARGET_RATIO
 
 
 @dataclass(frozen=True)
@@ -48,10 +66,23 @@ class Result:
     count: int
     batchyard_cpu: float = 0.0
     baseline_cpu: float = 0.0
+    startup_cpu: float = 0.0
 
     @property
     def ratio(self) -> float:
         return self.batchyard / self.baseline
+
+    @property
+    def python_cpu(self) -> float:
+        """Seconds of CPU batchyard adds per instance, start-up included."""
+        return (self.batchyard_cpu - self.baseline_cpu) / self.count
+
+    @property
+    def marginal_python_cpu(self) -> float:
+        """Seconds of CPU batchyard adds per further instance (the 1-instance job's taken off)."""
+        process = self.baseline_cpu / self.count
+        added = (self.batchyard_cpu - self.startup_cpu) - process * (self.count - 1)
+        return added / max(self.count - 1, 1)
 
 
 def job_description(count: int) -> dict[str, object]:
@@ -126,15 +157,18 @@ def measure(count: int, slots: int, repeat: int) -> Result:
         startup = fastest([time_batchyard(1, slots, folder) for _ in range(repeat)])
         ours = fastest([time_batchyard(count, slots, folder) for _ in range(repeat)])
         theirs = fastest([time_xargs(count, slots) for _ in range(repeat)])
-    return Result(ours.wall, theirs.wall, startup.wall, count, ours.cpu, theirs.cpu)
+    return Result(ours.wall, theirs.wall, startup.wall, count, ours.cpu, theirs.cpu,
+                  startup.cpu)
 
 
 def report(result: Result, slots: int) -> str:
     count = result.count
     marginal = (result.batchyard - result.startup) / max(count - 1, 1)
-    verdict = "meets" if result.ratio <= TARGET_RATIO else "misses"
+    target = target_ratio(count)
+    verdict = "meets" if result.ratio <= target else "misses"
     return "\n".join([
-        f"{count} instances of `true`, {slots} at a time ({os.cpu_count()} CPUs)",
+        f"{count} instances of `true`, {slots} at a time ({os.cpu_count()} CPUs, "
+        f"load average {os.getloadavg()[0]:.1f})",
         f"  batchyard run : {result.batchyard:7.2f} s wall   "
         f"{result.batchyard / count * 1000:6.2f} ms per instance",
         f"  xargs -P {slots:<4} : {result.baseline:7.2f} s wall   "
@@ -143,8 +177,11 @@ def report(result: Result, slots: int) -> str:
         f"each further instance {marginal * 1000:.2f} ms",
         f"  CPU time (user + system, with children): batchyard {result.batchyard_cpu:.2f} s, "
         f"xargs {result.baseline_cpu:.2f} s",
+        f"  Python CPU per instance (batchyard CPU - xargs CPU): "
+        f"{result.python_cpu * 1000:.2f} ms with start-up, "
+        f"{result.marginal_python_cpu * 1000:.2f} ms per further instance",
         f"  ratio batchyard / xargs: {result.ratio:.2f}x "
-        f"({verdict} the target of {TARGET_RATIO}x)",
+        f"({verdict} the target of {target}x)",
     ])
 
 
@@ -155,13 +192,14 @@ def main() -> None:
                         help="instances at once (default: CPU count)")
     parser.add_argument("--repeat", type=int, default=1, help="runs per side; fastest counts")
     parser.add_argument("--check", action="store_true",
-                        help=f"exit 1 when the ratio is above {TARGET_RATIO}")
+                        help=f"exit 1 when the ratio is above the target ({TARGET_RATIO}, "
+                        f"{LARGE_TARGET_RATIO} from {LARGE_COUNT} instances on)")
     arguments = parser.parse_args()
     if arguments.count < 1 or arguments.slots < 1 or arguments.repeat < 1:
         parser.error("--count, --slots and --repeat must be at least 1")
     result = measure(arguments.count, arguments.slots, arguments.repeat)
     print(report(result, arguments.slots))
-    if arguments.check and result.ratio > TARGET_RATIO:
+    if arguments.check and result.ratio > target_ratio(arguments.count):
         sys.exit(1)
 
 
