@@ -204,6 +204,9 @@ def test_oss_cp_ls_cat_round_trip(tmp_path: Path) -> None:
     assert batchyard(data, "oss", "cp", str(source), "oss://demo/in/").returncode == 0
     listing = batchyard(data, "oss", "ls", "oss://demo/in/")
     assert listing.stdout.split() == ["20", "oss://demo/in/hello.txt"]
+    as_json = batchyard(data, "oss", "ls", "oss://demo/in/", "--json")
+    assert [json.loads(line) for line in as_json.stdout.splitlines()] == [
+        {"Url": "oss://demo/in/hello.txt", "Size": 20, "IsDir": False}]
     assert batchyard(data, "oss", "cat", "oss://demo/in/hello.txt").stdout == source.read_text()
     back = tmp_path / "back.txt"
     assert batchyard(data, "oss", "cp", "oss://demo/in/hello.txt", str(back)).returncode == 0

@@ -102,6 +102,8 @@ def list_objects(
     url: Annotated[str, typer.Argument(help="oss://bucket/prefix/ to list")],
     recursive: Annotated[bool, typer.Option("--recursive", "-r",
                                             help="List everything below the prefix")] = False,
+    as_json: Annotated[bool, typer.Option(
+        "--json", help="One JSON object per line: {\"Url\", \"Size\", \"IsDir\"}")] = False,
     data_dir: DataDirOption = None, bucket: BucketOption = None,
 ) -> None:
     """List the objects and folders at URL: size in bytes, then the object's URL."""
@@ -112,7 +114,14 @@ def list_objects(
     if not entries:
         _err.print(f"{url}: nothing here (an empty folder)")
     for entry in entries:
-        typer.echo(_listing_line(entry))
+        typer.echo(_json_line(entry) if as_json else _listing_line(entry), nl=not as_json)
+
+
+def _json_line(entry: ObjectInfo) -> str:
+    """JSON lines, so a listing of any length streams: `jq -r .Url`."""
+    from batchyard.cli.documents import json_line
+
+    return json_line({"Url": entry.url, "Size": entry.size, "IsDir": entry.is_dir})
 
 
 def _listing_line(entry: ObjectInfo) -> str:
