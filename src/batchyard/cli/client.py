@@ -51,13 +51,11 @@ from batchyard.cli.execution import (
     observe,
     summarize,
 )
+from batchyard.cli.execution import watch as follow_job
 from batchyard.cli.job_file import JobFileError, check_fields, read_job_file
 from batchyard.cli.options import BucketOption, DataDirOption, StrictOption
 from batchyard.cli.progress import (
     PROGRESS_INTERVAL,
-    JobView,
-    LiveProgress,
-    PlainProgress,
     log_directories,
     logs_text,
     summary_table,
@@ -301,7 +299,7 @@ def _wait(engine: RemoteEngine, job_id: str, raw: dict[str, Any], output: Output
     order = task_order(raw)
     try:
         with display or nullcontext():
-            view = _watch(engine, job_id, order, display)
+            view = follow_job(engine, job_id, order, display, POLL_SECONDS)
     except KeyboardInterrupt:
         _err.print(Text(f"Stopped watching; {job_id} keeps running (batchyard stop {job_id} "
                         "stops it)", style="yellow"))
@@ -309,18 +307,6 @@ def _wait(engine: RemoteEngine, job_id: str, raw: dict[str, Any], output: Output
     status = exit_status(view.job, output.allow_failed_instances)
     report(output, engine, view, raw, status)
     return status
-
-
-def _watch(engine: RemoteEngine, job_id: str, order: list[str],
-           display: LiveProgress | PlainProgress | None) -> JobView:
-    """Ask for the job and its tasks every POLL_SECONDS and show them, until the job ends."""
-    view = observe(engine, job_id, order, timeout=0 if display else None)
-    while True:
-        if display is not None:
-            display.show(view)
-        if view.job.state in TERMINAL:
-            return view
-        view = observe(engine, job_id, order, view, timeout=POLL_SECONDS)
 
 
 # --- jobs -------------------------------------------------------------------------------

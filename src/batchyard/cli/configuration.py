@@ -9,7 +9,6 @@ Whatever is wrong becomes one `ConfigurationError` line naming where the value c
 
 from __future__ import annotations
 
-import difflib
 import json
 import os
 import re
@@ -22,6 +21,7 @@ from pydantic_core import ErrorDetails
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, TomlConfigSettingsSource
 from pydantic_settings.exceptions import SettingsError
 
+from batchyard.domain.fields import closest
 from batchyard.errors import BatchyardError
 from batchyard.settings import Settings
 
@@ -85,14 +85,14 @@ def load_settings(data_dir: Path | None = None, slots: int | None = None,
     path = config_file(config)
     flags: dict[str, Any] = {}
     try:
-        base = _settings_class(path)()
+        settings_class = _settings_class(path)
         if data_dir is not None:
             flags["data_dir"] = data_dir
         if slots is not None:
             flags["slots"] = slots
-        if buckets:
-            flags["buckets"] = {**base.buckets, **dict(map(parse_bucket, buckets))}
-        chosen = _settings_class(path)(**flags) if flags else base
+        if buckets:  # added to the buckets of the file and the environment
+            flags["buckets"] = {**settings_class().buckets, **dict(map(parse_bucket, buckets))}
+        chosen = settings_class(**flags)
         return Settings.model_construct(chosen.model_fields_set, **dict(chosen))
     except ValidationError as error:
         raise ConfigurationError(_describe(error, path, flags)) from None
@@ -184,9 +184,9 @@ def _line_of(path: Path, loc: tuple[str, ...]) -> int | None:
 
 def _suggestion(loc: tuple[str, ...]) -> str:
     known = _known_names(loc[:-1])
-    close = difflib.get_close_matches(loc[-1], known, n=1)
+    close = closest(loc[-1], known)
     if close:
-        return f" {loc[-1]!r}; did you mean {close[0]!r}?"
+        return f" {loc[-1]!r}; did you mean {close!r}?"
     return f" {loc[-1]!r} (known: {', '.join(sorted(known))})"
 
 

@@ -61,10 +61,12 @@ def observe(engine: Engine, job_id: str, order: Sequence[str],
     return JobView(job, tasks)
 
 
-def watch(engine: Engine, job_id: str, order: Sequence[str], display: Display | None) -> JobView:
-    """Show the job ~8 times a second until it is Finished, Failed or Stopped.
+def watch(engine: Engine, job_id: str, order: Sequence[str], display: Display | None,
+          interval: float = 1 / REFRESH_PER_SECOND) -> JobView:
+    """Show the job every `interval` seconds (~8 times a second by default; a server is
+    asked less often) until it is Finished, Failed or Stopped.
 
-    Without a display, just wait for the end (no polling: nothing is shown meanwhile).
+    Without a display, just wait for the end (nothing is shown meanwhile).
     """
     if display is None:
         return observe(engine, job_id, order, timeout=None)
@@ -73,7 +75,7 @@ def watch(engine: Engine, job_id: str, order: Sequence[str], display: Display | 
         display.show(view)
         if view.job.state in TERMINAL:
             return view
-        view = observe(engine, job_id, order, view, timeout=1 / REFRESH_PER_SECOND)
+        view = observe(engine, job_id, order, view, timeout=interval)
 
 
 def stop(engine: Engine, job_id: str) -> None:

@@ -74,12 +74,7 @@ def unknown_fields(raw: Any, model: type[BaseModel], suggested: int | None = Non
 
 def known_fields(model: type[BaseModel]) -> list[str]:
     """The names a model accepts: its fields, their aliases and its `batchcompute_only`."""
-    names = []
-    for name, field in model.model_fields.items():
-        names.append(name)
-        names += [alias for alias in (field.alias, field.validation_alias)
-                  if isinstance(alias, str)]
-    return names + sorted(_batchcompute_only(model))
+    return [*_field_shapes(model), *sorted(_batchcompute_only(model))]
 
 
 def closest(name: str, known: list[str]) -> str:
@@ -92,10 +87,7 @@ def closest(name: str, known: list[str]) -> str:
 def misspelt(raw: dict[str, Any], missing: str, known: list[str]) -> str:
     """The key of `raw` that is most likely a misspelling of the `missing` field (not a
     field of its own), or ""."""
-    candidates = [key for key in raw if isinstance(key, str) and key not in known]
-    by_lower = {key.lower(): key for key in candidates}
-    matches = difflib.get_close_matches(missing.lower(), list(by_lower), n=1, cutoff=CUTOFF)
-    return by_lower[matches[0]] if matches else ""
+    return closest(missing, [key for key in raw if isinstance(key, str) and key not in known])
 
 
 Parts = tuple[str | int, ...]
