@@ -72,6 +72,13 @@ class StateConflict(BatchyardError):
     status = 409
 
 
+class TokenTaken(BatchyardError):
+    """The idempotency token already made a resource (the caller looks up which)."""
+
+    code = "IdempotentTokenTaken"
+    status = 409
+
+
 class ObjectStoreError(BatchyardError):
     """An object could not be read or written; the message names the object and the reason."""
 

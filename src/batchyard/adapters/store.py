@@ -17,7 +17,7 @@ from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Generic, NamedTuple, TypeVar
+from typing import Any, Generic, TypeVar
 
 from sqlalchemy import Connection, bindparam, func, literal, select, text, union_all
 from sqlalchemy.engine import Row
@@ -37,7 +37,7 @@ from batchyard.domain.records import (
     TaskRecord,
 )
 from batchyard.domain.scheduling import Candidate
-from batchyard.domain.spec import JobDescription, ObjectUse, bucket_of
+from batchyard.domain.spec import JobDescription, bucket_of
 from batchyard.domain.states import (
     ACTIVE,
     INSTANCE_TRANSITIONS,
@@ -49,7 +49,8 @@ from batchyard.domain.states import (
     allowed_sources,
     check,
 )
-from batchyard.errors import BatchyardError
+from batchyard.errors import BatchyardError, TokenTaken
+from batchyard.ports.store import IdempotencyToken, NewJob
 
 
 def to_time(value: float | None) -> datetime | None:
@@ -82,33 +83,6 @@ class InstanceChange:
     target: State
     fields: dict[str, Any]
     message: str = ""
-
-
-class IdempotencyToken(NamedTuple):
-    """An `IdempotentToken` of a request and the digest of the body it came with."""
-
-    kind: str
-    token: str
-    digest: str
-
-
-class TokenTaken(BatchyardError):
-    """The idempotency token already made a resource (the caller looks up which)."""
-
-    code = "IdempotentTokenTaken"
-    status = 409
-
-
-class NewJob(NamedTuple):
-    """A job to insert: id, tenant, parsed description, submission time; the idempotency
-    token it was sent with; the uses of buckets that nobody may have claimed yet."""
-
-    job_id: str
-    tenant: str
-    spec: JobDescription
-    now: float
-    token: IdempotencyToken | None = None
-    claims: tuple[ObjectUse, ...] = ()
 
 
 Item = TypeVar("Item")

@@ -11,7 +11,6 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from batchyard.adapters import listing
-from batchyard.adapters.store import IdempotencyToken, TokenTaken
 from batchyard.api.authentication import Caller
 from batchyard.api.bodies import json_object
 from batchyard.api.errors import BadRequest
@@ -28,6 +27,8 @@ from batchyard.api.services import (
 from batchyard.api.warnings import MAX_LISTED, warning_headers, warnings_body
 from batchyard.domain.fields import unknown_fields
 from batchyard.domain.spec import JobDescription
+from batchyard.errors import TokenTaken
+from batchyard.ports.store import IdempotencyToken
 
 router = APIRouter(tags=["jobs"])
 

@@ -1,19 +1,11 @@
-"""The small interfaces between the orchestrator and the outside world.
-
-Adapters implement them: `adapters.store.SqlStore`, `adapters.objectstore.FsspecObjectStore`,
-`adapters.local_executor.LocalExecutor` (and later Ray).
-"""
+"""The object store port: objects named by URL (oss://bucket/key, s3://bucket/key)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
-
-from batchyard.domain.attempt import AttemptKey, AttemptRequest
-from batchyard.domain.outcome import Outcome
-from batchyard.domain.states import Transition
 
 
 @dataclass(frozen=True)
@@ -60,43 +52,3 @@ class ObjectStore(Protocol):
         """The local folder holding the objects of `bucket` (None: it lives elsewhere);
         `create`: make it (writable for confined programs) if missing."""
         ...
-
-
-OutcomeListener = Callable[[AttemptKey, Outcome], None]
-
-
-@dataclass(frozen=True)
-class Capabilities:
-    name: str
-    slots: int
-    """How many instances may run at the same time."""
-    sandbox: bool = False
-    """Whether attempts with mapped paths can run (bubblewrap is installed)."""
-
-
-class Executor(Protocol):
-    """Runs attempts somewhere and reports each Outcome to the listener exactly once."""
-
-    def capabilities(self) -> Capabilities: ...
-    def submit(self, request: AttemptRequest) -> None: ...
-    def cancel(self, key: AttemptKey) -> None:
-        """Kill the attempt if it runs; its Outcome is then reported with ErrorCode STOPPED."""
-        ...
-    def shutdown(self) -> None: ...
-
-
-class TransitionListener(Protocol):
-    """Told about state changes once they are committed (the console, notifications, the
-    engine's own `wait()` wake-ups). A hook with a no-op default, as dramatiq's middleware:
-    subclass it and override what you need, so hooks added later break no listener.
-
-    The engine calls it on one of its threads, after the commit and never inside the
-    transaction, once per commit with everything that commit moved, in commit order. It
-    must be quick (hand slow work to a thread of its own); an exception it raises is logged
-    and changes nothing else. Submissions are not transitions (no source state): they are
-    committed outside the engine's order, so a listener would see them out of order.
-    """
-
-    def committed(self, transitions: Sequence[Transition]) -> None:
-        """`transitions`: every state change of one commit, in the order it was made."""
-        return None
