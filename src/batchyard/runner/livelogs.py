@@ -41,8 +41,10 @@ class LiveLogs:
         self._done = False
         self._alarm: Alarm | None = None
 
-    def start(self) -> LiveLogs:
-        self._arm()
+    def start(self, first: float | None = None) -> LiveLogs:
+        """Upload every `interval` seconds, the first time after `first` seconds (default:
+        `interval`; the agent's spawner starts it only once an attempt ran that long)."""
+        self._arm(self._interval if first is None else first)
         return self
 
     def finish(self) -> None:
@@ -59,10 +61,10 @@ class LiveLogs:
                 return
             for local, url in self._targets:
                 self._upload_if_grown(local, url)
-            self._arm()
+            self._arm(self._interval)
 
-    def _arm(self) -> None:
-        self._alarm = shared_watchdog().schedule(self._interval, self._due)
+    def _arm(self, delay: float) -> None:
+        self._alarm = shared_watchdog().schedule(delay, self._due)
 
     def _due(self) -> None:
         _uploads().put(self.sync)

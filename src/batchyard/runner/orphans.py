@@ -92,17 +92,23 @@ class OrphanTracker:
     """Sessions of detached processes swept already: what they start later goes too."""
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _tokens: itertools.count[int] = field(default_factory=itertools.count)
+    _unreaped: dict[int, int] = field(default_factory=dict)
+    """The leaders not yet reaped, by token (kept apart: every sweep needs them)."""
 
-    def started(self, leader: int) -> int:
+    def started(self, leader: int, since: int | None = None) -> int:
         """Note an attempt whose program `leader` just started; returns its token.
 
         The attempt starts when its leader did, by the kernel's clock: this thread may run
         only after the leader has already forked (a busy machine), and a child must never
-        seem older than its attempt."""
-        known = status(leader)
+        seem older than its attempt. `since`: `now_ticks()` read before the leader was
+        started, which is never later (and spares reading /proc)."""
+        if since is None:
+            known = status(leader)
+            since = known.started if known else now_ticks()
         with self._lock:
             token = next(self._tokens)
-            self._attempts[token] = _Attempt(leader, known.started if known else now_ticks())
+            self._attempts[token] = _Attempt(leader, since)
+            self._unreaped[token] = leader
             return token
 
     def ended(self, token: int) -> None:
@@ -110,7 +116,8 @@ class OrphanTracker:
         one re-parents its own children here, hence a few rounds)."""
         with self._lock:
             self._attempts[token].ended = now_ticks()
-            self._forget_old()
+            if len(self._attempts) > _KEPT_ENDINGS + _KEPT_ENDINGS // 4:
+                self._forget_old()
         for _ in range(_SWEEPS):
             if not self.sweep():
                 break
@@ -118,6 +125,7 @@ class OrphanTracker:
     def reaped(self, token: int) -> None:
         """The attempt's leader was reaped: its pid is free for others now."""
         with self._lock:
+            self._unreaped.pop(token, None)
             attempt = self._attempts.get(token)
             if attempt is not None:
                 attempt.reaped = True
@@ -128,8 +136,7 @@ class OrphanTracker:
         own = os.getpid()
         session = os.getsid(0)
         with self._lock:
-            leaders = {attempt.leader for attempt in self._attempts.values()
-                       if not attempt.reaped}
+            leaders = set(self._unreaped.values())
             for pid in _children(own):
                 process = status(pid)
                 if process is None or pid in leaders or process.parent != own:

@@ -43,7 +43,8 @@ from batchyard.runner.settings import RunnerSettings
 from batchyard.runner.staging import upload_outputs
 from batchyard.runner.workspace import Workspace, prepare_workspace, remove_workspace
 
-__all__ = ["AttemptControl", "RunnerSettings", "run_attempt"]
+__all__ = ["NOT_STARTED", "AttemptControl", "RunnerSettings", "Verdict", "broken", "conclude",
+           "judge", "launch_failed", "run_attempt"]
 
 _log = logging.getLogger(__name__)
 
@@ -58,7 +59,7 @@ _FILE_TOO_LARGE = 128 + signal.SIGXFSZ
 
 
 @dataclass(frozen=True)
-class _Verdict:
+class Verdict:
     """How the attempt went before its logs were uploaded."""
 
     exit_code: int | None
@@ -68,6 +69,10 @@ class _Verdict:
     @property
     def failed(self) -> bool:
         return self.error_code is not ErrorCode.NONE or self.exit_code != 0
+
+
+NOT_STARTED = Verdict(None, ErrorCode.STOPPED, "stopped before the program started")
+"""An attempt cancelled before its program started."""
 
 
 def run_attempt(request: AttemptRequest, objects: ObjectStore, control: AttemptControl,
@@ -80,9 +85,14 @@ def run_attempt(request: AttemptRequest, objects: ObjectStore, control: AttemptC
         return _attempt(request, objects, control, settings, started)
     except Exception as error:  # a bug or broken machine must still yield an Outcome
         _log.exception("the runner failed on attempt %s", request.key)
-        return Outcome(exit_code=None, error_code=ErrorCode.LAUNCH,
-                       error_message=f"the attempt could not be run: {_describe(error)}",
-                       started_at=started, ended_at=_now(), node=socket.gethostname())
+        return broken(error, started)
+
+
+def broken(error: Exception, started: datetime) -> Outcome:
+    """The Outcome of an attempt the runner itself failed on (a bug, a broken machine)."""
+    return Outcome(exit_code=None, error_code=ErrorCode.LAUNCH,
+                   error_message=f"the attempt could not be run: {_describe(error)}",
+                   started_at=started, ended_at=_now(), node=socket.gethostname())
 
 
 def _attempt(request: AttemptRequest, objects: ObjectStore, control: AttemptControl,
@@ -95,6 +105,14 @@ def _attempt(request: AttemptRequest, objects: ObjectStore, control: AttemptCont
         layout, verdict = _lay_out(request, objects, settings, workspace, user)
     verdict = (verdict or _fetch_package(request, objects, workspace, settings, user)
                or _execute(request, objects, control, settings, workspace, layout))
+    return conclude(request, objects, settings, workspace, verdict, started, layout)
+
+
+def conclude(request: AttemptRequest, objects: ObjectStore, settings: RunnerSettings,
+             workspace: Workspace, verdict: Verdict, started: datetime,
+             layout: Layout | None = None) -> Outcome:
+    """The end of every attempt, however its program was run (here, or by the agent's
+    spawner): the note in stderr, outputs and logs uploaded, the folder removed on success."""
     if verdict.exit_code is None:
         ensure_logs(workspace)
     if verdict.error_code in _NOTED_IN_STDERR:
@@ -108,14 +126,12 @@ def _attempt(request: AttemptRequest, objects: ObjectStore, control: AttemptCont
     return outcome
 
 
-def _stopped_early(control: AttemptControl) -> _Verdict | None:
-    if control.cancelled:
-        return _Verdict(None, ErrorCode.STOPPED, "stopped before the program started")
-    return None
+def _stopped_early(control: AttemptControl) -> Verdict | None:
+    return NOT_STARTED if control.cancelled else None
 
 
 def _fetch_package(request: AttemptRequest, objects: ObjectStore, workspace: Workspace,
-                   settings: RunnerSettings, user: tuple[int, int] | None) -> _Verdict | None:
+                   settings: RunnerSettings, user: tuple[int, int] | None) -> Verdict | None:
     """Download and extract PackagePath into the workdir; a verdict only if that failed."""
     hand_over(workspace.workdir, user)
     if not request.package_path:
@@ -123,25 +139,25 @@ def _fetch_package(request: AttemptRequest, objects: ObjectStore, workspace: Wor
     try:
         objects.get_file(request.package_path, Path(workspace.archive))
     except ObjectStoreError as error:
-        return _Verdict(None, ErrorCode.PACKAGE, f"cannot download the package: {error.message}")
+        return Verdict(None, ErrorCode.PACKAGE, f"cannot download the package: {error.message}")
     try:
         extract_package(Path(workspace.archive), Path(workspace.workdir),
                         settings.package_limits, owner=user)
     except PackageError as error:
-        return _Verdict(None, ErrorCode.PACKAGE,
+        return Verdict(None, ErrorCode.PACKAGE,
                         f"cannot extract the package {request.package_path}: {error.message}")
     return None
 
 
 def _lay_out(request: AttemptRequest, objects: ObjectStore, settings: RunnerSettings,
              workspace: Workspace, user: tuple[int, int] | None
-             ) -> tuple[Layout | None, _Verdict | None]:
+             ) -> tuple[Layout | None, Verdict | None]:
     """Stage the inputs and plan the sandbox; a verdict only if that failed."""
     try:
         layout = lay_out(request, objects, settings, workspace, user)
         layout.wrapper = tuple(sandbox_argv(layout.plan))  # fails early, saying why
     except Exception as error:
-        return None, _Verdict(None, ErrorCode.MAPPING,
+        return None, Verdict(None, ErrorCode.MAPPING,
                               f"cannot prepare the mapped paths: {_describe(error)}")
     for note in layout.notes:
         _log.info("%s: input %s", request.key, note)
@@ -150,7 +166,7 @@ def _lay_out(request: AttemptRequest, objects: ObjectStore, settings: RunnerSett
 
 def _execute(request: AttemptRequest, objects: ObjectStore, control: AttemptControl,
              settings: RunnerSettings, workspace: Workspace,
-             layout: Layout | None = None) -> _Verdict:
+             layout: Layout | None = None) -> Verdict:
     launch = _launch(request, objects, control, settings, workspace, layout)
     shipper = None
     if layout is not None:
@@ -162,18 +178,23 @@ def _execute(request: AttemptRequest, objects: ObjectStore, control: AttemptCont
     try:
         end = run_program(launch, control)
     except (OSError, ValueError, subprocess.SubprocessError) as error:
-        return _Verdict(None, ErrorCode.LAUNCH, f"cannot start the program: {_describe(error)}")
+        return launch_failed(error)
     finally:
         if guard is not None:
             shared_guard().forget(guard)
         live.finish()
         problems = shipper.finish() if shipper is not None else []
     verdict = (_limit_verdict(end, control, launch, kills)
-               or _judge(end, request.timeout))
+               or judge(end, request.timeout))
     if problems and not verdict.failed:
-        return _Verdict(verdict.exit_code, ErrorCode.UPLOAD,
+        return Verdict(verdict.exit_code, ErrorCode.UPLOAD,
                         "LogMapping upload failed: " + "; ".join(problems))
     return verdict
+
+
+def launch_failed(error: BaseException) -> Verdict:
+    """The verdict on a program that could not be started."""
+    return Verdict(None, ErrorCode.LAUNCH, f"cannot start the program: {_describe(error)}")
 
 
 def _launch(request: AttemptRequest, objects: ObjectStore, control: AttemptControl,
@@ -215,33 +236,33 @@ def _memory_kills(control: AttemptControl, launch: Launch) -> int:
 
 
 def _limit_verdict(end: ProgramEnd, control: AttemptControl, launch: Launch,
-                   kills_before: int) -> _Verdict | None:
+                   kills_before: int) -> Verdict | None:
     """A program killed for going past its disk or memory limit (None: it was not)."""
     code = exit_code(end.returncode)
     limits = launch.limits
     if control.disk_used:
-        return _Verdict(code, ErrorCode.DISK,
+        return Verdict(code, ErrorCode.DISK,
                         f"killed after writing {control.disk_used} bytes, more than the "
                         f"disk limit of {limits.disk_bytes} bytes")
     if limits.disk_bytes and code == _FILE_TOO_LARGE:
-        return _Verdict(code, ErrorCode.DISK, "killed writing a file larger than the disk "
+        return Verdict(code, ErrorCode.DISK, "killed writing a file larger than the disk "
                         f"limit of {limits.disk_bytes} bytes (SIGXFSZ)")
     if end.cancelled or _memory_kills(control, launch) <= kills_before:
         return None
-    return _Verdict(code, ErrorCode.MEMORY, "killed by the kernel: out of the memory limit "
+    return Verdict(code, ErrorCode.MEMORY, "killed by the kernel: out of the memory limit "
                     f"of {limits.memory_bytes} bytes")
 
 
-def _judge(end: ProgramEnd, timeout: int) -> _Verdict:
+def judge(end: ProgramEnd, timeout: int) -> Verdict:
     """The verdict on a program that ran: stopped, timed out, failed or succeeded."""
     code = exit_code(end.returncode)
     if end.cancelled:
-        return _Verdict(code, ErrorCode.STOPPED, "stopped: the attempt was cancelled")
+        return Verdict(code, ErrorCode.STOPPED, "stopped: the attempt was cancelled")
     if end.timed_out:
-        return _Verdict(code, ErrorCode.TIMEOUT, f"killed after exceeding Timeout of {timeout} s")
+        return Verdict(code, ErrorCode.TIMEOUT, f"killed after exceeding Timeout of {timeout} s")
     if code:
-        return _Verdict(code, ErrorCode.EXIT_CODE, exit_message(end.returncode))
-    return _Verdict(code)
+        return Verdict(code, ErrorCode.EXIT_CODE, exit_message(end.returncode))
+    return Verdict(code)
 
 
 def exit_code(returncode: int | None) -> int | None:
@@ -262,7 +283,7 @@ def exit_message(returncode: int | None) -> str:
     return f"exited with code {returncode}"
 
 
-def _outcome(verdict: _Verdict, upload: LogUpload, workspace: Workspace,
+def _outcome(verdict: Verdict, upload: LogUpload, workspace: Workspace,
              started: datetime) -> Outcome:
     """The Outcome; an upload failure fails a successful attempt, or is noted in `detail`."""
     error_code, message, detail = verdict.error_code, verdict.message, []

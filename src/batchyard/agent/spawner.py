@@ -1,0 +1,344 @@
+"""The agent's one loop: starts leased attempts, reaps them, and keeps their deadlines.
+
+One thread does it all for the fast path, so an attempt costs no thread, future or alarm of
+its own: it sleeps in an epoll selector on a wake-up eventfd (new leases, cancels) and on
+one pidfd per running program (readable when the program's leader exits), with the timer
+heap's next deadline as its timeout.
+
+A fast-path program is started with `os.posix_spawn` — `bash -c CommandLine` in a session of
+its own, stdin on /dev/null, stdout/stderr opened by the spawn's file actions — in its
+attempt's `workdir/`: posix_spawn has no chdir, so this thread first unshares its
+file-system attributes (`unshare(CLONE_FS)`: its cwd is its own, not the process's) and
+`chdir`s there; the child inherits the thread's cwd. Where that is refused the program is
+started by `subprocess.Popen(cwd=…)` (vfork) instead.
+
+When a leader exits, its pidfd says so while it is still an unreaped zombie, so its process
+group id cannot have been reused: what is left of the group is SIGKILLed, the orphan
+tracker sweeps what left the group (where there is no cgroup), and only then is the leader
+reaped — as `runner.program` does. Only this thread signals or reaps its programs, so a
+cancel or a timeout (posted to it, or due on its heap) can never hit a reused pid.
+
+Attempts that need more than a plain program (a package, mappings, the sandbox, a slot
+with a cgroup or a user) are handed to `heavy` (the agent's pool running `run_attempt`);
+the fast-path attempts that ended during one turn of the loop go to `finish` together (the
+agent's finishers upload their logs).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import logging
+import os
+import queue
+import selectors
+import shutil
+import signal
+import subprocess
+import threading
+from collections import deque
+from collections.abc import Callable, Iterable
+from contextlib import suppress
+from datetime import UTC, datetime
+from functools import partial
+
+from batchyard.agent.attempts import Attempt
+from batchyard.agent.timers import Timers
+from batchyard.domain.attempt import AttemptKey
+from batchyard.ports import ObjectStore
+from batchyard.runner.confinement import Slot
+from batchyard.runner.environment import program_environment
+from batchyard.runner.livelogs import LiveLogs
+from batchyard.runner.orphans import now_ticks
+from batchyard.runner.program import ProgramEnd
+from batchyard.runner.runner import NOT_STARTED, judge, launch_failed
+from batchyard.runner.settings import RunnerSettings
+from batchyard.runner.workspace import prepare_workspace
+
+_log = logging.getLogger(__name__)
+
+_CLONE_FS = 0x200
+_LOG_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
+_STDIN = (os.POSIX_SPAWN_OPEN, 0, "/dev/null", os.O_RDONLY, 0)
+
+
+class Spawner:
+    """The loop thread; every method but the loop's own may be called from any thread."""
+
+    def __init__(self, objects: ObjectStore, settings: RunnerSettings, slots: deque[Slot],
+                 fast: bool, heavy: Callable[[Attempt], None],
+                 finish: Callable[[list[Attempt]], None]) -> None:
+        self._objects = objects
+        self._settings = settings
+        self._work_root = str(settings.work_root)
+        self._slots = slots
+        """Free slots: taken here, given back by whoever concludes an attempt."""
+        self._fast = fast
+        self._heavy = heavy
+        self._finish = finish
+        self._store_variables = objects.program_environment()
+        self._inbox: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+        self._wakeup = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        self._selector = selectors.EpollSelector()
+        self._selector.register(self._wakeup, selectors.EVENT_READ)
+        self.timers = Timers()
+        self._attempts: dict[AttemptKey, Attempt] = {}
+        """Started attempts, fast and heavy, until they end (heavy ones: until their thread
+        returns, which removes them)."""
+        self._ended: list[Attempt] = []
+        """Attempts that ended during this turn of the loop: finished together after it."""
+        self._pending: deque[Attempt] = deque()
+        """Leased attempts waiting for a free slot (the engine leased more than it should)."""
+        self._running = 0
+        self._closing = False
+        self._own_cwd = False
+        self._shells: dict[str, str | None] = {}
+        self._thread = threading.Thread(target=self._loop, name="batchyard-spawner",
+                                        daemon=True)
+
+    # ---- from any thread --------------------------------------------------------------
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def submit(self, attempts: list[Attempt]) -> None:
+        self._post(partial(self._take, attempts))
+
+    def cancel(self, keys: Iterable[AttemptKey]) -> None:
+        self._post(partial(self._cancel, list(keys)))
+
+    def call(self, action: Callable[[], None]) -> None:
+        """Run `action` on the loop thread (a heartbeat's timer, for instance)."""
+        self._post(action)
+
+    def slot_freed(self) -> None:
+        if self._pending:
+            self._post(self._start_pending)
+
+    def forget(self, key: AttemptKey) -> None:
+        """A heavy attempt ended (its thread says so)."""
+        self._attempts.pop(key, None)
+
+    def stop(self) -> None:
+        """Kill every program, let the loop reap them, and end it."""
+        self._post(self._close)
+        self._thread.join()
+        self._selector.close()
+        os.close(self._wakeup)
+
+    def _post(self, action: Callable[[], None]) -> None:
+        self._inbox.put(action)
+        os.eventfd_write(self._wakeup, 1)
+
+    # ---- the loop ---------------------------------------------------------------------
+
+    def _loop(self) -> None:
+        self._own_cwd = _own_working_directory()
+        while not (self._closing and not self._running and not self._pending):
+            try:
+                self._turn()
+            except Exception:  # one attempt's trouble must not stop every other one
+                _log.exception("the agent's spawner failed")
+
+    def _turn(self) -> None:
+        for key, _ in self._selector.select(self.timers.delay()):
+            if key.data is None:
+                os.eventfd_read(self._wakeup)
+                self._read_inbox()
+            else:
+                self._reap(key.data)
+        for action in self.timers.due():
+            action()
+        if self._ended:
+            ended, self._ended = self._ended, []
+            self._finish(ended)
+
+    def _read_inbox(self) -> None:
+        while True:
+            try:
+                action = self._inbox.get_nowait()
+            except queue.Empty:
+                return
+            action()
+
+    def _take(self, attempts: list[Attempt]) -> None:
+        self._pending.extend(attempts)
+        self._start_pending()
+
+    def _start_pending(self) -> None:
+        pending, slots = self._pending, self._slots
+        while pending and slots:
+            attempt = pending.popleft()
+            attempt.slot = slots.popleft()
+            self._attempts[attempt.request.key] = attempt
+            if self._fast and not attempt.request.package_path \
+                    and not attempt.request.uses_mappings:
+                self._start(attempt)
+            else:
+                self._heavy(attempt)
+
+    # ---- the fast path ----------------------------------------------------------------
+
+    def _start(self, attempt: Attempt) -> None:
+        request = attempt.request
+        attempt.started = datetime.now(UTC)
+        try:
+            workspace = attempt.workspace = prepare_workspace(self._work_root, request.key)
+            environment = program_environment(request, self._store_variables, self._settings,
+                                              workspace.workdir, False)
+        except Exception as error:  # as run_attempt: the runner's own trouble, not launch
+            attempt.error = error
+            self._end(attempt)
+            return
+        since = now_ticks()  # before the leader exists: never later than its children
+        try:
+            attempt.pid = self._spawn(attempt, environment)
+            attempt.pidfd = os.pidfd_open(attempt.pid)
+        except (OSError, ValueError, subprocess.SubprocessError) as error:
+            attempt.verdict = launch_failed(error)
+            if attempt.pid:  # started, but cannot be watched: kill and reap it now
+                self._kill_and_reap(attempt)
+            self._end(attempt)
+            return
+        self._watch(attempt, since)
+
+    def _spawn(self, attempt: Attempt, environment: dict[str, str]) -> int:
+        """Start `bash -c CommandLine` in the workdir, in a session of its own; its pid."""
+        workspace = attempt.workspace
+        assert workspace is not None
+        argv = ["bash", "-c", attempt.request.command_line]
+        if not self._own_cwd:
+            attempt.popen = _popen(argv, environment, workspace.workdir, workspace.stdout,
+                                   workspace.stderr)
+            return attempt.popen.pid
+        os.chdir(workspace.workdir)
+        return os.posix_spawn(self._shell(environment.get("PATH", os.defpath)), argv,
+                              environment, setsid=True, file_actions=[
+                                  _STDIN,
+                                  (os.POSIX_SPAWN_OPEN, 1, workspace.stdout, _LOG_FLAGS, 0o644),
+                                  (os.POSIX_SPAWN_OPEN, 2, workspace.stderr, _LOG_FLAGS, 0o644)])
+
+    def _shell(self, path: str) -> str:
+        """Where `bash` is on the program's PATH (as Popen finds it), looked up once."""
+        try:
+            found = self._shells[path]
+        except KeyError:
+            found = self._shells[path] = shutil.which("bash", path=path)
+        if found is None:
+            raise FileNotFoundError(errno.ENOENT, "No such file or directory: 'bash'")
+        return found
+
+    def _watch(self, attempt: Attempt, since: int) -> None:
+        """The program runs: wait for its leader's exit, track its orphans, arm its timers."""
+        attempt.alive = True
+        self._running += 1
+        self._selector.register(attempt.pidfd, selectors.EVENT_READ, attempt)
+        orphans = attempt.slot.orphans if attempt.slot is not None else None
+        if orphans is not None:
+            attempt.orphan = orphans.started(attempt.pid, since)
+        timers = self.timers
+        if attempt.request.timeout > 0:
+            attempt.timers.append(timers.add(attempt.request.timeout,
+                                             partial(self._expire, attempt)))
+        attempt.timers.append(timers.add(self._settings.log_interval,
+                                          partial(self._ship_logs, attempt)))
+
+    def _reap(self, attempt: Attempt) -> None:
+        """The leader exited: kill the rest of its group, sweep orphans, then reap it."""
+        self._selector.unregister(attempt.pidfd)
+        os.close(attempt.pidfd)
+        self._running -= 1
+        self._kill_and_reap(attempt)
+        for timer in attempt.timers:
+            self.timers.cancel(timer)
+        attempt.verdict = judge(ProgramEnd(attempt.returncode, attempt.cancelled,
+                                           attempt.timed_out), attempt.request.timeout)
+        self._end(attempt)
+
+    def _kill_and_reap(self, attempt: Attempt) -> None:
+        self._signal(attempt, signal.SIGKILL)
+        attempt.alive = False
+        orphans = attempt.slot.orphans if attempt.slot is not None else None
+        if orphans is not None and attempt.orphan is not None:
+            orphans.ended(attempt.orphan)
+        try:
+            _, status = os.waitpid(attempt.pid, 0)
+            attempt.returncode = os.waitstatus_to_exitcode(status)
+        except ChildProcessError:  # reaped by someone else: its status is lost
+            attempt.returncode = -signal.SIGKILL if attempt.cancelled else None
+        if attempt.popen is not None:
+            attempt.popen.returncode = attempt.returncode
+        if orphans is not None and attempt.orphan is not None:
+            orphans.reaped(attempt.orphan)
+
+    def _end(self, attempt: Attempt) -> None:
+        self._attempts.pop(attempt.request.key, None)
+        self._ended.append(attempt)
+
+    def _signal(self, attempt: Attempt, signum: signal.Signals) -> None:
+        if attempt.alive:
+            with suppress(ProcessLookupError, PermissionError):
+                os.killpg(attempt.pid, signum)
+
+    # ---- deadlines and cancels --------------------------------------------------------
+
+    def _expire(self, attempt: Attempt) -> None:
+        """Timeout: SIGTERM the group, and SIGKILL it `kill_grace` seconds later."""
+        if not attempt.alive or attempt.cancelled:
+            return
+        attempt.timed_out = True
+        self._signal(attempt, signal.SIGTERM)
+        attempt.timers.append(self.timers.add(self._settings.kill_grace,
+                                              partial(self._signal, attempt, signal.SIGKILL)))
+
+    def _ship_logs(self, attempt: Attempt) -> None:
+        """The program ran for `log_interval` seconds: ship its logs while it runs (the
+        finisher stops this before the final upload)."""
+        if attempt.alive and attempt.workspace is not None:
+            attempt.live = LiveLogs(self._objects, attempt.request, attempt.workspace,
+                                    self._settings.log_interval).start(first=0)
+
+    def _cancel(self, keys: list[AttemptKey]) -> None:
+        wanted = set(keys)
+        for waiting in [a for a in self._pending if a.request.key in wanted]:
+            self._pending.remove(waiting)
+            waiting.verdict = NOT_STARTED
+            self._ended.append(waiting)
+        for key in keys:
+            attempt = self._attempts.get(key)
+            if attempt is None:
+                continue
+            if attempt.control is not None:
+                attempt.control.cancel()
+            elif not attempt.cancelled:
+                attempt.cancelled = True
+                self._signal(attempt, signal.SIGKILL)
+
+    def _close(self) -> None:
+        self._closing = True
+        self._cancel([attempt.request.key for attempt in self._pending])
+        self._cancel(list(self._attempts))
+
+
+def _own_working_directory() -> bool:
+    """Give this thread a working directory of its own (False where the kernel refuses)."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return bool(libc.unshare(_CLONE_FS) == 0)
+    except (OSError, AttributeError):
+        return False
+
+
+def _popen(argv: list[str], environment: dict[str, str], workdir: str, stdout: str,
+           stderr: str) -> subprocess.Popen[bytes]:
+    out = os.open(stdout, _LOG_FLAGS | os.O_CLOEXEC, 0o644)
+    try:
+        err = os.open(stderr, _LOG_FLAGS | os.O_CLOEXEC, 0o644)
+        try:
+            return subprocess.Popen(argv, cwd=workdir, env=environment,
+                                    stdin=subprocess.DEVNULL, stdout=out, stderr=err,
+                                    start_new_session=True)
+        finally:
+            os.close(err)
+    finally:
+        os.close(out)
