@@ -1,0 +1,325 @@
+"""LocalAgent with real processes and a real object-store folder: leases in, reports out."""
+
+from __future__ import annotations
+
+import io
+import os
+import random
+import tarfile
+import threading
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import pytest
+
+from batchyard.adapters.objectstore import FsspecObjectStore
+from batchyard.agent.agent import LocalAgent
+from batchyard.agent.executor import AgentExecutor
+from batchyard.domain.attempt import AttemptKey, AttemptRequest
+from batchyard.domain.outcome import ErrorCode, Outcome
+from batchyard.ports.agents import AgentInfo, Report, batch_of
+from batchyard.runner.confinement import Confinement
+from batchyard.runner.settings import RunnerSettings
+from tests.security.conftest import processes_running, until
+
+LOGS = "oss://bkt/logs/"
+JOB = "job-00000000000000000000000000000A9E"
+
+
+class Recorder:
+    """An AgentListener that keeps every call, and lets a test wait for reports."""
+
+    def __init__(self) -> None:
+        self.reports: list[Report] = []
+        self.calls = 0
+        self.beats: list[list[int]] = []
+        self._condition = threading.Condition()
+
+    def reported(self, agent_id: str, reports: Sequence[Report]) -> None:
+        with self._condition:
+            self.reports += reports
+            self.calls += 1
+            self._condition.notify_all()
+
+    def heartbeat(self, agent_id: str, running: Sequence[int]) -> None:
+        with self._condition:
+            self.beats.append(sorted(running))
+
+    def gone(self, agent_id: str, reason: str) -> None:
+        raise AssertionError("a local agent is never gone")
+
+    def wait(self, count: int, timeout: float = 30) -> dict[int, Outcome]:
+        """The outcomes by token, once `count` attempts have reported."""
+        with self._condition:
+            assert self._condition.wait_for(lambda: len(self.reports) >= count, timeout), \
+                self.reports
+            return {report.token: report.outcome for report in self.reports}
+
+
+def request(command: str, instance: int = 0, task: str = "t", timeout: int = 60,
+            package: str = "") -> AttemptRequest:
+    return AttemptRequest(
+        key=AttemptKey(JOB, task, instance, 1), instance_count=100, command_line=command,
+        package_path=package, env_vars={"GREETING": "hello"}, timeout=timeout,
+        stdout_dir=LOGS, stderr_dir=LOGS)
+
+
+@pytest.fixture
+def objects(tmp_path: Path) -> FsspecObjectStore:
+    return FsspecObjectStore(tmp_path / "objects")
+
+
+def settings_in(work_root: Path) -> RunnerSettings:
+    return RunnerSettings(work_root=work_root, kill_grace=0.5, log_interval=0.2,
+                          confinement=Confinement(tracking="subreaper"))
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> RunnerSettings:
+    return settings_in(tmp_path / "work")
+
+
+@pytest.fixture
+def recorder() -> Recorder:
+    return Recorder()
+
+
+def open_agent(objects: FsspecObjectStore, settings: RunnerSettings, recorder: Recorder,
+               slots: int = 4, heartbeat: float = 2.0) -> LocalAgent:
+    info = AgentInfo("agent-1", slots=slots, heartbeat=heartbeat)
+    return LocalAgent(info, objects, settings, recorder).start()
+
+
+@pytest.fixture
+def agent(objects: FsspecObjectStore, settings: RunnerSettings,
+          recorder: Recorder) -> Iterator[LocalAgent]:
+    running = open_agent(objects, settings, recorder)
+    yield running
+    running.shutdown()
+
+
+def lease(agent: LocalAgent, *requests: AttemptRequest, first: int = 1) -> None:
+    agent.lease(batch_of([(first + n, item) for n, item in enumerate(requests)]))
+
+
+def log(objects: FsspecObjectStore, stream: str, instance: int = 0, task: str = "t") -> str:
+    return objects.read_bytes(f"{LOGS}{stream}.{JOB}.{task}.{instance}").decode()
+
+
+def marker() -> int:
+    return random.randrange(5_000_000, 6_000_000, 10)
+
+
+def test_fifty_attempts_report_in_far_fewer_calls(objects: FsspecObjectStore,
+                                                  settings: RunnerSettings,
+                                                  recorder: Recorder) -> None:
+    agent = open_agent(objects, settings, recorder, slots=50)
+    try:
+        lease(agent, *(request("true", instance) for instance in range(50)))
+        outcomes = recorder.wait(50)
+    finally:
+        agent.shutdown()
+    assert sorted(outcomes) == list(range(1, 51))
+    assert all(outcome.succeeded for outcome in outcomes.values())
+    assert recorder.calls <= 10, recorder.calls
+
+
+def test_exit_codes_and_signals(agent: LocalAgent, recorder: Recorder) -> None:
+    lease(agent, request("exit 3", 0, "a"), request("kill -9 $$", 0, "b"),
+          request("true", 0, "c"))
+    outcomes = recorder.wait(3)
+    assert (outcomes[1].exit_code, outcomes[1].error_code) == (3, ErrorCode.EXIT_CODE)
+    assert outcomes[1].error_message == "exited with code 3"
+    assert (outcomes[2].exit_code, outcomes[2].error_message) == (137, "killed by signal SIGKILL")
+    assert outcomes[3].succeeded and outcomes[3].exit_code == 0
+
+
+def test_the_program_runs_in_its_workdir_with_its_environment(
+        objects: FsspecObjectStore, tmp_path: Path, recorder: Recorder) -> None:
+    settings = settings_in(tmp_path / "a work root with 'quotes', \"double\" and $dollars")
+    agent = open_agent(objects, settings, recorder)
+    try:
+        lease(agent, request('pwd; echo "$GREETING $BATCH_COMPUTE_DAG_INSTANCE_ID"', 7))
+        outcome = recorder.wait(1)[1]
+    finally:
+        agent.shutdown()
+    assert outcome.succeeded, outcome
+    workdir = settings.work_root / JOB / "t" / "7.attempt-1" / "workdir"
+    assert log(objects, "stdout", 7) == f"{workdir}\nhello 7\n"
+    assert os.getcwd() != str(workdir)
+
+
+def test_logs_are_uploaded_with_their_names(agent: LocalAgent, recorder: Recorder,
+                                            objects: FsspecObjectStore,
+                                            settings: RunnerSettings) -> None:
+    lease(agent, request("echo out; echo err >&2", 0, "good"),
+          request("echo bad; exit 1", 1, "bad"))
+    outcomes = recorder.wait(2)
+    assert outcomes[1].stdout_path == f"{LOGS}stdout.{JOB}.good.0"
+    assert outcomes[1].stderr_path == f"{LOGS}stderr.{JOB}.good.0"
+    assert (log(objects, "stdout", 0, "good"), log(objects, "stderr", 0, "good")) == (
+        "out\n", "err\n")
+    assert not objects.exists(f"{LOGS}stdout.{JOB}.good.0.attempt-1")
+    assert not (settings.work_root / JOB / "good" / "0.attempt-1").exists()
+    assert log(objects, "stdout", 1, "bad") == "bad\n"
+    assert objects.read_bytes(f"{LOGS}stdout.{JOB}.bad.1.attempt-1") == b"bad\n"
+    assert (settings.work_root / JOB / "bad" / "1.attempt-1").is_dir()
+
+
+def test_timeout_kills_the_whole_tree(agent: LocalAgent, recorder: Recorder,
+                                      objects: FsspecObjectStore) -> None:
+    number = marker()
+    lease(agent, request(f"sleep {number} & sleep {number + 1}", timeout=1))
+    outcome = recorder.wait(1)[1]
+    assert (outcome.error_code, outcome.exit_code) == (ErrorCode.TIMEOUT, 143)
+    assert outcome.error_message == "killed after exceeding Timeout of 1 s"
+    assert not processes_running(f"sleep {number}")
+    assert not processes_running(f"sleep {number + 1}")
+    assert "batchyard: killed after exceeding Timeout of 1 s" in log(objects, "stderr")
+
+
+def test_a_program_ignoring_sigterm_is_killed_after_the_grace(agent: LocalAgent,
+                                                              recorder: Recorder) -> None:
+    number = marker()
+    lease(agent, request(f"trap '' TERM; sleep {number}", timeout=1))
+    outcome = recorder.wait(1)[1]
+    assert (outcome.error_code, outcome.exit_code) == (ErrorCode.TIMEOUT, 137)
+    assert not processes_running(f"sleep {number}")
+
+
+def test_cancel_stops_the_attempt_and_its_processes(agent: LocalAgent, recorder: Recorder,
+                                                    objects: FsspecObjectStore) -> None:
+    number = marker()
+    lease(agent, request(f"sleep {number} & sleep {number + 1}"))
+    assert until(lambda: processes_running(f"sleep {number + 1}"), 10)
+    agent.cancel([AttemptKey(JOB, "t", 0, 1)])
+    outcome = recorder.wait(1)[1]
+    assert (outcome.error_code, outcome.exit_code) == (ErrorCode.STOPPED, 137)
+    assert not processes_running(f"sleep {number}")
+    assert not processes_running(f"sleep {number + 1}")
+    assert log(objects, "stderr") == "batchyard: stopped: the attempt was cancelled\n"
+
+
+def test_a_cancelled_attempt_waiting_for_a_slot_never_starts(
+        objects: FsspecObjectStore, settings: RunnerSettings, recorder: Recorder,
+        tmp_path: Path) -> None:
+    agent = open_agent(objects, settings, recorder, slots=1)
+    try:
+        lease(agent, request("sleep 30", 0, "first"),
+              request(f"touch {tmp_path / 'ran'}", 0, "second"))
+        agent.cancel([AttemptKey(JOB, "second", 0, 1)])
+        outcome = recorder.wait(1)[2]
+        agent.cancel([AttemptKey(JOB, "first", 0, 1)])
+        recorder.wait(2)
+    finally:
+        agent.shutdown()
+    assert (outcome.error_code, outcome.exit_code) == (ErrorCode.STOPPED, None)
+    assert log(objects, "stderr", task="second") == (
+        "batchyard: stopped before the program started\n")
+    assert not (tmp_path / "ran").exists()
+
+
+def test_detached_processes_do_not_outlive_their_attempt(agent: LocalAgent,
+                                                         recorder: Recorder) -> None:
+    number = marker()
+    lease(agent, request(f"setsid sleep {number} & (setsid sleep {number + 1} &); "
+                         f"sleep {number + 2} & sleep 0.3"))
+    assert recorder.wait(1)[1].succeeded
+    assert until(lambda: not any(processes_running(f"sleep {number + n}") for n in range(3)),
+                 10)
+
+
+def test_heartbeats_list_the_running_tokens(objects: FsspecObjectStore,
+                                            settings: RunnerSettings,
+                                            recorder: Recorder) -> None:
+    agent = open_agent(objects, settings, recorder, heartbeat=0.05)
+    try:
+        lease(agent, request("sleep 30", 0), request("sleep 30", 1), first=41)
+        assert until(lambda: [41, 42] in recorder.beats, 10), recorder.beats
+        agent.cancel([AttemptKey(JOB, "t", 0, 1)])
+        recorder.wait(1)
+        count = len(recorder.beats)
+        assert until(lambda: len(recorder.beats) > count + 1, 10)
+        assert recorder.beats[-1] == [42]
+    finally:
+        agent.shutdown()
+
+
+def test_shutdown_kills_everything_and_reports_it(objects: FsspecObjectStore,
+                                                  settings: RunnerSettings,
+                                                  recorder: Recorder) -> None:
+    number = marker()
+    agent = open_agent(objects, settings, recorder, slots=2)
+    lease(agent, *(request(f"sleep {number + 2 * n} & sleep {number + 2 * n + 1}", 0, f"t{n}")
+                   for n in range(3)))
+    assert until(lambda: processes_running(f"sleep {number + 1}")
+                 and processes_running(f"sleep {number + 3}"), 10)
+    agent.shutdown()
+    outcomes = recorder.wait(3, timeout=0)
+    assert {outcome.error_code for outcome in outcomes.values()} == {ErrorCode.STOPPED}
+    assert not any(processes_running(f"sleep {number + n}") for n in range(6))
+
+
+def test_live_logs_are_shipped_while_a_fast_attempt_runs(agent: LocalAgent,
+                                                         recorder: Recorder,
+                                                         objects: FsspecObjectStore) -> None:
+    lease(agent, request("echo early; sleep 30"))
+    url = f"{LOGS}stdout.{JOB}.t.0"
+    assert until(lambda: objects.exists(url) and objects.read_bytes(url) == b"early\n", 10)
+    assert not recorder.reports
+    agent.cancel([AttemptKey(JOB, "t", 0, 1)])
+    recorder.wait(1)
+
+
+def package(objects: FsspecObjectStore, url: str, files: dict[str, str]) -> None:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        for name, text in files.items():
+            data = text.encode()
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    objects.put_bytes(url, buffer.getvalue())
+
+
+def test_fast_and_heavy_attempts_in_one_batch(agent: LocalAgent, recorder: Recorder,
+                                              objects: FsspecObjectStore) -> None:
+    package(objects, "oss://bkt/app/app.tar.gz", {"main.sh": "echo from-package $GREETING\n"})
+    lease(agent, request("echo plain", 0, "fast"),
+          request("bash main.sh", 0, "heavy", package="oss://bkt/app/app.tar.gz"),
+          request("bash main.sh", 0, "missing", package="oss://bkt/app/none.tar.gz"))
+    outcomes = recorder.wait(3)
+    assert outcomes[1].succeeded and outcomes[2].succeeded, outcomes
+    assert log(objects, "stdout", task="fast") == "plain\n"
+    assert log(objects, "stdout", task="heavy") == "from-package hello\n"
+    assert outcomes[3].error_code is ErrorCode.PACKAGE
+
+
+def test_forget_removes_the_jobs_work_folders(agent: LocalAgent, recorder: Recorder,
+                                              settings: RunnerSettings) -> None:
+    lease(agent, request("exit 1"))
+    recorder.wait(1)
+    assert (settings.work_root / JOB).is_dir()
+    agent.forget(JOB)
+    assert not (settings.work_root / JOB).exists()
+
+
+def test_the_executor_adapter_reports_each_outcome(objects: FsspecObjectStore,
+                                                   settings: RunnerSettings) -> None:
+    outcomes: dict[AttemptKey, Outcome] = {}
+    done = threading.Event()
+
+    def listener(key: AttemptKey, outcome: Outcome) -> None:
+        outcomes[key] = outcome
+        if len(outcomes) == 3:
+            done.set()
+
+    executor = AgentExecutor(2, objects, settings, listener)
+    try:
+        executor.submit_many([request("true", n) for n in range(2)])
+        executor.submit(request("exit 4", 2))
+        assert done.wait(30)
+    finally:
+        executor.shutdown()
+    assert [outcomes[AttemptKey(JOB, "t", n, 1)].exit_code for n in range(3)] == [0, 0, 4]
+    assert executor.capabilities().slots == 2
