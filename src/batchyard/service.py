@@ -13,10 +13,10 @@ import logging
 import os
 import stat
 
-from batchyard.adapters.local_executor import LocalExecutor
 from batchyard.adapters.objectstore import FsspecObjectStore
 from batchyard.adapters.s3 import s3_configuration
 from batchyard.adapters.store import SqlStore
+from batchyard.agent.executor import AgentExecutor
 from batchyard.domain.buckets import Grant
 from batchyard.lock import DataDirLock
 from batchyard.orchestrator.engine import Engine
@@ -97,7 +97,7 @@ def open_engine(settings: Settings, serving: bool = False) -> Engine:
     runner_settings = _runner_settings(settings, policy, objects, serving)
 
     def local_executor(listener: OutcomeListener) -> Executor:
-        return LocalExecutor(settings.slots, objects, runner_settings, listener)
+        return AgentExecutor(settings.slots, objects, runner_settings, listener)
 
     lock = DataDirLock(settings.data_dir.resolve(), "serve" if serving else "run")
     releases = [lock.release]
