@@ -1,7 +1,7 @@
 """The agent's one loop: starts leased attempts, reaps them, and keeps their deadlines.
 
 One thread does it all for the fast path, so an attempt costs no thread, future or alarm of
-its own: it sleeps in an epoll selector on a wake-up eventfd (new leases, cancels) and on
+its own: it sleeps in `epoll` on a wake-up eventfd (new leases, cancels) and on
 one pidfd per running program (readable when the program's leader exits), with the timer
 heap's next deadline as its timeout.
 
@@ -31,7 +31,7 @@ import errno
 import logging
 import os
 import queue
-import selectors
+import select
 import shutil
 import signal
 import subprocess
@@ -79,8 +79,10 @@ class Spawner:
         self._store_variables = objects.program_environment()
         self._inbox: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
         self._wakeup = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
-        self._selector = selectors.EpollSelector()
-        self._selector.register(self._wakeup, selectors.EVENT_READ)
+        self._epoll = select.epoll()
+        self._epoll.register(self._wakeup, select.EPOLLIN)
+        self._watched: dict[int, Attempt] = {}
+        """Running fast-path attempts by pidfd."""
         self.timers = Timers()
         self._attempts: dict[AttemptKey, Attempt] = {}
         """Started attempts, fast and heavy, until they end (heavy ones: until their thread
@@ -89,7 +91,6 @@ class Spawner:
         """Attempts that ended during this turn of the loop: finished together after it."""
         self._pending: deque[Attempt] = deque()
         """Leased attempts waiting for a free slot (the engine leased more than it should)."""
-        self._running = 0
         self._closing = False
         self._own_cwd = False
         self._shells: dict[str, str | None] = {}
@@ -123,7 +124,7 @@ class Spawner:
         """Kill every program, let the loop reap them, and end it."""
         self._post(self._close)
         self._thread.join()
-        self._selector.close()
+        self._epoll.close()
         os.close(self._wakeup)
 
     def _post(self, action: Callable[[], None]) -> None:
@@ -134,19 +135,19 @@ class Spawner:
 
     def _loop(self) -> None:
         self._own_cwd = _own_working_directory()
-        while not (self._closing and not self._running and not self._pending):
+        while not (self._closing and not self._watched and not self._pending):
             try:
                 self._turn()
             except Exception:  # one attempt's trouble must not stop every other one
                 _log.exception("the agent's spawner failed")
 
     def _turn(self) -> None:
-        for key, _ in self._selector.select(self.timers.delay()):
-            if key.data is None:
+        for descriptor, _ in self._epoll.poll(self.timers.delay()):
+            if descriptor == self._wakeup:
                 os.eventfd_read(self._wakeup)
                 self._read_inbox()
             else:
-                self._reap(key.data)
+                self._reap(self._watched.pop(descriptor))
         for action in self.timers.due():
             action()
         if self._ended:
@@ -231,8 +232,8 @@ class Spawner:
     def _watch(self, attempt: Attempt, since: int) -> None:
         """The program runs: wait for its leader's exit, track its orphans, arm its timers."""
         attempt.alive = True
-        self._running += 1
-        self._selector.register(attempt.pidfd, selectors.EVENT_READ, attempt)
+        self._epoll.register(attempt.pidfd, select.EPOLLIN)
+        self._watched[attempt.pidfd] = attempt
         orphans = attempt.slot.orphans if attempt.slot is not None else None
         if orphans is not None:
             attempt.orphan = orphans.started(attempt.pid, since)
@@ -245,9 +246,10 @@ class Spawner:
 
     def _reap(self, attempt: Attempt) -> None:
         """The leader exited: kill the rest of its group, sweep orphans, then reap it."""
-        self._selector.unregister(attempt.pidfd)
+        # Out of the epoll set first: a closed descriptor stays in it while another process
+        # (a child between its vfork and its exec) still shares it, and its number is reused.
+        self._epoll.unregister(attempt.pidfd)
         os.close(attempt.pidfd)
-        self._running -= 1
         self._kill_and_reap(attempt)
         for timer in attempt.timers:
             self.timers.cancel(timer)
