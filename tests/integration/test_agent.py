@@ -8,6 +8,7 @@ import random
 import tarfile
 import threading
 from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -147,6 +148,21 @@ def test_the_program_runs_in_its_workdir_with_its_environment(
     workdir = settings.work_root / JOB / "t" / "7.attempt-1" / "workdir"
     assert log(objects, "stdout", 7) == f"{workdir}\nhello 7\n"
     assert os.getcwd() != str(workdir)
+
+
+def test_relative_paths_keep_their_meaning_on_the_spawner_thread(
+        tmp_path: Path, recorder: Recorder, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The loop changes its own working directory to spawn; a bucket in a folder relative to
+    the process's working directory must still receive the logs."""
+    monkeypatch.chdir(tmp_path)
+    objects = FsspecObjectStore(tmp_path / "objects", {"near": "near-folder"})
+    agent = open_agent(objects, settings_in(tmp_path / "work"), recorder)
+    try:
+        agent.lease(batch_of([(1, replace(request("echo here"), stdout_dir="oss://near/x/"))]))
+        assert recorder.wait(1)[1].succeeded
+    finally:
+        agent.shutdown()
+    assert (tmp_path / "near-folder" / "x" / f"stdout.{JOB}.t.0").read_text() == "here\n"
 
 
 def test_logs_are_uploaded_with_their_names(agent: LocalAgent, recorder: Recorder,

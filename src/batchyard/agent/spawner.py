@@ -93,6 +93,9 @@ class Spawner:
         """Leased attempts waiting for a free slot (the engine leased more than it should)."""
         self._closing = False
         self._own_cwd = False
+        self._home = -1
+        """The process's working directory (a descriptor): the loop goes back there after
+        each spawn, so relative paths mean on this thread what they mean elsewhere."""
         self._shells: dict[str, str | None] = {}
         self._thread = threading.Thread(target=self._loop, name="batchyard-spawner",
                                         daemon=True)
@@ -134,12 +137,16 @@ class Spawner:
     # ---- the loop ---------------------------------------------------------------------
 
     def _loop(self) -> None:
+        self._home = os.open(".", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
         self._own_cwd = _own_working_directory()
-        while not (self._closing and not self._watched and not self._pending):
-            try:
-                self._turn()
-            except Exception:  # one attempt's trouble must not stop every other one
-                _log.exception("the agent's spawner failed")
+        try:
+            while not (self._closing and not self._watched and not self._pending):
+                try:
+                    self._turn()
+                except Exception:  # one attempt's trouble must not stop every other one
+                    _log.exception("the agent's spawner failed")
+        finally:
+            os.close(self._home)
 
     def _turn(self) -> None:
         for descriptor, _ in self._epoll.poll(self.timers.delay()):
@@ -212,12 +219,14 @@ class Spawner:
             attempt.popen = _popen(argv, environment, workspace.workdir, workspace.stdout,
                                    workspace.stderr)
             return attempt.popen.pid
+        shell = self._shell(environment.get("PATH", os.defpath))
         os.chdir(workspace.workdir)
-        return os.posix_spawn(self._shell(environment.get("PATH", os.defpath)), argv,
-                              environment, setsid=True, file_actions=[
-                                  _STDIN,
-                                  (os.POSIX_SPAWN_OPEN, 1, workspace.stdout, _LOG_FLAGS, 0o644),
-                                  (os.POSIX_SPAWN_OPEN, 2, workspace.stderr, _LOG_FLAGS, 0o644)])
+        try:
+            return os.posix_spawn(shell, argv, environment, setsid=True, file_actions=[
+                _STDIN, (os.POSIX_SPAWN_OPEN, 1, workspace.stdout, _LOG_FLAGS, 0o644),
+                (os.POSIX_SPAWN_OPEN, 2, workspace.stderr, _LOG_FLAGS, 0o644)])
+        finally:
+            os.fchdir(self._home)
 
     def _shell(self, path: str) -> str:
         """Where `bash` is on the program's PATH (as Popen finds it), looked up once."""
