@@ -165,6 +165,20 @@ def test_relative_paths_keep_their_meaning_on_the_spawner_thread(
     assert (tmp_path / "near-folder" / "x" / f"stdout.{JOB}.t.0").read_text() == "here\n"
 
 
+def test_programs_inherit_no_descriptor_beyond_the_standard_three(
+        objects: FsspecObjectStore, settings: RunnerSettings, recorder: Recorder) -> None:
+    inherited = os.open(os.devnull, os.O_RDONLY)
+    os.set_inheritable(inherited, True)
+    agent = open_agent(objects, settings, recorder)
+    try:
+        lease(agent, request("ls /proc/self/fd"))
+        assert recorder.wait(1)[1].succeeded
+    finally:
+        agent.shutdown()
+        os.close(inherited)
+    assert log(objects, "stdout").split() == ["0", "1", "2", "3"]  # 3: the listing's own
+
+
 def test_logs_are_uploaded_with_their_names(agent: LocalAgent, recorder: Recorder,
                                             objects: FsspecObjectStore,
                                             settings: RunnerSettings) -> None:

@@ -86,7 +86,10 @@ class LocalAgent:
         return self
 
     def lease(self, batch: LeaseBatch) -> None:
-        """Start these attempts as slots allow; returns at once."""
+        """Start these attempts as slots allow; returns at once. (After `shutdown`, nothing
+        is started: the engine counts such attempts lost and runs them again.)"""
+        if self._stopped:
+            return
         worker = self._info.id
         attempts = [Attempt(lease.token, replace(request, worker_id=worker))
                     for lease, request in batch.requests()]
@@ -96,7 +99,8 @@ class LocalAgent:
         self._spawner.submit(attempts)
 
     def cancel(self, keys: Sequence[AttemptKey]) -> None:
-        self._spawner.cancel(keys)
+        if not self._stopped:
+            self._spawner.cancel(keys)
 
     def forget(self, job_id: str) -> None:
         """Remove the job's work folders (the job was deleted)."""
@@ -137,7 +141,10 @@ class LocalAgent:
             self._leased.pop(attempt.token, None)
             reports.append(Report(attempt.request.key, attempt.token, outcome))
         self._spawner.slot_freed()
-        self._listener.reported(self._info.id, reports)
+        try:
+            self._listener.reported(self._info.id, reports)
+        except Exception:  # the listener's trouble must not stop the agent's loop
+            _log.exception("the listener failed on %d reports", len(reports))
 
     def _beat(self) -> None:
         """On the spawner loop, every `info.heartbeat` seconds: the tokens it holds."""

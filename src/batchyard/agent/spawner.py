@@ -139,6 +139,7 @@ class Spawner:
     def _loop(self) -> None:
         self._home = os.open(".", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
         self._own_cwd = _own_working_directory()
+        _keep_descriptors_home()
         try:
             while not (self._closing and not self._watched and not self._pending):
                 try:
@@ -338,6 +339,17 @@ def _own_working_directory() -> bool:
         return bool(libc.unshare(_CLONE_FS) == 0)
     except (OSError, AttributeError):
         return False
+
+
+def _keep_descriptors_home() -> None:
+    """Mark every descriptor this process holds beyond 0-2 close-on-exec (Python's own are
+    already): posix_spawn, unlike Popen, does not close the others, and a program must not
+    inherit what batchyard's parent or a C library left open."""
+    for name in os.listdir("/proc/self/fd"):
+        descriptor = int(name)
+        if descriptor > 2:
+            with suppress(OSError):  # the listing's own descriptor, closed meanwhile
+                os.set_inheritable(descriptor, False)
 
 
 def _popen(argv: list[str], environment: dict[str, str], workdir: str, stdout: str,
