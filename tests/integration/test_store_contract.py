@@ -19,6 +19,7 @@ from batchyard.adapters.store import (
 )
 from batchyard.domain.attempt import AttemptKey
 from batchyard.domain.buckets import BucketForbidden
+from batchyard.domain.derivation import Metrics
 from batchyard.domain.outcome import Outcome
 from batchyard.domain.spec import object_urls, parse_job
 from batchyard.domain.states import Entity, ForbiddenTransition, State, Transition
@@ -331,3 +332,28 @@ def test_a_restart_requeues_failed_and_stopped_instances_never_running_ones(
         ("first", 1, "Failed")]
     assert [i.state for i in store.instances(job_id, "first")] == [State.RUNNING, State.WAITING]
     assert store.events(job_id)[-1].source == "Failed"
+
+
+def test_the_tasks_counts_follow_every_move_of_their_instances(store: SqlStore) -> None:
+    """The counts kept in the task rows always equal a count of the instances themselves."""
+    job_id = create(store, "job-1", make_job({"first": make_task("true", 4),
+                                              "second": make_task("true", 2)}))
+
+    def recounted() -> dict[str, Metrics]:
+        return {task: Metrics.of(i.state for i in store.instances(job_id, task))
+                for task in ("first", "second")}
+
+    with store.transaction() as tx:
+        assert tx.instance_counts(job_id) == recounted()
+        assert tx.mark_running(tx.launch_rows(3), 1001)
+        assert tx.instance_counts(job_id, {"first"})["first"] == Metrics(waiting=1, running=3)
+        tx.end_attempt(ended(job_id, "first", 0, 1, 1002), State.FINISHED, 1002)
+        tx.end_attempt(ended(job_id, "first", 1, 1, 1002, 1), State.FAILED, 1002)
+        tx.move_instance(job_id, "first", 2, State.WAITING, 1002)
+    with store.transaction() as tx:
+        tx.move_instances(job_id, State.STOPPED, 1003)
+    with store.transaction() as tx:
+        tx.move_instances(job_id, State.WAITING, 1004, operation="restart", retry_count=0)
+        counts = tx.instance_counts(job_id)
+    assert counts == recounted()
+    assert counts["first"] == Metrics(waiting=3, finished=1)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import threading
+from collections import Counter
 from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from datetime import UTC, datetime
@@ -24,7 +25,15 @@ from sqlalchemy.exc import IntegrityError
 
 from batchyard.adapters.credentials import idempotency_tokens
 from batchyard.adapters.database import insert_ignoring_duplicates, open_engine
-from batchyard.adapters.schema import attempts, buckets, events, instances, jobs, tasks
+from batchyard.adapters.schema import (
+    COUNT_COLUMNS,
+    attempts,
+    buckets,
+    events,
+    instances,
+    jobs,
+    tasks,
+)
 from batchyard.domain import buckets as bucket_rules
 from batchyard.domain.attempt import AttemptKey
 from batchyard.domain.derivation import Metrics
@@ -288,12 +297,33 @@ class StoreTransaction:
         self.connection = connection
         self._events: list[dict[str, Any]] = []
         self._flushed: list[dict[str, Any]] = []
+        self._counts: Counter[tuple[str, str, State]] = Counter()
+        """Changes to the tasks' instance counts not written yet: (job, task, state) -> n."""
 
     def flush_events(self) -> None:
+        """Write the events and count changes recorded so far (at commit at the latest)."""
         if self._events:
             self.connection.execute(events.insert(), self._events)
             self._flushed += self._events
             self._events = []
+        self._flush_counts()
+
+    def _count(self, job_id: str, task: str, source: State | str, target: State) -> None:
+        """One instance of the task moved from `source` to `target`."""
+        self._counts[job_id, task, State(source)] -= 1
+        self._counts[job_id, task, target] += 1
+
+    def _flush_counts(self) -> None:
+        """One UPDATE per task whose counts changed (all its five counts at once)."""
+        if not self._counts:
+            return
+        changes: dict[tuple[str, str], dict[str, Any]] = {}
+        for (job_id, task, state), delta in self._counts.items():
+            row = changes.setdefault((job_id, task), {
+                "b_job": job_id, "b_task": task, **dict.fromkeys(_COUNT_BINDS.values(), 0)})
+            row[_COUNT_BINDS[state]] += delta
+        self._counts.clear()
+        self.connection.execute(_ADD_COUNTS, list(changes.values()))
 
     def event(self, job_id: str, kind: str, source: str, target: State, now: float,
               task: str = "", instance_id: int | None = None, message: str = "") -> None:
@@ -333,7 +363,8 @@ class StoreTransaction:
             task_rows += [
                 {"job_id": job_id, "name": name, "state": State.WAITING.value,
                  "ready": not graph[name], "instance_count": task.InstanceCount,
-                 "max_retry_count": task.MaxRetryCount}
+                 "max_retry_count": task.MaxRetryCount,
+                 COUNT_COLUMNS[State.WAITING]: task.InstanceCount}
                 for name, task in spec.DAG.Tasks.items()
             ]
             instance_rows += [
@@ -439,8 +470,14 @@ class StoreTransaction:
 
     def instance_counts(self, job_id: str, names: Collection[str] | None = None
                         ) -> dict[str, Metrics]:
-        """Instances per state of each task of the job (of the tasks in `names` if given)."""
-        return _instance_counts(self.connection, job_id, names)
+        """Instances per state of each task of the job (of the tasks in `names` if given),
+        as kept in the task rows: one row read per task, whatever its instance count."""
+        self._flush_counts()
+        query = select(tasks.c.name, *_COUNTS).where(tasks.c.job_id == job_id)
+        if names is not None and len(names) <= MOST_NAMES:
+            query = query.where(tasks.c.name.in_(sorted(names)))
+        return {row.name: _metrics(row) for row in self.connection.execute(query)
+                if names is None or row.name in names}
 
     def task_metrics(self, job_id: str) -> Metrics:
         """The job's tasks per state, counted by the database (no row reaches Python)."""
@@ -509,18 +546,21 @@ class StoreTransaction:
 
     def move_instance(self, job_id: str, task: str, instance_id: int, target: State,
                       now: float, *, ended: Stamp = KEEP, error_code: str | Keep = KEEP,
-                      error_message: str | Keep = KEEP, message: str = "") -> bool:
+                      error_message: str | Keep = KEEP, lost: int | Keep = KEEP,
+                      message: str = "") -> bool:
         """Like `move_job`, for one instance and the instance table."""
         keys = {"b_job": job_id, "b_task": task, "b_index": instance_id}
         source = self.connection.execute(_INSTANCE_STATE, keys).scalar()
         if source is None:
             return False
         check(Entity.INSTANCE, f"{job_id}/{task}/{instance_id}", State(source), target)
-        fields = _given(ended=ended, error_code=error_code, error_message=error_message)
+        fields = _given(ended=ended, error_code=error_code, error_message=error_message,
+                        lost=lost)
         result = self.connection.execute(_MOVE_INSTANCE, {
             **keys, "b_source": source, "state": target.value, **fields})
         moved = bool(result.rowcount)
         if moved:
+            self._count(job_id, task, source, target)
             self.event(job_id, "instance", source, target, now, task=task,
                        instance_id=instance_id, message=message)
         return moved
@@ -544,6 +584,7 @@ class StoreTransaction:
             self.connection.execute(
                 instances.update().where(*where).values(state=target.value, **fields))
         for row in rows:
+            self._count(job_id, row.task, row.state, target)
             self.event(job_id, "instance", row.state, target, now, task=row.task,
                        instance_id=row.instance_id)
         return [MovedInstance(row.task, row.instance_id, State(row.state), row.attempts)
@@ -561,6 +602,7 @@ class StoreTransaction:
             for row in rows])
         for row in rows:
             candidate = row.candidate
+            self._count(candidate.job_id, candidate.task, State.WAITING, State.RUNNING)
             self.event(candidate.job_id, "instance", State.WAITING.value, State.RUNNING, now,
                        task=candidate.task, instance_id=candidate.instance_id)
         return result.rowcount == len(rows)
@@ -594,6 +636,7 @@ class StoreTransaction:
             "b_attempt": key.attempt, "state": target.value, **_result_fields(end)})
         moved = bool(result.rowcount)
         if moved:
+            self._count(key.job_id, key.task, State.RUNNING, target)
             self.event(key.job_id, "instance", State.RUNNING.value, target, now, task=key.task,
                        instance_id=key.instance_id, message=message)
         return moved
@@ -653,6 +696,12 @@ _JOB_COUNTS = union_all(  # (kind, state, count) of a job's tasks and instances,
     .where(tasks.c.job_id == bindparam("b_id")).group_by(tasks.c.state),
     select(literal("instance").label("kind"), instances.c.state, func.count())
     .where(instances.c.job_id == bindparam("b_id")).group_by(instances.c.state))
+_COUNTS = [tasks.c[column] for column in COUNT_COLUMNS.values()]
+_COUNT_BINDS = {state: f"b_{column}" for state, column in COUNT_COLUMNS.items()}
+_ADD_COUNTS = tasks.update().where(
+    tasks.c.job_id == bindparam("b_job"), tasks.c.name == bindparam("b_task")).values(
+    {tasks.c[column]: tasks.c[column] + bindparam(_COUNT_BINDS[state])
+     for state, column in COUNT_COLUMNS.items()})
 _END_ATTEMPT = instances.update().where(
     *_ONE_INSTANCE, instances.c.state == State.RUNNING.value,
     instances.c.attempts == bindparam("b_attempt"))
@@ -708,6 +757,12 @@ def instance_record(row: Row[Any]) -> InstanceRecord:
         stderr_path=row.stderr_path, node=row.node)
 
 
+def _metrics(row: Row[Any]) -> Metrics:
+    """A task's instance counts, from its row's count columns."""
+    return Metrics.from_counts({state: row._mapping[column]
+                                for state, column in COUNT_COLUMNS.items()})
+
+
 def _given(**fields: object) -> dict[str, object]:
     """The fields a write sets (those not KEEP), by column name."""
     return {name: value for name, value in fields.items() if value is not KEEP}
@@ -715,7 +770,8 @@ def _given(**fields: object) -> dict[str, object]:
 
 def _instance_row(row: Row[Any]) -> InstanceRow:
     return InstanceRow(row.job_id, row.task, row.instance_id, State(row.state),
-                       row.retry_count, row.attempts, row.started, row.ended, row.exit_code,
+                       row.retry_count, row.attempts, row.lost, row.started, row.ended,
+                       row.exit_code,
                        row.error_code, row.error_message)
 
 
@@ -727,7 +783,7 @@ def _result_fields(end: AttemptEnd) -> dict[str, Any]:
         "error_code": outcome.error_code.value, "error_message": outcome.error_message,
         "detail": outcome.detail, "stdout_path": outcome.stdout_path,
         "stderr_path": outcome.stderr_path, "node": outcome.node,
-        "retry_count": end.retry_count,
+        "retry_count": end.retry_count, **_given(lost=end.lost),
     }
 
 

@@ -13,20 +13,21 @@ import os
 import shutil
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
 from batchyard.adapters.listing import Window, list_jobs
 from batchyard.adapters.store import SqlStore
-from batchyard.domain.attempt import AttemptKey, AttemptRequest
+from batchyard.domain.attempt import AttemptKey
 from batchyard.domain.records import InstanceRecord, JobRecord, TaskRecord
 from batchyard.domain.states import ACTIVE, STOPPABLE, TERMINAL, State
 from batchyard.errors import BatchyardError, NotFound
 from batchyard.lock import DataDirBusy, DataDirLock, Holder, holder
 from batchyard.orchestrator.engine import Engine
-from batchyard.ports import Capabilities, ObjectStore
+from batchyard.ports import ObjectStore
+from batchyard.ports.agents import AgentInfo, LeaseBatch
 from batchyard.runner.reaper import reap_orphans
 from batchyard.settings import Settings
 
@@ -158,7 +159,7 @@ class LocalClient:
             if reap:
                 reap_orphans(self.settings.work_root)
             operation(Engine(self.store, _objects(self.settings),
-                             lambda listener: _IdleExecutor(self.settings.work_root)))
+                             lambda listener: [_IdleAgent(self.settings.work_root)]))
         finally:
             lock.release()
 
@@ -193,19 +194,19 @@ def _objects(settings: Settings) -> ObjectStore:
     return open_objects(settings)
 
 
-class _IdleExecutor:
-    """An executor for an engine that only applies an operation: it runs nothing."""
+class _IdleAgent:
+    """The agent of an engine that only applies an operation: it runs nothing."""
 
     def __init__(self, work_root: Path) -> None:
         self.work_root = work_root
 
-    def capabilities(self) -> Capabilities:
-        return Capabilities("none", 0)
+    def info(self) -> AgentInfo:
+        return AgentInfo("none", 0, heartbeat=0)
 
-    def submit(self, request: AttemptRequest) -> None:
+    def lease(self, batch: LeaseBatch) -> None:
         raise BatchyardError("this engine runs nothing")
 
-    def cancel(self, key: AttemptKey) -> None:
+    def cancel(self, keys: Sequence[AttemptKey]) -> None:
         """Nothing runs here; the programs of a dead engine are reaped instead."""
 
     def forget(self, job_id: str) -> None:

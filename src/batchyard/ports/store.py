@@ -93,6 +93,8 @@ class InstanceRow:
     """User retries used (MaxRetryCount counts these)."""
     attempts: int
     """Attempts launched so far: the number of the current (or last) attempt."""
+    lost: int
+    """Attempts lost with their agent (re-run without using a retry, a bounded number)."""
     started: float | None
     ended: float | None
     exit_code: int | None
@@ -152,6 +154,8 @@ class AttemptEnd:
     outcome: Outcome
     retry_count: int
     ended: float
+    lost: int | Keep = KEEP
+    """The instance's count of lost attempts, when this attempt changes it."""
 
 
 # ---- the port ------------------------------------------------------------------------------
@@ -246,7 +250,7 @@ class StateTransaction(Protocol):
     def move_instance(self, job_id: str, task: str, instance_id: int, target: State,
                       now: float, *, ended: Stamp = KEEP,
                       error_code: str | Keep = KEEP, error_message: str | Keep = KEEP,
-                      message: str = "") -> bool:
+                      lost: int | Keep = KEEP, message: str = "") -> bool:
         """Like `move_job`, for one instance; `message` goes to the event."""
         ...
 
