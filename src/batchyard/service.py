@@ -104,7 +104,7 @@ def open_engine(settings: Settings, serving: bool = False) -> Engine:
     try:
         store = SqlStore(settings.resolved_database_url)
         releases.insert(0, store.claim())
-        engine = Engine(store, objects, local_executor, settings.work_root,
+        engine = Engine(store, objects, local_executor,
                         closers=tuple(releases), grants=bucket_grants(settings))
         started = engine.start(abandon=not serving)
     except BaseException:

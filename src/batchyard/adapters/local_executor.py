@@ -6,6 +6,8 @@ Each attempt takes one of the executor's slots for its whole run (see
 
 from __future__ import annotations
 
+import logging
+import shutil
 import socket
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -14,12 +16,20 @@ from dataclasses import replace
 from batchyard.domain.attempt import AttemptKey, AttemptRequest
 from batchyard.ports import Capabilities, ObjectStore, OutcomeListener
 from batchyard.runner.confinement import SlotPool
+from batchyard.runner.reaper import reap_orphans
 from batchyard.runner.runner import AttemptControl, RunnerSettings, run_attempt
-from batchyard.runner.sandbox import bwrap_path
+from batchyard.runner.sandbox import MISSING_MESSAGE, bwrap_path
+from batchyard.runner.workspace import clear_spares
+
+log = logging.getLogger(__name__)
 
 
 class LocalExecutor:
-    """Up to `slots` attempts at once on this machine; outcomes go to `listener`."""
+    """Up to `slots` attempts at once on this machine; outcomes go to `listener`.
+
+    Made when the engine starts: it first kills the programs an earlier engine left
+    running (found by their environment) and clears the spare work folders.
+    """
 
     def __init__(self, slots: int, objects: ObjectStore, settings: RunnerSettings,
                  listener: OutcomeListener) -> None:
@@ -27,6 +37,10 @@ class LocalExecutor:
         self.objects = objects
         self.settings = settings
         self.listener = listener
+        killed = reap_orphans(settings.work_root)
+        if killed:
+            log.warning("killed %d program(s) left running by an earlier engine", len(killed))
+        clear_spares(str(settings.work_root))
         self.worker_id = f"local-{socket.gethostname()}"
         self.slot_pool = SlotPool(slots, settings.confinement, settings.work_root)
         self._pool = ThreadPoolExecutor(max_workers=slots, thread_name_prefix="batchyard-slot")
@@ -34,7 +48,11 @@ class LocalExecutor:
         self._lock = threading.Lock()
 
     def capabilities(self) -> Capabilities:
-        return Capabilities(name="local", slots=self.slots, sandbox=bwrap_path() is not None)
+        return Capabilities(name="local", slots=self.slots, sandbox=bwrap_path() is not None,
+                            sandbox_missing=MISSING_MESSAGE)
+
+    def forget(self, job_id: str) -> None:
+        shutil.rmtree(self.settings.work_root / job_id, ignore_errors=True)
 
     def submit(self, request: AttemptRequest) -> None:
         control = AttemptControl()

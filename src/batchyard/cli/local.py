@@ -10,6 +10,7 @@ interrupts that run as Ctrl-C does (it stops the job and exits 130).
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import time
 from collections.abc import Callable
@@ -25,7 +26,7 @@ from batchyard.domain.states import ACTIVE, STOPPABLE, TERMINAL, State
 from batchyard.errors import BatchyardError, NotFound
 from batchyard.lock import DataDirBusy, DataDirLock, Holder, holder
 from batchyard.orchestrator.engine import Engine
-from batchyard.ports import Capabilities, Executor, ObjectStore, OutcomeListener
+from batchyard.ports import Capabilities, ObjectStore
 from batchyard.runner.reaper import reap_orphans
 from batchyard.settings import Settings
 
@@ -156,8 +157,8 @@ class LocalClient:
         try:
             if reap:
                 reap_orphans(self.settings.work_root)
-            operation(Engine(self.store, _objects(self.settings), _idle,
-                             self.settings.work_root))
+            operation(Engine(self.store, _objects(self.settings),
+                             lambda listener: _IdleExecutor(self.settings.work_root)))
         finally:
             lock.release()
 
@@ -195,6 +196,9 @@ def _objects(settings: Settings) -> ObjectStore:
 class _IdleExecutor:
     """An executor for an engine that only applies an operation: it runs nothing."""
 
+    def __init__(self, work_root: Path) -> None:
+        self.work_root = work_root
+
     def capabilities(self) -> Capabilities:
         return Capabilities("none", 0)
 
@@ -204,9 +208,8 @@ class _IdleExecutor:
     def cancel(self, key: AttemptKey) -> None:
         """Nothing runs here; the programs of a dead engine are reaped instead."""
 
+    def forget(self, job_id: str) -> None:
+        shutil.rmtree(self.work_root / job_id, ignore_errors=True)
+
     def shutdown(self) -> None:
         """Nothing to stop."""
-
-
-def _idle(listener: OutcomeListener) -> Executor:
-    return _IdleExecutor()

@@ -10,25 +10,15 @@ from __future__ import annotations
 
 import logging
 import queue
-import shutil
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from batchyard.adapters.store import (
-    IdempotencyToken,
-    InstanceChange,
-    LaunchRow,
-    NewJob,
-    SqlStore,
-    StoreTransaction,
-)
 from batchyard.domain.attempt import AttemptKey, AttemptRequest, PathMapping
 from batchyard.domain.buckets import Grant
 from batchyard.domain.outcome import ErrorCode, Outcome
@@ -44,10 +34,18 @@ from batchyard.orchestrator.buckets import TenantBuckets
 from batchyard.orchestrator.caches import ReleasedJobs, SpecCache
 from batchyard.orchestrator.listeners import Deliveries, WaitWakeups
 from batchyard.orchestrator.settling import settle_job
-from batchyard.ports import Executor, ObjectStore, OutcomeListener, TransitionListener
-from batchyard.runner.reaper import reap_orphans
-from batchyard.runner.sandbox import MISSING_MESSAGE
-from batchyard.runner.workspace import clear_spares
+from batchyard.ports.executors import Executor, OutcomeListener
+from batchyard.ports.listeners import TransitionListener
+from batchyard.ports.objects import ObjectStore
+from batchyard.ports.store import (
+    AttemptEnd,
+    IdempotencyToken,
+    JobRow,
+    LaunchRow,
+    NewJob,
+    StateStore,
+    StateTransaction,
+)
 
 log = logging.getLogger(__name__)
 
@@ -89,15 +87,14 @@ class StaleLaunchQueue(Exception):
 class Engine:
     """Runs BatchCompute jobs: the one object the CLI, the API and tests talk to."""
 
-    def __init__(self, store: SqlStore, objects: ObjectStore, executor: ExecutorFactory,
-                 work_root: Path, clock: Callable[[], float] = time.time,
+    def __init__(self, store: StateStore, objects: ObjectStore, executor: ExecutorFactory,
+                 clock: Callable[[], float] = time.time,
                  closers: tuple[Callable[[], None], ...] = (),
                  grants: Mapping[str, Grant] | None = None,
                  listeners: Sequence[TransitionListener] = ()) -> None:
         self.store = store
         self.buckets = TenantBuckets(store, grants or {})
         self.objects = objects
-        self.work_root = work_root
         self.clock = clock
         self._closers = closers
         self.executor = executor(self._report)
@@ -129,25 +126,24 @@ class Engine:
 
     # ---- lifecycle -----------------------------------------------------------------------
 
-    def start(self, abandon: bool = False) -> Engine:
+    def start(self, abandon: bool = False, loop: bool = True) -> Engine:
         """Reconcile attempts lost by a previous run, then start the control loop.
 
         `abandon`: the jobs still Waiting or Running (left so by an engine that ended) are
         Stopped rather than resumed, and listed in `abandoned` — for `batchyard run`, which
         must not finish other jobs silently in the background; a server resumes them.
+        `loop`: False starts no loop thread; the caller then calls `step()` itself (tests on
+        `batchyard.testing`, deterministic and without sleeping).
         """
-        killed = reap_orphans(self.work_root)
-        if killed:
-            log.warning("killed %d program(s) left running by an earlier engine", len(killed))
-        clear_spares(str(self.work_root))
         with self._lock, self._transaction() as tx:
             if abandon:
                 self.abandoned = self._abandon(tx, self.clock())
             self._requeue_lost(tx, self.clock())
         self._deliveries.deliver()
         self._queue = None
-        self._thread.start()
-        self.wake()
+        if loop:
+            self._thread.start()
+            self.wake()
         return self
 
     def close(self) -> None:
@@ -176,7 +172,7 @@ class Engine:
         self._deliveries.add(listener)
 
     @contextmanager
-    def _transaction(self) -> Iterator[StoreTransaction]:
+    def _transaction(self) -> Iterator[StateTransaction]:
         """A store transaction whose transitions, once committed, wait to be delivered."""
         with self.store.transaction() as tx:
             yield tx
@@ -191,14 +187,15 @@ class Engine:
 
     # ---- submissions and operations ------------------------------------------------------
 
-    def submit(self, raw: Any, tenant: str = "default",
+    def submit(self, job: JobDescription | Mapping[str, Any], tenant: str = "default",
                token: IdempotencyToken | None = None) -> str:
-        """Validate and store a job description; returns the new job id.
+        """Store a job description; returns the new job id.
 
-        Raises SpecError for an invalid description, BucketForbidden for a bucket the
-        tenant may not use, TokenTaken when `token` already made a job.
+        `job`: parsed at the edge (a JobDescription, used as is) or a raw mapping (parsed
+        here). Raises SpecError for an invalid description, BucketForbidden for a bucket
+        the tenant may not use, TokenTaken when `token` already made a job.
         """
-        spec = parse_job(raw)
+        spec = job if isinstance(job, JobDescription) else parse_job(job)
         self._check_sandbox(spec)
         claims = self.buckets.claims(tenant, spec)
         job_id = new_job_id()
@@ -215,9 +212,10 @@ class Engine:
     def _check_sandbox(self, spec: JobDescription) -> None:
         """Refuse a job with mapped paths when the executor cannot sandbox its attempts."""
         mapped = [name for name, task in spec.DAG.Tasks.items() if task.uses_mappings]
-        if mapped and not self.executor.capabilities().sandbox:
+        capabilities = self.executor.capabilities()
+        if mapped and not capabilities.sandbox:
             raise SpecError([Problem("SandboxUnavailable", f"DAG.Tasks.{name}", ABSENT,
-                                     MISSING_MESSAGE) for name in mapped])
+                                     capabilities.sandbox_missing) for name in mapped])
 
     def stop(self, job_id: str, tenant: str | None = None) -> None:
         with self._lock:
@@ -237,7 +235,6 @@ class Engine:
         with self._lock:
             self._mutate(operations.delete, job_id, tenant)
             self._forget(job_id)
-        shutil.rmtree(self.work_root / job_id, ignore_errors=True)
         self._wakeups.wake_all()  # a deletion moves no state, but a waiter must see it
 
     def change_priority(self, job_id: str, priority: int, tenant: str | None = None) -> None:
@@ -255,7 +252,7 @@ class Engine:
             return result.cancel
 
     @staticmethod
-    def _owned_job(tx: StoreTransaction, job_id: str, tenant: str | None) -> Any:
+    def _owned_job(tx: StateTransaction, job_id: str, tenant: str | None) -> JobRow:
         row = tx.job_row(job_id)
         if row is None or (tenant is not None and row.tenant != tenant):
             raise NotFound(f"job {job_id} does not exist")
@@ -415,7 +412,7 @@ class Engine:
             except queue.Empty:
                 return reports
 
-    def _apply(self, tx: StoreTransaction, reports: list[Report],
+    def _apply(self, tx: StateTransaction, reports: list[Report],
                launched_with: dict[AttemptKey, int | None], now: float
                ) -> dict[str, set[str] | None]:
         """Record each reported attempt and move its instance as the retry rules decide;
@@ -432,10 +429,10 @@ class Engine:
             verdict = Verdict.DISCARD if retry_count < 0 or spec is None else decide(
                 outcome, retry_count, spec.DAG.Tasks[key.task].MaxRetryCount)
             moved = verdict.target is not None and tx.end_attempt(
-                key, verdict.target, _result_fields(outcome, now, retry_count, verdict), now,
+                _attempt_end(key, outcome, now, retry_count, verdict), verdict.target, now,
                 outcome.error_message)
             if moved or (row or tx.instance_row(key.job_id, key.task, key.instance_id)):
-                recorded.append(_attempt_values(key, outcome))  # not when the job is gone
+                recorded.append((key, outcome))  # not when the job is gone
             if verdict is not Verdict.FINISH:
                 self._queue = None  # an instance may be Waiting again, or its job failing
             if moved and self._may_change_task(tx, key, verdict):
@@ -443,7 +440,7 @@ class Engine:
         tx.record_attempts(recorded)
         return touched
 
-    def _may_change_task(self, tx: StoreTransaction, key: AttemptKey, verdict: Verdict) -> bool:
+    def _may_change_task(self, tx: StateTransaction, key: AttemptKey, verdict: Verdict) -> bool:
         """Whether this instance's new state can change its task's (and so its job's) state.
 
         A Running task stays Running while any instance is active, unless one failed; an
@@ -456,7 +453,7 @@ class Engine:
             return False
         return not tx.has_active_instances(key.job_id, key.task)
 
-    def _settle_all(self, tx: StoreTransaction, job_ids: Mapping[str, set[str] | None]
+    def _settle_all(self, tx: StateTransaction, job_ids: Mapping[str, set[str] | None]
                     ) -> tuple[set[str], list[AttemptKey]]:
         """Settle each job: only the given tasks of it, or all of them (None)."""
         finished: set[str] = set()
@@ -482,10 +479,10 @@ class Engine:
             if record is not None:
                 log.info("%s", job_line(record))
 
-    def _settle(self, tx: StoreTransaction, job_id: str) -> None:
+    def _settle(self, tx: StateTransaction, job_id: str) -> None:
         self._settle_all(tx, {job_id: None})
 
-    def _launch(self, tx: StoreTransaction, now: float
+    def _launch(self, tx: StateTransaction, now: float
                 ) -> tuple[list[AttemptRequest], dict[str, set[str] | None]]:
         """Start the best waiting instances; also returns jobs whose tasks start running."""
         free = self._free_slots()
@@ -524,10 +521,11 @@ class Engine:
             with self.store.transaction() as tx:
                 tx.delete_job(job_id)
             self._forget(job_id)
-            shutil.rmtree(self.work_root / job_id, ignore_errors=True)
 
     def _forget(self, job_id: str) -> None:
+        """A deleted job: drop its description and what the executor keeps of it."""
         self._specs.forget(job_id)
+        self.executor.forget(job_id)
 
     def _request(self, row: LaunchRow) -> AttemptRequest:
         candidate = row.candidate
@@ -563,26 +561,25 @@ class Engine:
         return self._specs.job(job_id).spec
 
     @staticmethod
-    def _abandon(tx: StoreTransaction, now: float) -> list[Abandoned]:
+    def _abandon(tx: StateTransaction, now: float) -> list[Abandoned]:
         found = []
         for job_id in tx.active_job_ids():
             row = tx.job_row(job_id)
             if row is None:
                 continue
-            found.append(Abandoned(row.id, row.name, State(row.state)))
+            found.append(Abandoned(row.id, row.name, row.state))
             operations.stop(tx, row, now, message=ABANDONED_MESSAGE.format(
-                state=row.state, job_id=row.id))
+                state=row.state.value, job_id=row.id))
         return found
 
-    def _requeue_lost(self, tx: StoreTransaction, now: float) -> None:
+    def _requeue_lost(self, tx: StateTransaction, now: float) -> None:
         """Instances left Running by a previous process go back to Waiting, budget untouched."""
         for row in tx.running_instances():
-            change = InstanceChange(
-                row.job_id, row.task, row.instance_id, State.WAITING,
-                {"ended": now, "error_code": ErrorCode.LOST.value,
-                 "error_message": "attempt lost: the engine stopped while it ran; re-run"},
-                "attempt lost when the engine stopped")
-            tx.move_instance(change, now)
+            tx.move_instance(
+                row.job_id, row.task, row.instance_id, State.WAITING, now, ended=now,
+                error_code=ErrorCode.LOST.value,
+                error_message="attempt lost: the engine stopped while it ran; re-run",
+                message="attempt lost when the engine stopped")
         for job_id in tx.active_job_ids():
             self._settle(tx, job_id)
         tx.flush_events()
@@ -595,7 +592,7 @@ def _add(tasks: dict[str, set[str] | None], job_id: str, task: str) -> None:
         named.add(task)
 
 
-def _best_waiting(tx: StoreTransaction, limit: int, most_jobs: int) -> list[LaunchRow]:
+def _best_waiting(tx: StateTransaction, limit: int, most_jobs: int) -> list[LaunchRow]:
     """Up to `limit` Waiting instances of ready tasks, in the order they should start, from
     at most `most_jobs` jobs (enough to fill that many slots; many small jobs then cost a
     query each only as they start)."""
@@ -623,25 +620,9 @@ def _as_directory(url: str) -> str:
     return url if url.endswith("/") else url + "/"
 
 
-def _result_fields(outcome: Outcome, now: float, retry_count: int,
-                   verdict: Verdict) -> dict[str, Any]:
+def _attempt_end(key: AttemptKey, outcome: Outcome, now: float, retry_count: int,
+                 verdict: Verdict) -> AttemptEnd:
+    """The attempt's end as its instance records it (a retry uses one more of its retries)."""
     ended = outcome.ended_at.timestamp() if outcome.ended_at else now
-    return {
-        "ended": ended, "exit_code": outcome.exit_code, "error_code": outcome.error_code.value,
-        "error_message": outcome.error_message, "detail": outcome.detail,
-        "stdout_path": outcome.stdout_path, "stderr_path": outcome.stderr_path,
-        "node": outcome.node,
-        "retry_count": retry_count + 1 if verdict is Verdict.RETRY else retry_count,
-    }
-
-
-def _attempt_values(key: AttemptKey, outcome: Outcome) -> dict[str, Any]:
-    return {
-        "job_id": key.job_id, "task": key.task, "instance_id": key.instance_id,
-        "attempt": key.attempt,
-        "started": outcome.started_at.timestamp() if outcome.started_at else None,
-        "ended": outcome.ended_at.timestamp() if outcome.ended_at else None,
-        "exit_code": outcome.exit_code, "error_code": outcome.error_code.value,
-        "error_message": outcome.error_message, "stdout_path": outcome.stdout_path,
-        "stderr_path": outcome.stderr_path,
-    }
+    return AttemptEnd(key, outcome, retry_count + 1 if verdict is Verdict.RETRY else retry_count,
+                      ended)
