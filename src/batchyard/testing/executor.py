@@ -19,6 +19,8 @@ from batchyard.ports.executors import Capabilities, Executor, OutcomeListener
 
 NODE = "inline"
 STOPPED_MESSAGE = "stopped: the attempt was cancelled"
+SANDBOX_MISSING = ("the InlineExecutor was built without a sandbox: pass sandbox=True to accept "
+                   "jobs with mapped paths")
 
 
 @dataclass
@@ -33,11 +35,14 @@ class InlineExecutor:
     """Every attempt submitted, in order."""
     cancelled: list[AttemptKey] = field(default_factory=list)
     """Every key `cancel` was called with, in order (running or not)."""
+    forgotten: list[str] = field(default_factory=list)
+    """Every job `forget` was called with (deleted jobs), in order."""
     _running: dict[AttemptKey, AttemptRequest] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def capabilities(self) -> Capabilities:
-        return Capabilities(name=NODE, slots=self.slots, sandbox=self.sandbox)
+        return Capabilities(name=NODE, slots=self.slots, sandbox=self.sandbox,
+                            sandbox_missing=SANDBOX_MISSING)
 
     def submit(self, request: AttemptRequest) -> None:
         with self._lock:
@@ -54,6 +59,11 @@ class InlineExecutor:
             request = self._running.pop(key, None)
         if request is not None:
             self.listener(key, _outcome(request, None, ErrorCode.STOPPED, STOPPED_MESSAGE))
+
+    def forget(self, job_id: str) -> None:
+        """A deleted job: nothing is kept of it here, so only noted."""
+        with self._lock:
+            self.forgotten.append(job_id)
 
     def shutdown(self) -> None:
         """Cancel whatever runs (each reported STOPPED, as the local executor does)."""
