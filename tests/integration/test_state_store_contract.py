@@ -4,6 +4,7 @@ typed rows (no SQL), so that an engine rule tested on the MemoryStore holds on t
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -295,6 +296,31 @@ def test_an_exception_rolls_the_whole_transaction_back(store: StateStore) -> Non
     assert len(store.events("job-1")) == 1 and len(store.instances("job-2", "first")) == 2
 
 
+def test_readers_on_other_threads_see_whole_transactions(store: StateStore) -> None:
+    """Each transaction launches two instances: a reader never sees an odd number running."""
+    create(store, "job-1", make_job({"t": make_task("true", 40)}))
+    seen: list[Metrics] = []
+    done = threading.Event()
+
+    def read() -> None:
+        while not done.is_set() or not seen:
+            job = store.job("job-1")
+            seen.append(job.instance_metrics if job is not None else Metrics())
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    try:
+        for _ in range(20):
+            with store.transaction() as tx:
+                launch(tx, 2)
+    finally:
+        done.set()
+        reader.join()
+    assert all(m.total == 40 and m.running % 2 == 0 for m in seen), seen
+    job = store.job("job-1")
+    assert job is not None and job.instance_metrics.running == 40
+
+
 # ---- launches ------------------------------------------------------------------------------
 
 def make_three_jobs(store: StateStore) -> None:
@@ -419,12 +445,12 @@ def test_a_restart_requeues_failed_and_stopped_instances_never_running_ones(
         tx.end_attempt(end(AttemptKey("job-1", "first", 1, 1), retry_count=2), State.FAILED, 1002)
         tx.move_instance("job-1", "first", 2, State.STOPPED, 1002)
         moved = tx.move_instances("job-1", State.WAITING, 1003, RESTART, retry_count=0)
-    assert moved == [MovedInstance("first", 1, State.FAILED, 1),
-                     MovedInstance("first", 2, State.STOPPED, 1)]
+    assert sorted(moved, key=str) == [MovedInstance("first", 1, State.FAILED, 1),
+                                      MovedInstance("first", 2, State.STOPPED, 1)]
     assert instance_states(store, "job-1") == [State.RUNNING, State.WAITING, State.WAITING]
     assert [i.retry_count for i in store.instances("job-1", "first")] == [0, 0, 0]
-    assert [(e.source, e.target) for e in store.events("job-1")][-2:] == [
-        ("Failed", "Waiting"), ("Stopped", "Waiting")]
+    assert sorted((e.instance_id, e.source, e.target) for e in store.events("job-1")[-2:]) == [
+        (1, "Failed", "Waiting"), (2, "Stopped", "Waiting")]
 
 
 def test_a_bulk_stop_moves_only_the_tasks_named(store: StateStore) -> None:
@@ -434,8 +460,8 @@ def test_a_bulk_stop_moves_only_the_tasks_named(store: StateStore) -> None:
         moved = tx.move_instances("job-1", State.STOPPED, 1002, tasks_only={"first"},
                                   ended=1002.0)
         assert tx.move_instances("job-1", State.STOPPED, 1003, tasks_only=set()) == []
-    assert moved == [MovedInstance("first", 0, State.RUNNING, 1),
-                     MovedInstance("first", 1, State.WAITING, 0)]
+    assert sorted(moved, key=str) == [MovedInstance("first", 0, State.RUNNING, 1),
+                                      MovedInstance("first", 1, State.WAITING, 0)]
     assert instance_states(store, "job-1", "second") == [State.WAITING]
     assert store.instances("job-1", "first")[1].ended == datetime.fromtimestamp(1002, UTC)
 
