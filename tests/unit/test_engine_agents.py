@@ -24,6 +24,7 @@ Job = dict[str, Any]
 
 def job(count: int = 1, retries: int = 0) -> Job:
     task = {"InstanceCount": count, "MaxRetryCount": retries,
+            "AutoCluster": {"InstanceType": "ecs.sn1.medium"},
             "Parameters": {"Command": {"CommandLine": "true", "PackagePath": ""},
                            "StdoutRedirectPath": "oss://test/logs/",
                            "StderrRedirectPath": "oss://test/logs/"}}
@@ -36,8 +37,8 @@ class Fixture:
         self.agents: list[InlineAgent] = []
 
         def make(listener: AgentListener) -> list[InlineAgent]:
-            self.agents = [InlineAgent(listener, f"agent-{n}", slots=slots, heartbeat=heartbeat)
-                           for n in range(agents)]
+            self.agents = [InlineAgent(listener, f"agent-{n}", slots=slots,
+                                       heartbeat=heartbeat) for n in range(agents)]
             return self.agents
 
         self.store = MemoryStore()
@@ -77,7 +78,7 @@ def test_attempts_reach_the_agent_in_one_batch_with_tokens_and_attempt_numbers(
 def test_a_report_with_a_stale_token_is_ignored(world: Fixture) -> None:
     job_id = world.submit(job())
     agent, = world.agents
-    (token, key), = agent.running().items()
+    (token, key), = agent.leases().items()
     world.engine.reported(agent.id, [Report(key, token + 1, Outcome(1))])  # not its lease
     world.engine.reported("agent-x", [Report(key, token, Outcome(1))])  # not its agent
     world.engine.step()
@@ -92,7 +93,7 @@ def test_an_agent_that_stops_heartbeating_has_its_attempts_rerun_once_without_a_
         world: Fixture) -> None:
     job_id = world.submit(job(count=2))
     agent, = world.agents
-    first_tokens = set(agent.running())
+    first_tokens = set(agent.leases())
     world.clock.advance(5.0)
     world.engine.heartbeat(agent.id, list(first_tokens))
     world.engine.step()
@@ -103,10 +104,12 @@ def test_an_agent_that_stops_heartbeating_has_its_attempts_rerun_once_without_a_
     assert [(i.state, i.error_code, i.retry_count) for i in instances] == [
         (State.WAITING, ErrorCode.LOST.value, 0)] * 2
     assert "agent agent-0 stopped heartbeating" in instances[0].error_message
-    world.engine.heartbeat(agent.id, [])  # it comes back: it gets the attempts again
+    old = agent.keys()
+    world.engine.heartbeat(agent.id, list(first_tokens))  # it comes back, still running them
     world.engine.step()
-    assert world.states(job_id) == [State.RUNNING] * 2
-    assert not first_tokens & set(agent.running())
+    assert agent.cancelled == [AttemptKey(job_id, "work", n, 1) for n in (0, 1)]
+    assert world.states(job_id) == [State.RUNNING] * 2  # the attempts leased again
+    assert not first_tokens & set(agent.leases()) and not set(old) & set(agent.keys())
     stale = next(iter(first_tokens))
     key = AttemptKey(job_id, "work", 0, 1)
     world.engine.reported(agent.id, [Report(key, stale, Outcome(0))])  # the lost one's end
@@ -145,7 +148,8 @@ def test_an_instance_lost_too_often_fails_with_a_clear_error_code(world: Fixture
     for _ in range(MOST_LOST):
         assert world.states(job_id) == [State.RUNNING]
         world.engine.gone(agent.id, "died")
-        world.engine.heartbeat(agent.id, [])
+        world.engine.step()
+        world.engine.heartbeat(agent.id, [])  # a new agent process, running nothing
         world.engine.step()
     instance, = world.engine.instances(job_id, "work")
     assert (instance.state, instance.error_code, instance.retry_count) == (

@@ -1,5 +1,5 @@
 """The engine's rules, step by step, on the stand-ins of `batchyard.testing`: a MemoryStore,
-an InlineExecutor whose attempts end when the test says, and a FakeClock. No process, no
+an InlineAgent whose attempts end when the test says, and a FakeClock. No process, no
 sleep: each test is a sequence of submissions, steps and outcomes. (The same rules with real
 processes: tests/integration/test_engine.py.)"""
 
@@ -105,7 +105,7 @@ def test_a_failed_attempt_is_retried_until_it_succeeds(harness: Harness) -> None
     job_id = harness.submit(job({"t": task(MaxRetryCount=2)}))
     harness.finish(f"{job_id}/t/0", exit_code=1)
     assert harness.running() == [f"{job_id}/t/0#2"]  # re-queued and launched in one step
-    assert harness.executor.submitted[-1].retry_count == 1
+    assert harness.agent.submitted[-1].retry_count == 1
     harness.finish(f"{job_id}/t/0", exit_code=0)
     instance, = harness.engine.instances(job_id, "t")
     assert (instance.state, instance.retry_count, instance.attempts) == (State.FINISHED, 1, 2)
@@ -127,7 +127,7 @@ def test_retries_exhausted_fail_the_job_with_a_reason(harness: Harness) -> None:
 
 def test_a_timeout_is_a_failure_like_any_other(harness: Harness) -> None:
     job_id = harness.submit(job({"t": task(Timeout=7, MaxRetryCount=1)}))
-    assert harness.executor.running()[0].timeout == 7  # the executor enforces it
+    assert harness.agent.running()[0].timeout == 7  # the executor enforces it
     harness.finish(f"{job_id}/t", exit_code=None, error_code=ErrorCode.TIMEOUT)
     assert harness.running() == [f"{job_id}/t/0#2"]  # a retry is used
     harness.finish(f"{job_id}/t", exit_code=None, error_code=ErrorCode.TIMEOUT)
@@ -140,9 +140,9 @@ def test_fail_on_instance_fail_stops_siblings_and_leaves_downstream_waiting(
         harness: Harness) -> None:
     job_id = harness.submit(job({"bad": task(), "slow": task(), "after": task()},
                                 {"bad": ["after"], "slow": ["after"]}))
-    slow_key = harness.executor.running()[1].key
+    slow_key = harness.agent.running()[1].key
     harness.finish(f"{job_id}/bad", exit_code=1)
-    assert harness.executor.cancelled == [slow_key] and harness.running() == []
+    assert harness.agent.cancelled == [slow_key] and harness.running() == []
     harness.engine.step()  # the cancelled attempt's report changes nothing
     assert job_state(harness, job_id) is State.FAILED
     assert task_states(harness, job_id) == {
@@ -154,7 +154,7 @@ def test_without_fail_on_instance_fail_the_job_goes_on(harness: Harness) -> None
     job_id = harness.submit(job({"t": task(3), "after": task()}, {"t": ["after"]},
                                 JobFailOnInstanceFail=False))
     harness.finish(f"{job_id}/t/1", exit_code=1)
-    assert job_state(harness, job_id) is State.RUNNING and harness.executor.cancelled == []
+    assert job_state(harness, job_id) is State.RUNNING and harness.agent.cancelled == []
     harness.finish(f"{job_id}/t/0")
     harness.finish(f"{job_id}/t/2")
     assert harness.running() == [f"{job_id}/after/0#1"]  # a task with a failed instance ended
@@ -185,8 +185,8 @@ def test_never_more_attempts_than_slots(harness: Harness) -> None:
     most = 0
     while harness.running():
         most = max(most, len(harness.running()))
-        harness.finish(harness.executor.running()[-1].key)  # the newest first: slots free up
-    assert most == 4 and len(harness.executor.submitted) == 8
+        harness.finish(harness.agent.running()[-1].key)  # the newest first: slots free up
+    assert most == 4 and len(harness.agent.submitted) == 8
     assert job_state(harness, job_id) is job_state(harness, other) is State.FINISHED
 
 
@@ -198,7 +198,7 @@ def test_priority_then_age_order_with_one_slot(one_slot: Harness) -> None:
     harness.finish(blocker)
     order = []
     while harness.running():
-        order.append(harness.executor.running()[0].key.job_id)
+        order.append(harness.agent.running()[0].key.job_id)
         harness.finish(order[-1])
     assert order == [ids["high"], ids["mid"], ids["mid2"], ids["low"]]
 
@@ -209,7 +209,7 @@ def test_a_later_higher_priority_job_overtakes_the_queued_instances(one_slot: Ha
     harness.finish(f"{low}/t/0")  # 1 runs; 2, 3 and 4 are queued to launch next
     high = harness.submit(job({"t": task()}, Priority=9))
     harness.run_all()
-    assert [(r.key.job_id, r.key.instance_id) for r in harness.executor.submitted] == [
+    assert [(r.key.job_id, r.key.instance_id) for r in harness.agent.submitted] == [
         (low, 0), (low, 1), (high, 0), (low, 2), (low, 3), (low, 4)]
 
 
@@ -225,9 +225,9 @@ def test_several_jobs_in_flight(harness: Harness) -> None:
 def test_stop_then_start_reruns_only_unfinished_instances(harness: Harness) -> None:
     job_id = harness.submit(job({"quick": task(), "held": task(2)}, {"quick": ["held"]}))
     harness.finish(f"{job_id}/quick")
-    held = [request.key for request in harness.executor.running()]
+    held = [request.key for request in harness.agent.running()]
     harness.engine.stop(job_id)
-    assert harness.executor.cancelled == held and harness.running() == []
+    assert harness.agent.cancelled == held and harness.running() == []
     harness.engine.step()
     assert job_state(harness, job_id) is State.STOPPED
     assert task_states(harness, job_id) == {"quick": State.FINISHED, "held": State.STOPPED}
@@ -256,7 +256,7 @@ def test_delete_and_priority_follow_the_state_rules(harness: Harness) -> None:
     assert harness.engine.job(job_id).priority == 7
     assert harness.store.events(job_id)[-1].message == "priority 0 -> 7"
     harness.engine.delete(job_id)
-    assert harness.executor.forgotten == [job_id]
+    assert harness.agent.forgotten == [job_id]
     with pytest.raises(NotFound):
         harness.engine.job(job_id)
     with pytest.raises(NotFound):
@@ -272,7 +272,7 @@ def test_a_new_priority_counts_once_the_job_is_started_again(one_slot: Harness) 
     harness.engine.change_priority(second, 9)
     harness.engine.restart(second)
     harness.finish(blocker)
-    assert harness.executor.running()[0].key.job_id == second
+    assert harness.agent.running()[0].key.job_id == second
     harness.run_all()
     assert job_state(harness, first) is State.FINISHED
 
@@ -283,7 +283,7 @@ def test_auto_release_deletes_the_finished_job_and_keeps_its_final_record(
     harness.finish(job_id)
     with pytest.raises(NotFound):
         harness.engine.job(job_id)
-    assert harness.store.job(job_id) is None and harness.executor.forgotten == [job_id]
+    assert harness.store.job(job_id) is None and harness.agent.forgotten == [job_id]
     assert harness.engine.wait(job_id, timeout=0).state is State.FINISHED  # returns at once
 
 
@@ -310,7 +310,7 @@ def test_a_job_with_mapped_paths_needs_a_sandbox(harness: Harness) -> None:
     sandboxed = Harness.build(sandbox=True)
     try:
         job_id = sandboxed.submit(mapped)
-        assert sandboxed.executor.running()[0].inputs[0].path == "/home/input/"
+        assert sandboxed.agent.running()[0].inputs[0].path == "/home/input/"
         assert job_state(sandboxed, job_id) is State.RUNNING
     finally:
         sandboxed.close()
@@ -330,7 +330,7 @@ def test_a_report_that_keeps_failing_is_dropped_and_the_engine_goes_on(
         return real_decide(outcome, retry_count, most)
 
     monkeypatch.setattr(engine_module, "decide", broken_for_one_report)
-    harness.executor.finish(job_id)
+    harness.agent.finish(job_id)
     for _ in range(engine_module.MOST_TRIES):  # all together, then each alone, until dropped
         with pytest.raises(RuntimeError, match="bug"):
             harness.engine.step()
@@ -379,7 +379,7 @@ def test_a_stale_launch_queue_is_rolled_back_and_read_again(one_slot: Harness) -
     with harness.store.transaction() as tx:  # behind the engine's back: its queue is stale
         assert tx.move_instance(job_id, "t", 2, State.STOPPED, harness.clock())
     events = len(harness.store.events(job_id))
-    harness.executor.finish(f"{job_id}/t/1")
+    harness.agent.finish(f"{job_id}/t/1")
     with pytest.raises(engine_module.StaleLaunchQueue):
         harness.engine.step()
     assert len(harness.store.events(job_id)) == events  # nothing of the step was kept

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
 
 from batchyard.domain.attempt import AttemptKey, AttemptRequest
-from batchyard.domain.outcome import ErrorCode, Outcome
+from batchyard.domain.outcome import ErrorCode
 from batchyard.errors import ObjectNotFound
+from batchyard.ports.agents import Report, batch_of
 from batchyard.ports.objects import ObjectInfo
-from batchyard.testing import FakeClock, InlineExecutor, MemoryObjectStore, MemoryStore
+from batchyard.testing import FakeClock, InlineAgent, MemoryObjectStore, MemoryStore
 
 
 def request(task: str, instance_id: int, attempt: int = 1) -> AttemptRequest:
@@ -18,48 +20,69 @@ def request(task: str, instance_id: int, attempt: int = 1) -> AttemptRequest:
                           0, "oss://b/logs/", "oss://b/logs/")
 
 
-@pytest.fixture
-def reports() -> list[tuple[AttemptKey, Outcome]]:
-    return []
+class Heard:
+    """An AgentListener keeping what it is told."""
+
+    def __init__(self) -> None:
+        self.reports: list[Report] = []
+        self.calls = 0
+
+    def reported(self, agent_id: str, reports: Sequence[Report]) -> None:
+        self.calls += 1
+        self.reports += reports
+
+    def heartbeat(self, agent_id: str, running: Sequence[int]) -> None:
+        """Not used here."""
+
+    def gone(self, agent_id: str, reason: str) -> None:
+        """Not used here."""
 
 
 @pytest.fixture
-def executor(reports: list[tuple[AttemptKey, Outcome]]) -> InlineExecutor:
-    made = InlineExecutor(lambda key, outcome: reports.append((key, outcome)), slots=3)
-    for index in (1, 10, 2):
-        made.submit(request("t", index))
-    made.submit(request("u", 0))
+def heard() -> Heard:
+    return Heard()
+
+
+def lease(agent: InlineAgent, *requests: AttemptRequest) -> None:
+    agent.lease(batch_of([(100 + n, each) for n, each in enumerate(requests)]))
+
+
+@pytest.fixture
+def agent(heard: Heard) -> InlineAgent:
+    made = InlineAgent(heard, slots=3)
+    lease(made, *(request("t", index) for index in (1, 10, 2)))
+    lease(made, request("u", 0))
     return made
 
 
-def test_a_prefix_names_whole_parts_of_the_key(
-        executor: InlineExecutor, reports: list[tuple[AttemptKey, Outcome]]) -> None:
-    assert executor.finish("job-1/t/1") == [AttemptKey("job-1", "t", 1, 1)]  # not t/10
-    assert executor.finish("job-1/t/", exit_code=3) == [AttemptKey("job-1", "t", 10, 1),
-                                                        AttemptKey("job-1", "t", 2, 1)]
-    assert executor.keys() == ["job-1/u/0#1"]
-    outcome = reports[-1][1]
+def test_a_prefix_names_whole_parts_of_the_key(agent: InlineAgent, heard: Heard) -> None:
+    assert agent.finish("job-1/t/1") == [AttemptKey("job-1", "t", 1, 1)]  # not t/10
+    assert agent.finish("job-1/t/", exit_code=3) == [AttemptKey("job-1", "t", 10, 1),
+                                                     AttemptKey("job-1", "t", 2, 1)]
+    assert agent.keys() == ["job-1/u/0#1"] and heard.calls == 2  # one report batch per call
+    outcome = heard.reports[-1].outcome
     assert (outcome.exit_code, outcome.error_code, outcome.error_message) == (
         3, ErrorCode.EXIT_CODE, "exited with code 3")
-    assert outcome.stdout_path == "oss://b/logs/stdout.job-1.t.2" and reports[0][1].succeeded
+    assert outcome.stdout_path == "oss://b/logs/stdout.job-1.t.2"
+    assert heard.reports[0].outcome.succeeded and heard.reports[0].token == 100
     with pytest.raises(LookupError, match="job-1/u/0#1"):
-        executor.finish("job-1/t")  # nothing of t runs any more
-    assert executor.capabilities().slots == 3 and len(executor.submitted) == 4
+        agent.finish("job-1/t")  # nothing of t runs any more
+    assert agent.info().slots == 3 and len(agent.submitted) == 4 and len(agent.batches) == 2
 
 
 def test_cancel_reports_stopped_once_and_shutdown_cancels_what_runs(
-        executor: InlineExecutor, reports: list[tuple[AttemptKey, Outcome]]) -> None:
+        agent: InlineAgent, heard: Heard) -> None:
     key = AttemptKey("job-1", "u", 0, 1)
-    executor.cancel(key)
-    executor.cancel(key)  # not running any more: nothing to report
-    executor.cancel(AttemptKey("job-2", "t", 0, 1))
-    assert [(k, o.error_code) for k, o in reports] == [(key, ErrorCode.STOPPED)]
-    executor.shutdown()
-    assert executor.running() == [] and len(reports) == 4
-    assert executor.cancelled[:3] == [key, key, AttemptKey("job-2", "t", 0, 1)]
-    executor.submit(request("t", 1))
+    agent.cancel([key])
+    agent.cancel([key])  # not running any more: nothing to report
+    agent.cancel([AttemptKey("job-2", "t", 0, 1)])
+    assert [(r.key, r.outcome.error_code) for r in heard.reports] == [(key, ErrorCode.STOPPED)]
+    agent.shutdown()
+    assert agent.running() == [] and len(heard.reports) == 4
+    assert agent.cancelled[:3] == [key, key, AttemptKey("job-2", "t", 0, 1)]
+    lease(agent, request("t", 1))
     with pytest.raises(ValueError, match="twice"):
-        executor.submit(request("t", 1))
+        lease(agent, request("t", 1))
 
 
 def test_the_fake_clock_moves_only_when_told() -> None:

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 from batchyard.domain.attempt import AttemptKey, AttemptRequest, PathMapping
 from batchyard.domain.buckets import Grant
@@ -107,6 +107,8 @@ class Engine:
         self._reports: queue.SimpleQueue[Arrival] = queue.SimpleQueue()
         self._gone: queue.SimpleQueue[tuple[str, str]] = queue.SimpleQueue()
         """Agents their transport saw die, and why (applied by the loop)."""
+        self._beats: queue.SimpleQueue[tuple[str, Sequence[int]]] = queue.SimpleQueue()
+        """Heartbeats not applied yet: the agent, the leases it runs."""
         self.fleet = Fleet(agents(self), clock())
         """The agents and the attempts each holds."""
         self._tries: Counter[AttemptKey] = Counter()
@@ -320,7 +322,8 @@ class Engine:
         self._wake.set()
 
     def heartbeat(self, agent_id: str, running: Sequence[int]) -> None:
-        self.fleet.heartbeat(agent_id, self.clock())
+        """The agent is alive (applied by the loop, before it looks for silent agents)."""
+        self._beats.put((agent_id, tuple(running)))
 
     def gone(self, agent_id: str, reason: str) -> None:
         """The agent died: its attempts are counted lost at the next step."""
@@ -368,12 +371,11 @@ class Engine:
     def _count_lost(self) -> None:
         """Agents gone or silent: each attempt they held is reported lost (re-run without
         using a retry, a bounded number of times; see `domain.retry`)."""
-        lost = [(agent_id, "stopped heartbeating") for agent_id in self.fleet.expired(self.clock())]
-        while True:
-            try:
-                lost.append(self._gone.get_nowait())
-            except queue.Empty:
-                break
+        now = self.clock()
+        for agent_id, running in _drained(self._beats):
+            self.fleet.heartbeat(agent_id, running, now)
+        lost = [(agent_id, "stopped heartbeating") for agent_id in self.fleet.expired(now)]
+        lost += _drained(self._gone)
         for agent_id, reason in lost:
             held = self.fleet.lose(agent_id)
             if held:
@@ -425,12 +427,7 @@ class Engine:
         return finished | more_finished, cancels + more_cancels, launched
 
     def _drain(self) -> list[Arrival]:
-        reports = []
-        while True:
-            try:
-                reports.append(self._reports.get_nowait())
-            except queue.Empty:
-                return reports
+        return _drained(self._reports)
 
     def _apply(self, tx: StateTransaction, reports: list[tuple[Report, Leased]], now: float
                ) -> dict[str, set[str] | None]:
@@ -613,6 +610,19 @@ class Engine:
         for job_id in tx.active_job_ids():
             self._settle(tx, job_id)
         tx.flush_events()
+
+
+Item = TypeVar("Item")
+
+
+def _drained(items: queue.SimpleQueue[Item]) -> list[Item]:
+    """Everything in the queue now (what arrives meanwhile waits for the next step)."""
+    found = []
+    while True:
+        try:
+            found.append(items.get_nowait())
+        except queue.Empty:
+            return found
 
 
 def _add(tasks: dict[str, set[str] | None], job_id: str, task: str) -> None:

@@ -42,14 +42,15 @@ class _Member:
     last_seen: float
     alive: bool = True
     tokens: set[int] = field(default_factory=set)
+    lost: dict[int, AttemptKey] = field(default_factory=dict)
+    """Leases counted lost that the agent may still run (killed when it says it does)."""
 
     def free(self) -> int:
         return self.info.slots - len(self.tokens) if self.alive else 0
 
 
 class Fleet:
-    """The agents and their leases. Used by the engine's loop thread (under its lock), but
-    for `heartbeat`, which only notes the time an agent was last heard of."""
+    """The agents and their leases; used by the engine's loop thread, under its lock."""
 
     def __init__(self, agents: Sequence[Agent], now: float) -> None:
         self._members: dict[str, _Member] = {}
@@ -134,11 +135,17 @@ class Fleet:
 
     # ---- liveness ------------------------------------------------------------------------
 
-    def heartbeat(self, agent_id: str, now: float) -> None:
+    def heartbeat(self, agent_id: str, running: Sequence[int], now: float) -> None:
+        """The agent is alive and runs the leases `running`: any it runs that were counted
+        lost (they run again elsewhere, or are done with) are killed."""
         member = self._members.get(agent_id)
-        if member is not None:
-            member.last_seen = now
-            member.alive = True
+        if member is None:
+            return
+        member.last_seen = now
+        member.alive = True
+        member.lost = {token: member.lost[token] for token in running if token in member.lost}
+        if member.lost:
+            member.handle.cancel(list(member.lost.values()))
 
     def expired(self, now: float) -> list[str]:
         """Live agents whose heartbeats stopped."""
@@ -153,7 +160,9 @@ class Fleet:
         if member is None:
             return []
         member.alive = False
-        return [(token, self._leases[token]) for token in sorted(member.tokens)]
+        held = [(token, self._leases[token]) for token in sorted(member.tokens)]
+        member.lost.update((token, leased.key) for token, leased in held)
+        return held
 
     # ---- the rest ------------------------------------------------------------------------
 

@@ -1,7 +1,7 @@
 """The state-store port: what the orchestrator may ask of the store, in typed values.
 
 Adapters implement it: `adapters.store.SqlStore` (SQLite, PostgreSQL) and
-`batchyard.testing.MemoryStore`. One contract suite (`tests/integration/test_store_contract.py`)
+`batchyard.testing.MemoryStore`. One contract suite (`tests/integration/test_state_store_contract.py`)
 runs over all of them.
 
 Rules every implementation keeps:
@@ -277,8 +277,9 @@ class StateTransaction(Protocol):
         ...
 
     def record_attempts(self, ends: Sequence[tuple[AttemptKey, Outcome]]) -> None:
-        """Keep the history row of each attempt (one already recorded is left as it is;
-        one whose job is gone is not recorded)."""
+        """Keep the history row of each attempt (one already recorded is left as it is).
+        Callers pass only attempts of jobs that still exist: the SQL store's foreign keys
+        refuse the others."""
         ...
 
 

@@ -1,7 +1,7 @@
 """An engine on the stand-ins of `batchyard.testing`, stepped by the test.
 
 `Harness.build()` wires an `Engine` to a `MemoryStore`, a `MemoryObjectStore`, an
-`InlineExecutor` and a `FakeClock`, and starts it without its loop thread: nothing happens
+`InlineAgent` and a `FakeClock`, and starts it without its loop thread: nothing happens
 unless the test calls `engine.step()` (which `submit` and `finish` here do for it). A test
 of an engine rule is then a plain sequence — submit, look at what runs, end attempts,
 look at the states — that takes milliseconds and cannot be flaky.
@@ -15,10 +15,10 @@ from typing import Any
 from batchyard.domain.attempt import AttemptKey
 from batchyard.domain.outcome import ErrorCode
 from batchyard.orchestrator.engine import Engine
-from batchyard.ports.executors import OutcomeListener
+from batchyard.ports.agents import AgentListener
 from batchyard.ports.store import IdempotencyToken, StateStore
+from batchyard.testing.agent import InlineAgent
 from batchyard.testing.clock import FakeClock
-from batchyard.testing.executor import InlineExecutor
 from batchyard.testing.memory_store import MemoryStore
 from batchyard.testing.objects import MemoryObjectStore
 
@@ -31,7 +31,7 @@ class Harness:
     """An engine whose attempts end when the test says, at the time the test says."""
 
     engine: Engine
-    executor: InlineExecutor
+    agent: InlineAgent
     store: StateStore
     clock: FakeClock
 
@@ -41,15 +41,15 @@ class Harness:
               **engine_options: Any) -> Harness:
         """A started engine (no loop thread) on `store` (a new MemoryStore unless given: pass
         the store of an earlier harness to play an engine restart)."""
-        made: list[InlineExecutor] = []
+        made: list[InlineAgent] = []
 
-        def executor(listener: OutcomeListener) -> InlineExecutor:
-            made.append(InlineExecutor(listener, slots=slots, sandbox=sandbox))
-            return made[-1]
+        def agents(listener: AgentListener) -> list[InlineAgent]:
+            made.append(InlineAgent(listener, slots=slots, sandbox=sandbox))
+            return made
 
         store = MemoryStore() if store is None else store
         clock = FakeClock() if clock is None else clock
-        engine = Engine(store, MemoryObjectStore(), executor, clock=clock, **engine_options)
+        engine = Engine(store, MemoryObjectStore(), agents, clock=clock, **engine_options)
         engine.start(abandon=abandon, loop=False)
         return cls(engine, made[0], store, clock)
 
@@ -64,20 +64,20 @@ class Harness:
     def finish(self, key_or_prefix: AttemptKey | str, exit_code: int | None = 0,
                error_code: ErrorCode | None = None, message: str | None = None
                ) -> list[AttemptKey]:
-        """One second later, end the attempts named (see `InlineExecutor.finish`); step."""
+        """One second later, end the attempts named (see `InlineAgent.finish`); step."""
         self.clock.advance(1)
-        keys = self.executor.finish(key_or_prefix, exit_code, error_code, message)
+        keys = self.agent.finish(key_or_prefix, exit_code, error_code, message)
         self.engine.step()
         return keys
 
     def running(self) -> list[str]:
         """The running attempts as `job/task/instance#attempt`, in launch order."""
-        return self.executor.keys()
+        return self.agent.keys()
 
     def run_all(self) -> None:
         """Let every attempt succeed, step by step, until nothing runs any more."""
         for _ in range(MOST_STEPS):
-            running = self.executor.running()
+            running = self.agent.running()
             if not running:
                 return
             self.finish(running[0].key)

@@ -82,6 +82,7 @@ class _Instance:
     state: State
     retry_count: int = 0
     attempts: int = 0
+    lost: int = 0
     started: float | None = None
     ended: float | None = None
     exit_code: int | None = None
@@ -409,14 +410,14 @@ class MemoryTransaction:
     def move_instance(self, job_id: str, task: str, instance_id: int, target: State,
                       now: float, *, ended: Stamp = KEEP,
                       error_code: str | Keep = KEEP, error_message: str | Keep = KEEP,
-                      message: str = "") -> bool:
+                      lost: int | Keep = KEEP, message: str = "") -> bool:
         """Like `move_job`, for one instance; `message` goes to the event."""
         instance = self._instance(job_id, task, instance_id)
         if instance is None:
             return False
         check(Entity.INSTANCE, f"{job_id}/{task}/{instance_id}", instance.state, target)
         self._put(job_id, replace(instance, state=target, **_given(
-            ended=ended, error_code=error_code, error_message=error_message)))
+            ended=ended, error_code=error_code, error_message=error_message, lost=lost)))
         self.event(job_id, "instance", instance.state, target, now, task=task,
                    instance_id=instance_id, message=message)
         return True
@@ -495,7 +496,7 @@ def _ended(instance: _Instance, end: AttemptEnd, target: State) -> _Instance:
                    error_code=outcome.error_code.value, error_message=outcome.error_message,
                    detail=outcome.detail, stdout_path=outcome.stdout_path,
                    stderr_path=outcome.stderr_path, node=outcome.node,
-                   retry_count=end.retry_count)
+                   retry_count=end.retry_count, **_given(lost=end.lost))
 
 
 def _stamp(value: datetime | None) -> datetime | None:
@@ -512,7 +513,8 @@ def _attempt_record(key: AttemptKey, outcome: Outcome) -> AttemptRecord:
 
 def _instance_row(job_id: str, instance: _Instance) -> InstanceRow:
     return InstanceRow(job_id, instance.task, instance.instance_id, instance.state,
-                       instance.retry_count, instance.attempts, instance.started,
+                       instance.retry_count, instance.attempts, instance.lost,
+                       instance.started,
                        instance.ended, instance.exit_code, instance.error_code,
                        instance.error_message)
 
