@@ -512,27 +512,44 @@ class StoreTransaction:
     # ---- instances -----------------------------------------------------------------------
 
     def launch_rows(self, limit: int, most_jobs: int | None = None) -> list[LaunchRow]:
-        """Waiting instances of ready tasks of active jobs, best first, at most `limit`, from
-        at most `most_jobs` jobs that have any (None: no such bound).
+        """Waiting instances of ready tasks of active jobs, in launch order: of each tenant,
+        at most `limit`, from at most `most_jobs` of its jobs that have any (None: no such
+        bound).
 
         Walks active jobs in priority order and asks each for its first waiting instances
-        through the (state, job, task, instance) index, so a step costs O(limit), not
-        O(waiting instances). Whatever the bounds, the rows are a prefix of the launch order.
+        through the (state, job, task, instance) index, so a step costs O(limit) per tenant,
+        not O(waiting instances). Whatever the bounds, each tenant's rows are a prefix of its
+        launch order.
         """
-        rows: list[LaunchRow] = []
-        jobs_with_rows = 0
-        for job in self.connection.execute(_ACTIVE_JOBS) if limit > 0 else ():
-            created = to_time(job.created) or _EPOCH
-            before = len(rows)
-            for row in self.connection.execute(
-                    _WAITING_OF_JOB, {"b_job": job.id, "b_limit": limit - len(rows)}):
-                candidate = Candidate(job.id, job.priority, created, row.task, row.instance_id)
-                rows.append(LaunchRow(candidate, row.attempts, row.retry_count,
-                                      State.WAITING.value in (row.task_state, job.state)))
-            jobs_with_rows += len(rows) > before
-            if len(rows) >= limit or jobs_with_rows == most_jobs:
-                break
-        return rows
+        if limit <= 0:
+            return []
+        tenants = set(self.connection.execute(_ACTIVE_TENANTS).scalars())
+        rows: dict[str, list[LaunchRow]] = {}
+        jobs_with_rows: Counter[str] = Counter()
+        full: set[str] = set()
+        for job in self.connection.execute(_ACTIVE_JOBS):
+            if job.tenant in full:
+                continue
+            mine = rows.setdefault(job.tenant, [])
+            found = self._waiting_of(job, limit - len(mine))
+            mine += found
+            jobs_with_rows[job.tenant] += bool(found)
+            if len(mine) >= limit or jobs_with_rows[job.tenant] == most_jobs:
+                full.add(job.tenant)
+                if full >= tenants:
+                    break
+        return sorted((row for mine in rows.values() for row in mine),
+                      key=lambda row: row.candidate.order_key())
+
+    def _waiting_of(self, job: Any, limit: int) -> list[LaunchRow]:
+        """The first `limit` waiting instances of ready tasks of `job` (an active-jobs row)."""
+        created = to_time(job.created) or _EPOCH
+        return [LaunchRow(Candidate(job.id, job.priority, created, row.task, row.instance_id,
+                                    job.tenant),
+                          row.attempts, row.retry_count,
+                          State.WAITING.value in (row.task_state, job.state))
+                for row in self.connection.execute(
+                    _WAITING_OF_JOB, {"b_job": job.id, "b_limit": limit})]
 
     def has_active_instances(self, job_id: str, task: str) -> bool:
         """Whether some instance of the task is still Waiting or Running (index lookup)."""
@@ -675,7 +692,9 @@ _MARK_RUNNING = instances.update().where(
 _ENGINE_CLAIM = int.from_bytes(b"batchyar", "big") - 2**63
 _TRY_CLAIM = text(f"SELECT pg_try_advisory_lock({_ENGINE_CLAIM})")
 _RELEASE_CLAIM = text(f"SELECT pg_advisory_unlock({_ENGINE_CLAIM})")
-_ACTIVE_JOBS = (select(jobs.c.id, jobs.c.priority, jobs.c.created, jobs.c.state)
+_ACTIVE_TENANTS = select(jobs.c.tenant).where(
+    jobs.c.state.in_([s.value for s in ACTIVE])).distinct()
+_ACTIVE_JOBS = (select(jobs.c.id, jobs.c.tenant, jobs.c.priority, jobs.c.created, jobs.c.state)
                 .where(jobs.c.state.in_([s.value for s in ACTIVE]))
                 .order_by(jobs.c.priority.desc(), jobs.c.created, jobs.c.id))
 _WAITING_OF_JOB = (
