@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import threading
 from collections import Counter
-from collections.abc import Callable, Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
@@ -27,6 +27,7 @@ from batchyard.adapters.credentials import idempotency_tokens
 from batchyard.adapters.database import insert_ignoring_duplicates, open_engine
 from batchyard.adapters.schema import (
     COUNT_COLUMNS,
+    TASK_COUNT_COLUMNS,
     attempts,
     buckets,
     events,
@@ -299,6 +300,8 @@ class StoreTransaction:
         self._flushed: list[dict[str, Any]] = []
         self._counts: Counter[tuple[str, str, State]] = Counter()
         """Changes to the tasks' instance counts not written yet: (job, task, state) -> n."""
+        self._task_counts: Counter[tuple[str, State]] = Counter()
+        """Changes to the jobs' task counts not written yet: (job, state) -> n."""
 
     def flush_events(self) -> None:
         """Write the events and count changes recorded so far (at commit at the latest)."""
@@ -314,16 +317,15 @@ class StoreTransaction:
         self._counts[job_id, task, target] += 1
 
     def _flush_counts(self) -> None:
-        """One UPDATE per task whose counts changed (all its five counts at once)."""
-        if not self._counts:
-            return
-        changes: dict[tuple[str, str], dict[str, Any]] = {}
-        for (job_id, task, state), delta in self._counts.items():
-            row = changes.setdefault((job_id, task), {
-                "b_job": job_id, "b_task": task, **dict.fromkeys(_COUNT_BINDS.values(), 0)})
-            row[_COUNT_BINDS[state]] += delta
-        self._counts.clear()
-        self.connection.execute(_ADD_COUNTS, list(changes.values()))
+        """One UPDATE per task (and job) whose counts changed, all its five counts at once."""
+        if self._counts:
+            self.connection.execute(_ADD_COUNTS, _count_changes(self._counts))
+            self._counts.clear()
+        if self._task_counts:
+            self.connection.execute(_ADD_TASK_COUNTS, _count_changes(
+                {(job_id, "", state): delta
+                 for (job_id, state), delta in self._task_counts.items()}))
+            self._task_counts.clear()
 
     def event(self, job_id: str, kind: str, source: str, target: State, now: float,
               task: str = "", instance_id: int | None = None, message: str = "") -> None:
@@ -359,6 +361,7 @@ class StoreTransaction:
                 "fail_on_instance_fail": spec.JobFailOnInstanceFail,
                 "auto_release": spec.AutoRelease, "created": now,
                 "description": json.dumps(spec.echo()),
+                TASK_COUNT_COLUMNS[State.WAITING]: len(spec.DAG.Tasks),
             })
             task_rows += [
                 {"job_id": job_id, "name": name, "state": State.WAITING.value,
@@ -480,11 +483,11 @@ class StoreTransaction:
                 if names is None or row.name in names}
 
     def task_metrics(self, job_id: str) -> Metrics:
-        """The job's tasks per state, counted by the database (no row reaches Python)."""
-        rows = self.connection.execute(
-            select(tasks.c.state, func.count()).where(tasks.c.job_id == job_id)
-            .group_by(tasks.c.state)).all()
-        return Metrics.from_counts({State(state): count for state, count in rows})
+        """The job's tasks per state, as kept in its row (one row, whatever its tasks)."""
+        self._flush_counts()
+        row = self.connection.execute(_JOB_TASK_COUNTS, {"b_id": job_id}).first()
+        return Metrics() if row is None else Metrics.from_counts(
+            {state: row._mapping[column] for state, column in TASK_COUNT_COLUMNS.items()})
 
     def move_task(self, job_id: str, task: str, target: State, now: float, operation: str = "",
                   *, started: Stamp = KEEP, ended: Stamp = KEEP) -> bool:
@@ -500,6 +503,8 @@ class StoreTransaction:
             .values(state=target.value, **fields))
         moved = bool(result.rowcount)
         if moved:
+            self._task_counts[job_id, State(source)] -= 1
+            self._task_counts[job_id, target] += 1
             self.event(job_id, "task", source, target, now, task=task)
         return moved
 
@@ -721,6 +726,11 @@ _ADD_COUNTS = tasks.update().where(
     tasks.c.job_id == bindparam("b_job"), tasks.c.name == bindparam("b_task")).values(
     {tasks.c[column]: tasks.c[column] + bindparam(_COUNT_BINDS[state])
      for state, column in COUNT_COLUMNS.items()})
+_ADD_TASK_COUNTS = jobs.update().where(jobs.c.id == bindparam("b_job")).values(
+    {jobs.c[column]: jobs.c[column] + bindparam(_COUNT_BINDS[state])
+     for state, column in TASK_COUNT_COLUMNS.items()})
+_JOB_TASK_COUNTS = select(*(jobs.c[column] for column in TASK_COUNT_COLUMNS.values())).where(
+    jobs.c.id == bindparam("b_id"))
 _END_ATTEMPT = instances.update().where(
     *_ONE_INSTANCE, instances.c.state == State.RUNNING.value,
     instances.c.attempts == bindparam("b_attempt"))
@@ -774,6 +784,16 @@ def instance_record(row: Row[Any]) -> InstanceRecord:
         ended=to_time(row.ended), exit_code=row.exit_code, error_code=row.error_code,
         error_message=row.error_message, detail=row.detail, stdout_path=row.stdout_path,
         stderr_path=row.stderr_path, node=row.node)
+
+
+def _count_changes(deltas: Mapping[tuple[str, str, State], int]) -> list[dict[str, Any]]:
+    """The parameters of one counts UPDATE per (job, task): the change of each count."""
+    changes: dict[tuple[str, str], dict[str, Any]] = {}
+    for (job_id, task, state), delta in deltas.items():
+        row = changes.setdefault((job_id, task), {
+            "b_job": job_id, "b_task": task, **dict.fromkeys(_COUNT_BINDS.values(), 0)})
+        row[_COUNT_BINDS[state]] += delta
+    return list(changes.values())
 
 
 def _metrics(row: Row[Any]) -> Metrics:
