@@ -98,10 +98,10 @@ class Engine:
         self._deliveries = Deliveries([self._wakeups, *listeners])
         self._wake = threading.Event()
         self._reports: queue.SimpleQueue[Arrival] = queue.SimpleQueue()
-        self._gone: queue.SimpleQueue[tuple[str, str]] = queue.SimpleQueue()
-        """Agents their transport saw die, and why (applied by the loop)."""
-        self._beats: queue.SimpleQueue[tuple[str, Sequence[int]]] = queue.SimpleQueue()
-        """Heartbeats not applied yet: the agent, the leases it runs."""
+        self._liveness: queue.SimpleQueue[tuple[str, Sequence[int] | str]] = queue.SimpleQueue()
+        """Heartbeats (the agent, the leases it runs) and deaths (the agent, why) not applied
+        yet, in the order they came: a restarted agent's first heartbeat follows the death
+        of the process before it, and must be applied after it."""
         self.fleet = Fleet(agents(self), clock())
         """The agents and the attempts each holds."""
         self._tries: Counter[AttemptKey] = Counter()
@@ -314,11 +314,11 @@ class Engine:
 
     def heartbeat(self, agent_id: str, running: Sequence[int]) -> None:
         """The agent is alive (applied by the loop, before it looks for silent agents)."""
-        self._beats.put((agent_id, tuple(running)))
+        self._liveness.put((agent_id, tuple(running)))
 
     def gone(self, agent_id: str, reason: str) -> None:
         """The agent died: its attempts are counted lost at the next step."""
-        self._gone.put((agent_id, reason))
+        self._liveness.put((agent_id, reason))
         self._wake.set()
 
     # ---- the control loop ----------------------------------------------------------------
@@ -363,17 +363,21 @@ class Engine:
         """Agents gone or silent: each attempt they held is reported lost (re-run without
         using a retry, a bounded number of times; see `domain.retry`)."""
         now = self.clock()
-        for agent_id, running in _drained(self._beats):
-            self.fleet.heartbeat(agent_id, running, now)
-        lost = [(agent_id, "stopped heartbeating") for agent_id in self.fleet.expired(now)]
-        lost += _drained(self._gone)
-        for agent_id, reason in lost:
-            held = self.fleet.lose(agent_id)
-            if held:
-                log.warning("agent %s %s: %d attempt(s) lost", agent_id, reason, len(held))
-            for token, leased in held:
-                self._reports.put((agent_id, Report(leased.key, token, Outcome(
-                    None, ErrorCode.LOST, f"attempt lost: agent {agent_id} {reason}"))))
+        for agent_id, news in _drained(self._liveness):
+            if isinstance(news, str):
+                self._lose(agent_id, news)
+            else:
+                self.fleet.heartbeat(agent_id, news, now)
+        for agent_id in self.fleet.expired(now):
+            self._lose(agent_id, "stopped heartbeating")
+
+    def _lose(self, agent_id: str, reason: str) -> None:
+        held = self.fleet.lose(agent_id)
+        if held:
+            log.warning("agent %s %s: %d attempt(s) lost", agent_id, reason, len(held))
+        for token, leased in held:
+            self._reports.put((agent_id, Report(leased.key, token, Outcome(
+                None, ErrorCode.LOST, f"attempt lost: agent {agent_id} {reason}"))))
 
     def _step_with(self, reports: list[Arrival]) -> None:
         landed = [(report, self.fleet.land(agent_id, report.token, report.key))
