@@ -1,0 +1,474 @@
+"""An agent in a process of its own, beside `batchyard serve`: the engine's handle and the
+child's loop.
+
+Instances started by threads of the server's process compete with the API for the GIL; an
+agent process runs them apart, and the engine must learn at once when it dies.
+
+Engine side: `AgentProcess` implements `ports.agents.Agent`. It starts `python -m
+batchyard.agent <fd> <engine pid>` with one end of a socketpair (not multiprocessing: its
+start-up and its pickled globals are heavy and fragile) and sends `Start`; then `lease`,
+`cancel` and `forget` are one message each, written under one lock, never waiting for the
+agent's work. One reader thread per child hands what comes back to the engine's
+`AgentListener`, and when the channel ends or the child exits it calls `gone` once, saying
+how the child ended ("killed by signal SIGKILL").
+
+Child side (`serve`): kills what an earlier child left running in its work root (a host
+chore: `runner.reaper`), builds the agent with a listener that writes `Reported` and
+`Heartbeat` back, and reads messages in its main thread. When the channel closes — the
+engine died, or shut it — it shuts the agent down, killing its instances, and exits: an
+agent never runs on alone. PR_SET_PDEATHSIG is a second guard, for a channel that someone
+else (a forked copy of the engine) keeps open.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import select
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from batchyard.agent import wire
+from batchyard.agent.wire import AgentFactory, ChannelError, FrameReader, Start, encode
+from batchyard.domain.attempt import AttemptKey
+from batchyard.errors import BatchyardError
+from batchyard.ports.agents import Agent, AgentInfo, AgentListener, LeaseBatch, Report
+
+log = logging.getLogger(__name__)
+
+COMMAND = (sys.executable, "-m", "batchyard.agent")
+"""The child's command; the channel's fd and the engine's pid are appended."""
+
+_PR_SET_PDEATHSIG = 1
+
+
+class AgentGone(BatchyardError):
+    """The agent process ended (or was shut down): `restart()` it before leasing again."""
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    start: float = 30.0
+    """Seconds from Popen to the agent's `Ready` before the child is killed."""
+    stop: float = 10.0
+    """Seconds a child may take to stop (its agent kills its instances) before SIGKILL."""
+    send: float = 30.0
+    """Seconds a message may wait for the child to read it before the child is killed."""
+
+
+def exit_status(returncode: int) -> str:
+    """How a child ended, in words: "killed by signal SIGKILL", "exited with status 1"."""
+    if returncode >= 0:
+        return f"exited with status {returncode}"
+    try:
+        return f"killed by signal {signal.Signals(-returncode).name}"
+    except ValueError:
+        return f"killed by signal {-returncode}"
+
+
+# ---- engine side -----------------------------------------------------------------------
+
+
+class AgentProcess:
+    """The engine's handle on an agent running in a child process (one child at a time)."""
+
+    def __init__(self, info: AgentInfo, listener: AgentListener, factory: AgentFactory, *,
+                 work_root: Path | None = None, command: Sequence[str] = COMMAND,
+                 timeouts: Timeouts = Timeouts()) -> None:
+        self._start = Start(info, factory, None if work_root is None else str(work_root))
+        self._info = info
+        self._listener = listener
+        self._command = tuple(command)
+        self._timeouts = timeouts
+        self._child: _Child | None = None
+
+    def start(self) -> AgentProcess:
+        """Start a child and wait (bounded) until its agent is ready; AgentGone if it ended
+        or did not get ready in time (its stderr, the server's, says why)."""
+        if self._child is not None and not self._child.exited:
+            raise RuntimeError(f"agent {self._info.id} already has a running process")
+        self._child = _Child(self._command, self._start, self._listener, self._timeouts)
+        self._info = self._child.wait_ready(self._timeouts.start)
+        return self
+
+    def restart(self) -> AgentProcess:
+        """A new child in place of the current one (stopped first if it still runs). The
+        new child kills what the old one left running in `work_root` before its first lease.
+        May be called from the listener's `gone`."""
+        if self._child is not None:
+            self._child.stop()
+        return self.start()
+
+    @property
+    def pid(self) -> int | None:
+        return None if self._child is None else self._child.process.pid
+
+    @property
+    def ready_after(self) -> float:
+        """Seconds from Popen to the agent's `Ready` for the current child."""
+        return 0.0 if self._child is None else self._child.ready_after
+
+    def info(self) -> AgentInfo:
+        return self._info
+
+    def lease(self, batch: LeaseBatch) -> None:
+        """One message; AgentGone if the child is known gone (its `gone` was called)."""
+        self._running().send(batch)
+
+    def cancel(self, keys: Sequence[AttemptKey]) -> None:
+        """One message; nothing to do for a child that is gone (its instances are lost)."""
+        with contextlib.suppress(AgentGone):
+            self._running().send(wire.Cancel(tuple(keys)))
+
+    def forget(self, job_id: str) -> None:
+        with contextlib.suppress(AgentGone):
+            self._running().send(wire.Forget(job_id))
+
+    def shutdown(self) -> None:
+        """Ask the child to stop (its agent kills what runs), wait a bounded time, then kill
+        it. Reports sent before it ended are delivered before this returns; no `gone`."""
+        if self._child is not None:
+            self._child.stop()
+
+    def _running(self) -> _Child:
+        if self._child is None:
+            raise AgentGone(f"agent {self._info.id} was not started")
+        return self._child
+
+
+class _Child:
+    """One child process, its channel and its reader thread."""
+
+    def __init__(self, command: tuple[str, ...], start: Start, listener: AgentListener,
+                 timeouts: Timeouts) -> None:
+        self.agent_id = start.info.id
+        self.info = start.info
+        self.ready_after = 0.0
+        self._listener = listener
+        self._timeouts = timeouts
+        self._launched = time.monotonic()
+        self.process, self._sock = _spawn(command)
+        self._sock.settimeout(timeouts.send)
+        self._frames = FrameReader(self._sock)
+        self._write = threading.Lock()
+        self._ready = threading.Event()
+        self._answered = threading.Event()
+        """Set by `Ready` or by the end of the child, whichever comes first."""
+        self._exited = threading.Event()
+        self._stopping = False
+        self._reason = ""
+        self.send(start)
+        self._reader = threading.Thread(
+            target=self._read, name=f"batchyard-agent-{self.agent_id}-{self.process.pid}",
+            daemon=True)
+        self._reader.start()
+
+    @property
+    def exited(self) -> bool:
+        return self._exited.is_set()
+
+    def wait_ready(self, timeout: float) -> AgentInfo:
+        if not self._answered.wait(timeout):
+            self.process.kill()
+            self._exited.wait()
+            raise AgentGone(f"agent process {self.process.pid} was not ready within "
+                            f"{timeout:g} s")
+        if not self._ready.is_set():
+            raise AgentGone(f"{self._reason} before its agent was ready")
+        return self.info
+
+    def send(self, message: wire.ToAgent) -> None:
+        """Write one message. A child that died meanwhile is left to the reader (which
+        reports it gone); one that does not read for `Timeouts.send` is killed."""
+        frame = encode(message)
+        with self._write:
+            if self._exited.is_set():
+                raise AgentGone(self._reason or f"agent {self.agent_id} was shut down")
+            try:
+                self._sock.sendall(frame)
+            except TimeoutError:
+                log.error("agent process %d read nothing for %g s: killed", self.process.pid,
+                          self._timeouts.send)
+                self.process.kill()
+            except OSError:
+                pass
+
+    def stop(self) -> None:
+        self._stopping = True
+        with contextlib.suppress(AgentGone):
+            self.send(wire.Stop())
+        if threading.current_thread() is self._reader:
+            return  # called from a listener: the reader ends once it returns
+        if not self._exited.wait(self._timeouts.stop):
+            self.process.kill()
+            self._exited.wait()
+
+    # ---- the reader thread -------------------------------------------------------------
+
+    def _read(self) -> None:
+        trouble = self._pump()
+        if trouble:
+            self.process.kill()  # the stream is out of step: nothing more from it is trusted
+        ended = self._reap()
+        self._reason = f"agent process {self.process.pid} " + (
+            f"{trouble}; it was then {ended}" if trouble else ended)
+        with self._write:
+            self._sock.close()
+            self._exited.set()
+        self._answered.set()
+        if self._ready.is_set() and not self._stopping:
+            log.error("agent %s is gone: %s", self.agent_id, self._reason)
+            self._call(self._listener.gone, self.agent_id, self._reason)
+
+    def _pump(self) -> str:
+        """Hand over messages until the channel ends or the child exits; what went wrong,
+        if anything ("" for an ordinary end)."""
+        poller = select.poll()
+        poller.register(self._sock, select.POLLIN)
+        pidfd = _pidfd(self.process.pid)
+        if pidfd is not None:
+            poller.register(pidfd, select.POLLIN)
+        try:
+            while True:
+                ready = {fd for fd, _ in poller.poll()}
+                if self._sock.fileno() in ready and not self._receive():
+                    return ""
+                if pidfd in ready:  # exited, but someone else holds the channel open
+                    while select.select([self._sock], [], [], 0)[0] and self._receive():
+                        pass
+                    return ""
+        except ChannelError as error:
+            log.error("agent process %d: refused %s", self.process.pid, error)
+            return f"sent {error}, refused"
+        except OSError as error:
+            return f"broke its channel ({error})"
+        finally:
+            if pidfd is not None:
+                os.close(pidfd)
+
+    def _receive(self) -> bool:
+        if not self._frames.fill():
+            return False
+        while (payload := self._frames.frame()) is not None:
+            self._dispatch(wire.from_agent(payload))
+        return True
+
+    def _dispatch(self, message: wire.FromAgent) -> None:
+        if isinstance(message, wire.Reported):
+            self._call(self._listener.reported, self.agent_id, message.reports)
+        elif isinstance(message, wire.Heartbeat):
+            self._call(self._listener.heartbeat, self.agent_id, message.running)
+        else:
+            self.info = message.info
+            self.ready_after = time.monotonic() - self._launched
+            log.info("agent process %d ready in %.0f ms", self.process.pid,
+                     self.ready_after * 1000)
+            self._ready.set()
+            self._answered.set()
+            self._call(self._listener.heartbeat, self.agent_id, ())
+
+    def _call(self, method: Callable[..., None], *arguments: Any) -> None:
+        """A failing listener is logged; the reader goes on (it is the only one)."""
+        try:
+            method(*arguments)
+        except Exception:
+            log.exception("the engine's listener failed on agent %s", self.agent_id)
+
+    def _reap(self) -> str:
+        try:
+            code = self.process.wait(timeout=self._timeouts.stop)
+        except subprocess.TimeoutExpired:  # closed its channel but did not exit
+            self.process.kill()
+            code = self.process.wait()
+        return exit_status(code)
+
+
+def _spawn(command: tuple[str, ...]) -> tuple[subprocess.Popen[bytes], socket.socket]:
+    """The child, with one end of a socketpair as an inherited fd; the engine keeps the
+    other (not inheritable: no other child of the server holds it)."""
+    ours, theirs = socket.socketpair()
+    environment = dict(os.environ)
+    batchyard_parent = str(Path(__file__).resolve().parents[2])
+    environment["PYTHONPATH"] = os.pathsep.join(
+        path for path in (batchyard_parent, environment.get("PYTHONPATH")) if path)
+    try:
+        process = subprocess.Popen(
+            [*command, str(theirs.fileno()), str(os.getpid())], pass_fds=(theirs.fileno(),),
+            stdin=subprocess.DEVNULL, env=environment)
+    except BaseException:
+        ours.close()
+        raise
+    finally:
+        theirs.close()
+    return process, ours
+
+
+def _pidfd(pid: int) -> int | None:
+    """A descriptor readable once the child exits (Linux ≥ 5.3), or None."""
+    try:
+        return os.pidfd_open(pid)
+    except (AttributeError, OSError):
+        return None
+
+
+# ---- child side ------------------------------------------------------------------------
+
+
+class _Stopped(BaseException):
+    """Raised in the child's main thread by SIGTERM, or by SIGHUP once the engine died."""
+
+
+class _Channel:
+    """The child's end: read by the main thread, written by any of the agent's threads."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
+        self._frames = FrameReader(sock)
+        self._write = threading.Lock()
+
+    def receive(self) -> wire.ToAgent | None:
+        """The next message; None once the engine closed its end (or died)."""
+        while (payload := self._frames.frame()) is None:
+            if not self._frames.fill():
+                return None
+        return wire.to_agent(payload)
+
+    def send(self, message: object) -> None:
+        """Write one message; dropped if the engine is gone (the main thread sees the end
+        of the channel and stops)."""
+        frame = encode(message)
+        with self._write, contextlib.suppress(OSError):
+            self._sock.sendall(frame)
+
+    def close(self) -> None:
+        with self._write:
+            self._sock.close()
+
+
+class _ChannelListener:
+    """The agent's listener in the child: each call is one message to the engine."""
+
+    def __init__(self, channel: _Channel) -> None:
+        self._channel = channel
+
+    def reported(self, agent_id: str, reports: Sequence[Report]) -> None:
+        self._channel.send(wire.Reported(tuple(reports)))
+
+    def heartbeat(self, agent_id: str, running: Sequence[int]) -> None:
+        self._channel.send(wire.Heartbeat(tuple(running)))
+
+    def gone(self, agent_id: str, reason: str) -> None:
+        """An agent giving up: the process exits, which is how the engine learns it."""
+        log.error("agent %s gives up: %s", agent_id, reason)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+def serve(argv: Sequence[str]) -> int:
+    """The child's main: `argv` is `<channel fd> <engine pid>`."""
+    sock = socket.socket(fileno=int(argv[0]))
+    sock.set_inheritable(False)  # instances (posix_spawn keeps inheritable fds) never hold it
+    engine = int(argv[1])
+    _guard(engine)
+    if os.getppid() != engine:
+        return 1  # the engine died before the guard was set
+    channel = _Channel(sock)
+    agent = None
+    try:
+        agent = _build(channel)
+        if agent is not None:
+            _serve(channel, agent)
+    except _Stopped as stopped:
+        log.warning("agent process %d stops: %s", os.getpid(), stopped)
+    except ChannelError as error:
+        log.error("agent process %d refused %s from the engine", os.getpid(), error)
+    finally:
+        _quiet()
+        if agent is not None:
+            agent.shutdown()
+        channel.close()
+    return 0
+
+
+def _build(channel: _Channel) -> Agent | None:
+    """The agent `Start` names, started, once the programs an earlier child left are dead;
+    None if the engine went away first."""
+    start = channel.receive()
+    if start is None:
+        return None
+    if not isinstance(start, Start):
+        raise ChannelError(f"a {type(start).__name__} before Start")
+    if start.work_root is not None:
+        from batchyard.runner.reaper import reap_orphans
+
+        killed = reap_orphans(Path(start.work_root))
+        if killed:
+            log.warning("killed %d program(s) an earlier agent process left running",
+                        len(killed))
+    import importlib
+
+    module, _, name = start.factory.function.partition(":")
+    factory = getattr(importlib.import_module(module), name)
+    agent: Agent = factory(start.info, *start.factory.arguments, _ChannelListener(channel))
+    channel.send(wire.Ready(agent.info()))
+    return agent
+
+
+def _serve(channel: _Channel, agent: Agent) -> None:
+    while (message := channel.receive()) is not None and not isinstance(message, wire.Stop):
+        if isinstance(message, LeaseBatch):
+            agent.lease(message)
+        elif isinstance(message, wire.Cancel):
+            agent.cancel(message.keys)
+        elif isinstance(message, wire.Forget):
+            agent.forget(message.job_id)
+        else:
+            raise ChannelError(f"a second {type(message).__name__}")
+
+
+def _guard(engine: int) -> None:
+    """SIGTERM stops the agent; SIGHUP, sent by the kernel when the engine's thread that
+    started this process ends, stops it only if the engine itself died; SIGINT (Ctrl-C in
+    the server's terminal reaches this process too) is the engine's to act on. Handlers,
+    not SIG_IGN, which instances would inherit."""
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        raise _Stopped(signal.Signals(signum).name)
+
+    def orphaned(signum: int, frame: FrameType | None) -> None:
+        if os.getppid() != engine:
+            raise _Stopped("the engine died")
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGHUP, orphaned)
+    signal.signal(signal.SIGINT, _ignore)
+    _die_with_parent(signal.SIGHUP)
+
+
+def _ignore(signum: int, frame: FrameType | None) -> None:
+    """A handler that does nothing (a handler, unlike SIG_IGN, is not inherited by exec)."""
+
+
+def _quiet() -> None:
+    """No signal interrupts the agent's shutdown once it began."""
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, _ignore)
+
+
+def _die_with_parent(signum: int) -> None:
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, int(signum), 0, 0, 0)
+    except (OSError, AttributeError):
+        log.warning("PR_SET_PDEATHSIG unavailable: the channel alone tells the engine died")

@@ -1,0 +1,339 @@
+"""The agent process beside `batchyard serve`: real children, real programs, real signals.
+
+The agent in the child is `shell_agent.ShellAgent` (a small real agent: `bash -c` per lease
+in its own session); the transport around it is what is tested.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+
+import pytest
+
+from batchyard.agent import wire
+from batchyard.agent.process import COMMAND, AgentGone, AgentProcess, exit_status
+from batchyard.domain.attempt import AttemptKey, AttemptRequest
+from batchyard.domain.outcome import ErrorCode
+from batchyard.ports.agents import AgentInfo, LeaseBatch, Report, batch_of
+
+ROOT = Path(__file__).resolve().parents[2]
+FACTORY = "tests.integration.shell_agent:shell_agent"
+INFO = AgentInfo("agent-1", slots=4, heartbeat=0.1)
+
+
+class Recorder:
+    """The engine's listener: records every call; `wait` until a condition holds."""
+
+    def __init__(self) -> None:
+        self.reports: list[list[Report]] = []
+        self.heartbeats: list[tuple[int, ...]] = []
+        self.goodbyes: list[tuple[str, float]] = []
+        self.on_gone: Callable[[], None] = lambda: None
+        self._changed = threading.Condition()
+
+    def reported(self, agent_id: str, reports: Sequence[Report]) -> None:
+        with self._changed:
+            self.reports.append(list(reports))
+            self._changed.notify_all()
+
+    def heartbeat(self, agent_id: str, running: Sequence[int]) -> None:
+        with self._changed:
+            self.heartbeats.append(tuple(running))
+            self._changed.notify_all()
+
+    def gone(self, agent_id: str, reason: str) -> None:
+        with self._changed:
+            self.goodbyes.append((reason, time.monotonic()))
+            self._changed.notify_all()
+        self.on_gone()
+
+    def wait(self, condition: Callable[[], object], timeout: float = 10.0) -> None:
+        with self._changed:
+            assert self._changed.wait_for(condition, timeout), "timed out"
+
+
+def requests(*commands: str, task: str = "task", token: int = 1,
+             ) -> list[tuple[int, AttemptRequest]]:
+    """One request per command, each of its own task (a task's instances share a command)."""
+    return [(token + index, AttemptRequest(AttemptKey("job-1", f"{task}{index}", 0, 1), 1,
+                                           command, "", {}, 0, "", ""))
+            for index, command in enumerate(commands)]
+
+
+def batch(*commands: str, token: int = 1) -> LeaseBatch:
+    return batch_of(requests(*commands, token=token))
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
+
+
+def started_program(pid_file: Path) -> int:
+    """The pid a program wrote (`echo $$ > file`) once it started."""
+    wait_until(lambda: pid_file.exists() and pid_file.read_text().strip() != "")
+    return int(pid_file.read_text())
+
+
+@pytest.fixture(autouse=True)
+def importable_tests(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The child imports the test agent as `tests.integration.shell_agent`."""
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(
+        [str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]))
+
+
+@pytest.fixture
+def work_root(tmp_path: Path) -> Path:
+    return tmp_path / "work"
+
+
+@pytest.fixture
+def recorder() -> Recorder:
+    return Recorder()
+
+
+@pytest.fixture
+def agent(recorder: Recorder, work_root: Path) -> Iterator[AgentProcess]:
+    process = AgentProcess(INFO, recorder, wire.AgentFactory(FACTORY, (str(work_root),)),
+                           work_root=work_root)
+    try:
+        yield process.start()
+    finally:
+        process.shutdown()
+
+
+def test_leases_go_in_and_reports_come_back_in_batches(agent: AgentProcess,
+                                                       recorder: Recorder) -> None:
+    first = batch_of(requests("exit 0", "exit 3") + requests("true", task="other", token=3))
+    assert len(first.parts) == 3
+
+    agent.lease(first)
+    recorder.wait(lambda: recorder.reports)
+    [reports] = recorder.reports
+    assert sorted((report.token, report.outcome.exit_code) for report in reports) == [
+        (1, 0), (2, 3), (3, 0)]
+    assert {report.key for report in reports} == {first.key(lease) for lease in first.leases}
+
+    agent.lease(batch("exit 7", token=10))
+    recorder.wait(lambda: len(recorder.reports) == 2)
+    assert [(report.token, report.outcome.exit_code) for report in recorder.reports[1]] == [
+        (10, 7)]
+    assert agent.info() == INFO
+
+
+def test_heartbeats_list_what_runs_and_a_cancel_reports_stopped(agent: AgentProcess,
+                                                                recorder: Recorder) -> None:
+    assert recorder.heartbeats[0] == ()  # `Ready`: the first heartbeat, nothing running
+    agent.lease(batch("sleep 1000", token=7))
+    recorder.wait(lambda: (7,) in recorder.heartbeats)
+
+    agent.cancel([AttemptKey("job-1", "task0", 0, 1)])
+    recorder.wait(lambda: recorder.reports)
+    [[report]] = recorder.reports
+    assert (report.token, report.outcome.error_code) == (7, ErrorCode.STOPPED)
+    count = len(recorder.heartbeats)
+    recorder.wait(lambda: len(recorder.heartbeats) > count)
+    assert recorder.heartbeats[-1] == ()
+
+
+def test_programs_do_not_inherit_the_channel(agent: AgentProcess, recorder: Recorder,
+                                             tmp_path: Path) -> None:
+    listing = tmp_path / "fds"
+    agent.lease(batch(f"for fd in /proc/$$/fd/*; do readlink $fd; done > {listing}"))
+    recorder.wait(lambda: recorder.reports)
+    assert listing.read_text().strip() != ""
+    assert "socket:" not in listing.read_text()
+
+
+def test_kill_9_reports_gone_once_and_a_restart_leaves_no_orphan(
+        agent: AgentProcess, recorder: Recorder, tmp_path: Path) -> None:
+    pid_file = tmp_path / "pid"
+    agent.lease(batch(f"echo $$ > {pid_file}; exec sleep 1000"))
+    program = started_program(pid_file)
+    child = agent.pid
+    assert child is not None
+
+    os.kill(child, signal.SIGKILL)
+    killed_at = time.monotonic()
+    recorder.wait(lambda: recorder.goodbyes)
+    [(reason, at)] = recorder.goodbyes
+    assert at - killed_at < 1.0
+    assert f"agent process {child} killed by signal SIGKILL" in reason
+    assert alive(program)  # its own session outlived the agent process
+    with pytest.raises(AgentGone, match="SIGKILL"):
+        agent.lease(batch("true", token=2))
+
+    agent.restart()
+    assert agent.pid != child
+    wait_until(lambda: not alive(program))
+    agent.lease(batch("exit 5", token=3))
+    recorder.wait(lambda: recorder.reports)
+    assert [report.token for report in recorder.reports[-1]] == [3]
+    agent.shutdown()
+    assert len(recorder.goodbyes) == 1
+
+
+def test_a_child_restarted_from_gone_outlives_the_thread_that_started_it(
+        agent: AgentProcess, recorder: Recorder) -> None:
+    """The kernel sends PR_SET_PDEATHSIG when the engine's *thread* that started the child
+    ends (here: the old reader, which calls `gone`); the child stops only if the engine died."""
+    recorder.on_gone = agent.restart
+    old = agent.pid
+    assert old is not None
+    os.kill(old, signal.SIGKILL)
+    recorder.wait(lambda: recorder.goodbyes)
+    wait_until(lambda: agent.pid != old and not any(
+        thread.name.endswith(f"-{old}") for thread in threading.enumerate()))
+
+    agent.lease(batch("exit 4", token=9))
+    recorder.wait(lambda: recorder.reports)
+    assert [report.outcome.exit_code for report in recorder.reports[0]] == [4]
+    assert len(recorder.goodbyes) == 1
+    assert agent.pid is not None and alive(agent.pid)
+
+
+ENGINE = """
+import os, sys, time
+from pathlib import Path
+from batchyard.agent.process import AgentProcess
+from batchyard.agent.wire import AgentFactory
+from batchyard.ports.agents import AgentInfo
+from tests.integration.test_agent_process import batch, FACTORY, Recorder
+
+work, pid_file, hold = sys.argv[1], sys.argv[2], sys.argv[3] == "hold"
+agent = AgentProcess(AgentInfo("a", 1), Recorder(), AgentFactory(FACTORY, (work,)),
+                     work_root=Path(work)).start()
+holder = os.fork() if hold else 0  # a copy of the engine holding the channel open
+if hold and holder == 0:
+    time.sleep(60)
+    os._exit(0)
+agent.lease(batch(f"echo $$ > {pid_file}; exec sleep 1000"))
+print(agent.pid, holder, flush=True)
+time.sleep(60)
+"""
+
+
+@pytest.mark.parametrize("channel", ["closes", "hold"])
+def test_when_the_engine_dies_the_child_and_its_programs_die(
+        channel: str, work_root: Path, tmp_path: Path) -> None:
+    """Closing the channel is the first guard; PR_SET_PDEATHSIG the second (`hold`: a
+    forked copy of the engine keeps the channel open, so only the signal stops the child)."""
+    pid_file = tmp_path / "pid"
+    engine = subprocess.Popen([sys.executable, "-c", ENGINE, str(work_root), str(pid_file),
+                               channel], stdout=subprocess.PIPE, text=True, cwd=ROOT)
+    assert engine.stdout is not None
+    child, holder = map(int, engine.stdout.readline().split())
+    try:
+        program = started_program(pid_file)
+        engine.kill()
+        engine.wait()
+        wait_until(lambda: not alive(child) and not alive(program))
+    finally:
+        engine.kill()
+        if holder:
+            os.kill(holder, signal.SIGKILL)
+
+
+def test_a_child_whose_channel_closes_kills_its_programs_and_exits(
+        work_root: Path, tmp_path: Path) -> None:
+    """The engine alive but its end closed (no PR_SET_PDEATHSIG involved)."""
+    ours, theirs = socket.socketpair()
+    child = subprocess.Popen([*COMMAND, str(theirs.fileno()), str(os.getpid())],
+                             pass_fds=(theirs.fileno(),))
+    theirs.close()
+    pid_file = tmp_path / "pid"
+    factory = wire.AgentFactory(FACTORY, (str(work_root),))
+    ours.sendall(wire.encode(wire.Start(INFO, factory, str(work_root))))
+    ours.sendall(wire.encode(batch(f"echo $$ > {pid_file}; exec sleep 1000")))
+    program = started_program(pid_file)
+
+    ours.close()
+    assert child.wait(timeout=10) == 0
+    wait_until(lambda: not alive(program))
+
+
+class Exploit:
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (os.system, (f"touch {self.marker}",))
+
+
+def framed(message: object) -> bytes:
+    payload = pickle.dumps(message)
+    return struct.pack(">I", len(payload)) + payload
+
+
+ROGUE = """
+import socket, sys, time
+from batchyard.agent import wire
+from batchyard.ports.agents import AgentInfo
+sock = socket.socket(fileno=int(sys.argv[2]))
+sock.sendall(wire.encode(wire.Ready(AgentInfo("agent-1", 1))))
+sock.sendall(bytes.fromhex(sys.argv[1]))
+time.sleep(60)
+"""
+
+
+@pytest.mark.filterwarnings("error::pytest.PytestUnhandledThreadExceptionWarning")
+@pytest.mark.parametrize(("frame", "error"), [
+    (lambda _: struct.pack(">I", 2**32 - 1),
+     "a frame announcing 4294967295 bytes, over the channel's bound of 67108864 bytes"),
+    (lambda _: struct.pack(">I", 5) + b"\x80junk", "a frame that is not a readable pickle"),
+    (lambda marker: framed(Exploit(marker)),
+     "naming posix.system, which is not part of the agent protocol"),
+    (lambda _: framed(batch("true")),
+     "a frame holding a LeaseBatch, not a message an agent sends"),
+], ids=["oversized", "garbage", "code", "wrong-direction"])
+def test_a_refused_frame_ends_the_child_not_the_engine(
+        frame: Callable[[Path], bytes], error: str, recorder: Recorder, tmp_path: Path) -> None:
+    marker = tmp_path / "ran"
+    rogue = AgentProcess(INFO, recorder, wire.AgentFactory(FACTORY),
+                         command=(sys.executable, "-c", ROGUE, frame(marker).hex())).start()
+    recorder.wait(lambda: recorder.goodbyes)
+    [(reason, _)] = recorder.goodbyes
+    assert error in reason
+    assert reason.endswith("refused; it was then killed by signal SIGKILL")
+    assert rogue.pid is not None and not alive(rogue.pid)
+    assert not marker.exists()
+    with pytest.raises(AgentGone, match="refused"):
+        rogue.lease(batch("true"))
+
+
+def test_what_the_engine_sends_is_bounded_before_it_is_written() -> None:
+    with pytest.raises(wire.ChannelError, match="exceeds the channel's bound of 100 bytes: "
+                                                "send smaller batches"):
+        wire.encode(batch("true", "true", "true"), limit=100)
+
+
+def test_a_child_that_cannot_build_its_agent_fails_start(recorder: Recorder) -> None:
+    broken = AgentProcess(INFO, recorder, wire.AgentFactory("tests.integration.nowhere:agent"))
+    with pytest.raises(AgentGone, match="exited with status 1 before its agent was ready"):
+        broken.start()
+    assert recorder.goodbyes == []
+
+
+def test_exit_status_in_words() -> None:
+    assert exit_status(-signal.SIGKILL) == "killed by signal SIGKILL"
+    assert exit_status(3) == "exited with status 3"
