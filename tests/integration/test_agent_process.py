@@ -23,7 +23,7 @@ import pytest
 from batchyard.agent import wire
 from batchyard.agent.process import COMMAND, AgentGone, AgentProcess, exit_status
 from batchyard.domain.attempt import AttemptKey, AttemptRequest
-from batchyard.domain.outcome import ErrorCode
+from batchyard.domain.outcome import ErrorCode, Outcome
 from batchyard.ports.agents import AgentInfo, LeaseBatch, Report, batch_of
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -325,6 +325,25 @@ def test_what_the_engine_sends_is_bounded_before_it_is_written() -> None:
     with pytest.raises(wire.ChannelError, match="exceeds the channel's bound of 100 bytes: "
                                                 "send smaller batches"):
         wire.encode(batch("true", "true", "true"), limit=100)
+
+
+def test_frames_larger_than_the_socket_buffer_are_reassembled() -> None:
+    ours, theirs = socket.socketpair()
+    big = wire.Reported(tuple(Report(AttemptKey("job-1", "t", index, 1), index, Outcome(0))
+                              for index in range(20_000)))
+    stream = wire.encode(big) + wire.encode(wire.Heartbeat((1, 2)))
+    assert len(stream) > 4 * ours.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+    writer = threading.Thread(target=theirs.sendall, args=(stream,))
+    writer.start()
+    reader, received = wire.FrameReader(ours), []
+    while len(received) < 2:
+        assert reader.fill()
+        while (payload := reader.frame()) is not None:
+            received.append(wire.from_agent(payload))
+    writer.join()
+    assert received == [big, wire.Heartbeat((1, 2))]
+    ours.close()
+    theirs.close()
 
 
 def test_a_child_that_cannot_build_its_agent_fails_start(recorder: Recorder) -> None:

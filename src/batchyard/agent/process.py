@@ -104,7 +104,7 @@ class AgentProcess:
     def restart(self) -> AgentProcess:
         """A new child in place of the current one (stopped first if it still runs). The
         new child kills what the old one left running in `work_root` before its first lease.
-        May be called from the listener's `gone`."""
+        May be called from the listener's `gone`; stopping a live child calls no `gone`."""
         if self._child is not None:
             self._child.stop()
         return self.start()
@@ -156,6 +156,7 @@ class _Child:
         self.ready_after = 0.0
         self._listener = listener
         self._timeouts = timeouts
+        first = encode(start)  # refused (too large) before a child exists
         self._launched = time.monotonic()
         self.process, self._sock = _spawn(command)
         self._sock.settimeout(timeouts.send)
@@ -167,7 +168,7 @@ class _Child:
         self._exited = threading.Event()
         self._stopping = False
         self._reason = ""
-        self.send(start)
+        self._write_frame(first)
         self._reader = threading.Thread(
             target=self._read, name=f"batchyard-agent-{self.agent_id}-{self.process.pid}",
             daemon=True)
@@ -190,7 +191,9 @@ class _Child:
     def send(self, message: wire.ToAgent) -> None:
         """Write one message. A child that died meanwhile is left to the reader (which
         reports it gone); one that does not read for `Timeouts.send` is killed."""
-        frame = encode(message)
+        self._write_frame(encode(message))
+
+    def _write_frame(self, frame: bytes) -> None:
         with self._write:
             if self._exited.is_set():
                 raise AgentGone(self._reason or f"agent {self.agent_id} was shut down")
@@ -244,8 +247,7 @@ class _Child:
                 if self._sock.fileno() in ready and not self._receive():
                     return ""
                 if pidfd in ready:  # exited, but someone else holds the channel open
-                    while select.select([self._sock], [], [], 0)[0] and self._receive():
-                        pass
+                    self._drain()
                     return ""
         except ChannelError as error:
             log.error("agent process %d: refused %s", self.process.pid, error)
@@ -255,6 +257,13 @@ class _Child:
         finally:
             if pidfd is not None:
                 os.close(pidfd)
+
+    def _drain(self) -> None:
+        """What the child wrote before it exited."""
+        poller = select.poll()
+        poller.register(self._sock, select.POLLIN)
+        while poller.poll(0) and self._receive():
+            pass
 
     def _receive(self) -> bool:
         if not self._frames.fill():

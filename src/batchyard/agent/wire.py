@@ -28,6 +28,9 @@ MAX_FRAME = 64 * 1024 * 1024
 
 _HEADER = struct.Struct(">I")
 _CHUNK = 1 << 16
+_MOST = 1 << 20
+"""The most one read asks for: a large frame arrives in pieces anyway, and each read
+allocates what it asks for."""
 
 
 class ChannelError(BatchyardError):
@@ -175,7 +178,7 @@ class FrameReader:
         del self._buffer[:self._start]
         self._start = 0
         try:
-            data = self._sock.recv(max(_CHUNK, self._missing()))
+            data = self._sock.recv(min(max(_CHUNK, self._missing()), _MOST))
         except ConnectionResetError:
             return False
         self._buffer += data
