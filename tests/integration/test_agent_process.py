@@ -193,6 +193,22 @@ def test_kill_9_reports_gone_once_and_a_restart_leaves_no_orphan(
     assert len(recorder.goodbyes) == 1
 
 
+def test_sigterm_stops_the_child_which_reports_what_it_killed(
+        agent: AgentProcess, recorder: Recorder, tmp_path: Path) -> None:
+    pid_file = tmp_path / "pid"
+    agent.lease(batch(f"echo $$ > {pid_file}; exec sleep 1000", token=5))
+    program = started_program(pid_file)
+    child = agent.pid
+    assert child is not None
+
+    os.kill(child, signal.SIGTERM)
+    recorder.wait(lambda: recorder.goodbyes)
+    assert [(report.token, report.outcome.error_code) for report in recorder.reports[0]] == [
+        (5, ErrorCode.STOPPED)]  # delivered before `gone`
+    assert recorder.goodbyes[0][0] == f"agent process {child} exited with status 0"
+    assert not alive(program)
+
+
 def test_a_child_restarted_from_gone_outlives_the_thread_that_started_it(
         agent: AgentProcess, recorder: Recorder) -> None:
     """The kernel sends PR_SET_PDEATHSIG when the engine's *thread* that started the child

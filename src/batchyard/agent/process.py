@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import queue
 import select
 import signal
 import socket
@@ -32,7 +33,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
@@ -333,17 +334,20 @@ def _pidfd(pid: int) -> int | None:
 # ---- child side ------------------------------------------------------------------------
 
 
-class _Stopped(BaseException):
-    """Raised in the child's main thread by SIGTERM, or by SIGHUP once the engine died."""
-
-
 class _Channel:
-    """The child's end: read by the main thread, written by any of the agent's threads."""
+    """The child's end. The main thread reads; what the agent's threads send goes through
+    one writer thread, so the main thread never waits to write and always reads on: the
+    engine's writes complete even while the engine is slow to read (were both to wait on a
+    full buffer, each would wait for the other). Reports queued together leave as one
+    message."""
 
     def __init__(self, sock: socket.socket) -> None:
         self._sock = sock
         self._frames = FrameReader(sock)
-        self._write = threading.Lock()
+        self._outbox: queue.SimpleQueue[object] = queue.SimpleQueue()
+        self._writer = threading.Thread(target=self._write, name="batchyard-agent-writer",
+                                        daemon=True)
+        self._writer.start()
 
     def receive(self) -> wire.ToAgent | None:
         """The next message; None once the engine closed its end (or died)."""
@@ -353,15 +357,56 @@ class _Channel:
         return wire.to_agent(payload)
 
     def send(self, message: object) -> None:
-        """Write one message; dropped if the engine is gone (the main thread sees the end
-        of the channel and stops)."""
-        frame = encode(message)
-        with self._write, contextlib.suppress(OSError):
-            self._sock.sendall(frame)
+        self._outbox.put(message)
 
-    def close(self) -> None:
-        with self._write:
-            self._sock.close()
+    def close(self, timeout: float = 10.0) -> None:
+        """Write what is queued (for at most `timeout` seconds), then close."""
+        self._outbox.put(_CLOSE)
+        self._writer.join(timeout)
+        self._sock.close()
+
+    def _write(self) -> None:
+        """Until `close`: what is queued, coalesced, in one write. Dropped if the engine is
+        gone (the main thread sees the end of the channel and stops)."""
+        while True:
+            messages = [self._outbox.get()]
+            while not self._outbox.empty():
+                messages.append(self._outbox.get())
+            frames = b"".join(_framed(_coalesced(message for message in messages
+                                                 if message is not _CLOSE)))
+            with contextlib.suppress(OSError):
+                self._sock.sendall(frames)
+            if _CLOSE in messages:
+                return
+
+
+_CLOSE = object()
+_MOST_REPORTS = 10_000
+"""The most reports coalesced into one message (~1.4 MB, well under `wire.MAX_FRAME`)."""
+
+
+def _coalesced(messages: Iterable[object]) -> Iterator[object]:
+    """Adjacent `Reported` messages merged (up to `_MOST_REPORTS`); the order kept."""
+    reports: list[Report] = []
+    for message in messages:
+        if isinstance(message, wire.Reported) and len(reports) < _MOST_REPORTS:
+            reports.extend(message.reports)
+            continue
+        if reports:
+            yield wire.Reported(tuple(reports))
+        reports = list(message.reports) if isinstance(message, wire.Reported) else []
+        if not isinstance(message, wire.Reported):
+            yield message
+    if reports:
+        yield wire.Reported(tuple(reports))
+
+
+def _framed(messages: Iterable[object]) -> Iterator[bytes]:
+    for message in messages:
+        try:
+            yield encode(message)
+        except ChannelError as error:
+            log.error("agent process %d could not send %s", os.getpid(), error)
 
 
 class _ChannelListener:
@@ -387,7 +432,7 @@ def serve(argv: Sequence[str]) -> int:
     sock = socket.socket(fileno=int(argv[0]))
     sock.set_inheritable(False)  # instances (posix_spawn keeps inheritable fds) never hold it
     engine = int(argv[1])
-    _guard(engine)
+    _guard(engine, sock)
     if os.getppid() != engine:
         return 1  # the engine died before the guard was set
     channel = _Channel(sock)
@@ -396,12 +441,9 @@ def serve(argv: Sequence[str]) -> int:
         agent = _build(channel)
         if agent is not None:
             _serve(channel, agent)
-    except _Stopped as stopped:
-        log.warning("agent process %d stops: %s", os.getpid(), stopped)
     except ChannelError as error:
         log.error("agent process %d refused %s from the engine", os.getpid(), error)
     finally:
-        _quiet()
         if agent is not None:
             agent.shutdown()
         channel.close()
@@ -444,18 +486,23 @@ def _serve(channel: _Channel, agent: Agent) -> None:
             raise ChannelError(f"a second {type(message).__name__}")
 
 
-def _guard(engine: int) -> None:
+def _guard(engine: int, sock: socket.socket) -> None:
     """SIGTERM stops the agent; SIGHUP, sent by the kernel when the engine's thread that
     started this process ends, stops it only if the engine itself died; SIGINT (Ctrl-C in
     the server's terminal reaches this process too) is the engine's to act on. Handlers,
-    not SIG_IGN, which instances would inherit."""
+    not SIG_IGN, which instances would inherit.
+
+    A handler raises nothing (an exception could land anywhere, even in the agent's
+    shutdown): it ends the channel's reading side, and the main thread, reading the end of
+    the channel, stops as if the engine had closed it."""
 
     def stop(signum: int, frame: FrameType | None) -> None:
-        raise _Stopped(signal.Signals(signum).name)
+        with contextlib.suppress(OSError):  # closed already: stopping anyway
+            sock.shutdown(socket.SHUT_RD)
 
     def orphaned(signum: int, frame: FrameType | None) -> None:
         if os.getppid() != engine:
-            raise _Stopped("the engine died")
+            stop(signum, frame)
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGHUP, orphaned)
@@ -465,12 +512,6 @@ def _guard(engine: int) -> None:
 
 def _ignore(signum: int, frame: FrameType | None) -> None:
     """A handler that does nothing (a handler, unlike SIG_IGN, is not inherited by exec)."""
-
-
-def _quiet() -> None:
-    """No signal interrupts the agent's shutdown once it began."""
-    for signum in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(signum, _ignore)
 
 
 def _die_with_parent(signum: int) -> None:
