@@ -362,6 +362,20 @@ def test_frames_larger_than_the_socket_buffer_are_reassembled() -> None:
     theirs.close()
 
 
+def test_adjacent_reports_leave_as_one_message_in_order() -> None:
+    first, second, third = (Report(AttemptKey("job-1", "t", index, 1), index, Outcome(0))
+                            for index in range(3))
+    beat = wire.Heartbeat((2,))
+    messages = [wire.Reported((first,)), wire.Reported((second,)), beat,
+                wire.Reported((third,))]
+    assert list(wire.coalesced(messages)) == [wire.Reported((first, second)), beat,
+                                              wire.Reported((third,))]
+    many = [wire.Reported((first,))] * (wire.MOST_REPORTS + 1)
+    sizes = [len(message.reports) for message in wire.coalesced(many)
+             if isinstance(message, wire.Reported)]
+    assert sizes == [wire.MOST_REPORTS, 1]
+
+
 def test_a_child_that_cannot_build_its_agent_fails_start(recorder: Recorder) -> None:
     broken = AgentProcess(INFO, recorder, wire.AgentFactory("tests.integration.nowhere:agent"))
     with pytest.raises(AgentGone, match="exited with status 1 before its agent was ready"):

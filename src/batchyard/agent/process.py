@@ -372,7 +372,7 @@ class _Channel:
             messages = [self._outbox.get()]
             while not self._outbox.empty():
                 messages.append(self._outbox.get())
-            frames = b"".join(_framed(_coalesced(message for message in messages
+            frames = b"".join(_framed(wire.coalesced(message for message in messages
                                                  if message is not _CLOSE)))
             with contextlib.suppress(OSError):
                 self._sock.sendall(frames)
@@ -381,26 +381,6 @@ class _Channel:
 
 
 _CLOSE = object()
-_MOST_REPORTS = 10_000
-"""The most reports coalesced into one message (~1.4 MB, well under `wire.MAX_FRAME`)."""
-
-
-def _coalesced(messages: Iterable[object]) -> Iterator[object]:
-    """Adjacent `Reported` messages merged (up to `_MOST_REPORTS`); the order kept."""
-    reports: list[Report] = []
-    for message in messages:
-        if isinstance(message, wire.Reported) and len(reports) < _MOST_REPORTS:
-            reports.extend(message.reports)
-            continue
-        if reports:
-            yield wire.Reported(tuple(reports))
-        reports = list(message.reports) if isinstance(message, wire.Reported) else []
-        if not isinstance(message, wire.Reported):
-            yield message
-    if reports:
-        yield wire.Reported(tuple(reports))
-
-
 def _framed(messages: Iterable[object]) -> Iterator[bytes]:
     for message in messages:
         try:

@@ -15,7 +15,7 @@ import io
 import pickle
 import socket
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -99,6 +99,25 @@ class Heartbeat:
 
 
 FromAgent = Ready | Reported | Heartbeat
+
+MOST_REPORTS = 10_000
+"""The most reports coalesced into one message (~1.4 MB, well under `MAX_FRAME`)."""
+
+
+def coalesced(messages: Iterable[object]) -> Iterator[object]:
+    """Adjacent `Reported` messages merged (up to `MOST_REPORTS` reports); the order kept."""
+    reports: list[Report] = []
+    for message in messages:
+        if reports and (not isinstance(message, Reported) or len(reports) >= MOST_REPORTS):
+            yield Reported(tuple(reports))
+            reports = []
+        if isinstance(message, Reported):
+            reports.extend(message.reports)
+        else:
+            yield message
+    if reports:
+        yield Reported(tuple(reports))
+
 
 _PROTOCOL_MODULES = frozenset({"batchyard.agent.wire", "batchyard.ports.agents", "datetime"})
 _BUILTINS = frozenset({"frozenset", "set", "complex", "bytearray"})
