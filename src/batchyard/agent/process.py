@@ -307,20 +307,31 @@ def _spawn(command: tuple[str, ...]) -> tuple[subprocess.Popen[bytes], socket.so
     """The child, with one end of a socketpair as an inherited fd; the engine keeps the
     other (not inheritable: no other child of the server holds it)."""
     ours, theirs = socket.socketpair()
-    environment = dict(os.environ)
-    batchyard_parent = str(Path(__file__).resolve().parents[2])
-    environment["PYTHONPATH"] = os.pathsep.join(
-        path for path in (batchyard_parent, environment.get("PYTHONPATH")) if path)
     try:
         process = subprocess.Popen(
             [*command, str(theirs.fileno()), str(os.getpid())], pass_fds=(theirs.fileno(),),
-            stdin=subprocess.DEVNULL, env=environment)
+            stdin=subprocess.DEVNULL, env=_environment())
     except BaseException:
         ours.close()
         raise
     finally:
         theirs.close()
     return process, ours
+
+
+def _environment() -> dict[str, str]:
+    """The server's environment, with the folder holding this batchyard first on the
+    child's path, so the child runs the engine's own code (not another copy installed
+    elsewhere); a site-packages folder is not moved (before the standard library, what it
+    holds could shadow it)."""
+    import site
+
+    environment = dict(os.environ)
+    parent = str(Path(__file__).resolve().parents[2])
+    if parent not in (*site.getsitepackages(), site.getusersitepackages()):
+        environment["PYTHONPATH"] = os.pathsep.join(
+            path for path in (parent, environment.get("PYTHONPATH")) if path)
+    return environment
 
 
 def _pidfd(pid: int) -> int | None:
