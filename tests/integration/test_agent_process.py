@@ -141,9 +141,20 @@ def test_leases_go_in_and_reports_come_back_in_batches(agent: AgentProcess,
     assert agent.info() == INFO
 
 
+def test_the_engine_hears_a_first_heartbeat_before_start_returns(
+        recorder: Recorder, work_root: Path) -> None:
+    quiet = AgentInfo("agent-1", slots=1, heartbeat=3600)  # the agent's own: not before long
+    agent = AgentProcess(quiet, recorder, wire.AgentFactory(FACTORY, (str(work_root),)))
+    try:
+        agent.start()
+        assert recorder.heartbeats == [()]  # `Ready`: alive, nothing running
+        assert 0 < agent.ready_after < 30
+    finally:
+        agent.shutdown()
+
+
 def test_heartbeats_list_what_runs_and_a_cancel_reports_stopped(agent: AgentProcess,
                                                                 recorder: Recorder) -> None:
-    assert recorder.heartbeats[0] == ()  # `Ready`: the first heartbeat, nothing running
     agent.lease(batch("sleep 1000", token=7))
     recorder.wait(lambda: (7,) in recorder.heartbeats)
 

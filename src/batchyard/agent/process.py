@@ -283,9 +283,10 @@ class _Child:
             self.ready_after = time.monotonic() - self._launched
             log.info("agent process %d ready in %.0f ms", self.process.pid,
                      self.ready_after * 1000)
+            # The first heartbeat, heard before `start()` returns.
+            self._call(self._listener.heartbeat, self.agent_id, ())
             self._ready.set()
             self._answered.set()
-            self._call(self._listener.heartbeat, self.agent_id, ())
 
     def _call(self, method: Callable[..., None], *arguments: Any) -> None:
         """A failing listener is logged; the reader goes on (it is the only one)."""
