@@ -191,15 +191,14 @@ def test_kill_9_reports_gone_once_and_a_restart_leaves_no_orphan(
     assert at - killed_at < 1.0
     assert f"agent process {child} killed by signal SIGKILL" in reason
     assert alive(program)  # its own session outlived the agent process
-    with pytest.raises(AgentGone, match="SIGKILL"):
-        agent.lease(batch("true", token=2))
+    agent.lease(batch("true", token=2))  # dropped: `gone` counts it lost
 
     agent.restart()
     assert agent.pid != child
     wait_until(lambda: not alive(program))
     agent.lease(batch("exit 5", token=3))
     recorder.wait(lambda: recorder.reports)
-    assert [report.token for report in recorder.reports[-1]] == [3]
+    assert [[report.token for report in reports] for reports in recorder.reports] == [[3]]
     agent.shutdown()
     assert len(recorder.goodbyes) == 1
 
@@ -344,8 +343,6 @@ def test_a_refused_frame_ends_the_child_not_the_engine(
     assert reason.endswith("refused; it was then killed by signal SIGKILL")
     assert rogue.pid is not None and not alive(rogue.pid)
     assert not marker.exists()
-    with pytest.raises(AgentGone, match="refused"):
-        rogue.lease(batch("true"))
 
 
 def test_what_the_engine_sends_is_bounded_before_it_is_written() -> None:

@@ -54,7 +54,7 @@ _PR_SET_PDEATHSIG = 1
 
 
 class AgentGone(BatchyardError):
-    """The agent process ended (or was shut down): `restart()` it before leasing again."""
+    """The agent process ended, did not start, or was never started."""
 
 
 @dataclass(frozen=True)
@@ -123,17 +123,17 @@ class AgentProcess:
         return self._info
 
     def lease(self, batch: LeaseBatch) -> None:
-        """One message; AgentGone if the child is known gone (its `gone` was called)."""
-        self._running().send(batch)
+        """One message. To a child that is gone it is dropped: `gone`, delivered or on its
+        way, counts lost every lease the engine made before it took `gone` in (the engine
+        leases nothing more to the agent until a restarted child heartbeats)."""
+        self._send(batch)
 
     def cancel(self, keys: Sequence[AttemptKey]) -> None:
-        """One message; nothing to do for a child that is gone (its instances are lost)."""
-        with contextlib.suppress(AgentGone):
-            self._running().send(wire.Cancel(tuple(keys)))
+        """One message (dropped if the child is gone: its programs are lost)."""
+        self._send(wire.Cancel(tuple(keys)))
 
     def forget(self, job_id: str) -> None:
-        with contextlib.suppress(AgentGone):
-            self._running().send(wire.Forget(job_id))
+        self._send(wire.Forget(job_id))
 
     def shutdown(self) -> None:
         """Ask the child to stop (its agent kills what runs), wait a bounded time, then kill
@@ -141,10 +141,13 @@ class AgentProcess:
         if self._child is not None:
             self._child.stop()
 
-    def _running(self) -> _Child:
+    def _send(self, message: wire.ToAgent) -> None:
         if self._child is None:
             raise AgentGone(f"agent {self._info.id} was not started")
-        return self._child
+        try:
+            self._child.send(message)
+        except AgentGone as gone:
+            log.debug("%s dropped: %s", type(message).__name__, gone)
 
 
 class _Child:
