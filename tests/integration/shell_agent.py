@@ -17,6 +17,7 @@ import signal
 import subprocess
 import threading
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 from batchyard.domain.attempt import AttemptKey
@@ -106,3 +107,8 @@ def _kill_session(process: subprocess.Popen[bytes]) -> None:
 def shell_agent(info: AgentInfo, work_root: str, listener: AgentListener) -> ShellAgent:
     """The factory the agent process imports ("tests.integration.shell_agent:shell_agent")."""
     return ShellAgent(info, work_root, listener).start()
+
+
+def renamed(info: AgentInfo, work_root: str, listener: AgentListener) -> ShellAgent:
+    """An agent that calls itself otherwise (and has one slot)."""
+    return shell_agent(replace(info, id="another-name", slots=1), work_root, listener)

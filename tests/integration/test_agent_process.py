@@ -16,6 +16,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -36,6 +37,7 @@ class Recorder:
 
     def __init__(self) -> None:
         self.reports: list[list[Report]] = []
+        self.names: set[str] = set()
         self.heartbeats: list[tuple[int, ...]] = []
         self.goodbyes: list[tuple[str, float]] = []
         self.on_gone: Callable[[], None] = lambda: None
@@ -43,6 +45,7 @@ class Recorder:
 
     def reported(self, agent_id: str, reports: Sequence[Report]) -> None:
         with self._changed:
+            self.names.add(agent_id)
             self.reports.append(list(reports))
             self._changed.notify_all()
 
@@ -139,6 +142,19 @@ def test_leases_go_in_and_reports_come_back_in_batches(agent: AgentProcess,
     assert [(report.token, report.outcome.exit_code) for report in recorder.reports[1]] == [
         (10, 7)]
     assert agent.info() == INFO
+
+
+def test_the_agent_is_known_by_the_engine_s_name_whatever_it_calls_itself(
+        recorder: Recorder, work_root: Path) -> None:
+    renamed = wire.AgentFactory("tests.integration.shell_agent:renamed", (str(work_root),))
+    agent = AgentProcess(INFO, recorder, renamed)
+    try:
+        assert agent.start().info() == replace(INFO, slots=1)
+        agent.lease(batch("true"))
+        recorder.wait(lambda: recorder.reports)
+        assert recorder.names == {INFO.id}
+    finally:
+        agent.shutdown()
 
 
 def test_the_engine_hears_a_first_heartbeat_before_start_returns(

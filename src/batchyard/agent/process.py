@@ -34,7 +34,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -282,7 +282,7 @@ class _Child:
         elif isinstance(message, wire.Heartbeat):
             self._call(self._listener.heartbeat, self.agent_id, message.running)
         else:
-            self.info = message.info
+            self.info = replace(message.info, id=self.agent_id)  # the engine names agents
             self.ready_after = time.monotonic() - self._launched
             log.info("agent process %d ready in %.0f ms", self.process.pid,
                      self.ready_after * 1000)
