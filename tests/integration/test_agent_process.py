@@ -21,11 +21,16 @@ from pathlib import Path
 
 import pytest
 
+from batchyard.adapters.store import SqlStore
 from batchyard.agent import wire
 from batchyard.agent.process import COMMAND, AgentGone, AgentProcess, exit_status
 from batchyard.domain.attempt import AttemptKey, AttemptRequest
 from batchyard.domain.outcome import ErrorCode, Outcome
-from batchyard.ports.agents import AgentInfo, LeaseBatch, Report, batch_of
+from batchyard.orchestrator.engine import Engine
+from batchyard.ports.agents import Agent, AgentInfo, AgentListener, LeaseBatch, Report, batch_of
+from batchyard.service import open_objects
+from batchyard.settings import Settings
+from tests.integration.conftest import make_job, make_task
 
 ROOT = Path(__file__).resolve().parents[2]
 FACTORY = "tests.integration.shell_agent:shell_agent"
@@ -254,6 +259,64 @@ def test_a_child_restarted_from_gone_outlives_the_thread_that_started_it(
     assert agent.pid is not None and alive(agent.pid)
 
 
+class Restarting:
+    """The engine's listener, restarting the agent process when it is gone."""
+
+    def __init__(self, engine: AgentListener) -> None:
+        self.engine = engine
+        self.agent: AgentProcess | None = None
+        self.reasons: list[str] = []
+
+    def reported(self, agent_id: str, reports: Sequence[Report]) -> None:
+        self.engine.reported(agent_id, reports)
+
+    def heartbeat(self, agent_id: str, running: Sequence[int]) -> None:
+        self.engine.heartbeat(agent_id, running)
+
+    def gone(self, agent_id: str, reason: str) -> None:
+        self.reasons.append(reason)
+        self.engine.gone(agent_id, reason)
+        assert self.agent is not None
+        self.agent.restart()
+
+
+@pytest.mark.slow
+def test_the_engine_reruns_once_what_a_killed_agent_process_ran(tmp_path: Path) -> None:
+    """The real engine and runner: two instances run in the agent process, which is killed
+    with `kill -9`; each is re-run exactly once on the restarted one, the third runs there,
+    and no program of the killed one is left."""
+    settings = Settings(data_dir=tmp_path / "data", slots=2)
+    runs, pids = tmp_path / "runs", tmp_path / "pids"
+    command = (f"echo $BATCH_COMPUTE_DAG_INSTANCE_ID.$BATCH_COMPUTE_DAG_ATTEMPT >> {runs}; "
+               f"if [ $BATCH_COMPUTE_DAG_ATTEMPT = 1 ] && [ $BATCH_COMPUTE_DAG_INSTANCE_ID != 2 ]; "
+               f"then echo $$ >> {pids}; exec sleep 1000; fi")
+    listener: Restarting | None = None
+
+    def agents(engine: AgentListener) -> list[Agent]:
+        nonlocal listener
+        listener = Restarting(engine)
+        factory = wire.AgentFactory("tests.integration.hosted_agents:local_executor",
+                                    (settings,))
+        listener.agent = AgentProcess(AgentInfo("process-1", 2), listener, factory,
+                                      work_root=settings.work_root).start()
+        return [listener.agent]
+
+    store = SqlStore(settings.resolved_database_url)
+    engine = Engine(store, open_objects(settings), agents, closers=(store.claim(),)).start()
+    try:
+        job = engine.submit(make_job({"a": make_task(command, count=3)}))
+        wait_until(lambda: pids.exists() and len(pids.read_text().split()) == 2)
+        assert listener is not None and listener.agent is not None
+        first = [int(pid) for pid in pids.read_text().split()]
+        os.kill(listener.agent.pid or 0, signal.SIGKILL)
+        assert engine.wait(job, timeout=60).state == "Finished"
+    finally:
+        engine.close()
+    assert sorted(runs.read_text().split()) == ["0.1", "0.2", "1.1", "1.2", "2.1"]
+    assert len(listener.reasons) == 1 and "SIGKILL" in listener.reasons[0]
+    assert not any(alive(pid) for pid in first)
+
+
 ENGINE = """
 import os, sys, time
 from pathlib import Path
@@ -329,6 +392,7 @@ def framed(message: object) -> bytes:
 
 ROGUE = """
 import socket, sys, time
+from batchyard.adapters.store import SqlStore
 from batchyard.agent import wire
 from batchyard.ports.agents import AgentInfo
 sock = socket.socket(fileno=int(sys.argv[2]))
