@@ -210,7 +210,7 @@ def test_kill_9_reports_gone_once_and_a_restart_leaves_no_orphan(
     recorder.wait(lambda: recorder.goodbyes)
     [(reason, at)] = recorder.goodbyes
     assert at - killed_at < 1.0
-    assert f"agent process {child} killed by signal SIGKILL" in reason
+    assert reason == f"(process {child}) was killed by signal SIGKILL"
     assert alive(program)  # its own session outlived the agent process
     agent.lease(batch("true", token=2))  # dropped: `gone` counts it lost
 
@@ -236,7 +236,7 @@ def test_sigterm_stops_the_child_which_reports_what_it_killed(
     recorder.wait(lambda: recorder.goodbyes)
     assert [(report.token, report.outcome.error_code) for report in recorder.reports[0]] == [
         (5, ErrorCode.STOPPED)]  # delivered before `gone`
-    assert recorder.goodbyes[0][0] == f"agent process {child} exited with status 0"
+    assert recorder.goodbyes[0][0] == f"(process {child}) exited with status 0"
     assert not alive(program)
 
 
@@ -420,7 +420,8 @@ def test_a_refused_frame_ends_the_child_not_the_engine(
     recorder.wait(lambda: recorder.goodbyes)
     [(reason, _)] = recorder.goodbyes
     assert error in reason
-    assert reason.endswith("refused; it was then killed by signal SIGKILL")
+    assert reason.startswith(f"(process {rogue.pid}) sent ")
+    assert reason.endswith("refused; then it was killed by signal SIGKILL")
     assert rogue.pid is not None and not alive(rogue.pid)
     assert not marker.exists()
 
@@ -466,11 +467,12 @@ def test_adjacent_reports_leave_as_one_message_in_order() -> None:
 
 def test_a_child_that_cannot_build_its_agent_fails_start(recorder: Recorder) -> None:
     broken = AgentProcess(INFO, recorder, wire.AgentFactory("tests.integration.nowhere:agent"))
-    with pytest.raises(AgentGone, match="exited with status 1 before its agent was ready"):
+    ended = r"agent agent-1 \(process \d+\) exited with status 1 before it was ready"
+    with pytest.raises(AgentGone, match=ended):
         broken.start()
     assert recorder.goodbyes == []
 
 
 def test_exit_status_in_words() -> None:
-    assert exit_status(-signal.SIGKILL) == "killed by signal SIGKILL"
+    assert exit_status(-signal.SIGKILL) == "was killed by signal SIGKILL"
     assert exit_status(3) == "exited with status 3"

@@ -68,13 +68,13 @@ class Timeouts:
 
 
 def exit_status(returncode: int) -> str:
-    """How a child ended, in words: "killed by signal SIGKILL", "exited with status 1"."""
+    """How a child ended, in words: "was killed by signal SIGKILL", "exited with status 1"."""
     if returncode >= 0:
         return f"exited with status {returncode}"
     try:
-        return f"killed by signal {signal.Signals(-returncode).name}"
+        return f"was killed by signal {signal.Signals(-returncode).name}"
     except ValueError:
-        return f"killed by signal {-returncode}"
+        return f"was killed by signal {-returncode}"
 
 
 # ---- engine side -----------------------------------------------------------------------
@@ -186,10 +186,10 @@ class _Child:
         if not self._answered.wait(timeout):
             self.process.kill()
             self._exited.wait()
-            raise AgentGone(f"agent process {self.process.pid} was not ready within "
-                            f"{timeout:g} s")
+            raise AgentGone(f"agent {self.agent_id} (process {self.process.pid}) was not "
+                            f"ready within {timeout:g} s")
         if not self._ready.is_set():
-            raise AgentGone(f"{self._reason} before its agent was ready")
+            raise AgentGone(f"agent {self.agent_id} {self._reason} before it was ready")
         return self.info
 
     def send(self, message: wire.ToAgent) -> None:
@@ -227,14 +227,15 @@ class _Child:
         if trouble:
             self.process.kill()  # the stream is out of step: nothing more from it is trusted
         ended = self._reap()
-        self._reason = f"agent process {self.process.pid} " + (
-            f"{trouble}; it was then {ended}" if trouble else ended)
+        # A phrase after "agent <id>": the engine's log and the lost attempts' message.
+        self._reason = f"(process {self.process.pid}) " + (
+            f"{trouble}; then it {ended}" if trouble else ended)
         with self._write:
             self._sock.close()
             self._exited.set()
         self._answered.set()
         if self._ready.is_set() and not self._stopping:
-            log.error("agent %s is gone: %s", self.agent_id, self._reason)
+            log.error("agent %s %s", self.agent_id, self._reason)
             self._call(self._listener.gone, self.agent_id, self._reason)
 
     def _pump(self) -> str:
@@ -424,6 +425,8 @@ class _ChannelListener:
 
 def serve(argv: Sequence[str]) -> int:
     """The child's main: `argv` is `<channel fd> <engine pid>`."""
+    logging.basicConfig(  # into the server's stderr, saying whose it is
+        format="batchyard agent process %(process)d: %(levelname)s %(name)s: %(message)s")
     sock = socket.socket(fileno=int(argv[0]))
     sock.set_inheritable(False)  # instances (posix_spawn keeps inheritable fds) never hold it
     engine = int(argv[1])
