@@ -397,6 +397,8 @@ class _Channel:
 
 
 _CLOSE = object()
+
+
 def _framed(messages: Iterable[object]) -> Iterator[bytes]:
     for message in messages:
         try:
