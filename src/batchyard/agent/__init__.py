@@ -1,1 +1,2 @@
-"""Agents: what BatchCompute calls a VM, running attempts with the runner (see ports.agents)."""
+"""The agent: BatchCompute's VM — slots, a capacity and labels — running leased attempts
+(see `ports.agents` for the protocol, `agent.agent` for the one in this process)."""
