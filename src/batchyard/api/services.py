@@ -14,6 +14,7 @@ from fastapi import Depends, Request
 from starlette.concurrency import run_in_threadpool
 
 from batchyard.adapters.credentials import KeyStore, NonceLedger, TokenLedger, master_key
+from batchyard.adapters.store import SqlStore
 from batchyard.api.authentication import Authenticator, Caller, NonceRegistry, Verified
 from batchyard.api.errors import Unavailable
 from batchyard.orchestrator.engine import Engine
@@ -50,7 +51,10 @@ class Services:
 
 
 def build_services(settings: Settings, engine: Engine) -> Services:
-    database = engine.store.engine
+    store = engine.store
+    if not isinstance(store, SqlStore):
+        raise TypeError("the API needs the SQL store (its keys and nonces live beside it)")
+    database = store.engine
     keys = KeyStore(database, master_key(settings.data_dir.resolve()))
     sqlite = database.dialect.name == "sqlite"
     nonces = NonceRegistry(ledger=NonceLedger.beside(database), inline=sqlite)
