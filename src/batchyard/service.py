@@ -13,10 +13,10 @@ import logging
 import os
 import stat
 
-from batchyard.adapters.local_executor import LocalExecutor
 from batchyard.adapters.objectstore import FsspecObjectStore
 from batchyard.adapters.s3 import s3_configuration
 from batchyard.adapters.store import SqlStore
+from batchyard.agent.agent import LocalAgent, local_info
 from batchyard.domain.buckets import Grant
 from batchyard.lock import DataDirLock
 from batchyard.orchestrator.engine import Engine
@@ -98,7 +98,8 @@ def open_engine(settings: Settings, serving: bool = False) -> Engine:
     runner_settings = _runner_settings(settings, policy, objects, serving)
 
     def local_agents(listener: AgentListener) -> list[Agent]:
-        return [LocalExecutor(settings.slots, objects, runner_settings, listener)]
+        return [LocalAgent(local_info(settings.slots), objects, runner_settings,
+                           listener).start()]
 
     lock = DataDirLock(settings.data_dir.resolve(), "serve" if serving else "run")
     releases = [lock.release]

@@ -15,7 +15,6 @@ import pytest
 
 from batchyard.adapters.objectstore import FsspecObjectStore
 from batchyard.agent.agent import LocalAgent
-from batchyard.agent.executor import AgentExecutor
 from batchyard.domain.attempt import AttemptKey, AttemptRequest
 from batchyard.domain.outcome import ErrorCode, Outcome
 from batchyard.ports.agents import AgentInfo, Report, batch_of
@@ -275,6 +274,17 @@ def test_heartbeats_list_the_running_tokens(objects: FsspecObjectStore,
         agent.shutdown()
 
 
+def test_an_agent_with_a_heartbeat_of_zero_never_heartbeats(
+        objects: FsspecObjectStore, settings: RunnerSettings, recorder: Recorder) -> None:
+    agent = open_agent(objects, settings, recorder, heartbeat=0)
+    try:
+        lease(agent, request("sleep 0.3"))
+        assert recorder.wait(1)[1].succeeded
+    finally:
+        agent.shutdown()
+    assert recorder.beats == []
+
+
 def test_shutdown_kills_everything_and_reports_it(objects: FsspecObjectStore,
                                                   settings: RunnerSettings,
                                                   recorder: Recorder) -> None:
@@ -332,24 +342,3 @@ def test_forget_removes_the_jobs_work_folders(agent: LocalAgent, recorder: Recor
     assert (settings.work_root / JOB).is_dir()
     agent.forget(JOB)
     assert not (settings.work_root / JOB).exists()
-
-
-def test_the_executor_adapter_reports_each_outcome(objects: FsspecObjectStore,
-                                                   settings: RunnerSettings) -> None:
-    outcomes: dict[AttemptKey, Outcome] = {}
-    done = threading.Event()
-
-    def listener(key: AttemptKey, outcome: Outcome) -> None:
-        outcomes[key] = outcome
-        if len(outcomes) == 3:
-            done.set()
-
-    executor = AgentExecutor(2, objects, settings, listener)
-    try:
-        executor.submit_many([request("true", n) for n in range(2)])
-        executor.submit(request("exit 4", 2))
-        assert done.wait(30)
-    finally:
-        executor.shutdown()
-    assert [outcomes[AttemptKey(JOB, "t", n, 1)].exit_code for n in range(3)] == [0, 0, 4]
-    assert executor.capabilities().slots == 2
