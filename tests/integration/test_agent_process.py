@@ -26,9 +26,9 @@ from batchyard.agent import wire
 from batchyard.agent.process import COMMAND, AgentGone, AgentProcess, exit_status
 from batchyard.domain.attempt import AttemptKey, AttemptRequest
 from batchyard.domain.outcome import ErrorCode, Outcome
+from batchyard.hosting import open_objects
 from batchyard.orchestrator.engine import Engine
 from batchyard.ports.agents import Agent, AgentInfo, AgentListener, LeaseBatch, Report, batch_of
-from batchyard.service import open_objects
 from batchyard.settings import Settings
 from tests.integration.conftest import make_job, make_task
 
@@ -295,8 +295,7 @@ def test_the_engine_reruns_once_what_a_killed_agent_process_ran(tmp_path: Path) 
     def agents(engine: AgentListener) -> list[Agent]:
         nonlocal listener
         listener = Restarting(engine)
-        factory = wire.AgentFactory("tests.integration.hosted_agents:local_executor",
-                                    (settings,))
+        factory = wire.AgentFactory("batchyard.hosting:hosted_agent", (settings, False))
         listener.agent = AgentProcess(AgentInfo("process-1", 2), listener, factory,
                                       work_root=settings.work_root).start()
         return [listener.agent]
