@@ -103,11 +103,11 @@ def hosted_agent(info: AgentInfo, settings: Settings, serving: bool,
                  listener: AgentListener) -> Agent:
     """A started agent running attempts on this machine (in whatever process calls it: the
     engine's for `run`, the agent process's for `serve`)."""
-    from batchyard.adapters.local_executor import LocalExecutor
+    from batchyard.agent.agent import LocalAgent
 
     objects = machine_objects(settings, serving)
-    return LocalExecutor(info.slots, objects, runner_settings(settings, objects, serving),
-                         listener)
+    return LocalAgent(info, objects, runner_settings(settings, objects, serving),
+                      listener).start()
 
 
 def agents_for(settings: Settings, serving: bool) -> AgentsFactory:

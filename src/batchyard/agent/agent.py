@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import logging
 import shutil
-import socket
 import threading
 from collections import deque
 from collections.abc import Sequence
@@ -35,20 +34,12 @@ from batchyard.runner.confinement import SlotPool
 from batchyard.runner.control import AttemptControl
 from batchyard.runner.reaper import reap_orphans
 from batchyard.runner.runner import run_attempt
-from batchyard.runner.sandbox import MISSING_MESSAGE, bwrap_path
 from batchyard.runner.settings import RunnerSettings
 from batchyard.runner.workspace import clear_spares
 
 _log = logging.getLogger(__name__)
 
 _MOST_FINISHERS = 4
-
-
-def local_info(slots: int) -> AgentInfo:
-    """The info of the agent in the engine's own process: named after this host, with the
-    sandbox if bubblewrap is here, and no heartbeats (it cannot be lost on its own)."""
-    return AgentInfo(f"local-{socket.gethostname()}", slots, sandbox=bwrap_path() is not None,
-                     sandbox_missing=MISSING_MESSAGE, heartbeat=0)
 
 
 class LocalAgent:
