@@ -335,6 +335,37 @@ def test_fast_and_heavy_attempts_in_one_batch(agent: LocalAgent, recorder: Recor
     assert outcomes[3].error_code is ErrorCode.PACKAGE
 
 
+class FarStore(FsspecObjectStore):
+    """A real store whose buckets say they are not local folders (as S3 buckets say), and
+    which notes the threads that upload."""
+
+    uploaders: set[str]
+
+    def bucket_folder(self, bucket: str, create: bool = False) -> str | None:
+        return None
+
+    def put_file(self, local: Path, url: str, handed_over: bool = False) -> None:
+        self.uploaders.add(threading.current_thread().name)
+        super().put_file(local, url, handed_over)
+
+
+def test_logs_bound_for_a_remote_store_are_uploaded_by_finishers(
+        tmp_path: Path, settings: RunnerSettings, recorder: Recorder) -> None:
+    objects = FarStore(tmp_path / "objects")
+    objects.uploaders = set()
+    agent = open_agent(objects, settings, recorder)
+    try:
+        lease(agent, *(request(f"echo {n}", 0, f"t{n}") for n in range(6)))
+        outcomes = recorder.wait(6)
+    finally:
+        agent.shutdown()
+    assert all(outcome.succeeded for outcome in outcomes.values())
+    assert [log(objects, "stdout", task=f"t{n}") for n in range(6)] == [f"{n}\n"
+                                                                         for n in range(6)]
+    assert objects.uploaders and all(name.startswith("batchyard-finisher-")
+                                     for name in objects.uploaders), objects.uploaders
+
+
 def test_forget_removes_the_jobs_work_folders(agent: LocalAgent, recorder: Recorder,
                                               settings: RunnerSettings) -> None:
     lease(agent, request("exit 1"))

@@ -206,6 +206,7 @@ class Spawner:
         except (OSError, ValueError, subprocess.SubprocessError) as error:
             attempt.verdict = launch_failed(error)
             if attempt.pid:  # started, but cannot be watched: kill and reap it now
+                attempt.alive = True
                 self._kill_and_reap(attempt)
             self._end(attempt)
             return
