@@ -154,8 +154,11 @@ class Spawner:
             if descriptor == self._wakeup:
                 os.eventfd_read(self._wakeup)
                 self._read_inbox()
-            else:
-                self._reap(self._watched.pop(descriptor))
+            elif (attempt := self._watched.pop(descriptor, None)) is not None:
+                self._reap(attempt)
+            else:  # never expected: but a descriptor left in the set would spin the loop
+                with suppress(OSError):
+                    self._epoll.unregister(descriptor)
         for action in self.timers.due():
             action()
         if self._ended:
