@@ -9,7 +9,6 @@ from typing import Any
 import pytest
 
 from batchyard.adapters.credentials import KeyStore, TokenLedger, master_key
-from batchyard.adapters.listing import Window, list_instances, list_jobs
 from batchyard.adapters.store import (
     DatabaseBusy,
     IdempotencyToken,
@@ -210,17 +209,6 @@ def test_delete_removes_the_job_and_everything_of_it(store: SqlStore) -> None:
     assert store.job(job_id) is None and store.tasks(job_id) == []
     assert store.instances(job_id, "first") == [] and store.events(job_id) == []
     assert len(store.instances(keep, "first")) == 2
-
-
-def test_api_listings_page_with_markers(store: SqlStore) -> None:
-    for number in range(5):
-        create(store, f"job-{number}", two_step_job(), now=1000 + number)
-    first = list_jobs(store.engine, "alice", Window(limit=2))
-    assert [j.id for j in first.items] == ["job-4", "job-3"] and first.next_marker == "job-2"
-    rest = list_jobs(store.engine, "alice", Window(marker="job-2", limit=10))
-    assert [j.id for j in rest.items] == ["job-2", "job-1", "job-0"] and not rest.next_marker
-    page = list_instances(store.engine, "job-0", "first", Window(limit=1))
-    assert [i.instance_id for i in page.items] == [0] and page.next_marker == "1"
 
 
 def test_keys_and_idempotency_tokens(store: SqlStore, tmp_path: Path) -> None:
