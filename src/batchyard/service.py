@@ -20,7 +20,8 @@ from batchyard.adapters.store import SqlStore
 from batchyard.domain.buckets import Grant
 from batchyard.lock import DataDirLock
 from batchyard.orchestrator.engine import Engine
-from batchyard.ports import Executor, ObjectStore, OutcomeListener
+from batchyard.ports import ObjectStore
+from batchyard.ports.agents import Agent, AgentListener
 from batchyard.runner.confinement import Confinement, Limits
 from batchyard.runner.package import PackageLimits
 from batchyard.runner.runner import RunnerSettings
@@ -96,15 +97,15 @@ def open_engine(settings: Settings, serving: bool = False) -> Engine:
     objects = open_objects(settings, policy.user_base if policy.sandbox and root else None)
     runner_settings = _runner_settings(settings, policy, objects, serving)
 
-    def local_executor(listener: OutcomeListener) -> Executor:
-        return LocalExecutor(settings.slots, objects, runner_settings, listener)
+    def local_agents(listener: AgentListener) -> list[Agent]:
+        return [LocalExecutor(settings.slots, objects, runner_settings, listener)]
 
     lock = DataDirLock(settings.data_dir.resolve(), "serve" if serving else "run")
     releases = [lock.release]
     try:
         store = SqlStore(settings.resolved_database_url)
         releases.insert(0, store.claim())
-        engine = Engine(store, objects, local_executor, settings.work_root,
+        engine = Engine(store, objects, local_agents,
                         closers=tuple(releases), grants=bucket_grants(settings))
         started = engine.start(abandon=not serving)
     except BaseException:

@@ -12,15 +12,17 @@ from batchyard.adapters.credentials import KeyStore, TokenLedger, master_key
 from batchyard.adapters.store import (
     DatabaseBusy,
     IdempotencyToken,
-    InstanceChange,
     NewJob,
     SqlStore,
     TokenTaken,
 )
 from batchyard.domain.attempt import AttemptKey
 from batchyard.domain.buckets import BucketForbidden
+from batchyard.domain.derivation import Metrics
+from batchyard.domain.outcome import Outcome
 from batchyard.domain.spec import object_urls, parse_job
 from batchyard.domain.states import Entity, ForbiddenTransition, State, Transition
+from batchyard.ports.store import AttemptEnd
 from batchyard.service import open_engine
 from batchyard.settings import Settings
 from tests.integration.conftest import make_job, make_task
@@ -53,8 +55,10 @@ def two_step_job(priority: int = 0) -> dict[str, Any]:
                     {"first": ["second"]}, Priority=priority)
 
 
-def change(job_id: str, task: str, index: int, target: State, **fields: Any) -> InstanceChange:
-    return InstanceChange(job_id, task, index, target, fields)
+def ended(job_id: str, task: str, index: int, attempt: int, now: float,
+          exit_code: int | None = 0) -> AttemptEnd:
+    """Attempt `attempt` of the instance ended at `now`, with `exit_code`."""
+    return AttemptEnd(AttemptKey(job_id, task, index, attempt), Outcome(exit_code), 0, now)
 
 
 def test_a_created_job_and_all_its_instances_are_waiting(store: SqlStore) -> None:
@@ -75,11 +79,10 @@ def test_a_created_job_and_all_its_instances_are_waiting(store: SqlStore) -> Non
 def test_a_transition_the_tables_forbid_raises_and_changes_nothing(store: SqlStore) -> None:
     job_id = create(store, "job-1", two_step_job())
     with store.transaction() as tx:
-        assert tx.move_instance(change(job_id, "first", 0, State.RUNNING, started=1001.5),
-                                1001.5)
+        assert tx.mark_running(tx.launch_rows(1), 1001.5)
         with pytest.raises(ForbiddenTransition, match=(
                 f"instance {job_id}/first/0 may not move from Running to Running")):
-            tx.move_instance(change(job_id, "first", 0, State.RUNNING), 1002)
+            tx.move_instance(job_id, "first", 0, State.RUNNING, 1002)
         with pytest.raises(ForbiddenTransition) as raised:
             tx.move_job(job_id, State.FINISHED, 1002)
         assert (raised.value.entity, raised.value.ids, raised.value.source,
@@ -102,9 +105,9 @@ def test_a_row_that_moved_on_or_went_away_is_a_race_not_an_error(store: SqlStore
     with store.transaction() as tx:
         assert not tx.move_job("job-gone", State.RUNNING, 1001)
         assert not tx.move_task(job_id, "no-such-task", State.RUNNING, 1001)
-        assert not tx.move_instance(change(job_id, "first", 7, State.RUNNING), 1001)
+        assert not tx.move_instance(job_id, "first", 7, State.RUNNING, 1001)
         with pytest.raises(ForbiddenTransition):  # a target never reached after Running
-            tx.end_attempt(AttemptKey(job_id, "first", 0, 1), State.RUNNING, {}, 1001)
+            tx.end_attempt(ended(job_id, "first", 0, 1, 1001), State.RUNNING, 1001)
     assert len(store.events(job_id)) == 1
 
 
@@ -115,7 +118,7 @@ def test_every_event_records_its_source_and_the_transaction_lists_its_transition
         tx.mark_running(tx.launch_rows(1), 1001)
         tx.move_task(job_id, "first", State.RUNNING, 1001)
         tx.flush_events()
-        tx.end_attempt(AttemptKey(job_id, "first", 0, 1), State.FAILED, {}, 1002, "exit 1")
+        tx.end_attempt(ended(job_id, "first", 0, 1, 1002, 1), State.FAILED, 1002, "exit 1")
         tx.event(job_id, "priority", "0", State.RUNNING, 1002)  # not a transition
         tx.move_instances(job_id, State.STOPPED, 1003)
     assert tx.transitions == [
@@ -131,7 +134,7 @@ def test_every_event_records_its_source_and_the_transaction_lists_its_transition
 def test_a_failed_transaction_records_neither_the_change_nor_its_event(store: SqlStore) -> None:
     job_id = create(store, "job-1", two_step_job())
     with pytest.raises(RuntimeError), store.transaction() as tx:
-        assert tx.move_instance(change(job_id, "first", 1, State.RUNNING), 1001)
+        assert tx.move_instance(job_id, "first", 1, State.RUNNING, 1001)
         tx.flush_events()
         raise RuntimeError("crash between the change and the commit")
     assert store.instances(job_id, "first")[1].state is State.WAITING
@@ -173,12 +176,10 @@ def test_mark_running_moves_only_waiting_instances(store: SqlStore) -> None:
 
 def test_an_attempt_is_recorded_once(store: SqlStore) -> None:
     job_id = create(store, "job-1", two_step_job())
-    attempt = {"job_id": job_id, "task": "first", "instance_id": 0, "attempt": 1,
-               "started": 1001.0, "ended": 1002.0, "exit_code": 3, "error_code": "",
-               "error_message": "exited with code 3", "stdout_path": "", "stderr_path": ""}
+    key = AttemptKey(job_id, "first", 0, 1)
     for exit_code in (3, 4):
         with store.transaction() as tx:
-            tx.record_attempts([attempt | {"exit_code": exit_code}])
+            tx.record_attempts([(key, Outcome(exit_code, error_message="exited"))])
     recorded, = store.attempts(job_id, "first", 0)
     assert (recorded.attempt, recorded.exit_code) == (1, 3)
 
@@ -186,15 +187,17 @@ def test_an_attempt_is_recorded_once(store: SqlStore) -> None:
 def test_an_attempt_ends_its_instance_only_while_it_is_the_current_one(store: SqlStore) -> None:
     job_id = create(store, "job-1", two_step_job())
     with store.transaction() as tx:
-        assert tx.move_instance(change(job_id, "first", 0, State.RUNNING, attempts=2), 1001)
-    result = {"exit_code": 0, "retry_count": 0, "ended": 1002.0}
+        first_only = tx.launch_rows(1)
+        assert tx.mark_running(first_only, 1001)
+        assert tx.move_instance(job_id, "first", 0, State.WAITING, 1001)  # attempt 1 lost
+        assert tx.mark_running(tx.launch_rows(1), 1001)  # attempt 2
     with store.transaction() as tx:
         # attempt 1 was re-queued long ago: its late report changes nothing
-        assert not tx.end_attempt(AttemptKey(job_id, "first", 0, 1), State.FAILED, result, 1002)
-        assert not tx.end_attempt(AttemptKey(job_id, "first", 1, 1), State.FINISHED, result,
+        assert not tx.end_attempt(ended(job_id, "first", 0, 1, 1002), State.FAILED, 1002)
+        assert not tx.end_attempt(ended(job_id, "first", 1, 1, 1002), State.FINISHED,
                                   1002)  # still Waiting
-        assert tx.end_attempt(AttemptKey(job_id, "first", 0, 2), State.FINISHED, result, 1002)
-        assert not tx.end_attempt(AttemptKey(job_id, "first", 0, 2), State.FAILED, result, 1003)
+        assert tx.end_attempt(ended(job_id, "first", 0, 2, 1002), State.FINISHED, 1002)
+        assert not tx.end_attempt(ended(job_id, "first", 0, 2, 1003), State.FAILED, 1003)
     first = store.instances(job_id, "first")[0]
     assert (first.state, first.exit_code) == (State.FINISHED, 0)
     assert [event.target for event in store.events(job_id)][-1] == State.FINISHED.value
@@ -311,9 +314,34 @@ def test_a_restart_requeues_failed_and_stopped_instances_never_running_ones(
     job_id = create(store, "job-1", two_step_job())
     with store.transaction() as tx:
         tx.mark_running(tx.launch_rows(2), 1001)
-        tx.end_attempt(AttemptKey(job_id, "first", 1, 1), State.FAILED, {}, 1002)
+        tx.end_attempt(ended(job_id, "first", 1, 1, 1002, 1), State.FAILED, 1002)
         moved = tx.move_instances(job_id, State.WAITING, 1003, operation="restart")
-    assert [(row.task, row.instance_id, row.state) for row in moved] == [
+    assert [(row.task, row.instance_id, row.source) for row in moved] == [
         ("first", 1, "Failed")]
     assert [i.state for i in store.instances(job_id, "first")] == [State.RUNNING, State.WAITING]
     assert store.events(job_id)[-1].source == "Failed"
+
+
+def test_the_tasks_counts_follow_every_move_of_their_instances(store: SqlStore) -> None:
+    """The counts kept in the task rows always equal a count of the instances themselves."""
+    job_id = create(store, "job-1", make_job({"first": make_task("true", 4),
+                                              "second": make_task("true", 2)}))
+
+    def recounted() -> dict[str, Metrics]:
+        return {task: Metrics.of(i.state for i in store.instances(job_id, task))
+                for task in ("first", "second")}
+
+    with store.transaction() as tx:
+        assert tx.instance_counts(job_id) == recounted()
+        assert tx.mark_running(tx.launch_rows(3), 1001)
+        assert tx.instance_counts(job_id, {"first"})["first"] == Metrics(waiting=1, running=3)
+        tx.end_attempt(ended(job_id, "first", 0, 1, 1002), State.FINISHED, 1002)
+        tx.end_attempt(ended(job_id, "first", 1, 1, 1002, 1), State.FAILED, 1002)
+        tx.move_instance(job_id, "first", 2, State.WAITING, 1002)
+    with store.transaction() as tx:
+        tx.move_instances(job_id, State.STOPPED, 1003)
+    with store.transaction() as tx:
+        tx.move_instances(job_id, State.WAITING, 1004, operation="restart", retry_count=0)
+        counts = tx.instance_counts(job_id)
+    assert counts == recounted()
+    assert counts["first"] == Metrics(waiting=3, finished=1)

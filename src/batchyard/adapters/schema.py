@@ -15,7 +15,12 @@ from sqlalchemy import (
     Text,
 )
 
+from batchyard.domain.states import State
+
 metadata = MetaData()
+
+COUNT_COLUMNS = {state: f"instances_{state.value.lower()}" for state in State}
+"""The column of the tasks table counting its instances in each state."""
 
 jobs = Table(
     "jobs", metadata,
@@ -43,8 +48,12 @@ tasks = Table(
     Column("max_retry_count", Integer, nullable=False),
     Column("started", Float),
     Column("ended", Float),
+    *(Column(column, Integer, nullable=False, default=0, server_default="0")
+      for column in COUNT_COLUMNS.values()),
     ForeignKeyConstraint(["job_id"], ["jobs.id"], ondelete="CASCADE"),
 )
+"""A task's instances per state are kept in its row (`COUNT_COLUMNS`), changed in the same
+transaction as the instances: counting them costs one row, whatever the instance count."""
 
 instances = Table(
     "instances", metadata,
@@ -54,6 +63,7 @@ instances = Table(
     Column("state", String(16), nullable=False),
     Column("retry_count", Integer, nullable=False, default=0),
     Column("attempts", Integer, nullable=False, default=0),
+    Column("lost", Integer, nullable=False, default=0, server_default="0"),
     Column("started", Float),
     Column("ended", Float),
     Column("exit_code", Integer),

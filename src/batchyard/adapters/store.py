@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import json
 import threading
+from collections import Counter
 from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cached_property
 from typing import Any, Generic, TypeVar
@@ -27,10 +27,19 @@ from sqlalchemy.exc import IntegrityError
 from batchyard.adapters.credentials import idempotency_tokens
 from batchyard.adapters.database import insert_ignoring_duplicates, open_engine
 from batchyard.adapters.reads import SqlReads
-from batchyard.adapters.schema import attempts, buckets, events, instances, jobs, tasks
+from batchyard.adapters.schema import (
+    COUNT_COLUMNS,
+    attempts,
+    buckets,
+    events,
+    instances,
+    jobs,
+    tasks,
+)
 from batchyard.domain import buckets as bucket_rules
 from batchyard.domain.attempt import AttemptKey
 from batchyard.domain.derivation import Metrics
+from batchyard.domain.outcome import Outcome
 from batchyard.domain.records import (
     AttemptRecord,
     EventRecord,
@@ -52,7 +61,19 @@ from batchyard.domain.states import (
     check,
 )
 from batchyard.errors import BatchyardError, TokenTaken
-from batchyard.ports.store import IdempotencyToken, NewJob
+from batchyard.ports.store import (
+    KEEP,
+    AttemptEnd,
+    IdempotencyToken,
+    InstanceRow,
+    JobRow,
+    Keep,
+    LaunchRow,
+    MovedInstance,
+    NewJob,
+    Stamp,
+    TaskRow,
+)
 
 
 def to_time(value: float | None) -> datetime | None:
@@ -62,29 +83,6 @@ def to_time(value: float | None) -> datetime | None:
 class DatabaseBusy(BatchyardError):
     code = "DatabaseBusy"
     status = 409
-
-
-@dataclass(frozen=True)
-class LaunchRow:
-    """A launch candidate plus what the orchestrator needs to build its attempt."""
-
-    candidate: Candidate
-    attempts: int
-    retry_count: int
-    starts_task: bool = False
-    """True when its task or job is not Running yet (so launching changes their state)."""
-
-
-@dataclass(frozen=True)
-class InstanceChange:
-    """A compare-and-set of one instance's state, with the fields that change along."""
-
-    job_id: str
-    task: str
-    instance_id: int
-    target: State
-    fields: dict[str, Any]
-    message: str = ""
 
 
 Item = TypeVar("Item")
@@ -244,12 +242,33 @@ class StoreTransaction:
         self.connection = connection
         self._events: list[dict[str, Any]] = []
         self._flushed: list[dict[str, Any]] = []
+        self._counts: Counter[tuple[str, str, State]] = Counter()
+        """Changes to the tasks' instance counts not written yet: (job, task, state) -> n."""
 
     def flush_events(self) -> None:
+        """Write the events and count changes recorded so far (at commit at the latest)."""
         if self._events:
             self.connection.execute(events.insert(), self._events)
             self._flushed += self._events
             self._events = []
+        self._flush_counts()
+
+    def _count(self, job_id: str, task: str, source: State | str, target: State) -> None:
+        """One instance of the task moved from `source` to `target`."""
+        self._counts[job_id, task, State(source)] -= 1
+        self._counts[job_id, task, target] += 1
+
+    def _flush_counts(self) -> None:
+        """One UPDATE per task whose counts changed (all its five counts at once)."""
+        if not self._counts:
+            return
+        changes: dict[tuple[str, str], dict[str, Any]] = {}
+        for (job_id, task, state), delta in self._counts.items():
+            row = changes.setdefault((job_id, task), {
+                "b_job": job_id, "b_task": task, **dict.fromkeys(_COUNT_BINDS.values(), 0)})
+            row[_COUNT_BINDS[state]] += delta
+        self._counts.clear()
+        self.connection.execute(_ADD_COUNTS, list(changes.values()))
 
     def event(self, job_id: str, kind: str, source: str, target: State, now: float,
               task: str = "", instance_id: int | None = None, message: str = "") -> None:
@@ -289,7 +308,8 @@ class StoreTransaction:
             task_rows += [
                 {"job_id": job_id, "name": name, "state": State.WAITING.value,
                  "ready": not graph[name], "instance_count": task.InstanceCount,
-                 "max_retry_count": task.MaxRetryCount}
+                 "max_retry_count": task.MaxRetryCount,
+                 COUNT_COLUMNS[State.WAITING]: task.InstanceCount}
                 for name, task in spec.DAG.Tasks.items()
             ]
             instance_rows += [
@@ -334,19 +354,24 @@ class StoreTransaction:
         except IntegrityError:  # the whole transaction is rolled back: no job, no claim
             raise TokenTaken("the IdempotentToken was used by a job already") from None
 
-    def job_row(self, job_id: str) -> Row[Any] | None:
+    def job_row(self, job_id: str) -> JobRow | None:
         """The job's row without its description (which holds every task: a megabyte for a
         job of thousands, read on every settle otherwise)."""
-        return self.connection.execute(_JOB_ROW, {"b_id": job_id}).first()
+        row = self.connection.execute(_JOB_ROW, {"b_id": job_id}).first()
+        return None if row is None else JobRow(
+            row.id, row.tenant, row.name, row.priority, State(row.state), row.message,
+            row.fail_on_instance_fail, row.auto_release, row.created, row.started, row.ended)
 
-    def move_job(self, job_id: str, target: State, now: float, operation: str = "",
-                 **fields: Any) -> bool:
+    def move_job(self, job_id: str, target: State, now: float, operation: str = "", *,
+                 started: Stamp = KEEP, ended: Stamp = KEEP,
+                 message: str | Keep = KEEP) -> bool:
         """Move the job to `target` from its current state, which the job table (narrowed
         by `operation`) must allow; False if the job is gone or moved on meanwhile."""
         source = self.connection.execute(_JOB_STATE, {"b_id": job_id}).scalar()
         if source is None:
             return False
         check(Entity.JOB, job_id, State(source), target, operation)
+        fields = _given(started=started, ended=ended, message=message)
         result = self.connection.execute(
             jobs.update().where(jobs.c.id == job_id, jobs.c.state == source)
             .values(state=target.value, **fields))
@@ -375,7 +400,7 @@ class StoreTransaction:
 
     # ---- tasks ---------------------------------------------------------------------------
 
-    def task_rows(self, job_id: str, names: Collection[str] | None = None) -> Sequence[Row[Any]]:
+    def task_rows(self, job_id: str, names: Collection[str] | None = None) -> list[TaskRow]:
         """The job's task rows; only those named in `names` unless it is None."""
         if names is not None and not names:
             return []
@@ -385,12 +410,19 @@ class StoreTransaction:
         rows = self.connection.execute(query).all()
         if names is not None and len(names) > MOST_NAMES:
             rows = [row for row in rows if row.name in names]
-        return rows
+        return [TaskRow(row.job_id, row.name, State(row.state), row.ready, row.instance_count,
+                        row.max_retry_count, row.started, row.ended) for row in rows]
 
     def instance_counts(self, job_id: str, names: Collection[str] | None = None
                         ) -> dict[str, Metrics]:
-        """Instances per state of each task of the job (of the tasks in `names` if given)."""
-        return _instance_counts(self.connection, job_id, names)
+        """Instances per state of each task of the job (of the tasks in `names` if given),
+        as kept in the task rows: one row read per task, whatever its instance count."""
+        self._flush_counts()
+        query = select(tasks.c.name, *_COUNTS).where(tasks.c.job_id == job_id)
+        if names is not None and len(names) <= MOST_NAMES:
+            query = query.where(tasks.c.name.in_(sorted(names)))
+        return {row.name: _metrics(row) for row in self.connection.execute(query)
+                if names is None or row.name in names}
 
     def task_metrics(self, job_id: str) -> Metrics:
         """The job's tasks per state, counted by the database (no row reaches Python)."""
@@ -400,12 +432,13 @@ class StoreTransaction:
         return Metrics.from_counts({State(state): count for state, count in rows})
 
     def move_task(self, job_id: str, task: str, target: State, now: float, operation: str = "",
-                  **fields: Any) -> bool:
+                  *, started: Stamp = KEEP, ended: Stamp = KEEP) -> bool:
         """Like `move_job`, for a task and the task table."""
         source = self.connection.execute(_TASK_STATE, {"b_job": job_id, "b_task": task}).scalar()
         if source is None:
             return False
         check(Entity.TASK, f"{job_id}/{task}", State(source), target, operation)
+        fields = _given(started=started, ended=ended)
         result = self.connection.execute(
             tasks.update()
             .where(tasks.c.job_id == job_id, tasks.c.name == task, tasks.c.state == source)
@@ -415,7 +448,7 @@ class StoreTransaction:
             self.event(job_id, "task", source, target, now, task=task)
         return moved
 
-    def set_ready(self, job_id: str, names: set[str], ready: bool) -> None:
+    def set_ready(self, job_id: str, names: Collection[str], ready: bool) -> None:
         if names:
             self.connection.execute(
                 tasks.update().where(tasks.c.job_id == job_id, tasks.c.name.in_(sorted(names)))
@@ -451,28 +484,35 @@ class StoreTransaction:
         return self.connection.execute(
             _ACTIVE_INSTANCE, {"b_job": job_id, "b_task": task}).first() is not None
 
-    def instance_row(self, job_id: str, task: str, instance_id: int) -> Row[Any] | None:
-        return self.connection.execute(
+    def instance_row(self, job_id: str, task: str, instance_id: int) -> InstanceRow | None:
+        row = self.connection.execute(
             _INSTANCE_ROW, {"b_job": job_id, "b_task": task, "b_index": instance_id}).first()
+        return None if row is None else _instance_row(row)
 
-    def move_instance(self, change: InstanceChange, now: float) -> bool:
+    def move_instance(self, job_id: str, task: str, instance_id: int, target: State,
+                      now: float, *, ended: Stamp = KEEP, error_code: str | Keep = KEEP,
+                      error_message: str | Keep = KEEP, lost: int | Keep = KEEP,
+                      message: str = "") -> bool:
         """Like `move_job`, for one instance and the instance table."""
-        keys = {"b_job": change.job_id, "b_task": change.task, "b_index": change.instance_id}
+        keys = {"b_job": job_id, "b_task": task, "b_index": instance_id}
         source = self.connection.execute(_INSTANCE_STATE, keys).scalar()
         if source is None:
             return False
-        check(Entity.INSTANCE, f"{change.job_id}/{change.task}/{change.instance_id}",
-              State(source), change.target)
+        check(Entity.INSTANCE, f"{job_id}/{task}/{instance_id}", State(source), target)
+        fields = _given(ended=ended, error_code=error_code, error_message=error_message,
+                        lost=lost)
         result = self.connection.execute(_MOVE_INSTANCE, {
-            **keys, "b_source": source, "state": change.target.value, **change.fields})
+            **keys, "b_source": source, "state": target.value, **fields})
         moved = bool(result.rowcount)
         if moved:
-            self.event(change.job_id, "instance", source, change.target, now, task=change.task,
-                       instance_id=change.instance_id, message=change.message)
+            self._count(job_id, task, source, target)
+            self.event(job_id, "instance", source, target, now, task=task,
+                       instance_id=instance_id, message=message)
         return moved
 
     def move_instances(self, job_id: str, target: State, now: float, operation: str = "",
-                       tasks_only: set[str] | None = None, **fields: Any) -> Sequence[Any]:
+                       tasks_only: Collection[str] | None = None, *, ended: Stamp = KEEP,
+                       retry_count: int | Keep = KEEP) -> list[MovedInstance]:
         """Move every instance of a job (of `tasks_only`) whose state the instance table
         (narrowed by `operation`) allows to `target`; returns the rows it moved. The others
         are left as they are: a bulk move selects its rows, so nothing here is forbidden."""
@@ -485,14 +525,17 @@ class StoreTransaction:
             select(instances.c.task, instances.c.instance_id, instances.c.state,
                    instances.c.attempts).where(*where)).all()
         if rows:
+            fields = _given(ended=ended, retry_count=retry_count)
             self.connection.execute(
                 instances.update().where(*where).values(state=target.value, **fields))
         for row in rows:
+            self._count(job_id, row.task, row.state, target)
             self.event(job_id, "instance", row.state, target, now, task=row.task,
                        instance_id=row.instance_id)
-        return rows
+        return [MovedInstance(row.task, row.instance_id, State(row.state), row.attempts)
+                for row in rows]
 
-    def mark_running(self, rows: list[LaunchRow], now: float) -> bool:
+    def mark_running(self, rows: Sequence[LaunchRow], now: float) -> bool:
         """Waiting → Running for these instances (the only source the instance table allows
         for Running); False if any was not Waiting any more (a race: the engine rolls back)."""
         if not rows:
@@ -504,22 +547,24 @@ class StoreTransaction:
             for row in rows])
         for row in rows:
             candidate = row.candidate
+            self._count(candidate.job_id, candidate.task, State.WAITING, State.RUNNING)
             self.event(candidate.job_id, "instance", State.WAITING.value, State.RUNNING, now,
                        task=candidate.task, instance_id=candidate.instance_id)
         return result.rowcount == len(rows)
 
-    def first_failure(self, job_id: str) -> Row[Any] | None:
-        return self.connection.execute(
+    def first_failure(self, job_id: str) -> InstanceRow | None:
+        row = self.connection.execute(
             select(instances).where(instances.c.job_id == job_id,
                                     instances.c.state == State.FAILED.value)
             .order_by(instances.c.ended, instances.c.task, instances.c.instance_id)
             .limit(1)).first()
+        return None if row is None else _instance_row(row)
 
-    def running_instances(self) -> Sequence[Row[Any]]:
-        return self.connection.execute(
-            select(instances).where(instances.c.state == State.RUNNING.value)).all()
+    def running_instances(self) -> list[InstanceRow]:
+        return [_instance_row(row) for row in self.connection.execute(
+            select(instances).where(instances.c.state == State.RUNNING.value))]
 
-    def end_attempt(self, key: AttemptKey, target: State, fields: dict[str, Any], now: float,
+    def end_attempt(self, end: AttemptEnd, target: State, now: float,
                     message: str = "") -> bool:
         """Move the instance of attempt `key` from Running to `target`, if that attempt is
         still the instance's current one (compare-and-set); records an event when it moved.
@@ -527,22 +572,25 @@ class StoreTransaction:
         False when it is not (a late report of a re-queued or stopped attempt: a race the
         engine expects); a `target` the table forbids after Running raises.
         """
+        key = end.key
         if target not in INSTANCE_TRANSITIONS[State.RUNNING]:
             raise ForbiddenTransition(Entity.INSTANCE, f"{key.job_id}/{key.task}/"
                                       f"{key.instance_id}", State.RUNNING, target)
         result = self.connection.execute(_END_ATTEMPT, {
             "b_job": key.job_id, "b_task": key.task, "b_index": key.instance_id,
-            "b_attempt": key.attempt, "state": target.value, **fields})
+            "b_attempt": key.attempt, "state": target.value, **_result_fields(end)})
         moved = bool(result.rowcount)
         if moved:
+            self._count(key.job_id, key.task, State.RUNNING, target)
             self.event(key.job_id, "instance", State.RUNNING.value, target, now, task=key.task,
                        instance_id=key.instance_id, message=message)
         return moved
 
-    def record_attempts(self, rows: list[dict[str, Any]]) -> None:
+    def record_attempts(self, ends: Sequence[tuple[AttemptKey, Outcome]]) -> None:
         """Insert attempt rows (a row already recorded is left as it is)."""
-        if rows:
-            self.connection.execute(insert_ignoring_duplicates(self.connection, attempts), rows)
+        if ends:
+            self.connection.execute(insert_ignoring_duplicates(self.connection, attempts),
+                                    [_attempt_values(key, outcome) for key, outcome in ends])
 
 
 MOST_NAMES = 500
@@ -587,6 +635,12 @@ _ACTIVE_INSTANCE = select(instances.c.instance_id).where(
     instances.c.job_id == bindparam("b_job"), instances.c.task == bindparam("b_task"),
     instances.c.state.in_([State.WAITING.value, State.RUNNING.value])).limit(1)
 _JOB_ROW = select(jobs).where(jobs.c.id == bindparam("b_id"))
+_COUNTS = [tasks.c[column] for column in COUNT_COLUMNS.values()]
+_COUNT_BINDS = {state: f"b_{column}" for state, column in COUNT_COLUMNS.items()}
+_ADD_COUNTS = tasks.update().where(
+    tasks.c.job_id == bindparam("b_job"), tasks.c.name == bindparam("b_task")).values(
+    {tasks.c[column]: tasks.c[column] + bindparam(_COUNT_BINDS[state])
+     for state, column in COUNT_COLUMNS.items()})
 _END_ATTEMPT = instances.update().where(
     *_ONE_INSTANCE, instances.c.state == State.RUNNING.value,
     instances.c.attempts == bindparam("b_attempt"))
@@ -605,5 +659,48 @@ def _instance_counts(connection: Connection, job_id: str,
     return {task: Metrics.from_counts(counts) for task, counts in per_task.items()}
 
 
-__all__ = ["GroupCommit", "IdempotencyToken", "InstanceChange", "LaunchRow", "NewJob", "SqlStore",
+def _metrics(row: Row[Any]) -> Metrics:
+    """A task's instance counts, from its row's count columns."""
+    return Metrics.from_counts({state: row._mapping[column]
+                                for state, column in COUNT_COLUMNS.items()})
+
+
+def _given(**fields: object) -> dict[str, object]:
+    """The fields a write sets (those not KEEP), by column name."""
+    return {name: value for name, value in fields.items() if value is not KEEP}
+
+
+def _instance_row(row: Row[Any]) -> InstanceRow:
+    return InstanceRow(row.job_id, row.task, row.instance_id, State(row.state),
+                       row.retry_count, row.attempts, row.lost, row.started, row.ended,
+                       row.exit_code,
+                       row.error_code, row.error_message)
+
+
+def _result_fields(end: AttemptEnd) -> dict[str, Any]:
+    """The instance's columns an attempt's end sets."""
+    outcome = end.outcome
+    return {
+        "ended": end.ended, "exit_code": outcome.exit_code,
+        "error_code": outcome.error_code.value, "error_message": outcome.error_message,
+        "detail": outcome.detail, "stdout_path": outcome.stdout_path,
+        "stderr_path": outcome.stderr_path, "node": outcome.node,
+        "retry_count": end.retry_count, **_given(lost=end.lost),
+    }
+
+
+def _attempt_values(key: AttemptKey, outcome: Outcome) -> dict[str, Any]:
+    """An attempts-table row."""
+    return {
+        "job_id": key.job_id, "task": key.task, "instance_id": key.instance_id,
+        "attempt": key.attempt,
+        "started": outcome.started_at.timestamp() if outcome.started_at else None,
+        "ended": outcome.ended_at.timestamp() if outcome.ended_at else None,
+        "exit_code": outcome.exit_code, "error_code": outcome.error_code.value,
+        "error_message": outcome.error_message, "stdout_path": outcome.stdout_path,
+        "stderr_path": outcome.stderr_path,
+    }
+
+
+__all__ = ["GroupCommit", "IdempotencyToken", "LaunchRow", "NewJob", "SqlStore",
            "StoreTransaction", "TokenTaken", "to_time"]

@@ -54,8 +54,8 @@ class Services:
 
 def build_services(settings: Settings, engine: Engine) -> Services:
     store = engine.store
-    if not isinstance(store, SqlStore):  # keys, tokens and nonces live in its database
-        raise TypeError(f"the API needs a SQL state store, not {type(store).__name__}")
+    if not isinstance(store, SqlStore):
+        raise TypeError("the API needs the SQL store (its keys and nonces live beside it)")
     database = store.engine
     keys = KeyStore(database, master_key(settings.data_dir.resolve()))
     sqlite = database.dialect.name == "sqlite"

@@ -11,21 +11,23 @@ interrupts that run as Ctrl-C does (it stops the job and exits 130).
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
 from batchyard.adapters.store import SqlStore
-from batchyard.domain.attempt import AttemptKey, AttemptRequest
+from batchyard.domain.attempt import AttemptKey
 from batchyard.domain.records import InstanceRecord, JobRecord, TaskRecord
 from batchyard.domain.states import ACTIVE, STOPPABLE, TERMINAL, State
 from batchyard.errors import BatchyardError, NotFound
 from batchyard.lock import DataDirBusy, DataDirLock, Holder, holder
 from batchyard.orchestrator.engine import Engine
-from batchyard.ports import Capabilities, Executor, ObjectStore, OutcomeListener
+from batchyard.ports import ObjectStore
+from batchyard.ports.agents import AgentInfo, LeaseBatch
 from batchyard.ports.reads import JobQueries, Window
 from batchyard.runner.reaper import reap_orphans
 from batchyard.settings import Settings
@@ -163,8 +165,8 @@ class LocalClient:
         try:
             if reap:
                 reap_orphans(self.settings.work_root)
-            operation(Engine(self.store, _objects(self.settings), _idle,
-                             self.settings.work_root))
+            operation(Engine(self.store, _objects(self.settings),
+                             lambda listener: [_IdleAgent(self.settings.work_root)]))
         finally:
             lock.release()
 
@@ -199,21 +201,23 @@ def _objects(settings: Settings) -> ObjectStore:
     return open_objects(settings)
 
 
-class _IdleExecutor:
-    """An executor for an engine that only applies an operation: it runs nothing."""
+class _IdleAgent:
+    """The agent of an engine that only applies an operation: it runs nothing."""
 
-    def capabilities(self) -> Capabilities:
-        return Capabilities("none", 0)
+    def __init__(self, work_root: Path) -> None:
+        self.work_root = work_root
 
-    def submit(self, request: AttemptRequest) -> None:
+    def info(self) -> AgentInfo:
+        return AgentInfo("none", 0, heartbeat=0)
+
+    def lease(self, batch: LeaseBatch) -> None:
         raise BatchyardError("this engine runs nothing")
 
-    def cancel(self, key: AttemptKey) -> None:
+    def cancel(self, keys: Sequence[AttemptKey]) -> None:
         """Nothing runs here; the programs of a dead engine are reaped instead."""
+
+    def forget(self, job_id: str) -> None:
+        shutil.rmtree(self.work_root / job_id, ignore_errors=True)
 
     def shutdown(self) -> None:
         """Nothing to stop."""
-
-
-def _idle(listener: OutcomeListener) -> Executor:
-    return _IdleExecutor()

@@ -34,14 +34,23 @@ _TARGETS = {
 }
 
 
-def decide(outcome: Outcome, retry_count: int, max_retry_count: int) -> Verdict:
-    """Turn an attempt's outcome into what happens to its instance."""
+MOST_LOST = 3
+"""Lost attempts after which an instance fails: its program may be what kills the agent (a
+machine running out of memory), and re-running it forever would take the fleet down."""
+
+
+def decide(outcome: Outcome, retry_count: int, max_retry_count: int, lost: int = 0) -> Verdict:
+    """Turn an attempt's outcome into what happens to its instance.
+
+    `lost`: attempts of the instance lost before this one. A lost attempt is re-run without
+    using a retry, until the instance's MOST_LOST-th loss fails it.
+    """
     if outcome.succeeded:
         return Verdict.FINISH
     if outcome.error_code is ErrorCode.STOPPED:
         return Verdict.DISCARD
     if outcome.error_code is ErrorCode.LOST:
-        return Verdict.REQUEUE
+        return Verdict.REQUEUE if lost + 1 < MOST_LOST else Verdict.FAIL
     if retry_count < max_retry_count:
         return Verdict.RETRY
     return Verdict.FAIL

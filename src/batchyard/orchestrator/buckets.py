@@ -11,16 +11,16 @@ from __future__ import annotations
 import threading
 from collections.abc import Mapping
 
-from batchyard.adapters.store import SqlStore
 from batchyard.domain import buckets as rules
 from batchyard.domain.attempt import BucketAccess
 from batchyard.domain.spec import JobDescription, ObjectUse, bucket_of, object_urls
+from batchyard.ports.store import StateStore
 
 
 class TenantBuckets:
     """Which tenant may use which bucket: configuration, plus the store's claims."""
 
-    def __init__(self, store: SqlStore, grants: Mapping[str, rules.Grant]) -> None:
+    def __init__(self, store: StateStore, grants: Mapping[str, rules.Grant]) -> None:
         self.store = store
         self.grants = dict(grants)
         self._reachable: dict[str, tuple[BucketAccess, ...]] = {}

@@ -10,30 +10,20 @@ from __future__ import annotations
 
 import logging
 import queue
-import shutil
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
-from pathlib import Path
+from dataclasses import dataclass, replace
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
-from batchyard.adapters.store import (
-    IdempotencyToken,
-    InstanceChange,
-    LaunchRow,
-    NewJob,
-    SqlStore,
-    StoreTransaction,
-)
 from batchyard.domain.attempt import AttemptKey, AttemptRequest, PathMapping
 from batchyard.domain.buckets import Grant
 from batchyard.domain.outcome import ErrorCode, Outcome
 from batchyard.domain.records import AttemptRecord, InstanceRecord, JobRecord, TaskRecord
-from batchyard.domain.retry import Verdict, decide
+from batchyard.domain.retry import MOST_LOST, Verdict, decide
 from batchyard.domain.scheduling import instances_to_launch
 from batchyard.domain.spec import JobDescription, TaskDescription, parse_job
 from batchyard.domain.states import TERMINAL, State
@@ -42,17 +32,28 @@ from batchyard.ids import new_job_id
 from batchyard.orchestrator import operations
 from batchyard.orchestrator.buckets import TenantBuckets
 from batchyard.orchestrator.caches import ReleasedJobs, SpecCache
+from batchyard.orchestrator.fleet import Fleet, Leased
 from batchyard.orchestrator.listeners import Deliveries, WaitWakeups
 from batchyard.orchestrator.settling import settle_job
-from batchyard.ports import Executor, ObjectStore, OutcomeListener, TransitionListener
-from batchyard.runner.reaper import reap_orphans
-from batchyard.runner.sandbox import MISSING_MESSAGE
-from batchyard.runner.workspace import clear_spares
+from batchyard.ports.agents import Agent, AgentListener, Report
+from batchyard.ports.listeners import TransitionListener
+from batchyard.ports.objects import ObjectStore
+from batchyard.ports.store import (
+    AttemptEnd,
+    IdempotencyToken,
+    JobRow,
+    LaunchRow,
+    NewJob,
+    StateStore,
+    StateTransaction,
+)
 
 log = logging.getLogger(__name__)
 
-ExecutorFactory = Callable[[OutcomeListener], Executor]
-Report = tuple[AttemptKey, Outcome]
+AgentFactory = Callable[[AgentListener], Sequence[Agent]]
+"""Makes the engine's agents, given where they report (the engine itself)."""
+Arrival = tuple[str, Report]
+"""A report and the agent it came from."""
 SAFETY_INTERVAL = 1.0
 LOOKAHEAD = 64
 """Waiting instances fetched ahead, in launch order, while nothing changes the order."""
@@ -89,27 +90,27 @@ class StaleLaunchQueue(Exception):
 class Engine:
     """Runs BatchCompute jobs: the one object the CLI, the API and tests talk to."""
 
-    def __init__(self, store: SqlStore, objects: ObjectStore, executor: ExecutorFactory,
-                 work_root: Path, clock: Callable[[], float] = time.time,
+    def __init__(self, store: StateStore, objects: ObjectStore, agents: AgentFactory,
+                 clock: Callable[[], float] = time.time,
                  closers: tuple[Callable[[], None], ...] = (),
                  grants: Mapping[str, Grant] | None = None,
                  listeners: Sequence[TransitionListener] = ()) -> None:
         self.store = store
         self.buckets = TenantBuckets(store, grants or {})
         self.objects = objects
-        self.work_root = work_root
         self.clock = clock
         self._closers = closers
-        self.executor = executor(self._report)
         self._lock = threading.RLock()
         self._wakeups = WaitWakeups()
         self._deliveries = Deliveries([self._wakeups, *listeners])
         self._wake = threading.Event()
-        self._reports: queue.SimpleQueue[Report] = queue.SimpleQueue()
-        self._in_flight: dict[AttemptKey, int] = {}
-        """Attempts handed to the executor and not yet applied: their RetryCount at launch."""
-        self._running_tasks: Counter[tuple[str, str]] = Counter()
-        """How many of those attempts each (job, task) has."""
+        self._reports: queue.SimpleQueue[Arrival] = queue.SimpleQueue()
+        self._gone: queue.SimpleQueue[tuple[str, str]] = queue.SimpleQueue()
+        """Agents their transport saw die, and why (applied by the loop)."""
+        self._beats: queue.SimpleQueue[tuple[str, Sequence[int]]] = queue.SimpleQueue()
+        """Heartbeats not applied yet: the agent, the leases it runs."""
+        self.fleet = Fleet(agents(self), clock())
+        """The agents and the attempts each holds."""
         self._tries: Counter[AttemptKey] = Counter()
         """Reports that were in a failed step, and how many failed steps they were in."""
         self._queue: list[LaunchRow] | None = None
@@ -129,34 +130,33 @@ class Engine:
 
     # ---- lifecycle -----------------------------------------------------------------------
 
-    def start(self, abandon: bool = False) -> Engine:
+    def start(self, abandon: bool = False, loop: bool = True) -> Engine:
         """Reconcile attempts lost by a previous run, then start the control loop.
 
         `abandon`: the jobs still Waiting or Running (left so by an engine that ended) are
         Stopped rather than resumed, and listed in `abandoned` — for `batchyard run`, which
         must not finish other jobs silently in the background; a server resumes them.
+        `loop`: False starts no loop thread; the caller then calls `step()` itself (tests on
+        `batchyard.testing`, deterministic and without sleeping).
         """
-        killed = reap_orphans(self.work_root)
-        if killed:
-            log.warning("killed %d program(s) left running by an earlier engine", len(killed))
-        clear_spares(str(self.work_root))
         with self._lock, self._transaction() as tx:
             if abandon:
                 self.abandoned = self._abandon(tx, self.clock())
             self._requeue_lost(tx, self.clock())
         self._deliveries.deliver()
         self._queue = None
-        self._thread.start()
-        self.wake()
+        if loop:
+            self._thread.start()
+            self.wake()
         return self
 
     def close(self) -> None:
-        """Stop the loop and the executor. Running attempts are killed and re-run next start."""
+        """Stop the loop and the agents. Running attempts are killed and re-run next start."""
         self._closing = True
         self.wake()
         if self._thread.is_alive():
             self._thread.join()
-        self.executor.shutdown()
+        self.fleet.shutdown()
         self.store.close()
         for closer in self._closers:
             closer()
@@ -176,7 +176,7 @@ class Engine:
         self._deliveries.add(listener)
 
     @contextmanager
-    def _transaction(self) -> Iterator[StoreTransaction]:
+    def _transaction(self) -> Iterator[StateTransaction]:
         """A store transaction whose transitions, once committed, wait to be delivered."""
         with self.store.transaction() as tx:
             yield tx
@@ -186,19 +186,19 @@ class Engine:
         """Entries in each table the engine keeps about jobs and attempts: for the bench and
         the tests that show none of them grows with the number of jobs run."""
         return {"specs": len(self._specs), "released": len(self._released),
-                "in_flight": len(self._in_flight), "running_tasks": len(self._running_tasks),
-                "tries": len(self._tries)}
+                "tries": len(self._tries), **self.fleet.sizes()}
 
     # ---- submissions and operations ------------------------------------------------------
 
-    def submit(self, raw: Any, tenant: str = "default",
+    def submit(self, job: JobDescription | Mapping[str, Any], tenant: str = "default",
                token: IdempotencyToken | None = None) -> str:
-        """Validate and store a job description; returns the new job id.
+        """Store a job description; returns the new job id.
 
-        Raises SpecError for an invalid description, BucketForbidden for a bucket the
-        tenant may not use, TokenTaken when `token` already made a job.
+        `job`: parsed at the edge (a JobDescription, used as is) or a raw mapping (parsed
+        here). Raises SpecError for an invalid description, BucketForbidden for a bucket
+        the tenant may not use, TokenTaken when `token` already made a job.
         """
-        spec = parse_job(raw)
+        spec = job if isinstance(job, JobDescription) else parse_job(job)
         self._check_sandbox(spec)
         claims = self.buckets.claims(tenant, spec)
         job_id = new_job_id()
@@ -213,17 +213,18 @@ class Engine:
         return job_id
 
     def _check_sandbox(self, spec: JobDescription) -> None:
-        """Refuse a job with mapped paths when the executor cannot sandbox its attempts."""
+        """Refuse a job with mapped paths when the agents cannot sandbox its attempts."""
         mapped = [name for name, task in spec.DAG.Tasks.items() if task.uses_mappings]
-        if mapped and not self.executor.capabilities().sandbox:
+        if not mapped:
+            return
+        sandbox, missing = self.fleet.sandbox()
+        if not sandbox:
             raise SpecError([Problem("SandboxUnavailable", f"DAG.Tasks.{name}", ABSENT,
-                                     MISSING_MESSAGE) for name in mapped])
+                                     missing) for name in mapped])
 
     def stop(self, job_id: str, tenant: str | None = None) -> None:
         with self._lock:
-            to_cancel = self._mutate(operations.stop, job_id, tenant)
-            for key in to_cancel:
-                self.executor.cancel(key)
+            self.fleet.cancel(self._mutate(operations.stop, job_id, tenant))
         self._deliveries.deliver()
         self._log_jobs({job_id})
 
@@ -237,7 +238,6 @@ class Engine:
         with self._lock:
             self._mutate(operations.delete, job_id, tenant)
             self._forget(job_id)
-        shutil.rmtree(self.work_root / job_id, ignore_errors=True)
         self._wakeups.wake_all()  # a deletion moves no state, but a waiter must see it
 
     def change_priority(self, job_id: str, priority: int, tenant: str | None = None) -> None:
@@ -255,7 +255,7 @@ class Engine:
             return result.cancel
 
     @staticmethod
-    def _owned_job(tx: StoreTransaction, job_id: str, tenant: str | None) -> Any:
+    def _owned_job(tx: StateTransaction, job_id: str, tenant: str | None) -> JobRow:
         row = tx.job_row(job_id)
         if row is None or (tenant is not None and row.tenant != tenant):
             raise NotFound(f"job {job_id} does not exist")
@@ -315,10 +315,24 @@ class Engine:
 
     # ---- the control loop ----------------------------------------------------------------
 
-    def _report(self, key: AttemptKey, outcome: Outcome) -> None:
-        """Executor callback (any thread): queue the outcome and wake the loop."""
-        self._reports.put((key, outcome))
+    # ---- what agents report (AgentListener; any thread) ----------------------------------
+
+    def reported(self, agent_id: str, reports: Sequence[Report]) -> None:
+        """Attempts an agent ran to their end: queued for the loop, which is woken."""
+        for report in reports:
+            self._reports.put((agent_id, report))
         self._wake.set()
+
+    def heartbeat(self, agent_id: str, running: Sequence[int]) -> None:
+        """The agent is alive (applied by the loop, before it looks for silent agents)."""
+        self._beats.put((agent_id, tuple(running)))
+
+    def gone(self, agent_id: str, reason: str) -> None:
+        """The agent died: its attempts are counted lost at the next step."""
+        self._gone.put((agent_id, reason))
+        self._wake.set()
+
+    # ---- the control loop ----------------------------------------------------------------
 
     def _loop(self) -> None:
         while not self._closing:
@@ -340,10 +354,11 @@ class Engine:
         times is dropped (logged), so one bad report cannot stop the engine for good.
         """
         with self._lock:
+            self._count_lost()
             reports = self._drain()
-            if not reports and self._free_slots() <= 0:
+            if not reports and self.fleet.free_slots() <= 0:
                 return  # a submission to a busy engine: nothing to record, nowhere to launch
-            suspect = any(key in self._tries for key, _ in reports)
+            suspect = any(report.key in self._tries for _, report in reports)
             failure = None
             for batch in [[report] for report in reports] if suspect else [reports]:
                 try:
@@ -355,89 +370,80 @@ class Engine:
         if failure is not None:
             raise failure
 
-    def _step_with(self, reports: list[Report]) -> None:
-        launched_with = {key: self._landed(key) for key, _ in reports}  # slots free again
+    def _count_lost(self) -> None:
+        """Agents gone or silent: each attempt they held is reported lost (re-run without
+        using a retry, a bounded number of times; see `domain.retry`)."""
+        now = self.clock()
+        for agent_id, running in _drained(self._beats):
+            self.fleet.heartbeat(agent_id, running, now)
+        lost = [(agent_id, "stopped heartbeating") for agent_id in self.fleet.expired(now)]
+        lost += _drained(self._gone)
+        for agent_id, reason in lost:
+            held = self.fleet.lose(agent_id)
+            if held:
+                log.warning("agent %s %s: %d attempt(s) lost", agent_id, reason, len(held))
+            for token, leased in held:
+                self._reports.put((agent_id, Report(leased.key, token, Outcome(
+                    None, ErrorCode.LOST, f"attempt lost: agent {agent_id} {reason}"))))
+
+    def _step_with(self, reports: list[Arrival]) -> None:
+        landed = [(report, self.fleet.land(agent_id, report.token, report.key))
+                  for agent_id, report in reports]  # their slots are free again
+        fresh = [(report, leased) for report, leased in landed if leased is not None]
         try:
-            finished, cancels, launched = self._transact(reports, launched_with)
+            finished, cancels, launched = self._transact(fresh)
         except Exception:
             self._queue = None
             self._started_or_ended.clear()
-            for key, _ in reports:  # nothing was recorded
-                self._take_off(key, launched_with[key])
+            for report, leased in fresh:  # nothing was recorded
+                self.fleet.retake(report.token, leased)
             raise
-        for key, _ in reports:
-            self._tries.pop(key, None)
+        for _, report in reports:
+            self._tries.pop(report.key, None)
         self._dispatch(launched, cancels)
         self._log_jobs(self._started_or_ended)
         self._started_or_ended.clear()
         self._release(finished)
 
-    def _retry_or_drop(self, batch: list[Report]) -> None:
-        for key, outcome in batch:
+    def _retry_or_drop(self, batch: list[Arrival]) -> None:
+        for agent_id, report in batch:
+            key = report.key
             self._tries[key] += 1
             if self._tries[key] < MOST_TRIES or len(batch) > 1:
-                self._reports.put((key, outcome))
+                self._reports.put((agent_id, report))
                 continue
             del self._tries[key]
-            self._landed(key)
+            self.fleet.land(agent_id, report.token, key)
             log.error("dropped the report of attempt %s after %d failed steps; its instance "
                       "stays Running until the engine restarts and re-runs it", key, MOST_TRIES)
 
-    def _take_off(self, key: AttemptKey, retry_count: int | None) -> None:
-        if retry_count is not None:
-            self._in_flight[key] = retry_count
-            self._running_tasks[key.job_id, key.task] += 1
-
-    def _landed(self, key: AttemptKey) -> int | None:
-        """Forget an attempt that reported; returns its RetryCount at launch (if launched)."""
-        retry_count = self._in_flight.pop(key, None)
-        if retry_count is not None:
-            task = key.job_id, key.task
-            self._running_tasks[task] -= 1
-            if self._running_tasks[task] <= 0:
-                del self._running_tasks[task]  # a task no longer running keeps no entry
-        return retry_count
-
-    def _transact(self, reports: list[Report], launched_with: dict[AttemptKey, int | None]
+    def _transact(self, reports: list[tuple[Report, Leased]]
                   ) -> tuple[set[str], list[AttemptKey], list[AttemptRequest]]:
         now = self.clock()
         with self._transaction() as tx:
-            touched = self._apply(tx, reports, launched_with, now)
+            touched = self._apply(tx, reports, now)
             finished, cancels = self._settle_all(tx, touched)
             launched, starting = self._launch(tx, now)
             more_finished, more_cancels = self._settle_all(tx, starting)
             tx.flush_events()
         return finished | more_finished, cancels + more_cancels, launched
 
-    def _drain(self) -> list[Report]:
-        reports = []
-        while True:
-            try:
-                reports.append(self._reports.get_nowait())
-            except queue.Empty:
-                return reports
+    def _drain(self) -> list[Arrival]:
+        return _drained(self._reports)
 
-    def _apply(self, tx: StoreTransaction, reports: list[Report],
-               launched_with: dict[AttemptKey, int | None], now: float
+    def _apply(self, tx: StateTransaction, reports: list[tuple[Report, Leased]], now: float
                ) -> dict[str, set[str] | None]:
         """Record each reported attempt and move its instance as the retry rules decide;
         returns, by job, the tasks whose state this may have changed."""
         touched: dict[str, set[str] | None] = {}
         recorded = []
-        for key, outcome in reports:
-            retry_count = launched_with[key]
-            row = None
-            if retry_count is None:  # not launched by this engine: read the instance
-                row = tx.instance_row(key.job_id, key.task, key.instance_id)
-                retry_count = -1 if row is None else row.retry_count
-            spec = self._known_spec(key.job_id)
-            verdict = Verdict.DISCARD if retry_count < 0 or spec is None else decide(
-                outcome, retry_count, spec.DAG.Tasks[key.task].MaxRetryCount)
+        for report, leased in reports:
+            key = leased.key
+            end, verdict = self._judge(tx, report.outcome, leased, now)
             moved = verdict.target is not None and tx.end_attempt(
-                key, verdict.target, _result_fields(outcome, now, retry_count, verdict), now,
-                outcome.error_message)
-            if moved or (row or tx.instance_row(key.job_id, key.task, key.instance_id)):
-                recorded.append(_attempt_values(key, outcome))  # not when the job is gone
+                end, verdict.target, now, end.outcome.error_message)
+            if moved or tx.instance_row(key.job_id, key.task, key.instance_id):
+                recorded.append((key, end.outcome))  # not when the job is gone
             if verdict is not Verdict.FINISH:
                 self._queue = None  # an instance may be Waiting again, or its job failing
             if moved and self._may_change_task(tx, key, verdict):
@@ -445,7 +451,26 @@ class Engine:
         tx.record_attempts(recorded)
         return touched
 
-    def _may_change_task(self, tx: StoreTransaction, key: AttemptKey, verdict: Verdict) -> bool:
+    def _judge(self, tx: StateTransaction, outcome: Outcome, leased: Leased, now: float
+               ) -> tuple[AttemptEnd, Verdict]:
+        """How the attempt's end changes its instance (a deleted job's: not at all)."""
+        key, retry_count = leased.key, leased.retry_count
+        spec = self._known_spec(key.job_id)
+        if spec is None:
+            return _attempt_end(key, outcome, now, retry_count, Verdict.DISCARD), Verdict.DISCARD
+        if outcome.error_code is not ErrorCode.LOST:
+            verdict = decide(outcome, retry_count, spec.DAG.Tasks[key.task].MaxRetryCount)
+            return _attempt_end(key, outcome, now, retry_count, verdict), verdict
+        row = tx.instance_row(key.job_id, key.task, key.instance_id)
+        lost = row.lost if row is not None else 0
+        verdict = decide(outcome, retry_count, 0, lost)
+        if verdict is Verdict.FAIL:
+            outcome = replace(outcome, error_message=f"{outcome.error_message}; lost "
+                              f"{lost + 1} times, not re-run again")
+        end = _attempt_end(key, outcome, now, retry_count, verdict)
+        return replace(end, lost=lost + 1), verdict
+
+    def _may_change_task(self, tx: StateTransaction, key: AttemptKey, verdict: Verdict) -> bool:
         """Whether this instance's new state can change its task's (and so its job's) state.
 
         A Running task stays Running while any instance is active, unless one failed; an
@@ -454,11 +479,11 @@ class Engine:
         """
         if verdict is Verdict.FAIL:
             return True
-        if self._running_tasks[key.job_id, key.task] > 0:
+        if self.fleet.running(key.job_id, key.task) > 0:
             return False
         return not tx.has_active_instances(key.job_id, key.task)
 
-    def _settle_all(self, tx: StoreTransaction, job_ids: Mapping[str, set[str] | None]
+    def _settle_all(self, tx: StateTransaction, job_ids: Mapping[str, set[str] | None]
                     ) -> tuple[set[str], list[AttemptKey]]:
         """Settle each job: only the given tasks of it, or all of them (None)."""
         finished: set[str] = set()
@@ -484,13 +509,13 @@ class Engine:
             if record is not None:
                 log.info("%s", job_line(record))
 
-    def _settle(self, tx: StoreTransaction, job_id: str) -> None:
+    def _settle(self, tx: StateTransaction, job_id: str) -> None:
         self._settle_all(tx, {job_id: None})
 
-    def _launch(self, tx: StoreTransaction, now: float
+    def _launch(self, tx: StateTransaction, now: float
                 ) -> tuple[list[AttemptRequest], dict[str, set[str] | None]]:
         """Start the best waiting instances; also returns jobs whose tasks start running."""
-        free = self._free_slots()
+        free = self.fleet.free_slots()
         if free <= 0:
             return [], {}
         if self._submitted:  # cleared before the fetch, so a later submission is not missed
@@ -507,15 +532,9 @@ class Engine:
                 _add(starting, row.candidate.job_id, row.candidate.task)
         return [self._request(row) for row in picked], starting
 
-    def _free_slots(self) -> int:
-        return self.executor.capabilities().slots - len(self._in_flight)
-
     def _dispatch(self, launched: list[AttemptRequest], cancels: list[AttemptKey]) -> None:
-        for key in cancels:
-            self.executor.cancel(key)
-        for request in launched:
-            self._take_off(request.key, request.retry_count)
-            self.executor.submit(request)
+        self.fleet.cancel(cancels)
+        self.fleet.lease(launched)
 
     def _release(self, finished: set[str]) -> None:
         """AutoRelease: delete jobs that reached Finished (keeping their final record for wait)."""
@@ -526,10 +545,11 @@ class Engine:
             with self.store.transaction() as tx:
                 tx.delete_job(job_id)
             self._forget(job_id)
-            shutil.rmtree(self.work_root / job_id, ignore_errors=True)
 
     def _forget(self, job_id: str) -> None:
+        """A deleted job: drop its description and what the agents keep of it."""
         self._specs.forget(job_id)
+        self.fleet.forget(job_id)
 
     def _request(self, row: LaunchRow) -> AttemptRequest:
         candidate = row.candidate
@@ -565,29 +585,46 @@ class Engine:
         return self._specs.job(job_id).spec
 
     @staticmethod
-    def _abandon(tx: StoreTransaction, now: float) -> list[Abandoned]:
+    def _abandon(tx: StateTransaction, now: float) -> list[Abandoned]:
         found = []
         for job_id in tx.active_job_ids():
             row = tx.job_row(job_id)
             if row is None:
                 continue
-            found.append(Abandoned(row.id, row.name, State(row.state)))
+            found.append(Abandoned(row.id, row.name, row.state))
             operations.stop(tx, row, now, message=ABANDONED_MESSAGE.format(
-                state=row.state, job_id=row.id))
+                state=row.state.value, job_id=row.id))
         return found
 
-    def _requeue_lost(self, tx: StoreTransaction, now: float) -> None:
-        """Instances left Running by a previous process go back to Waiting, budget untouched."""
+    def _requeue_lost(self, tx: StateTransaction, now: float) -> None:
+        """Instances left Running by a previous process go back to Waiting, their retries
+        untouched — or fail, when this was their MOST_LOST-th lost attempt."""
         for row in tx.running_instances():
-            change = InstanceChange(
-                row.job_id, row.task, row.instance_id, State.WAITING,
-                {"ended": now, "error_code": ErrorCode.LOST.value,
-                 "error_message": "attempt lost: the engine stopped while it ran; re-run"},
-                "attempt lost when the engine stopped")
-            tx.move_instance(change, now)
+            lost = row.lost + 1
+            message = "attempt lost: the engine stopped while it ran"
+            again = lost < MOST_LOST
+            tx.move_instance(
+                row.job_id, row.task, row.instance_id, State.WAITING if again else State.FAILED,
+                now, ended=now, error_code=ErrorCode.LOST.value, lost=lost,
+                error_message=f"{message}; re-run" if again else
+                f"{message}; lost {lost} times, not re-run again",
+                message="attempt lost when the engine stopped")
         for job_id in tx.active_job_ids():
             self._settle(tx, job_id)
         tx.flush_events()
+
+
+Item = TypeVar("Item")
+
+
+def _drained(items: queue.SimpleQueue[Item]) -> list[Item]:
+    """Everything in the queue now (what arrives meanwhile waits for the next step)."""
+    found = []
+    while True:
+        try:
+            found.append(items.get_nowait())
+        except queue.Empty:
+            return found
 
 
 def _add(tasks: dict[str, set[str] | None], job_id: str, task: str) -> None:
@@ -597,7 +634,7 @@ def _add(tasks: dict[str, set[str] | None], job_id: str, task: str) -> None:
         named.add(task)
 
 
-def _best_waiting(tx: StoreTransaction, limit: int, most_jobs: int) -> list[LaunchRow]:
+def _best_waiting(tx: StateTransaction, limit: int, most_jobs: int) -> list[LaunchRow]:
     """Up to `limit` Waiting instances of ready tasks, in the order they should start, from
     at most `most_jobs` jobs (enough to fill that many slots; many small jobs then cost a
     query each only as they start)."""
@@ -625,25 +662,9 @@ def _as_directory(url: str) -> str:
     return url if url.endswith("/") else url + "/"
 
 
-def _result_fields(outcome: Outcome, now: float, retry_count: int,
-                   verdict: Verdict) -> dict[str, Any]:
+def _attempt_end(key: AttemptKey, outcome: Outcome, now: float, retry_count: int,
+                 verdict: Verdict) -> AttemptEnd:
+    """The attempt's end as its instance records it (a retry uses one more of its retries)."""
     ended = outcome.ended_at.timestamp() if outcome.ended_at else now
-    return {
-        "ended": ended, "exit_code": outcome.exit_code, "error_code": outcome.error_code.value,
-        "error_message": outcome.error_message, "detail": outcome.detail,
-        "stdout_path": outcome.stdout_path, "stderr_path": outcome.stderr_path,
-        "node": outcome.node,
-        "retry_count": retry_count + 1 if verdict is Verdict.RETRY else retry_count,
-    }
-
-
-def _attempt_values(key: AttemptKey, outcome: Outcome) -> dict[str, Any]:
-    return {
-        "job_id": key.job_id, "task": key.task, "instance_id": key.instance_id,
-        "attempt": key.attempt,
-        "started": outcome.started_at.timestamp() if outcome.started_at else None,
-        "ended": outcome.ended_at.timestamp() if outcome.ended_at else None,
-        "exit_code": outcome.exit_code, "error_code": outcome.error_code.value,
-        "error_message": outcome.error_message, "stdout_path": outcome.stdout_path,
-        "stderr_path": outcome.stderr_path,
-    }
+    return AttemptEnd(key, outcome, retry_count + 1 if verdict is Verdict.RETRY else retry_count,
+                      ended)

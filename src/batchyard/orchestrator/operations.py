@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from batchyard.adapters.store import StoreTransaction
 from batchyard.domain.attempt import AttemptKey
 from batchyard.domain.states import (
     DELETABLE,
@@ -18,6 +17,7 @@ from batchyard.domain.states import (
     State,
 )
 from batchyard.errors import BatchyardError, StateConflict
+from batchyard.ports.store import JobRow, StateTransaction
 
 
 @dataclass(frozen=True)
@@ -33,8 +33,8 @@ class InvalidPriority(BatchyardError):
     status = 400
 
 
-def _require(job: Any, allowed: frozenset[State], verb: str) -> None:
-    state = State(job.state)
+def _require(job: JobRow, allowed: frozenset[State], verb: str) -> None:
+    state = job.state
     if state not in allowed:
         names = " or ".join(sorted(s.value for s in allowed))
         raise StateConflict(f"job {job.id} is {state.value}; only {names} jobs can be {verb}")
@@ -43,41 +43,41 @@ def _require(job: Any, allowed: frozenset[State], verb: str) -> None:
 STOPPED_BY_USER = "stopped by the user"
 
 
-def stop(tx: StoreTransaction, job: Any, now: float, message: str = STOPPED_BY_USER) -> Result:
+def stop(tx: StateTransaction, job: JobRow, now: float, message: str = STOPPED_BY_USER) -> Result:
     """Kill running instances; every part that is not done becomes Stopped."""
     _require(job, STOPPABLE, "stopped")
     moved = tx.move_instances(job.id, State.STOPPED, now, ended=now)
     for row in tx.task_rows(job.id):
-        if State(row.state) not in TERMINAL:
+        if row.state not in TERMINAL:
             tx.move_task(job.id, row.name, State.STOPPED, now, ended=now)
     tx.move_job(job.id, State.STOPPED, now, ended=now, message=message)
     cancel = [AttemptKey(job.id, row.task, row.instance_id, row.attempts)
-              for row in moved if row.state == State.RUNNING.value]
+              for row in moved if row.source is State.RUNNING]
     return Result(cancel=cancel, settle=False)
 
 
-def restart(tx: StoreTransaction, job: Any, now: float) -> Result:
+def restart(tx: StateTransaction, job: JobRow, now: float) -> Result:
     """Re-queue what did not finish; Finished instances and tasks are kept (§6.5, §13 #5)."""
     _require(job, STARTABLE, "started")
     tx.move_instances(job.id, State.WAITING, now, RESTART, retry_count=0)
     for row in tx.task_rows(job.id):
-        if State(row.state) in OPERATION_SOURCES[RESTART]:
+        if row.state in OPERATION_SOURCES[RESTART]:
             tx.move_task(job.id, row.name, State.WAITING, now, RESTART, ended=None)
     tx.move_job(job.id, State.WAITING, now, RESTART, ended=None, message="")
     return Result()
 
 
-def delete(tx: StoreTransaction, job: Any, now: float) -> Result:
+def delete(tx: StateTransaction, job: JobRow, now: float) -> Result:
     _require(job, DELETABLE, "deleted")
     tx.delete_job(job.id)
     return Result(settle=False)
 
 
-def change_priority(tx: StoreTransaction, job: Any, now: float, priority: Any) -> Result:
+def change_priority(tx: StateTransaction, job: JobRow, now: float, priority: Any) -> Result:
     if isinstance(priority, bool) or not isinstance(priority, int) or not 0 <= priority <= 1000:
         raise InvalidPriority(f"Priority must be an integer in [0, 1000], got {priority!r}")
     _require(job, REPRIORITISABLE, "re-prioritised")
     tx.set_priority(job.id, priority)
-    tx.event(job.id, "priority", str(job.priority), State(job.state), now,
+    tx.event(job.id, "priority", str(job.priority), job.state, now,
              message=f"priority {job.priority} -> {priority}")
     return Result(settle=False)

@@ -43,8 +43,11 @@ class AgentInfo:
     labels: Mapping[str, str] = field(default_factory=dict)
     sandbox: bool = False
     """Whether attempts with mapped paths can run (bubblewrap is installed)."""
+    sandbox_missing: str = "attempts with mapped paths cannot run here"
+    """Why not, and what to do (when `sandbox` is False)."""
     heartbeat: float = 2.0
-    """Seconds between heartbeats; the engine counts the agent lost after several missed."""
+    """Seconds between heartbeats; the engine counts the agent lost after several missed
+    (0: it never misses one — an agent in the engine's own process)."""
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,8 @@ class Capabilities:
     """How many instances may run at the same time."""
     sandbox: bool = False
     """Whether attempts with mapped paths can run (bubblewrap is installed)."""
+    sandbox_missing: str = "attempts with mapped paths cannot run here"
+    """Why not, and what to do (when `sandbox` is False)."""
 
 
 class Executor(Protocol):
@@ -29,5 +31,8 @@ class Executor(Protocol):
     def submit(self, request: AttemptRequest) -> None: ...
     def cancel(self, key: AttemptKey) -> None:
         """Kill the attempt if it runs; its Outcome is then reported with ErrorCode STOPPED."""
+        ...
+    def forget(self, job_id: str) -> None:
+        """The job was deleted: remove what is kept of it where it ran (work folders)."""
         ...
     def shutdown(self) -> None: ...

@@ -1,7 +1,7 @@
 """The state-store port: what the orchestrator may ask of the store, in typed values.
 
 Adapters implement it: `adapters.store.SqlStore` (SQLite, PostgreSQL) and
-`batchyard.testing.MemoryStore`. One contract suite (`tests/integration/test_store_contract.py`)
+`batchyard.testing.MemoryStore`. One contract suite (`tests/integration/test_state_store_contract.py`)
 runs over all of them.
 
 Rules every implementation keeps:
@@ -93,6 +93,8 @@ class InstanceRow:
     """User retries used (MaxRetryCount counts these)."""
     attempts: int
     """Attempts launched so far: the number of the current (or last) attempt."""
+    lost: int
+    """Attempts lost with their agent (re-run without using a retry, a bounded number)."""
     started: float | None
     ended: float | None
     exit_code: int | None
@@ -152,6 +154,8 @@ class AttemptEnd:
     outcome: Outcome
     retry_count: int
     ended: float
+    lost: int | Keep = KEEP
+    """The instance's count of lost attempts, when this attempt changes it."""
 
 
 # ---- the port ------------------------------------------------------------------------------
@@ -246,7 +250,7 @@ class StateTransaction(Protocol):
     def move_instance(self, job_id: str, task: str, instance_id: int, target: State,
                       now: float, *, ended: Stamp = KEEP,
                       error_code: str | Keep = KEEP, error_message: str | Keep = KEEP,
-                      message: str = "") -> bool:
+                      lost: int | Keep = KEEP, message: str = "") -> bool:
         """Like `move_job`, for one instance; `message` goes to the event."""
         ...
 
@@ -273,8 +277,9 @@ class StateTransaction(Protocol):
         ...
 
     def record_attempts(self, ends: Sequence[tuple[AttemptKey, Outcome]]) -> None:
-        """Keep the history row of each attempt (one already recorded is left as it is;
-        one whose job is gone is not recorded)."""
+        """Keep the history row of each attempt (one already recorded is left as it is).
+        Callers pass only attempts of jobs that still exist: the SQL store's foreign keys
+        refuse the others."""
         ...
 
 
