@@ -25,7 +25,7 @@ from batchyard.api.services import (
 )
 from batchyard.api.warnings import MAX_LISTED, warning_headers, warnings_body
 from batchyard.domain.fields import unknown_fields
-from batchyard.domain.spec import JobDescription
+from batchyard.domain.spec import JobDescription, parse_job
 from batchyard.errors import NotFound, TokenTaken
 from batchyard.ports.store import IdempotencyToken
 
@@ -89,13 +89,13 @@ def submit(services: Services, caller: Caller, body: dict[str, Any], token: str)
     died, finds the job that token made.
     """
     if not token:
-        return services.engine.submit(body, caller.tenant)
+        return services.engine.submit(parse_job(body), caller.tenant)
     digest = body_digest(body)
     earlier = services.tokens.find(caller.tenant, "jobs", token)
     if earlier is not None:
         return earlier.resolved(token, digest)
     try:
-        return services.engine.submit(body, caller.tenant,
+        return services.engine.submit(parse_job(body), caller.tenant,
                                       IdempotencyToken("jobs", token, digest))
     except TokenTaken:
         earlier = services.tokens.find(caller.tenant, "jobs", token)
