@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from sqlalchemy import update
 
-from batchyard.adapters.schema import attempts, events, instances, jobs, tasks
+from batchyard.adapters.schema import attempts, events, instances, jobs
 from batchyard.adapters.store import SqlStore
 from batchyard.domain.spec import parse_job
 from batchyard.domain.states import State
@@ -52,22 +52,14 @@ def create(store: SqlStore, created: float, tenant: str = "alice", instances_: i
     return new_id
 
 
-def set_states(store: SqlStore, job: str, job_state: State | None = None,
-               task: tuple[str, State] | None = None,
-               instance: tuple[str, int, State] | None = None) -> None:
-    """One transaction setting a job's, a task's and an instance's state together."""
-    with store.engine.begin() as connection:
-        if job_state is not None:
-            connection.execute(update(jobs).where(jobs.c.id == job)
-                               .values(state=job_state.value))
-        if task is not None:
-            connection.execute(update(tasks).where(tasks.c.job_id == job,
-                                                   tasks.c.name == task[0])
-                               .values(state=task[1].value))
-        if instance is not None:
-            connection.execute(update(instances).where(
-                instances.c.job_id == job, instances.c.task == instance[0],
-                instances.c.instance_id == instance[1]).values(state=instance[2].value))
+def move(store: SqlStore, job: str, target: State, instance: tuple[str, int],
+         now: float = 1001.0) -> None:
+    """The job, a task and one of its instances to `target`, in one transaction (through the
+    store's guarded writes, which keep the task rows' instance counts)."""
+    task, number = instance
+    with store.transaction() as tx:
+        assert tx.move_job(job, target, now) and tx.move_task(job, task, target, now)
+        assert tx.move_instance(job, task, number, target, now)
 
 
 def every_page(read: Any, limit: int) -> tuple[list[Any], int]:
@@ -110,8 +102,7 @@ def test_the_state_filter_applies_to_every_page_and_to_whole_lists(
         store: SqlStore, reads: JobQueries) -> None:
     ids = [create(store, 1000.0 + number) for number in range(6)]
     for running in ids[1::2]:
-        set_states(store, running, State.RUNNING, ("t0", State.RUNNING),
-                   ("t0", 1, State.RUNNING))
+        move(store, running, State.RUNNING, ("t0", 1))
     only_running, _ = every_page(lambda marker, limit: reads.list_jobs(
         "alice", Window(marker, limit, State.RUNNING)), 2)
     assert [job.id for job in only_running] == ids[1::2][::-1]
@@ -218,28 +209,27 @@ def test_attempts_and_events_in_the_order_they_happened(store: SqlStore,
 
 def test_counts_are_of_the_same_moment_as_the_states(store: SqlStore,
                                                      reads: JobQueries) -> None:
-    """A writer flips a job, its task and one instance between Waiting and Running in one
-    transaction each; every read must see the three agree (two statements could straddle
-    a commit: a Waiting job whose task counts a running instance)."""
-    job = create(store, 1000.0, tasks_=1)
+    """A writer moves a job, its task and its one instance together, round Waiting ->
+    Running -> Stopped -> Waiting, one transaction per move; every read must see the three
+    agree (two statements could straddle a commit: a Waiting job counting a running task)."""
+    job = create(store, 1000.0, tasks_=1, instances_=1)
     done = threading.Event()
 
-    def flip() -> None:
+    def cycle() -> None:
         while not done.is_set():
-            for state in (State.RUNNING, State.WAITING):
-                set_states(store, job, state, ("t0", state), ("t0", 0, state))
+            for state in (State.RUNNING, State.STOPPED, State.WAITING):
+                move(store, job, state, ("t0", 0))
 
-    writer = threading.Thread(target=flip)
+    writer = threading.Thread(target=cycle)
     writer.start()
     try:
         for _ in range(150):
             record = reads.job(job)
             assert record is not None
-            running = record.state is State.RUNNING
-            assert (record.task_metrics.running, record.instance_metrics.running) == (
-                running, running)
+            assert record.task_metrics.count(record.state) == 1, record
+            assert record.instance_metrics.count(record.state) == 1, record
             task, = reads.tasks(job)
-            assert task.instance_metrics.running == (task.state is State.RUNNING)
+            assert task.instance_metrics.count(task.state) == 1, task
     finally:
         done.set()
         writer.join()

@@ -4,9 +4,11 @@ the engine. Rows become records here, and only here.
 
 Each read runs on its own connection, outside any transaction the engine holds. What must be
 of one moment is read by one statement: a job with its task and instance counts, a task with
-its instance counts. A page is a keyset query fetching one row more than asked (to learn the
-next marker), plus one grouped count query for the page's metrics, so a page costs the same
-whatever the number of jobs or instances.
+its instance counts. Instance counts come from the task rows (`schema.COUNT_COLUMNS`, kept by
+the store in the same transaction as the instances), so no read counts instance rows: a job of
+100,000 instances costs what a job of one does. A page is a keyset query fetching one row more
+than asked (to learn the next marker), plus one grouped query over the page's tasks for the
+jobs' metrics, so a page costs the same whatever the number of jobs or instances.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import json
 import re
 from collections.abc import Callable, Collection, Sequence
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any
 
 from sqlalchemy import (
     ColumnElement,
@@ -24,18 +26,16 @@ from sqlalchemy import (
     Select,
     and_,
     bindparam,
+    case,
     exists,
     func,
-    literal,
-    null,
     or_,
     select,
     true,
-    union_all,
 )
 from sqlalchemy.engine import Row
 
-from batchyard.adapters.schema import attempts, events, instances, jobs, tasks
+from batchyard.adapters.schema import COUNT_COLUMNS, attempts, events, instances, jobs, tasks
 from batchyard.domain.derivation import Metrics
 from batchyard.domain.records import (
     AttemptRecord,
@@ -47,7 +47,6 @@ from batchyard.domain.records import (
 from batchyard.domain.states import State
 from batchyard.ports.reads import InvalidMarker, Page, Window, instance_number
 
-Item = TypeVar("Item")
 JOB_ID = re.compile(r"^job-([0-9A-F]{16})[0-9A-F]{16}$")
 _EPOCH = datetime.fromtimestamp(0, UTC)
 
@@ -65,20 +64,14 @@ class SqlReads:
     # ---- jobs ----------------------------------------------------------------------------
 
     def job(self, job_id: str, tenant: str | None = None) -> JobRecord | None:
-        """The job row and its task and instance counts in ONE statement: one round trip,
+        """The job row with its task and instance counts in ONE statement: one round trip,
         and counts of the same moment as the state (the API's hottest read)."""
-        statement = _JOB_WITH_COUNTS if tenant is None else _TENANT_JOB_WITH_COUNTS
+        statement = _JOB_WITH_TOTALS if tenant is None else _TENANT_JOB_WITH_TOTALS
         with self.engine.connect() as connection:
-            rows = connection.execute(statement, {"b_job": job_id, "b_tenant": tenant}).all()
-        head = next((row for row in rows if row.kind == "job"), None)
-        if head is None:
+            row = connection.execute(statement, {"b_job": job_id, "b_tenant": tenant}).first()
+        if row is None:
             return None
-        counts: dict[str, dict[State, int]] = {"task": {}, "instance": {}}
-        for row in rows:
-            if row.kind != "job":
-                counts[row.kind][State(row.state)] = row.total
-        return job_record(head, Metrics.from_counts(counts["task"]),
-                          Metrics.from_counts(counts["instance"]), json.loads(head.description))
+        return job_record(row, *_job_metrics(row), json.loads(row.description))
 
     def job_state(self, job_id: str, tenant: str | None = None) -> State | None:
         query = select(jobs.c.state).where(jobs.c.id == job_id)
@@ -113,20 +106,13 @@ class SqlReads:
     # ---- tasks ---------------------------------------------------------------------------
 
     def tasks(self, job_id: str, tenant: str | None = None) -> list[TaskRecord]:
-        """The job's tasks with their instance counts, read by ONE statement: a task's state
-        and its counts are of the same moment (two statements could straddle a commit and
-        show a Waiting task with a running instance)."""
-        query = _TASKS_WITH_COUNTS.where(_owned_by(job_id, tenant))
+        """The job's tasks with their instance counts: each task's state and counts are one
+        row, so of the same moment (two statements could straddle a commit and show a
+        Waiting task with a running instance)."""
+        query = (select(tasks).where(tasks.c.job_id == job_id, _owned_by(job_id, tenant))
+                 .order_by(tasks.c.name))
         with self.engine.connect() as connection:
-            rows = connection.execute(query, {"b_job": job_id}).all()
-        counts: dict[str, dict[State, int]] = {}
-        found: dict[str, Row[Any]] = {}
-        for row in rows:
-            found.setdefault(row.name, row)
-            if row.instance_state is not None:
-                counts.setdefault(row.name, {})[State(row.instance_state)] = row.total
-        return [task_record(row, Metrics.from_counts(counts.get(name, {})))
-                for name, row in found.items()]
+            return [task_record(row) for row in connection.execute(query)]
 
     def has_task(self, job_id: str, task: str, tenant: str | None = None) -> bool:
         query = select(tasks.c.name).where(tasks.c.job_id == job_id, tasks.c.name == task,
@@ -144,10 +130,8 @@ class SqlReads:
             query = query.where(tasks.c.name.in_(sorted(names)))
         with self.engine.connect() as connection:
             rows = connection.execute(query.order_by(tasks.c.name).limit(window.limit + 1)).all()
-            page, next_marker = _split(rows, window.limit, lambda row: row.name)
-            counts = _task_counts(connection, job_id, [row.name for row in page])
-        return Page([task_record(row, counts.get(row.name, Metrics())) for row in page],
-                    next_marker)
+        page, next_marker = _split(rows, window.limit, lambda row: row.name)
+        return Page([task_record(row) for row in page], next_marker)
 
     # ---- instances -----------------------------------------------------------------------
 
@@ -206,9 +190,10 @@ def job_record(row: Row[Any], task_metrics: Metrics, instance_metrics: Metrics,
         instance_metrics=instance_metrics, description=description)
 
 
-def task_record(row: Row[Any], instance_metrics: Metrics) -> TaskRecord:
+def task_record(row: Row[Any]) -> TaskRecord:
+    """A tasks-table row, with the instance counts it keeps."""
     return TaskRecord(row.job_id, row.name, State(row.state), to_time(row.started),
-                      to_time(row.ended), instance_metrics)
+                      to_time(row.ended), _counted(row, INSTANCE_COUNTS))
 
 
 def instance_record(row: Row[Any]) -> InstanceRecord:
@@ -296,40 +281,26 @@ def _instance_marker(marker: str) -> int:
 
 def _with_metrics(connection: Connection, rows: Sequence[Row[Any]],
                   description: Callable[[Row[Any]], dict[str, Any]]) -> list[JobRecord]:
-    """Records of job rows, their counts read by one grouped query per table."""
-    ids = [row.id for row in rows]
-    task_counts = _counts(connection, tasks, ids)
-    instance_counts = _counts(connection, instances, ids)
-    return [job_record(row, task_counts.get(row.id, Metrics()),
-                       instance_counts.get(row.id, Metrics()), description(row))
+    """Records of job rows, their counts summed over their task rows by one query."""
+    totals: dict[str, Row[Any]] = {}
+    if rows:
+        query = _TOTALS.where(tasks.c.job_id.in_([row.id for row in rows]))
+        totals = {total.job_id: total for total in connection.execute(query)}
+    return [job_record(row, *_job_metrics(totals.get(row.id)), description(row))
             for row in rows]
 
 
-def _counts(connection: Connection, table: Any, job_ids: list[str]) -> dict[str, Metrics]:
-    if not job_ids:
-        return {}
-    rows = connection.execute(
-        select(table.c.job_id, table.c.state, func.count())
-        .where(table.c.job_id.in_(job_ids)).group_by(table.c.job_id, table.c.state)).all()
-    return _metrics_by_key(rows)
+def _job_metrics(totals: Row[Any] | None) -> tuple[Metrics, Metrics]:
+    """A job's tasks and instances per state, from a row of `_TOTALS` (None: no task)."""
+    if totals is None:
+        return Metrics(), Metrics()
+    return _counted(totals, TASK_COUNTS), _counted(totals, INSTANCE_COUNTS)
 
 
-def _task_counts(connection: Connection, job_id: str, names: list[str]) -> dict[str, Metrics]:
-    if not names:
-        return {}
-    rows = connection.execute(
-        select(instances.c.task, instances.c.state, func.count())
-        .where(instances.c.job_id == job_id, instances.c.task.in_(names))
-        .group_by(instances.c.task, instances.c.state)).all()
-    return _metrics_by_key(rows)
-
-
-def _metrics_by_key(rows: Sequence[Sequence[Any]]) -> dict[str, Metrics]:
-    """(key, state, count) rows as Metrics per key."""
-    per_key: dict[str, dict[State, int]] = {}
-    for key, state, count in rows:
-        per_key.setdefault(key, {})[State(state)] = count
-    return {key: Metrics.from_counts(counts) for key, counts in per_key.items()}
+def _counted(row: Row[Any], columns: dict[State, str]) -> Metrics:
+    """Metrics from a row's count columns (a sum over no task is NULL: 0)."""
+    values = row._mapping
+    return Metrics.from_counts({state: values[column] or 0 for state, column in columns.items()})
 
 
 # ---- statements built once (values bound per call) ---------------------------------------
@@ -338,31 +309,23 @@ _LISTED_JOB_COLUMNS = [column for column in jobs.c if column.name != "descriptio
 """A listing never shows descriptions (each holds every task: megabytes for big jobs)."""
 
 
-def _counts_of(table: Any, kind: str) -> Select[Any]:
-    """(kind, state, count) of a job's rows in `table`, padded to the job row's columns."""
-    return (select(literal(kind), table.c.state, func.count(), *[null()] * 9)
-            .where(table.c.job_id == bindparam("b_job")).group_by(table.c.state))
-
-
-_JOB_HEAD = select(literal("job").label("kind"), jobs.c.state, literal(1).label("total"),
-                   jobs.c.id, jobs.c.tenant, jobs.c.name, jobs.c.priority, jobs.c.message,
-                   jobs.c.created, jobs.c.started, jobs.c.ended, jobs.c.description
-                   ).where(jobs.c.id == bindparam("b_job"))
-_JOB_WITH_COUNTS = union_all(_JOB_HEAD, _counts_of(tasks, "task"),
-                             _counts_of(instances, "instance"))
-_TENANT_JOB_WITH_COUNTS = union_all(
-    _JOB_HEAD.where(jobs.c.tenant == bindparam("b_tenant")), _counts_of(tasks, "task"),
-    _counts_of(instances, "instance"))
-_TASKS_WITH_COUNTS = (
-    select(tasks.c.job_id, tasks.c.name, tasks.c.state, tasks.c.started, tasks.c.ended,
-           instances.c.state.label("instance_state"),
-           func.count(instances.c.instance_id).label("total"))
-    .select_from(tasks.outerjoin(instances, (instances.c.job_id == tasks.c.job_id)
-                                 & (instances.c.task == tasks.c.name)))
-    .where(tasks.c.job_id == bindparam("b_job"))
-    .group_by(tasks.c.job_id, tasks.c.name, tasks.c.state, tasks.c.started, tasks.c.ended,
-              instances.c.state)
-    .order_by(tasks.c.name))
+INSTANCE_COUNTS = COUNT_COLUMNS
+"""The tasks-table column counting a task's instances in each state."""
+TASK_COUNTS = {state: f"tasks_{state.value.lower()}" for state in State}
+"""The label of a job's task count in each state, in `_TOTALS`."""
+_TOTALS = (
+    select(tasks.c.job_id,
+           *[func.sum(case((tasks.c.state == state.value, 1), else_=0)).label(label)
+             for state, label in TASK_COUNTS.items()],
+           *[func.sum(tasks.c[column]).label(column) for column in INSTANCE_COUNTS.values()])
+    .group_by(tasks.c.job_id))
+"""Per job: its tasks in each state and its instances in each state (summed task counts)."""
+_JOB_TOTALS = _TOTALS.where(tasks.c.job_id == bindparam("b_job")).subquery()
+_JOB_WITH_TOTALS = (
+    select(jobs, *[column for column in _JOB_TOTALS.c if column.name != "job_id"])
+    .select_from(jobs.outerjoin(_JOB_TOTALS, _JOB_TOTALS.c.job_id == jobs.c.id))
+    .where(jobs.c.id == bindparam("b_job")))
+_TENANT_JOB_WITH_TOTALS = _JOB_WITH_TOTALS.where(jobs.c.tenant == bindparam("b_tenant"))
 
 
 __all__ = ["SqlReads", "attempt_record", "event_record", "instance_record", "job_record",
