@@ -634,7 +634,6 @@ _WAITING_OF_JOB = (
 _ACTIVE_INSTANCE = select(instances.c.instance_id).where(
     instances.c.job_id == bindparam("b_job"), instances.c.task == bindparam("b_task"),
     instances.c.state.in_([State.WAITING.value, State.RUNNING.value])).limit(1)
-_JOB_ROW = select(jobs).where(jobs.c.id == bindparam("b_id"))
 _COUNTS = [tasks.c[column] for column in COUNT_COLUMNS.values()]
 _COUNT_BINDS = {state: f"b_{column}" for state, column in COUNT_COLUMNS.items()}
 _ADD_COUNTS = tasks.update().where(
