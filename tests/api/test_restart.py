@@ -82,3 +82,53 @@ def test_kill_9_then_restart_finishes_every_instance_once(tmp_path: Path) -> Non
     assert [i.attempts for i in store.instances(job_id, "work")] == [2, 2]
     store.close()
     assert os.path.exists(data_dir / "engine.lock")
+
+
+def agent_processes(parent: int) -> list[int]:
+    """Pids of the agent processes (`python -m batchyard.agent`) of the server `parent`."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            arguments = (entry / "cmdline").read_bytes().split(b"\0")
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        if ppid == parent and b"batchyard.agent" in arguments:
+            found.append(int(entry.name))
+    return found
+
+
+def test_kill_9_of_the_agent_process_reruns_its_attempts_once(tmp_path: Path) -> None:
+    """The server runs its instances in an agent process: killed, its attempts are counted
+    lost at once, a new agent process starts, and each instance runs again exactly once."""
+    data_dir = tmp_path / "data"
+    marker = random.randrange(6_000_000, 7_000_000)
+    key = open_key_store(Settings(data_dir=data_dir)).create("agent", "agent restart test")
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    server = start_server(data_dir, port)
+    try:
+        wait_until_up(url, server)
+        with httpx.Client(base_url=url, auth=Signer(key.id, key.secret)) as client:
+            job_id = client.post("/jobs", json=restart_job(marker)).json()["Id"]
+            until(lambda: len(processes_running(f"sleep {marker}")) == 2)
+            agent, = agent_processes(server.pid)
+            os.kill(agent, signal.SIGKILL)
+            until(lambda: not processes_running(f"sleep {marker}"), 10)
+            until(lambda: client.get(f"/jobs/{job_id}").json()["State"] == "Finished", 60)
+            instances = client.get(f"/jobs/{job_id}/tasks/work/instances").json()["Items"]
+            assert [i["RetryCount"] for i in instances] == [0, 0]
+            assert agent not in agent_processes(server.pid) and agent_processes(server.pid)
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(20)
+    store = SqlStore(Settings(data_dir=data_dir).resolved_database_url)
+    finished = Counter((e.task, e.instance_id) for e in store.events(job_id)
+                       if e.kind == "instance" and e.target == "Finished")
+    assert finished == {("work", 0): 1, ("work", 1): 1, ("after", 0): 1}
+    assert [i.attempts for i in store.instances(job_id, "work")] == [2, 2]
+    lost = [a for a in store.attempts(job_id, "work", 0) if a.attempt == 1]
+    assert lost[0].error_code == "AttemptLost" and "SIGKILL" in lost[0].error_message
+    store.close()

@@ -356,6 +356,21 @@ def test_whatever_the_bounds_launch_rows_are_a_prefix_of_the_order(
             assert rows == every[:min(limit, reachable)]
 
 
+def test_launch_rows_bound_each_tenant_on_its_own(store: StateStore) -> None:
+    """A tenant's big job fills no other tenant's part of the look-ahead."""
+    bob_logs = {"StdoutRedirectPath": "oss://bob/logs/", "StderrRedirectPath": "oss://bob/logs/"}
+    create(store, "job-big", make_job({"t": make_task("true", 50)}, Priority=9))
+    create(store, "job-bob", make_job({"t": make_task("true", 3, Parameters={
+        "Command": {"CommandLine": "true", "PackagePath": ""}, **bob_logs})}),
+        now=2000, tenant="bob")
+    with store.transaction() as tx:
+        rows = tx.launch_rows(2)
+        assert [(r.candidate.tenant, r.candidate.job_id, r.candidate.instance_id)
+                for r in rows] == [("alice", "job-big", 0), ("alice", "job-big", 1),
+                                   ("bob", "job-bob", 0), ("bob", "job-bob", 1)]
+        assert len(tx.launch_rows(10, most_jobs=1)) == 13
+
+
 def test_only_waiting_instances_of_ready_tasks_of_active_jobs_launch(store: StateStore) -> None:
     create(store, "job-1")
     create(store, "job-stopped", now=999)

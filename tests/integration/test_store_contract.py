@@ -345,3 +345,18 @@ def test_the_tasks_counts_follow_every_move_of_their_instances(store: SqlStore) 
         counts = tx.instance_counts(job_id)
     assert counts == recounted()
     assert counts["first"] == Metrics(waiting=3, finished=1)
+
+
+def test_the_jobs_task_counts_follow_every_move_of_their_tasks(store: SqlStore) -> None:
+    job_id = create(store, "job-1", two_step_job())
+    with store.transaction() as tx:
+        assert tx.task_metrics(job_id) == Metrics(waiting=2)
+        tx.move_task(job_id, "first", State.RUNNING, 1001)
+        assert tx.task_metrics(job_id) == Metrics(waiting=1, running=1)
+        tx.move_task(job_id, "first", State.FAILED, 1002)
+        tx.move_task(job_id, "second", State.STOPPED, 1002)
+    with store.transaction() as tx:
+        tx.move_task(job_id, "first", State.WAITING, 1003, operation="restart")
+        counts = tx.task_metrics(job_id)
+    assert counts == Metrics(waiting=1, stopped=1)
+    assert counts == Metrics.of(task.state for task in store.tasks(job_id))

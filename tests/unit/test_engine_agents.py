@@ -148,9 +148,8 @@ def test_an_instance_lost_too_often_fails_with_a_clear_error_code(world: Fixture
     for _ in range(MOST_LOST):
         assert world.states(job_id) == [State.RUNNING]
         world.engine.gone(agent.id, "died")
-        world.engine.step()
         world.engine.heartbeat(agent.id, [])  # a new agent process, running nothing
-        world.engine.step()
+        world.engine.step()  # applied in that order: the new one gets the attempt again
     instance, = world.engine.instances(job_id, "work")
     assert (instance.state, instance.error_code, instance.retry_count) == (
         State.FAILED, ErrorCode.LOST.value, 0)

@@ -15,6 +15,7 @@ from batchyard.domain.outcome import ErrorCode
 from batchyard.domain.states import State
 from batchyard.errors import NotFound, SpecError, StateConflict
 from batchyard.orchestrator.engine import Abandoned
+from batchyard.orchestrator.launching import StaleLaunchQueue
 from batchyard.orchestrator.operations import InvalidPriority
 from batchyard.testing.harness import Harness
 from tests.integration.conftest import make_job, make_task
@@ -380,7 +381,7 @@ def test_a_stale_launch_queue_is_rolled_back_and_read_again(one_slot: Harness) -
         assert tx.move_instance(job_id, "t", 2, State.STOPPED, harness.clock())
     events = len(harness.store.events(job_id))
     harness.agent.finish(f"{job_id}/t/1")
-    with pytest.raises(engine_module.StaleLaunchQueue):
+    with pytest.raises(StaleLaunchQueue):
         harness.engine.step()
     assert len(harness.store.events(job_id)) == events  # nothing of the step was kept
     assert states(harness, job_id)[1] is State.RUNNING
@@ -388,3 +389,19 @@ def test_a_stale_launch_queue_is_rolled_back_and_read_again(one_slot: Harness) -
     assert states(harness, job_id) == [State.FINISHED, State.FINISHED, State.STOPPED,
                                        State.RUNNING]
     assert harness.running() == [f"{job_id}/t/3#1"]
+
+
+def test_tenants_share_the_slots_instead_of_waiting_behind_an_older_job(
+        harness: Harness) -> None:
+    big = harness.submit(job({"t": task(100)}, Priority=10), tenant="alice")
+    assert len(harness.running()) == 4
+    logs = {"StdoutRedirectPath": "oss://bob/logs/", "StderrRedirectPath": "oss://bob/logs/"}
+    small = harness.submit(job({"t": task(2, Parameters={  # newer, lower priority
+        "Command": {"CommandLine": "true", "PackagePath": ""}, **logs})}), tenant="bob")
+    harness.finish(f"{big}/t/0")
+    harness.finish(f"{big}/t/1")
+    assert sorted(key.split("/")[0] for key in harness.running()) == [big, big, small, small]
+    harness.finish(f"{small}/t/0")
+    more = harness.submit(job({"t": task(3)}), tenant="alice")  # alice's own order holds
+    harness.finish(f"{big}/t/2")
+    assert [key.split("/")[0] for key in harness.running()].count(more) == 0

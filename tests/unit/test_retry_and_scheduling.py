@@ -2,7 +2,7 @@ from datetime import UTC, datetime, timedelta
 
 from batchyard.domain.outcome import ErrorCode, Outcome
 from batchyard.domain.retry import Verdict, decide
-from batchyard.domain.scheduling import Candidate, instances_to_launch
+from batchyard.domain.scheduling import Candidate, fair_share, instances_to_launch
 from batchyard.domain.states import State
 
 OK = Outcome(exit_code=0)
@@ -57,3 +57,31 @@ def test_same_priority_earlier_job_first_then_task_then_instance() -> None:
 
 def test_no_capacity_launches_nothing() -> None:
     assert instances_to_launch([c("job-a", 0, 0)], 0) == []
+
+
+def tenant_queue(tenant: str, job: str, count: int, age: int = 0) -> list[Candidate]:
+    return [Candidate(job, 0, T0 + timedelta(seconds=age), "t", index, tenant)
+            for index in range(count)]
+
+
+def test_fair_share_gives_each_slot_to_the_tenant_running_least() -> None:
+    big = tenant_queue("alice", "job-big", 50)
+    small = tenant_queue("bob", "job-small", 3, age=60)
+    picked = fair_share({"alice": big, "bob": small}, {"alice": 4}, 6)
+    assert [c.tenant for c in picked] == ["bob", "bob", "bob", "alice", "alice", "alice"]
+    assert [c.instance_id for c in picked if c.tenant == "alice"] == [0, 1, 2]  # in order
+
+
+def test_fair_share_between_equals_follows_the_launch_order() -> None:
+    older = tenant_queue("alice", "job-a", 2)
+    newer = tenant_queue("bob", "job-b", 2, age=5)
+    picked = fair_share({"alice": older, "bob": newer, "carol": []}, {}, 10)
+    assert [(c.tenant, c.instance_id) for c in picked] == [
+        ("alice", 0), ("bob", 0), ("alice", 1), ("bob", 1)]
+    assert fair_share({"alice": older}, {}, 0) == []
+
+
+def test_fair_share_with_one_tenant_is_batchcompute_order() -> None:
+    queue = sorted(tenant_queue("alice", "job-b", 3, age=1) + tenant_queue("alice", "job-a", 2),
+                   key=Candidate.order_key)
+    assert fair_share({"alice": queue}, {"alice": 7}, 4) == queue[:4]

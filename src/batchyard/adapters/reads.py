@@ -4,11 +4,13 @@ the engine. Rows become records here, and only here.
 
 Each read runs on its own connection, outside any transaction the engine holds. What must be
 of one moment is read by one statement: a job with its task and instance counts, a task with
-its instance counts. Instance counts come from the task rows (`schema.COUNT_COLUMNS`, kept by
-the store in the same transaction as the instances), so no read counts instance rows: a job of
-100,000 instances costs what a job of one does. A page is a keyset query fetching one row more
-than asked (to learn the next marker), plus one grouped query over the page's tasks for the
-jobs' metrics, so a page costs the same whatever the number of jobs or instances.
+its instance counts. Counts are kept in rows by the store, in the same transaction as the
+states they count: a task's instances per state in the task row (`schema.COUNT_COLUMNS`), a
+job's tasks per state in the job row (`schema.TASK_COUNT_COLUMNS`). So no read counts rows: a
+job of 100,000 instances costs what a job of one does (its instances per state are the sum
+over its task rows). A page is a keyset query fetching one row more than asked (to learn the
+next marker), plus one grouped query over the page's tasks for the jobs' instance counts, so
+a page costs the same whatever the number of jobs or instances.
 """
 
 from __future__ import annotations
@@ -26,7 +28,6 @@ from sqlalchemy import (
     Select,
     and_,
     bindparam,
-    case,
     exists,
     func,
     or_,
@@ -35,7 +36,15 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Row
 
-from batchyard.adapters.schema import COUNT_COLUMNS, attempts, events, instances, jobs, tasks
+from batchyard.adapters.schema import (
+    COUNT_COLUMNS,
+    TASK_COUNT_COLUMNS,
+    attempts,
+    events,
+    instances,
+    jobs,
+    tasks,
+)
 from batchyard.domain.derivation import Metrics
 from batchyard.domain.records import (
     AttemptRecord,
@@ -71,7 +80,7 @@ class SqlReads:
             row = connection.execute(statement, {"b_job": job_id, "b_tenant": tenant}).first()
         if row is None:
             return None
-        return job_record(row, *_job_metrics(row), json.loads(row.description))
+        return job_record(row, *_job_metrics(row, row), json.loads(row.description))
 
     def job_state(self, job_id: str, tenant: str | None = None) -> State | None:
         query = select(jobs.c.state).where(jobs.c.id == job_id)
@@ -281,26 +290,26 @@ def _instance_marker(marker: str) -> int:
 
 def _with_metrics(connection: Connection, rows: Sequence[Row[Any]],
                   description: Callable[[Row[Any]], dict[str, Any]]) -> list[JobRecord]:
-    """Records of job rows, their counts summed over their task rows by one query."""
+    """Records of job rows, their instance counts summed over their task rows by one query."""
     totals: dict[str, Row[Any]] = {}
     if rows:
         query = _TOTALS.where(tasks.c.job_id.in_([row.id for row in rows]))
         totals = {total.job_id: total for total in connection.execute(query)}
-    return [job_record(row, *_job_metrics(totals.get(row.id)), description(row))
+    return [job_record(row, *_job_metrics(row, totals.get(row.id, row)), description(row))
             for row in rows]
 
 
-def _job_metrics(totals: Row[Any] | None) -> tuple[Metrics, Metrics]:
-    """A job's tasks and instances per state, from a row of `_TOTALS` (None: no task)."""
-    if totals is None:
-        return Metrics(), Metrics()
-    return _counted(totals, TASK_COUNTS), _counted(totals, INSTANCE_COUNTS)
+def _job_metrics(row: Row[Any], totals: Row[Any]) -> tuple[Metrics, Metrics]:
+    """A job's tasks per state (its row's counts) and instances per state (`totals`: summed
+    over its task rows)."""
+    return _counted(row, TASK_COUNTS), _counted(totals, INSTANCE_COUNTS)
 
 
 def _counted(row: Row[Any], columns: dict[State, str]) -> Metrics:
     """Metrics from a row's count columns (a sum over no task is NULL: 0)."""
     values = row._mapping
-    return Metrics.from_counts({state: values[column] or 0 for state, column in columns.items()})
+    return Metrics.from_counts({state: values.get(column) or 0
+                                for state, column in columns.items()})
 
 
 # ---- statements built once (values bound per call) ---------------------------------------
@@ -311,15 +320,13 @@ _LISTED_JOB_COLUMNS = [column for column in jobs.c if column.name != "descriptio
 
 INSTANCE_COUNTS = COUNT_COLUMNS
 """The tasks-table column counting a task's instances in each state."""
-TASK_COUNTS = {state: f"tasks_{state.value.lower()}" for state in State}
-"""The label of a job's task count in each state, in `_TOTALS`."""
+TASK_COUNTS = TASK_COUNT_COLUMNS
+"""The jobs-table column counting a job's tasks in each state."""
 _TOTALS = (
     select(tasks.c.job_id,
-           *[func.sum(case((tasks.c.state == state.value, 1), else_=0)).label(label)
-             for state, label in TASK_COUNTS.items()],
            *[func.sum(tasks.c[column]).label(column) for column in INSTANCE_COUNTS.values()])
     .group_by(tasks.c.job_id))
-"""Per job: its tasks in each state and its instances in each state (summed task counts)."""
+"""Per job: its instances in each state (the sums of its tasks' counts)."""
 _JOB_TOTALS = _TOTALS.where(tasks.c.job_id == bindparam("b_job")).subquery()
 _JOB_WITH_TOTALS = (
     select(jobs, *[column for column in _JOB_TOTALS.c if column.name != "job_id"])

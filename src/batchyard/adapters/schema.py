@@ -21,6 +21,8 @@ metadata = MetaData()
 
 COUNT_COLUMNS = {state: f"instances_{state.value.lower()}" for state in State}
 """The column of the tasks table counting its instances in each state."""
+TASK_COUNT_COLUMNS = {state: f"tasks_{state.value.lower()}" for state in State}
+"""The column of the jobs table counting its tasks in each state."""
 
 jobs = Table(
     "jobs", metadata,
@@ -36,7 +38,11 @@ jobs = Table(
     Column("started", Float),
     Column("ended", Float),
     Column("description", Text, nullable=False),
+    *(Column(column, Integer, nullable=False, default=0, server_default="0")
+      for column in TASK_COUNT_COLUMNS.values()),
 )
+"""A job's tasks per state are kept in its row (`TASK_COUNT_COLUMNS`), as a task's instances
+are in the task's: an outcome that ends a task costs the same in a job of 5,000 tasks."""
 
 tasks = Table(
     "tasks", metadata,

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import threading
 from collections import Counter
-from collections.abc import Callable, Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from datetime import UTC, datetime
 from functools import cached_property
@@ -29,6 +29,7 @@ from batchyard.adapters.database import insert_ignoring_duplicates, open_engine
 from batchyard.adapters.reads import SqlReads
 from batchyard.adapters.schema import (
     COUNT_COLUMNS,
+    TASK_COUNT_COLUMNS,
     attempts,
     buckets,
     events,
@@ -244,6 +245,8 @@ class StoreTransaction:
         self._flushed: list[dict[str, Any]] = []
         self._counts: Counter[tuple[str, str, State]] = Counter()
         """Changes to the tasks' instance counts not written yet: (job, task, state) -> n."""
+        self._task_counts: Counter[tuple[str, State]] = Counter()
+        """Changes to the jobs' task counts not written yet: (job, state) -> n."""
 
     def flush_events(self) -> None:
         """Write the events and count changes recorded so far (at commit at the latest)."""
@@ -259,16 +262,15 @@ class StoreTransaction:
         self._counts[job_id, task, target] += 1
 
     def _flush_counts(self) -> None:
-        """One UPDATE per task whose counts changed (all its five counts at once)."""
-        if not self._counts:
-            return
-        changes: dict[tuple[str, str], dict[str, Any]] = {}
-        for (job_id, task, state), delta in self._counts.items():
-            row = changes.setdefault((job_id, task), {
-                "b_job": job_id, "b_task": task, **dict.fromkeys(_COUNT_BINDS.values(), 0)})
-            row[_COUNT_BINDS[state]] += delta
-        self._counts.clear()
-        self.connection.execute(_ADD_COUNTS, list(changes.values()))
+        """One UPDATE per task (and job) whose counts changed, all its five counts at once."""
+        if self._counts:
+            self.connection.execute(_ADD_COUNTS, _count_changes(self._counts))
+            self._counts.clear()
+        if self._task_counts:
+            self.connection.execute(_ADD_TASK_COUNTS, _count_changes(
+                {(job_id, "", state): delta
+                 for (job_id, state), delta in self._task_counts.items()}))
+            self._task_counts.clear()
 
     def event(self, job_id: str, kind: str, source: str, target: State, now: float,
               task: str = "", instance_id: int | None = None, message: str = "") -> None:
@@ -304,6 +306,7 @@ class StoreTransaction:
                 "fail_on_instance_fail": spec.JobFailOnInstanceFail,
                 "auto_release": spec.AutoRelease, "created": now,
                 "description": json.dumps(spec.echo()),
+                TASK_COUNT_COLUMNS[State.WAITING]: len(spec.DAG.Tasks),
             })
             task_rows += [
                 {"job_id": job_id, "name": name, "state": State.WAITING.value,
@@ -425,11 +428,11 @@ class StoreTransaction:
                 if names is None or row.name in names}
 
     def task_metrics(self, job_id: str) -> Metrics:
-        """The job's tasks per state, counted by the database (no row reaches Python)."""
-        rows = self.connection.execute(
-            select(tasks.c.state, func.count()).where(tasks.c.job_id == job_id)
-            .group_by(tasks.c.state)).all()
-        return Metrics.from_counts({State(state): count for state, count in rows})
+        """The job's tasks per state, as kept in its row (one row, whatever its tasks)."""
+        self._flush_counts()
+        row = self.connection.execute(_JOB_TASK_COUNTS, {"b_id": job_id}).first()
+        return Metrics() if row is None else Metrics.from_counts(
+            {state: row._mapping[column] for state, column in TASK_COUNT_COLUMNS.items()})
 
     def move_task(self, job_id: str, task: str, target: State, now: float, operation: str = "",
                   *, started: Stamp = KEEP, ended: Stamp = KEEP) -> bool:
@@ -445,6 +448,8 @@ class StoreTransaction:
             .values(state=target.value, **fields))
         moved = bool(result.rowcount)
         if moved:
+            self._task_counts[job_id, State(source)] -= 1
+            self._task_counts[job_id, target] += 1
             self.event(job_id, "task", source, target, now, task=task)
         return moved
 
@@ -457,27 +462,44 @@ class StoreTransaction:
     # ---- instances -----------------------------------------------------------------------
 
     def launch_rows(self, limit: int, most_jobs: int | None = None) -> list[LaunchRow]:
-        """Waiting instances of ready tasks of active jobs, best first, at most `limit`, from
-        at most `most_jobs` jobs that have any (None: no such bound).
+        """Waiting instances of ready tasks of active jobs, in launch order: of each tenant,
+        at most `limit`, from at most `most_jobs` of its jobs that have any (None: no such
+        bound).
 
         Walks active jobs in priority order and asks each for its first waiting instances
-        through the (state, job, task, instance) index, so a step costs O(limit), not
-        O(waiting instances). Whatever the bounds, the rows are a prefix of the launch order.
+        through the (state, job, task, instance) index, so a step costs O(limit) per tenant,
+        not O(waiting instances). Whatever the bounds, each tenant's rows are a prefix of its
+        launch order.
         """
-        rows: list[LaunchRow] = []
-        jobs_with_rows = 0
-        for job in self.connection.execute(_ACTIVE_JOBS) if limit > 0 else ():
-            created = to_time(job.created) or _EPOCH
-            before = len(rows)
-            for row in self.connection.execute(
-                    _WAITING_OF_JOB, {"b_job": job.id, "b_limit": limit - len(rows)}):
-                candidate = Candidate(job.id, job.priority, created, row.task, row.instance_id)
-                rows.append(LaunchRow(candidate, row.attempts, row.retry_count,
-                                      State.WAITING.value in (row.task_state, job.state)))
-            jobs_with_rows += len(rows) > before
-            if len(rows) >= limit or jobs_with_rows == most_jobs:
-                break
-        return rows
+        if limit <= 0:
+            return []
+        tenants = set(self.connection.execute(_ACTIVE_TENANTS).scalars())
+        rows: dict[str, list[LaunchRow]] = {}
+        jobs_with_rows: Counter[str] = Counter()
+        full: set[str] = set()
+        for job in self.connection.execute(_ACTIVE_JOBS):
+            if job.tenant in full:
+                continue
+            mine = rows.setdefault(job.tenant, [])
+            found = self._waiting_of(job, limit - len(mine))
+            mine += found
+            jobs_with_rows[job.tenant] += bool(found)
+            if len(mine) >= limit or jobs_with_rows[job.tenant] == most_jobs:
+                full.add(job.tenant)
+                if full >= tenants:
+                    break
+        return sorted((row for mine in rows.values() for row in mine),
+                      key=lambda row: row.candidate.order_key())
+
+    def _waiting_of(self, job: Any, limit: int) -> list[LaunchRow]:
+        """The first `limit` waiting instances of ready tasks of `job` (an active-jobs row)."""
+        created = to_time(job.created) or _EPOCH
+        return [LaunchRow(Candidate(job.id, job.priority, created, row.task, row.instance_id,
+                                    job.tenant),
+                          row.attempts, row.retry_count,
+                          State.WAITING.value in (row.task_state, job.state))
+                for row in self.connection.execute(
+                    _WAITING_OF_JOB, {"b_job": job.id, "b_limit": limit})]
 
     def has_active_instances(self, job_id: str, task: str) -> bool:
         """Whether some instance of the task is still Waiting or Running (index lookup)."""
@@ -620,7 +642,9 @@ _MARK_RUNNING = instances.update().where(
 _ENGINE_CLAIM = int.from_bytes(b"batchyar", "big") - 2**63
 _TRY_CLAIM = text(f"SELECT pg_try_advisory_lock({_ENGINE_CLAIM})")
 _RELEASE_CLAIM = text(f"SELECT pg_advisory_unlock({_ENGINE_CLAIM})")
-_ACTIVE_JOBS = (select(jobs.c.id, jobs.c.priority, jobs.c.created, jobs.c.state)
+_ACTIVE_TENANTS = select(jobs.c.tenant).where(
+    jobs.c.state.in_([s.value for s in ACTIVE])).distinct()
+_ACTIVE_JOBS = (select(jobs.c.id, jobs.c.tenant, jobs.c.priority, jobs.c.created, jobs.c.state)
                 .where(jobs.c.state.in_([s.value for s in ACTIVE]))
                 .order_by(jobs.c.priority.desc(), jobs.c.created, jobs.c.id))
 _WAITING_OF_JOB = (
@@ -640,6 +664,11 @@ _ADD_COUNTS = tasks.update().where(
     tasks.c.job_id == bindparam("b_job"), tasks.c.name == bindparam("b_task")).values(
     {tasks.c[column]: tasks.c[column] + bindparam(_COUNT_BINDS[state])
      for state, column in COUNT_COLUMNS.items()})
+_ADD_TASK_COUNTS = jobs.update().where(jobs.c.id == bindparam("b_job")).values(
+    {jobs.c[column]: jobs.c[column] + bindparam(_COUNT_BINDS[state])
+     for state, column in TASK_COUNT_COLUMNS.items()})
+_JOB_TASK_COUNTS = select(*(jobs.c[column] for column in TASK_COUNT_COLUMNS.values())).where(
+    jobs.c.id == bindparam("b_id"))
 _END_ATTEMPT = instances.update().where(
     *_ONE_INSTANCE, instances.c.state == State.RUNNING.value,
     instances.c.attempts == bindparam("b_attempt"))
@@ -656,6 +685,16 @@ def _instance_counts(connection: Connection, job_id: str,
     for task, state, count in rows:
         per_task.setdefault(task, {})[State(state)] = count
     return {task: Metrics.from_counts(counts) for task, counts in per_task.items()}
+
+
+def _count_changes(deltas: Mapping[tuple[str, str, State], int]) -> list[dict[str, Any]]:
+    """The parameters of one counts UPDATE per (job, task): the change of each count."""
+    changes: dict[tuple[str, str], dict[str, Any]] = {}
+    for (job_id, task, state), delta in deltas.items():
+        row = changes.setdefault((job_id, task), {
+            "b_job": job_id, "b_task": task, **dict.fromkeys(_COUNT_BINDS.values(), 0)})
+        row[_COUNT_BINDS[state]] += delta
+    return list(changes.values())
 
 
 def _metrics(row: Row[Any]) -> Metrics:

@@ -196,7 +196,7 @@ def _remote(endpoint: str | None, key_id: str | None, key_secret: str | None) ->
 def _objects_opener(data_dir: Path | None, bucket: list[str] | None
                     ) -> Callable[[], ObjectStore]:
     def open_store() -> ObjectStore:
-        from batchyard.service import open_objects
+        from batchyard.hosting import open_objects
 
         return open_objects(_settings(data_dir, bucket))
     return open_store
@@ -486,7 +486,7 @@ def _kept_attempts(instance: InstanceRecord, data_dir: Path | None) -> list[int]
     if not instance.stdout_path:
         return []
     try:
-        from batchyard.service import open_objects
+        from batchyard.hosting import open_objects
 
         return kept_attempts(open_objects(load_settings(data_dir, None, None)),
                              instance.stdout_path)

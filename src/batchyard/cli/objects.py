@@ -46,7 +46,7 @@ _err = Console(stderr=True, highlight=False, soft_wrap=True)
 @contextmanager
 def object_store(data_dir: Path | None, buckets: list[str] | None) -> Iterator[ObjectStore]:
     """The object store the flags and environment describe; errors become `error: …`, exit 1."""
-    from batchyard.service import open_objects
+    from batchyard.hosting import open_objects
 
     try:
         settings = load_settings(data_dir, None, buckets)

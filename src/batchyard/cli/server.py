@@ -68,8 +68,8 @@ def serve(
 
     from batchyard.api import create_app
     from batchyard.api.protocols import http_protocol
+    from batchyard.hosting import confinement
     from batchyard.runner.sandbox import check_sandbox
-    from batchyard.service import confinement
 
     level = _log_level(log_level)
     try:

@@ -1,12 +1,16 @@
 """Which waiting instances start next, given free capacity (reference §7.5).
 
 Order: job Priority (higher first), then job creation (earlier first), then task name, then
-instance id. The store hands in candidates from ready tasks only; this function decides.
+instance id. The store hands in candidates from ready tasks only; these functions decide.
+
+Between tenants the slots are shared (`fair_share`): each free slot goes to the tenant with
+the fewest attempts running, so one tenant's job of 5,000 instances does not hold every slot
+while another tenant's small job waits behind it; within a tenant, BatchCompute's order.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -20,6 +24,7 @@ class Candidate:
     job_created: datetime
     task: str
     instance_id: int
+    tenant: str = "default"
 
     def order_key(self) -> tuple[int, datetime, str, str, int]:
         return (-self.priority, self.job_created, self.job_id, self.task, self.instance_id)
@@ -30,3 +35,24 @@ def instances_to_launch(snapshot: Iterable[Candidate], capacity: int) -> list[Ca
     if capacity <= 0:
         return []
     return sorted(snapshot, key=Candidate.order_key)[:capacity]
+
+
+def fair_share(queues: Mapping[str, Sequence[Candidate]], running: Mapping[str, int],
+               capacity: int) -> list[Candidate]:
+    """Up to `capacity` candidates, each slot given to the tenant with the fewest attempts
+    running (counting those picked here); between equals, to the better next candidate.
+
+    `queues`: per tenant, its candidates in launch order (only their heads are taken, so
+    each tenant's picks are a prefix of its queue).
+    """
+    heads = {tenant: 0 for tenant, queue in queues.items() if queue}
+    counts = {tenant: running.get(tenant, 0) for tenant in heads}
+    picked: list[Candidate] = []
+    while heads and len(picked) < capacity:
+        tenant = min(heads, key=lambda t: (counts[t], queues[t][heads[t]].order_key()))
+        picked.append(queues[tenant][heads[tenant]])
+        counts[tenant] += 1
+        heads[tenant] += 1
+        if heads[tenant] == len(queues[tenant]):
+            del heads[tenant]
+    return picked

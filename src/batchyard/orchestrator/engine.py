@@ -19,13 +19,12 @@ from dataclasses import dataclass, replace
 from types import TracebackType
 from typing import Any, TypeVar
 
-from batchyard.domain.attempt import AttemptKey, AttemptRequest, PathMapping
+from batchyard.domain.attempt import AttemptKey, AttemptRequest
 from batchyard.domain.buckets import Grant
 from batchyard.domain.outcome import ErrorCode, Outcome
 from batchyard.domain.records import AttemptRecord, InstanceRecord, JobRecord, TaskRecord
 from batchyard.domain.retry import MOST_LOST, Verdict, decide
-from batchyard.domain.scheduling import instances_to_launch
-from batchyard.domain.spec import JobDescription, TaskDescription, parse_job
+from batchyard.domain.spec import JobDescription, parse_job
 from batchyard.domain.states import TERMINAL, State
 from batchyard.errors import ABSENT, NotFound, Problem, SpecError
 from batchyard.ids import new_job_id
@@ -33,6 +32,7 @@ from batchyard.orchestrator import operations
 from batchyard.orchestrator.buckets import TenantBuckets
 from batchyard.orchestrator.caches import ReleasedJobs, SpecCache
 from batchyard.orchestrator.fleet import Fleet, Leased
+from batchyard.orchestrator.launching import LaunchQueue, attempt_request
 from batchyard.orchestrator.listeners import Deliveries, WaitWakeups
 from batchyard.orchestrator.settling import settle_job
 from batchyard.ports.agents import Agent, AgentListener, Report
@@ -55,8 +55,6 @@ AgentFactory = Callable[[AgentListener], Sequence[Agent]]
 Arrival = tuple[str, Report]
 """A report and the agent it came from."""
 SAFETY_INTERVAL = 1.0
-LOOKAHEAD = 64
-"""Waiting instances fetched ahead, in launch order, while nothing changes the order."""
 MOST_TRIES = 3
 """Failed steps after which a report that keeps failing on its own is dropped."""
 
@@ -82,11 +80,6 @@ class Abandoned:
     state: State
 
 
-class StaleLaunchQueue(Exception):
-    """An instance taken from the launch queue was no longer Waiting (a missed invalidation):
-    the step is rolled back and the queue fetched afresh."""
-
-
 class Engine:
     """Runs BatchCompute jobs: the one object the CLI, the API and tests talk to."""
 
@@ -105,19 +98,17 @@ class Engine:
         self._deliveries = Deliveries([self._wakeups, *listeners])
         self._wake = threading.Event()
         self._reports: queue.SimpleQueue[Arrival] = queue.SimpleQueue()
-        self._gone: queue.SimpleQueue[tuple[str, str]] = queue.SimpleQueue()
-        """Agents their transport saw die, and why (applied by the loop)."""
-        self._beats: queue.SimpleQueue[tuple[str, Sequence[int]]] = queue.SimpleQueue()
-        """Heartbeats not applied yet: the agent, the leases it runs."""
+        self._liveness: queue.SimpleQueue[tuple[str, Sequence[int] | str]] = queue.SimpleQueue()
+        """Heartbeats (the agent, the leases it runs) and deaths (the agent, why) not applied
+        yet, in the order they came: a restarted agent's first heartbeat follows the death
+        of the process before it, and must be applied after it."""
         self.fleet = Fleet(agents(self), clock())
         """The agents and the attempts each holds."""
         self._tries: Counter[AttemptKey] = Counter()
         """Reports that were in a failed step, and how many failed steps they were in."""
-        self._queue: list[LaunchRow] | None = None
-        """The best Waiting instances in launch order (None: fetch again). Dropped whenever
+        self._queue = LaunchQueue()
+        """The best Waiting instances of each tenant in launch order; invalidated whenever
         something may change that order: a submission, an operation, a retry, a settle."""
-        self._submitted = False
-        """Set by submissions (which take no engine lock): the launch queue is stale."""
         self._specs = SpecCache(store)
         """Parsed descriptions and tenants of the jobs used most recently (bounded)."""
         self._started_or_ended: set[str] = set()
@@ -144,7 +135,7 @@ class Engine:
                 self.abandoned = self._abandon(tx, self.clock())
             self._requeue_lost(tx, self.clock())
         self._deliveries.deliver()
-        self._queue = None
+        self._queue.invalidate()
         if loop:
             self._thread.start()
             self.wake()
@@ -208,7 +199,7 @@ class Engine:
         self.store.create_job(NewJob(job_id, tenant, spec, self.clock(), token, claims))
         self.buckets.submitted(tenant)
         self._specs.remember(job_id, spec, tenant)
-        self._submitted = True  # the launch order may change (read by the loop's next launch)
+        self._queue.invalidate()  # the launch order may change
         self.wake()
         return job_id
 
@@ -246,7 +237,7 @@ class Engine:
 
     def _mutate(self, operation: Callable[..., operations.Result], job_id: str,
                 tenant: str | None, *args: Any) -> list[AttemptKey]:
-        self._queue = None
+        self._queue.invalidate()
         with self._transaction() as tx:
             result = operation(tx, self._owned_job(tx, job_id, tenant), self.clock(), *args)
             if result.settle:
@@ -325,11 +316,11 @@ class Engine:
 
     def heartbeat(self, agent_id: str, running: Sequence[int]) -> None:
         """The agent is alive (applied by the loop, before it looks for silent agents)."""
-        self._beats.put((agent_id, tuple(running)))
+        self._liveness.put((agent_id, tuple(running)))
 
     def gone(self, agent_id: str, reason: str) -> None:
         """The agent died: its attempts are counted lost at the next step."""
-        self._gone.put((agent_id, reason))
+        self._liveness.put((agent_id, reason))
         self._wake.set()
 
     # ---- the control loop ----------------------------------------------------------------
@@ -374,17 +365,21 @@ class Engine:
         """Agents gone or silent: each attempt they held is reported lost (re-run without
         using a retry, a bounded number of times; see `domain.retry`)."""
         now = self.clock()
-        for agent_id, running in _drained(self._beats):
-            self.fleet.heartbeat(agent_id, running, now)
-        lost = [(agent_id, "stopped heartbeating") for agent_id in self.fleet.expired(now)]
-        lost += _drained(self._gone)
-        for agent_id, reason in lost:
-            held = self.fleet.lose(agent_id)
-            if held:
-                log.warning("agent %s %s: %d attempt(s) lost", agent_id, reason, len(held))
-            for token, leased in held:
-                self._reports.put((agent_id, Report(leased.key, token, Outcome(
-                    None, ErrorCode.LOST, f"attempt lost: agent {agent_id} {reason}"))))
+        for agent_id, news in _drained(self._liveness):
+            if isinstance(news, str):
+                self._lose(agent_id, news)
+            else:
+                self.fleet.heartbeat(agent_id, news, now)
+        for agent_id in self.fleet.expired(now):
+            self._lose(agent_id, "stopped heartbeating")
+
+    def _lose(self, agent_id: str, reason: str) -> None:
+        held = self.fleet.lose(agent_id)
+        if held:
+            log.warning("agent %s %s: %d attempt(s) lost", agent_id, reason, len(held))
+        for token, leased in held:
+            self._reports.put((agent_id, Report(leased.key, token, Outcome(
+                None, ErrorCode.LOST, f"attempt lost: agent {agent_id} {reason}"))))
 
     def _step_with(self, reports: list[Arrival]) -> None:
         landed = [(report, self.fleet.land(agent_id, report.token, report.key))
@@ -393,7 +388,7 @@ class Engine:
         try:
             finished, cancels, launched = self._transact(fresh)
         except Exception:
-            self._queue = None
+            self._queue.invalidate()
             self._started_or_ended.clear()
             for report, leased in fresh:  # nothing was recorded
                 self.fleet.retake(report.token, leased)
@@ -445,7 +440,7 @@ class Engine:
             if moved or tx.instance_row(key.job_id, key.task, key.instance_id):
                 recorded.append((key, end.outcome))  # not when the job is gone
             if verdict is not Verdict.FINISH:
-                self._queue = None  # an instance may be Waiting again, or its job failing
+                self._queue.invalidate()  # an instance may be Waiting again, or its job failing
             if moved and self._may_change_task(tx, key, verdict):
                 _add(touched, key.job_id, key.task)
         tx.record_attempts(recorded)
@@ -489,7 +484,7 @@ class Engine:
         finished: set[str] = set()
         cancels: list[AttemptKey] = []
         if job_ids:
-            self._queue = None  # tasks may become ready, jobs end
+            self._queue.invalidate()  # tasks may become ready, jobs end
         for job_id in sorted(job_ids):
             settlement = settle_job(tx, job_id, self._specs.job(job_id), self.clock(),
                                     job_ids[job_id])
@@ -518,14 +513,7 @@ class Engine:
         free = self.fleet.free_slots()
         if free <= 0:
             return [], {}
-        if self._submitted:  # cleared before the fetch, so a later submission is not missed
-            self._submitted = False
-            self._queue = None
-        if self._queue is None or len(self._queue) < free:
-            self._queue = _best_waiting(tx, max(free, LOOKAHEAD), free)
-        picked, self._queue = self._queue[:free], self._queue[free:]
-        if not tx.mark_running(picked, now):
-            raise StaleLaunchQueue("an instance of the launch queue was no longer Waiting")
+        picked = self._queue.take(tx, free, self.fleet.running_by_tenant(), now)
         starting: dict[str, set[str] | None] = {}
         for row in picked:
             if row.starts_task:
@@ -552,27 +540,8 @@ class Engine:
         self.fleet.forget(job_id)
 
     def _request(self, row: LaunchRow) -> AttemptRequest:
-        candidate = row.candidate
-        known = self._specs.job(candidate.job_id)
-        task = known.spec.DAG.Tasks[candidate.task]
-        parameters = task.Parameters
-        inputs, outputs, logs = _mappings(task)
-        tenant = known.tenant
-        return AttemptRequest(
-            key=AttemptKey(candidate.job_id, candidate.task, candidate.instance_id,
-                           row.attempts + 1),
-            instance_count=task.InstanceCount,
-            command_line=parameters.Command.CommandLine,
-            package_path=parameters.Command.PackagePath,
-            env_vars=dict(parameters.Command.EnvVars),
-            timeout=task.Timeout,
-            stdout_dir=_as_directory(parameters.StdoutRedirectPath),
-            stderr_dir=_as_directory(parameters.StderrRedirectPath),
-            retry_count=row.retry_count,
-            tenant=tenant, buckets=self.buckets.reachable(tenant),
-            cluster_id=task.ClusterId,
-            inputs=inputs, outputs=outputs, logs=logs,
-        )
+        known = self._specs.job(row.candidate.job_id)
+        return attempt_request(row, known, self.buckets.reachable(known.tenant))
 
     def _known_spec(self, job_id: str) -> JobDescription | None:
         """The description of a job, or None if it was deleted (its late reports are moot)."""
@@ -632,34 +601,6 @@ def _add(tasks: dict[str, set[str] | None], job_id: str, task: str) -> None:
     named = tasks.setdefault(job_id, set())
     if named is not None:
         named.add(task)
-
-
-def _best_waiting(tx: StateTransaction, limit: int, most_jobs: int) -> list[LaunchRow]:
-    """Up to `limit` Waiting instances of ready tasks, in the order they should start, from
-    at most `most_jobs` jobs (enough to fill that many slots; many small jobs then cost a
-    query each only as they start)."""
-    rows = {row.candidate: row for row in tx.launch_rows(limit, most_jobs)}
-    return [rows[candidate] for candidate in instances_to_launch(rows, limit)]
-
-
-Mappings = tuple[PathMapping, ...]
-
-
-def _mappings(task: TaskDescription) -> tuple[Mappings, Mappings, Mappings]:
-    """A task's InputMapping + Mounts, OutputMapping and LogMapping for its AttemptRequest."""
-    if not task.uses_mappings:
-        return (), (), ()
-    writable = bool(task.WriteSupport)
-    inputs = [PathMapping(url, path, writable) for url, path in task.InputMapping.items()]
-    inputs += [PathMapping(entry["Source"], entry["Destination"],
-                           entry.get("WriteSupport") is True) for entry in task.mount_entries]
-    return (tuple(inputs),
-            tuple(PathMapping(url, path) for path, url in task.OutputMapping.items()),
-            tuple(PathMapping(url, path) for path, url in task.LogMapping.items()))
-
-
-def _as_directory(url: str) -> str:
-    return url if url.endswith("/") else url + "/"
 
 
 def _attempt_end(key: AttemptKey, outcome: Outcome, now: float, retry_count: int,

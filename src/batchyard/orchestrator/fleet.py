@@ -18,6 +18,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from batchyard.domain.attempt import AttemptKey, AttemptRequest
 from batchyard.ports.agents import Agent, AgentInfo, batch_of
@@ -33,6 +34,7 @@ class Leased:
     key: AttemptKey
     retry_count: int
     agent: str
+    tenant: str
 
 
 @dataclass
@@ -60,6 +62,7 @@ class Fleet:
         self._leases: dict[int, Leased] = {}
         self._by_key: dict[AttemptKey, int] = {}
         self._running_tasks: Counter[tuple[str, str]] = Counter()
+        self._running_tenants: Counter[str] = Counter()
         self._tokens = itertools.count(time.time_ns())
 
     # ---- capacity ------------------------------------------------------------------------
@@ -88,11 +91,16 @@ class Fleet:
 
     def _take(self, agent_id: str, member: _Member, request: AttemptRequest) -> int:
         token = next(self._tokens)
-        self._leases[token] = Leased(request.key, request.retry_count, agent_id)
-        self._by_key[request.key] = token
-        member.tokens.add(token)
-        self._running_tasks[request.key.job_id, request.key.task] += 1
+        leased = Leased(request.key, request.retry_count, agent_id, request.tenant)
+        self._hold(token, leased, member)
         return token
+
+    def _hold(self, token: int, leased: Leased, member: _Member) -> None:
+        self._leases[token] = leased
+        self._by_key[leased.key] = token
+        member.tokens.add(token)
+        self._running_tasks[leased.key.job_id, leased.key.task] += 1
+        self._running_tenants[leased.tenant] += 1
 
     def land(self, agent_id: str, token: int, key: AttemptKey) -> Leased | None:
         """The lease a report ends (None: stale — not this agent's or this attempt's lease,
@@ -103,25 +111,23 @@ class Fleet:
         del self._leases[token]
         self._by_key.pop(leased.key, None)
         self._members[agent_id].tokens.discard(token)
-        task = leased.key.job_id, leased.key.task
-        self._running_tasks[task] -= 1
-        if self._running_tasks[task] <= 0:
-            del self._running_tasks[task]  # a task no longer running keeps no entry
+        _less(self._running_tasks, (leased.key.job_id, leased.key.task))
+        _less(self._running_tenants, leased.tenant)
         return leased
 
     def retake(self, token: int, leased: Leased) -> None:
         """Hold a lease again whose report could not be applied (the step rolled back)."""
         member = self._members.get(leased.agent)
-        if member is None:
-            return
-        self._leases[token] = leased
-        self._by_key[leased.key] = token
-        member.tokens.add(token)
-        self._running_tasks[leased.key.job_id, leased.key.task] += 1
+        if member is not None:
+            self._hold(token, leased, member)
 
     def running(self, job_id: str, task: str) -> int:
         """Attempts of the task held by agents."""
         return self._running_tasks[job_id, task]
+
+    def running_by_tenant(self) -> Counter[str]:
+        """Attempts held by agents, per tenant (what fair sharing weighs)."""
+        return self._running_tenants
 
     def cancel(self, keys: Sequence[AttemptKey]) -> None:
         """Ask the agents holding these attempts to kill them (each still reports)."""
@@ -180,4 +186,15 @@ class Fleet:
     def sizes(self) -> dict[str, int]:
         """Entries kept per lease (for the tests showing none grows with jobs run)."""
         return {"in_flight": len(self._leases), "by_key": len(self._by_key),
-                "running_tasks": len(self._running_tasks)}
+                "running_tasks": len(self._running_tasks),
+                "running_tenants": len(self._running_tenants)}
+
+
+Key = TypeVar("Key")
+
+
+def _less(counts: Counter[Key], key: Key) -> None:
+    """One fewer; a key counting none keeps no entry (nothing grows with jobs run)."""
+    counts[key] -= 1
+    if counts[key] <= 0:
+        del counts[key]

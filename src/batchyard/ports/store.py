@@ -1,8 +1,8 @@
 """The state-store port: what the orchestrator may ask of the store, in typed values.
 
 Adapters implement it: `adapters.store.SqlStore` (SQLite, PostgreSQL) and
-`batchyard.testing.MemoryStore`. One contract suite (`tests/integration/test_state_store_contract.py`)
-runs over all of them.
+`batchyard.testing.MemoryStore`. One contract suite runs over all of them:
+`tests/integration/test_state_store_contract.py`.
 
 Rules every implementation keeps:
 

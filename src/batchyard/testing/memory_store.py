@@ -151,7 +151,7 @@ class _Job:
                 continue
             starts = State.WAITING in (task.state, self.row.state)
             rows += [LaunchRow(Candidate(self.row.id, self.row.priority, created, name,
-                                         instance.instance_id),
+                                         instance.instance_id, self.row.tenant),
                                instance.attempts, instance.retry_count, starts)
                      for instance in self.task_instances(task) if instance.state is State.WAITING]
             if len(rows) >= limit:
@@ -361,18 +361,22 @@ class MemoryTransaction:
     # ---- instances -----------------------------------------------------------------------
 
     def launch_rows(self, limit: int, most_jobs: int | None = None) -> list[LaunchRow]:
-        """Waiting instances of ready tasks of active jobs, best first, at most `limit`, from
-        at most `most_jobs` jobs that have any: a prefix of the launch order."""
-        rows: list[LaunchRow] = []
-        jobs_with_rows = 0
+        """Waiting instances of ready tasks of active jobs, in launch order: of each tenant,
+        at most `limit`, from at most `most_jobs` of its jobs that have any (each tenant's
+        rows a prefix of its launch order)."""
+        rows: dict[str, list[LaunchRow]] = {}
+        jobs_with_rows: dict[str, int] = {}
         active = [job for job in self._jobs.values() if job.row.state in ACTIVE]
         for job in sorted(active, key=_launch_order) if limit > 0 else ():
-            found = job.waiting(limit - len(rows))
-            rows += found
-            jobs_with_rows += bool(found)
-            if len(rows) >= limit or jobs_with_rows == most_jobs:
-                break
-        return rows
+            tenant = job.row.tenant
+            mine = rows.setdefault(tenant, [])
+            if len(mine) >= limit or jobs_with_rows.get(tenant, 0) == most_jobs:
+                continue
+            found = job.waiting(limit - len(mine))
+            mine += found
+            jobs_with_rows[tenant] = jobs_with_rows.get(tenant, 0) + bool(found)
+        return sorted((row for mine in rows.values() for row in mine),
+                      key=lambda row: row.candidate.order_key())
 
     def has_active_instances(self, job_id: str, task: str) -> bool:
         job = self._jobs.get(job_id)

@@ -1,0 +1,129 @@
+"""What to launch next: the launch queue, and the attempt an instance's launch hands out.
+
+`LaunchQueue` keeps the best Waiting instances of each tenant, in launch order, fetched
+ahead from the store (LOOKAHEAD per tenant), so most steps launch without a query. Anything
+that may change the order — a submission, an operation, a retry, a settle — calls
+`invalidate()`, and the next launch fetches again. Free slots are shared between tenants by
+`domain.scheduling.fair_share`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from batchyard.domain.attempt import AttemptKey, AttemptRequest, BucketAccess, PathMapping
+from batchyard.domain.scheduling import Candidate, fair_share
+from batchyard.domain.spec import TaskDescription
+from batchyard.orchestrator.caches import KnownJob
+from batchyard.ports.store import LaunchRow, StateTransaction
+
+LOOKAHEAD = 64
+"""Waiting instances fetched ahead per tenant, in launch order, while nothing changes it."""
+
+
+class StaleLaunchQueue(Exception):
+    """An instance taken from the launch queue was no longer Waiting (a missed invalidation):
+    the step is rolled back and the queue fetched afresh."""
+
+
+class LaunchQueue:
+    """The best Waiting instances per tenant, in launch order."""
+
+    def __init__(self) -> None:
+        self._rows: dict[str, list[LaunchRow]] = {}
+        self._complete: set[str] = set()
+        """Tenants whose every launchable instance is in the queue (the store had no more)."""
+        self._generation = 0
+        """Moved by every invalidation; the queue is good while it is the one fetched at."""
+        self._fetched_at = -1
+
+    def invalidate(self) -> None:
+        """The launch order may have changed: fetch again before the next launch. Safe from
+        any thread, so submissions need no engine lock: one landing during a fetch moves the
+        generation past the one the fetch began at, so it is never missed."""
+        self._generation += 1
+
+    def take(self, tx: StateTransaction, free: int, running: Mapping[str, int], now: float
+             ) -> list[LaunchRow]:
+        """Up to `free` instances to launch now, shared fairly between tenants given what
+        each runs; marked Running in `tx` (StaleLaunchQueue if one was not Waiting)."""
+        rows = self._rows
+        if self._fetched_at != self._generation or self._short(rows, free):
+            self._fetched_at = self._generation  # read before the fetch (see invalidate)
+            rows = self._rows = self._fetch(tx, free)
+        queues = {tenant: [row.candidate for row in mine] for tenant, mine in rows.items()}
+        picked = fair_share(queues, running, free)
+        taken: dict[str, int] = {}
+        for candidate in picked:
+            taken[candidate.tenant] = taken.get(candidate.tenant, 0) + 1
+        chosen = _chosen(rows, taken)
+        if not tx.mark_running(chosen, now):
+            raise StaleLaunchQueue("an instance of the launch queue was no longer Waiting")
+        return chosen
+
+    def _short(self, rows: dict[str, list[LaunchRow]], free: int) -> bool:
+        """Whether a tenant may have more to launch than the queue holds of it."""
+        return any(len(mine) < free and tenant not in self._complete
+                   for tenant, mine in rows.items())
+
+    def _fetch(self, tx: StateTransaction, free: int) -> dict[str, list[LaunchRow]]:
+        limit = max(free, LOOKAHEAD)
+        rows: dict[str, list[LaunchRow]] = {}
+        for row in tx.launch_rows(limit, free):
+            rows.setdefault(row.candidate.tenant, []).append(row)
+        self._complete = {tenant for tenant, mine in rows.items()
+                          if len(mine) < limit and len({r.candidate.job_id for r in mine}) < free}
+        return rows
+
+
+def _chosen(rows: dict[str, list[LaunchRow]], taken: dict[str, int]) -> list[LaunchRow]:
+    """Take the first `taken[tenant]` rows of each tenant's queue off it, in launch order."""
+    chosen = []
+    for tenant, count in taken.items():
+        chosen += rows[tenant][:count]
+        del rows[tenant][:count]
+    return sorted(chosen, key=lambda row: row.candidate.order_key())
+
+
+def attempt_request(row: LaunchRow, known: KnownJob, buckets: tuple[BucketAccess, ...]
+                    ) -> AttemptRequest:
+    """The attempt the launch of `row` hands to an agent."""
+    candidate: Candidate = row.candidate
+    task = known.spec.DAG.Tasks[candidate.task]
+    parameters = task.Parameters
+    inputs, outputs, logs = _mappings(task)
+    return AttemptRequest(
+        key=AttemptKey(candidate.job_id, candidate.task, candidate.instance_id,
+                       row.attempts + 1),
+        instance_count=task.InstanceCount,
+        command_line=parameters.Command.CommandLine,
+        package_path=parameters.Command.PackagePath,
+        env_vars=dict(parameters.Command.EnvVars),
+        timeout=task.Timeout,
+        stdout_dir=_as_directory(parameters.StdoutRedirectPath),
+        stderr_dir=_as_directory(parameters.StderrRedirectPath),
+        retry_count=row.retry_count,
+        tenant=known.tenant, buckets=buckets,
+        cluster_id=task.ClusterId,
+        inputs=inputs, outputs=outputs, logs=logs,
+    )
+
+
+Mappings = tuple[PathMapping, ...]
+
+
+def _mappings(task: TaskDescription) -> tuple[Mappings, Mappings, Mappings]:
+    """A task's InputMapping + Mounts, OutputMapping and LogMapping for its AttemptRequest."""
+    if not task.uses_mappings:
+        return (), (), ()
+    writable = bool(task.WriteSupport)
+    inputs = [PathMapping(url, path, writable) for url, path in task.InputMapping.items()]
+    inputs += [PathMapping(entry["Source"], entry["Destination"],
+                           entry.get("WriteSupport") is True) for entry in task.mount_entries]
+    return (tuple(inputs),
+            tuple(PathMapping(url, path) for path, url in task.OutputMapping.items()),
+            tuple(PathMapping(url, path) for path, url in task.LogMapping.items()))
+
+
+def _as_directory(url: str) -> str:
+    return url if url.endswith("/") else url + "/"
