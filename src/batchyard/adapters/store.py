@@ -26,7 +26,7 @@ from sqlalchemy.exc import IntegrityError
 
 from batchyard.adapters.credentials import idempotency_tokens
 from batchyard.adapters.database import insert_ignoring_duplicates, open_engine
-from batchyard.adapters.reads import SqlReads
+from batchyard.adapters.reads import SqlReads, to_time
 from batchyard.adapters.schema import (
     COUNT_COLUMNS,
     TASK_COUNT_COLUMNS,
@@ -74,11 +74,8 @@ from batchyard.ports.store import (
     NewJob,
     Stamp,
     TaskRow,
+    given,
 )
-
-
-def to_time(value: float | None) -> datetime | None:
-    return None if value is None else datetime.fromtimestamp(value, UTC)
 
 
 class DatabaseBusy(BatchyardError):
@@ -374,7 +371,7 @@ class StoreTransaction:
         if source is None:
             return False
         check(Entity.JOB, job_id, State(source), target, operation)
-        fields = _given(started=started, ended=ended, message=message)
+        fields = given(started=started, ended=ended, message=message)
         result = self.connection.execute(
             jobs.update().where(jobs.c.id == job_id, jobs.c.state == source)
             .values(state=target.value, **fields))
@@ -441,7 +438,7 @@ class StoreTransaction:
         if source is None:
             return False
         check(Entity.TASK, f"{job_id}/{task}", State(source), target, operation)
-        fields = _given(started=started, ended=ended)
+        fields = given(started=started, ended=ended)
         result = self.connection.execute(
             tasks.update()
             .where(tasks.c.job_id == job_id, tasks.c.name == task, tasks.c.state == source)
@@ -521,7 +518,7 @@ class StoreTransaction:
         if source is None:
             return False
         check(Entity.INSTANCE, f"{job_id}/{task}/{instance_id}", State(source), target)
-        fields = _given(ended=ended, error_code=error_code, error_message=error_message,
+        fields = given(ended=ended, error_code=error_code, error_message=error_message,
                         lost=lost)
         result = self.connection.execute(_MOVE_INSTANCE, {
             **keys, "b_source": source, "state": target.value, **fields})
@@ -547,7 +544,7 @@ class StoreTransaction:
             select(instances.c.task, instances.c.instance_id, instances.c.state,
                    instances.c.attempts).where(*where)).all()
         if rows:
-            fields = _given(ended=ended, retry_count=retry_count)
+            fields = given(ended=ended, retry_count=retry_count)
             self.connection.execute(
                 instances.update().where(*where).values(state=target.value, **fields))
         for row in rows:
@@ -703,10 +700,6 @@ def _metrics(row: Row[Any]) -> Metrics:
                                 for state, column in COUNT_COLUMNS.items()})
 
 
-def _given(**fields: object) -> dict[str, object]:
-    """The fields a write sets (those not KEEP), by column name."""
-    return {name: value for name, value in fields.items() if value is not KEEP}
-
 
 def _instance_row(row: Row[Any]) -> InstanceRow:
     return InstanceRow(row.job_id, row.task, row.instance_id, State(row.state),
@@ -723,7 +716,7 @@ def _result_fields(end: AttemptEnd) -> dict[str, Any]:
         "error_code": outcome.error_code.value, "error_message": outcome.error_message,
         "detail": outcome.detail, "stdout_path": outcome.stdout_path,
         "stderr_path": outcome.stderr_path, "node": outcome.node,
-        "retry_count": end.retry_count, **_given(lost=end.lost),
+        "retry_count": end.retry_count, **given(lost=end.lost),
     }
 
 
