@@ -163,3 +163,17 @@ def test_create_jobs_in_one_transaction(tmp_path: Path) -> None:
         assert record.task_metrics.waiting == 1 and store.events(job_id)[0].message == "submitted"
     assert store.job(ids[0], "someone-else") is None
     store.close()
+
+
+def test_post_jobs_parses_the_description_once_at_the_edge(
+        alice: httpx.Client, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The API parses the body and hands the JobDescription on: the engine's own parser is
+    never called (it would validate the same dict a second time)."""
+    def second_parse(raw: Any) -> Any:
+        raise AssertionError("the engine parsed a description the API had parsed")
+
+    monkeypatch.setattr("batchyard.orchestrator.engine.parse_job", second_parse)
+    answer = alice.post("/jobs", json=job_body(command="true"))
+    assert answer.status_code == 201, answer.text
+    invalid = alice.post("/jobs", json={**job_body(command="true"), "Priority": -1})
+    assert invalid.status_code == 400, invalid.text  # refused at the edge, not a 500

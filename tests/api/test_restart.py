@@ -51,6 +51,17 @@ def restart_job(marker: int) -> dict[str, Any]:
                     "Dependencies": {"work": ["after"]}}}
 
 
+def assert_each_instance_finished_once(data_dir: Path, job_id: str) -> SqlStore:
+    """Every instance of `restart_job` Finished once, the `work` ones at their second
+    attempt; returns the (open) store for more checks."""
+    store = SqlStore(Settings(data_dir=data_dir).resolved_database_url)
+    finished = Counter((e.task, e.instance_id) for e in store.events(job_id)
+                       if e.kind == "instance" and e.target == "Finished")
+    assert finished == {("work", 0): 1, ("work", 1): 1, ("after", 0): 1}
+    assert [i.attempts for i in store.instances(job_id, "work")] == [2, 2]
+    return store
+
+
 def test_kill_9_then_restart_finishes_every_instance_once(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
     marker = random.randrange(5_000_000, 6_000_000)
@@ -75,12 +86,7 @@ def test_kill_9_then_restart_finishes_every_instance_once(tmp_path: Path) -> Non
     finally:
         server.send_signal(signal.SIGTERM)
         server.wait(20)
-    store = SqlStore(Settings(data_dir=data_dir).resolved_database_url)
-    finished = Counter((e.task, e.instance_id) for e in store.events(job_id)
-                       if e.kind == "instance" and e.target == "Finished")
-    assert finished == {("work", 0): 1, ("work", 1): 1, ("after", 0): 1}
-    assert [i.attempts for i in store.instances(job_id, "work")] == [2, 2]
-    store.close()
+    assert_each_instance_finished_once(data_dir, job_id).close()
     assert os.path.exists(data_dir / "engine.lock")
 
 
@@ -124,11 +130,7 @@ def test_kill_9_of_the_agent_process_reruns_its_attempts_once(tmp_path: Path) ->
     finally:
         server.send_signal(signal.SIGTERM)
         server.wait(20)
-    store = SqlStore(Settings(data_dir=data_dir).resolved_database_url)
-    finished = Counter((e.task, e.instance_id) for e in store.events(job_id)
-                       if e.kind == "instance" and e.target == "Finished")
-    assert finished == {("work", 0): 1, ("work", 1): 1, ("after", 0): 1}
-    assert [i.attempts for i in store.instances(job_id, "work")] == [2, 2]
+    store = assert_each_instance_finished_once(data_dir, job_id)
     lost = [a for a in store.attempts(job_id, "work", 0) if a.attempt == 1]
     assert lost[0].error_code == "AttemptLost" and "SIGKILL" in lost[0].error_message
     store.close()

@@ -331,3 +331,25 @@ def test_piped_output_never_wraps_a_long_path_or_name(tmp_path: Path) -> None:
     assert any(f"stderr: {logs}stderr.{job_id}.t.0" in line for line in lines), result.stdout
     assert any(line.startswith(f"Logs: {logs}") for line in lines)
     assert any(f"{name} {job_id} Failed in" in line for line in lines)
+
+
+def test_run_parses_the_job_file_once_and_orders_tasks_from_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`run` hands the JobDescription it parsed (for the unknown-field warnings) to the engine,
+    whose own parser is never called; the summary's order and log folders come from it."""
+    from typer.testing import CliRunner
+
+    from batchyard.cli.main import app
+
+    def second_parse(raw: Any) -> Any:
+        raise AssertionError("the engine parsed a description `run` had parsed")
+
+    monkeypatch.setattr("batchyard.orchestrator.engine.parse_job", second_parse)
+    job = make_job({"b-last": make_task("true"), "a-first": make_task("true")},
+                   {"a-first": ["b-last"]}, Name="once")
+    job["DAG"]["Tasks"]["b-last"]["Parameters"]["StdoutRedirectPath"] = "oss://test/out/"
+    result = CliRunner().invoke(app, ["run", str(write_job(tmp_path, job)), "--data-dir",
+                                      str(tmp_path / "data"), "--slots", "2"])
+    assert result.exit_code == 0, result.output
+    assert result.output.index("a-first") < result.output.index("b-last")
+    assert "Logs: oss://test/out/, oss://test/logs/" in result.output

@@ -593,3 +593,45 @@ def test_the_token_of_a_refused_job_is_not_kept(store: StateStore) -> None:
 def test_a_claim_given_back_can_be_taken_again(store: StateStore) -> None:
     store.claim()()
     store.claim()()
+
+
+# ---- counts kept in rows ---------------------------------------------------------------
+
+def test_the_tasks_counts_follow_every_move_of_their_instances(store: StateStore) -> None:
+    """The counts kept in the task rows always equal a count of the instances themselves."""
+    job_id = create(store, "job-1", make_job({"first": make_task("true", 4),
+                                              "second": make_task("true", 2)}))
+
+    def recounted() -> dict[str, Metrics]:
+        return {task: Metrics.of(i.state for i in store.instances(job_id, task))
+                for task in ("first", "second")}
+
+    with store.transaction() as tx:
+        assert tx.instance_counts(job_id) == recounted()
+        assert tx.mark_running(tx.launch_rows(3), 1001)
+        assert tx.instance_counts(job_id, {"first"})["first"] == Metrics(waiting=1, running=3)
+        tx.end_attempt(end(AttemptKey(job_id, "first", 0, 1)), State.FINISHED, 1002)
+        tx.end_attempt(end(AttemptKey(job_id, "first", 1, 1), outcome(1)), State.FAILED, 1002)
+        tx.move_instance(job_id, "first", 2, State.WAITING, 1002)
+    with store.transaction() as tx:
+        tx.move_instances(job_id, State.STOPPED, 1003)
+    with store.transaction() as tx:
+        tx.move_instances(job_id, State.WAITING, 1004, operation="restart", retry_count=0)
+        counts = tx.instance_counts(job_id)
+    assert counts == recounted()
+    assert counts["first"] == Metrics(waiting=3, finished=1)
+
+
+def test_the_jobs_task_counts_follow_every_move_of_their_tasks(store: StateStore) -> None:
+    job_id = create(store, "job-1", two_step_job())
+    with store.transaction() as tx:
+        assert tx.task_metrics(job_id) == Metrics(waiting=2)
+        tx.move_task(job_id, "first", State.RUNNING, 1001)
+        assert tx.task_metrics(job_id) == Metrics(waiting=1, running=1)
+        tx.move_task(job_id, "first", State.FAILED, 1002)
+        tx.move_task(job_id, "second", State.STOPPED, 1002)
+    with store.transaction() as tx:
+        tx.move_task(job_id, "first", State.WAITING, 1003, operation="restart")
+        counts = tx.task_metrics(job_id)
+    assert counts == Metrics(waiting=1, stopped=1)
+    assert counts == Metrics.of(task.state for task in store.tasks(job_id))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from rich.console import Console
 
@@ -14,6 +15,7 @@ from batchyard.cli.progress import (
     TaskSummary,
     failure_report,
     format_duration,
+    job_name,
     log_directories,
     summary_table,
     tail_lines,
@@ -21,6 +23,7 @@ from batchyard.cli.progress import (
 )
 from batchyard.domain.derivation import Metrics
 from batchyard.domain.records import InstanceRecord, JobRecord, TaskRecord
+from batchyard.domain.spec import parse_job
 from batchyard.domain.states import State
 
 T0 = datetime(2024, 5, 1, 8, 0, 0, tzinfo=UTC)
@@ -130,3 +133,21 @@ def test_durations_are_short() -> None:
 
 def test_tail_keeps_the_last_non_empty_lines() -> None:
     assert tail_lines(b"1\n2\n\n3\n4\n5\n6\n\n", count=3) == "4\n5\n6"
+
+
+def test_a_parsed_description_gives_the_order_logs_and_name_of_its_raw_form() -> None:
+    """`run` hands on the description parsed at the edge; the remote commands, the form a
+    server shows. Both read alike."""
+    def task(out: str) -> dict[str, Any]:
+        return {"InstanceCount": 1, "AutoCluster": {"ImageId": "img-1", "InstanceType": "t"},
+                "Parameters": {"Command": {"CommandLine": "true", "PackagePath": ""},
+                               "StdoutRedirectPath": out, "StderrRedirectPath": "oss://b/err/"}}
+    raw = {"Name": "three", "Type": "DAG", "DAG": {
+        "Tasks": {"merge": task("oss://b/m/"), "count": task("oss://b/c/"),
+                  "split": task("oss://b/s/")},
+        "Dependencies": {"split": ["count"], "count": ["merge"]}}}
+    parsed = parse_job(raw)
+    assert task_order(parsed) == task_order(raw) == ["split", "count", "merge"]
+    assert log_directories(parsed) == log_directories(raw) == [
+        "oss://b/m/", "oss://b/err/", "oss://b/c/", "oss://b/s/"]
+    assert job_name(parsed) == job_name(raw) == "three"

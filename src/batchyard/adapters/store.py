@@ -17,14 +17,16 @@ from collections import Counter
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from datetime import UTC, datetime
+from functools import cached_property
 from typing import Any, Generic, TypeVar
 
-from sqlalchemy import Connection, bindparam, func, literal, select, text, union_all
+from sqlalchemy import Connection, bindparam, func, select, text
 from sqlalchemy.engine import Row
 from sqlalchemy.exc import IntegrityError
 
 from batchyard.adapters.credentials import idempotency_tokens
 from batchyard.adapters.database import insert_ignoring_duplicates, open_engine
+from batchyard.adapters.reads import SqlReads, to_time
 from batchyard.adapters.schema import (
     COUNT_COLUMNS,
     TASK_COUNT_COLUMNS,
@@ -72,11 +74,8 @@ from batchyard.ports.store import (
     NewJob,
     Stamp,
     TaskRow,
+    given,
 )
-
-
-def to_time(value: float | None) -> datetime | None:
-    return None if value is None else datetime.fromtimestamp(value, UTC)
 
 
 class DatabaseBusy(BatchyardError):
@@ -205,90 +204,33 @@ class SqlStore:
             yield tx
             tx.flush_events()  # events not flushed by the caller still commit with the change
 
-    # ---- reads ---------------------------------------------------------------------------
+    # ---- reads: delegated to the one read service (adapters.reads) ----------------------
+
+    @cached_property
+    def reads(self) -> SqlReads:
+        """Every read of jobs, tasks, instances, attempts and events (`ports.reads`)."""
+        return SqlReads(self.engine)
 
     def job(self, job_id: str, tenant: str | None = None) -> JobRecord | None:
-        """One job with its metrics: two indexed queries on one connection (the API's get)."""
-        with self.engine.connect() as connection:
-            if tenant is None:
-                row = connection.execute(_JOB_ROW, {"b_id": job_id}).first()
-            else:
-                row = connection.execute(_TENANT_JOB_ROW,
-                                         {"b_id": job_id, "b_tenant": tenant}).first()
-            if row is None:
-                return None
-            counts: dict[str, dict[State, int]] = {"task": {}, "instance": {}}
-            for kind, state, count in connection.execute(_JOB_COUNTS, {"b_id": job_id}):
-                counts[kind][State(state)] = count
-            return _job_record(row, Metrics.from_counts(counts["task"]),
-                               Metrics.from_counts(counts["instance"]))
+        return self.reads.job(job_id, tenant)
 
     def job_state(self, job_id: str) -> State | None:
-        """Just the state of a job (cheap: no metrics)."""
-        with self.engine.connect() as connection:
-            state = connection.execute(_JOB_STATE, {"b_id": job_id}).scalar()
-            return None if state is None else State(state)
+        return self.reads.job_state(job_id)
 
     def jobs(self, tenant: str | None = None, state: State | None = None) -> list[JobRecord]:
-        """Jobs newest first (callers page and filter further)."""
-        with self.engine.connect() as connection:
-            query = select(jobs).order_by(jobs.c.created.desc(), jobs.c.id.desc())
-            if tenant is not None:
-                query = query.where(jobs.c.tenant == tenant)
-            if state is not None:
-                query = query.where(jobs.c.state == state.value)
-            rows = connection.execute(query).all()
-            return [_job_record(row, *_job_metrics(connection, row.id)) for row in rows]
+        return self.reads.jobs(tenant, state)
 
     def tasks(self, job_id: str) -> list[TaskRecord]:
-        """The job's tasks with their instance counts, read by ONE statement: a task's state
-        and its counts are of the same moment (two statements could straddle a commit and
-        show a Waiting task with a running instance)."""
-        with self.engine.connect() as connection:
-            rows = connection.execute(_TASKS_WITH_COUNTS, {"b_id": job_id}).all()
-        counts: dict[str, dict[State, int]] = {}
-        found: dict[str, Row[Any]] = {}
-        for row in rows:
-            found.setdefault(row.name, row)
-            if row.instance_state is not None:
-                counts.setdefault(row.name, {})[State(row.instance_state)] = row.total
-        return [TaskRecord(row.job_id, name, State(row.state), to_time(row.started),
-                           to_time(row.ended), Metrics.from_counts(counts.get(name, {})))
-                for name, row in found.items()]
+        return self.reads.tasks(job_id)
 
     def instances(self, job_id: str, task: str) -> list[InstanceRecord]:
-        with self.engine.connect() as connection:
-            rows = connection.execute(
-                select(instances)
-                .where(instances.c.job_id == job_id, instances.c.task == task)
-                .order_by(instances.c.instance_id)).all()
-            return [instance_record(row) for row in rows]
+        return self.reads.instances(job_id, task)
 
     def attempts(self, job_id: str, task: str, instance_id: int) -> list[AttemptRecord]:
-        with self.engine.connect() as connection:
-            rows = connection.execute(
-                select(attempts)
-                .where(attempts.c.job_id == job_id, attempts.c.task == task,
-                       attempts.c.instance_id == instance_id)
-                .order_by(attempts.c.attempt)).all()
-            return [
-                AttemptRecord(row.job_id, row.task, row.instance_id, row.attempt,
-                              to_time(row.started), to_time(row.ended), row.exit_code,
-                              row.error_code, row.error_message, row.stdout_path,
-                              row.stderr_path)
-                for row in rows
-            ]
+        return self.reads.attempts(job_id, task, instance_id)
 
     def events(self, job_id: str) -> list[EventRecord]:
-        with self.engine.connect() as connection:
-            rows = connection.execute(
-                select(events).where(events.c.job_id == job_id).order_by(events.c.id)).all()
-            return [
-                EventRecord(row.id, row.job_id, row.task, row.instance_id, row.kind,
-                            row.source, row.target, datetime.fromtimestamp(row.time, UTC),
-                            row.message)
-                for row in rows
-            ]
+        return self.reads.events(job_id)
 
 
 class StoreTransaction:
@@ -429,7 +371,7 @@ class StoreTransaction:
         if source is None:
             return False
         check(Entity.JOB, job_id, State(source), target, operation)
-        fields = _given(started=started, ended=ended, message=message)
+        fields = given(started=started, ended=ended, message=message)
         result = self.connection.execute(
             jobs.update().where(jobs.c.id == job_id, jobs.c.state == source)
             .values(state=target.value, **fields))
@@ -496,7 +438,7 @@ class StoreTransaction:
         if source is None:
             return False
         check(Entity.TASK, f"{job_id}/{task}", State(source), target, operation)
-        fields = _given(started=started, ended=ended)
+        fields = given(started=started, ended=ended)
         result = self.connection.execute(
             tasks.update()
             .where(tasks.c.job_id == job_id, tasks.c.name == task, tasks.c.state == source)
@@ -576,7 +518,7 @@ class StoreTransaction:
         if source is None:
             return False
         check(Entity.INSTANCE, f"{job_id}/{task}/{instance_id}", State(source), target)
-        fields = _given(ended=ended, error_code=error_code, error_message=error_message,
+        fields = given(ended=ended, error_code=error_code, error_message=error_message,
                         lost=lost)
         result = self.connection.execute(_MOVE_INSTANCE, {
             **keys, "b_source": source, "state": target.value, **fields})
@@ -602,7 +544,7 @@ class StoreTransaction:
             select(instances.c.task, instances.c.instance_id, instances.c.state,
                    instances.c.attempts).where(*where)).all()
         if rows:
-            fields = _given(ended=ended, retry_count=retry_count)
+            fields = given(ended=ended, retry_count=retry_count)
             self.connection.execute(
                 instances.update().where(*where).values(state=target.value, **fields))
         for row in rows:
@@ -713,13 +655,6 @@ _WAITING_OF_JOB = (
 _ACTIVE_INSTANCE = select(instances.c.instance_id).where(
     instances.c.job_id == bindparam("b_job"), instances.c.task == bindparam("b_task"),
     instances.c.state.in_([State.WAITING.value, State.RUNNING.value])).limit(1)
-_JOB_ROW = select(jobs).where(jobs.c.id == bindparam("b_id"))
-_TENANT_JOB_ROW = _JOB_ROW.where(jobs.c.tenant == bindparam("b_tenant"))
-_JOB_COUNTS = union_all(  # (kind, state, count) of a job's tasks and instances, in one query
-    select(literal("task").label("kind"), tasks.c.state, func.count())
-    .where(tasks.c.job_id == bindparam("b_id")).group_by(tasks.c.state),
-    select(literal("instance").label("kind"), instances.c.state, func.count())
-    .where(instances.c.job_id == bindparam("b_id")).group_by(instances.c.state))
 _COUNTS = [tasks.c[column] for column in COUNT_COLUMNS.values()]
 _COUNT_BINDS = {state: f"b_{column}" for state, column in COUNT_COLUMNS.items()}
 _ADD_COUNTS = tasks.update().where(
@@ -736,18 +671,6 @@ _END_ATTEMPT = instances.update().where(
     instances.c.attempts == bindparam("b_attempt"))
 
 
-_TASKS_WITH_COUNTS = (
-    select(tasks.c.job_id, tasks.c.name, tasks.c.state, tasks.c.started, tasks.c.ended,
-           instances.c.state.label("instance_state"),
-           func.count(instances.c.instance_id).label("total"))
-    .select_from(tasks.outerjoin(instances, (instances.c.job_id == tasks.c.job_id)
-                                 & (instances.c.task == tasks.c.name)))
-    .where(tasks.c.job_id == bindparam("b_id"))
-    .group_by(tasks.c.job_id, tasks.c.name, tasks.c.state, tasks.c.started, tasks.c.ended,
-              instances.c.state)
-    .order_by(tasks.c.name))
-
-
 def _instance_counts(connection: Connection, job_id: str,
                      names: Collection[str] | None = None) -> dict[str, Metrics]:
     query = select(instances.c.task, instances.c.state, func.count()).where(
@@ -759,31 +682,6 @@ def _instance_counts(connection: Connection, job_id: str,
     for task, state, count in rows:
         per_task.setdefault(task, {})[State(state)] = count
     return {task: Metrics.from_counts(counts) for task, counts in per_task.items()}
-
-
-def _job_metrics(connection: Connection, job_id: str) -> tuple[Metrics, Metrics]:
-    task_states = connection.execute(
-        select(tasks.c.state).where(tasks.c.job_id == job_id)).scalars().all()
-    instance_total = sum(_instance_counts(connection, job_id).values(), Metrics())
-    return Metrics.of(State(s) for s in task_states), instance_total
-
-
-def _job_record(row: Row[Any], task_metrics: Metrics, instance_metrics: Metrics) -> JobRecord:
-    return JobRecord(
-        id=row.id, tenant=row.tenant, name=row.name, priority=row.priority,
-        state=State(row.state), message=row.message, created=to_time(row.created) or _EPOCH,
-        started=to_time(row.started), ended=to_time(row.ended), task_metrics=task_metrics,
-        instance_metrics=instance_metrics, description=json.loads(row.description))
-
-
-def instance_record(row: Row[Any]) -> InstanceRecord:
-    """An instances-table row as a record (also used by the API listings)."""
-    return InstanceRecord(
-        job_id=row.job_id, task=row.task, instance_id=row.instance_id, state=State(row.state),
-        retry_count=row.retry_count, attempts=row.attempts, started=to_time(row.started),
-        ended=to_time(row.ended), exit_code=row.exit_code, error_code=row.error_code,
-        error_message=row.error_message, detail=row.detail, stdout_path=row.stdout_path,
-        stderr_path=row.stderr_path, node=row.node)
 
 
 def _count_changes(deltas: Mapping[tuple[str, str, State], int]) -> list[dict[str, Any]]:
@@ -802,10 +700,6 @@ def _metrics(row: Row[Any]) -> Metrics:
                                 for state, column in COUNT_COLUMNS.items()})
 
 
-def _given(**fields: object) -> dict[str, object]:
-    """The fields a write sets (those not KEEP), by column name."""
-    return {name: value for name, value in fields.items() if value is not KEEP}
-
 
 def _instance_row(row: Row[Any]) -> InstanceRow:
     return InstanceRow(row.job_id, row.task, row.instance_id, State(row.state),
@@ -822,7 +716,7 @@ def _result_fields(end: AttemptEnd) -> dict[str, Any]:
         "error_code": outcome.error_code.value, "error_message": outcome.error_message,
         "detail": outcome.detail, "stdout_path": outcome.stdout_path,
         "stderr_path": outcome.stderr_path, "node": outcome.node,
-        "retry_count": end.retry_count, **_given(lost=end.lost),
+        "retry_count": end.retry_count, **given(lost=end.lost),
     }
 
 
@@ -840,4 +734,4 @@ def _attempt_values(key: AttemptKey, outcome: Outcome) -> dict[str, Any]:
 
 
 __all__ = ["GroupCommit", "IdempotencyToken", "LaunchRow", "NewJob", "SqlStore",
-           "StoreTransaction", "TokenTaken", "instance_record", "to_time"]
+           "StoreTransaction", "TokenTaken", "to_time"]

@@ -10,7 +10,6 @@ from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
-from batchyard.adapters import listing
 from batchyard.api.authentication import Caller
 from batchyard.api.bodies import json_object
 from batchyard.api.errors import BadRequest
@@ -26,8 +25,8 @@ from batchyard.api.services import (
 )
 from batchyard.api.warnings import MAX_LISTED, warning_headers, warnings_body
 from batchyard.domain.fields import unknown_fields
-from batchyard.domain.spec import JobDescription
-from batchyard.errors import TokenTaken
+from batchyard.domain.spec import JobDescription, parse_job
+from batchyard.errors import NotFound, TokenTaken
 from batchyard.ports.store import IdempotencyToken
 
 router = APIRouter(tags=["jobs"])
@@ -90,13 +89,13 @@ def submit(services: Services, caller: Caller, body: dict[str, Any], token: str)
     died, finds the job that token made.
     """
     if not token:
-        return services.engine.submit(body, caller.tenant)
+        return services.engine.submit(parse_job(body), caller.tenant)
     digest = body_digest(body)
     earlier = services.tokens.find(caller.tenant, "jobs", token)
     if earlier is not None:
         return earlier.resolved(token, digest)
     try:
-        return services.engine.submit(body, caller.tenant,
+        return services.engine.submit(parse_job(body), caller.tenant,
                                       IdempotencyToken("jobs", token, digest))
     except TokenTaken:
         earlier = services.tokens.find(caller.tenant, "jobs", token)
@@ -115,7 +114,7 @@ def body_digest(body: dict[str, Any]) -> str:
 def list_jobs(query: Annotated[JobListQuery, Query()], caller: CallerDependency,
               services: ServicesDependency) -> dict[str, Any]:
     """The caller's jobs, newest first (`IsReverse=true`: oldest first)."""
-    page = listing.list_jobs(services.database, caller.tenant, query.window(query.IsReverse))
+    page = services.reads.list_jobs(caller.tenant, query.window(query.IsReverse))
     return page_view(page, job_view)
 
 
@@ -128,9 +127,11 @@ async def get_job(job_id: str, request: Request) -> Response:
     verified = await verify(request)
     try:
         services = services_of(request)
-        job = await services.read(services.engine.job, job_id, verified.caller.tenant)
+        job = await services.read(services.reads.job, job_id, verified.caller.tenant)
     finally:
         await nonce_committed(verified)
+    if job is None:
+        raise NotFound(f"job {job_id} does not exist")
     if "description" in request.query_params:
         return JSONResponse(description_view(job))
     return JSONResponse(job_view(job))

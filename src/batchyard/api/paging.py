@@ -10,8 +10,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
-from batchyard.adapters.listing import Window
 from batchyard.domain.states import State as LifecycleState
+from batchyard.ports.reads import Window
 
 DEFAULT_ITEM_COUNT = 50
 MAX_ITEM_COUNT = 100

@@ -6,9 +6,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from batchyard.adapters.listing import Page
 from batchyard.documents import instance_view, job_view, owner_id, task_view, time_text
 from batchyard.domain.records import JobRecord
+from batchyard.ports.reads import Page
 
 __all__ = ["description_view", "instance_view", "job_view", "owner_id", "page_view",
            "task_view", "time_text"]

@@ -9,7 +9,6 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Annotated, ParamSpec, TypeVar, cast
 
-import sqlalchemy
 from fastapi import Depends, Request
 from starlette.concurrency import run_in_threadpool
 
@@ -18,6 +17,7 @@ from batchyard.adapters.store import SqlStore
 from batchyard.api.authentication import Authenticator, Caller, NonceRegistry, Verified
 from batchyard.api.errors import Unavailable
 from batchyard.orchestrator.engine import Engine
+from batchyard.ports.reads import JobQueries
 from batchyard.settings import Settings
 
 Params = ParamSpec("Params")
@@ -28,7 +28,9 @@ Result = TypeVar("Result")
 class Services:
     settings: Settings
     engine: Engine
-    database: sqlalchemy.Engine
+    """Submissions and operations (writes)."""
+    reads: JobQueries
+    """Every read of jobs, tasks and instances (the command line and the console read alike)."""
     keys: KeyStore
     tokens: TokenLedger
     authenticator: Authenticator
@@ -58,7 +60,7 @@ def build_services(settings: Settings, engine: Engine) -> Services:
     keys = KeyStore(database, master_key(settings.data_dir.resolve()))
     sqlite = database.dialect.name == "sqlite"
     nonces = NonceRegistry(ledger=NonceLedger.beside(database), inline=sqlite)
-    return Services(settings, engine, database, keys, TokenLedger(database),
+    return Services(settings, engine, store.reads, keys, TokenLedger(database),
                     Authenticator(keys, nonces=nonces,
                                   allow_missing_nonce=settings.allow_missing_nonce),
                     inline_reads=sqlite)

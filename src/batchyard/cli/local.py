@@ -1,7 +1,8 @@
 """The client commands on a data directory, without a server (no endpoint configured).
 
-Reads open the data dir's database without the engine lock: SQLite in WAL mode lets them
-run while a `batchyard run` works there. Operations take the lock for their duration and
+Reads go through the read service the server uses (`ports.reads`), on the data dir's
+database and without the engine lock: SQLite in WAL mode lets them run while a
+`batchyard run` works there. Operations take the lock for their duration and
 apply the very operation an engine applies (`Engine.stop/restart/delete/change_priority`),
 without starting the engine — except `stop` of the job a live `batchyard run` runs, which
 interrupts that run as Ctrl-C does (it stops the job and exits 130).
@@ -18,7 +19,6 @@ from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
-from batchyard.adapters.listing import Window, list_jobs
 from batchyard.adapters.store import SqlStore
 from batchyard.domain.attempt import AttemptKey
 from batchyard.domain.records import InstanceRecord, JobRecord, TaskRecord
@@ -28,6 +28,7 @@ from batchyard.lock import DataDirBusy, DataDirLock, Holder, holder
 from batchyard.orchestrator.engine import Engine
 from batchyard.ports import ObjectStore
 from batchyard.ports.agents import AgentInfo, LeaseBatch
+from batchyard.ports.reads import JobQueries, Window
 from batchyard.runner.reaper import reap_orphans
 from batchyard.settings import Settings
 
@@ -72,6 +73,10 @@ class LocalClient:
             self._store = SqlStore(self.settings.resolved_database_url)
         return self._store
 
+    @property
+    def reads(self) -> JobQueries:
+        return self.store.reads
+
     def holder(self) -> Holder | None:
         """What holds the data dir's engine lock now (a `run`, a `serve`), if anything."""
         return holder(self.data_dir)
@@ -83,11 +88,11 @@ class LocalClient:
         """A page of every tenant's jobs, newest first, as the server pages them."""
         if not self.has_database():
             return [], ""
-        page = list_jobs(self.store.engine, None, Window(marker, count, state))
+        page = self.reads.list_jobs(None, Window(marker, count, state))
         return page.items, page.next_marker
 
     def job(self, job_id: str) -> JobRecord:
-        record = self.store.job(job_id) if self.has_database() else None
+        record = self.reads.job(job_id) if self.has_database() else None
         if record is None:
             raise NotFound(f"job {job_id} does not exist in {self.where}")
         if self.following and record.state in ACTIVE and self.holder() is None:
@@ -102,22 +107,24 @@ class LocalClient:
 
     def tasks(self, job_id: str) -> list[TaskRecord]:
         self.job(job_id)
-        return self.store.tasks(job_id)
+        return self.reads.tasks(job_id)
 
     def task(self, job_id: str, task: str) -> TaskRecord:
-        for record in self.tasks(job_id):
-            if record.name == task:
-                return record
+        self.job(job_id)
+        page = self.reads.list_tasks(job_id, Window(task, 1), {task})
+        if page.items:
+            return page.items[0]
         raise NotFound(f"job {job_id} has no task {task!r} (in {self.where})")
 
     def instances(self, job_id: str, task: str) -> list[InstanceRecord]:
         self.task(job_id, task)
-        return self.store.instances(job_id, task)
+        return self.reads.instances(job_id, task)
 
     def instance(self, job_id: str, task: str, instance_id: int) -> InstanceRecord:
-        for record in self.instances(job_id, task):
-            if record.instance_id == instance_id:
-                return record
+        self.task(job_id, task)
+        record = self.reads.instance(job_id, task, instance_id)
+        if record is not None:
+            return record
         raise NotFound(f"task {task!r} of job {job_id} has no instance {instance_id} "
                        f"(in {self.where})")
 

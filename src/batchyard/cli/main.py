@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from contextlib import nullcontext
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.text import Text
@@ -33,7 +33,7 @@ from batchyard.cli.options import (
     SlotsOption,
     StrictOption,
 )
-from batchyard.cli.progress import PROGRESS_INTERVAL, task_order
+from batchyard.cli.progress import PROGRESS_INTERVAL, Description, task_order
 from batchyard.cli.reporting import (
     AllowFailedOption,
     JsonOption,
@@ -43,7 +43,7 @@ from batchyard.cli.reporting import (
     report,
 )
 from batchyard.cli.server import SERVE_EPILOG, serve
-from batchyard.domain.spec import parse_job
+from batchyard.domain.spec import JobDescription, parse_job
 from batchyard.errors import BatchyardError, SpecError
 from batchyard.lock import note_work
 from batchyard.settings import Settings
@@ -158,7 +158,7 @@ def run(
         _err.print(Text.assemble(("error: ", "red"), "give JOB.json, or --resume JOB_ID "
                                  "(not both): batchyard run job.json"))
         raise typer.Exit(EXIT_INVALID)
-    raw = _load_job(job_file, strict) if job_file is not None else {}
+    spec = _load_job(job_file, strict) if job_file is not None else None
     settings = _load_settings(data_dir, slots, bucket, config)
     if sandbox:
         settings = settings.model_copy(
@@ -166,21 +166,22 @@ def run(
     output = Output(_out, quiet, json, allow_failed_instances, progress_interval)
     if resume is not None:
         raise typer.Exit(resume_job(settings, resume, output))
-    raise typer.Exit(_run_job(settings, raw, output))
+    assert spec is not None  # JOB.json was given: checked above
+    raise typer.Exit(_run_job(settings, spec, output))
 
 
-def _load_job(job_file: Path, strict: bool) -> dict[str, Any]:
+def _load_job(job_file: Path, strict: bool) -> JobDescription:
+    """The job file parsed, once: the engine and the display take it as it is."""
     try:
         raw = read_job_file(job_file)
         check_fields(raw, str(job_file), strict, _err)
-        parse_job(raw)
+        return parse_job(raw)
     except JobFileError as error:
         _err.print(Text.assemble(("error: ", "red"), error.message))
         raise typer.Exit(EXIT_INVALID) from None
     except SpecError as error:
         _print_problems(job_file, error)
         raise typer.Exit(EXIT_INVALID) from None
-    return raw
 
 
 def _print_problems(source: Path | str, error: SpecError) -> None:
@@ -200,9 +201,9 @@ def _load_settings(data_dir: Path | None, slots: int | None, bucket: list[str] |
         raise typer.Exit(EXIT_INVALID) from None
 
 
-def _run_job(settings: Settings, raw: dict[str, Any], output: Output) -> int:
-    return _run_in_engine(settings, raw, output, "Submitted",
-                          lambda engine: engine.submit(raw))
+def _run_job(settings: Settings, spec: JobDescription, output: Output) -> int:
+    return _run_in_engine(settings, spec, output, "Submitted",
+                          lambda engine: engine.submit(spec))
 
 
 def resume_job(settings: Settings, job_id: str, output: Output) -> int:
@@ -212,7 +213,7 @@ def resume_job(settings: Settings, job_id: str, output: Output) -> int:
 
     try:
         with LocalClient(settings) as client:
-            raw = client.description(job_id)
+            stored = client.description(job_id)
             held = client.holder()
             if held is not None:
                 raise client.busy(held)
@@ -223,10 +224,10 @@ def resume_job(settings: Settings, job_id: str, output: Output) -> int:
     def restart(engine: OrchestratorEngine) -> str:
         engine.restart(job_id)
         return job_id
-    return _run_in_engine(settings, raw, output, "Resumed", restart, resumed=job_id)
+    return _run_in_engine(settings, stored, output, "Resumed", restart, resumed=job_id)
 
 
-def _run_in_engine(settings: Settings, raw: dict[str, Any], output: Output, verb: str,
+def _run_in_engine(settings: Settings, description: Description, output: Output, verb: str,
                    begin: Callable[[OrchestratorEngine], str], resumed: str = "") -> int:
     """Open the data dir's engine, `begin` the job (submit it, or restart it), follow it to
     its end and summarise; the exit status."""
@@ -245,9 +246,9 @@ def _run_in_engine(settings: Settings, raw: dict[str, Any], output: Output, verb
                 _err.print(Text.assemble(("error: ", "red"), f"{error.code}: {error.message}"))
                 return EXIT_FAILED
             note_work(settings.data_dir.resolve(), job_id)
-            output.submitted(job_id, raw, "Ctrl-C stops the job", verb,
+            output.submitted(job_id, description, "Ctrl-C stops the job", verb,
                              settings.data_dir.resolve())
-            return _follow(engine, job_id, raw, output)
+            return _follow(engine, job_id, description, output)
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
 
@@ -282,27 +283,27 @@ def _reason(error: Exception) -> str:
     return f"{type(error).__name__}: {error}"
 
 
-def _follow(engine: Engine, job_id: str, raw: dict[str, Any], output: Output) -> int:
+def _follow(engine: Engine, job_id: str, description: Description, output: Output) -> int:
     """Progress until the job ends, then the summary; the exit status."""
     display = output.display()
-    order = task_order(raw)
+    order = task_order(description)
     try:
         with display or nullcontext():
             view = watch(engine, job_id, order, display)
     except KeyboardInterrupt:
-        return _interrupted(engine, job_id, order, raw, output)
+        return _interrupted(engine, job_id, order, description, output)
     status = exit_status(view.job, output.allow_failed_instances)
-    report(output, engine, view, raw, status)
+    report(output, engine, view, description, status)
     return status
 
 
-def _interrupted(engine: Engine, job_id: str, order: list[str], raw: dict[str, Any],
+def _interrupted(engine: Engine, job_id: str, order: list[str], description: Description,
                  output: Output) -> int:
     _err.print(Text(f"Interrupted: stopping {job_id} …", style="yellow"))
     try:
         stop(engine, job_id)
         view = observe(engine, job_id, order)
-        report(output, engine, view, raw, EXIT_INTERRUPTED)
+        report(output, engine, view, description, EXIT_INTERRUPTED)
     except KeyboardInterrupt:
         pass
     return EXIT_INTERRUPTED

@@ -6,7 +6,7 @@ Everything here turns records into Rich renderables or text; nothing talks to th
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from types import TracebackType
@@ -24,6 +24,7 @@ from rich.text import Text
 from batchyard.domain.dag import topological_order, upstreams
 from batchyard.domain.derivation import Metrics
 from batchyard.domain.records import InstanceRecord, JobRecord, TaskRecord
+from batchyard.domain.spec import JobDescription
 from batchyard.domain.states import TERMINAL, State
 
 REFRESH_PER_SECOND = 8
@@ -128,8 +129,21 @@ def sum_metrics(parts: Iterable[Metrics]) -> Metrics:
     return Metrics.from_counts(total)
 
 
-def task_order(description: dict[str, Any]) -> list[str]:
+Description = JobDescription | Mapping[str, Any]
+"""A job description parsed at the edge (`run`), or as a server shows it (the remote
+commands: the server parsed it)."""
+
+
+def job_name(description: Description) -> str:
+    if isinstance(description, JobDescription):
+        return description.Name
+    return str(description.get("Name", ""))
+
+
+def task_order(description: Description) -> list[str]:
     """Task names of a job description, every task after the tasks it depends on."""
+    if isinstance(description, JobDescription):
+        return topological_order(description.graph())
     dag = description.get("DAG") or {}
     tasks = dag.get("Tasks") or {}
     return topological_order(upstreams(tasks, dag.get("Dependencies") or {}))
@@ -537,16 +551,23 @@ def _failure_lines(instance: InstanceRecord, tail: str) -> Text:
     return text
 
 
-def log_directories(description: dict[str, Any]) -> list[str]:
+def log_directories(description: Description) -> list[str]:
     """The distinct stdout/stderr redirect directories of a job's tasks, in first-seen order."""
     found: dict[str, None] = {}
+    for value in _redirect_paths(description):
+        if isinstance(value, str) and value:
+            found.setdefault(value)
+    return list(found)
+
+
+def _redirect_paths(description: Description) -> Iterable[object]:
+    if isinstance(description, JobDescription):
+        for task in description.DAG.Tasks.values():
+            yield from (task.Parameters.StdoutRedirectPath, task.Parameters.StderrRedirectPath)
+        return
     for task in ((description.get("DAG") or {}).get("Tasks") or {}).values():
         parameters = task.get("Parameters") or {} if isinstance(task, dict) else {}
-        for key in ("StdoutRedirectPath", "StderrRedirectPath"):
-            value = parameters.get(key)
-            if isinstance(value, str) and value:
-                found.setdefault(value)
-    return list(found)
+        yield from (parameters.get("StdoutRedirectPath"), parameters.get("StderrRedirectPath"))
 
 
 def logs_text(directories: Sequence[str]) -> Text:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.console import Console, RenderableType
@@ -19,10 +19,12 @@ from batchyard.cli.documents import json_text, run_document, submitted_document
 from batchyard.cli.execution import Engine, failed_instances, stderr_tails, summarize
 from batchyard.cli.progress import (
     PROGRESS_INTERVAL,
+    Description,
     JobView,
     LiveProgress,
     PlainProgress,
     failure_report,
+    job_name,
     log_directories,
     logs_text,
     result_text,
@@ -72,14 +74,15 @@ class Output:
             return LiveProgress(self.out)
         return PlainProgress(self.out, self.progress_interval)
 
-    def submitted(self, job_id: str, raw: dict[str, Any], hint: str, verb: str = "Submitted",
+    def submitted(self, job_id: str, description: Description, hint: str,
+                  verb: str = "Submitted",
                   data_dir: Path | None = None) -> None:
         """`Submitted job-… (name) in data dir /abs` and the hint on a line of its own (lines
         are never wrapped) — unless quiet or JSON (stdout is the document)."""
         if not (self.quiet or self.json):
             where = f" in data dir {data_dir}" if data_dir is not None else ""
             emit(self.out, Text.assemble(f"{verb} ", (job_id, "bold"),
-                                         f" ({raw.get('Name', '')}){where}"))
+                                         f" ({job_name(description)}){where}"))
             emit(self.out, Text(hint, style="dim"))
 
     def job_id(self, job_id: str) -> None:
@@ -87,13 +90,13 @@ class Output:
         sys.stdout.write(json_text(submitted_document(job_id)) if self.json else f"{job_id}\n")
 
 
-def report(output: Output, engine: Engine, view: JobView, raw: dict[str, Any],
+def report(output: Output, engine: Engine, view: JobView, description: Description,
            status: int) -> None:
     """The result line, the task table, the failed instances and where the logs are — or
     the same as one JSON document with `status` as its ExitStatus."""
     summaries = summarize(engine, view)
     failed = failed_instances(summaries)
-    logs = log_directories(raw)
+    logs = log_directories(description)
     if output.json:
         sys.stdout.write(json_text(run_document(view, summaries, failed, logs, status)))
         return

@@ -268,7 +268,9 @@ class Engine:
         self.job(job_id, tenant)
         return self.store.instances(job_id, task)
 
-    def attempts(self, job_id: str, task: str, instance_id: int) -> list[AttemptRecord]:
+    def attempts(self, job_id: str, task: str, instance_id: int,
+                 tenant: str | None = None) -> list[AttemptRecord]:
+        self.job(job_id, tenant)  # another tenant's job is not found, as for tasks
         return self.store.attempts(job_id, task, instance_id)
 
     def wait(self, job_id: str, timeout: float | None = None) -> JobRecord:

@@ -73,8 +73,9 @@ class Fleet:
     def sandbox(self) -> tuple[bool, str]:
         """Whether every agent can sandbox attempts; if not, why (the first one's words)."""
         for member in self._members.values():
-            if not member.info.sandbox:
-                return False, member.info.sandbox_missing
+            info = member.handle.info()  # asked afresh: bubblewrap may come or go
+            if not info.sandbox:
+                return False, info.sandbox_missing
         return bool(self._members), "no agent to run attempts"
 
     # ---- leases --------------------------------------------------------------------------

@@ -2,6 +2,8 @@
 
 - `ports.store`: the state store (`StateStore`, `StateTransaction`, typed rows), implemented
   by `adapters.store.SqlStore` and `batchyard.testing.MemoryStore`.
+- `ports.reads`: the read service (`JobQueries`) the API and the command line use,
+  implemented by `adapters.reads.SqlReads`.
 - `ports.objects`: the object store, implemented by `adapters.objectstore.FsspecObjectStore`.
 - `ports.agents`: the lease protocol between the engine and its agents (BatchCompute's VMs).
 - `ports.executors`: the executor the engine drives today (`adapters.local_executor`).
@@ -11,6 +13,7 @@
 from batchyard.ports.executors import Capabilities, Executor, OutcomeListener
 from batchyard.ports.listeners import TransitionListener
 from batchyard.ports.objects import Downloads, Folders, ObjectInfo, ObjectStore, Uploads
+from batchyard.ports.reads import JobQueries, Page, Window
 
-__all__ = ["Capabilities", "Downloads", "Executor", "Folders", "ObjectInfo", "ObjectStore",
-           "OutcomeListener", "TransitionListener", "Uploads"]
+__all__ = ["Capabilities", "Downloads", "Executor", "Folders", "JobQueries", "ObjectInfo",
+           "ObjectStore", "OutcomeListener", "Page", "TransitionListener", "Uploads", "Window"]

@@ -23,7 +23,7 @@ from collections.abc import Callable, Collection, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from enum import Enum
-from typing import Final, Literal, NamedTuple, Protocol
+from typing import Any, Final, Literal, NamedTuple, Protocol
 
 from batchyard.domain.attempt import AttemptKey
 from batchyard.domain.derivation import Metrics
@@ -49,6 +49,11 @@ KEEP: Final = _Keep.KEEP
 Keep = Literal[_Keep.KEEP]
 Stamp = float | Keep | None
 """A time a write sets, clears (None) or leaves as it is (KEEP)."""
+
+
+def given(**fields: Any) -> dict[str, Any]:
+    """The fields a write sets: those not KEEP (for the stores implementing writes)."""
+    return {name: value for name, value in fields.items() if value is not KEEP}
 
 
 # ---- values read ---------------------------------------------------------------------------

@@ -21,7 +21,7 @@ from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from batchyard.domain import buckets as bucket_rules
 from batchyard.domain.attempt import AttemptKey
@@ -61,16 +61,13 @@ from batchyard.ports.store import (
     StateStore,
     StateTransaction,
     TaskRow,
+    given,
 )
 
 
 def _time(value: float | None) -> datetime | None:
     return None if value is None else datetime.fromtimestamp(value, UTC)
 
-
-def _given(**fields: Any) -> dict[str, Any]:
-    """The fields a write sets (KEEP leaves a field as it is)."""
-    return {name: value for name, value in fields.items() if value is not KEEP}
 
 
 # ---- rows ----------------------------------------------------------------------------------
@@ -296,7 +293,7 @@ class MemoryTransaction:
         job = self._write(job_id)
         assert job is not None
         job.row = replace(job.row, state=target,
-                          **_given(started=started, ended=ended, message=message))
+                          **given(started=started, ended=ended, message=message))
         self.event(job_id, "job", source, target, now, message="" if message is KEEP else message)
         return True
 
@@ -346,7 +343,7 @@ class MemoryTransaction:
         check(Entity.TASK, f"{job_id}/{task}", row.state, target, operation)
         job = self._write(job_id)
         assert job is not None
-        job.tasks[task] = replace(row, state=target, **_given(started=started, ended=ended))
+        job.tasks[task] = replace(row, state=target, **given(started=started, ended=ended))
         self.event(job_id, "task", row.state, target, now, task=task)
         return True
 
@@ -420,7 +417,7 @@ class MemoryTransaction:
         if instance is None:
             return False
         check(Entity.INSTANCE, f"{job_id}/{task}/{instance_id}", instance.state, target)
-        self._put(job_id, replace(instance, state=target, **_given(
+        self._put(job_id, replace(instance, state=target, **given(
             ended=ended, error_code=error_code, error_message=error_message, lost=lost)))
         self.event(job_id, "instance", instance.state, target, now, task=task,
                    instance_id=instance_id, message=message)
@@ -437,7 +434,7 @@ class MemoryTransaction:
         chosen = [instance for _, instance in sorted(job.instances.items())
                   if instance.state in sources
                   and (tasks_only is None or instance.task in tasks_only)] if job else []
-        fields = _given(ended=ended, retry_count=retry_count)
+        fields = given(ended=ended, retry_count=retry_count)
         for instance in chosen:
             self._put(job_id, replace(instance, state=target, **fields))
             self.event(job_id, "instance", instance.state, target, now, task=instance.task,
@@ -500,7 +497,7 @@ def _ended(instance: _Instance, end: AttemptEnd, target: State) -> _Instance:
                    error_code=outcome.error_code.value, error_message=outcome.error_message,
                    detail=outcome.detail, stdout_path=outcome.stdout_path,
                    stderr_path=outcome.stderr_path, node=outcome.node,
-                   retry_count=end.retry_count, **_given(lost=end.lost))
+                   retry_count=end.retry_count, **given(lost=end.lost))
 
 
 def _stamp(value: datetime | None) -> datetime | None:

@@ -1,0 +1,339 @@
+"""The read port (`ports.reads.JobQueries`) on SQLAlchemy Core: every read of jobs, tasks,
+instances, attempts and events, whole or by keyset page, for the API, the command line and
+the engine. Rows become records here, and only here.
+
+Each read runs on its own connection, outside any transaction the engine holds. What must be
+of one moment is read by one statement: a job with its task and instance counts, a task with
+its instance counts. Counts are kept in rows by the store, in the same transaction as the
+states they count: a task's instances per state in the task row (`schema.COUNT_COLUMNS`), a
+job's tasks per state in the job row (`schema.TASK_COUNT_COLUMNS`). So no read counts rows: a
+job of 100,000 instances costs what a job of one does (its instances per state are the sum
+over its task rows). A page is a keyset query fetching one row more than asked (to learn the
+next marker), plus one grouped query over the page's tasks for the jobs' instance counts, so
+a page costs the same whatever the number of jobs or instances.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Collection, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Engine,
+    Select,
+    and_,
+    bindparam,
+    exists,
+    func,
+    or_,
+    select,
+    true,
+)
+from sqlalchemy.engine import Row
+
+from batchyard.adapters.schema import (
+    COUNT_COLUMNS,
+    TASK_COUNT_COLUMNS,
+    attempts,
+    events,
+    instances,
+    jobs,
+    tasks,
+)
+from batchyard.domain.derivation import Metrics
+from batchyard.domain.records import (
+    AttemptRecord,
+    EventRecord,
+    InstanceRecord,
+    JobRecord,
+    TaskRecord,
+)
+from batchyard.domain.states import State
+from batchyard.ports.reads import InvalidMarker, Page, Window, instance_number
+
+JOB_ID = re.compile(r"^job-([0-9A-F]{16})[0-9A-F]{16}$")
+_EPOCH = datetime.fromtimestamp(0, UTC)
+
+
+def to_time(value: float | None) -> datetime | None:
+    return None if value is None else datetime.fromtimestamp(value, UTC)
+
+
+class SqlReads:
+    """Records read from the state store's database (see the module docstring)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    # ---- jobs ----------------------------------------------------------------------------
+
+    def job(self, job_id: str, tenant: str | None = None) -> JobRecord | None:
+        """The job row with its task and instance counts in ONE statement: one round trip,
+        and counts of the same moment as the state (the API's hottest read)."""
+        statement = _JOB_WITH_TOTALS if tenant is None else _TENANT_JOB_WITH_TOTALS
+        with self.engine.connect() as connection:
+            row = connection.execute(statement, {"b_job": job_id, "b_tenant": tenant}).first()
+        if row is None:
+            return None
+        return job_record(row, *_job_metrics(row, row), json.loads(row.description))
+
+    def job_state(self, job_id: str, tenant: str | None = None) -> State | None:
+        query = select(jobs.c.state).where(jobs.c.id == job_id)
+        if tenant is not None:
+            query = query.where(jobs.c.tenant == tenant)
+        with self.engine.connect() as connection:
+            state = connection.execute(query).scalar()
+        return None if state is None else State(state)
+
+    def owns_job(self, job_id: str, tenant: str) -> bool:
+        return self.job_state(job_id, tenant) is not None
+
+    def jobs(self, tenant: str | None = None, state: State | None = None) -> list[JobRecord]:
+        """Every job newest first: one query for the jobs, one per table for their counts."""
+        query = _job_filter(select(jobs), tenant, state)
+        with self.engine.connect() as connection:
+            rows = connection.execute(query.order_by(jobs.c.created.desc(),
+                                                     jobs.c.id.desc())).all()
+            return _with_metrics(connection, rows, lambda row: json.loads(row.description))
+
+    def list_jobs(self, tenant: str | None, window: Window) -> Page[JobRecord]:
+        query = _job_filter(select(*_LISTED_JOB_COLUMNS), tenant, window.state)
+        with self.engine.connect() as connection:
+            if window.marker:
+                query = query.where(_after_marker(connection, tenant, window))
+            order = (jobs.c.created, jobs.c.id) if window.reverse else (
+                jobs.c.created.desc(), jobs.c.id.desc())
+            rows = connection.execute(query.order_by(*order).limit(window.limit + 1)).all()
+            page, next_marker = _split(rows, window.limit, lambda row: row.id)
+            return Page(_with_metrics(connection, page, lambda row: {}), next_marker)
+
+    # ---- tasks ---------------------------------------------------------------------------
+
+    def tasks(self, job_id: str, tenant: str | None = None) -> list[TaskRecord]:
+        """The job's tasks with their instance counts: each task's state and counts are one
+        row, so of the same moment (two statements could straddle a commit and show a
+        Waiting task with a running instance)."""
+        query = (select(tasks).where(tasks.c.job_id == job_id, _owned_by(job_id, tenant))
+                 .order_by(tasks.c.name))
+        with self.engine.connect() as connection:
+            return [task_record(row) for row in connection.execute(query)]
+
+    def has_task(self, job_id: str, task: str, tenant: str | None = None) -> bool:
+        query = select(tasks.c.name).where(tasks.c.job_id == job_id, tasks.c.name == task,
+                                           _owned_by(job_id, tenant))
+        with self.engine.connect() as connection:
+            return connection.execute(query).first() is not None
+
+    def list_tasks(self, job_id: str, window: Window, names: Collection[str] | None = None,
+                   tenant: str | None = None) -> Page[TaskRecord]:
+        query = select(tasks).where(tasks.c.job_id == job_id, tasks.c.name >= window.marker,
+                                    _owned_by(job_id, tenant))
+        if window.state is not None:
+            query = query.where(tasks.c.state == window.state.value)
+        if names is not None:
+            query = query.where(tasks.c.name.in_(sorted(names)))
+        with self.engine.connect() as connection:
+            rows = connection.execute(query.order_by(tasks.c.name).limit(window.limit + 1)).all()
+        page, next_marker = _split(rows, window.limit, lambda row: row.name)
+        return Page([task_record(row) for row in page], next_marker)
+
+    # ---- instances -----------------------------------------------------------------------
+
+    def instances(self, job_id: str, task: str,
+                  tenant: str | None = None) -> list[InstanceRecord]:
+        query = _instances_of(job_id, task, tenant).order_by(instances.c.instance_id)
+        with self.engine.connect() as connection:
+            return [instance_record(row) for row in connection.execute(query)]
+
+    def list_instances(self, job_id: str, task: str, window: Window,
+                       tenant: str | None = None) -> Page[InstanceRecord]:
+        query = _instances_of(job_id, task, tenant).where(
+            instances.c.instance_id >= _instance_marker(window.marker))
+        if window.state is not None:
+            query = query.where(instances.c.state == window.state.value)
+        with self.engine.connect() as connection:
+            rows = connection.execute(
+                query.order_by(instances.c.instance_id).limit(window.limit + 1)).all()
+        page, next_marker = _split(rows, window.limit, lambda row: row.instance_id)
+        return Page([instance_record(row) for row in page], next_marker)
+
+    def instance(self, job_id: str, task: str, instance_id: int,
+                 tenant: str | None = None) -> InstanceRecord | None:
+        query = _instances_of(job_id, task, tenant).where(
+            instances.c.instance_id == instance_id)
+        with self.engine.connect() as connection:
+            row = connection.execute(query).first()
+        return None if row is None else instance_record(row)
+
+    # ---- history -------------------------------------------------------------------------
+
+    def attempts(self, job_id: str, task: str, instance_id: int,
+                 tenant: str | None = None) -> list[AttemptRecord]:
+        query = (select(attempts)
+                 .where(attempts.c.job_id == job_id, attempts.c.task == task,
+                        attempts.c.instance_id == instance_id, _owned_by(job_id, tenant))
+                 .order_by(attempts.c.attempt))
+        with self.engine.connect() as connection:
+            return [attempt_record(row) for row in connection.execute(query)]
+
+    def events(self, job_id: str, tenant: str | None = None) -> list[EventRecord]:
+        query = (select(events).where(events.c.job_id == job_id, _owned_by(job_id, tenant))
+                 .order_by(events.c.id))
+        with self.engine.connect() as connection:
+            return [event_record(row) for row in connection.execute(query)]
+
+
+# ---- rows to records ---------------------------------------------------------------------
+
+def job_record(row: Row[Any], task_metrics: Metrics, instance_metrics: Metrics,
+               description: dict[str, Any]) -> JobRecord:
+    return JobRecord(
+        id=row.id, tenant=row.tenant, name=row.name, priority=row.priority,
+        state=State(row.state), message=row.message, created=to_time(row.created) or _EPOCH,
+        started=to_time(row.started), ended=to_time(row.ended), task_metrics=task_metrics,
+        instance_metrics=instance_metrics, description=description)
+
+
+def task_record(row: Row[Any]) -> TaskRecord:
+    """A tasks-table row, with the instance counts it keeps."""
+    return TaskRecord(row.job_id, row.name, State(row.state), to_time(row.started),
+                      to_time(row.ended), _counted(row, INSTANCE_COUNTS))
+
+
+def instance_record(row: Row[Any]) -> InstanceRecord:
+    return InstanceRecord(
+        job_id=row.job_id, task=row.task, instance_id=row.instance_id, state=State(row.state),
+        retry_count=row.retry_count, attempts=row.attempts, started=to_time(row.started),
+        ended=to_time(row.ended), exit_code=row.exit_code, error_code=row.error_code,
+        error_message=row.error_message, detail=row.detail, stdout_path=row.stdout_path,
+        stderr_path=row.stderr_path, node=row.node)
+
+
+def attempt_record(row: Row[Any]) -> AttemptRecord:
+    return AttemptRecord(row.job_id, row.task, row.instance_id, row.attempt,
+                         to_time(row.started), to_time(row.ended), row.exit_code,
+                         row.error_code, row.error_message, row.stdout_path, row.stderr_path)
+
+
+def event_record(row: Row[Any]) -> EventRecord:
+    return EventRecord(row.id, row.job_id, row.task, row.instance_id, row.kind, row.source,
+                       row.target, datetime.fromtimestamp(row.time, UTC), row.message)
+
+
+# ---- query parts -------------------------------------------------------------------------
+
+def _owned_by(job_id: str, tenant: str | None) -> ColumnElement[bool]:
+    """Every row when `tenant` is None; else none unless the job is `tenant`'s (so another
+    tenant's job reads exactly like a missing one)."""
+    if tenant is None:
+        return true()
+    return exists().where(jobs.c.id == job_id, jobs.c.tenant == tenant)
+
+
+def _job_filter(query: Select[Any], tenant: str | None, state: State | None) -> Select[Any]:
+    if tenant is not None:
+        query = query.where(jobs.c.tenant == tenant)
+    if state is not None:
+        query = query.where(jobs.c.state == state.value)
+    return query
+
+
+def _instances_of(job_id: str, task: str, tenant: str | None) -> Select[Any]:
+    return select(instances).where(instances.c.job_id == job_id, instances.c.task == task,
+                                   _owned_by(job_id, tenant))
+
+
+def _split(rows: Sequence[Row[Any]], limit: int,
+           marker_of: Callable[[Row[Any]], object]) -> tuple[list[Row[Any]], str]:
+    if len(rows) > limit:
+        return list(rows[:limit]), str(marker_of(rows[limit]))
+    return list(rows), ""
+
+
+def _after_marker(connection: Connection, tenant: str | None,
+                  window: Window) -> ColumnElement[bool]:
+    """Rows at or past the marker job in the listing order."""
+    marker = select(jobs.c.created).where(jobs.c.id == window.marker)
+    if tenant is not None:
+        marker = marker.where(jobs.c.tenant == tenant)
+    created = connection.execute(marker).scalar()
+    if created is None:
+        created = _created_from_id(window.marker)
+    if window.reverse:
+        return or_(jobs.c.created > created,
+                   and_(jobs.c.created == created, jobs.c.id >= window.marker))
+    return or_(jobs.c.created < created,
+               and_(jobs.c.created == created, jobs.c.id <= window.marker))
+
+
+def _created_from_id(job_id: str) -> float:
+    """A deleted marker job still has a place in the order: its id starts with its time."""
+    match = JOB_ID.match(job_id)
+    if match is None:
+        raise InvalidMarker(f"Marker {job_id!r} is not a job id")
+    return int(match.group(1), 16) / 1e9
+
+
+def _instance_marker(marker: str) -> int:
+    if not marker:
+        return 0
+    number = instance_number(marker)
+    if number is None:
+        raise InvalidMarker(f"Marker must be an instance id (an integer >= 0), got {marker!r}")
+    return number
+
+
+def _with_metrics(connection: Connection, rows: Sequence[Row[Any]],
+                  description: Callable[[Row[Any]], dict[str, Any]]) -> list[JobRecord]:
+    """Records of job rows, their instance counts summed over their task rows by one query."""
+    totals: dict[str, Row[Any]] = {}
+    if rows:
+        query = _TOTALS.where(tasks.c.job_id.in_([row.id for row in rows]))
+        totals = {total.job_id: total for total in connection.execute(query)}
+    return [job_record(row, *_job_metrics(row, totals.get(row.id, row)), description(row))
+            for row in rows]
+
+
+def _job_metrics(row: Row[Any], totals: Row[Any]) -> tuple[Metrics, Metrics]:
+    """A job's tasks per state (its row's counts) and instances per state (`totals`: summed
+    over its task rows)."""
+    return _counted(row, TASK_COUNTS), _counted(totals, INSTANCE_COUNTS)
+
+
+def _counted(row: Row[Any], columns: dict[State, str]) -> Metrics:
+    """Metrics from a row's count columns (a sum over no task is NULL: 0)."""
+    values = row._mapping
+    return Metrics.from_counts({state: values.get(column) or 0
+                                for state, column in columns.items()})
+
+
+# ---- statements built once (values bound per call) ---------------------------------------
+
+_LISTED_JOB_COLUMNS = [column for column in jobs.c if column.name != "description"]
+"""A listing never shows descriptions (each holds every task: megabytes for big jobs)."""
+
+
+INSTANCE_COUNTS = COUNT_COLUMNS
+"""The tasks-table column counting a task's instances in each state."""
+TASK_COUNTS = TASK_COUNT_COLUMNS
+"""The jobs-table column counting a job's tasks in each state."""
+_TOTALS = (
+    select(tasks.c.job_id,
+           *[func.sum(tasks.c[column]).label(column) for column in INSTANCE_COUNTS.values()])
+    .group_by(tasks.c.job_id))
+"""Per job: its instances in each state (the sums of its tasks' counts)."""
+_JOB_TOTALS = _TOTALS.where(tasks.c.job_id == bindparam("b_job")).subquery()
+_JOB_WITH_TOTALS = (
+    select(jobs, *[column for column in _JOB_TOTALS.c if column.name != "job_id"])
+    .select_from(jobs.outerjoin(_JOB_TOTALS, _JOB_TOTALS.c.job_id == jobs.c.id))
+    .where(jobs.c.id == bindparam("b_job")))
+_TENANT_JOB_WITH_TOTALS = _JOB_WITH_TOTALS.where(jobs.c.tenant == bindparam("b_tenant"))
+
+
+__all__ = ["SqlReads", "attempt_record", "event_record", "instance_record", "job_record",
+           "task_record", "to_time"]
