@@ -34,6 +34,7 @@ from batchyard.runner.confinement import SlotPool
 from batchyard.runner.control import AttemptControl
 from batchyard.runner.reaper import reap_orphans
 from batchyard.runner.runner import run_attempt
+from batchyard.runner.sandbox import bwrap_path
 from batchyard.runner.settings import RunnerSettings
 from batchyard.runner.workspace import clear_spares
 
@@ -71,7 +72,9 @@ class LocalAgent:
         return self._slot_pool.tracking
 
     def info(self) -> AgentInfo:
-        return self._info
+        """What it offers; whether it can sandbox is asked afresh (bubblewrap may come or
+        go while it runs)."""
+        return replace(self._info, sandbox=bwrap_path() is not None)
 
     def start(self) -> LocalAgent:
         """Kill what a dead engine left running here, drop spare folders, start the threads."""

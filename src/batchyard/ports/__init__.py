@@ -6,14 +6,12 @@
   implemented by `adapters.reads.SqlReads`.
 - `ports.objects`: the object store, implemented by `adapters.objectstore.FsspecObjectStore`.
 - `ports.agents`: the lease protocol between the engine and its agents (BatchCompute's VMs).
-- `ports.executors`: the executor the engine drives today (`adapters.local_executor`).
 - `ports.listeners`: hooks told about committed transitions.
 """
 
-from batchyard.ports.executors import Capabilities, Executor, OutcomeListener
 from batchyard.ports.listeners import TransitionListener
 from batchyard.ports.objects import Downloads, Folders, ObjectInfo, ObjectStore, Uploads
 from batchyard.ports.reads import JobQueries, Page, Window
 
-__all__ = ["Capabilities", "Downloads", "Executor", "Folders", "JobQueries", "ObjectInfo",
-           "ObjectStore", "OutcomeListener", "Page", "TransitionListener", "Uploads", "Window"]
+__all__ = ["Downloads", "Folders", "JobQueries", "ObjectInfo", "ObjectStore", "Page",
+           "TransitionListener", "Uploads", "Window"]
