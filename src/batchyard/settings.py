@@ -62,7 +62,7 @@ class Settings(BaseSettings):
                            description="Where state, the default object store and work dirs live")
     database_url: str = Field(default="", description="SQLAlchemy URL; default SQLite in data_dir")
     slots: int = Field(default_factory=_default_slots, ge=1,
-                       description="How many instances the local executor runs at once")
+                       description="How many instances this machine's agent runs at once")
     buckets: dict[str, str] = Field(
         default_factory=dict,
         description="bucket name -> fsspec URL (e.g. demo=/srv/demo or demo=s3://real-bucket)")

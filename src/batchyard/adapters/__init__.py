@@ -1,1 +1,1 @@
-"""Adapters: concrete implementations of the ports (object store, state store, executors)."""
+"""Adapters: concrete implementations of the ports (state store, reads, object store)."""

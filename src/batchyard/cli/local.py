@@ -196,7 +196,7 @@ class LocalClient:
 
 
 def _objects(settings: Settings) -> ObjectStore:
-    from batchyard.hosting import open_objects  # the executor's modules, loaded when needed
+    from batchyard.hosting import open_objects  # the agent's modules, loaded when needed
 
     return open_objects(settings)
 

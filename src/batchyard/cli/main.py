@@ -259,7 +259,7 @@ def _open_engine(settings: Settings) -> OrchestratorEngine | None:
 
     try:
         return open_engine(settings)
-    except Exception as error:  # any failure to set up state, store or executor
+    except Exception as error:  # any failure to set up state, store or agent
         _err.print(Text.assemble(("error: ", "red"), f"cannot start batchyard with data dir "
                                  f"{settings.data_dir.resolve()}: {_reason(error)}"))
         return None

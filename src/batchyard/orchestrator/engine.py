@@ -1,8 +1,8 @@
 """The engine: accepts jobs and user operations, runs the control loop, reports state.
 
 One thread runs the loop. Each step, in one store transaction: apply the attempt outcomes
-reported since the last step, settle task/job states, launch waiting instances into free
-executor slots. Steps are woken by events (submission, outcome, operation) and by a slow
+reported since the last step, settle task/job states, launch waiting instances into the
+agents' free slots. Steps are woken by events (submission, outcome, operation) and by a slow
 safety timer. Every mutation holds the engine lock, so steps and operations never interleave.
 """
 

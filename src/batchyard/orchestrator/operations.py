@@ -23,7 +23,7 @@ from batchyard.ports.store import JobRow, StateTransaction
 @dataclass(frozen=True)
 class Result:
     cancel: list[AttemptKey] = field(default_factory=list)
-    """Attempts the executor must kill."""
+    """Attempts the agents must kill."""
     settle: bool = True
     """Whether task/job states must be settled afterwards."""
 
