@@ -12,9 +12,9 @@ job). Then, in the same invocation, xargs runs the same COUNT `bash -c true` pro
 
 - wall time from submit until the client sees the job Finished (the server's own
   EndTime - CreationTime beside it), against xargs, and the ratio;
-- the server's peak RSS (VmHWM of its process: the local executor runs attempts in threads
-  of that process, so this is all of batchyard's memory) and the RSS sampled along the run
-  (at 10 %, 50 % and the end of the instances), target < 512 MB;
+- batchyard's peak RSS: the VmHWM of the server process plus that of its agent process
+  (which runs the attempts), and their RSS sampled along the run (at 10 %, 50 % and the
+  end of the instances), target < 512 MB;
 - submit -> first instance Running: the server's StartTime - CreationTime of the job, and
   what the client saw (it polls every 2 ms until the job leaves Waiting);
 - the latency of the GET /jobs/{id} requests sent while the job ran: p50, p99 and max.
@@ -62,6 +62,28 @@ def memory_kb(pid: int, field_name: str) -> int:
     return 0
 
 
+def agent_processes(parent: int) -> list[int]:
+    """The agent processes (`python -m batchyard.agent`) of the server `parent`."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            arguments = (entry / "cmdline").read_bytes().split(b"\0")
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        if ppid == parent and b"batchyard.agent" in arguments:
+            found.append(int(entry.name))
+    return found
+
+
+def batchyard_kb(pid: int, field_name: str) -> int:
+    """A `Vm…` figure of the server and its agent processes together, in kB."""
+    return memory_kb(pid, field_name) + sum(memory_kb(agent, field_name)
+                                            for agent in agent_processes(pid))
+
+
 @dataclass
 class Follow:
     """What the client saw while the job ran."""
@@ -90,7 +112,7 @@ def note_rss(follow: Follow, pid: int, job: dict[str, Any], count: int) -> None:
     done = job["InstanceMetrics"]["FinishedCount"] + job["InstanceMetrics"]["FailedCount"]
     for label, fraction in (("10 %", 0.1), ("50 %", 0.5)):
         if label not in follow.rss_mb and done >= fraction * count:
-            follow.rss_mb[label] = memory_kb(pid, "VmRSS") / 1024
+            follow.rss_mb[label] = batchyard_kb(pid, "VmRSS") / 1024
 
 
 def follow_job(client: httpx.Client, pid: int, count: int, interval: float) -> Follow:
@@ -106,7 +128,7 @@ def follow_job(client: httpx.Client, pid: int, count: int, interval: float) -> F
         time.sleep(interval if follow.first_running else 0.002)
         job = timed_get(client, path, follow)
     follow.finished = time.perf_counter() - follow.submitted
-    follow.rss_mb["end"] = memory_kb(pid, "VmRSS") / 1024
+    follow.rss_mb["end"] = batchyard_kb(pid, "VmRSS") / 1024
     follow.job = job
     return follow
 
@@ -129,7 +151,7 @@ def report(follow: Follow, count: int, slots: int, sandbox: bool, xargs_wall: fl
         f"  xargs -P {slots:<6} : {xargs_wall:8.2f} s   "
         f"{xargs_wall / count * 1000:6.2f} ms per instance",
         f"  ratio batchyard / xargs: {ratio:.2f}x   ({count / follow.finished:.0f} instances/s)",
-        f"  server peak RSS (VmHWM): {peak_mb:.0f} MB "
+        f"  peak RSS (VmHWM, server + agent process): {peak_mb:.0f} MB "
         f"({'meets' if peak_mb < RSS_TARGET_MB else 'misses'} the target < {RSS_TARGET_MB} MB);"
         f" RSS at {samples}",
         f"  submit -> first instance Running: server {first * 1000:.1f} ms, "
@@ -150,7 +172,7 @@ def run(arguments: argparse.Namespace) -> None:
             with httpx.Client(base_url=url, auth=Signer(key.id, key.secret),
                               timeout=60) as client:
                 follow = follow_job(client, process.pid, arguments.count, arguments.interval)
-            peak_mb = memory_kb(process.pid, "VmHWM") / 1024
+            peak_mb = batchyard_kb(process.pid, "VmHWM") / 1024
         finally:
             process.terminate()
             process.wait(60)
