@@ -42,6 +42,7 @@ from batchyard.adapters.schema import (
     attempts,
     events,
     instances,
+    job_descriptions,
     jobs,
     tasks,
 )
@@ -95,7 +96,8 @@ class SqlReads:
 
     def jobs(self, tenant: str | None = None, state: State | None = None) -> list[JobRecord]:
         """Every job newest first: one query for the jobs, one per table for their counts."""
-        query = _job_filter(select(jobs), tenant, state)
+        query = _job_filter(select(jobs, job_descriptions.c.description).select_from(
+            jobs.join(job_descriptions, job_descriptions.c.job_id == jobs.c.id)), tenant, state)
         with self.engine.connect() as connection:
             rows = connection.execute(query.order_by(jobs.c.created.desc(),
                                                      jobs.c.id.desc())).all()
@@ -314,7 +316,7 @@ def _counted(row: Row[Any], columns: dict[State, str]) -> Metrics:
 
 # ---- statements built once (values bound per call) ---------------------------------------
 
-_LISTED_JOB_COLUMNS = [column for column in jobs.c if column.name != "description"]
+_LISTED_JOB_COLUMNS = list(jobs.c)
 """A listing never shows descriptions (each holds every task: megabytes for big jobs)."""
 
 
@@ -329,8 +331,10 @@ _TOTALS = (
 """Per job: its instances in each state (the sums of its tasks' counts)."""
 _JOB_TOTALS = _TOTALS.where(tasks.c.job_id == bindparam("b_job")).subquery()
 _JOB_WITH_TOTALS = (
-    select(jobs, *[column for column in _JOB_TOTALS.c if column.name != "job_id"])
-    .select_from(jobs.outerjoin(_JOB_TOTALS, _JOB_TOTALS.c.job_id == jobs.c.id))
+    select(jobs, job_descriptions.c.description,
+           *[column for column in _JOB_TOTALS.c if column.name != "job_id"])
+    .select_from(jobs.join(job_descriptions, job_descriptions.c.job_id == jobs.c.id)
+                 .outerjoin(_JOB_TOTALS, _JOB_TOTALS.c.job_id == jobs.c.id))
     .where(jobs.c.id == bindparam("b_job")))
 _TENANT_JOB_WITH_TOTALS = _JOB_WITH_TOTALS.where(jobs.c.tenant == bindparam("b_tenant"))
 

@@ -37,12 +37,22 @@ jobs = Table(
     Column("created", Float, nullable=False, index=True),
     Column("started", Float),
     Column("ended", Float),
-    Column("description", Text, nullable=False),
     *(Column(column, Integer, nullable=False, default=0, server_default="0")
       for column in TASK_COUNT_COLUMNS.values()),
 )
 """A job's tasks per state are kept in its row (`TASK_COUNT_COLUMNS`), as a task's instances
 are in the task's: an outcome that ends a task costs the same in a job of 5,000 tasks."""
+
+job_descriptions = Table(
+    "job_descriptions", metadata,
+    Column("job_id", String(40), primary_key=True),
+    Column("description", Text, nullable=False),
+    ForeignKeyConstraint(["job_id"], ["jobs.id"], ondelete="CASCADE"),
+)
+"""Each job's description (JSON), apart from its row: it holds every task (a megabyte for a
+job of thousands), and the job row changes with every task that starts or ends — SQLite
+writes a row whole when its size changes, so a description in it was written again each
+time."""
 
 tasks = Table(
     "tasks", metadata,

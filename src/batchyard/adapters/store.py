@@ -34,6 +34,7 @@ from batchyard.adapters.schema import (
     buckets,
     events,
     instances,
+    job_descriptions,
     jobs,
     tasks,
 )
@@ -294,7 +295,7 @@ class StoreTransaction:
         claiming their buckets and recording their tokens (see `SqlStore.create_job`)."""
         self._claim_buckets(new_jobs)
         self._record_tokens(new_jobs)
-        job_rows, task_rows, instance_rows = [], [], []
+        job_rows, task_rows, instance_rows, description_rows = [], [], [], []
         for job_id, tenant, spec, now, _, _ in new_jobs:
             graph = spec.graph()
             job_rows.append({
@@ -302,9 +303,9 @@ class StoreTransaction:
                 "state": State.WAITING.value, "message": "",
                 "fail_on_instance_fail": spec.JobFailOnInstanceFail,
                 "auto_release": spec.AutoRelease, "created": now,
-                "description": json.dumps(spec.echo()),
                 TASK_COUNT_COLUMNS[State.WAITING]: len(spec.DAG.Tasks),
             })
+            description_rows.append({"job_id": job_id, "description": json.dumps(spec.echo())})
             task_rows += [
                 {"job_id": job_id, "name": name, "state": State.WAITING.value,
                  "ready": not graph[name], "instance_count": task.InstanceCount,
@@ -319,6 +320,7 @@ class StoreTransaction:
             ]
             self.event(job_id, "job", "", State.WAITING, now, message="submitted")
         self.connection.execute(jobs.insert(), job_rows)
+        self.connection.execute(job_descriptions.insert(), description_rows)
         self.connection.execute(tasks.insert(), task_rows)
         self.connection.execute(instances.insert(), instance_rows)
 
@@ -389,7 +391,7 @@ class StoreTransaction:
         return bool(result.rowcount)
 
     def delete_job(self, job_id: str) -> None:
-        for table in (events, attempts, instances, tasks):
+        for table in (events, attempts, instances, tasks, job_descriptions):
             self.connection.execute(table.delete().where(table.c.job_id == job_id))
         self.connection.execute(jobs.delete().where(jobs.c.id == job_id))
 
@@ -621,7 +623,7 @@ _ENTITIES = frozenset(entity.value for entity in Entity)
 _ONE_INSTANCE = (instances.c.job_id == bindparam("b_job"), instances.c.task == bindparam("b_task"),
                  instances.c.instance_id == bindparam("b_index"))
 _JOB_STATE = select(jobs.c.state).where(jobs.c.id == bindparam("b_id"))
-_JOB_ROW = select(*(column for column in jobs.c if column.name != "description")).where(
+_JOB_ROW = select(jobs).where(
     jobs.c.id == bindparam("b_id"))
 _OWNERS = select(buckets.c.name, buckets.c.owner).where(
     buckets.c.name.in_(bindparam("b_names", expanding=True)))

@@ -150,7 +150,8 @@ class Fleet:
             return
         member.last_seen = now
         member.alive = True
-        member.lost = {token: member.lost[token] for token in running if token in member.lost}
+        member.lost = {token: member.lost[token] for token in sorted(running)
+                       if token in member.lost}
         if member.lost:
             member.handle.cancel(list(member.lost.values()))
 
