@@ -406,12 +406,8 @@ class StoreTransaction:
         """The job's task rows; only those named in `names` unless it is None."""
         if names is not None and not names:
             return []
-        query = select(tasks).where(tasks.c.job_id == job_id)
-        if names is not None and len(names) <= MOST_NAMES:
-            query = query.where(tasks.c.name.in_(sorted(names)))
-        rows = self.connection.execute(query).all()
-        if names is not None and len(names) > MOST_NAMES:
-            rows = [row for row in rows if row.name in names]
+        rows = [row for row in self.connection.execute(*_of_tasks(_TASK_ROWS, job_id, names))
+                if names is None or row.name in names]
         return [TaskRow(row.job_id, row.name, State(row.state), row.ready, row.instance_count,
                         row.max_retry_count, row.started, row.ended) for row in rows]
 
@@ -420,10 +416,8 @@ class StoreTransaction:
         """Instances per state of each task of the job (of the tasks in `names` if given),
         as kept in the task rows: one row read per task, whatever its instance count."""
         self._flush_counts()
-        query = select(tasks.c.name, *_COUNTS).where(tasks.c.job_id == job_id)
-        if names is not None and len(names) <= MOST_NAMES:
-            query = query.where(tasks.c.name.in_(sorted(names)))
-        return {row.name: _metrics(row) for row in self.connection.execute(query)
+        return {row.name: _metrics(row)
+                for row in self.connection.execute(*_of_tasks(_TASK_COUNTS, job_id, names))
                 if names is None or row.name in names}
 
     def task_metrics(self, job_id: str) -> Metrics:
@@ -441,10 +435,9 @@ class StoreTransaction:
             return False
         check(Entity.TASK, f"{job_id}/{task}", State(source), target, operation)
         fields = given(started=started, ended=ended)
-        result = self.connection.execute(
-            tasks.update()
-            .where(tasks.c.job_id == job_id, tasks.c.name == task, tasks.c.state == source)
-            .values(state=target.value, **fields))
+        result = self.connection.execute(_MOVE_TASK, {
+            "b_job": job_id, "b_task": task, "b_source": source, "state": target.value,
+            **fields})
         moved = bool(result.rowcount)
         if moved:
             self._task_counts[job_id, State(source)] -= 1
@@ -454,9 +447,8 @@ class StoreTransaction:
 
     def set_ready(self, job_id: str, names: Collection[str], ready: bool) -> None:
         if names:
-            self.connection.execute(
-                tasks.update().where(tasks.c.job_id == job_id, tasks.c.name.in_(sorted(names)))
-                .values(ready=ready))
+            self.connection.execute(_SET_READY, {"b_job": job_id, "b_names": sorted(names),
+                                                 "ready": ready})
 
     # ---- instances -----------------------------------------------------------------------
 
@@ -668,6 +660,16 @@ _ADD_TASK_COUNTS = jobs.update().where(jobs.c.id == bindparam("b_job")).values(
      for state, column in TASK_COUNT_COLUMNS.items()})
 _JOB_TASK_COUNTS = select(*(jobs.c[column] for column in TASK_COUNT_COLUMNS.values())).where(
     jobs.c.id == bindparam("b_id"))
+_OF_JOB = tasks.c.job_id == bindparam("b_job")
+_NAMED = tasks.c.name.in_(bindparam("b_names", expanding=True))
+_TASK_ROWS = (select(tasks).where(_OF_JOB), select(tasks).where(_OF_JOB, _NAMED))
+"""A job's task rows: all of them, or those named."""
+_TASK_COUNTS = (select(tasks.c.name, *_COUNTS).where(_OF_JOB),
+                select(tasks.c.name, *_COUNTS).where(_OF_JOB, _NAMED))
+"""A job's tasks' instance counts: of all of them, or of those named."""
+_MOVE_TASK = tasks.update().where(_OF_JOB, tasks.c.name == bindparam("b_task"),
+                                  tasks.c.state == bindparam("b_source"))
+_SET_READY = tasks.update().where(_OF_JOB, _NAMED)
 _END_ATTEMPT = instances.update().where(
     *_ONE_INSTANCE, instances.c.state == State.RUNNING.value,
     instances.c.attempts == bindparam("b_attempt"))
@@ -684,6 +686,15 @@ def _instance_counts(connection: Connection, job_id: str,
     for task, state, count in rows:
         per_task.setdefault(task, {})[State(state)] = count
     return {task: Metrics.from_counts(counts) for task, counts in per_task.items()}
+
+
+def _of_tasks(statements: tuple[Any, Any], job_id: str, names: Collection[str] | None
+              ) -> tuple[Any, dict[str, Any]]:
+    """The statement and parameters reading a job's tasks: the named ones (up to MOST_NAMES
+    of them in one IN list), or all of them (callers drop those they did not name)."""
+    if names is None or len(names) > MOST_NAMES:
+        return statements[0], {"b_job": job_id}
+    return statements[1], {"b_job": job_id, "b_names": sorted(names)}
 
 
 def _count_changes(deltas: Mapping[tuple[str, str, State], int]) -> list[dict[str, Any]]:

@@ -18,7 +18,10 @@ from batchyard.orchestrator.caches import KnownJob
 from batchyard.ports.store import LaunchRow, StateTransaction
 
 LOOKAHEAD = 64
-"""Waiting instances fetched ahead per tenant, in launch order, while nothing changes it."""
+"""At most this many Waiting instances are fetched ahead per tenant, in launch order. The
+look-ahead follows use: after an invalidation it is twice what was launched from the last
+fetch (a job of one-instance tasks invalidates the queue at every settle: fetching 64 rows
+each time would cost more than it saves), and it doubles when a queue runs dry."""
 
 
 class StaleLaunchQueue(Exception):
@@ -36,6 +39,9 @@ class LaunchQueue:
         self._generation = 0
         """Moved by every invalidation; the queue is good while it is the one fetched at."""
         self._fetched_at = -1
+        self._ahead = LOOKAHEAD
+        self._used = 0
+        """Instances launched from the queue since it was fetched."""
 
     def invalidate(self) -> None:
         """The launch order may have changed: fetch again before the next launch. Safe from
@@ -48,7 +54,10 @@ class LaunchQueue:
         """Up to `free` instances to launch now, shared fairly between tenants given what
         each runs; marked Running in `tx` (StaleLaunchQueue if one was not Waiting)."""
         rows = self._rows
-        if self._fetched_at != self._generation or self._short(rows, free):
+        stale = self._fetched_at != self._generation
+        if stale or self._short(rows, free):
+            self._ahead = (max(1, min(LOOKAHEAD, 2 * self._used)) if stale
+                           else min(LOOKAHEAD, 2 * self._ahead))
             self._fetched_at = self._generation  # read before the fetch (see invalidate)
             rows = self._rows = self._fetch(tx, free)
         queues = {tenant: [row.candidate for row in mine] for tenant, mine in rows.items()}
@@ -57,6 +66,7 @@ class LaunchQueue:
         for candidate in picked:
             taken[candidate.tenant] = taken.get(candidate.tenant, 0) + 1
         chosen = _chosen(rows, taken)
+        self._used += len(chosen)
         if not tx.mark_running(chosen, now):
             raise StaleLaunchQueue("an instance of the launch queue was no longer Waiting")
         return chosen
@@ -67,7 +77,8 @@ class LaunchQueue:
                    for tenant, mine in rows.items())
 
     def _fetch(self, tx: StateTransaction, free: int) -> dict[str, list[LaunchRow]]:
-        limit = max(free, LOOKAHEAD)
+        limit = max(free, self._ahead)
+        self._used = 0
         rows: dict[str, list[LaunchRow]] = {}
         for row in tx.launch_rows(limit, free):
             rows.setdefault(row.candidate.tenant, []).append(row)
