@@ -21,6 +21,7 @@ import threading
 from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass
+from functools import cached_property
 
 from batchyard.domain.attempt import AttemptKey
 from batchyard.errors import BatchyardError
@@ -40,15 +41,16 @@ class Workspace:
     folder: str
     work_root: str
 
-    @property
+    # Joined once, when first asked: each is read several times per attempt.
+    @cached_property
     def workdir(self) -> str:
         return os.path.join(self.folder, "workdir")
 
-    @property
+    @cached_property
     def stdout(self) -> str:
         return os.path.join(self.folder, "stdout")
 
-    @property
+    @cached_property
     def stderr(self) -> str:
         return os.path.join(self.folder, "stderr")
 
