@@ -11,9 +11,10 @@ Prints both wall times, the ratio, and the agent's own CPU per instance: user + 
 this process (getrusage RUSAGE_SELF, which does not count the programs) over the leasing,
 divided by COUNT — the share of issue 10's 0.25 ms budget the agent takes.
 
-`--tracking subreaper` (the default) runs the fast path (posix_spawn on the spawner loop);
-`--tracking cgroup` gives every slot a cgroup, which sends every attempt down the heavy
-path (`run_attempt` on the pool), as today's executor does. `--popen` starts fast-path
+`--tracking subreaper` (the default) tracks detached processes as orphans of a child
+subreaper; `--tracking cgroup` gives every slot a cgroup (what `batchyard run` does as root),
+the program born inside it (`agent.births`). Both run the fast path (posix_spawn on the
+spawner loop). `--popen` starts fast-path
 programs with `subprocess.Popen(cwd=…)` instead of posix_spawn in the loop's own working
 directory (the fallback where `unshare(CLONE_FS)` is refused).
 """

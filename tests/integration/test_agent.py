@@ -5,20 +5,26 @@ from __future__ import annotations
 import io
 import os
 import random
+import re
 import tarfile
 import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from batchyard.adapters.objectstore import FsspecObjectStore
+from batchyard.agent import agent as agent_module
 from batchyard.agent.agent import LocalAgent
 from batchyard.domain.attempt import AttemptKey, AttemptRequest
 from batchyard.domain.outcome import ErrorCode, Outcome
 from batchyard.ports.agents import AgentInfo, Report, batch_of
-from batchyard.runner.confinement import Confinement
+from batchyard.runner import cgroups
+from batchyard.runner.cgroups import Cgroups, Hierarchy
+from batchyard.runner.confinement import Confinement, Limits
+from batchyard.runner.runner import broken
 from batchyard.runner.settings import RunnerSettings
 from tests.security.conftest import processes_running, until
 
@@ -373,3 +379,130 @@ def test_forget_removes_the_jobs_work_folders(agent: LocalAgent, recorder: Recor
     assert (settings.work_root / JOB).is_dir()
     agent.forget(JOB)
     assert not (settings.work_root / JOB).exists()
+
+
+# ---- slots with a cgroup: the fast path, the program born in its cgroup --------------------
+
+
+def writable_hierarchy(version: int) -> Hierarchy:
+    for hierarchy in cgroups._hierarchies(Path("/proc/self/mountinfo"),
+                                          Path("/proc/self/cgroup")):
+        if hierarchy.version == version and os.access(hierarchy.own, os.W_OK):
+            return hierarchy
+    pytest.skip(f"no writable cgroup v{version} hierarchy on this machine")
+
+
+@pytest.fixture(params=[1, 2], ids=["v1", "v2"])
+def cgroup_settings(request: pytest.FixtureRequest, tmp_path: Path,
+                    monkeypatch: pytest.MonkeyPatch) -> RunnerSettings:
+    """Settings whose slots get cgroups of the version asked for (skipped where this
+    process may not make them)."""
+    version: int = request.param
+    settings = RunnerSettings(work_root=tmp_path / "work", kill_grace=0.5, log_interval=0.2,
+                              confinement=Confinement(tracking="cgroup"))
+    found = cgroups.available(settings.work_root)
+    if found is not None:
+        found.remove()
+    if found is None or found.version != version:
+        groups = Cgroups([writable_hierarchy(version)], f"test-{os.getpid()}-{version}")
+        monkeypatch.setattr(cgroups, "available", lambda *_, **__: groups)
+    return settings
+
+
+@pytest.fixture
+def heavy(monkeypatch: pytest.MonkeyPatch) -> list[AttemptKey]:
+    """The attempts that went down the heavy path (`run_attempt`, replaced: it fails them)."""
+    taken: list[AttemptKey] = []
+
+    def run_attempt(request: AttemptRequest, *_: object) -> Outcome:
+        taken.append(request.key)
+        return broken(RuntimeError("the heavy path was taken"), datetime.now(UTC))
+
+    monkeypatch.setattr(agent_module, "run_attempt", run_attempt)
+    return taken
+
+
+@pytest.fixture
+def cgroup_agent(objects: FsspecObjectStore, cgroup_settings: RunnerSettings,
+                 recorder: Recorder) -> Iterator[LocalAgent]:
+    running = open_agent(objects, cgroup_settings, recorder)
+    assert running.tracking == "cgroup"
+    yield running
+    running.shutdown()
+
+
+def slot_cgroups_of_threads() -> list[str]:
+    """The cgroup lines of this process's threads that name a slot (none should)."""
+    lines = []
+    for task in Path("/proc/self/task").iterdir():
+        with open(task / "cgroup") as membership:
+            lines += [line for line in membership if "/slot-" in line]
+    return lines
+
+
+def test_a_plain_attempt_in_a_cgroup_slot_runs_on_the_fast_path_inside_its_cgroup(
+        cgroup_agent: LocalAgent, recorder: Recorder, objects: FsspecObjectStore,
+        heavy: list[AttemptKey]) -> None:
+    lease(cgroup_agent, *(request("cat /proc/self/cgroup", instance) for instance in range(6)))
+    outcomes = recorder.wait(6)
+    assert heavy == []
+    assert all(outcome.succeeded for outcome in outcomes.values()), outcomes
+    slot = re.compile(r"^\d+:(pids|memory|):/(.*/)?batchyard-[\w-]+/slot-\d+$", re.M)
+    for instance in range(6):  # its first command already runs in the slot's cgroup
+        assert slot.search(log(objects, "stdout", instance)), log(objects, "stdout", instance)
+    assert slot_cgroups_of_threads() == []  # the spawner stepped out of every slot
+
+
+def test_a_detached_process_in_a_cgroup_slot_dies_with_its_attempt(
+        cgroup_agent: LocalAgent, recorder: Recorder, heavy: list[AttemptKey]) -> None:
+    number = marker()
+    lease(cgroup_agent, request(f"setsid sleep {number} & (setsid sleep {number + 1} &); "
+                                "sleep 0.3"))
+    assert recorder.wait(1)[1].succeeded
+    assert heavy == []
+    assert not processes_running(f"sleep {number}")
+    assert not processes_running(f"sleep {number + 1}")
+
+
+def test_a_timeout_kills_the_whole_cgroup(cgroup_agent: LocalAgent, recorder: Recorder,
+                                          heavy: list[AttemptKey]) -> None:
+    number = marker()
+    lease(cgroup_agent, request(f"setsid sleep {number} & sleep {number + 1}", 0, "a",
+                                timeout=1),
+          request(f"trap '' TERM; setsid sleep {number + 2} & sleep {number + 3}", 0, "b",
+                  timeout=1))
+    outcomes = recorder.wait(2)
+    assert heavy == []
+    assert (outcomes[1].error_code, outcomes[1].exit_code) == (ErrorCode.TIMEOUT, 143)
+    assert (outcomes[2].error_code, outcomes[2].exit_code) == (ErrorCode.TIMEOUT, 137)
+    assert not any(processes_running(f"sleep {number + n}") for n in range(4))
+
+
+def test_a_cancel_kills_the_whole_cgroup(cgroup_agent: LocalAgent, recorder: Recorder,
+                                         heavy: list[AttemptKey]) -> None:
+    number = marker()
+    lease(cgroup_agent, request(f"setsid sleep {number} & sleep {number + 1}"))
+    assert until(lambda: processes_running(f"sleep {number}")
+                 and processes_running(f"sleep {number + 1}"), 10)
+    cgroup_agent.cancel([AttemptKey(JOB, "t", 0, 1)])
+    outcome = recorder.wait(1)[1]
+    assert heavy == []
+    assert (outcome.error_code, outcome.exit_code) == (ErrorCode.STOPPED, 137)
+    assert not processes_running(f"sleep {number}")
+    assert not processes_running(f"sleep {number + 1}")
+
+
+def test_slots_with_limits_keep_the_heavy_path(objects: FsspecObjectStore, tmp_path: Path,
+                                               recorder: Recorder,
+                                               heavy: list[AttemptKey]) -> None:
+    """A memory limit (and a user, as root) comes with the sandbox: `run_attempt` places the
+    program under them and judges MemoryLimitExceeded (tests/security/test_limits.py)."""
+    confinement = Confinement(sandbox=True, limits=Limits(memory_bytes=64 << 20))
+    settings = RunnerSettings(work_root=tmp_path / "work", confinement=confinement)
+    agent = open_agent(objects, settings, recorder)
+    try:
+        lease(agent, request("true"))
+        recorder.wait(1)
+    finally:
+        agent.shutdown()
+    assert heavy == [AttemptKey(JOB, "t", 0, 1)]

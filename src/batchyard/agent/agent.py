@@ -7,8 +7,10 @@ Its threads, however many attempts run:
 - finishers (`finisher`, a few): upload the logs of ended fast-path attempts and report
   them, a batch per wake-up;
 - a pool of at most `slots` threads for the heavy path: attempts with a package, mapped
-  paths, the sandbox, or a slot with a cgroup or a user run `runner.run_attempt`
-  unchanged, so everything it does to confine them stays exactly as it is.
+  paths, the sandbox (and so a slot with a user or limits) run `runner.run_attempt`
+  unchanged, so everything it does to confine them stays exactly as it is. A slot's
+  cgroup alone does not send an attempt there: the spawner starts the program inside it
+  (`births`).
 
 A slot is given back before its attempt is reported, so the engine, counting free slots
 from reports, never leases to a full agent.
@@ -54,7 +56,8 @@ class LocalAgent:
         self._listener = listener
         self._slot_pool = SlotPool(info.slots, settings.confinement, settings.work_root)
         self._slots = deque(self._slot_pool.take() for _ in range(info.slots))
-        fast = self._slot_pool.groups is None and not settings.confinement.sandbox
+        fast = not settings.confinement.sandbox and all(slot.user is None
+                                                         for slot in self._slots)
         self._leased: dict[int, AttemptKey] = {}
         """Tokens leased and not yet reported: what a heartbeat lists."""
         self._finishers = Finishers(min(info.slots, _MOST_FINISHERS), objects, settings,

@@ -18,8 +18,11 @@ tracker sweeps what left the group (where there is no cgroup), and only then is 
 reaped — as `runner.program` does. Only this thread signals or reaps its programs, so a
 cancel or a timeout (posted to it, or due on its heap) can never hit a reused pid.
 
-Attempts that need more than a plain program (a package, mappings, the sandbox, a slot
-with a cgroup or a user) are handed to `heavy` (the agent's pool running `run_attempt`);
+A slot's cgroup holds the program from its birth (`births`); when its leader exits, or at a
+cancel or the end of a Timeout's grace, everything in the cgroup is killed too, so a
+`setsid` escapee dies with its attempt. Attempts that need more than a plain program (a
+package, mappings, the sandbox, and with it a slot's user and limits) are handed to `heavy`
+(the agent's pool running `run_attempt`);
 the fast-path attempts that ended during one turn of the loop go to `finish` together (the
 agent's finishers upload their logs).
 """
@@ -43,6 +46,7 @@ from datetime import UTC, datetime
 from functools import partial
 
 from batchyard.agent.attempts import Attempt
+from batchyard.agent.births import Births
 from batchyard.agent.timers import Timers
 from batchyard.domain.attempt import AttemptKey
 from batchyard.ports import ObjectStore
@@ -97,6 +101,7 @@ class Spawner:
         """The process's working directory (a descriptor): the loop goes back there after
         each spawn, so relative paths mean on this thread what they mean elsewhere."""
         self._shells: dict[str, str | None] = {}
+        self._births = Births()
         self._thread = threading.Thread(target=self._loop, name="batchyard-spawner",
                                         daemon=True)
 
@@ -139,6 +144,7 @@ class Spawner:
     def _loop(self) -> None:
         self._home = os.open(".", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
         self._own_cwd = _own_working_directory()
+        self._births.start()
         _keep_descriptors_home()
         try:
             while not (self._closing and not self._watched and not self._pending):
@@ -148,6 +154,7 @@ class Spawner:
                     _log.exception("the agent's spawner failed")
         finally:
             os.close(self._home)
+            self._births.close()
 
     def _turn(self) -> None:
         for descriptor, _ in self._epoll.poll(self.timers.delay()):
@@ -204,7 +211,7 @@ class Spawner:
             return
         since = now_ticks()  # before the leader exists: never later than its children
         try:
-            attempt.pid = self._spawn(attempt, environment)
+            self._spawn(attempt, environment)
             attempt.pidfd = os.pidfd_open(attempt.pid)
         except (OSError, ValueError, subprocess.SubprocessError) as error:
             attempt.verdict = launch_failed(error)
@@ -215,19 +222,32 @@ class Spawner:
             return
         self._watch(attempt, since)
 
-    def _spawn(self, attempt: Attempt, environment: dict[str, str]) -> int:
-        """Start `bash -c CommandLine` in the workdir, in a session of its own; its pid."""
+    def _spawn(self, attempt: Attempt, environment: dict[str, str]) -> None:
+        """Start `bash -c CommandLine` in the workdir, in a session of its own and in its
+        slot's cgroup (see `births`); sets `attempt.pid`."""
+        slot = attempt.slot
+        assert slot is not None
+        births = self._births
+        argv = births.argv(slot.group, ["bash", "-c", attempt.request.command_line])
+        home = births.enter(slot.index, slot.group)
+        try:
+            attempt.pid = self._spawn_here(attempt, argv, environment)
+        finally:
+            births.leave(home)
+
+    def _spawn_here(self, attempt: Attempt, argv: list[str],
+                    environment: dict[str, str]) -> int:
         workspace = attempt.workspace
         assert workspace is not None
-        argv = ["bash", "-c", attempt.request.command_line]
         if not self._own_cwd:
             attempt.popen = _popen(argv, environment, workspace.workdir, workspace.stdout,
                                    workspace.stderr)
             return attempt.popen.pid
-        shell = self._shell(environment.get("PATH", os.defpath))
+        program = argv[0] if argv[0] != "bash" else self._shell(
+            environment.get("PATH", os.defpath))
         os.chdir(workspace.workdir)
         try:
-            return os.posix_spawn(shell, argv, environment, setsid=True, file_actions=[
+            return os.posix_spawn(program, argv, environment, setsid=True, file_actions=[
                 _STDIN, (os.POSIX_SPAWN_OPEN, 1, workspace.stdout, _LOG_FLAGS, 0o644),
                 (os.POSIX_SPAWN_OPEN, 2, workspace.stderr, _LOG_FLAGS, 0o644)])
         finally:
@@ -292,9 +312,15 @@ class Spawner:
         self._ended.append(attempt)
 
     def _signal(self, attempt: Attempt, signum: signal.Signals) -> None:
-        if attempt.alive:
-            with suppress(ProcessLookupError, PermissionError):
-                os.killpg(attempt.pid, signum)
+        """Signal the program's process group; a SIGKILL also kills everything in the
+        slot's cgroup (what left the group with `setsid`), as `AttemptControl` does."""
+        if not attempt.alive:
+            return
+        with suppress(ProcessLookupError, PermissionError):
+            os.killpg(attempt.pid, signum)
+        if signum == signal.SIGKILL and attempt.slot is not None \
+                and attempt.slot.group is not None:
+            attempt.slot.group.kill()
 
     # ---- deadlines and cancels --------------------------------------------------------
 

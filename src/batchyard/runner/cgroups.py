@@ -59,6 +59,9 @@ class SlotGroup:
     def __init__(self, folders: list[Path], version: int) -> None:
         self.folders = folders
         self.version = version
+        # Plain strings, joined once: `kill` runs at the end of every attempt.
+        self._procs = os.fspath(folders[0] / "cgroup.procs")
+        self._killer = os.fspath(folders[0] / "cgroup.kill") if version == 2 else ""
 
     @property
     def tracking(self) -> Path:
@@ -72,17 +75,26 @@ class SlotGroup:
 
     def pids(self) -> list[int]:
         try:
-            text = (self.tracking / "cgroup.procs").read_text()
+            descriptor = os.open(self._procs, os.O_RDONLY | os.O_CLOEXEC)
         except FileNotFoundError:
             return []
-        return [int(line) for line in text.split()]
+        try:
+            data = b""
+            while chunk := os.read(descriptor, 65536):
+                data += chunk
+        finally:
+            os.close(descriptor)
+        return [int(line) for line in data.split()]
 
     def kill(self) -> bool:
         """SIGKILL every process of the slot until none is left; False if some resisted."""
-        killer = self.tracking / "cgroup.kill"
-        if self.version == 2 and killer.exists():
-            with suppress(OSError):
-                killer.write_text("1")
+        if self._killer:  # v2 since Linux 5.14: the kernel kills them all at once
+            with suppress(OSError):  # none on an older kernel
+                descriptor = os.open(self._killer, os.O_WRONLY | os.O_CLOEXEC)
+                try:
+                    os.write(descriptor, b"1")
+                finally:
+                    os.close(descriptor)
         for _ in range(_KILL_ROUNDS):
             members = self.pids()
             if not members:

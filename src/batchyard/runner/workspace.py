@@ -20,7 +20,7 @@ import stat
 import threading
 from collections.abc import Callable
 from contextlib import suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from batchyard.domain.attempt import AttemptKey
 from batchyard.errors import BatchyardError
@@ -39,18 +39,17 @@ class WorkspaceError(BatchyardError):
 class Workspace:
     folder: str
     work_root: str
+    # Joined once (each is read several times per attempt; a cached_property would take a
+    # lock on first use, which costs more than the join).
+    workdir: str = field(init=False, compare=False, repr=False)
+    stdout: str = field(init=False, compare=False, repr=False)
+    stderr: str = field(init=False, compare=False, repr=False)
 
-    @property
-    def workdir(self) -> str:
-        return os.path.join(self.folder, "workdir")
-
-    @property
-    def stdout(self) -> str:
-        return os.path.join(self.folder, "stdout")
-
-    @property
-    def stderr(self) -> str:
-        return os.path.join(self.folder, "stderr")
+    def __post_init__(self) -> None:
+        folder = self.folder
+        object.__setattr__(self, "workdir", os.path.join(folder, "workdir"))
+        object.__setattr__(self, "stdout", os.path.join(folder, "stdout"))
+        object.__setattr__(self, "stderr", os.path.join(folder, "stderr"))
 
     @property
     def archive(self) -> str:
