@@ -33,7 +33,7 @@ MEANINGS: dict[State, str] = {
     State.WAITING: "Created or re-queued (retry, restart, lost attempt); not running yet.",
     State.RUNNING: "An attempt is executing (task/job: work has started and is not done).",
     State.FINISHED: "Completed (a task with JobFailOnInstanceFail=false: all instances ended).",
-    State.FAILED: "Ended in failure after every retry was used.",
+    State.FAILED: "Ended in failure after every retry was used (or lost 3 times with its agent).",
     State.STOPPED: "Stopped by the user, or (task/instance) because its job failed.",
 }
 
