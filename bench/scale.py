@@ -43,6 +43,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from instances import job_description, time_xargs
 
 from api import Signer, parse_time, percentile, start_server
+from batchyard.agent.process import agent_processes
 from batchyard.cli.keys import open_key_store
 from batchyard.settings import Settings
 
@@ -60,22 +61,6 @@ def memory_kb(pid: int, field_name: str) -> int:
         if line.startswith(field_name + ":"):
             return int(line.split()[1])
     return 0
-
-
-def agent_processes(parent: int) -> list[int]:
-    """The agent processes (`python -m batchyard.agent`) of the server `parent`."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            arguments = (entry / "cmdline").read_bytes().split(b"\0")
-            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
-            continue
-        if ppid == parent and b"batchyard.agent" in arguments:
-            found.append(int(entry.name))
-    return found
 
 
 def batchyard_kb(pid: int, field_name: str) -> int:

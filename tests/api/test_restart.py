@@ -19,6 +19,7 @@ from typing import Any
 import httpx
 
 from batchyard.adapters.store import SqlStore
+from batchyard.agent.process import agent_processes
 from batchyard.cli.keys import open_key_store
 from batchyard.settings import Settings
 from tests.api.conftest import Signer, echo_task
@@ -88,22 +89,6 @@ def test_kill_9_then_restart_finishes_every_instance_once(tmp_path: Path) -> Non
         server.wait(20)
     assert_each_instance_finished_once(data_dir, job_id).close()
     assert os.path.exists(data_dir / "engine.lock")
-
-
-def agent_processes(parent: int) -> list[int]:
-    """Pids of the agent processes (`python -m batchyard.agent`) of the server `parent`."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            arguments = (entry / "cmdline").read_bytes().split(b"\0")
-            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
-            continue
-        if ppid == parent and b"batchyard.agent" in arguments:
-            found.append(int(entry.name))
-    return found
 
 
 def test_kill_9_of_the_agent_process_reruns_its_attempts_once(tmp_path: Path) -> None:

@@ -67,6 +67,23 @@ class Timeouts:
     """Seconds a message may wait for the child to read it before the child is killed."""
 
 
+def agent_processes(parent: int) -> list[int]:
+    """Pids of the agent processes (`python -m batchyard.agent`) that `parent` started: which
+    process runs a server's instances (for operators and tests)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            arguments = (entry / "cmdline").read_bytes().split(b"\0")
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        if ppid == parent and b"batchyard.agent" in arguments:
+            found.append(int(entry.name))
+    return found
+
+
 def exit_status(returncode: int) -> str:
     """How a child ended, in words: "was killed by signal SIGKILL", "exited with status 1"."""
     if returncode >= 0:
