@@ -14,12 +14,19 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 from batchyard.adapters.objectstore import FsspecObjectStore
 from batchyard.adapters.s3 import s3_configuration
 from batchyard.domain.attempt import AttemptKey
-from batchyard.ports.agents import Agent, AgentInfo, AgentListener, LeaseBatch, Report
+from batchyard.ports.agents import (
+    Agent,
+    AgentInfo,
+    AgentListener,
+    AgentsFactory,
+    LeaseBatch,
+    Report,
+)
 from batchyard.ports.objects import ObjectStore
 from batchyard.runner.confinement import Confinement, Limits
 from batchyard.runner.package import PackageLimits
@@ -117,9 +124,6 @@ def agents_for(settings: Settings, serving: bool) -> AgentsFactory:
     if not serving:
         return lambda listener: [hosted_agent(info, settings, serving, listener)]
     return lambda listener: [SupervisedProcess(info, settings, listener).start()]
-
-
-AgentsFactory = Callable[[AgentListener], Sequence[Agent]]
 
 
 class SupervisedProcess:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import io
+import tarfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from batchyard.adapters.objectstore import FsspecObjectStore
 from batchyard.orchestrator.engine import Engine
 from batchyard.service import open_engine
 from batchyard.settings import Settings
@@ -50,3 +53,15 @@ def engine(tmp_path: Path) -> Iterator[Engine]:
 def one_slot_engine(tmp_path: Path) -> Iterator[Engine]:
     with open_engine(settings_for(tmp_path / "data", slots=1)) as running:
         yield running
+
+
+def upload_package(objects: FsspecObjectStore, url: str, files: dict[str, str]) -> None:
+    """A .tar.gz of `files` (name -> text), stored as `url`."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        for name, text in files.items():
+            data = text.encode()
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    objects.put_bytes(url, buffer.getvalue())

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import io
 import os
 import random
 import re
-import tarfile
 import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import replace
@@ -26,6 +24,7 @@ from batchyard.runner.cgroups import Cgroups, Hierarchy
 from batchyard.runner.confinement import Confinement, Limits
 from batchyard.runner.runner import broken
 from batchyard.runner.settings import RunnerSettings
+from tests.integration.conftest import upload_package
 from tests.security.conftest import processes_running, until
 
 LOGS = "oss://bkt/logs/"
@@ -317,20 +316,10 @@ def test_live_logs_are_shipped_while_a_fast_attempt_runs(agent: LocalAgent,
     recorder.wait(1)
 
 
-def package(objects: FsspecObjectStore, url: str, files: dict[str, str]) -> None:
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
-        for name, text in files.items():
-            data = text.encode()
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    objects.put_bytes(url, buffer.getvalue())
-
-
 def test_fast_and_heavy_attempts_in_one_batch(agent: LocalAgent, recorder: Recorder,
                                               objects: FsspecObjectStore) -> None:
-    package(objects, "oss://bkt/app/app.tar.gz", {"main.sh": "echo from-package $GREETING\n"})
+    upload_package(objects, "oss://bkt/app/app.tar.gz",
+                   {"main.sh": "echo from-package $GREETING\n"})
     lease(agent, request("echo plain", 0, "fast"),
           request("bash main.sh", 0, "heavy", package="oss://bkt/app/app.tar.gz"),
           request("bash main.sh", 0, "missing", package="oss://bkt/app/none.tar.gz"))

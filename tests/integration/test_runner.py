@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import io
 import os
 import sys
-import tarfile
 import threading
 import time
 from pathlib import Path
@@ -16,6 +14,7 @@ from batchyard.adapters.objectstore import FsspecObjectStore
 from batchyard.domain.attempt import AttemptKey, AttemptRequest
 from batchyard.domain.outcome import ErrorCode, Outcome
 from batchyard.runner import AttemptControl, RunnerSettings, run_attempt
+from tests.integration.conftest import upload_package
 
 LOGS = "oss://bkt/run/logs/"
 
@@ -209,20 +208,9 @@ def test_cancel_before_start_runs_nothing(objects: FsspecObjectStore, settings: 
     assert _log(objects, "stderr") == "batchyard: stopped before the program started\n"
 
 
-def _package(objects: FsspecObjectStore, url: str, files: dict[str, str]) -> None:
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
-        for name, text in files.items():
-            data = text.encode()
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    objects.put_bytes(url, buffer.getvalue())
-
-
 def test_package_is_extracted_into_the_working_directory(
         objects: FsspecObjectStore, settings: RunnerSettings) -> None:
-    _package(objects, "oss://bkt/app/app.tar.gz", {"main.sh": "echo from-package $1\n"})
+    upload_package(objects, "oss://bkt/app/app.tar.gz", {"main.sh": "echo from-package $1\n"})
     outcome = _run(_request("bash main.sh ok", package="oss://bkt/app/app.tar.gz"),
                    objects, settings)
     assert outcome.succeeded, outcome
@@ -243,7 +231,7 @@ def test_missing_package_names_the_object(objects: FsspecObjectStore, settings: 
 
 
 def test_unsafe_package_is_refused(objects: FsspecObjectStore, settings: RunnerSettings) -> None:
-    _package(objects, "oss://bkt/app/evil.tar.gz", {"../evil.sh": "echo"})
+    upload_package(objects, "oss://bkt/app/evil.tar.gz", {"../evil.sh": "echo"})
     outcome = _run(_request("true", package="oss://bkt/app/evil.tar.gz"), objects, settings)
     assert outcome.error_code is ErrorCode.PACKAGE
     assert "oss://bkt/app/evil.tar.gz" in outcome.error_message

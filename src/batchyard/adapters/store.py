@@ -215,8 +215,8 @@ class SqlStore:
     def job(self, job_id: str, tenant: str | None = None) -> JobRecord | None:
         return self.reads.job(job_id, tenant)
 
-    def job_state(self, job_id: str) -> State | None:
-        return self.reads.job_state(job_id)
+    def job_state(self, job_id: str, tenant: str | None = None) -> State | None:
+        return self.reads.job_state(job_id, tenant)
 
     def jobs(self, tenant: str | None = None, state: State | None = None) -> list[JobRecord]:
         return self.reads.jobs(tenant, state)

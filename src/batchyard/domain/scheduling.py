@@ -10,7 +10,7 @@ while another tenant's small job waits behind it; within a tenant, BatchCompute'
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -28,13 +28,6 @@ class Candidate:
 
     def order_key(self) -> tuple[int, datetime, str, str, int]:
         return (-self.priority, self.job_created, self.job_id, self.task, self.instance_id)
-
-
-def instances_to_launch(snapshot: Iterable[Candidate], capacity: int) -> list[Candidate]:
-    """The candidates to start now: at most `capacity`, best first."""
-    if capacity <= 0:
-        return []
-    return sorted(snapshot, key=Candidate.order_key)[:capacity]
 
 
 def fair_share(queues: Mapping[str, Sequence[Candidate]], running: Mapping[str, int],

@@ -35,7 +35,7 @@ from batchyard.orchestrator.fleet import Fleet, Leased
 from batchyard.orchestrator.launching import LaunchQueue, attempt_request
 from batchyard.orchestrator.listeners import Deliveries, WaitWakeups
 from batchyard.orchestrator.settling import settle_job
-from batchyard.ports.agents import Agent, AgentListener, Report
+from batchyard.ports.agents import AgentsFactory, Report
 from batchyard.ports.listeners import TransitionListener
 from batchyard.ports.objects import ObjectStore
 from batchyard.ports.store import (
@@ -50,8 +50,6 @@ from batchyard.ports.store import (
 
 log = logging.getLogger(__name__)
 
-AgentFactory = Callable[[AgentListener], Sequence[Agent]]
-"""Makes the engine's agents, given where they report (the engine itself)."""
 Arrival = tuple[str, Report]
 """A report and the agent it came from."""
 SAFETY_INTERVAL = 1.0
@@ -83,7 +81,7 @@ class Abandoned:
 class Engine:
     """Runs BatchCompute jobs: the one object the CLI, the API and tests talk to."""
 
-    def __init__(self, store: StateStore, objects: ObjectStore, agents: AgentFactory,
+    def __init__(self, store: StateStore, objects: ObjectStore, agents: AgentsFactory,
                  clock: Callable[[], float] = time.time,
                  closers: tuple[Callable[[], None], ...] = (),
                  grants: Mapping[str, Grant] | None = None,
@@ -261,17 +259,23 @@ class Engine:
         return record
 
     def tasks(self, job_id: str, tenant: str | None = None) -> list[TaskRecord]:
-        self.job(job_id, tenant)
+        self._exists(job_id, tenant)
         return self.store.tasks(job_id)
 
     def instances(self, job_id: str, task: str, tenant: str | None = None) -> list[InstanceRecord]:
-        self.job(job_id, tenant)
+        self._exists(job_id, tenant)
         return self.store.instances(job_id, task)
 
     def attempts(self, job_id: str, task: str, instance_id: int,
                  tenant: str | None = None) -> list[AttemptRecord]:
-        self.job(job_id, tenant)  # another tenant's job is not found, as for tasks
+        self._exists(job_id, tenant)
         return self.store.attempts(job_id, task, instance_id)
+
+    def _exists(self, job_id: str, tenant: str | None) -> None:
+        """NotFound unless the job exists (and is `tenant`'s): its state only, not its record
+        (whose description the progress display would parse again at every refresh)."""
+        if self.store.job_state(job_id, tenant) is None:
+            raise NotFound(f"job {job_id} does not exist")
 
     def wait(self, job_id: str, timeout: float | None = None) -> JobRecord:
         """Block until the job is Finished, Failed or Stopped (or `timeout` seconds pass)."""
@@ -303,8 +307,6 @@ class Engine:
             if released is None:
                 raise
             return released
-
-    # ---- the control loop ----------------------------------------------------------------
 
     # ---- what agents report (AgentListener; any thread) ----------------------------------
 

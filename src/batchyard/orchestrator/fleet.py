@@ -16,7 +16,7 @@ from __future__ import annotations
 import itertools
 import time
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -181,9 +181,6 @@ class Fleet:
     def shutdown(self) -> None:
         for member in self._members.values():
             member.handle.shutdown()
-
-    def agents(self) -> Iterator[AgentInfo]:
-        return (member.info for member in self._members.values())
 
     def sizes(self) -> dict[str, int]:
         """Entries kept per lease (for the tests showing none grows with jobs run)."""

@@ -20,7 +20,7 @@ picklable dataclass, and every call carries a batch.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -173,5 +173,19 @@ class Agent(Protocol):
         ...
 
 
-__all__ = ["Agent", "AgentInfo", "AgentListener", "Capacity", "Lease", "LeaseBatch", "Report",
-           "TaskPart", "batch_of"]
+AgentsFactory = Callable[[AgentListener], Sequence[Agent]]
+"""What the engine takes to make its agents, given where they report (the engine itself)."""
+
+
+__all__ = [
+    "Agent",
+    "AgentInfo",
+    "AgentListener",
+    "AgentsFactory",
+    "Capacity",
+    "Lease",
+    "LeaseBatch",
+    "Report",
+    "TaskPart",
+    "batch_of",
+]

@@ -319,7 +319,9 @@ class StateStore(Protocol):
         """One job with its metrics (None: no such job, or not `tenant`'s)."""
         ...
 
-    def job_state(self, job_id: str) -> State | None: ...
+    def job_state(self, job_id: str, tenant: str | None = None) -> State | None:
+        """Just the state (None: no such job, or not `tenant`'s): no counts, no description."""
+        ...
 
     def jobs(self, tenant: str | None = None, state: State | None = None) -> list[JobRecord]:
         """Jobs newest first."""

@@ -1,6 +1,6 @@
 """Runs ONE attempt anywhere: workdir, package, environment, program, timeout, log uploads.
 
-The public surface executors use::
+The public surface agents use::
 
     from batchyard.runner import AttemptControl, RunnerSettings, run_attempt
 

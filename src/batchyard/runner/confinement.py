@@ -2,7 +2,7 @@
 
 `Confinement` is the policy of an installation: whether every attempt runs in the bubblewrap
 sandbox (always under `serve`; with `run --sandbox`), the network it gets, its limits. A
-`Slot` is one of the executor's places to run an attempt, with what the policy needs there:
+`Slot` is one of the agent's places to run an attempt, with what the policy needs there:
 
 - the unprivileged user the program runs as (`user_base + 1 + index`, group `user_base`),
   when this process is root — a slot's uid is never shared by two running attempts, so the
@@ -11,7 +11,7 @@ sandbox (always under `serve`; with `run --sandbox`), the network it gets, its l
   the memory and process limits; or, where no cgroup can be made, the process-wide
   `orphans` tracker.
 
-Slots are made once, when the executor starts, and reused attempt after attempt: nothing is
+Slots are made once, when the agent starts, and reused attempt after attempt: nothing is
 created per attempt.
 """
 
@@ -71,7 +71,7 @@ class Slot:
 
 
 class SlotPool:
-    """The slots of one executor: taken by an attempt when it starts, given back at its end."""
+    """The slots of one agent: taken by an attempt when it starts, given back at its end."""
 
     def __init__(self, count: int, confinement: Confinement, work_root: Path) -> None:
         self.confinement = confinement

@@ -25,7 +25,7 @@ Process = subprocess.Popen[bytes]
 
 
 class AttemptControl:
-    """Created by an executor per attempt; `cancel()` may be called from any thread."""
+    """Created by an agent per attempt; `cancel()` may be called from any thread."""
 
     def __init__(self, slot: Slot | None = None) -> None:
         self.slot = slot

@@ -1,9 +1,10 @@
 """Running one attempt of an instance, start to finish (reference §4.4, §4.5, §6.2).
 
-`run_attempt` is a plain blocking function, usable from any executor: the local executor
-calls it in threads of the server process (only the user's command is spawned), a Ray
-executor inside a Ray worker. It never changes job state; it returns an Outcome, and
-everything the job or its program did wrong becomes an Outcome rather than an exception.
+`run_attempt` is a plain blocking function, usable by any agent: `agent.LocalAgent` calls it
+on a thread for attempts its spawner loop does not start itself (a package, mapped paths,
+the sandbox, a user's slot); a Ray actor would call it the same way. It never changes job
+state; it returns an Outcome, and everything the job or its program did wrong becomes an
+Outcome rather than an exception.
 
 Steps: a fresh attempt folder → for a sandboxed attempt (one with mappings, or every one
 under `serve`), its inputs staged and its sandbox laid out (`layout`) → the package

@@ -569,9 +569,11 @@ class MemoryStore:
             return None
         return _job_record(job)
 
-    def job_state(self, job_id: str) -> State | None:
+    def job_state(self, job_id: str, tenant: str | None = None) -> State | None:
         job = self._tables.jobs.get(job_id)
-        return None if job is None else job.row.state
+        if job is None or (tenant is not None and job.row.tenant != tenant):
+            return None
+        return job.row.state
 
     def jobs(self, tenant: str | None = None, state: State | None = None) -> list[JobRecord]:
         """Jobs newest first."""
