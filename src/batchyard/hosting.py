@@ -99,11 +99,17 @@ def runner_settings(settings: Settings, objects: ObjectStore, serving: bool) -> 
         inherit_environment=not serving and not policy.sandbox)
 
 
+QUEUED_PER_SLOT = 8
+"""Leases the machine's agent takes beyond its slots, per slot (used for short attempts
+only: see `orchestrator.fleet`)."""
+
+
 def agent_info(settings: Settings, serving: bool) -> AgentInfo:
     """This machine as one agent: `slots` attempts at once."""
     return AgentInfo(f"local-{socket.gethostname()}", settings.slots,
                      sandbox=bwrap_path() is not None, sandbox_missing=MISSING_MESSAGE,
-                     heartbeat=HEARTBEAT if serving else 0.0)
+                     heartbeat=HEARTBEAT if serving else 0.0,
+                     queue=QUEUED_PER_SLOT * settings.slots)
 
 
 def hosted_agent(info: AgentInfo, settings: Settings, serving: bool,

@@ -180,9 +180,12 @@ def test_a_later_higher_priority_job_overtakes_the_queued_instances(
     second_waits = (f'[ "$BATCH_COMPUTE_DAG_INSTANCE_ID" != 1 ] || '
                     f"while [ ! -f {gate} ]; do sleep 0.05; done")
     low = engine.submit(make_job({"t": make_task(second_waits, 5)}, Priority=1))
-    # instance 1 runs (and waits) once 0 is done; 2, 3 and 4 are queued to launch next
+    # instance 1 runs (and waits) once 0 is done; 2, 3 and 4 are queued to launch next (in
+    # the store, or on the agent: instance 0 was short)
     until(lambda: engine.instances(low, "t")[1].state is State.RUNNING)
     high = engine.submit(make_job({"t": make_task("true")}, Priority=9))
+    # leased (behind instance 1): any of 2, 3, 4 queued on the agent were taken back
+    until(lambda: engine.instances(high, "t")[0].state is State.RUNNING)
     gate.touch()
     for job_id in (low, high):
         assert engine.wait(job_id, WAIT).state is State.FINISHED

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,7 @@ from batchyard.ports.store import (
     IdempotencyToken,
     MovedInstance,
     NewJob,
+    StaleBatch,
     StateStore,
     StateTransaction,
 )
@@ -405,6 +407,43 @@ def test_mark_running_moves_waiting_instances_and_tells_a_stale_launch(
             ("first", 0, 1), ("first", 1, 1)]
 
 
+def test_a_batch_of_attempt_ends_moves_every_instance_to_its_own_target(
+        store: StateStore) -> None:
+    create(store, "job-1")
+    with store.transaction() as tx:
+        launch(tx, 2)
+    first, second = (AttemptKey("job-1", "first", index, 1) for index in (0, 1))
+    with store.transaction() as tx:
+        assert tx.end_attempts([
+            replace(end(first), target=State.FINISHED, message="done"),
+            replace(end(second, outcome(3), retry_count=1), target=State.WAITING,
+                    message="exited with code 3")], 1004) == [True, True]
+    assert instance_states(store, "job-1")[:2] == [State.FINISHED, State.WAITING]
+    assert [(e.instance_id, e.source, e.target, e.message)
+            for e in store.events("job-1")][-2:] == [
+        (0, "Running", "Finished", "done"), (1, "Running", "Waiting", "exited with code 3")]
+    assert [task.instance_metrics.finished for task in store.tasks("job-1")][:1] == [1]
+
+
+def test_a_batch_with_a_stale_attempt_says_which_moved_or_is_refused_whole(
+        store: StateStore) -> None:
+    """A store tells which attempts of a batch were current, or raises StaleBatch (then the
+    caller rolls back and ends them one by one): never a stale attempt's end written."""
+    create(store, "job-1")
+    with store.transaction() as tx:
+        launch(tx, 2)
+    batch = [replace(end(AttemptKey("job-1", "first", 0, 1)), target=State.FINISHED),
+             replace(end(AttemptKey("job-1", "first", 1, 7)), target=State.FINISHED)]
+    try:
+        with store.transaction() as tx:
+            moved = tx.end_attempts(batch, 1004)
+    except StaleBatch:
+        assert instance_states(store, "job-1")[:2] == [State.RUNNING, State.RUNNING]
+    else:
+        assert moved == [True, False]
+        assert instance_states(store, "job-1")[:2] == [State.FINISHED, State.RUNNING]
+
+
 def test_an_attempt_ends_its_instance_only_while_it_is_the_current_one(
         store: StateStore) -> None:
     create(store, "job-1")
@@ -429,7 +468,9 @@ def test_an_attempt_ends_its_instance_only_while_it_is_the_current_one(
     assert (first.detail, first.stdout_path, first.stderr_path, first.node, first.progress) == (
         "d", "oss://b/out", "oss://b/err", "n1", 100)
     assert first.ended == datetime.fromtimestamp(1002.5, UTC)
-    assert first.started == datetime.fromtimestamp(1003, UTC)
+    # the attempt's own start, as its agent reported it (a lease queued on an agent starts
+    # after its instance is Running)
+    assert first.started == datetime.fromtimestamp(1001, UTC)
     assert [(e.source, e.target, e.message) for e in store.events("job-1")][-1] == (
         "Running", "Finished", "done")
 

@@ -7,16 +7,20 @@ attempts): no process, no sleeping.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from batchyard.adapters.store import SqlStore
 from batchyard.domain.attempt import AttemptKey
 from batchyard.domain.outcome import ErrorCode, Outcome
 from batchyard.domain.retry import MOST_LOST
 from batchyard.domain.states import State
-from batchyard.orchestrator.engine import Engine
+from batchyard.orchestrator.engine import RECALLED_MESSAGE, Engine
+from batchyard.orchestrator.fleet import SHORT_ATTEMPT
 from batchyard.ports.agents import AgentListener, Report
+from batchyard.ports.store import StateStore
 from batchyard.testing import FakeClock, InlineAgent, MemoryObjectStore, MemoryStore
 
 Job = dict[str, Any]
@@ -32,16 +36,18 @@ def job(count: int = 1, retries: int = 0) -> Job:
 
 
 class Fixture:
-    def __init__(self, agents: int = 1, slots: int = 2, heartbeat: float = 2.0) -> None:
+    def __init__(self, agents: int = 1, slots: int = 2, heartbeat: float = 2.0,
+                 queue: int = 0, store: StateStore | None = None) -> None:
         self.clock = FakeClock()
         self.agents: list[InlineAgent] = []
 
         def make(listener: AgentListener) -> list[InlineAgent]:
             self.agents = [InlineAgent(listener, f"agent-{n}", slots=slots,
-                                       heartbeat=heartbeat) for n in range(agents)]
+                                       heartbeat=heartbeat, queue=queue)
+                           for n in range(agents)]
             return self.agents
 
-        self.store = MemoryStore()
+        self.store = store or MemoryStore()
         self.engine = Engine(self.store, MemoryObjectStore(), make, clock=self.clock)
         self.engine.start(loop=False)
 
@@ -175,3 +181,76 @@ def test_instances_left_running_by_a_dead_engine_are_rerun_a_bounded_number_of_t
     instance, = Engine(store, MemoryObjectStore(), lambda listener: [],
                        clock=clock).start(loop=False).instances(job_id, "work")
     assert (instance.state, instance.error_code) == (State.FAILED, ErrorCode.LOST.value)
+
+
+def test_an_agent_gets_leases_queued_ahead_only_while_its_attempts_are_short() -> None:
+    world = Fixture(slots=2, queue=8)
+    try:
+        job_id = world.submit(job(count=40))
+        agent, = world.agents
+        assert len(agent.running()) == 2  # nothing known of attempt times yet: slots only
+        agent.finish(job_id, seconds=0.001)
+        world.engine.step()
+        assert len(agent.running()) == 2 + 8  # short: its whole queue filled ahead
+        agent.finish(job_id, seconds=SHORT_ATTEMPT * 4)
+        world.engine.step()
+        assert len(agent.running()) == 2  # long again (a moving average): slots only
+        while agent.running():
+            agent.finish(job_id)
+            world.engine.step()
+        assert world.engine.job(job_id).state is State.FINISHED
+        assert world.states(job_id) == [State.FINISHED] * 40
+    finally:
+        world.engine.close()
+
+
+def test_a_batch_with_an_attempt_no_longer_current_is_applied_one_report_at_a_time(
+        tmp_path: Path) -> None:
+    """The SQL store ends a batch of attempts in one statement; when one of them is not
+    current any more (its instance was moved meanwhile), the step is applied again one
+    report per transaction: the current ones end, the other is left as it is."""
+    world = Fixture(slots=3, store=SqlStore(f"sqlite:///{tmp_path / 'state.db'}"))
+    try:
+        job_id = world.submit(job(count=3))
+        agent, = world.agents
+        with world.store.transaction() as tx:  # as a stop of one instance would
+            assert tx.move_instance(job_id, "work", 1, State.STOPPED, world.clock())
+        agent.finish(job_id)
+        world.engine.step()
+        assert world.states(job_id) == [State.FINISHED, State.STOPPED, State.FINISHED]
+        assert [attempt.attempt for index in range(3)
+                for attempt in world.engine.attempts(job_id, "work", index)] == [1, 1, 1]
+        assert world.engine.table_sizes()["tries"] == 0  # no step failed
+    finally:
+        world.engine.close()
+
+
+def test_leases_queued_ahead_are_taken_back_for_a_job_of_higher_priority() -> None:
+    world = Fixture(slots=1, queue=8)
+    try:
+        low = world.engine.submit({**job(count=5), "Priority": 1})
+        world.engine.step()
+        agent, = world.agents
+        agent.finish(f"{low}/work/0", seconds=0.001)  # short: the queue fills ahead
+        world.engine.step()
+        assert agent.keys() == [f"{low}/work/{index}#1" for index in (1, 2, 3, 4)]
+        high = world.submit({**job(count=1), "Priority": 9})  # and one more step
+        world.engine.step()  # the queued leases reported back (STOPPED, never started)
+        assert agent.cancelled == [AttemptKey(low, "work", index, 1) for index in (2, 3, 4)]
+        assert agent.keys() == [f"{low}/work/1#1", f"{high}/work/0#1",
+                                *(f"{low}/work/{index}#2" for index in (2, 3, 4))]
+        assert world.engine.attempts(low, "work", 2) == []  # it never ran
+        events = [(e.source, e.target, e.message) for e in world.engine.store.events(low)
+                  if e.instance_id == 2]
+        assert ("Running", "Waiting", RECALLED_MESSAGE) in events
+        while agent.running():
+            agent.finish(agent.running()[0].key)
+            world.engine.step()
+        assert world.states(low) == [State.FINISHED] * 5
+        assert world.engine.job(low).state is State.FINISHED
+        assert world.engine.job(high).state is State.FINISHED
+        assert [i.retry_count for i in world.engine.instances(low, "work")] == [0] * 5
+        assert {name: size for name, size in world.engine.table_sizes().items()
+                if size} == {"specs": 2}  # nothing in flight is left behind
+    finally:
+        world.engine.close()

@@ -16,6 +16,7 @@ import threading
 from collections import Counter
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
+from dataclasses import replace
 from datetime import UTC, datetime
 from functools import cached_property
 from typing import Any, Generic, TypeVar
@@ -73,6 +74,7 @@ from batchyard.ports.store import (
     LaunchRow,
     MovedInstance,
     NewJob,
+    StaleBatch,
     Stamp,
     TaskRow,
     given,
@@ -585,18 +587,29 @@ class StoreTransaction:
         False when it is not (a late report of a re-queued or stopped attempt: a race the
         engine expects); a `target` the table forbids after Running raises.
         """
-        key = end.key
-        if target not in INSTANCE_TRANSITIONS[State.RUNNING]:
-            raise ForbiddenTransition(Entity.INSTANCE, f"{key.job_id}/{key.task}/"
-                                      f"{key.instance_id}", State.RUNNING, target)
-        result = self.connection.execute(_END_ATTEMPT, {
-            "b_job": key.job_id, "b_task": key.task, "b_index": key.instance_id,
-            "b_attempt": key.attempt, "state": target.value, **_result_fields(end)})
-        moved = bool(result.rowcount)
-        if moved:
-            self._count(key.job_id, key.task, State.RUNNING, target)
-            self.event(key.job_id, "instance", State.RUNNING.value, target, now, task=key.task,
-                       instance_id=key.instance_id, message=message)
+        return self.end_attempts([replace(end, target=target, message=message)], now)[0]
+
+    def end_attempts(self, ends: Sequence[AttemptEnd], now: float) -> list[bool]:
+        """Each attempt's instance from Running to its target, compare-and-set; one
+        statement for the whole batch. Raises StaleBatch when some attempt of a batch of
+        several was not current (the others were written: the caller rolls back)."""
+        targets = [_end_target(end) for end in ends]
+        if not ends:
+            return []
+        result = self.connection.execute(_END_ATTEMPT, [_end_values(end) for end in ends])
+        if len(ends) == 1:
+            moved = [bool(result.rowcount)]
+        elif result.rowcount == len(ends):
+            moved = [True] * len(ends)
+        else:
+            raise StaleBatch(f"{len(ends) - result.rowcount} of {len(ends)} attempts were "
+                             "not current")
+        for end, target, ended in zip(ends, targets, moved, strict=True):
+            if ended:
+                key = end.key
+                self._count(key.job_id, key.task, State.RUNNING, target)
+                self.event(key.job_id, "instance", State.RUNNING.value, target, now,
+                           task=key.task, instance_id=key.instance_id, message=end.message)
         return moved
 
     def record_attempts(self, ends: Sequence[tuple[AttemptKey, Outcome]]) -> None:
@@ -672,7 +685,15 @@ _MOVE_TASK = tasks.update().where(_OF_JOB, tasks.c.name == bindparam("b_task"),
 _SET_READY = tasks.update().where(_OF_JOB, _NAMED)
 _END_ATTEMPT = instances.update().where(
     *_ONE_INSTANCE, instances.c.state == State.RUNNING.value,
-    instances.c.attempts == bindparam("b_attempt"))
+    instances.c.attempts == bindparam("b_attempt")).values(
+    {name: bindparam(name) for name in (
+        "state", "ended", "exit_code", "error_code", "error_message", "detail", "stdout_path",
+        "stderr_path", "node", "retry_count")}
+    | {"started": func.coalesce(bindparam("b_started"), instances.c.started),
+       "lost": func.coalesce(bindparam("b_lost"), instances.c.lost)})
+"""An attempt's end: the same parameters for every attempt, so a batch is one executemany
+(`started` is the attempt's own start, which a queued lease has later than its Running;
+`lost` changes only for a lost attempt)."""
 
 
 def _instance_counts(connection: Connection, job_id: str,
@@ -721,15 +742,30 @@ def _instance_row(row: Row[Any]) -> InstanceRow:
                        row.error_code, row.error_message)
 
 
-def _result_fields(end: AttemptEnd) -> dict[str, Any]:
-    """The instance's columns an attempt's end sets."""
-    outcome = end.outcome
+def _end_target(end: AttemptEnd) -> State:
+    """The state the attempt's end moves its instance to; raises if the table forbids it."""
+    target, key = end.target, end.key
+    if target is None:
+        raise ValueError(f"the end of attempt {key} moves its instance nowhere")
+    if target not in INSTANCE_TRANSITIONS[State.RUNNING]:
+        raise ForbiddenTransition(Entity.INSTANCE, f"{key.job_id}/{key.task}/"
+                                  f"{key.instance_id}", State.RUNNING, target)
+    return target
+
+
+def _end_values(end: AttemptEnd) -> dict[str, Any]:
+    """The parameters of `_END_ATTEMPT` for one attempt."""
+    key, outcome = end.key, end.outcome
     return {
+        "b_job": key.job_id, "b_task": key.task, "b_index": key.instance_id,
+        "b_attempt": key.attempt, "state": _end_target(end).value,
         "ended": end.ended, "exit_code": outcome.exit_code,
         "error_code": outcome.error_code.value, "error_message": outcome.error_message,
         "detail": outcome.detail, "stdout_path": outcome.stdout_path,
         "stderr_path": outcome.stderr_path, "node": outcome.node,
-        "retry_count": end.retry_count, **given(lost=end.lost),
+        "retry_count": end.retry_count,
+        "b_started": outcome.started_at.timestamp() if outcome.started_at else None,
+        "b_lost": None if end.lost is KEEP else end.lost,
     }
 
 

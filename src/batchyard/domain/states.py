@@ -30,8 +30,10 @@ class State(StrEnum):
 
 
 MEANINGS: dict[State, str] = {
-    State.WAITING: "Created or re-queued (retry, restart, lost attempt); not running yet.",
-    State.RUNNING: "An attempt is executing (task/job: work has started and is not done).",
+    State.WAITING: ("Created or re-queued (retry, restart, lost attempt, taken back from an "
+                    "agent's queue); not running yet."),
+    State.RUNNING: ("An attempt is leased to an agent: executing, or (short attempts) next in "
+                    "its queue (task/job: work has started and is not done)."),
     State.FINISHED: "Completed (a task with JobFailOnInstanceFail=false: all instances ended).",
     State.FAILED: "Ended in failure after every retry was used (or lost 3 times with its agent).",
     State.STOPPED: "Stopped by the user, or (task/instance) because its job failed.",

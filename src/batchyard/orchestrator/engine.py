@@ -3,7 +3,9 @@
 One thread runs the loop. Each step, in one store transaction: apply the attempt outcomes
 reported since the last step, settle task/job states, launch waiting instances into the
 agents' free slots. Steps are woken by events (submission, outcome, operation) and by a slow
-safety timer. Every mutation holds the engine lock, so steps and operations never interleave.
+safety timer; while work keeps coming they start at most every STEP_SPACING seconds, so
+that one transaction records all that arrived meanwhile. Every mutation holds the engine
+lock, so steps and operations never interleave.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from batchyard.ids import new_job_id
 from batchyard.orchestrator import operations
 from batchyard.orchestrator.buckets import TenantBuckets
 from batchyard.orchestrator.caches import ReleasedJobs, SpecCache
-from batchyard.orchestrator.fleet import Fleet, Leased
+from batchyard.orchestrator.fleet import Fleet, Leased, Order
 from batchyard.orchestrator.launching import LaunchQueue, attempt_request
 from batchyard.orchestrator.listeners import Deliveries, WaitWakeups
 from batchyard.orchestrator.settling import settle_job
@@ -44,6 +46,7 @@ from batchyard.ports.store import (
     JobRow,
     LaunchRow,
     NewJob,
+    StaleBatch,
     StateStore,
     StateTransaction,
 )
@@ -52,7 +55,17 @@ log = logging.getLogger(__name__)
 
 Arrival = tuple[str, Report]
 """A report and the agent it came from."""
+Launch = tuple[AttemptRequest, Order]
+"""An attempt to lease, with its instance's place in the launch order."""
+RECALLED_MESSAGE = ("taken back from its agent's queue before it started: an instance "
+                    "that goes first in the launch order came")
 SAFETY_INTERVAL = 1.0
+STEP_SPACING = 0.005
+"""Seconds from one step's start to the next while work keeps coming: the outcomes and
+submissions of that time are recorded in one transaction (a group commit). The first step
+after a quiet spell starts at once."""
+MOST_WAITING = 256
+"""Reports waiting that start a step at once, spacing or not."""
 MOST_TRIES = 3
 """Failed steps after which a report that keeps failing on its own is dropped."""
 
@@ -109,6 +122,8 @@ class Engine:
         something may change that order: a submission, an operation, a retry, a settle."""
         self._specs = SpecCache(store)
         """Parsed descriptions and tenants of the jobs used most recently (bounded)."""
+        self._best: dict[str, Order] = {}
+        """Each tenant's best instance this step did not lease before (see `_launch`)."""
         self._started_or_ended: set[str] = set()
         """Jobs the current step started or ended: logged once its transaction committed."""
         self._released = ReleasedJobs()
@@ -328,11 +343,16 @@ class Engine:
     # ---- the control loop ----------------------------------------------------------------
 
     def _loop(self) -> None:
+        last = -STEP_SPACING
         while not self._closing:
             self._wake.wait(SAFETY_INTERVAL)
+            pause = last + STEP_SPACING - time.monotonic()
+            if pause > 0 and self._reports.qsize() < MOST_WAITING and not self._closing:
+                time.sleep(pause)  # group commit: what comes meanwhile joins this step
             self._wake.clear()
             if self._closing:
                 break
+            last = time.monotonic()
             try:
                 self.step()
             except Exception:  # keep the loop alive; the next step retries
@@ -349,19 +369,29 @@ class Engine:
         with self._lock:
             self._count_lost()
             reports = self._drain()
-            if not reports and self.fleet.free_slots() <= 0:
+            if not reports and self.fleet.free_slots() <= 0 and not self.fleet.queueing():
                 return  # a submission to a busy engine: nothing to record, nowhere to launch
             suspect = any(report.key in self._tries for _, report in reports)
             failure = None
             for batch in [[report] for report in reports] if suspect else [reports]:
-                try:
-                    self._step_with(batch)
-                except Exception as error:
-                    failure = error
-                    self._retry_or_drop(batch)
+                failure = self._try_step(batch) or failure
         self._deliveries.deliver()  # after AutoRelease, so `wait()` finds the final record
         if failure is not None:
             raise failure
+
+    def _try_step(self, batch: list[Arrival]) -> Exception | None:
+        """A step with these reports; the error it failed with, if it did (its reports are
+        tried again at the next step, or dropped). A batch of which the store cannot tell
+        which attempts were current is applied again one report per transaction."""
+        try:
+            self._step_with(batch)
+        except StaleBatch:
+            failures = [self._try_step([arrival]) for arrival in batch]
+            return next((failure for failure in failures if failure is not None), None)
+        except Exception as error:
+            self._retry_or_drop(batch)
+            return error
+        return None
 
     def _count_lost(self) -> None:
         """Agents gone or silent: each attempt they held is reported lost (re-run without
@@ -387,6 +417,11 @@ class Engine:
         landed = [(report, self.fleet.land(agent_id, report.token, report.key))
                   for agent_id, report in reports]  # their slots are free again
         fresh = [(report, leased) for report, leased in landed if leased is not None]
+        for report, leased in fresh:
+            outcome = report.outcome
+            if outcome.started_at is not None and outcome.ended_at is not None:
+                self.fleet.took(leased.agent,
+                                (outcome.ended_at - outcome.started_at).total_seconds())
         try:
             finished, cancels, launched = self._transact(fresh)
         except Exception:
@@ -415,7 +450,7 @@ class Engine:
                       "stays Running until the engine restarts and re-runs it", key, MOST_TRIES)
 
     def _transact(self, reports: list[tuple[Report, Leased]]
-                  ) -> tuple[set[str], list[AttemptKey], list[AttemptRequest]]:
+                  ) -> tuple[set[str], list[AttemptKey], list[Launch]]:
         now = self.clock()
         with self._transaction() as tx:
             touched = self._apply(tx, reports, now)
@@ -430,21 +465,28 @@ class Engine:
 
     def _apply(self, tx: StateTransaction, reports: list[tuple[Report, Leased]], now: float
                ) -> dict[str, set[str] | None]:
-        """Record each reported attempt and move its instance as the retry rules decide;
-        returns, by job, the tasks whose state this may have changed."""
+        """Record each reported attempt and move its instance as the retry rules decide
+        (one batch); returns, by job, the tasks whose state this may have changed."""
+        judged = [(leased, report.outcome, *self._judge(tx, report.outcome, leased, now))
+                  for report, leased in reports]
+        ending = [end for _, _, end, _ in judged if end.target is not None]
+        moved = iter(tx.end_attempts(ending, now))
         touched: dict[str, set[str] | None] = {}
+        checked: set[tuple[str, str]] = set()
         recorded = []
-        for report, leased in reports:
+        for leased, outcome, end, verdict in judged:
             key = leased.key
-            end, verdict = self._judge(tx, report.outcome, leased, now)
-            moved = verdict.target is not None and tx.end_attempt(
-                end, verdict.target, now, end.outcome.error_message)
-            if moved or tx.instance_row(key.job_id, key.task, key.instance_id):
-                recorded.append((key, end.outcome))  # not when the job is gone
+            ended = verdict.target is not None and next(moved)
+            ran = not leased.recalled or outcome.started_at is not None
+            if ran and (ended or tx.instance_row(key.job_id, key.task, key.instance_id)):
+                # not when the job is gone; a recalled attempt as it really ended
+                recorded.append((key, outcome if leased.recalled else end.outcome))
             if verdict is not Verdict.FINISH:
                 self._queue.invalidate()  # an instance may be Waiting again, or its job failing
-            if moved and self._may_change_task(tx, key, verdict):
-                _add(touched, key.job_id, key.task)
+            if ended and (verdict is Verdict.FAIL or (key.job_id, key.task) not in checked):
+                checked.add((key.job_id, key.task))  # once per task: the batch is written
+                if self._may_change_task(tx, key, verdict):
+                    _add(touched, key.job_id, key.task)
         tx.record_attempts(recorded)
         return touched
 
@@ -455,6 +497,10 @@ class Engine:
         spec = self._known_spec(key.job_id)
         if spec is None:
             return _attempt_end(key, outcome, now, retry_count, Verdict.DISCARD), Verdict.DISCARD
+        if leased.recalled and not outcome.succeeded:  # as if it had never been leased
+            return AttemptEnd(key, Outcome(None, started_at=outcome.started_at), retry_count,
+                              now, target=State.WAITING, message=RECALLED_MESSAGE
+                              ), Verdict.REQUEUE
         if outcome.error_code is not ErrorCode.LOST:
             verdict = decide(outcome, retry_count, spec.DAG.Tasks[key.task].MaxRetryCount)
             return _attempt_end(key, outcome, now, retry_count, verdict), verdict
@@ -510,20 +556,30 @@ class Engine:
         self._settle_all(tx, {job_id: None})
 
     def _launch(self, tx: StateTransaction, now: float
-                ) -> tuple[list[AttemptRequest], dict[str, set[str] | None]]:
-        """Start the best waiting instances; also returns jobs whose tasks start running."""
+                ) -> tuple[list[Launch], dict[str, set[str] | None]]:
+        """Start the best waiting instances; also returns jobs whose tasks start running.
+        Notes, in `_best`, each tenant's best instance not leased before this step, when
+        agents hold leases queued that it may have to go before."""
         free = self.fleet.free_slots()
-        if free <= 0:
-            return [], {}
-        picked = self._queue.take(tx, free, self.fleet.running_by_tenant(), now)
+        picked = (self._queue.take(tx, free, self.fleet.running_by_tenant(), now)
+                  if free > 0 else [])
+        queueing = self.fleet.queueing()
+        best = self._best = self._queue.heads(tx) if queueing else {}
         starting: dict[str, set[str] | None] = {}
         for row in picked:
+            candidate = row.candidate
             if row.starts_task:
-                _add(starting, row.candidate.job_id, row.candidate.task)
-        return [self._request(row) for row in picked], starting
+                _add(starting, candidate.job_id, candidate.task)
+            order = candidate.order_key()
+            if queueing and (candidate.tenant not in best or order < best[candidate.tenant]):
+                best[candidate.tenant] = order
+        return [(self._request(row), row.candidate.order_key()) for row in picked], starting
 
-    def _dispatch(self, launched: list[AttemptRequest], cancels: list[AttemptKey]) -> None:
+    def _dispatch(self, launched: list[Launch], cancels: list[AttemptKey]) -> None:
         self.fleet.cancel(cancels)
+        if self._best:  # before the new leases: they go ahead of those taken back
+            self.fleet.recall(self._best)
+            self._best = {}
         self.fleet.lease(launched)
 
     def _release(self, finished: set[str]) -> None:
@@ -610,4 +666,4 @@ def _attempt_end(key: AttemptKey, outcome: Outcome, now: float, retry_count: int
     """The attempt's end as its instance records it (a retry uses one more of its retries)."""
     ended = outcome.ended_at.timestamp() if outcome.ended_at else now
     return AttemptEnd(key, outcome, retry_count + 1 if verdict is Verdict.RETRY else retry_count,
-                      ended)
+                      ended, target=verdict.target, message=outcome.error_message)

@@ -10,6 +10,7 @@ that may change the order — a submission, an operation, a retry, a settle — 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 from batchyard.domain.attempt import AttemptKey, AttemptRequest, BucketAccess, PathMapping
 from batchyard.domain.scheduling import Candidate, fair_share
@@ -70,6 +71,15 @@ class LaunchQueue:
         if not tx.mark_running(chosen, now):
             raise StaleLaunchQueue("an instance of the launch queue was no longer Waiting")
         return chosen
+
+    def heads(self, tx: StateTransaction) -> dict[str, tuple[Any, ...]]:
+        """The place in the launch order of each tenant's best Waiting instance (fetched
+        again first if the order may have changed)."""
+        if self._fetched_at != self._generation:
+            self._fetched_at = self._generation
+            self._rows = self._fetch(tx, 1)
+        return {tenant: mine[0].candidate.order_key() for tenant, mine in self._rows.items()
+                if mine}
 
     def _short(self, rows: dict[str, list[LaunchRow]], free: int) -> bool:
         """Whether a tenant may have more to launch than the queue holds of it."""

@@ -48,6 +48,11 @@ class AgentInfo:
     heartbeat: float = 2.0
     """Seconds between heartbeats; the engine counts the agent lost after several missed
     (0: it never misses one — an agent in the engine's own process)."""
+    queue: int = 0
+    """Leases it takes beyond its slots, started in order as slots free up (0: none). The
+    engine uses them only while attempts are short (see `orchestrator.fleet`): then the
+    agent never waits for the engine between two attempts, and the engine records many
+    outcomes per transaction."""
 
 
 @dataclass(frozen=True)
@@ -157,7 +162,8 @@ class Agent(Protocol):
     def info(self) -> AgentInfo: ...
 
     def lease(self, batch: LeaseBatch) -> None:
-        """Start these attempts (never more than the free slots the engine counted)."""
+        """Start these attempts, in order, as slots free up (the engine never leases more
+        than `slots + queue` at once)."""
         ...
 
     def cancel(self, keys: Sequence[AttemptKey]) -> None:

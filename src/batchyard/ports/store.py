@@ -161,6 +161,16 @@ class AttemptEnd:
     ended: float
     lost: int | Keep = KEEP
     """The instance's count of lost attempts, when this attempt changes it."""
+    target: State | None = State.FINISHED
+    """The instance's state after this attempt (one the table allows after Running; None:
+    it stays as it is, for `end_attempts` callers filter those out)."""
+    message: str = ""
+    """The transition's message (its event row)."""
+
+
+class StaleBatch(Exception):
+    """`end_attempts` cannot tell which attempts of a batch were current: roll the
+    transaction back and end them one at a time."""
 
 
 # ---- the port ------------------------------------------------------------------------------
@@ -279,6 +289,12 @@ class StateTransaction(Protocol):
         outcome, if that attempt is still the instance's current one (compare-and-set).
         False when it is not (a late report: a race the caller expects); a `target` the
         table forbids after Running raises."""
+        ...
+
+    def end_attempts(self, ends: Sequence[AttemptEnd], now: float) -> list[bool]:
+        """`end_attempt` for many attempts at once (each to its `target`): whether each
+        moved. A store may raise StaleBatch instead when some attempt was not current (it
+        wrote the others: the caller rolls the transaction back and goes one by one)."""
         ...
 
     def record_attempts(self, ends: Sequence[tuple[AttemptKey, Outcome]]) -> None:

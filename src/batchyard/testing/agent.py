@@ -13,12 +13,14 @@ from __future__ import annotations
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 from batchyard.domain.attempt import AttemptKey, AttemptRequest
 from batchyard.domain.outcome import ErrorCode, Outcome
 from batchyard.ports.agents import Agent, AgentInfo, AgentListener, LeaseBatch, Report
 
+_EPOCH = datetime.fromtimestamp(0, UTC)
 STOPPED_MESSAGE = "stopped: the attempt was cancelled"
 SANDBOX_MISSING = ("the InlineAgent was built without a sandbox: pass sandbox=True to accept "
                    "jobs with mapped paths")
@@ -40,6 +42,8 @@ class InlineAgent:
     sandbox: bool = False
     """Whether it says it can sandbox attempts (jobs with mapped paths need it)."""
     heartbeat: float = 0.0
+    queue: int = 0
+    """Leases it says it takes beyond `slots` (see `AgentInfo.queue`): held like the others."""
     batches: list[LeaseBatch] = field(default_factory=list)
     """Every batch leased to it, in order."""
     submitted: list[AttemptRequest] = field(default_factory=list)
@@ -53,7 +57,8 @@ class InlineAgent:
 
     def info(self) -> AgentInfo:
         return AgentInfo(self.id, self.slots, sandbox=self.sandbox,
-                         sandbox_missing=SANDBOX_MISSING, heartbeat=self.heartbeat)
+                         sandbox_missing=SANDBOX_MISSING, heartbeat=self.heartbeat,
+                         queue=self.queue)
 
     def lease(self, batch: LeaseBatch) -> None:
         with self._lock:
@@ -98,13 +103,15 @@ class InlineAgent:
         return [str(request.key) for request in self.running()]
 
     def finish(self, key_or_prefix: AttemptKey | str, exit_code: int | None = 0,
-               error_code: ErrorCode | None = None, message: str | None = None
-               ) -> list[AttemptKey]:
+               error_code: ErrorCode | None = None, message: str | None = None,
+               seconds: float | None = None) -> list[AttemptKey]:
         """End the running attempts named by `key_or_prefix` and report them (one batch).
 
         A prefix names whole parts of `job/task/instance#attempt`: `job` (all its attempts),
         `job/task`, `job/task/3`. The error code is NonZeroExitCode for an exit code other
         than 0 unless given; the message is the runner's ("exited with code 3") unless given.
+        `seconds`: how long each attempt ran, as its report's start and end times say (none
+        by default: the engine then learns nothing of attempt times).
         Raises LookupError when nothing running matches (a test that ends nothing is wrong).
         """
         with self._lock:
@@ -119,7 +126,8 @@ class InlineAgent:
             ErrorCode.NONE if exit_code == 0 else ErrorCode.EXIT_CODE)
         text = message if message is not None else (
             "" if code is ErrorCode.NONE else f"exited with code {exit_code}")
-        self.listener.reported(self.id, [_report(held, exit_code, code, text) for held in ended])
+        self.listener.reported(self.id, [_report(held, exit_code, code, text, seconds)
+                                         for held in ended])
         return [held.request.key for held in ended]
 
     def finish_all(self, exit_code: int | None = 0) -> list[AttemptKey]:
@@ -137,11 +145,14 @@ def _matches(key: AttemptKey, wanted: AttemptKey | str) -> bool:
     return text == stem or text.startswith((stem + "/", stem + "#"))
 
 
-def _report(held: _Held, exit_code: int | None, code: ErrorCode, message: str) -> Report:
-    """The report a real agent would send, with its log paths."""
+def _report(held: _Held, exit_code: int | None, code: ErrorCode, message: str,
+            seconds: float | None = None) -> Report:
+    """The report a real agent would send, with its log paths (and times, given `seconds`)."""
     request = held.request
+    ended = _EPOCH + timedelta(seconds=seconds) if seconds is not None else None
     return Report(request.key, held.token, Outcome(
         exit_code=exit_code, error_code=code, error_message=message,
+        started_at=_EPOCH if seconds is not None else None, ended_at=ended,
         stdout_path=request.stdout_dir + request.log_name("stdout"),
         stderr_path=request.stderr_dir + request.log_name("stderr"), node="inline"))
 

@@ -475,6 +475,14 @@ class MemoryTransaction:
                    instance_id=key.instance_id, message=message)
         return True
 
+    def end_attempts(self, ends: Sequence[AttemptEnd], now: float) -> list[bool]:
+        """`end_attempt` for each (this store always knows which moved)."""
+        for end in ends:
+            if end.target is None:
+                raise ValueError(f"the end of attempt {end.key} moves its instance nowhere")
+        return [self.end_attempt(end, end.target, now, end.message) for end in ends
+                if end.target is not None]
+
     def record_attempts(self, ends: Sequence[tuple[AttemptKey, Outcome]]) -> None:
         """Keep each attempt's history row (once; not for a job that is gone)."""
         for key, outcome in ends:
@@ -493,7 +501,9 @@ def _launch_order(job: _Job) -> tuple[int, float, str]:
 
 def _ended(instance: _Instance, end: AttemptEnd, target: State) -> _Instance:
     outcome = end.outcome
-    return replace(instance, state=target, ended=end.ended, exit_code=outcome.exit_code,
+    started = outcome.started_at.timestamp() if outcome.started_at else instance.started
+    return replace(instance, state=target, started=started, ended=end.ended,
+                   exit_code=outcome.exit_code,
                    error_code=outcome.error_code.value, error_message=outcome.error_message,
                    detail=outcome.detail, stdout_path=outcome.stdout_path,
                    stderr_path=outcome.stderr_path, node=outcome.node,
