@@ -22,6 +22,7 @@ from functools import cached_property
 from typing import Any, Generic, TypeVar
 
 from sqlalchemy import Connection, bindparam, func, select, text
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Row
 from sqlalchemy.exc import IntegrityError
 
@@ -143,6 +144,54 @@ class _Entry(Generic[Item]):
         self.error: BaseException | None = None
 
 
+class _Many:
+    """One statement run with many parameter sets (executemany) in a step's transaction.
+
+    With SQLite it goes to the driver's cursor directly, compiled once per set of keys: the
+    statements of a step are the same every time, and SQLAlchemy's execution machinery (an
+    execution context, parameters processed per row, a result object) costs more than
+    SQLite's own work on them. The columns it writes need no type conversion (numbers,
+    text, booleans). Other databases take SQLAlchemy's way.
+    """
+
+    def __init__(self, statement: Any) -> None:
+        self.statement = statement
+        self._compiled: dict[tuple[str, ...], tuple[str, list[str], list[Any]]] = {}
+
+    def run(self, connection: Connection, rows: Sequence[Mapping[str, Any]]) -> int:
+        """Run it once per row; returns the rows it changed in all."""
+        if connection.dialect.name != "sqlite":
+            return connection.execute(self.statement, list(rows)).rowcount
+        keys = tuple(rows[0])
+        compiled = self._compiled.get(keys)
+        if compiled is None:
+            compiled = self._compiled[keys] = self._compile(connection, keys)
+        sql, names, constants = compiled
+        given = [(index, name) for index, name in enumerate(names) if name]
+        parameters = []
+        for row in rows:
+            values = constants.copy()
+            for index, name in given:
+                values[index] = row[name]
+            parameters.append(values)
+        cursor = connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
+        try:
+            cursor.executemany(sql, parameters)
+            return int(cursor.rowcount)
+        finally:
+            cursor.close()
+
+    def _compile(self, connection: Connection, keys: tuple[str, ...]
+                 ) -> tuple[str, list[str], list[Any]]:
+        """The SQL text, the row key of each positional parameter ("" for a value the
+        statement holds itself, such as a state in its WHERE) and those values."""
+        done = self.statement.compile(dialect=connection.dialect, column_keys=list(keys))
+        order = list(done.positiontup or ())
+        held = done.params
+        names = [name if name in keys else "" for name in order]
+        return done.string, names, [None if name in keys else held[name] for name in order]
+
+
 class SqlStore:
     """State of jobs, tasks, instances, attempts and events in a SQL database."""
 
@@ -251,7 +300,7 @@ class StoreTransaction:
     def flush_events(self) -> None:
         """Write the events and count changes recorded so far (at commit at the latest)."""
         if self._events:
-            self.connection.execute(events.insert(), self._events)
+            _INSERT_EVENTS.run(self.connection, self._events)
             self._flushed += self._events
             self._events = []
         self._flush_counts()
@@ -264,10 +313,10 @@ class StoreTransaction:
     def _flush_counts(self) -> None:
         """One UPDATE per task (and job) whose counts changed, all its five counts at once."""
         if self._counts:
-            self.connection.execute(_ADD_COUNTS, _count_changes(self._counts))
+            _ADD_COUNTS.run(self.connection, _count_changes(self._counts))
             self._counts.clear()
         if self._task_counts:
-            self.connection.execute(_ADD_TASK_COUNTS, _count_changes(
+            _ADD_TASK_COUNTS.run(self.connection, _count_changes(
                 {(job_id, "", state): delta
                  for (job_id, state), delta in self._task_counts.items()}))
             self._task_counts.clear()
@@ -555,7 +604,7 @@ class StoreTransaction:
         for Running); False if any was not Waiting any more (a race: the engine rolls back)."""
         if not rows:
             return True
-        result = self.connection.execute(_MARK_RUNNING, [
+        moved = _MARK_RUNNING.run(self.connection, [
             {"b_job": row.candidate.job_id, "b_task": row.candidate.task,
              "b_index": row.candidate.instance_id, "state": State.RUNNING.value,
              "attempts": row.attempts + 1, "started": now, "ended": None}
@@ -565,7 +614,7 @@ class StoreTransaction:
             self._count(candidate.job_id, candidate.task, State.WAITING, State.RUNNING)
             self.event(candidate.job_id, "instance", State.WAITING.value, State.RUNNING, now,
                        task=candidate.task, instance_id=candidate.instance_id)
-        return result.rowcount == len(rows)
+        return moved == len(rows)
 
     def first_failure(self, job_id: str) -> InstanceRow | None:
         row = self.connection.execute(
@@ -596,14 +645,13 @@ class StoreTransaction:
         targets = [_end_target(end) for end in ends]
         if not ends:
             return []
-        result = self.connection.execute(_END_ATTEMPT, [_end_values(end) for end in ends])
+        count = _END_ATTEMPT.run(self.connection, [_end_values(end) for end in ends])
         if len(ends) == 1:
-            moved = [bool(result.rowcount)]
-        elif result.rowcount == len(ends):
+            moved = [bool(count)]
+        elif count == len(ends):
             moved = [True] * len(ends)
         else:
-            raise StaleBatch(f"{len(ends) - result.rowcount} of {len(ends)} attempts were "
-                             "not current")
+            raise StaleBatch(f"{len(ends) - count} of {len(ends)} attempts were not current")
         for end, target, ended in zip(ends, targets, moved, strict=True):
             if ended:
                 key = end.key
@@ -615,8 +663,8 @@ class StoreTransaction:
     def record_attempts(self, ends: Sequence[tuple[AttemptKey, Outcome]]) -> None:
         """Insert attempt rows (a row already recorded is left as it is)."""
         if ends:
-            self.connection.execute(insert_ignoring_duplicates(self.connection, attempts),
-                                    [_attempt_values(key, outcome) for key, outcome in ends])
+            _INSERT_ATTEMPTS[self.connection.dialect.name == "postgresql"].run(
+                self.connection, [_attempt_values(key, outcome) for key, outcome in ends])
 
 
 MOST_NAMES = 500
@@ -640,8 +688,13 @@ _TASK_STATE = select(tasks.c.state).where(tasks.c.job_id == bindparam("b_job"),
                                           tasks.c.name == bindparam("b_task"))
 _MOVE_INSTANCE = instances.update().where(
     *_ONE_INSTANCE, instances.c.state == bindparam("b_source"))
-_MARK_RUNNING = instances.update().where(
-    *_ONE_INSTANCE, instances.c.state == State.WAITING.value)
+_MARK_RUNNING = _Many(instances.update().where(
+    *_ONE_INSTANCE, instances.c.state == State.WAITING.value).values(
+    {name: bindparam(name) for name in ("state", "attempts", "started", "ended")}))
+_INSERT_EVENTS = _Many(events.insert())
+_INSERT_ATTEMPTS = (_Many(sqlite.insert(attempts).on_conflict_do_nothing()),
+                    _Many(postgresql.insert(attempts).on_conflict_do_nothing()))
+"""An attempt's row unless it is there (SQLite's statement, PostgreSQL's)."""
 # Session advisory lock key: "batchyar" as a 64-bit integer.
 _ENGINE_CLAIM = int.from_bytes(b"batchyar", "big") - 2**63
 _TRY_CLAIM = text(f"SELECT pg_try_advisory_lock({_ENGINE_CLAIM})")
@@ -664,13 +717,13 @@ _ACTIVE_INSTANCE = select(instances.c.instance_id).where(
     instances.c.state.in_([State.WAITING.value, State.RUNNING.value])).limit(1)
 _COUNTS = [tasks.c[column] for column in COUNT_COLUMNS.values()]
 _COUNT_BINDS = {state: f"b_{column}" for state, column in COUNT_COLUMNS.items()}
-_ADD_COUNTS = tasks.update().where(
+_ADD_COUNTS = _Many(tasks.update().where(
     tasks.c.job_id == bindparam("b_job"), tasks.c.name == bindparam("b_task")).values(
     {tasks.c[column]: tasks.c[column] + bindparam(_COUNT_BINDS[state])
-     for state, column in COUNT_COLUMNS.items()})
-_ADD_TASK_COUNTS = jobs.update().where(jobs.c.id == bindparam("b_job")).values(
+     for state, column in COUNT_COLUMNS.items()}))
+_ADD_TASK_COUNTS = _Many(jobs.update().where(jobs.c.id == bindparam("b_job")).values(
     {jobs.c[column]: jobs.c[column] + bindparam(_COUNT_BINDS[state])
-     for state, column in TASK_COUNT_COLUMNS.items()})
+     for state, column in TASK_COUNT_COLUMNS.items()}))
 _JOB_TASK_COUNTS = select(*(jobs.c[column] for column in TASK_COUNT_COLUMNS.values())).where(
     jobs.c.id == bindparam("b_id"))
 _OF_JOB = tasks.c.job_id == bindparam("b_job")
@@ -683,14 +736,14 @@ _TASK_COUNTS = (select(tasks.c.name, *_COUNTS).where(_OF_JOB),
 _MOVE_TASK = tasks.update().where(_OF_JOB, tasks.c.name == bindparam("b_task"),
                                   tasks.c.state == bindparam("b_source"))
 _SET_READY = tasks.update().where(_OF_JOB, _NAMED)
-_END_ATTEMPT = instances.update().where(
+_END_ATTEMPT = _Many(instances.update().where(
     *_ONE_INSTANCE, instances.c.state == State.RUNNING.value,
     instances.c.attempts == bindparam("b_attempt")).values(
     {name: bindparam(name) for name in (
         "state", "ended", "exit_code", "error_code", "error_message", "detail", "stdout_path",
         "stderr_path", "node", "retry_count")}
     | {"started": func.coalesce(bindparam("b_started"), instances.c.started),
-       "lost": func.coalesce(bindparam("b_lost"), instances.c.lost)})
+       "lost": func.coalesce(bindparam("b_lost"), instances.c.lost)}))
 """An attempt's end: the same parameters for every attempt, so a batch is one executemany
 (`started` is the attempt's own start, which a queued lease has later than its Running;
 `lost` changes only for a lost attempt)."""
