@@ -16,7 +16,7 @@ import gc
 import os
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from types import TracebackType
 from typing import Any
 
@@ -67,16 +67,21 @@ class Typer(typer.Typer):
     `CliRunner` tests (they build the command with `typer.main.get_command`).
 
     When it is the program (`batchyard …`, `python -m batchyard.cli …`) and the command is
-    done, the process ends with `exit_now`.
+    done, the process of a command in `ends_at_once` ends with `exit_now` (not `serve`'s,
+    say: a server's shut-down is left as it was).
     """
+
+    def __init__(self, *args: Any, ends_at_once: Collection[str] = (), **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.ends_at_once = frozenset(ends_at_once)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         words = kwargs.get("args", args[0] if args else None)
+        words = sys.argv[1:] if words is None else words
         try:
-            return typer.Typer.__call__(
-                only_invoked(self, sys.argv[1:] if words is None else words), *args, **kwargs)
+            return typer.Typer.__call__(only_invoked(self, words), *args, **kwargs)
         except SystemExit as done:
-            if is_the_program():
+            if words and words[0] in self.ends_at_once and is_the_program():
                 exit_now(done.code)
             raise
 
