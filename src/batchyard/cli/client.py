@@ -717,7 +717,7 @@ def start(job_ids: JobIdsArgument, wait: Annotated[bool, typer.Option(
 
 def _resume_each(job_ids: list[str], data_dir: Path | None, output: Output) -> int:
     """Run each job to its end on the local data directory, one after the other."""
-    from batchyard.cli.commands import resume_job  # the command line of `run`, which mounts us
+    from batchyard.cli.main import resume_job  # the command line of `run`, which mounts us
 
     settings = _settings(data_dir, None)
     with _session(None, None, None, data_dir) as client:
