@@ -62,12 +62,13 @@ class Typer(typer.Typer):
     """A Typer app that, run as `batchyard NAME …`, builds the click command of NAME alone.
 
     Typer turns every registered command into a click command (parameters read from the
-    function's signature, annotations evaluated) each time the app is called: ~20 ms for
-    the nineteen commands of `batchyard`, of which one runs. When the first argument names
-    a command or a group of commands, the app is called with that one registered; the group
-    options (`--version`, `--help`, completion) come before any command name, so they, no
-    arguments, an unknown name and shell completion still build the whole app, as do
-    `CliRunner` tests (they build the command with `typer.main.get_command`).
+    function's signature, annotations evaluated) each time the app is called: 13–15 ms for
+    the nineteen commands of `batchyard`, of which one runs (3 ms for `run` alone). When the
+    first argument names a command or a group of commands, the app is called with that one
+    registered; the group options (`--version`, `--help`, completion) come before any
+    command name, so they, no arguments, an unknown name and shell completion still build
+    the whole app, as do `CliRunner` tests (they build the command with
+    `typer.main.get_command`).
 
     When it is the program (`batchyard …`, `python -m batchyard.cli …`) and the command is
     done, the process of a command in `ends_at_once` ends with `exit_now` (not `serve`'s,
