@@ -3,7 +3,8 @@
     python bench/instances.py [--count 1000] [--slots N] [--repeat 1]
 
 Runs one task of InstanceCount COUNT with CommandLine `true` through the real `batchyard run`
-command (a subprocess, fresh temporary data dir, `--slots N`), then the same COUNT
+command (a subprocess of the `batchyard` script beside this interpreter, fresh temporary
+data dir, `--slots N`), then the same COUNT
 `bash -c true` processes with `xargs -P N`, and prints both wall times and CPU times (user +
 system of the command and its children), the cost per instance and the ratio (targets of
 issue 10: batchyard at most 1.5x xargs for 1,000 instances, 1.2x from 10,000 on). N defaults
@@ -21,6 +22,12 @@ start-up and shut-down spread over the instances, and per further instance (the 
 job's CPU, less one xargs instance, taken off first), which is the hot-path figure the
 issue's budget of 0.25 ms applies to.
 
+Before timing, the batchyard package the command will import is compiled once into its
+`__pycache__` folders (`compileall`), and the command runs with PYTHONDONTWRITEBYTECODE
+unset: an installed wheel has its .pyc files compiled at install, while an editable checkout
+run with PYTHONDONTWRITEBYTECODE=1 (as in the development container) would compile every
+module of batchyard again in every run (~40+ ms), which measures the checkout, not batchyard.
+
 The data dirs of all runs are deleted only at the end: deleting thousands of files between
 two runs would slow the next one down on file systems that scan recently freed inodes when
 they make new ones (ext4 without a journal), which measures the benchmark, not batchyard.
@@ -29,6 +36,7 @@ they make new ones (ext4 without a journal), which measures the benchmark, not b
 from __future__ import annotations
 
 import argparse
+import compileall
 import itertools
 import json
 import os
@@ -101,8 +109,33 @@ def job_description(count: int) -> dict[str, object]:
 
 
 def batchyard_command() -> list[str]:
+    """The `batchyard` script of this interpreter's environment (as a virtualenv runs it),
+    else the one on PATH, else `python -m batchyard.cli`.
+
+    Not a version manager's shim first: pyenv's, on PATH here, is a shell script that runs
+    `pyenv exec` before the script (~35 ms of every run).
+    """
+    beside = Path(sys.executable).parent / "batchyard"
+    if beside.is_file() and os.access(beside, os.X_OK):
+        return [str(beside)]
     found = shutil.which("batchyard")
     return [found] if found else [sys.executable, "-m", "batchyard.cli"]
+
+
+def command_environment() -> dict[str, str]:
+    """The environment of the timed commands: this one, but allowed to write .pyc files."""
+    return {name: value for name, value in os.environ.items()
+            if name != "PYTHONDONTWRITEBYTECODE"}
+
+
+def compile_package() -> None:
+    """Compile the batchyard package the command imports into its `__pycache__` folders,
+    as installing a wheel does (a no-op for modules whose .pyc is up to date)."""
+    found = subprocess.run(
+        [sys.executable, "-c", "import batchyard, os; print(os.path.dirname(batchyard.__file__))"],
+        capture_output=True, text=True, check=False, env=command_environment())
+    if found.returncode == 0:
+        compileall.compile_dir(found.stdout.strip(), quiet=1)
 
 
 def timed(command: list[str], stdin: str | None = None) -> tuple[Timing, str]:
@@ -110,7 +143,7 @@ def timed(command: list[str], stdin: str | None = None) -> tuple[Timing, str]:
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     finished = subprocess.run(command, input=stdin, capture_output=True, text=True,
-                              check=False)
+                              check=False, env=command_environment())
     wall = time.perf_counter() - started
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
@@ -152,6 +185,7 @@ def fastest(timings: list[Timing]) -> Timing:
 
 
 def measure(count: int, slots: int, repeat: int) -> Result:
+    compile_package()
     with tempfile.TemporaryDirectory(prefix="batchyard-bench-") as name:
         folder = Path(name)
         startup = fastest([time_batchyard(1, slots, folder) for _ in range(repeat)])

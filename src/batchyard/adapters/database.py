@@ -134,7 +134,7 @@ def _at_head(connection: Connection) -> bool:
         import batchyard.adapters.credentials  # noqa: F401  (its tables are in the metadata)
         from batchyard.adapters.schema import metadata
 
-        metadata.create_all(connection)
+        metadata.create_all(connection, checkfirst=False)  # nothing to check: it is empty
         _VERSIONS.create(connection)
         connection.execute(_VERSIONS.insert(), [{"version_num": HEAD_REVISION}])
         return True

@@ -11,7 +11,7 @@ import typer
 from rich.text import Text
 
 from batchyard import __version__
-from batchyard.cli import help_format, objects
+from batchyard.cli import help_format, objects, startup
 from batchyard.cli.client import register as register_client_commands
 from batchyard.cli.configuration import ConfigurationError, load_settings
 from batchyard.cli.execution import (
@@ -99,9 +99,10 @@ killed) are not run in the background: they are marked Stopped, with a warning, 
 `batchyard start JOB --wait` (or `run --resume JOB`) finishes them.
 """
 
-app = typer.Typer(name="batchyard", help=APP_HELP, epilog=APP_EPILOG, no_args_is_help=True,
-                  add_completion=True, rich_markup_mode="markdown",
-                  pretty_exceptions_show_locals=False)  # locals may hold secrets (URLs, keys)
+app = startup.Typer(name="batchyard", help=APP_HELP, epilog=APP_EPILOG, no_args_is_help=True,
+                    add_completion=True, rich_markup_mode="markdown",
+                    pretty_exceptions_show_locals=False,  # locals may hold secrets (URLs, keys)
+                    ends_at_once=("run", "start"))  # no tear-down once their job is done
 app.add_typer(objects.app, name="oss")
 app.add_typer(keys_app, name="keys")
 app.command(epilog=SERVE_EPILOG)(serve)
@@ -254,15 +255,20 @@ def _run_in_engine(settings: Settings, description: Description, output: Output,
 
 
 def _open_engine(settings: Settings) -> OrchestratorEngine | None:
-    """The engine of `run` on the data dir, or None after printing why it cannot start."""
-    from batchyard.service import open_engine
+    """The engine of `run` on the data dir, or None after printing why it cannot start.
 
-    try:
-        return open_engine(settings)
-    except Exception as error:  # any failure to set up state, store or agent
-        _err.print(Text.assemble(("error: ", "red"), f"cannot start batchyard with data dir "
-                                 f"{settings.data_dir.resolve()}: {_reason(error)}"))
-        return None
+    Most of `run`'s start-up is here (the engine's, the store's and the agent's modules are
+    imported on the way): without garbage collection (`startup.collection_paused`).
+    """
+    with startup.collection_paused():
+        from batchyard.service import open_engine
+
+        try:
+            return open_engine(settings)
+        except Exception as error:  # any failure to set up state, store or agent
+            _err.print(Text.assemble(("error: ", "red"), f"cannot start batchyard with data "
+                                     f"dir {settings.data_dir.resolve()}: {_reason(error)}"))
+            return None
 
 
 def _warn_abandoned(engine: OrchestratorEngine, resumed: str) -> None:

@@ -93,8 +93,13 @@ class Output:
 def report(output: Output, engine: Engine, view: JobView, description: Description,
            status: int) -> None:
     """The result line, the task table, the failed instances and where the logs are — or
-    the same as one JSON document with `status` as its ExitStatus."""
-    summaries = summarize(engine, view)
+    the same as one JSON document with `status` as its ExitStatus.
+
+    Quiet, a job none of whose instances failed is summed up by its result line alone: its
+    instances are not read (a thousand of them take ~15 ms).
+    """
+    quiet_success = output.quiet and not output.json and not view.instance_metrics.failed
+    summaries = [] if quiet_success else summarize(engine, view)
     failed = failed_instances(summaries)
     logs = log_directories(description)
     if output.json:
