@@ -1,7 +1,6 @@
 """What keeps `batchyard run` quick to start and to end (`batchyard.cli.startup`), guarded: the
 modules a run never needs stay unimported, garbage collection comes back on after the
-start-up, Typer builds only the invoked command (with the same help), and the program ends
-without the interpreter's tear-down but with its output, status and `atexit` functions."""
+start-up, and Typer builds only the invoked command (with the same help)."""
 
 from __future__ import annotations
 
@@ -17,7 +16,6 @@ import typer
 from typer.main import get_command
 from typer.testing import CliRunner
 
-from batchyard import __version__
 from batchyard.cli import startup
 from batchyard.cli.main import app
 
@@ -135,38 +133,3 @@ def test_an_invoked_command_behaves_as_in_the_whole_app(words: list[str]) -> Non
     alone = CliRunner().invoke(startup.only_invoked(app, words), words, prog_name="batchyard",
                                env={"COLUMNS": "100"})
     assert (alone.exit_code, alone.output) == (whole.exit_code, whole.output)
-
-
-PROGRAM = ("import atexit, logging, os, runpy, sys\n"
-           "real_exit = os._exit\n"
-           "os._exit = lambda code: (print('os._exit', code, flush=True), real_exit(code))\n"
-           "logging.basicConfig(stream=sys.stderr)\n"
-           "atexit.register(lambda: print('atexit ran', flush=True))\n"
-           "atexit.register(lambda: logging.getLogger('t').warning('logged at exit'))\n"
-           "sys.argv = ['batchyard', *sys.argv[1:]]\n"
-           "runpy.run_module('batchyard.cli', run_name='__main__', alter_sys=True)\n")
-"""`python -m batchyard.cli ARGS…`, telling when it ends through `os._exit`."""
-
-
-def test_the_program_ends_with_its_output_status_and_exit_functions(tmp_path: Path) -> None:
-    """`python -m batchyard.cli run` ends through `exit_now`: the summary is complete, the
-    status is the job's (1: Failed), and what `atexit` and logging hold is run and flushed."""
-    finished = python(PROGRAM, "run", str(job_file(tmp_path, "exit 4")), "--quiet",
-                      "--data-dir", str(tmp_path / "data"))
-    assert finished.returncode == 1, finished.stderr
-    assert "startup job-" in finished.stdout and "Failed in" in finished.stdout
-    assert finished.stdout.rstrip().endswith("atexit ran\nos._exit 1")
-    assert "logged at exit" in finished.stderr
-
-
-def test_other_commands_end_as_usual() -> None:
-    finished = python(PROGRAM, "--version")
-    assert finished.returncode == 0, finished.stderr
-    assert finished.stdout == f"batchyard {__version__}\natexit ran\n"
-
-
-def test_only_the_program_itself_ends_early() -> None:
-    assert not startup.is_the_program()  # pytest calls the app; it must get SystemExit
-    with pytest.raises(SystemExit) as done:
-        app(["--version"])
-    assert done.value.code == 0

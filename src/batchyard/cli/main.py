@@ -101,8 +101,7 @@ killed) are not run in the background: they are marked Stopped, with a warning, 
 
 app = startup.Typer(name="batchyard", help=APP_HELP, epilog=APP_EPILOG, no_args_is_help=True,
                     add_completion=True, rich_markup_mode="markdown",
-                    pretty_exceptions_show_locals=False,  # locals may hold secrets (URLs, keys)
-                    ends_at_once=("run", "start"))  # no tear-down once their job is done
+                    pretty_exceptions_show_locals=False)  # locals may hold secrets (URLs, keys)
 app.add_typer(objects.app, name="oss")
 app.add_typer(keys_app, name="keys")
 app.command(epilog=SERVE_EPILOG)(serve)

@@ -1,5 +1,5 @@
-"""What makes a command start and end fast: garbage collection paused while it starts, only
-the invoked command built, and no interpreter tear-down once it is done.
+"""What makes a command start fast: garbage collection paused while it starts, and only the
+invoked command built.
 
 Starting `batchyard run` makes some 70,000 long-lived objects (modules, classes, SQL
 constructs, schemas) and almost no garbage, yet the collector walks them again and again as
@@ -13,13 +13,11 @@ still small then.)
 
 from __future__ import annotations
 
-import atexit
 import copy
 import gc
 import os
 import sys
-import threading
-from collections.abc import Collection, Sequence
+from collections.abc import Sequence
 from types import TracebackType
 from typing import Any
 
@@ -69,25 +67,12 @@ class Typer(typer.Typer):
     command name, so they, no arguments, an unknown name and shell completion still build
     the whole app, as do `CliRunner` tests (they build the command with
     `typer.main.get_command`).
-
-    When it is the program (`batchyard …`, `python -m batchyard.cli …`) and the command is
-    done, the process of a command in `ends_at_once` ends with `exit_now` (not `serve`'s,
-    say: a server's shut-down is left as it was).
     """
-
-    def __init__(self, *args: Any, ends_at_once: Collection[str] = (), **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.ends_at_once = frozenset(ends_at_once)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         words = kwargs.get("args", args[0] if args else None)
         words = sys.argv[1:] if words is None else words
-        try:
-            return typer.Typer.__call__(only_invoked(self, words), *args, **kwargs)
-        except SystemExit as done:
-            if words and words[0] in self.ends_at_once and is_the_program():
-                exit_now(done.code)
-            raise
+        return typer.Typer.__call__(only_invoked(self, words), *args, **kwargs)
 
 
 def only_invoked(app: typer.Typer, words: Sequence[str]) -> typer.Typer:
@@ -116,43 +101,3 @@ def _command_name(info: Any) -> str | None:
 def _completing() -> bool:
     """Whether a shell asks for completions (click's `_<PROG>_COMPLETE` variable is set)."""
     return any(name.startswith("_") and name.endswith("_COMPLETE") for name in os.environ)
-
-
-def is_the_program() -> bool:
-    """Whether this process is the `batchyard` command (its console script, or `python -m
-    batchyard.cli`), not a program or test that calls the app."""
-    main = sys.modules.get("__main__")
-    spec = getattr(main, "__spec__", None)
-    if spec is not None:
-        return bool(spec.name == "batchyard.cli.__main__")
-    return os.path.basename(getattr(main, "__file__", None) or "") == "batchyard"
-
-
-def exit_now(code: object) -> None:
-    """End the process with exit status `code` now, skipping the interpreter's tear-down.
-
-    Tearing down the ~600 modules a run imports (freeing every object, a last garbage
-    collection) takes ~10 ms and does nothing a process that ends needs: the output is
-    flushed and the `atexit` functions run (logging's flush among them) first, as on a
-    normal exit. Returns (and the interpreter exits as usual) when the status is a message
-    to print, or when a thread other than the daemons is still running (it would be joined).
-    """
-    if code is not None and not isinstance(code, int):
-        return
-    if any(thread is not threading.main_thread() and not thread.daemon and thread.is_alive()
-           for thread in threading.enumerate()):
-        return
-    if not _flushed():
-        return  # a closed pipe, say: the interpreter reports it as usual
-    atexit._run_exitfuncs()
-    _flushed()
-    os._exit(code or 0)
-
-
-def _flushed() -> bool:
-    try:
-        sys.stdout.flush()
-        sys.stderr.flush()
-    except (OSError, ValueError):
-        return False
-    return True
