@@ -24,8 +24,10 @@ from typing import Any
 
 from cryptography.fernet import Fernet, InvalidToken
 from sqlalchemy import Column, Engine, Float, String, Table, Text, bindparam, select
+from sqlalchemy.dialects import sqlite as sqlite_dialect
 
 from batchyard.adapters.database import insert_ignoring_duplicates, migrate, open_engine
+from batchyard.adapters.reads import CompiledQuery, SqliteFile
 from batchyard.adapters.schema import metadata
 from batchyard.errors import BatchyardError, NotFound
 
@@ -140,6 +142,8 @@ class KeyStore:
         self.clock = clock
         self._secrets: dict[str, tuple[str, str]] = {}
         """key id -> (stored ciphertext, its plaintext): each secret is decrypted once."""
+        self._file = SqliteFile.behind(database)
+        """Every request looks its key up: with SQLite, on a plain sqlite3 connection."""
         create_tables(database)
 
     def create(self, tenant: str, description: str = "") -> AccessKey:
@@ -181,8 +185,11 @@ class KeyStore:
         The row is read on every call (a revocation, even by another process, counts at
         once); only the decryption of an unchanged secret is remembered.
         """
-        with self.database.connect() as connection:
-            row = connection.execute(_KEY_ROW, {"b_id": key_id}).first()
+        if self._file is not None:
+            row = _SQLITE_KEY_ROW.first(self._file, {"b_id": key_id})
+        else:
+            with self.database.connect() as connection:
+                row = connection.execute(_KEY_ROW, {"b_id": key_id}).first()
         if row is None:
             return None
         return _key(row, self._decrypted(key_id, row.secret))
@@ -201,6 +208,7 @@ class KeyStore:
 
 
 _KEY_ROW = select(access_keys).where(access_keys.c.id == bindparam("b_id"))
+_SQLITE_KEY_ROW = CompiledQuery(_KEY_ROW, sqlite_dialect.dialect())
 
 
 def check_tenant(tenant: str) -> None:
