@@ -14,8 +14,10 @@ from __future__ import annotations
 import hashlib
 import os
 import secrets
+import sqlite3
 import stat
 import string
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -297,7 +299,15 @@ def nonce_digest(nonce: str) -> str:
 
 class NonceLedger:
     """The signature nonces still inside their replay window, in a database of batchyard's
-    schema (the state database, or one of its own: see `beside`)."""
+    schema (the state database, or one of its own: see `beside`).
+
+    With a SQLite file, nonces are written on one plain sqlite3 connection of the ledger's
+    own (WAL, `synchronous=NORMAL` as every connection of batchyard's: a commit is in the
+    WAL file, so it survives the end of the process, `kill -9` included, without an fsync),
+    and the nonces whose window ended are deleted once a minute instead of before every
+    commit: a commit is then one statement, about 20 µs of CPU instead of 120 µs through
+    SQLAlchemy.
+    """
 
     def __init__(self, database: Engine, clock: Callable[[], float] = time.time,
                  owned: bool = False) -> None:
@@ -306,6 +316,16 @@ class NonceLedger:
         self._owned = owned
         """True when the ledger opened `database` itself, and so closes it."""
         create_tables(database)
+        file = SqliteFile.behind(database)
+        self._writer: sqlite3.Connection | None = None
+        if file is not None:
+            self._writer = sqlite3.connect(file.path, timeout=30, isolation_level=None,
+                                           check_same_thread=False)
+            self._writer.execute("PRAGMA journal_mode=WAL")
+            self._writer.execute("PRAGMA synchronous=NORMAL")
+        self._writing = threading.Lock()
+        """One transaction at a time on `_writer` (the request's thread, the retry thread)."""
+        self._purged = -PURGE_INTERVAL
 
     @classmethod
     def beside(cls, state: Engine, clock: Callable[[], float] = time.time) -> NonceLedger:
@@ -322,7 +342,11 @@ class NonceLedger:
             return cls(state, clock)
         own = Path(path).with_name(f"{Path(path).stem}-nonces{Path(path).suffix}")
         ledger = cls(open_engine(f"sqlite:///{own}"), clock, owned=True)
-        ledger.remember(cls(state, clock).recent())
+        older = cls(state, clock)
+        try:
+            ledger.remember(older.recent())
+        finally:
+            older.close()
         return ledger
 
     def recent(self) -> list[tuple[Nonce, float]]:
@@ -333,8 +357,12 @@ class NonceLedger:
         return [((row.key_id, row.digest), row.expires) for row in rows]
 
     def remember(self, nonces: list[tuple[Nonce, float]]) -> None:
-        """Store nonces (with their expiry); forget those whose window has ended (first, so
-        that a nonce used again after its window is stored again)."""
+        """Store nonces (with their expiry), committed when this returns; forget those whose
+        window has ended (first, so that a nonce used again after its window is stored
+        again — on SQLite, where that is done once a minute, by keeping the later expiry)."""
+        if self._writer is not None:
+            self._remember_in_sqlite(nonces)
+            return
         with self.database.begin() as connection:
             connection.execute(_FORGET_NONCES, {"b_now": self.clock()})
             if nonces:
@@ -342,11 +370,39 @@ class NonceLedger:
                     {"key_id": key_id, "digest": digest, "expires": expires}
                     for (key_id, digest), expires in nonces])
 
+    def _remember_in_sqlite(self, nonces: list[tuple[Nonce, float]]) -> None:
+        assert self._writer is not None
+        now = self.clock()
+        with self._writing:
+            writer = self._writer
+            writer.execute("BEGIN IMMEDIATE")
+            try:
+                if now - self._purged >= PURGE_INTERVAL:
+                    writer.execute(_SQLITE_FORGET_NONCES, (now,))
+                    self._purged = now
+                writer.executemany(_SQLITE_REMEMBER_NONCE, [
+                    (key_id, digest, expires) for (key_id, digest), expires in nonces])
+                writer.execute("COMMIT")
+            except BaseException:
+                if writer.in_transaction:
+                    writer.execute("ROLLBACK")
+                raise
+
     def close(self) -> None:
         """Close the database if the ledger opened it."""
+        if self._writer is not None:
+            with self._writing:
+                self._writer.close()
         if self._owned:
             self.database.dispose()
 
 
 _FORGET_NONCES = signature_nonces.delete().where(signature_nonces.c.expires < bindparam("b_now"))
 """Built once: every batch of nonces runs it."""
+PURGE_INTERVAL = 60.0
+"""Seconds between two deletions of the nonces whose window ended (SQLite)."""
+_SQLITE_FORGET_NONCES = "DELETE FROM signature_nonces WHERE expires < ?"
+_SQLITE_REMEMBER_NONCE = (
+    "INSERT INTO signature_nonces (key_id, digest, expires) VALUES (?, ?, ?) "
+    "ON CONFLICT (key_id, digest) DO UPDATE SET expires = max(expires, excluded.expires)")
+"""A nonce seen again after its window (its row not yet deleted) keeps the later expiry."""
