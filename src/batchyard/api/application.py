@@ -10,7 +10,7 @@ from starlette.concurrency import run_in_threadpool
 
 from batchyard import __version__
 from batchyard.api import errors, jobs, quotas, tasks
-from batchyard.api.middleware import RequestIds, RequestLog
+from batchyard.api.middleware import Front
 from batchyard.api.services import build_services
 from batchyard.lock import note_work
 from batchyard.orchestrator.engine import Engine
@@ -46,8 +46,7 @@ def create_app(settings: Settings, engine: Engine | None = None, address: str = 
         app.include_router(router)
     app.state.api_routes = [route for router in routers for route in router.routes]
     errors.install(app)
-    app.add_middleware(RequestLog)
-    app.add_middleware(RequestIds)  # outermost: the log line can name the request id
+    app.add_middleware(Front, get_job=jobs.job_answer)
     return app
 
 

@@ -11,6 +11,7 @@ from typing import Annotated, ParamSpec, TypeVar, cast
 
 from fastapi import Depends, Request
 from starlette.concurrency import run_in_threadpool
+from starlette.types import Scope
 
 from batchyard.adapters.credentials import KeyStore, NonceLedger, TokenLedger, master_key
 from batchyard.adapters.store import SqlStore
@@ -74,18 +75,17 @@ async def services(request: Request) -> Services:
     return services_of(request)
 
 
-def raw_target(request: Request) -> str:
+def raw_target(scope: Scope) -> str:
     """The request target exactly as sent: raw path plus `?` and the raw query, if any."""
-    scope = request.scope
     path: bytes = scope.get("raw_path") or scope["path"].encode("utf-8")
     query: bytes = scope.get("query_string", b"")
     return (path + b"?" + query if query else path).decode("latin-1")
 
 
-def header_map(request: Request) -> dict[str, str]:
+def header_map(scope: Scope) -> dict[str, str]:
     """Lower-case header names to their (first) value, as latin-1 text."""
     headers: dict[str, str] = {}
-    for name, value in request.scope["headers"]:
+    for name, value in scope["headers"]:
         headers.setdefault(name.decode("latin-1").lower(), value.decode("latin-1"))
     return headers
 
@@ -98,21 +98,21 @@ async def authenticate(request: Request) -> Caller:
     request waits until its nonce is committed, so that it cannot be replayed after a crash
     (not even one right after its response); it is refused with 503 if that fails.
     """
-    verified = await verify(request)
+    verified = await verify(services_of(request), request.scope)
     await nonce_committed(verified)
     return verified.caller
 
 
-async def verify(request: Request) -> Verified:
-    """The signature checked, the nonce on its way to the database (not yet committed).
+async def verify(running: Services, scope: Scope) -> Verified:
+    """The signature of the request of `scope` checked, the nonce on its way to the database
+    (not yet committed).
 
     Only a request that changes nothing may be processed meanwhile, and its response must
-    wait for `nonce_committed` (see `jobs.get_job`): a change made before its nonce is
+    wait for `nonce_committed` (see `jobs.job_answer`): a change made before its nonce is
     committed could be made again by a replay after a crash."""
-    running = services_of(request)
-    verified: Verified = await running.read(running.authenticator.verify, request.method,
-                                            raw_target(request), header_map(request))
-    request.scope.setdefault("state", {})["caller"] = verified.caller  # for the request log
+    verified: Verified = await running.read(running.authenticator.verify, scope["method"],
+                                            raw_target(scope), header_map(scope))
+    scope.setdefault("state", {})["caller"] = verified.caller  # for the request log
     return verified
 
 
