@@ -373,15 +373,20 @@ class NonceLedger:
     def _remember_in_sqlite(self, nonces: list[tuple[Nonce, float]]) -> None:
         assert self._writer is not None
         now = self.clock()
+        rows = [(key_id, digest, expires) for (key_id, digest), expires in nonces]
         with self._writing:
             writer = self._writer
+            if len(rows) == 1 and now - self._purged < PURGE_INTERVAL:
+                # One statement, its own transaction (autocommit): one call into SQLite,
+                # which is one release of the GIL (another thread may keep it a while).
+                writer.execute(_SQLITE_REMEMBER_NONCE, rows[0])
+                return
             writer.execute("BEGIN IMMEDIATE")
             try:
                 if now - self._purged >= PURGE_INTERVAL:
                     writer.execute(_SQLITE_FORGET_NONCES, (now,))
                     self._purged = now
-                writer.executemany(_SQLITE_REMEMBER_NONCE, [
-                    (key_id, digest, expires) for (key_id, digest), expires in nonces])
+                writer.executemany(_SQLITE_REMEMBER_NONCE, rows)
                 writer.execute("COMMIT")
             except BaseException:
                 if writer.in_transaction:
