@@ -370,6 +370,8 @@ async def in_process(arguments: argparse.Namespace) -> None:
                 await _round(app, key.id, key.secret, target, arguments.gets, profile)
                 pstats.Stats(profile).sort_stats("cumulative").print_stats(40)
                 pstats.Stats(profile).sort_stats("tottime").print_stats(25)
+                if os.environ.get("CALLERS"):
+                    pstats.Stats(profile).print_callers(os.environ["CALLERS"])
 
 
 async def _round(app: Any, key_id: str, secret: str, target: str, count: int,

@@ -84,10 +84,9 @@ def raw_target(scope: Scope) -> str:
 
 def header_map(scope: Scope) -> dict[str, str]:
     """Lower-case header names to their (first) value, as latin-1 text."""
-    headers: dict[str, str] = {}
-    for name, value in scope["headers"]:
-        headers.setdefault(name.decode("latin-1").lower(), value.decode("latin-1"))
-    return headers
+    # Reversed, so that the first of repeated names is the one that stays.
+    return {name.decode("latin-1").lower(): value.decode("latin-1")
+            for name, value in reversed(scope["headers"])}
 
 
 async def authenticate(request: Request) -> Caller:
