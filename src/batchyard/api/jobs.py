@@ -23,6 +23,7 @@ from batchyard.api.representation import (
     json_bytes,
     json_headers,
     page_view,
+    status_json,
 )
 from batchyard.api.services import (
     CallerDependency,
@@ -153,8 +154,10 @@ async def job_answer(scope: Scope, job_id: str) -> Answer:
             await nonce_committed(verified)
         if job is None:
             raise NotFound(f"job {job_id} does not exist")
-        view = description_view(job) if _asks_description(scope) else job_view(job)
-        body = json_bytes(view)
+        if _asks_description(scope):
+            body = json_bytes(description_view(job))
+        else:
+            body = status_json(job_view(job))
         return 200, json_headers(body), body
     except BatchyardError as error:
         answer = await on_batchyard_error(Request(scope), error)
