@@ -45,9 +45,10 @@ class Front:
     duration, and who asked when the signature held (`scope["state"]["caller"]`). Never a
     header, a body, a secret or a signature.
 
-    `GET /jobs/{job_id}` — what clients poll — goes to `get_job` directly instead of through
-    FastAPI's routing, exception middleware and dependency solving, which cost more than
-    the request's own work; `get_job` answers exactly as the route does (errors included).
+    With `get_job` (see `application.Api`), `GET /jobs/{job_id}` — what clients poll — goes
+    to `get_job` directly instead of through FastAPI's routing, exception middleware and
+    dependency solving, which cost more than the request's own work; `get_job` answers
+    exactly as the route does (errors included).
     """
 
     def __init__(self, app: ASGIApp, get_job: Shortcut | None = None) -> None:
