@@ -32,7 +32,8 @@ depends on what else the machine runs.
     python bench/api.py --in-process [--gets 3000]
 
 measures one signed GET /jobs/{id} without HTTP: the application is called directly (ASGI)
-on an idle engine, in rounds of `--gets` requests signed beforehand; the best round's CPU
+on an idle engine, in rounds of `--gets` requests signed beforehand and sent by `--clients`
+concurrent tasks (each waits for its answer before it sends the next); the best round's CPU
 time per request (`time.process_time`, every thread of the process) and a cProfile of
 another round with `--profile`. It costs what the server spends above uvicorn's parsing.
 """
@@ -40,6 +41,7 @@ another round with `--profile`. It costs what the server spends above uvicorn's 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import http.client
 import json
 import multiprocessing
@@ -360,14 +362,16 @@ async def in_process(arguments: argparse.Namespace) -> None:
             status, answer = await call_app(app, "POST", "/jobs", headers, body)
             assert status == 201, answer
             target = f"/jobs/{json.loads(answer)['Id']}"
-            rounds = [await _round(app, key.id, key.secret, target, arguments.gets)
-                      for _ in range(arguments.rounds)]
-            print(f"in-process GET {target}: best of {len(rounds)} rounds of {arguments.gets}: "
+            rounds = [await _round(app, key.id, key.secret, target, arguments.gets,
+                                   arguments.clients) for _ in range(arguments.rounds)]
+            print(f"in-process GET {target}, {arguments.clients} concurrent clients: best of "
+                  f"{len(rounds)} rounds of {arguments.gets}: "
                   f"CPU {min(rounds) * 1e6:.0f} µs/request (rounds: "
                   f"{', '.join(f'{cpu * 1e6:.0f}' for cpu in rounds)})")
             if arguments.profile:
                 profile = cProfile.Profile()
-                await _round(app, key.id, key.secret, target, arguments.gets, profile)
+                await _round(app, key.id, key.secret, target, arguments.gets, arguments.clients,
+                             profile)
                 pstats.Stats(profile).sort_stats("cumulative").print_stats(40)
                 pstats.Stats(profile).sort_stats("tottime").print_stats(25)
                 if os.environ.get("CALLERS"):
@@ -375,16 +379,21 @@ async def in_process(arguments: argparse.Namespace) -> None:
 
 
 async def _round(app: Any, key_id: str, secret: str, target: str, count: int,
-                 profile: Any = None) -> float:
-    """CPU seconds per request of `count` signed GETs of `target`, signed beforehand."""
+                 concurrency: int, profile: Any = None) -> float:
+    """CPU seconds per request of `count` signed GETs of `target`, signed beforehand, sent
+    by `concurrency` clients (tasks) one after the other."""
     signed = [signed_headers(key_id, secret, "GET", target) for _ in range(count)]
+
+    async def client(share: list[dict[str, str]]) -> None:
+        for headers in share:
+            status, answer = await call_app(app, "GET", target, headers)
+            if status != 200:
+                raise RuntimeError(f"GET {target}: {status} {answer!r}")
+
     if profile is not None:
         profile.enable()
     started = time.process_time()
-    for headers in signed:
-        status, answer = await call_app(app, "GET", target, headers)
-        if status != 200:
-            raise RuntimeError(f"GET {target}: {status} {answer!r}")
+    await asyncio.gather(*[client(signed[index::concurrency]) for index in range(concurrency)])
     spent = (time.process_time() - started) / count
     if profile is not None:
         profile.disable()
@@ -404,8 +413,6 @@ def main() -> None:
     parser.add_argument("--profile", action="store_true", help="with --in-process: cProfile")
     arguments = parser.parse_args()
     if arguments.in_process:
-        import asyncio
-
         with asyncio.Runner(loop_factory=_fast_loop()) as runner:
             runner.run(in_process(arguments))
     else:
