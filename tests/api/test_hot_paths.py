@@ -19,7 +19,7 @@ from batchyard.api.services import Services
 from batchyard.api.signature import signed_headers
 from batchyard.domain.spec import parse_job
 from batchyard.ids import new_job_id
-from tests.api.conftest import LiveServer, job_body
+from tests.api.conftest import LiveServer, job_body, wait_for_state
 from tests.api.test_errors import assert_error
 
 
@@ -177,3 +177,25 @@ def test_post_jobs_parses_the_description_once_at_the_edge(
     assert answer.status_code == 201, answer.text
     invalid = alice.post("/jobs", json={**job_body(command="true"), "Priority": -1})
     assert invalid.status_code == 400, invalid.text  # refused at the edge, not a 500
+
+
+def test_the_status_read_is_the_job_without_its_description(server: LiveServer,
+                                                             alice: httpx.Client) -> None:
+    """`GET /jobs/{id}` reads `job_status` (no description), on a plain sqlite3 connection."""
+    from dataclasses import replace
+
+    from batchyard.adapters.reads import SqlReads
+
+    job_id = alice.post("/jobs", json=job_body(command="true")).json()["Id"]
+    assert wait_for_state(alice, job_id, {"Finished"})["State"] == "Finished"  # (unchanging)
+    database = open_database(server.settings.resolved_database_url)
+    try:
+        reads = SqlReads(database)
+        job = reads.job(job_id, "alice")
+        assert job is not None and job.description
+        assert reads.job_status(job_id, "alice") == replace(job, description={})
+        assert reads.job_status(job_id) == replace(job, description={})
+        assert reads.job_status(job_id, "bob") is None
+        assert reads.job_status("job-0000000000000000000000000000000A", "alice") is None
+    finally:
+        database.dispose()

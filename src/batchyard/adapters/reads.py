@@ -147,6 +147,18 @@ class SqlReads:
             return None
         return job_record(row, *_job_metrics(row, row), json.loads(row.description))
 
+    def job_status(self, job_id: str, tenant: str | None = None) -> JobRecord | None:
+        """`job` without the description (`{}`): what `GET /jobs/{id}` shows, without
+        reading a description of possibly megabytes and parsing it for nothing."""
+        values = {"b_job": job_id, "b_tenant": tenant}
+        if self._file is not None:
+            row = _SQLITE_JOB_STATUS[tenant is not None].first(self._file, values)
+        else:
+            statement = _JOB_STATUS if tenant is None else _TENANT_JOB_STATUS
+            with self.engine.connect() as connection:
+                row = connection.execute(statement, values).first()
+        return None if row is None else job_record(row, *_job_metrics(row, row), {})
+
     def job_state(self, job_id: str, tenant: str | None = None) -> State | None:
         query = select(jobs.c.state).where(jobs.c.id == job_id)
         if tenant is not None:
@@ -401,10 +413,18 @@ _JOB_WITH_TOTALS = (
                  .outerjoin(_JOB_TOTALS, _JOB_TOTALS.c.job_id == jobs.c.id))
     .where(jobs.c.id == bindparam("b_job")))
 _TENANT_JOB_WITH_TOTALS = _JOB_WITH_TOTALS.where(jobs.c.tenant == bindparam("b_tenant"))
+_JOB_STATUS = (
+    select(jobs, *[column for column in _JOB_TOTALS.c if column.name != "job_id"])
+    .select_from(jobs.outerjoin(_JOB_TOTALS, _JOB_TOTALS.c.job_id == jobs.c.id))
+    .where(jobs.c.id == bindparam("b_job")))
+_TENANT_JOB_STATUS = _JOB_STATUS.where(jobs.c.tenant == bindparam("b_tenant"))
 _SQLITE_JOB = {tenanted: CompiledQuery(statement, sqlite_dialect.dialect())
                for tenanted, statement in ((False, _JOB_WITH_TOTALS),
                                            (True, _TENANT_JOB_WITH_TOTALS))}
-"""The same two statements, compiled once for `SqliteFile` connections."""
+_SQLITE_JOB_STATUS = {tenanted: CompiledQuery(statement, sqlite_dialect.dialect())
+                      for tenanted, statement in ((False, _JOB_STATUS),
+                                                  (True, _TENANT_JOB_STATUS))}
+"""The same statements, compiled once for `SqliteFile` connections."""
 
 
 __all__ = ["CompiledQuery", "SqlReads", "SqliteFile", "attempt_record", "event_record",

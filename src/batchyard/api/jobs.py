@@ -148,16 +148,15 @@ async def job_answer(scope: Scope, job_id: str) -> Answer:
     try:
         services: Services = scope["app"].state.services
         verified = await verify(services, scope)
+        described = _asks_description(scope)
+        read = services.reads.job if described else (services.job_status or services.reads.job)
         try:
-            job = await services.read(services.reads.job, job_id, verified.caller.tenant)
+            job = await services.read(read, job_id, verified.caller.tenant)
         finally:
             await nonce_committed(verified)
         if job is None:
             raise NotFound(f"job {job_id} does not exist")
-        if _asks_description(scope):
-            body = json_bytes(description_view(job))
-        else:
-            body = status_json(job_view(job))
+        body = json_bytes(description_view(job)) if described else status_json(job_view(job))
         return 200, json_headers(body), body
     except BatchyardError as error:
         answer = await on_batchyard_error(Request(scope), error)

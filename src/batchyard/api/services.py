@@ -17,6 +17,7 @@ from batchyard.adapters.credentials import KeyStore, NonceLedger, TokenLedger, m
 from batchyard.adapters.store import SqlStore
 from batchyard.api.authentication import Authenticator, Caller, NonceRegistry, Verified
 from batchyard.api.errors import Unavailable
+from batchyard.domain.records import JobRecord
 from batchyard.orchestrator.engine import Engine
 from batchyard.ports.reads import JobQueries
 from batchyard.settings import Settings
@@ -35,6 +36,9 @@ class Services:
     keys: KeyStore
     tokens: TokenLedger
     authenticator: Authenticator
+    job_status: Callable[[str, str | None], JobRecord | None] | None = None
+    """A job without its description (`SqlReads.job_status`), for `GET /jobs/{id}`; None:
+    `reads.job`."""
     inline_reads: bool = False
     """Run short indexed reads on the event loop (SQLite: in-process, never waits on the
     writer in WAL mode) instead of handing them to the thread pool (PostgreSQL: a network
@@ -61,10 +65,11 @@ def build_services(settings: Settings, engine: Engine) -> Services:
     keys = KeyStore(database, master_key(settings.data_dir.resolve()))
     sqlite = database.dialect.name == "sqlite"
     nonces = NonceRegistry(ledger=NonceLedger.beside(database), inline=sqlite)
-    return Services(settings, engine, store.reads, keys, TokenLedger(database),
+    reads = store.reads
+    return Services(settings, engine, reads, keys, TokenLedger(database),
                     Authenticator(keys, nonces=nonces,
                                   allow_missing_nonce=settings.allow_missing_nonce),
-                    inline_reads=sqlite)
+                    job_status=reads.job_status, inline_reads=sqlite)
 
 
 def services_of(request: Request) -> Services:
