@@ -199,3 +199,27 @@ def test_the_status_read_is_the_job_without_its_description(server: LiveServer,
         assert reads.job_status("job-0000000000000000000000000000000A", "alice") is None
     finally:
         database.dispose()
+
+
+@pytest.mark.parametrize("text", ["plain", "naïve ☃ 😀", 'quote " backslash \\ slash /',
+                                  "\x00\x01\x1f\x7f\n\t\r\b\f", "\u2028\u2029 </script>", ""])
+def test_status_bodies_are_the_bytes_json_dumps_writes(text: str) -> None:
+    """orjson writes job views (strings, integers, objects) exactly as JSONResponse did."""
+    from batchyard.api.representation import json_bytes, status_json
+
+    view = {"Id": text, "Name": text, "Message": text, "OwnerId": 2**48 - 1, "Priority": 1000,
+            "Big": -(2**63), "TaskMetrics": {"WaitingCount": 0, text: 2**63 - 1}, "Nothing": None,
+            "Yes": True}
+    assert status_json(view) == json_bytes(view)
+
+
+def test_times_are_written_as_strftime_wrote_them() -> None:
+    from datetime import UTC, datetime, timedelta, timezone
+
+    from batchyard.documents import time_text
+
+    for stamp in (0.0, 1.5, 1764658732.627572, 1764658732.0, 4102444800.000001):
+        for zone in (UTC, timezone(timedelta(hours=-7))):
+            moment = datetime.fromtimestamp(stamp, zone)
+            assert time_text(moment) == moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    assert time_text(None) == ""
