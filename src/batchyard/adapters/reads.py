@@ -86,9 +86,11 @@ class SqliteFile:
 
     @classmethod
     def behind(cls, engine: Engine) -> SqliteFile | None:
-        """The file of `engine`, or None when it is not a SQLite file (PostgreSQL, memory)."""
+        """The file of `engine`, or None when it is not a plain SQLite file (PostgreSQL,
+        memory, or a URL with options such as `?mode=ro&uri=true`: SQLAlchemy's way then)."""
         path = engine.url.database
-        if engine.dialect.name != "sqlite" or not path or path == ":memory:":
+        if (engine.dialect.name != "sqlite" or not path or path == ":memory:"
+                or engine.url.query):
             return None
         return cls(path)
 
