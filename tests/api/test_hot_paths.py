@@ -190,13 +190,16 @@ def test_the_status_read_is_the_job_without_its_description(server: LiveServer,
     assert wait_for_state(alice, job_id, {"Finished"})["State"] == "Finished"  # (unchanging)
     database = open_database(server.settings.resolved_database_url)
     try:
-        reads = SqlReads(database)
-        job = reads.job(job_id, "alice")
-        assert job is not None and job.description
-        assert reads.job_status(job_id, "alice") == replace(job, description={})
-        assert reads.job_status(job_id) == replace(job, description={})
-        assert reads.job_status(job_id, "bob") is None
-        assert reads.job_status("job-0000000000000000000000000000000A", "alice") is None
+        plain, through_sqlalchemy = SqlReads(database), SqlReads(database)
+        through_sqlalchemy._file = None  # as with PostgreSQL
+        for reads in (plain, through_sqlalchemy):
+            job = reads.job(job_id, "alice")
+            assert job is not None and job.description
+            assert reads.job_status(job_id, "alice") == replace(job, description={})
+            assert reads.job_status(job_id) == replace(job, description={})
+            assert reads.job_status(job_id, "bob") is None
+            assert reads.job_status("job-0000000000000000000000000000000A", "alice") is None
+        assert plain.job(job_id, "alice") == through_sqlalchemy.job(job_id, "alice")
     finally:
         database.dispose()
 
