@@ -35,7 +35,9 @@ measures one signed GET /jobs/{id} without HTTP: the application is called direc
 on an idle engine, in rounds of `--gets` requests signed beforehand and sent by `--clients`
 concurrent tasks (each waits for its answer before it sends the next); the best round's CPU
 time per request (`time.process_time`, every thread of the process) and a cProfile of
-another round with `--profile`. It costs what the server spends above uvicorn's parsing.
+another round with `--profile`. `--busy-thread` adds the wall time per request while another
+thread computes in Python (as the engine's thread does while jobs run), which shows what
+waiting for the GIL costs a request. It costs what the server spends above uvicorn's parsing.
 """
 
 from __future__ import annotations
@@ -51,9 +53,11 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
-from collections.abc import Generator
+from collections.abc import Generator, Iterator
 from concurrent.futures import Executor, ProcessPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from importlib.util import find_spec
@@ -366,8 +370,15 @@ async def in_process(arguments: argparse.Namespace) -> None:
                                    arguments.clients) for _ in range(arguments.rounds)]
             print(f"in-process GET {target}, {arguments.clients} concurrent clients: best of "
                   f"{len(rounds)} rounds of {arguments.gets}: "
-                  f"CPU {min(rounds) * 1e6:.0f} µs/request (rounds: "
-                  f"{', '.join(f'{cpu * 1e6:.0f}' for cpu in rounds)})")
+                  f"CPU {min(cpu for cpu, _ in rounds) * 1e6:.0f} µs/request (rounds: "
+                  f"{', '.join(f'{cpu * 1e6:.0f}' for cpu, _ in rounds)})")
+            if arguments.busy_thread:
+                with busy_thread():
+                    walls = [(await _round(app, key.id, key.secret, target, arguments.gets,
+                                           arguments.clients))[1] for _ in range(3)]
+                print(f"  with a thread busy in Python beside (the engine's place): wall "
+                      f"{min(walls) * 1e6:.0f} µs/request, best of 3 (alone: "
+                      f"{min(wall for _, wall in rounds) * 1e6:.0f})")
             if arguments.profile:
                 profile = cProfile.Profile()
                 await _round(app, key.id, key.secret, target, arguments.gets, arguments.clients,
@@ -378,10 +389,31 @@ async def in_process(arguments: argparse.Namespace) -> None:
                     pstats.Stats(profile).print_callers(os.environ["CALLERS"])
 
 
+@contextmanager
+def busy_thread() -> Iterator[None]:
+    """A thread that keeps computing in Python meanwhile, as the engine's thread does while
+    jobs run: each time the event loop's thread lets go of the GIL (a system call, a call
+    into SQLite), it may have to wait for it."""
+    stop = threading.Event()
+
+    def spin() -> None:
+        count = 0
+        while not stop.is_set():
+            count += 1
+
+    spinner = threading.Thread(target=spin, daemon=True)
+    spinner.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        spinner.join()
+
+
 async def _round(app: Any, key_id: str, secret: str, target: str, count: int,
-                 concurrency: int, profile: Any = None) -> float:
-    """CPU seconds per request of `count` signed GETs of `target`, signed beforehand, sent
-    by `concurrency` clients (tasks) one after the other."""
+                 concurrency: int, profile: Any = None) -> tuple[float, float]:
+    """(CPU seconds, wall seconds) per request of `count` signed GETs of `target`, signed
+    beforehand, sent by `concurrency` clients (tasks) one after the other."""
     signed = [signed_headers(key_id, secret, "GET", target) for _ in range(count)]
 
     async def client(share: list[dict[str, str]]) -> None:
@@ -392,12 +424,13 @@ async def _round(app: Any, key_id: str, secret: str, target: str, count: int,
 
     if profile is not None:
         profile.enable()
-    started = time.process_time()
+    started, began = time.process_time(), time.perf_counter()
     await asyncio.gather(*[client(signed[index::concurrency]) for index in range(concurrency)])
     spent = (time.process_time() - started) / count
+    wall = (time.perf_counter() - began) / count
     if profile is not None:
         profile.disable()
-    return spent
+    return spent, wall
 
 
 def main() -> None:
@@ -411,6 +444,9 @@ def main() -> None:
                         help="only the CPU per GET /jobs/{id}, the application called directly")
     parser.add_argument("--rounds", type=int, default=5, help="with --in-process")
     parser.add_argument("--profile", action="store_true", help="with --in-process: cProfile")
+    parser.add_argument("--busy-thread", action="store_true",
+                        help="with --in-process: also the wall time per request while a "
+                             "thread computes beside (GIL)")
     arguments = parser.parse_args()
     if arguments.in_process:
         with asyncio.Runner(loop_factory=_fast_loop()) as runner:
