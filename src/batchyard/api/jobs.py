@@ -130,8 +130,8 @@ def list_jobs(query: Annotated[JobListQuery, Query()], caller: CallerDependency,
 @router.get("/jobs/{job_id}", response_model=dict[str, Any])
 async def get_job(job_id: str, request: Request) -> Response:
     """The job's status; with the bare `?description` parameter, its description."""
-    # Served by `middleware.Front` through `job_answer`; the route documents it (OpenAPI)
-    # and answers for applications mounted under a root path.
+    # Served by `application.Api` (through `middleware.Front` and `job_answer`), before
+    # FastAPI's routing; the route documents it (OpenAPI) and answers under a root path.
     status, headers, body = await job_answer(request.scope, job_id)
     response = Response(body, status_code=status)
     response.raw_headers = headers
