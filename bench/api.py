@@ -23,11 +23,27 @@ The client shares the machine's CPUs with the server, so it is kept cheap: each 
 process signs its requests before the timed window (each with its own nonce and the current
 Date, so every one is still verified by the server), then sends them one after the other over
 one keep-alive `http.client` connection. Processes, not threads: they do not share a GIL.
+
+Each line also gives the CPU time the server process spent per request in that window
+(`/proc/<pid>/stat`: all its threads — the API, and the engine's control loop, which runs
+there too; not the agent process that runs the attempts): unlike requests/s, it hardly
+depends on what else the machine runs.
+
+    python bench/api.py --in-process [--gets 3000]
+
+measures one signed GET /jobs/{id} without HTTP: the application is called directly (ASGI)
+on an idle engine, in rounds of `--gets` requests signed beforehand and sent by `--clients`
+concurrent tasks (each waits for its answer before it sends the next); the best round's CPU
+time per request (`time.process_time`, every thread of the process) and a cProfile of
+another round with `--profile`. `--busy-thread` adds the wall time per request while another
+thread computes in Python (as the engine's thread does while jobs run), which shows what
+waiting for the GIL costs a request. It costs what the server spends above uvicorn's parsing.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import http.client
 import json
 import multiprocessing
@@ -37,9 +53,11 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
-from collections.abc import Generator
+from collections.abc import Generator, Iterator
 from concurrent.futures import Executor, ProcessPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from importlib.util import find_spec
@@ -156,17 +174,30 @@ def drive(load: Load, start_at: float) -> tuple[float, float, list[float]]:
     return first, last, latencies
 
 
-def hammer(pool: Executor, processes: int, load: Load) -> tuple[float, list[float]]:
-    """`load.count` requests shared by `processes` client processes; (wall s, latencies)."""
+@dataclass(frozen=True)
+class Window:
+    """One timed window: wall seconds, each request's seconds, the server's CPU seconds."""
+
+    wall: float
+    latencies: list[float]
+    cpu: float
+
+
+def hammer(pool: Executor, processes: int, load: Load, server: int) -> Window:
+    """`load.count` requests shared by `processes` client processes, while process `server`'s
+    CPU time is measured."""
     shares = [load.count // processes + (1 if index < load.count % processes else 0)
               for index in range(processes)]
     start_at = time.monotonic() + 0.5 + load.count * 1e-4  # time to sign before it
     futures = [pool.submit(drive, Load(load.url, load.key_id, load.secret, load.method,
                                        load.target, share, load.body), start_at)
                for share in shares if share]
+    time.sleep(max(0.0, start_at - time.monotonic()))
+    cpu = cpu_seconds(server)
     results = [future.result() for future in futures]
+    cpu = cpu_seconds(server) - cpu
     wall = max(last for _, last, _ in results) - min(first for first, _, _ in results)
-    return wall, [latency for _, _, latencies in results for latency in latencies]
+    return Window(wall, [latency for _, _, latencies in results for latency in latencies], cpu)
 
 
 def percentile(values: list[float], fraction: float) -> float:
@@ -174,14 +205,21 @@ def percentile(values: list[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
 
 
-def report(label: str, count: int, wall: float, latencies: list[float],
-           target: float | None = None) -> None:
-    rate = count / wall
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of process `pid` so far (every thread of it)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def report(label: str, count: int, window: Window, target: float | None = None) -> None:
+    rate = count / window.wall
+    latencies = window.latencies
     versus = f"   {rate / target:5.2f}x target {target:.0f}/s" if target else ""
-    print(f"{label:<21} {count:>6} requests in {wall:6.2f} s = {rate:7.1f}/s   "
+    print(f"{label:<21} {count:>6} requests in {window.wall:6.2f} s = {rate:7.1f}/s   "
           f"p50 {percentile(latencies, 0.5) * 1e3:6.2f} ms   "
           f"p95 {percentile(latencies, 0.95) * 1e3:6.2f} ms   "
-          f"p99 {percentile(latencies, 0.99) * 1e3:6.2f} ms{versus}", flush=True)
+          f"p99 {percentile(latencies, 0.99) * 1e3:6.2f} ms   "
+          f"server CPU {window.cpu / count * 1e3:5.3f} ms/request{versus}", flush=True)
 
 
 def occupy_every_slot(client: httpx.Client, slots: int, timeout: float = 30) -> str:
@@ -240,13 +278,13 @@ def run(arguments: argparse.Namespace) -> None:
                 with httpx.Client(base_url=url, auth=Signer(key.id, key.secret),
                                   timeout=60) as client:
                     measure(pool, client, Load(url, key.id, key.secret, "GET", "/", 0),
-                            arguments)
+                            process.pid, arguments)
             finally:
                 process.terminate()
                 process.wait(30)
 
 
-def measure(pool: Executor, client: httpx.Client, signer: Load,
+def measure(pool: Executor, client: httpx.Client, signer: Load, server: int,
             arguments: argparse.Namespace) -> None:
     fast = [name for name in ("uvloop", "httptools") if find_spec(name)]
     print(f"server: {arguments.slots} slots, {' + '.join(fast) or 'asyncio + h11'}; "
@@ -255,24 +293,21 @@ def measure(pool: Executor, client: httpx.Client, signer: Load,
     create = Load(signer.url, signer.key_id, signer.secret, "POST", "/jobs", arguments.jobs,
                   body)
     blocker = occupy_every_slot(client, arguments.slots)
-    wall, latencies = hammer(pool, arguments.clients, create)
-    report("create, queued", arguments.jobs, wall, latencies, TARGETS["create"])
+    report("create, queued", arguments.jobs, hammer(pool, arguments.clients, create, server),
+           TARGETS["create"])
     client.post(f"/jobs/{blocker}/stop").raise_for_status()
     job_id = client.get("/jobs", params={"MaxItemCount": 1}).json()["Items"][0]["Id"]
     get = Load(signer.url, signer.key_id, signer.secret, "GET", f"/jobs/{job_id}",
                arguments.gets)
-    wall, latencies = hammer(pool, arguments.clients, get)
-    report("get", arguments.gets, wall, latencies, TARGETS["get"])
+    report("get", arguments.gets, hammer(pool, arguments.clients, get, server), TARGETS["get"])
     wait_idle(client)
-    wall, latencies = hammer(pool, arguments.clients, create)
-    report("create, free slots", arguments.jobs, wall, latencies)
+    report("create, free slots", arguments.jobs,
+           hammer(pool, arguments.clients, create, server))
     wait_idle(client)
     idle = Load(get.url, get.key_id, get.secret, "GET", get.target, arguments.gets // 4)
-    wall, latencies = hammer(pool, 1, idle)
-    report("get idle", idle.count, wall, latencies)
-    wall, latencies = hammer(pool, arguments.clients, get)
-    report(f"get idle, {arguments.clients} processes", get.count, wall, latencies,
-           TARGETS["get"])
+    report("get idle", idle.count, hammer(pool, 1, idle, server))
+    report(f"get idle, {arguments.clients} processes", get.count,
+           hammer(pool, arguments.clients, get, server), TARGETS["get"])
     samples = [submit_to_running(client) for _ in range(arguments.latency)]
     for label, values in (("server", [s for s, _ in samples]),
                           ("client", [c for _, c in samples])):
@@ -284,6 +319,120 @@ def measure(pool: Executor, client: httpx.Client, signer: Load,
               f"p95 {percentile(values, 0.95) * 1e3:6.1f} ms{versus}")
 
 
+async def call_app(app: Any, method: str, target: str, headers: dict[str, str],
+                   body: bytes = b"") -> tuple[int, bytes]:
+    """One request to the ASGI application `app`, as uvicorn would pass it; (status, body)."""
+    path, _, query = target.partition("?")
+    scope = {"type": "http", "asgi": {"version": "3.0", "spec_version": "2.3"},
+             "http_version": "1.1", "server": ("127.0.0.1", 9900),
+             "client": ("127.0.0.1", 50000), "scheme": "http", "method": method,
+             "root_path": "", "path": path, "raw_path": path.encode(),
+             "query_string": query.encode(),
+             "headers": [(b"host", b"127.0.0.1:9900"), *[
+                 (name.encode("latin-1"), value.encode("latin-1"))
+                 for name, value in headers.items()]]}
+    messages: list[dict[str, Any]] = []
+    received = False
+
+    async def receive() -> dict[str, Any]:
+        nonlocal received
+        if received:  # a request of ours is never left waiting for more
+            raise RuntimeError("the application asked for more than the body")
+        received = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        messages.append(message)
+
+    await app(scope, receive, send)
+    return messages[0]["status"], b"".join(m.get("body", b"") for m in messages[1:])
+
+
+async def in_process(arguments: argparse.Namespace) -> None:
+    """CPU per signed GET /jobs/{id}, calling the application directly (see the docstring)."""
+    import cProfile
+    import pstats
+
+    from batchyard.api import create_app
+
+    with tempfile.TemporaryDirectory(prefix="batchyard-bench-api-") as folder:
+        settings = Settings(data_dir=Path(folder), slots=arguments.slots,
+                            insecure_no_sandbox=True)
+        key = open_key_store(settings).create("bench")
+        app = create_app(settings)
+        async with app.router.lifespan_context(app):
+            body = json.dumps(job_body()).encode()
+            headers = signed_headers(key.id, key.secret, "POST", "/jobs", body=body)
+            status, answer = await call_app(app, "POST", "/jobs", headers, body)
+            assert status == 201, answer
+            target = f"/jobs/{json.loads(answer)['Id']}"
+            rounds = [await _round(app, key.id, key.secret, target, arguments.gets,
+                                   arguments.clients) for _ in range(arguments.rounds)]
+            print(f"in-process GET {target}, {arguments.clients} concurrent clients: best of "
+                  f"{len(rounds)} rounds of {arguments.gets}: "
+                  f"CPU {min(cpu for cpu, _ in rounds) * 1e6:.0f} µs/request (rounds: "
+                  f"{', '.join(f'{cpu * 1e6:.0f}' for cpu, _ in rounds)})")
+            if arguments.busy_thread:
+                with busy_thread():
+                    walls = [(await _round(app, key.id, key.secret, target, arguments.gets,
+                                           arguments.clients))[1] for _ in range(3)]
+                print(f"  with a thread busy in Python beside (the engine's place): wall "
+                      f"{min(walls) * 1e6:.0f} µs/request, best of 3 (alone: "
+                      f"{min(wall for _, wall in rounds) * 1e6:.0f})")
+            if arguments.profile:
+                profile = cProfile.Profile()
+                await _round(app, key.id, key.secret, target, arguments.gets, arguments.clients,
+                             profile)
+                pstats.Stats(profile).sort_stats("cumulative").print_stats(40)
+                pstats.Stats(profile).sort_stats("tottime").print_stats(25)
+                if os.environ.get("CALLERS"):
+                    pstats.Stats(profile).print_callers(os.environ["CALLERS"])
+
+
+@contextmanager
+def busy_thread() -> Iterator[None]:
+    """A thread that keeps computing in Python meanwhile, as the engine's thread does while
+    jobs run: each time the event loop's thread lets go of the GIL (a system call, a call
+    into SQLite), it may have to wait for it."""
+    stop = threading.Event()
+
+    def spin() -> None:
+        count = 0
+        while not stop.is_set():
+            count += 1
+
+    spinner = threading.Thread(target=spin, daemon=True)
+    spinner.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        spinner.join()
+
+
+async def _round(app: Any, key_id: str, secret: str, target: str, count: int,
+                 concurrency: int, profile: Any = None) -> tuple[float, float]:
+    """(CPU seconds, wall seconds) per request of `count` signed GETs of `target`, signed
+    beforehand, sent by `concurrency` clients (tasks) one after the other."""
+    signed = [signed_headers(key_id, secret, "GET", target) for _ in range(count)]
+
+    async def client(share: list[dict[str, str]]) -> None:
+        for headers in share:
+            status, answer = await call_app(app, "GET", target, headers)
+            if status != 200:
+                raise RuntimeError(f"GET {target}: {status} {answer!r}")
+
+    if profile is not None:
+        profile.enable()
+    started, began = time.process_time(), time.perf_counter()
+    await asyncio.gather(*[client(signed[index::concurrency]) for index in range(concurrency)])
+    spent = (time.process_time() - started) / count
+    wall = (time.perf_counter() - began) / count
+    if profile is not None:
+        profile.disable()
+    return spent, wall
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
     parser.add_argument("--jobs", type=int, default=1000)
@@ -291,7 +440,28 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=4, help="client processes")
     parser.add_argument("--latency", type=int, default=30)
     parser.add_argument("--slots", type=int, default=os.cpu_count() or 1)
-    run(parser.parse_args())
+    parser.add_argument("--in-process", action="store_true",
+                        help="only the CPU per GET /jobs/{id}, the application called directly")
+    parser.add_argument("--rounds", type=int, default=5, help="with --in-process")
+    parser.add_argument("--profile", action="store_true", help="with --in-process: cProfile")
+    parser.add_argument("--busy-thread", action="store_true",
+                        help="with --in-process: also the wall time per request while a "
+                             "thread computes beside (GIL)")
+    arguments = parser.parse_args()
+    if arguments.in_process:
+        with asyncio.Runner(loop_factory=_fast_loop()) as runner:
+            runner.run(in_process(arguments))
+    else:
+        run(arguments)
+
+
+def _fast_loop() -> Any:
+    """uvloop's loop when installed, as the server runs on."""
+    if find_spec("uvloop") is None:
+        return None
+    import uvloop
+
+    return uvloop.new_event_loop
 
 
 if __name__ == "__main__":

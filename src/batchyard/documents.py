@@ -9,17 +9,23 @@ from __future__ import annotations
 
 import hashlib
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any
 
 from batchyard.domain.records import InstanceRecord, JobRecord, TaskRecord
 
 
 def time_text(moment: datetime | None) -> str:
+    """`2016-11-01T15:25:02.837728Z` (UTC, always six digits of fraction), or `""`."""
     if moment is None:
         return ""
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    if moment.tzinfo is not UTC:
+        moment = moment.astimezone(UTC)
+    # isoformat is three times faster than strftime; "+00:00" becomes "Z".
+    return moment.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
+@lru_cache(maxsize=1024)
 def owner_id(tenant: str) -> int:
     """A stable number for a tenant (BatchCompute's `OwnerId` is the account's number)."""
     return int(hashlib.sha256(tenant.encode()).hexdigest()[:12], 16)

@@ -19,7 +19,7 @@ from batchyard.api.services import Services
 from batchyard.api.signature import signed_headers
 from batchyard.domain.spec import parse_job
 from batchyard.ids import new_job_id
-from tests.api.conftest import LiveServer, job_body
+from tests.api.conftest import LiveServer, job_body, wait_for_state
 from tests.api.test_errors import assert_error
 
 
@@ -177,3 +177,52 @@ def test_post_jobs_parses_the_description_once_at_the_edge(
     assert answer.status_code == 201, answer.text
     invalid = alice.post("/jobs", json={**job_body(command="true"), "Priority": -1})
     assert invalid.status_code == 400, invalid.text  # refused at the edge, not a 500
+
+
+def test_the_status_read_is_the_job_without_its_description(server: LiveServer,
+                                                             alice: httpx.Client) -> None:
+    """`GET /jobs/{id}` reads `job_status` (no description), on a plain sqlite3 connection."""
+    from dataclasses import replace
+
+    from batchyard.adapters.reads import SqlReads
+
+    job_id = alice.post("/jobs", json=job_body(command="true")).json()["Id"]
+    assert wait_for_state(alice, job_id, {"Finished"})["State"] == "Finished"  # (unchanging)
+    database = open_database(server.settings.resolved_database_url)
+    try:
+        plain, through_sqlalchemy = SqlReads(database), SqlReads(database)
+        through_sqlalchemy._file = None  # as with PostgreSQL
+        for reads in (plain, through_sqlalchemy):
+            job = reads.job(job_id, "alice")
+            assert job is not None and job.description
+            assert reads.job_status(job_id, "alice") == replace(job, description={})
+            assert reads.job_status(job_id) == replace(job, description={})
+            assert reads.job_status(job_id, "bob") is None
+            assert reads.job_status("job-0000000000000000000000000000000A", "alice") is None
+        assert plain.job(job_id, "alice") == through_sqlalchemy.job(job_id, "alice")
+    finally:
+        database.dispose()
+
+
+@pytest.mark.parametrize("text", ["plain", "naïve ☃ 😀", 'quote " backslash \\ slash /',
+                                  "\x00\x01\x1f\x7f\n\t\r\b\f", "\u2028\u2029 </script>", ""])
+def test_status_bodies_are_the_bytes_json_dumps_writes(text: str) -> None:
+    """orjson writes job views (strings, integers, objects) exactly as JSONResponse did."""
+    from batchyard.api.representation import json_bytes, status_json
+
+    view = {"Id": text, "Name": text, "Message": text, "OwnerId": 2**48 - 1, "Priority": 1000,
+            "Big": -(2**63), "TaskMetrics": {"WaitingCount": 0, text: 2**63 - 1}, "Nothing": None,
+            "Yes": True}
+    assert status_json(view) == json_bytes(view)
+
+
+def test_times_are_written_as_strftime_wrote_them() -> None:
+    from datetime import UTC, datetime, timedelta, timezone
+
+    from batchyard.documents import time_text
+
+    for stamp in (0.0, 1.5, 1764658732.627572, 1764658732.0, 4102444800.000001):
+        for zone in (UTC, timezone(timedelta(hours=-7))):
+            moment = datetime.fromtimestamp(stamp, zone)
+            assert time_text(moment) == moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    assert time_text(None) == ""

@@ -313,6 +313,26 @@ def test_sqlite_servers_keep_nonces_in_a_file_of_their_own(tmp_path: Path) -> No
         state.dispose()
 
 
+def test_a_nonce_used_again_after_its_window_is_kept_for_the_new_one(tmp_path: Path) -> None:
+    """Expired nonces are deleted once a minute (SQLite): one used again before its old row
+    is gone must be stored with the later expiry, or a restart would forget it too early."""
+    now = [1_000_000.0]
+    ledger = NonceLedger(open_database(f"sqlite:///{tmp_path / 'nonces.db'}"), lambda: now[0])
+    try:
+        entry = ("KEY", "used-twice")
+        ledger.remember([(entry, now[0] + 10)])  # (and the minute's purge runs)
+        now[0] += 20  # its window is over, its row not yet deleted
+        ledger.remember([(entry, now[0] + 900)])
+        now[0] += 300
+        assert (entry, now[0] - 300 + 900) in ledger.recent()
+        now[0] += 3600  # past the new window too: the next commit's purge deletes it
+        ledger.remember([(("KEY", "other"), now[0] + 900)])
+        assert [nonce for nonce, _ in ledger.recent()] == [("KEY", "other")]
+    finally:
+        ledger.close()
+        ledger.database.dispose()
+
+
 @pytest.mark.parametrize("inline", [False, True], ids=["writer-thread", "inline"])
 def test_nonces_that_could_not_be_saved_are_saved_later(tmp_path: Path, inline: bool) -> None:
     """Their requests were refused (503), but a copy must be refused after a restart too."""

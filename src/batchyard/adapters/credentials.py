@@ -14,8 +14,10 @@ from __future__ import annotations
 import hashlib
 import os
 import secrets
+import sqlite3
 import stat
 import string
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -24,8 +26,10 @@ from typing import Any
 
 from cryptography.fernet import Fernet, InvalidToken
 from sqlalchemy import Column, Engine, Float, String, Table, Text, bindparam, select
+from sqlalchemy.dialects import sqlite as sqlite_dialect
 
 from batchyard.adapters.database import insert_ignoring_duplicates, migrate, open_engine
+from batchyard.adapters.reads import CompiledQuery, SqliteFile
 from batchyard.adapters.schema import metadata
 from batchyard.errors import BatchyardError, NotFound
 
@@ -140,6 +144,8 @@ class KeyStore:
         self.clock = clock
         self._secrets: dict[str, tuple[str, str]] = {}
         """key id -> (stored ciphertext, its plaintext): each secret is decrypted once."""
+        self._file = SqliteFile.behind(database)
+        """Every request looks its key up: with SQLite, on a plain sqlite3 connection."""
         create_tables(database)
 
     def create(self, tenant: str, description: str = "") -> AccessKey:
@@ -181,8 +187,11 @@ class KeyStore:
         The row is read on every call (a revocation, even by another process, counts at
         once); only the decryption of an unchanged secret is remembered.
         """
-        with self.database.connect() as connection:
-            row = connection.execute(_KEY_ROW, {"b_id": key_id}).first()
+        if self._file is not None:
+            row = _SQLITE_KEY_ROW.first(self._file, {"b_id": key_id})
+        else:
+            with self.database.connect() as connection:
+                row = connection.execute(_KEY_ROW, {"b_id": key_id}).first()
         if row is None:
             return None
         return _key(row, self._decrypted(key_id, row.secret))
@@ -201,6 +210,7 @@ class KeyStore:
 
 
 _KEY_ROW = select(access_keys).where(access_keys.c.id == bindparam("b_id"))
+_SQLITE_KEY_ROW = CompiledQuery(_KEY_ROW, sqlite_dialect.dialect())
 
 
 def check_tenant(tenant: str) -> None:
@@ -289,7 +299,15 @@ def nonce_digest(nonce: str) -> str:
 
 class NonceLedger:
     """The signature nonces still inside their replay window, in a database of batchyard's
-    schema (the state database, or one of its own: see `beside`)."""
+    schema (the state database, or one of its own: see `beside`).
+
+    With a SQLite file, nonces are written on one plain sqlite3 connection of the ledger's
+    own (WAL, `synchronous=NORMAL` as every connection of batchyard's: a commit is in the
+    WAL file, so it survives the end of the process, `kill -9` included, without an fsync),
+    and the nonces whose window ended are deleted once a minute instead of before every
+    commit: a commit is then one statement, about 20 µs of CPU instead of 120 µs through
+    SQLAlchemy.
+    """
 
     def __init__(self, database: Engine, clock: Callable[[], float] = time.time,
                  owned: bool = False) -> None:
@@ -298,6 +316,16 @@ class NonceLedger:
         self._owned = owned
         """True when the ledger opened `database` itself, and so closes it."""
         create_tables(database)
+        file = SqliteFile.behind(database)
+        self._writer: sqlite3.Connection | None = None
+        if file is not None:
+            self._writer = sqlite3.connect(file.path, timeout=30, isolation_level=None,
+                                           check_same_thread=False)
+            self._writer.execute("PRAGMA journal_mode=WAL")
+            self._writer.execute("PRAGMA synchronous=NORMAL")
+        self._writing = threading.Lock()
+        """One transaction at a time on `_writer` (the request's thread, the retry thread)."""
+        self._purged = -PURGE_INTERVAL
 
     @classmethod
     def beside(cls, state: Engine, clock: Callable[[], float] = time.time) -> NonceLedger:
@@ -314,7 +342,11 @@ class NonceLedger:
             return cls(state, clock)
         own = Path(path).with_name(f"{Path(path).stem}-nonces{Path(path).suffix}")
         ledger = cls(open_engine(f"sqlite:///{own}"), clock, owned=True)
-        ledger.remember(cls(state, clock).recent())
+        older = cls(state, clock)
+        try:
+            ledger.remember(older.recent())
+        finally:
+            older.close()
         return ledger
 
     def recent(self) -> list[tuple[Nonce, float]]:
@@ -325,8 +357,12 @@ class NonceLedger:
         return [((row.key_id, row.digest), row.expires) for row in rows]
 
     def remember(self, nonces: list[tuple[Nonce, float]]) -> None:
-        """Store nonces (with their expiry); forget those whose window has ended (first, so
-        that a nonce used again after its window is stored again)."""
+        """Store nonces (with their expiry), committed when this returns; forget those whose
+        window has ended (first, so that a nonce used again after its window is stored
+        again — on SQLite, where that is done once a minute, by keeping the later expiry)."""
+        if self._writer is not None:
+            self._remember_in_sqlite(nonces)
+            return
         with self.database.begin() as connection:
             connection.execute(_FORGET_NONCES, {"b_now": self.clock()})
             if nonces:
@@ -334,11 +370,44 @@ class NonceLedger:
                     {"key_id": key_id, "digest": digest, "expires": expires}
                     for (key_id, digest), expires in nonces])
 
+    def _remember_in_sqlite(self, nonces: list[tuple[Nonce, float]]) -> None:
+        assert self._writer is not None
+        now = self.clock()
+        rows = [(key_id, digest, expires) for (key_id, digest), expires in nonces]
+        with self._writing:
+            writer = self._writer
+            if len(rows) == 1 and now - self._purged < PURGE_INTERVAL:
+                # One statement, its own transaction (autocommit): one call into SQLite,
+                # which is one release of the GIL (another thread may keep it a while).
+                writer.execute(_SQLITE_REMEMBER_NONCE, rows[0])
+                return
+            writer.execute("BEGIN IMMEDIATE")
+            try:
+                if now - self._purged >= PURGE_INTERVAL:
+                    writer.execute(_SQLITE_FORGET_NONCES, (now,))
+                    self._purged = now
+                writer.executemany(_SQLITE_REMEMBER_NONCE, rows)
+                writer.execute("COMMIT")
+            except BaseException:
+                if writer.in_transaction:
+                    writer.execute("ROLLBACK")
+                raise
+
     def close(self) -> None:
         """Close the database if the ledger opened it."""
+        if self._writer is not None:
+            with self._writing:
+                self._writer.close()
         if self._owned:
             self.database.dispose()
 
 
 _FORGET_NONCES = signature_nonces.delete().where(signature_nonces.c.expires < bindparam("b_now"))
 """Built once: every batch of nonces runs it."""
+PURGE_INTERVAL = 60.0
+"""Seconds between two deletions of the nonces whose window ended (SQLite)."""
+_SQLITE_FORGET_NONCES = "DELETE FROM signature_nonces WHERE expires < ?"
+_SQLITE_REMEMBER_NONCE = (
+    "INSERT INTO signature_nonces (key_id, digest, expires) VALUES (?, ?, ?) "
+    "ON CONFLICT (key_id, digest) DO UPDATE SET expires = max(expires, excluded.expires)")
+"""A nonce seen again after its window (its row not yet deleted) keeps the later expiry."""

@@ -17,6 +17,9 @@ from __future__ import annotations
 
 import json
 import re
+import sqlite3
+import threading
+from collections import namedtuple
 from collections.abc import Callable, Collection, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -34,7 +37,9 @@ from sqlalchemy import (
     select,
     true,
 )
+from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.engine import Row
+from sqlalchemy.sql.compiler import SQLCompiler
 
 from batchyard.adapters.schema import (
     COUNT_COLUMNS,
@@ -65,23 +70,96 @@ def to_time(value: float | None) -> datetime | None:
     return None if value is None else datetime.fromtimestamp(value, UTC)
 
 
+class SqliteFile:
+    """Plain `sqlite3` connections to the SQLite database file behind an engine, one per
+    thread, for the few reads every API request makes (a job, an access key).
+
+    SQLAlchemy's way to a row — a pool checkout, an execution context, a result object —
+    costs several times the statement itself (about 70 µs against 15 µs for the job read).
+    These connections autocommit: each statement reads the newest committed state (WAL
+    mode), exactly as a fresh pooled connection would, and holds no snapshot afterwards.
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._local = threading.local()
+
+    @classmethod
+    def behind(cls, engine: Engine) -> SqliteFile | None:
+        """The file of `engine`, or None when it is not a plain SQLite file (PostgreSQL,
+        memory, or a URL with options such as `?mode=ro&uri=true`: SQLAlchemy's way then)."""
+        path = engine.url.database
+        if (engine.dialect.name != "sqlite" or not path or path == ":memory:"
+                or engine.url.query):
+            return None
+        return cls(path)
+
+    def connection(self) -> sqlite3.Connection:
+        """This thread's connection (opened on first use, closed with this object)."""
+        connection: sqlite3.Connection | None = getattr(self._local, "connection", None)
+        if connection is None:
+            connection = sqlite3.connect(self.path, timeout=30, isolation_level=None,
+                                         cached_statements=32)
+            self._local.connection = connection
+        return connection
+
+
+class CompiledQuery:
+    """A SELECT compiled once for SQLite, run on a `SqliteFile` connection; its rows are
+    named tuples with the statement's column names, read like SQLAlchemy rows (`row.id`)."""
+
+    def __init__(self, statement: Select[Any], dialect: Any) -> None:
+        compiled = statement.compile(dialect=dialect)
+        assert isinstance(compiled, SQLCompiler)
+        self.sql = compiled.string
+        self.parameters = list(compiled.positiontup or [])
+        self.row: Any = namedtuple("row", list(statement.selected_columns.keys()))  # type: ignore[misc]
+
+    def first(self, file: SqliteFile, values: dict[str, Any]) -> Any:
+        """The first row for the bound `values`, or None."""
+        cursor = file.connection().execute(self.sql, [values[name] for name in self.parameters])
+        try:
+            found = cursor.fetchone()
+        finally:
+            cursor.close()  # ends the read: no snapshot is held until the next statement
+        return None if found is None else self.row._make(found)
+
+
 class SqlReads:
     """Records read from the state store's database (see the module docstring)."""
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        self._file = SqliteFile.behind(engine)
 
     # ---- jobs ----------------------------------------------------------------------------
 
     def job(self, job_id: str, tenant: str | None = None) -> JobRecord | None:
         """The job row with its task and instance counts in ONE statement: one round trip,
-        and counts of the same moment as the state (the API's hottest read)."""
+        and counts of the same moment as the state (the API's hottest read; on a plain
+        sqlite3 connection with SQLite, see `SqliteFile`)."""
         statement = _JOB_WITH_TOTALS if tenant is None else _TENANT_JOB_WITH_TOTALS
-        with self.engine.connect() as connection:
-            row = connection.execute(statement, {"b_job": job_id, "b_tenant": tenant}).first()
+        values = {"b_job": job_id, "b_tenant": tenant}
+        if self._file is not None:
+            row = _SQLITE_JOB[tenant is not None].first(self._file, values)
+        else:
+            with self.engine.connect() as connection:
+                row = connection.execute(statement, values).first()
         if row is None:
             return None
         return job_record(row, *_job_metrics(row, row), json.loads(row.description))
+
+    def job_status(self, job_id: str, tenant: str | None = None) -> JobRecord | None:
+        """`job` without the description (`{}`): what `GET /jobs/{id}` shows, without
+        reading a description of possibly megabytes and parsing it for nothing."""
+        values = {"b_job": job_id, "b_tenant": tenant}
+        if self._file is not None:
+            row = _SQLITE_JOB_STATUS[tenant is not None].first(self._file, values)
+        else:
+            statement = _JOB_STATUS if tenant is None else _TENANT_JOB_STATUS
+            with self.engine.connect() as connection:
+                row = connection.execute(statement, values).first()
+        return None if row is None else job_record(row, *_job_metrics(row, row), {})
 
     def job_state(self, job_id: str, tenant: str | None = None) -> State | None:
         query = select(jobs.c.state).where(jobs.c.id == job_id)
@@ -307,10 +385,10 @@ def _job_metrics(row: Row[Any], totals: Row[Any]) -> tuple[Metrics, Metrics]:
     return _counted(row, TASK_COUNTS), _counted(totals, INSTANCE_COUNTS)
 
 
-def _counted(row: Row[Any], columns: dict[State, str]) -> Metrics:
-    """Metrics from a row's count columns (a sum over no task is NULL: 0)."""
-    values = row._mapping
-    return Metrics.from_counts({state: values.get(column) or 0
+def _counted(row: Any, columns: dict[State, str]) -> Metrics:
+    """Metrics from a row's count columns (a sum over no task is NULL: 0; a row without
+    them — a job none of whose tasks were summed — counts 0 too)."""
+    return Metrics.from_counts({state: getattr(row, column, None) or 0
                                 for state, column in columns.items()})
 
 
@@ -337,7 +415,19 @@ _JOB_WITH_TOTALS = (
                  .outerjoin(_JOB_TOTALS, _JOB_TOTALS.c.job_id == jobs.c.id))
     .where(jobs.c.id == bindparam("b_job")))
 _TENANT_JOB_WITH_TOTALS = _JOB_WITH_TOTALS.where(jobs.c.tenant == bindparam("b_tenant"))
+_JOB_STATUS = (
+    select(jobs, *[column for column in _JOB_TOTALS.c if column.name != "job_id"])
+    .select_from(jobs.outerjoin(_JOB_TOTALS, _JOB_TOTALS.c.job_id == jobs.c.id))
+    .where(jobs.c.id == bindparam("b_job")))
+_TENANT_JOB_STATUS = _JOB_STATUS.where(jobs.c.tenant == bindparam("b_tenant"))
+_SQLITE_JOB = {tenanted: CompiledQuery(statement, sqlite_dialect.dialect())
+               for tenanted, statement in ((False, _JOB_WITH_TOTALS),
+                                           (True, _TENANT_JOB_WITH_TOTALS))}
+_SQLITE_JOB_STATUS = {tenanted: CompiledQuery(statement, sqlite_dialect.dialect())
+                      for tenanted, statement in ((False, _JOB_STATUS),
+                                                  (True, _TENANT_JOB_STATUS))}
+"""The same statements, compiled once for `SqliteFile` connections."""
 
 
-__all__ = ["SqlReads", "attempt_record", "event_record", "instance_record", "job_record",
-           "task_record", "to_time"]
+__all__ = ["CompiledQuery", "SqlReads", "SqliteFile", "attempt_record", "event_record",
+           "instance_record", "job_record", "task_record", "to_time"]

@@ -7,10 +7,11 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
+from starlette.types import Receive, Scope, Send
 
 from batchyard import __version__
 from batchyard.api import errors, jobs, quotas, tasks
-from batchyard.api.middleware import RequestIds, RequestLog
+from batchyard.api.middleware import JOB_PATH, Front
 from batchyard.api.services import build_services
 from batchyard.lock import note_work
 from batchyard.orchestrator.engine import Engine
@@ -39,16 +40,37 @@ def create_app(settings: Settings, engine: Engine | None = None, address: str = 
             if engine is None:
                 await run_in_threadpool(running.close)
 
-    app = FastAPI(title="batchyard", version=__version__, lifespan=lifespan,
-                  summary="Alibaba Cloud BatchCompute REST API (version 2015-11-11)")
+    app = Api(title="batchyard", version=__version__, lifespan=lifespan,
+              summary="Alibaba Cloud BatchCompute REST API (version 2015-11-11)")
     routers = (jobs.router, tasks.router, quotas.router)
     for router in routers:
         app.include_router(router)
     app.state.api_routes = [route for router in routers for route in router.routes]
     errors.install(app)
-    app.add_middleware(RequestLog)
-    app.add_middleware(RequestIds)  # outermost: the log line can name the request id
+    app.add_middleware(Front)
     return app
+
+
+class Api(FastAPI):
+    """FastAPI, but `GET /jobs/{id}` goes straight to `Front`'s shortcut.
+
+    FastAPI puts three layers of its own around every middleware (its server-error
+    middleware, OpenTelemetry hooks that look up their providers on every request, a body
+    limit); the shortcut needs none of them: `Front` answers unexpected errors itself, and
+    it never reads a body.
+    """
+
+    _front: Front | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (scope["type"] == "http" and scope["method"] == "GET" and not self.root_path
+                and not scope.get("root_path") and JOB_PATH.fullmatch(scope["path"])):
+            if self._front is None:
+                self._front = Front(super().__call__, get_job=jobs.job_answer)
+            scope["app"] = self
+            await self._front(scope, receive, send)
+            return
+        await super().__call__(scope, receive, send)
 
 
 def _open(settings: Settings) -> Engine:

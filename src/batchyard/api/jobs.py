@@ -5,28 +5,37 @@ from __future__ import annotations
 import hashlib
 import json
 from typing import Annotated, Any
+from urllib.parse import parse_qsl
 
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
+from starlette.types import Scope
 
 from batchyard.api.authentication import Caller
 from batchyard.api.bodies import json_object
-from batchyard.api.errors import BadRequest
+from batchyard.api.errors import BadRequest, on_batchyard_error
+from batchyard.api.middleware import Answer
 from batchyard.api.paging import CreateQuery, JobListQuery
-from batchyard.api.representation import description_view, job_view, page_view
+from batchyard.api.representation import (
+    description_view,
+    job_view,
+    json_bytes,
+    json_headers,
+    page_view,
+    status_json,
+)
 from batchyard.api.services import (
     CallerDependency,
     Services,
     ServicesDependency,
     nonce_committed,
-    services_of,
     verify,
 )
 from batchyard.api.warnings import MAX_LISTED, warning_headers, warnings_body
 from batchyard.domain.fields import unknown_fields
 from batchyard.domain.spec import JobDescription, parse_job
-from batchyard.errors import NotFound, TokenTaken
+from batchyard.errors import BatchyardError, NotFound, TokenTaken
 from batchyard.ports.store import IdempotencyToken
 
 router = APIRouter(tags=["jobs"])
@@ -121,20 +130,44 @@ def list_jobs(query: Annotated[JobListQuery, Query()], caller: CallerDependency,
 @router.get("/jobs/{job_id}", response_model=dict[str, Any])
 async def get_job(job_id: str, request: Request) -> Response:
     """The job's status; with the bare `?description` parameter, its description."""
-    # The hottest route: no dependency injection (it costs more than the read itself), and
-    # the read overlaps the commit of the nonce — a read changes nothing, so only its answer
-    # must wait for the commit.
-    verified = await verify(request)
+    # Served by `application.Api` (through `middleware.Front` and `job_answer`), before
+    # FastAPI's routing; the route documents it (OpenAPI) and answers under a root path.
+    status, headers, body = await job_answer(request.scope, job_id)
+    response = Response(body, status_code=status)
+    response.raw_headers = headers
+    return response
+
+
+async def job_answer(scope: Scope, job_id: str) -> Answer:
+    """`GET /jobs/{job_id}` as a whole response, from the request's scope; errors are the
+    answers FastAPI's handlers give (`errors.on_batchyard_error`).
+
+    The hottest route, kept lean: no dependency injection (it costs more than the read
+    itself), and the read overlaps the commit of the nonce — a read changes nothing, so
+    only its answer must wait for the commit."""
     try:
-        services = services_of(request)
-        job = await services.read(services.reads.job, job_id, verified.caller.tenant)
-    finally:
-        await nonce_committed(verified)
-    if job is None:
-        raise NotFound(f"job {job_id} does not exist")
-    if "description" in request.query_params:
-        return JSONResponse(description_view(job))
-    return JSONResponse(job_view(job))
+        services: Services = scope["app"].state.services
+        verified = await verify(services, scope)
+        described = _asks_description(scope)
+        read = services.reads.job if described else (services.job_status or services.reads.job)
+        try:
+            job = await services.read(read, job_id, verified.caller.tenant)
+        finally:
+            await nonce_committed(verified)
+        if job is None:
+            raise NotFound(f"job {job_id} does not exist")
+        body = json_bytes(description_view(job)) if described else status_json(job_view(job))
+        return 200, json_headers(body), body
+    except BatchyardError as error:
+        answer = await on_batchyard_error(Request(scope), error)
+        return answer.status_code, list(answer.raw_headers), bytes(answer.body)
+
+
+def _asks_description(scope: Scope) -> bool:
+    """Whether the query has a `description` parameter (as `request.query_params` reads it)."""
+    query: bytes = scope.get("query_string", b"")
+    return bool(query) and any(name == "description" for name, _ in parse_qsl(
+        query.decode("latin-1"), keep_blank_values=True))
 
 
 @router.post("/jobs/{job_id}/stop", status_code=201)

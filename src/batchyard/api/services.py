@@ -11,11 +11,13 @@ from typing import Annotated, ParamSpec, TypeVar, cast
 
 from fastapi import Depends, Request
 from starlette.concurrency import run_in_threadpool
+from starlette.types import Scope
 
 from batchyard.adapters.credentials import KeyStore, NonceLedger, TokenLedger, master_key
 from batchyard.adapters.store import SqlStore
 from batchyard.api.authentication import Authenticator, Caller, NonceRegistry, Verified
 from batchyard.api.errors import Unavailable
+from batchyard.domain.records import JobRecord
 from batchyard.orchestrator.engine import Engine
 from batchyard.ports.reads import JobQueries
 from batchyard.settings import Settings
@@ -34,6 +36,9 @@ class Services:
     keys: KeyStore
     tokens: TokenLedger
     authenticator: Authenticator
+    job_status: Callable[[str, str | None], JobRecord | None] | None = None
+    """A job without its description (`SqlReads.job_status`), for `GET /jobs/{id}`; None:
+    `reads.job`."""
     inline_reads: bool = False
     """Run short indexed reads on the event loop (SQLite: in-process, never waits on the
     writer in WAL mode) instead of handing them to the thread pool (PostgreSQL: a network
@@ -60,10 +65,11 @@ def build_services(settings: Settings, engine: Engine) -> Services:
     keys = KeyStore(database, master_key(settings.data_dir.resolve()))
     sqlite = database.dialect.name == "sqlite"
     nonces = NonceRegistry(ledger=NonceLedger.beside(database), inline=sqlite)
-    return Services(settings, engine, store.reads, keys, TokenLedger(database),
+    reads = store.reads
+    return Services(settings, engine, reads, keys, TokenLedger(database),
                     Authenticator(keys, nonces=nonces,
                                   allow_missing_nonce=settings.allow_missing_nonce),
-                    inline_reads=sqlite)
+                    job_status=reads.job_status, inline_reads=sqlite)
 
 
 def services_of(request: Request) -> Services:
@@ -74,20 +80,18 @@ async def services(request: Request) -> Services:
     return services_of(request)
 
 
-def raw_target(request: Request) -> str:
+def raw_target(scope: Scope) -> str:
     """The request target exactly as sent: raw path plus `?` and the raw query, if any."""
-    scope = request.scope
     path: bytes = scope.get("raw_path") or scope["path"].encode("utf-8")
     query: bytes = scope.get("query_string", b"")
     return (path + b"?" + query if query else path).decode("latin-1")
 
 
-def header_map(request: Request) -> dict[str, str]:
+def header_map(scope: Scope) -> dict[str, str]:
     """Lower-case header names to their (first) value, as latin-1 text."""
-    headers: dict[str, str] = {}
-    for name, value in request.scope["headers"]:
-        headers.setdefault(name.decode("latin-1").lower(), value.decode("latin-1"))
-    return headers
+    # Reversed, so that the first of repeated names is the one that stays.
+    return {name.decode("latin-1").lower(): value.decode("latin-1")
+            for name, value in reversed(scope["headers"])}
 
 
 async def authenticate(request: Request) -> Caller:
@@ -98,21 +102,21 @@ async def authenticate(request: Request) -> Caller:
     request waits until its nonce is committed, so that it cannot be replayed after a crash
     (not even one right after its response); it is refused with 503 if that fails.
     """
-    verified = await verify(request)
+    verified = await verify(services_of(request), request.scope)
     await nonce_committed(verified)
     return verified.caller
 
 
-async def verify(request: Request) -> Verified:
-    """The signature checked, the nonce on its way to the database (not yet committed).
+async def verify(running: Services, scope: Scope) -> Verified:
+    """The signature of the request of `scope` checked, the nonce on its way to the database
+    (not yet committed).
 
     Only a request that changes nothing may be processed meanwhile, and its response must
-    wait for `nonce_committed` (see `jobs.get_job`): a change made before its nonce is
+    wait for `nonce_committed` (see `jobs.job_answer`): a change made before its nonce is
     committed could be made again by a replay after a crash."""
-    running = services_of(request)
-    verified: Verified = await running.read(running.authenticator.verify, request.method,
-                                            raw_target(request), header_map(request))
-    request.scope.setdefault("state", {})["caller"] = verified.caller  # for the request log
+    verified: Verified = await running.read(running.authenticator.verify, scope["method"],
+                                            raw_target(scope), header_map(scope))
+    scope.setdefault("state", {})["caller"] = verified.caller  # for the request log
     return verified
 
 

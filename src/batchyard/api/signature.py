@@ -39,7 +39,7 @@ def string_to_sign(method: str, target: str, headers: Mapping[str, str]) -> str:
 
 def signature(secret: str, text: str) -> str:
     """base64(HMAC-SHA1(secret, text)); text is encoded as latin-1, i.e. the raw header bytes."""
-    digest = hmac.new(secret.encode("utf-8"), text.encode("latin-1"), hashlib.sha1).digest()
+    digest = hmac.digest(secret.encode("utf-8"), text.encode("latin-1"), "sha1")
     return base64.b64encode(digest).decode("ascii")
 
 
