@@ -5,12 +5,15 @@ its own: it sleeps in `epoll` on a wake-up eventfd (new leases, cancels) and on
 one pidfd per running program (readable when the program's leader exits), with the timer
 heap's next deadline as its timeout.
 
-A fast-path program is started with `os.posix_spawn` — `bash -c CommandLine` in a session of
-its own, stdin on /dev/null, stdout/stderr opened by the spawn's file actions — in its
-attempt's `workdir/`: posix_spawn has no chdir, so this thread first unshares its
-file-system attributes (`unshare(CLONE_FS)`: its cwd is its own, not the process's) and
-`chdir`s there; the child inherits the thread's cwd. Where that is refused the program is
-started by `subprocess.Popen(cwd=…)` (vfork) instead.
+A fast-path program is started with the C library's `posix_spawn`, called through ctypes
+so that the GIL is let go while the child starts (`native`): `bash -c CommandLine` in a
+session of its own, in its attempt's `workdir/` (a chdir file action), stdin on /dev/null,
+stdout/stderr opened by the spawn's file actions, SIGPIPE and SIGXFSZ back to their
+defaults. Where the C library lacks `posix_spawn_file_actions_addchdir_np`, it falls back to
+`os.posix_spawn` (which holds the GIL): this thread then unshares its file-system
+attributes (`unshare(CLONE_FS)`: its cwd is its own, not the process's) and `chdir`s into
+the workdir before each spawn, the child inheriting the thread's cwd; where that is refused
+too, the program is started by `subprocess.Popen(cwd=…)` (vfork) instead.
 
 When a leader exits, its pidfd says so while it is still an unreaped zombie, so its process
 group id cannot have been reused: what is left of the group is SIGKILLed, the orphan
@@ -45,6 +48,7 @@ from contextlib import suppress
 from datetime import UTC, datetime
 from functools import partial
 
+from batchyard.agent import native
 from batchyard.agent.attempts import Attempt
 from batchyard.agent.births import Births
 from batchyard.agent.timers import Timers
@@ -96,6 +100,8 @@ class Spawner:
         self._pending: deque[Attempt] = deque()
         """Leased attempts waiting for a free slot (the engine leased more than it should)."""
         self._closing = False
+        self._native: native.NativeSpawn | None = None
+        """posix_spawn through ctypes (without the GIL), where the C library allows."""
         self._own_cwd = False
         self._home = -1
         """The process's working directory (a descriptor): the loop goes back there after
@@ -143,7 +149,8 @@ class Spawner:
 
     def _loop(self) -> None:
         self._home = os.open(".", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
-        self._own_cwd = _own_working_directory()
+        self._native = native.available()
+        self._own_cwd = self._native is None and _own_working_directory()
         self._births.start()
         _keep_descriptors_home()
         try:
@@ -239,6 +246,12 @@ class Spawner:
                     environment: dict[str, str]) -> int:
         workspace = attempt.workspace
         assert workspace is not None
+        spawner = self._native
+        if spawner is not None:
+            program = argv[0] if argv[0] != "bash" else self._shell(
+                environment.get("PATH", os.defpath))
+            return spawner.spawn(program, argv, environment, workspace.workdir,
+                                 workspace.stdout, workspace.stderr, _LOG_FLAGS)
         if not self._own_cwd:
             attempt.popen = _popen(argv, environment, workspace.workdir, workspace.stdout,
                                    workspace.stderr)

@@ -1,0 +1,166 @@
+"""How the agent's spawner loop starts programs: posix_spawn through ctypes (`agent.native`),
+and the fallbacks where the C library lacks what it needs."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from batchyard.adapters.objectstore import FsspecObjectStore
+from batchyard.agent import native, spawner
+from batchyard.domain.outcome import ErrorCode
+from batchyard.ports.agents import batch_of
+from tests.integration.test_agent import (
+    Recorder,
+    lease,
+    log,
+    open_agent,
+    request,
+    settings_in,
+)
+
+pytestmark = pytest.mark.skipif(native.available() is None,
+                                reason="the C library lacks posix_spawn_file_actions_addchdir_np")
+
+FLAGS = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
+
+
+@pytest.fixture
+def objects(tmp_path: Path) -> FsspecObjectStore:
+    return FsspecObjectStore(tmp_path / "objects")
+
+
+def spawn(tmp_path: Path, program: str, argv: list[str], environment: dict[str, str],
+          workdir: Path | None = None) -> int:
+    spawn = native.available()
+    assert spawn is not None
+    return spawn.spawn(program, argv, environment, str(workdir or tmp_path),
+                       str(tmp_path / "out"), str(tmp_path / "err"), FLAGS)
+
+
+def test_a_native_spawn_runs_in_its_workdir_in_a_session_of_its_own(tmp_path: Path) -> None:
+    workdir = tmp_path / "work dir"
+    workdir.mkdir()
+    pid = spawn(tmp_path, "/bin/sh", ["sh", "-c", 'pwd; echo "$A"; ps -o sid= -p $$; '
+                                      "ls /proc/self/fd; cat"],
+                {"A": "é b", "PATH": "/usr/bin:/bin"}, workdir)
+    assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0
+    lines = (tmp_path / "out").read_text().split("\n")
+    assert lines[:3] == [str(workdir), "é b", str(pid)]
+    assert lines[3:] == ["0", "1", "2", "3", ""]  # 3: the listing's own; stdin is empty
+
+
+@pytest.mark.parametrize(("program", "workdir", "named"), [
+    ("/nonexistent/sh", "", "/nonexistent/sh"),
+    ("/bin/sh", "missing", "missing"),
+    ("/etc/passwd", "", "/etc/passwd"),
+])
+def test_a_failed_native_spawn_names_what_was_wrong(tmp_path: Path, program: str,
+                                                    workdir: str, named: str) -> None:
+    folder = tmp_path / workdir if workdir else tmp_path
+    with pytest.raises(OSError) as raised:
+        spawn(tmp_path, program, ["sh", "-c", "true"], {}, folder)
+    assert raised.value.filename == (str(folder) if workdir else named)
+
+
+@pytest.mark.parametrize(("argv", "environment", "message"), [
+    (["sh", "-c", "a\0b"], {}, "embedded null byte"),
+    (["sh"], {"A": "x\0y"}, "embedded null byte"),
+    (["sh"], {"A=B": "x"}, "illegal environment variable name"),
+    (["sh"], {"": "x"}, "illegal environment variable name"),
+])
+def test_a_native_spawn_refuses_what_os_posix_spawn_refuses(
+        tmp_path: Path, argv: list[str], environment: dict[str, str], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        spawn(tmp_path, "/bin/sh", argv, environment)
+
+
+def test_a_native_spawn_lets_go_of_the_gil(tmp_path: Path) -> None:
+    """The child blocks opening its stdout (a FIFO) until another Python thread opens the
+    other end: with the GIL held through the spawn (as `os.posix_spawn` does), that thread
+    could never run and the spawn would never return."""
+    script = textwrap.dedent(f"""
+        import os, threading, time
+        from batchyard.agent import native
+        fifo = {str(tmp_path / "fifo")!r}
+        os.mkfifo(fifo)
+        def reader():
+            time.sleep(0.3)  # needs the GIL back to go on
+            os.close(os.open(fifo, os.O_RDONLY))
+        threading.Thread(target=reader).start()
+        pid = native.available().spawn("/bin/true", ["true"], {{}}, "/", fifo,
+                                       os.devnull, os.O_WRONLY)
+        os.waitpid(pid, 0)
+        print("spawned")
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=20, env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    assert done.stdout == "spawned\n", done.stderr
+
+
+# ---- through the agent -------------------------------------------------------------------
+
+
+def test_programs_get_sigpipe_and_sigxfsz_at_their_default(
+        objects: FsspecObjectStore, tmp_path: Path, recorder: Recorder) -> None:
+    """Python ignores both; `subprocess.Popen` (the heavy path) restores them, and so does the
+    fast path: `yes | head -1` ends `yes` by SIGPIPE, not by a write error."""
+    agent = open_agent(objects, settings_in(tmp_path / "work"), recorder)
+    try:
+        lease(agent, request("yes | head -1; echo ${PIPESTATUS[0]}; "
+                             "grep SigIgn /proc/self/status"))
+        assert recorder.wait(1)[1].succeeded
+    finally:
+        agent.shutdown()
+    out = log(objects, "stdout").split("\n")
+    assert out[:2] == ["y", "141"]
+    ignored = int(out[2].split()[1], 16)
+    assert not ignored & (1 << (13 - 1) | 1 << (25 - 1))  # SIGPIPE, SIGXFSZ
+    assert log(objects, "stderr") == ""
+
+
+@pytest.mark.parametrize(("changed", "message"), [
+    ({"env_vars": {"PATH": "/nonexistent"}}, "No such file or directory: 'bash'"),
+    ({"env_vars": {"A": "x\0y"}}, "embedded null byte"),
+    ({"command_line": "echo a\0b"}, "embedded null byte"),
+])
+def test_what_cannot_start_is_a_launch_failure(objects: FsspecObjectStore, tmp_path: Path,
+                                               recorder: Recorder, changed: dict[str, object],
+                                               message: str) -> None:
+    agent = open_agent(objects, settings_in(tmp_path / "work"), recorder)
+    try:
+        agent.lease(batch_of([(1, replace(request("true"), **changed))]))  # type: ignore[arg-type]
+        outcome = recorder.wait(1)[1]
+    finally:
+        agent.shutdown()
+    assert (outcome.exit_code, outcome.error_code) == (None, ErrorCode.LAUNCH)
+    assert message in outcome.error_message, outcome.error_message
+    assert message in log(objects, "stderr")
+
+
+@pytest.mark.parametrize("fallback", ["os", "popen"])
+def test_without_the_native_spawn_the_fallbacks_run_the_fast_path(
+        objects: FsspecObjectStore, tmp_path: Path, recorder: Recorder,
+        monkeypatch: pytest.MonkeyPatch, fallback: str) -> None:
+    monkeypatch.setattr(native, "available", lambda: None)
+    if fallback == "popen":
+        monkeypatch.setattr(spawner, "_own_working_directory", lambda: False)
+    agent = open_agent(objects, settings_in(tmp_path / "work"), recorder)
+    try:
+        lease(agent, request('pwd; echo "$GREETING"', 3))
+        assert recorder.wait(1)[1].succeeded
+    finally:
+        agent.shutdown()
+    workdir = tmp_path / "work" / "job-00000000000000000000000000000A9E" / "t" / "3.attempt-1"
+    assert log(objects, "stdout", 3) == f"{workdir / 'workdir'}\nhello\n"
+
+
+@pytest.fixture
+def recorder() -> Recorder:
+    return Recorder()
