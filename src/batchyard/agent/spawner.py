@@ -305,9 +305,16 @@ class Spawner:
         self._end(attempt)
 
     def _kill_and_reap(self, attempt: Attempt) -> None:
-        self._signal(attempt, signal.SIGKILL)
+        """Kill what is left of the program's group (its leader unreaped, so the group id is
+        still its own), sweep orphans, reap the leader, then kill what is left in the
+        slot's cgroup — unless the pids controller says nothing is (the common end: one
+        `pread` instead of reading `cgroup.procs`). The cgroup kill needs no pid, so it may
+        come after the reap; the slot is not given back before it."""
+        with suppress(ProcessLookupError, PermissionError):
+            os.killpg(attempt.pid, signal.SIGKILL)
         attempt.alive = False
-        orphans = attempt.slot.orphans if attempt.slot is not None else None
+        slot = attempt.slot
+        orphans = slot.orphans if slot is not None else None
         if orphans is not None and attempt.orphan is not None:
             orphans.ended(attempt.orphan)
         try:
@@ -319,6 +326,9 @@ class Spawner:
             attempt.popen.returncode = attempt.returncode
         if orphans is not None and attempt.orphan is not None:
             orphans.reaped(attempt.orphan)
+        group = slot.group if slot is not None else None
+        if group is not None and not group.empty():
+            group.kill()
 
     def _end(self, attempt: Attempt) -> None:
         self._attempts.pop(attempt.request.key, None)
