@@ -36,37 +36,69 @@ def objects(tmp_path: Path) -> FsspecObjectStore:
     return FsspecObjectStore(tmp_path / "objects")
 
 
-def spawn(tmp_path: Path, program: str, argv: list[str], environment: dict[str, str],
-          workdir: Path | None = None) -> int:
+def spawn(folder: Path, program: str, argv: list[str], environment: dict[str, str]) -> int:
+    """Spawn in `folder/workdir`, logs in `folder/stdout` and `folder/stderr`."""
     spawn = native.available()
     assert spawn is not None
-    return spawn.spawn(program, argv, environment, str(workdir or tmp_path),
-                       str(tmp_path / "out"), str(tmp_path / "err"), FLAGS)
+    try:
+        return spawn.spawn(program, argv, environment, str(folder), FLAGS)
+    finally:
+        spawn.close()
 
 
-def test_a_native_spawn_runs_in_its_workdir_in_a_session_of_its_own(tmp_path: Path) -> None:
-    workdir = tmp_path / "work dir"
-    workdir.mkdir()
-    pid = spawn(tmp_path, "/bin/sh", ["sh", "-c", 'pwd; echo "$A"; ps -o sid= -p $$; '
-                                      "ls /proc/self/fd; cat"],
-                {"A": "é b", "PATH": "/usr/bin:/bin"}, workdir)
+@pytest.fixture
+def folder(tmp_path: Path) -> Path:
+    """An attempt folder, as `runner.workspace` makes it."""
+    (tmp_path / "attempt" / "workdir").mkdir(parents=True)
+    return tmp_path / "attempt"
+
+
+def test_a_native_spawn_runs_in_its_workdir_in_a_session_of_its_own(folder: Path) -> None:
+    pid = spawn(folder, "/bin/sh", ["sh", "-c", 'pwd; echo "$A"; ps -o sid= -p $$; '
+                                    "ls /proc/self/fd; cat; echo err >&2"],
+                {"A": "é b", "PATH": "/usr/bin:/bin"})
     assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0
-    lines = (tmp_path / "out").read_text().split("\n")
-    assert lines[:3] == [str(workdir), "é b", str(pid)]
+    lines = (folder / "stdout").read_text().split("\n")
+    assert [line.strip() for line in lines[:3]] == [str(folder / "workdir"), "é b", str(pid)]
     assert lines[3:] == ["0", "1", "2", "3", ""]  # 3: the listing's own; stdin is empty
+    assert (folder / "stderr").read_text() == "err\n"
 
 
-@pytest.mark.parametrize(("program", "workdir", "named"), [
-    ("/nonexistent/sh", "", "/nonexistent/sh"),
-    ("/bin/sh", "missing", "missing"),
-    ("/etc/passwd", "", "/etc/passwd"),
+def test_spawns_one_after_the_other_reuse_what_they_prepared(tmp_path: Path) -> None:
+    """Prepared file actions are kept per descriptor number: each spawn still lands in its
+    own folder, whatever number its folder was opened at."""
+    spawner = native.available()
+    assert spawner is not None
+    held = []
+    try:
+        for n in range(6):
+            folder = tmp_path / str(n)
+            (folder / "workdir").mkdir(parents=True)
+            pid = spawner.spawn("/bin/sh", ["sh", "-c", "pwd"], {}, str(folder), FLAGS)
+            os.waitpid(pid, 0)
+            assert (folder / "stdout").read_text() == f"{folder / 'workdir'}\n"
+            held.append(os.open(os.devnull, os.O_RDONLY))  # the next folder: another number
+    finally:
+        spawner.close()
+        for descriptor in held:
+            os.close(descriptor)
+
+
+@pytest.mark.parametrize(("program", "missing"), [
+    ("/nonexistent/sh", ""),
+    ("/bin/sh", "workdir"),
+    ("/bin/sh", "folder"),
+    ("/etc/passwd", ""),
 ])
-def test_a_failed_native_spawn_names_what_was_wrong(tmp_path: Path, program: str,
-                                                    workdir: str, named: str) -> None:
-    folder = tmp_path / workdir if workdir else tmp_path
+def test_a_failed_native_spawn_names_what_was_wrong(folder: Path, program: str,
+                                                    missing: str) -> None:
+    if missing == "workdir":
+        (folder / "workdir").rmdir()
+    elif missing == "folder":
+        folder = folder.parent / "missing"
     with pytest.raises(OSError) as raised:
-        spawn(tmp_path, program, ["sh", "-c", "true"], {}, folder)
-    assert raised.value.filename == (str(folder) if workdir else named)
+        spawn(folder, program, ["sh", "-c", "true"], {})
+    assert raised.value.filename == (str(folder / "workdir") if missing else program)
 
 
 @pytest.mark.parametrize(("argv", "environment", "message"), [
@@ -76,9 +108,9 @@ def test_a_failed_native_spawn_names_what_was_wrong(tmp_path: Path, program: str
     (["sh"], {"": "x"}, "illegal environment variable name"),
 ])
 def test_a_native_spawn_refuses_what_os_posix_spawn_refuses(
-        tmp_path: Path, argv: list[str], environment: dict[str, str], message: str) -> None:
+        folder: Path, argv: list[str], environment: dict[str, str], message: str) -> None:
     with pytest.raises(ValueError, match=message):
-        spawn(tmp_path, "/bin/sh", argv, environment)
+        spawn(folder, "/bin/sh", argv, environment)
 
 
 def test_a_native_spawn_lets_go_of_the_gil(tmp_path: Path) -> None:
@@ -88,14 +120,16 @@ def test_a_native_spawn_lets_go_of_the_gil(tmp_path: Path) -> None:
     script = textwrap.dedent(f"""
         import os, threading, time
         from batchyard.agent import native
-        fifo = {str(tmp_path / "fifo")!r}
+        folder = {str(tmp_path)!r}
+        os.mkdir(folder + "/workdir")
+        open(folder + "/stderr", "w").close()
+        fifo = folder + "/stdout"
         os.mkfifo(fifo)
         def reader():
             time.sleep(0.3)  # needs the GIL back to go on
             os.close(os.open(fifo, os.O_RDONLY))
         threading.Thread(target=reader).start()
-        pid = native.available().spawn("/bin/true", ["true"], {{}}, "/", fifo,
-                                       os.devnull, os.O_WRONLY)
+        pid = native.available().spawn("/bin/true", ["true"], {{}}, folder, os.O_WRONLY)
         os.waitpid(pid, 0)
         print("spawned")
     """)

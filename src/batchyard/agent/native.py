@@ -39,6 +39,7 @@ import operator
 import os
 import signal
 from collections.abc import Mapping, Sequence
+from typing import cast
 
 _ACTIONS_SIZE = 512
 _ATTRIBUTES_SIZE = 1024
@@ -49,33 +50,49 @@ _SETSID = 0x80
 _DEFAULT_SIGNALS = (signal.SIGPIPE, signal.SIGXFSZ)
 """What `subprocess.Popen(restore_signals=True)` resets in its child."""
 _STDIN = b"/dev/null"
+_FOLDER_FLAGS = os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_MOST_KEPT = 64
+"""Prepared file actions and argument arrays kept (then all dropped, and made again)."""
+_MOST_ENTRIES = 4096
+"""Environment entries kept (then all dropped: each attempt adds one or two of its own)."""
 _ENCODING = "utf-8"
 _ERRORS = "surrogateescape"
 """`os.fsencode` on Linux, without its Python-level call."""
 
 class NativeSpawn:
-    """posix_spawn with a working directory, for one thread (its buffers are reused)."""
+    """posix_spawn into an attempt folder, for one thread (its buffers are reused).
+
+    Per spawn, the only foreign call is posix_spawn itself (each ctypes call costs
+    microseconds, and lets go of the GIL): the file actions are the same for every attempt
+    folder once it is open at a known descriptor — `fchdir` there, `stdout` and `stderr`
+    opened by their names in it, `chdir` into `workdir`, every descriptor beyond 0–2
+    closed — so they are built once per descriptor number (the kernel hands out the lowest
+    free one: almost always the same) and kept; the argument array is kept per argv (one
+    per task's command line), and the environment is packed into one block with C-level
+    iterators."""
 
     def __init__(self, libc: ctypes.CDLL) -> None:
         # Looked up first: a missing symbol is AttributeError, before anything is allocated.
         self._init = libc.posix_spawn_file_actions_init
         self._add_open = libc.posix_spawn_file_actions_addopen
         self._add_chdir = libc.posix_spawn_file_actions_addchdir_np
+        self._add_fchdir = libc.posix_spawn_file_actions_addfchdir_np
         self._destroy = libc.posix_spawn_file_actions_destroy
         self._close_from = getattr(libc, "posix_spawn_file_actions_addclosefrom_np", None)
         self.posix_spawn = libc.posix_spawn
         """The foreign function itself (an attribute, so a benchmark can time the calls)."""
-        buffer = ctypes.c_char * _ACTIONS_SIZE
-        self.posix_spawn.argtypes = [ctypes.POINTER(ctypes.c_int), ctypes.c_char_p,
-                                     ctypes.POINTER(buffer),
-                                     ctypes.POINTER(ctypes.c_char * _ATTRIBUTES_SIZE),
-                                     ctypes.c_void_p, ctypes.c_void_p]
-        self._add_open.argtypes = [ctypes.POINTER(buffer), ctypes.c_int, ctypes.c_char_p,
-                                   ctypes.c_int, ctypes.c_uint]
-        self._add_chdir.argtypes = [ctypes.POINTER(buffer), ctypes.c_char_p]
-        self._actions = buffer()
+        self.posix_spawn.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_void_p,
+                                     ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p]
+        self._actions: dict[tuple[int, int], _Actions] = {}
+        """Prepared file actions by (descriptor of the attempt folder, log flags)."""
+        self._argvs: dict[tuple[str, ...], tuple[bytearray, array.array[int]]] = {}
+        self._entries: dict[tuple[str, str], int] = {}
+        """By (name, value): the address of its `NAME=value` bytes, kept in `_blocks`."""
+        self._blocks: dict[tuple[str, str], bytearray] = {}
         self._attributes = (ctypes.c_char * _ATTRIBUTES_SIZE)()
+        self._attributes_address = ctypes.addressof(self._attributes)
         self._pid = ctypes.c_int()
+        self._pid_address = ctypes.addressof(self._pid)
         _check(libc.posix_spawnattr_init(ctypes.byref(self._attributes)))
         signals = ctypes.create_string_buffer(_SIGSET_SIZE)
         _check(libc.sigemptyset(signals))
@@ -86,37 +103,104 @@ class NativeSpawn:
                                              ctypes.c_short(_SETSID | _SETSIGDEF)))
 
     def spawn(self, program: str, argv: Sequence[str], environment: Mapping[str, str],
-              workdir: str, stdout: str, stderr: str, log_flags: int) -> int:
-        """Start `program` with `argv` and `environment` in `workdir`, in a session of its
-        own, stdin on /dev/null, stdout and stderr on those files (opened with
-        `log_flags`, mode 0644); its pid. Raises OSError as `os.posix_spawn` and `os.chdir`
-        do (naming the workdir if that is what is missing), ValueError for a NUL character
-        or a variable name with '='."""
-        arguments, argument_pointers = _pack(list(argv))
-        variables, variable_pointers = _pack(_entries(environment))
+              folder: str, log_flags: int) -> int:
+        """Start `program` with `argv` and `environment` in `folder/workdir`, in a session
+        of its own, stdin on /dev/null, stdout and stderr on `folder/stdout` and
+        `folder/stderr` (opened with `log_flags`, mode 0644); its pid. Raises OSError as
+        `os.posix_spawn` and `os.chdir` do (naming the workdir if that is what is missing),
+        ValueError for a NUL character or a variable name with '='."""
+        key = tuple(argv)
+        arguments = self._argvs.get(key) or self._pack_argv(key)
+        pointers = self._environment(environment)
         path = program.encode(_ENCODING, _ERRORS)
-        folder = workdir.encode(_ENCODING, _ERRORS)
-        actions = ctypes.byref(self._actions)
-        _check(self._init(actions))
         try:
-            _check(self._add_chdir(actions, folder))
-            _check(self._add_open(actions, 0, _STDIN, os.O_RDONLY, 0))
-            _check(self._add_open(actions, 1, stdout.encode(_ENCODING, _ERRORS), log_flags,
-                                  0o644))
-            _check(self._add_open(actions, 2, stderr.encode(_ENCODING, _ERRORS), log_flags,
-                                  0o644))
-            if self._close_from is not None:
-                _check(self._close_from(actions, 3))
-            error = self.posix_spawn(ctypes.byref(self._pid), path, actions,
-                                     ctypes.byref(self._attributes),
-                                     argument_pointers.buffer_info()[0],
-                                     variable_pointers.buffer_info()[0])
-            del arguments, variables  # alive until here: the pointers point into them
+            descriptor = os.open(folder, _FOLDER_FLAGS)
+        except OSError as refused:
+            raise OSError(refused.errno, refused.strerror,
+                          os.path.join(folder, "workdir")) from None
+        try:
+            actions = self._actions.get((descriptor, log_flags)) or self._prepare(descriptor,
+                                                                                log_flags)
+            error = self.posix_spawn(self._pid_address, path, actions.address,
+                                     self._attributes_address, arguments[1].buffer_info()[0],
+                                     pointers.buffer_info()[0])
         finally:
-            self._destroy(actions)
+            os.close(descriptor)
         if error:
-            raise _failure(error, program, workdir)
+            raise _failure(error, program, os.path.join(folder, "workdir"))
         return self._pid.value
+
+    def _environment(self, environment: Mapping[str, str]) -> array.array[int]:
+        """The `envp` array: pointers to `NAME=value` strings kept per (name, value), so
+        that only the entries this spawn is the first to use (the attempt's own: its
+        instance id, its HOME) are checked and encoded; the others, the same for every
+        attempt, are one dict lookup each (their strings' hashes are cached)."""
+        items = list(environment.items())
+        addresses: list[int | None] = list(map(self._entries.get, items))
+        for index in itertools.compress(range(len(items)),
+                                        map(operator.is_, addresses, itertools.repeat(None))):
+            addresses[index] = self._learn(items[index])
+        pointers = array.array("Q", cast("list[int]", addresses))
+        pointers.append(0)
+        return pointers
+
+    def _learn(self, item: tuple[str, str]) -> int:
+        """Check and encode one entry, as `os.posix_spawn` would, and keep it (and its
+        address) for later spawns."""
+        name, value = item
+        if not name or "=" in name:
+            raise ValueError("illegal environment variable name")
+        if "\0" in name or "\0" in value:
+            raise ValueError("embedded null byte")
+        if len(self._entries) >= _MOST_ENTRIES:  # nothing points into them any more
+            self._entries.clear()
+            self._blocks.clear()
+        block = self._blocks[item] = bytearray(f"{name}={value}\0".encode(_ENCODING, _ERRORS))
+        address = self._entries[item] = _address(block)
+        return address
+
+    def close(self) -> None:
+        """Free the prepared file actions (their paths are the C library's copies)."""
+        for actions in self._actions.values():
+            self._destroy(actions.address)
+        self._actions.clear()
+
+    def _pack_argv(self, argv: tuple[str, ...]) -> tuple[bytearray, array.array[int]]:
+        packed = _pack(list(argv))
+        if len(self._argvs) >= _MOST_KEPT:
+            self._argvs.clear()
+        self._argvs[argv] = packed
+        return packed
+
+    def _prepare(self, descriptor: int, log_flags: int) -> _Actions:
+        if len(self._actions) >= _MOST_KEPT:
+            self.close()
+        actions = _Actions()
+        address = actions.address
+        _check(self._init(address))
+        try:
+            _check(self._add_fchdir(address, descriptor))
+            _check(self._add_open(address, 0, _STDIN, os.O_RDONLY, 0))
+            _check(self._add_open(address, 1, b"stdout", log_flags, 0o644))
+            _check(self._add_open(address, 2, b"stderr", log_flags, 0o644))
+            _check(self._add_chdir(address, b"workdir"))
+            if self._close_from is not None:
+                _check(self._close_from(address, 3))
+        except BaseException:
+            self._destroy(address)
+            raise
+        self._actions[descriptor, log_flags] = actions
+        return actions
+
+
+class _Actions:
+    """A `posix_spawn_file_actions_t`, in a buffer of its own (its address as an int)."""
+
+    __slots__ = ("address", "buffer")
+
+    def __init__(self) -> None:
+        self.buffer = (ctypes.c_char * _ACTIONS_SIZE)()
+        self.address = ctypes.c_void_p(ctypes.addressof(self.buffer))
 
 
 def available() -> NativeSpawn | None:
@@ -127,27 +211,27 @@ def available() -> NativeSpawn | None:
         return None
 
 
-def _pack(items: list[str]) -> tuple[bytes, array.array[int]]:
+def _pack(items: list[str]) -> tuple[bytearray, array.array[int]]:
     """`items` as the C library wants them: one block of NUL-terminated strings and an
-    array of pointers into it, NULL-terminated (both kept alive by the caller). A NUL
-    character inside an item is refused, as `os.posix_spawn` refuses it. (One block and
-    C-level iterators: a ctypes array of `c_char_p` costs about three times as much.)"""
+    array of pointers into it, NULL-terminated (the block must outlive their use). A NUL
+    character inside an item is refused, as `os.posix_spawn` refuses it. (One block, its
+    address without a foreign call, and C-level iterators: a ctypes array of `c_char_p`
+    costs about three times as much.)"""
     encoded = [item.encode(_ENCODING, _ERRORS) for item in items]
-    block = b"\0".join([*encoded, b""])  # each item NUL-terminated
+    block = bytearray(b"\0".join([*encoded, b""]))  # each item NUL-terminated
     if block.count(0) != len(encoded):
         raise ValueError("embedded null byte")
-    start = ctypes.cast(ctypes.c_char_p(block), ctypes.c_void_p).value or 0
+    start = _address(block) if block else 0
     pointers = array.array("Q", itertools.accumulate(
         map(operator.add, map(len, encoded), itertools.repeat(1)), initial=start))
     pointers[-1] = 0  # the last sum points past the block: the terminating NULL instead
     return block, pointers
 
 
-def _entries(environment: Mapping[str, str]) -> list[str]:
-    """`NAME=value` entries, names refused as `os.posix_spawn` refuses them."""
-    if "" in environment or "=" in "".join(environment):
-        raise ValueError("illegal environment variable name")
-    return list(map("=".join, environment.items()))
+def _address(block: bytearray) -> int:
+    """Where the bytes of `block` are (they stay there while it is neither resized nor
+    freed), found without a foreign call."""
+    return ctypes.addressof((ctypes.c_char * len(block)).from_buffer(block))
 
 
 def _check(result: int) -> None:

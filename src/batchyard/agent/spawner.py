@@ -23,9 +23,10 @@ cancel or a timeout (posted to it, or due on its heap) can never hit a reused pi
 
 A slot's cgroup holds the program from its birth (`births`); when its leader exits, or at a
 cancel or the end of a Timeout's grace, everything in the cgroup is killed too, so a
-`setsid` escapee dies with its attempt. Attempts that need more than a plain program (a
-package, mappings, the sandbox, and with it a slot's user and limits) are handed to `heavy`
-(the agent's pool running `run_attempt`);
+`setsid` escapee dies with its attempt. (At a leader's exit that comes after its reap, and
+only if the cgroup says a process is left in it: `SlotGroup.empty`, one `pread`.)
+Attempts that need more than a plain program (a package, mappings, the sandbox, and with it
+a slot's user and limits) are handed to `heavy` (the agent's pool running `run_attempt`);
 the fast-path attempts that ended during one turn of the loop go to `finish` together (the
 agent's finishers upload their logs).
 """
@@ -162,6 +163,8 @@ class Spawner:
         finally:
             os.close(self._home)
             self._births.close()
+            if self._native is not None:
+                self._native.close()
 
     def _turn(self) -> None:
         for descriptor, _ in self._epoll.poll(self.timers.delay()):
@@ -250,8 +253,7 @@ class Spawner:
         if spawner is not None:
             program = argv[0] if argv[0] != "bash" else self._shell(
                 environment.get("PATH", os.defpath))
-            return spawner.spawn(program, argv, environment, workspace.workdir,
-                                 workspace.stdout, workspace.stderr, _LOG_FLAGS)
+            return spawner.spawn(program, argv, environment, workspace.folder, _LOG_FLAGS)
         if not self._own_cwd:
             attempt.popen = _popen(argv, environment, workspace.workdir, workspace.stdout,
                                    workspace.stderr)
@@ -397,7 +399,9 @@ def _own_working_directory() -> bool:
 def _keep_descriptors_home() -> None:
     """Mark every descriptor this process holds beyond 0-2 close-on-exec (Python's own are
     already): posix_spawn, unlike Popen, does not close the others, and a program must not
-    inherit what batchyard's parent or a C library left open."""
+    inherit what batchyard's parent or a C library left open. (The native spawn also
+    closes them in the child where the C library can, `addclosefrom_np`: this covers the
+    others, and descriptors opened before the loop started.)"""
     for name in os.listdir("/proc/self/fd"):
         descriptor = int(name)
         if descriptor > 2:
