@@ -7,7 +7,7 @@ heap's next deadline as its timeout.
 
 A fast-path program is started with the C library's `posix_spawn`, called through ctypes
 so that the GIL is let go while the child starts (`native`): `bash -c CommandLine` in a
-session of its own, in its attempt's `workdir/` (a chdir file action), stdin on /dev/null,
+session of its own, in its attempt's `workdir/` (chdir file actions), stdin on /dev/null,
 stdout/stderr opened by the spawn's file actions, SIGPIPE and SIGXFSZ back to their
 defaults. Where the C library lacks `posix_spawn_file_actions_addchdir_np`, it falls back to
 `os.posix_spawn` (which holds the GIL): this thread then unshares its file-system
@@ -309,9 +309,9 @@ class Spawner:
     def _kill_and_reap(self, attempt: Attempt) -> None:
         """Kill what is left of the program's group (its leader unreaped, so the group id is
         still its own), sweep orphans, reap the leader, then kill what is left in the
-        slot's cgroup — unless the pids controller says nothing is (the common end: one
-        `pread` instead of reading `cgroup.procs`). The cgroup kill needs no pid, so it may
-        come after the reap; the slot is not given back before it."""
+        slot's cgroup — unless the cgroup says nothing lives there (`SlotGroup.empty`, the
+        common end: one `pread` instead of reading `cgroup.procs`). The cgroup kill needs no
+        pid, so it may come after the reap; the slot is not given back before it."""
         with suppress(ProcessLookupError, PermissionError):
             os.killpg(attempt.pid, signal.SIGKILL)
         attempt.alive = False
