@@ -67,3 +67,20 @@ def test_unsafe_or_folder_urls_are_refused_as_before(store: FsspecObjectStore, l
     store.put_file(log, "oss://demo/logs/a", handed_over=True)  # a place remembered
     with pytest.raises(ObjectStoreError):
         store.put_file(log, url, handed_over=True)
+
+
+def test_a_folder_moved_away_after_a_hand_over_keeps_nothing_new(
+        store: FsspecObjectStore, log: Path, tmp_path: Path) -> None:
+    """The folder's descriptor is kept between hand-overs, but used only while its path
+    still finds it: objects go where their URL says, not into the folder moved away."""
+    store.put_file(log, "oss://demo/logs/a", handed_over=True)
+    bucket = tmp_path / "root" / "demo"
+    (bucket / "logs").rename(bucket / "moved")
+    store.put_file(log, "oss://demo/logs/b", handed_over=True)
+    assert os.listdir(bucket / "logs") == ["b"]
+    assert os.listdir(bucket / "moved") == ["a"]
+    (bucket / "logs" / "b").unlink()
+    (bucket / "logs").rmdir()
+    (bucket / "logs").mkdir()  # another folder, perhaps with the inode number of the first
+    store.put_file(log, "oss://demo/logs/c", handed_over=True)
+    assert os.listdir(bucket / "logs") == ["c"]
