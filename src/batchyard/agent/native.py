@@ -3,15 +3,18 @@
 CPython 3.11's `os.posix_spawn` holds the GIL for the whole call, and glibc's posix_spawn
 returns only once the child has exec'd (it is a `vfork`): on a busy machine the child may
 wait for a CPU first, and every other thread of the agent (the engine's too, under `batchyard
-run`) waits with it — 0.5–0.8 ms per spawn measured in the real agent. A foreign call
-through ctypes lets go of the GIL for its duration, so here only building the argument
-arrays holds it (a few microseconds).
+run`) waits with it — 0.5–1.5 ms per spawn measured in the real agent. A foreign call
+through ctypes lets go of the GIL for its duration, so only the Python around it holds the
+GIL (~0.05 ms per spawn, `bench/agent.py`). That Python costs about 0.04 ms more CPU per
+spawn than `os.posix_spawn`, whose C code converts argv and the environment: it is kept
+small — one foreign call per spawn (see `NativeSpawn`).
 
 It also does, in the child, what the loop did by hand around `os.posix_spawn`:
 
-- `posix_spawn_file_actions_addchdir_np` (glibc 2.29, musl 1.1.24) changes into the
-  workdir, so the loop thread needs no working directory of its own (`unshare(CLONE_FS)`)
-  and no chdir and fchdir around each spawn;
+- `posix_spawn_file_actions_addfchdir_np` and `…_addchdir_np` (glibc 2.29, musl 1.1.24)
+  change into the attempt folder (for the logs) and then its workdir, so the loop thread
+  needs no working directory of its own (`unshare(CLONE_FS)`) and no chdir and fchdir
+  around each spawn;
 - `posix_spawn_file_actions_addclosefrom_np` (glibc 2.34), where present, closes every
   descriptor above 2, whatever opened it and whenever;
 - `POSIX_SPAWN_SETSIGDEF` resets SIGPIPE and SIGXFSZ, which Python ignores, to their
