@@ -84,6 +84,30 @@ def test_spawns_one_after_the_other_reuse_what_they_prepared(tmp_path: Path) -> 
             os.close(descriptor)
 
 
+def test_each_spawn_gets_its_own_environment(folder: Path) -> None:
+    """The last spawn's environment stays packed and only changed values are encoded again:
+    each program still sees exactly its own."""
+    spawner = native.available()
+    assert spawner is not None
+    environments = [{"A": "1", "B": "same"}, {"A": "2", "B": "same"}, {"A": "2", "B": "é"},
+                    {"B": "é", "A": "3"}, {"A": "4"}, {"A": "5", "C": ""}]
+    try:
+        for environment in environments:
+            pid = spawner.spawn("/usr/bin/env", ["env"], environment, str(folder), FLAGS)
+            os.waitpid(pid, 0)
+            assert (folder / "stdout").read_text() == "".join(
+                f"{name}={value}\n" for name, value in environment.items())
+        with pytest.raises(ValueError, match="embedded null byte"):
+            spawner.spawn("/usr/bin/env", ["env"], {"A": "6\0", "C": ""}, str(folder), FLAGS)
+        with pytest.raises(ValueError, match="illegal environment variable name"):
+            spawner.spawn("/usr/bin/env", ["env"], {"A": "6", "C=": ""}, str(folder), FLAGS)
+        pid = spawner.spawn("/usr/bin/env", ["env"], {"A": "7", "C": ""}, str(folder), FLAGS)
+        os.waitpid(pid, 0)
+        assert (folder / "stdout").read_text() == "A=7\nC=\n"
+    finally:
+        spawner.close()
+
+
 @pytest.mark.parametrize(("program", "missing"), [
     ("/nonexistent/sh", ""),
     ("/bin/sh", "workdir"),

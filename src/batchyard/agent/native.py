@@ -41,8 +41,7 @@ import itertools
 import operator
 import os
 import signal
-from collections.abc import Mapping, Sequence
-from typing import cast
+from collections.abc import Iterable, Mapping, Sequence
 
 _ACTIONS_SIZE = 512
 _ATTRIBUTES_SIZE = 1024
@@ -56,8 +55,7 @@ _STDIN = b"/dev/null"
 _FOLDER_FLAGS = os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _MOST_KEPT = 64
 """Prepared file actions and argument arrays kept (then all dropped, and made again)."""
-_MOST_ENTRIES = 4096
-"""Environment entries kept (then all dropped: each attempt adds one or two of its own)."""
+_EMPTY = bytearray()
 _ENCODING = "utf-8"
 _ERRORS = "surrogateescape"
 """`os.fsencode` on Linux, without its Python-level call."""
@@ -71,8 +69,8 @@ class NativeSpawn:
     opened by their names in it, `chdir` into `workdir`, every descriptor beyond 0–2
     closed — so they are built once per descriptor number (the kernel hands out the lowest
     free one: almost always the same) and kept; the argument array is kept per argv (one
-    per task's command line), and the environment is packed into one block with C-level
-    iterators."""
+    per task's command line), and the environment of the last spawn is kept packed: the
+    next one, with the same names, re-encodes only the values that changed."""
 
     def __init__(self, libc: ctypes.CDLL) -> None:
         # Looked up first: a missing symbol is AttributeError, before anything is allocated.
@@ -89,9 +87,8 @@ class NativeSpawn:
         self._actions: dict[tuple[int, int], _Actions] = {}
         """Prepared file actions by (descriptor of the attempt folder, log flags)."""
         self._argvs: dict[tuple[str, ...], tuple[bytearray, array.array[int]]] = {}
-        self._entries: dict[tuple[str, str], int] = {}
-        """By (name, value): the address of its `NAME=value` bytes, kept in `_blocks`."""
-        self._blocks: dict[tuple[str, str], bytearray] = {}
+        self._last: _Environment | None = None
+        """The environment of the last spawn, packed."""
         self._attributes = (ctypes.c_char * _ATTRIBUTES_SIZE)()
         self._attributes_address = ctypes.addressof(self._attributes)
         self._pid = ctypes.c_int()
@@ -134,33 +131,32 @@ class NativeSpawn:
         return self._pid.value
 
     def _environment(self, environment: Mapping[str, str]) -> array.array[int]:
-        """The `envp` array: pointers to `NAME=value` strings kept per (name, value), so
-        that only the entries this spawn is the first to use (the attempt's own: its
-        instance id, its HOME) are checked and encoded; the others, the same for every
-        attempt, are one dict lookup each (their strings' hashes are cached)."""
-        items = list(environment.items())
-        addresses: list[int | None] = list(map(self._entries.get, items))
-        for index in itertools.compress(range(len(items)),
-                                        map(operator.is_, addresses, itertools.repeat(None))):
-            addresses[index] = self._learn(items[index])
-        pointers = array.array("Q", cast("list[int]", addresses))
-        pointers.append(0)
+        """The `envp` array. Consecutive attempts differ in a value or two (the instance
+        id, HOME): when the names are those of the last spawn, in the same order, its array
+        is copied and only the entries whose value changed are encoded (and checked, as
+        `os.posix_spawn` checks them); else every entry is."""
+        names = list(environment)
+        values = list(environment.values())
+        last = self._last
+        if last is not None and last.names == names:
+            pointers = last.pointers[:]
+            blocks = last.blocks[:]
+            changed: Iterable[int] = itertools.compress(
+                range(len(values)), map(operator.ne, values, last.values))
+        else:
+            if "" in environment or "=" in "".join(names):
+                raise ValueError("illegal environment variable name")
+            pointers = array.array("Q", itertools.repeat(0, len(names) + 1))
+            blocks = [_EMPTY] * len(names)
+            changed = range(len(names))
+        for index in changed:
+            entry = f"{names[index]}={values[index]}\0"
+            if entry.count("\0") != 1:
+                raise ValueError("embedded null byte")
+            block = blocks[index] = bytearray(entry.encode(_ENCODING, _ERRORS))
+            pointers[index] = _address(block)
+        self._last = _Environment(names, values, pointers, blocks)
         return pointers
-
-    def _learn(self, item: tuple[str, str]) -> int:
-        """Check and encode one entry, as `os.posix_spawn` would, and keep it (and its
-        address) for later spawns."""
-        name, value = item
-        if not name or "=" in name:
-            raise ValueError("illegal environment variable name")
-        if "\0" in name or "\0" in value:
-            raise ValueError("embedded null byte")
-        if len(self._entries) >= _MOST_ENTRIES:  # nothing points into them any more
-            self._entries.clear()
-            self._blocks.clear()
-        block = self._blocks[item] = bytearray(f"{name}={value}\0".encode(_ENCODING, _ERRORS))
-        address = self._entries[item] = _address(block)
-        return address
 
     def close(self) -> None:
         """Free the prepared file actions (their paths are the C library's copies)."""
@@ -194,6 +190,20 @@ class NativeSpawn:
             raise
         self._actions[descriptor, log_flags] = actions
         return actions
+
+
+class _Environment:
+    """An environment packed for posix_spawn: its names and values, the `envp` array and
+    the `NAME=value` blocks it points into (kept alive with it)."""
+
+    __slots__ = ("blocks", "names", "pointers", "values")
+
+    def __init__(self, names: list[str], values: list[str], pointers: array.array[int],
+                 blocks: list[bytearray]) -> None:
+        self.names = names
+        self.values = values
+        self.pointers = pointers
+        self.blocks = blocks
 
 
 class _Actions:
