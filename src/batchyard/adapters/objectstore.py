@@ -70,6 +70,8 @@ _PARTIAL = ".batchyard-partial"
 _NO_LINK = (errno.EXDEV, errno.EPERM, errno.EMLINK)
 """Why a hard link can fail where a copy still works (another filesystem, protected links)."""
 _WRITE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+_MOST_PLACES = 4096
+"""Folder parts of URLs whose resolution is remembered (typically one or two per job)."""
 
 _Downloads = list[tuple[str, Path]]
 _Uploads = list[tuple[Path, str]]
@@ -121,6 +123,9 @@ class FsspecObjectStore:
         self._lock = threading.Lock()
         self._only: frozenset[str] | None = None
         """The buckets a confined program may reach (None: any)."""
+        self._places: dict[str, _Place] = {}
+        """By the folder part of an object URL (`oss://bucket/logs`): its bucket's local
+        folder and the folder names below it, once checked (see `_hand_over`)."""
 
     @classmethod
     def from_environment(cls, environ: Mapping[str, str] | None = None) -> FsspecObjectStore:
@@ -178,8 +183,10 @@ class FsspecObjectStore:
         A file `handed_over` to a bucket folder is hard-linked into it rather than copied
         (attempt logs: no copy, and no inode made and freed per upload).
         """
-        location = self._locate_object(url, "write")
         source = os.fspath(local)
+        if handed_over and self._hand_over(source, url):
+            return
+        location = self._locate_object(url, "write")
         with self._reporting("write", url, location):
             if location.folder and handed_over:
                 _link_object(source, location, self._new_folders)
@@ -191,6 +198,51 @@ class FsspecObjectStore:
                 _replace_local(location.path, lambda target: _copy_local(source, target))
             else:
                 _put_remote(location, source)
+
+    def _hand_over(self, source: str, url: str) -> bool:
+        """`put_file` of a handed-over file into a local bucket folder, the hot path (two
+        logs per attempt): the URL's folder part resolved and checked once, then one
+        `linkat` into that folder's descriptor, kept open while a `stat` of its path (links
+        not followed) still finds the very folder (see `_Place`). False (nothing done)
+        where the URL is not of that kind or anything fails: the general path then does it,
+        or says why not."""
+        prefix, _, name = url.rpartition("/")
+        if name in ("", ".", "..") or "\0" in name:
+            return False
+        place = self._places.get(prefix) or self._place(prefix)
+        if place is None:
+            return False
+        with place.lock:
+            folder = place.folder()
+            if folder >= 0:
+                try:
+                    _link_in(source, folder, name)
+                    return True
+                except Exception:  # the folder went away meanwhile: look again next time
+                    place.drop()
+                    return False
+        try:
+            _link_beneath(source, place.base, place.folders, name, self._new_folders, place)
+        except Exception:  # said again, with the URL, by the general path
+            return False
+        return True
+
+    def _place(self, prefix: str) -> _Place | None:
+        """Where objects `<prefix>/<name>` go, checked as `_locate_object` checks a URL
+        (None: not in a local bucket folder)."""
+        try:
+            location = self._locate_object(f"{prefix}/x", "write")
+        except ObjectStoreError:
+            return None
+        if not location.folder or location.filesystem is not None:
+            return None
+        names = split_key(location.key)
+        if names[-1:] != ["x"]:
+            return None
+        if len(self._places) >= _MOST_PLACES:
+            self._places.clear()  # their descriptors close as they are dropped
+        place = self._places[prefix] = _Place(location.folder, names[:-1])
+        return place
 
     def get_file(self, url: str, local: Path) -> None:
         """Download the object `url` to the local file `local`, creating its folder."""
@@ -754,16 +806,97 @@ def _link_object(source: str, location: _Location, create: NewFolders) -> None:
     """
     folder, names = _open_parent(location, create)
     try:
-        os.link(source, names[-1], dst_dir_fd=folder, follow_symlinks=False)
+        _link_in(source, folder, names[-1])
+    finally:
+        os.close(folder)
+
+
+def _link_beneath(source: str, base: str, folders: list[str], name: str,
+                  create: NewFolders, place: _Place | None = None) -> None:
+    """`_link_object` of `base/folders…/name`, its names already split and checked; the
+    folder's descriptor then kept by `place` (if it keeps one)."""
+    folder = open_folder(base, folders, create)
+    try:
+        _link_in(source, folder, name)
+    except BaseException:
+        os.close(folder)
+        raise
+    if place is None or not place.keep(folder):
+        os.close(folder)
+
+
+class _Place:
+    """A folder of a local bucket that handed-over files are linked into: its bucket
+    folder and the names below it (checked), and, for a folder at most one level below
+    the bucket's, its descriptor kept open.
+
+    The descriptor is used only while `stat` of the folder's path, not following a link
+    at its last name (the only one below the bucket folder, which is configuration and
+    followed as such), finds the folder the descriptor was opened on (device and inode):
+    a folder swapped for a link, or removed, is opened again the careful way (and a
+    link refused). Between that check and the link, a swap changes nothing: the file
+    goes into the folder that was opened without links, as with a freshly opened one."""
+
+    __slots__ = ("base", "descriptor", "folders", "identity", "lock", "path")
+
+    def __init__(self, base: str, folders: list[str]) -> None:
+        self.base = base
+        self.folders = folders
+        self.path = os.path.join(base, *folders) if len(folders) <= 1 else ""
+        self.descriptor = -1
+        self.identity = (0, 0)
+        self.lock = threading.Lock()
+        """Held while the descriptor is used or changed (heavy attempts hand over their
+        logs from the agent's pool threads)."""
+
+    def folder(self) -> int:
+        """The kept descriptor, if the path still finds its folder; else -1 (and none kept
+        any more). Under `lock`."""
+        if self.descriptor < 0:
+            return -1
+        try:
+            status = os.stat(self.path, follow_symlinks=False)
+            if (status.st_dev, status.st_ino) == self.identity:
+                return self.descriptor
+        except OSError:
+            pass
+        self.drop()
+        return -1
+
+    def drop(self) -> None:
+        """Close the kept descriptor (under `lock`)."""
+        if self.descriptor >= 0:
+            os.close(self.descriptor)
+            self.descriptor = -1
+
+    def keep(self, folder: int) -> bool:
+        """Keep `folder` (just opened the careful way) for later hand-overs; False if this
+        place keeps none (a deeper folder) or keeps one already."""
+        if not self.path:
+            return False
+        status = os.fstat(folder)
+        with self.lock:
+            if self.descriptor >= 0:
+                return False
+            self.descriptor = folder
+            self.identity = (status.st_dev, status.st_ino)
+        return True
+
+    def __del__(self) -> None:
+        if self.descriptor >= 0:
+            os.close(self.descriptor)
+
+
+def _link_in(source: str, folder: int, name: str) -> None:
+    try:
+        os.link(source, name, dst_dir_fd=folder, follow_symlinks=False)
     except FileExistsError:
-        if not _same_file(source, folder, names[-1]):
-            _replace_in(folder, names[-1], partial(_link_new, source))
+        if not _same_file(source, folder, name):
+            _replace_in(folder, name, partial(_link_new, source))
     except OSError as error:
         if error.errno not in _NO_LINK:
             raise
-        _replace_in(folder, names[-1], partial(_write_new, partial(_copy_from, source)))
-    finally:
-        os.close(folder)
+        _replace_in(folder, name, partial(_write_new, partial(_copy_from, source)))
 
 
 def _same_file(source: str, folder: int, name: str) -> bool:

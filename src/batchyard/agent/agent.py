@@ -98,11 +98,15 @@ class LocalAgent:
         if self._stopped:
             return
         worker = self._info.id
-        attempts = [Attempt(lease.token, replace(request, worker_id=worker))
-                    for lease, request in batch.requests()]
         leased = self._leased
-        for attempt in attempts:
-            leased[attempt.token] = attempt.request.key
+        attempts = []
+        for lease, request in batch.requests():
+            if request.worker_id != worker:
+                # `requests()` builds each request afresh, and nothing else has seen it yet:
+                # name the worker in place (`dataclasses.replace` would build it again).
+                object.__setattr__(request, "worker_id", worker)
+            attempts.append(Attempt(lease.token, request))
+            leased[lease.token] = request.key
         self._spawner.submit(attempts)
 
     def cancel(self, keys: Sequence[AttemptKey]) -> None:

@@ -5,12 +5,15 @@ its own: it sleeps in `epoll` on a wake-up eventfd (new leases, cancels) and on
 one pidfd per running program (readable when the program's leader exits), with the timer
 heap's next deadline as its timeout.
 
-A fast-path program is started with `os.posix_spawn` — `bash -c CommandLine` in a session of
-its own, stdin on /dev/null, stdout/stderr opened by the spawn's file actions — in its
-attempt's `workdir/`: posix_spawn has no chdir, so this thread first unshares its
-file-system attributes (`unshare(CLONE_FS)`: its cwd is its own, not the process's) and
-`chdir`s there; the child inherits the thread's cwd. Where that is refused the program is
-started by `subprocess.Popen(cwd=…)` (vfork) instead.
+A fast-path program is started with the C library's `posix_spawn`, called through ctypes
+so that the GIL is let go while the child starts (`native`): `bash -c CommandLine` in a
+session of its own, in its attempt's `workdir/` (chdir file actions), stdin on /dev/null,
+stdout/stderr opened by the spawn's file actions, SIGPIPE and SIGXFSZ back to their
+defaults. Where the C library lacks `posix_spawn_file_actions_addchdir_np`, it falls back to
+`os.posix_spawn` (which holds the GIL): this thread then unshares its file-system
+attributes (`unshare(CLONE_FS)`: its cwd is its own, not the process's) and `chdir`s into
+the workdir before each spawn, the child inheriting the thread's cwd; where that is refused
+too, the program is started by `subprocess.Popen(cwd=…)` (vfork) instead.
 
 When a leader exits, its pidfd says so while it is still an unreaped zombie, so its process
 group id cannot have been reused: what is left of the group is SIGKILLed, the orphan
@@ -20,9 +23,10 @@ cancel or a timeout (posted to it, or due on its heap) can never hit a reused pi
 
 A slot's cgroup holds the program from its birth (`births`); when its leader exits, or at a
 cancel or the end of a Timeout's grace, everything in the cgroup is killed too, so a
-`setsid` escapee dies with its attempt. Attempts that need more than a plain program (a
-package, mappings, the sandbox, and with it a slot's user and limits) are handed to `heavy`
-(the agent's pool running `run_attempt`);
+`setsid` escapee dies with its attempt. (At a leader's exit that comes after its reap, and
+only if the cgroup says a process is left in it: `SlotGroup.empty`, one `pread`.)
+Attempts that need more than a plain program (a package, mappings, the sandbox, and with it
+a slot's user and limits) are handed to `heavy` (the agent's pool running `run_attempt`);
 the fast-path attempts that ended during one turn of the loop go to `finish` together (the
 agent's finishers upload their logs).
 """
@@ -45,6 +49,7 @@ from contextlib import suppress
 from datetime import UTC, datetime
 from functools import partial
 
+from batchyard.agent import native
 from batchyard.agent.attempts import Attempt
 from batchyard.agent.births import Births
 from batchyard.agent.timers import Timers
@@ -96,6 +101,8 @@ class Spawner:
         self._pending: deque[Attempt] = deque()
         """Leased attempts waiting for a free slot (the engine leased more than it should)."""
         self._closing = False
+        self._native: native.NativeSpawn | None = None
+        """posix_spawn through ctypes (without the GIL), where the C library allows."""
         self._own_cwd = False
         self._home = -1
         """The process's working directory (a descriptor): the loop goes back there after
@@ -143,7 +150,8 @@ class Spawner:
 
     def _loop(self) -> None:
         self._home = os.open(".", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
-        self._own_cwd = _own_working_directory()
+        self._native = native.available()
+        self._own_cwd = self._native is None and _own_working_directory()
         self._births.start()
         _keep_descriptors_home()
         try:
@@ -155,6 +163,8 @@ class Spawner:
         finally:
             os.close(self._home)
             self._births.close()
+            if self._native is not None:
+                self._native.close()
 
     def _turn(self) -> None:
         for descriptor, _ in self._epoll.poll(self.timers.delay()):
@@ -239,6 +249,11 @@ class Spawner:
                     environment: dict[str, str]) -> int:
         workspace = attempt.workspace
         assert workspace is not None
+        spawner = self._native
+        if spawner is not None:
+            program = argv[0] if argv[0] != "bash" else self._shell(
+                environment.get("PATH", os.defpath))
+            return spawner.spawn(program, argv, environment, workspace.folder, _LOG_FLAGS)
         if not self._own_cwd:
             attempt.popen = _popen(argv, environment, workspace.workdir, workspace.stdout,
                                    workspace.stderr)
@@ -292,9 +307,16 @@ class Spawner:
         self._end(attempt)
 
     def _kill_and_reap(self, attempt: Attempt) -> None:
-        self._signal(attempt, signal.SIGKILL)
+        """Kill what is left of the program's group (its leader unreaped, so the group id is
+        still its own), sweep orphans, reap the leader, then kill what is left in the
+        slot's cgroup — unless the cgroup says nothing lives there (`SlotGroup.empty`, the
+        common end: one `pread` instead of reading `cgroup.procs`). The cgroup kill needs no
+        pid, so it may come after the reap; the slot is not given back before it."""
+        with suppress(ProcessLookupError, PermissionError):
+            os.killpg(attempt.pid, signal.SIGKILL)
         attempt.alive = False
-        orphans = attempt.slot.orphans if attempt.slot is not None else None
+        slot = attempt.slot
+        orphans = slot.orphans if slot is not None else None
         if orphans is not None and attempt.orphan is not None:
             orphans.ended(attempt.orphan)
         try:
@@ -306,6 +328,9 @@ class Spawner:
             attempt.popen.returncode = attempt.returncode
         if orphans is not None and attempt.orphan is not None:
             orphans.reaped(attempt.orphan)
+        group = slot.group if slot is not None else None
+        if group is not None and not group.empty():
+            group.kill()
 
     def _end(self, attempt: Attempt) -> None:
         self._attempts.pop(attempt.request.key, None)
@@ -374,7 +399,9 @@ def _own_working_directory() -> bool:
 def _keep_descriptors_home() -> None:
     """Mark every descriptor this process holds beyond 0-2 close-on-exec (Python's own are
     already): posix_spawn, unlike Popen, does not close the others, and a program must not
-    inherit what batchyard's parent or a C library left open."""
+    inherit what batchyard's parent or a C library left open. (The native spawn also
+    closes them in the child where the C library can, `addclosefrom_np`: this covers the
+    others, and descriptors opened before the loop started.)"""
     for name in os.listdir("/proc/self/fd"):
         descriptor = int(name)
         if descriptor > 2:

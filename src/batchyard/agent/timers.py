@@ -20,17 +20,17 @@ Action = Callable[[], None]
 
 
 class Timer:
-    """One deadline; `cancel()` keeps its action from running."""
+    """One deadline; `Timers.cancel(timer)` keeps its action from running."""
 
-    __slots__ = ("action", "deadline", "sequence")
+    __slots__ = ("action",)
 
-    def __init__(self, deadline: float, sequence: int, action: Action | None) -> None:
-        self.deadline = deadline
-        self.sequence = sequence
+    def __init__(self, action: Action | None) -> None:
         self.action = action
 
-    def __lt__(self, other: Timer) -> bool:
-        return (self.deadline, self.sequence) < (other.deadline, other.sequence)
+
+_Entry = tuple[float, int, Timer]
+"""(deadline, sequence, timer) on the heap: tuples compare in C, first by deadline, the
+unique sequence keeping equal deadlines in order and the timer itself out of it."""
 
 
 class Timers:
@@ -39,14 +39,15 @@ class Timers:
     _COMPACT_FROM = 64
 
     def __init__(self) -> None:
-        self._heap: list[Timer] = []
+        self._heap: list[_Entry] = []
         self._sequence = itertools.count()
         self._cancelled = 0
 
     def add(self, delay: float, action: Action) -> Timer:
         """Run `action` (from `due`) `delay` seconds from now (clamped as the watchdog does)."""
-        timer = Timer(time.monotonic() + bounded_delay(delay), next(self._sequence), action)
-        heapq.heappush(self._heap, timer)
+        timer = Timer(action)
+        heapq.heappush(self._heap, (time.monotonic() + bounded_delay(delay),
+                                    next(self._sequence), timer))
         return timer
 
     def cancel(self, timer: Timer | None) -> None:
@@ -55,27 +56,29 @@ class Timers:
         timer.action = None
         self._cancelled += 1
         if self._cancelled * 2 > len(self._heap) >= self._COMPACT_FROM:
-            self._heap = [item for item in self._heap if item.action is not None]
+            self._heap = [entry for entry in self._heap if entry[2].action is not None]
             heapq.heapify(self._heap)
             self._cancelled = 0
 
     def delay(self) -> float:
         """Seconds until the earliest deadline (at most LONGEST_SLEEP; 0 if one is due)."""
         heap = self._heap
-        while heap and heap[0].action is None:
+        while heap and heap[0][2].action is None:
             heapq.heappop(heap)
             self._cancelled -= 1
         if not heap:
             return LONGEST_SLEEP
-        return min(max(heap[0].deadline - time.monotonic(), 0.0), LONGEST_SLEEP)
+        return min(max(heap[0][0] - time.monotonic(), 0.0), LONGEST_SLEEP)
 
     def due(self) -> list[Action]:
         """Take the actions whose deadline has come off the heap, earliest first."""
-        now = time.monotonic()
         heap = self._heap
+        if not heap:
+            return []
+        now = time.monotonic()
         actions = []
-        while heap and heap[0].deadline <= now:
-            timer = heapq.heappop(heap)
+        while heap and heap[0][0] <= now:
+            timer = heapq.heappop(heap)[2]
             if timer.action is None:
                 self._cancelled -= 1
                 continue
@@ -85,4 +88,4 @@ class Timers:
 
     def pending(self) -> int:
         """How many timers are still to run (for tests and diagnostics)."""
-        return sum(1 for timer in self._heap if timer.action is not None)
+        return sum(1 for entry in self._heap if entry[2].action is not None)

@@ -62,6 +62,10 @@ class SlotGroup:
         # Plain strings, joined once: `kill` runs at the end of every attempt.
         self._procs = os.fspath(folders[0] / "cgroup.procs")
         self._killer = os.fspath(folders[0] / "cgroup.kill") if version == 2 else ""
+        self._count = -1
+        """What says whether the slot is empty, opened on first use and kept (re-read with
+        `pread`): v2 `cgroup.events`, v1 `pids.current`; -2: there is none (a v1 memory
+        hierarchy)."""
 
     @property
     def tracking(self) -> Path:
@@ -85,6 +89,34 @@ class SlotGroup:
         finally:
             os.close(descriptor)
         return [int(line) for line in data.split()]
+
+    def empty(self) -> bool:
+        """Whether no process of the slot lives (True only when known), in one `pread` of a
+        descriptor kept open: v2 `cgroup.events` says "populated 0" (a process leaves its
+        cgroup as it exits, before it is a zombie); v1 `pids.current` (the pids
+        controller's count, which keeps a process until it is reaped) says 0. So an
+        attempt's end skips the scan of `kill` when its leader, reaped, was all there was."""
+        descriptor = self._count
+        if descriptor == -1:
+            name = "cgroup.events" if self.version == 2 else "pids.current"
+            try:
+                descriptor = os.open(self.folders[0] / name, os.O_RDONLY | os.O_CLOEXEC)
+            except OSError:
+                descriptor = -2
+            self._count = descriptor
+        if descriptor < 0:
+            return False
+        try:
+            found = os.pread(descriptor, 64, 0)
+        except OSError:
+            return False
+        return found.startswith(b"populated 0\n") if self.version == 2 else found == b"0\n"
+
+    def close(self) -> None:
+        """Close the descriptor `empty` keeps."""
+        descriptor, self._count = self._count, -1
+        if descriptor >= 0:
+            os.close(descriptor)
 
     def kill(self) -> bool:
         """SIGKILL every process of the slot until none is left; False if some resisted."""

@@ -84,8 +84,12 @@ class SlotPool:
         self.groups = groups
         orphans = tracker() if groups is None else None
         self._free: queue.SimpleQueue[Slot] = queue.SimpleQueue()
+        self._groups: list[SlotGroup] = []
         for index in range(count):
-            self._free.put(Slot(index, self._user(index), self._group(index), orphans))
+            group = self._group(index)
+            if group is not None:
+                self._groups.append(group)
+            self._free.put(Slot(index, self._user(index), group, orphans))
 
     @property
     def tracking(self) -> str:
@@ -100,6 +104,8 @@ class SlotPool:
     def close(self) -> None:
         """Every attempt ended: remove the slots' cgroups (a killed engine leaves them, and
         the next one kills what is still in them)."""
+        for group in self._groups:
+            group.close()
         if self.groups is not None:
             self.groups.remove()
 

@@ -37,8 +37,10 @@ def upload_logs(objects: ObjectStore, request: AttemptRequest, workspace: Worksp
     stderr_url = log_url(request.stderr_dir, request.log_name("stderr"))
     problems: list[str] = []
     for local, url in ((workspace.stdout, stdout_url), (workspace.stderr, stderr_url)):
-        targets = [url, f"{url}.attempt-{request.key.attempt}"] if failed else [url]
-        problems += _upload(objects, local, targets)
+        path = Path(local)
+        _upload(objects, path, url, problems)
+        if failed:
+            _upload(objects, path, f"{url}.attempt-{request.key.attempt}", problems)
     return LogUpload(stdout_url, stderr_url, problems)
 
 
@@ -54,13 +56,11 @@ def ensure_logs(workspace: Workspace) -> None:
         open(path, "ab").close()
 
 
-def _upload(objects: ObjectStore, local: str, urls: list[str]) -> list[str]:
-    problems = []
-    for url in urls:
-        try:
-            objects.put_file(Path(local), url, handed_over=True)
-        except ObjectStoreError as error:
-            problems.append(error.message)
-        except Exception as error:  # any other adapter's failure is still an upload failure
-            problems.append(f"cannot write {url}: {type(error).__name__}: {error}")
-    return problems
+def _upload(objects: ObjectStore, local: Path, url: str, problems: list[str]) -> None:
+    """Hand `local` over as `url`; what went wrong is added to `problems`."""
+    try:
+        objects.put_file(local, url, handed_over=True)
+    except ObjectStoreError as error:
+        problems.append(error.message)
+    except Exception as error:  # any other adapter's failure is still an upload failure
+        problems.append(f"cannot write {url}: {type(error).__name__}: {error}")

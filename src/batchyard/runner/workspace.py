@@ -17,7 +17,6 @@ import itertools
 import os
 import shutil
 import stat
-import threading
 from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass, field
@@ -116,37 +115,41 @@ def _move_into_place(spare: str, folder: str) -> bool:
 
 
 class _Spares:
-    """The spare attempt folders of this process, per work root (a bounded stack)."""
+    """The spare attempt folders of this process, per work root (a bounded stack).
+
+    No lock: its lists and counter change by single operations the GIL makes atomic
+    (`pop`, `append`, `next`), so threads may take and keep spares at once; the bound may
+    be passed by a folder or two when they race, which is harmless."""
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
         self._folders: dict[str, list[str]] = {}
         self._names = itertools.count()
 
     def take(self, work_root: str) -> str | None:
-        with self._lock:
-            folders = self._folders.get(work_root)
-            return folders.pop() if folders else None
+        folders = self._folders.get(work_root)
+        if not folders:
+            return None
+        try:
+            return folders.pop()
+        except IndexError:  # taken by another thread meanwhile
+            return None
 
     def keep(self, workspace: Workspace) -> bool:
         """Move the (empty) attempt folder among the spares; False if there are enough."""
         work_root = workspace.work_root
-        with self._lock:
-            folders = self._folders.setdefault(work_root, [])
-            if len(folders) >= _MOST_SPARES:
-                return False
-            name = os.path.join(work_root, SPARES, f"{os.getpid()}-{next(self._names)}")
+        folders = self._folders.setdefault(work_root, [])
+        if len(folders) >= _MOST_SPARES:
+            return False
+        name = os.path.join(work_root, SPARES, f"{os.getpid()}-{next(self._names)}")
         try:
             _rename_making_folder(workspace.folder, name)
         except OSError:
             return False
-        with self._lock:
-            folders.append(name)
+        folders.append(name)
         return True
 
     def clear(self, work_root: str) -> None:
-        with self._lock:
-            self._folders.pop(work_root, None)
+        self._folders.pop(work_root, None)
 
 
 def _rename_making_folder(source: str, target: str) -> None:
