@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import time
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -22,6 +23,8 @@ if TYPE_CHECKING:
     from batchyard.runner.confinement import Confinement
 
 EXIT_INVALID = 2
+SWITCH_INTERVAL = 0.0005
+"""Seconds a thread holds the GIL before another waiting one gets it, under `serve`."""
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
 SERVE_EPILOG = """\
 **Examples**
@@ -92,6 +95,11 @@ def serve(
     if not key_count:
         _err.print(Text("No access key yet: create one with `batchyard keys create "
                         "--tenant NAME`.", style="yellow"))
+    # The engine's loop shares this interpreter with the API: a request waiting for the GIL
+    # behind a step waits up to the switch interval (5 ms by default) at each call into
+    # SQLite or the kernel. 0.5 ms keeps requests quick while the engine is busy
+    # (bench/README.md, api.py).
+    sys.setswitchinterval(SWITCH_INTERVAL)
     # Requests uvicorn cannot parse are answered with JSON too, like every other error.
     uvicorn.run(create_app(settings, address=f"http://{host}:{port}"), host=host, port=port,
                 log_level=level,
