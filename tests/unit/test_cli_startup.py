@@ -22,10 +22,11 @@ from batchyard.cli.main import app
 SRC = str(Path(__file__).resolve().parents[2] / "src")
 NEVER_FOR_RUN = ("httpx", "alembic", "fastapi", "uvicorn", "starlette", "anyio", "botocore",
                  "s3fs", "batchyard.api.application", "batchyard.agent.process",
-                 "batchyard.cli.local")
+                 "batchyard.cli.local", "cryptography", "sqlalchemy.dialects.postgresql")
 """Modules `batchyard run` of a plain job on a fresh data dir must not import: the remote
 client, migrations (a new database is created at the newest revision), the API server, S3,
-the agent process of `serve`, the local client commands."""
+the agent process of `serve`, the local client commands, the access keys' cipher,
+PostgreSQL's dialect."""
 NOT_FOR_THE_COMMAND_LINE = ("sqlalchemy", "fsspec", "cryptography", "batchyard.service",
                             "batchyard.orchestrator", "batchyard.adapters.store")
 """Modules importing the command line must not import: `--version`, `--help`, `oss`, `keys`

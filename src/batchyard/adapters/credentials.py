@@ -22,9 +22,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from cryptography.fernet import Fernet, InvalidToken
 from sqlalchemy import Column, Engine, Float, String, Table, Text, bindparam, select
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 
@@ -32,6 +31,9 @@ from batchyard.adapters.database import insert_ignoring_duplicates, migrate, ope
 from batchyard.adapters.reads import CompiledQuery, SqliteFile
 from batchyard.adapters.schema import metadata
 from batchyard.errors import BatchyardError, NotFound
+
+if TYPE_CHECKING:  # imported where keys are read or made: `batchyard run` never is
+    from cryptography.fernet import Fernet
 
 MASTER_KEY_FILE = "master.key"
 KEY_ID_ALPHABET = string.ascii_uppercase + string.digits
@@ -111,6 +113,8 @@ def create_tables(database: Engine) -> None:
 
 def master_key(data_dir: Path) -> Fernet:
     """The installation's master key, created (mode 0600) on first use."""
+    from cryptography.fernet import Fernet
+
     path = data_dir / MASTER_KEY_FILE
     data_dir.mkdir(parents=True, exist_ok=True)
     try:
@@ -123,6 +127,8 @@ def master_key(data_dir: Path) -> Fernet:
 
 
 def _read_master_key(path: Path) -> Fernet:
+    from cryptography.fernet import Fernet
+
     if stat.S_IMODE(path.stat().st_mode) & 0o077:
         raise CredentialError(f"{path} must be readable by its owner only: chmod 600 {path}")
     try:
@@ -200,6 +206,8 @@ class KeyStore:
         known = self._secrets.get(key_id)
         if known is not None and known[0] == stored:
             return known[1]
+        from cryptography.fernet import InvalidToken
+
         try:
             secret = self.cipher.decrypt(stored.encode("ascii")).decode()
         except InvalidToken as error:

@@ -22,7 +22,6 @@ from functools import cached_property
 from typing import Any, Generic, TypeVar
 
 from sqlalchemy import Connection, bindparam, func, select, text
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Row
 from sqlalchemy.exc import IntegrityError
 
@@ -663,7 +662,7 @@ class StoreTransaction:
     def record_attempts(self, ends: Sequence[tuple[AttemptKey, Outcome]]) -> None:
         """Insert attempt rows (a row already recorded is left as it is)."""
         if ends:
-            _INSERT_ATTEMPTS[self.connection.dialect.name == "postgresql"].run(
+            _inserting_attempts(self.connection).run(
                 self.connection, [_attempt_values(key, outcome) for key, outcome in ends])
 
 
@@ -692,9 +691,16 @@ _MARK_RUNNING = _Many(instances.update().where(
     *_ONE_INSTANCE, instances.c.state == State.WAITING.value).values(
     {name: bindparam(name) for name in ("state", "attempts", "started", "ended")}))
 _INSERT_EVENTS = _Many(events.insert())
-_INSERT_ATTEMPTS = (_Many(sqlite.insert(attempts).on_conflict_do_nothing()),
-                    _Many(postgresql.insert(attempts).on_conflict_do_nothing()))
-"""An attempt's row unless it is there (SQLite's statement, PostgreSQL's)."""
+_INSERT_ATTEMPTS: dict[str, _Many] = {}
+
+
+def _inserting_attempts(connection: Connection) -> _Many:
+    """An attempt's row unless it is there, in the connection's dialect (built once)."""
+    dialect = connection.dialect.name
+    many = _INSERT_ATTEMPTS.get(dialect)
+    if many is None:
+        many = _INSERT_ATTEMPTS[dialect] = _Many(insert_ignoring_duplicates(connection, attempts))
+    return many
 # Session advisory lock key: "batchyar" as a 64-bit integer.
 _ENGINE_CLAIM = int.from_bytes(b"batchyar", "big") - 2**63
 _TRY_CLAIM = text(f"SELECT pg_try_advisory_lock({_ENGINE_CLAIM})")
