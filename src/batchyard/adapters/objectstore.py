@@ -177,7 +177,7 @@ class FsspecObjectStore:
             return os.path.abspath(target[len(_FILE_SCHEME):])
         return None if _ANY_SCHEME.match(target) else os.path.abspath(target)
 
-    def put_file(self, local: Path, url: str, handed_over: bool = False) -> None:
+    def put_file(self, local: str | Path, url: str, handed_over: bool = False) -> None:
         """Upload the local file `local` as the object `url` (replacing it atomically).
 
         A file `handed_over` to a bucket folder is hard-linked into it rather than copied

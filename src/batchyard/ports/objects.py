@@ -25,7 +25,7 @@ Folders = list[str]
 class ObjectStore(Protocol):
     """Reads and writes objects named by URL: oss://bucket/key, s3://bucket/key."""
 
-    def put_file(self, local: Path, url: str, handed_over: bool = False) -> None:
+    def put_file(self, local: str | Path, url: str, handed_over: bool = False) -> None:
         """Upload `local` as `url`. `handed_over`: the caller will neither change nor reuse
         `local` afterwards, so a store on the same disk may link it instead of copying."""
         ...

@@ -8,7 +8,6 @@ retries, a failed attempt also uploads copies named `<that name>.attempt-<n>`.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from batchyard.domain.attempt import AttemptRequest
 from batchyard.errors import ObjectStoreError
@@ -37,10 +36,9 @@ def upload_logs(objects: ObjectStore, request: AttemptRequest, workspace: Worksp
     stderr_url = log_url(request.stderr_dir, request.log_name("stderr"))
     problems: list[str] = []
     for local, url in ((workspace.stdout, stdout_url), (workspace.stderr, stderr_url)):
-        path = Path(local)
-        _upload(objects, path, url, problems)
+        _upload(objects, local, url, problems)
         if failed:
-            _upload(objects, path, f"{url}.attempt-{request.key.attempt}", problems)
+            _upload(objects, local, f"{url}.attempt-{request.key.attempt}", problems)
     return LogUpload(stdout_url, stderr_url, problems)
 
 
@@ -56,7 +54,7 @@ def ensure_logs(workspace: Workspace) -> None:
         open(path, "ab").close()
 
 
-def _upload(objects: ObjectStore, local: Path, url: str, problems: list[str]) -> None:
+def _upload(objects: ObjectStore, local: str, url: str, problems: list[str]) -> None:
     """Hand `local` over as `url`; what went wrong is added to `problems`."""
     try:
         objects.put_file(local, url, handed_over=True)

@@ -19,8 +19,8 @@ class MemoryObjectStore:
         self._objects: dict[str, bytes] = {}
         self._lock = threading.Lock()
 
-    def put_file(self, local: Path, url: str, handed_over: bool = False) -> None:
-        self.put_bytes(url, local.read_bytes())
+    def put_file(self, local: str | Path, url: str, handed_over: bool = False) -> None:
+        self.put_bytes(url, Path(local).read_bytes())
 
     def get_file(self, url: str, local: Path) -> None:
         local.parent.mkdir(parents=True, exist_ok=True)
