@@ -99,7 +99,7 @@ def runner_settings(settings: Settings, objects: ObjectStore, serving: bool) -> 
         inherit_environment=not serving and not policy.sandbox)
 
 
-QUEUED_PER_SLOT = 8
+QUEUED_PER_SLOT = 16
 """Leases the machine's agent takes beyond its slots, per slot (used for short attempts
 only: see `orchestrator.fleet`)."""
 

@@ -60,7 +60,7 @@ Launch = tuple[AttemptRequest, Order]
 RECALLED_MESSAGE = ("taken back from its agent's queue before it started: an instance "
                     "that goes first in the launch order came")
 SAFETY_INTERVAL = 1.0
-STEP_SPACING = 0.005
+STEP_SPACING = 0.010
 """Seconds from one step's start to the next while work keeps coming: the outcomes and
 submissions of that time are recorded in one transaction (a group commit). The first step
 after a quiet spell starts at once."""

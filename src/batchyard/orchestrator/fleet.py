@@ -35,7 +35,7 @@ MISSED_HEARTBEATS = 3
 """Heartbeat periods without one after which an agent is counted lost."""
 SHORT_ATTEMPT = 0.25
 """Seconds: attempts typically shorter than this are queued ahead on their agent."""
-AHEAD = 0.02
+AHEAD = 0.04
 """Seconds of work per slot an agent holds queued ahead while its attempts are short."""
 _WEIGHT = 0.2
 """Weight of the newest attempt in an agent's typical attempt time (a moving average)."""
