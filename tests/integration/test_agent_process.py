@@ -475,3 +475,33 @@ def test_a_child_that_cannot_build_its_agent_fails_start(recorder: Recorder) -> 
 def test_exit_status_in_words() -> None:
     assert exit_status(-signal.SIGKILL) == "was killed by signal SIGKILL"
     assert exit_status(3) == "exited with status 3"
+
+
+def test_reports_sent_close_together_leave_in_one_message() -> None:
+    """The agent's writer waits REPORT_LINGER after a report, so that the reports of the
+    next moments share its frame (one pickle and one read on each end, not one each)."""
+    from batchyard.agent.process import _Channel
+
+    ours, theirs = socket.socketpair()
+    channel = _Channel(theirs)
+    try:
+        outcome = Outcome(0)
+        for index in range(3):
+            channel.send(wire.Reported((Report(AttemptKey("job-1", "t", index, 1), index,
+                                               outcome),)))
+        channel.send(wire.Heartbeat((7,)))
+        reader = wire.FrameReader(ours)
+        messages = []
+        while len(messages) < 2:
+            payload = reader.frame()
+            if payload is None:
+                assert reader.fill()
+                continue
+            messages.append(wire.from_agent(payload))
+        reported, heartbeat = messages
+        assert isinstance(reported, wire.Reported)
+        assert [report.key.instance_id for report in reported.reports] == [0, 1, 2]
+        assert heartbeat == wire.Heartbeat((7,))
+    finally:
+        channel.close()
+        ours.close()

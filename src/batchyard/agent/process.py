@@ -367,6 +367,12 @@ def _pidfd(pid: int) -> int | None:
 # ---- child side ------------------------------------------------------------------------
 
 
+REPORT_LINGER = 0.003
+"""Seconds the writer waits after a report for more, so that reports leave in batches: each
+message costs a pickle and a frame on both ends, and the engine records outcomes at most
+every 10 ms anyway (its STEP_SPACING)."""
+
+
 class _Channel:
     """The child's end. The main thread reads; what the agent's threads send goes through
     one writer thread, so the main thread never waits to write and always reads on: the
@@ -403,6 +409,8 @@ class _Channel:
         gone (the main thread sees the end of the channel and stops)."""
         while True:
             messages = [self._outbox.get()]
+            if isinstance(messages[0], wire.Reported):
+                time.sleep(REPORT_LINGER)  # the reports of the next moments leave with it
             while not self._outbox.empty():
                 messages.append(self._outbox.get())
             frames = b"".join(_framed(wire.coalesced(message for message in messages
