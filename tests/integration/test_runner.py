@@ -89,6 +89,8 @@ def test_program_sees_identity_platform_and_user_variables(
     assert seen["PYTHONPATH"].split(os.pathsep)[0] == settings.python_path
     assert seen["BATCHYARD_OSS_ROOT"] == objects.program_environment()["BATCHYARD_OSS_ROOT"]
     assert seen["PWD"] == str(_attempt_folder(settings, 2) / "workdir")
+    # the bash that runs it (bash then never looks the user up in the password database)
+    assert settings.inherit_environment or seen["SHELL"].endswith("/bash")
 
 
 def test_success_uploads_logs_and_removes_the_attempt_folder(

@@ -31,5 +31,6 @@ def test_programs_never_see_the_server_environment(serve: ServeProcess, mallory:
     names = {line.split("=", 1)[0] for line in printed.splitlines() if "=" in line}
     allowed_prefixes = ("BATCH_COMPUTE_", "BATCHYARD_OSS_", "PYTHON")
     unexpected = {name for name in names if not name.startswith(allowed_prefixes)} - {
-        "PATH", "HOME", "LANG", "TMPDIR", "MINE", "PWD", "SHLVL", "_", "OLDPWD", "UMASK"}
+        "PATH", "HOME", "LANG", "TMPDIR", "SHELL", "MINE", "PWD", "SHLVL", "_", "OLDPWD",
+        "UMASK"}
     assert not unexpected, f"variables the program should not inherit: {sorted(unexpected)}"
