@@ -63,27 +63,42 @@ def assert_each_instance_finished_once(data_dir: Path, job_id: str) -> SqlStore:
     return store
 
 
+def signed_client(data_dir: Path, port: int) -> httpx.Client:
+    """A client of the server on `port` with a new key of a tenant of its own."""
+    key = open_key_store(Settings(data_dir=data_dir)).create("restart", "restart test")
+    return httpx.Client(base_url=f"http://127.0.0.1:{port}", auth=Signer(key.id, key.secret))
+
+
+def running_restart_job(client: httpx.Client, marker: int) -> str:
+    """Submit `restart_job(marker)` and wait until both its sleeps run; its id."""
+    job_id: str = client.post("/jobs", json=restart_job(marker)).json()["Id"]
+    until(lambda: len(processes_running(f"sleep {marker}")) == 2)
+    return job_id
+
+
+def assert_finished_without_retries(client: httpx.Client, job_id: str) -> None:
+    """The job ends Finished, and no lost attempt used one of its instances' retries."""
+    until(lambda: client.get(f"/jobs/{job_id}").json()["State"] == "Finished", 60)
+    instances = client.get(f"/jobs/{job_id}/tasks/work/instances").json()["Items"]
+    assert [i["RetryCount"] for i in instances] == [0, 0]
+
+
 def test_kill_9_then_restart_finishes_every_instance_once(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
     marker = random.randrange(5_000_000, 6_000_000)
-    key = open_key_store(Settings(data_dir=data_dir)).create("restart", "restart test")
     port = free_port()
-    url = f"http://127.0.0.1:{port}"
     server = start_server(data_dir, port)
     try:
-        wait_until_up(url, server)
-        with httpx.Client(base_url=url, auth=Signer(key.id, key.secret)) as client:
-            job_id = client.post("/jobs", json=restart_job(marker)).json()["Id"]
-            until(lambda: len(processes_running(f"sleep {marker}")) == 2)
+        with signed_client(data_dir, port) as client:
+            wait_until_up(str(client.base_url), server)
+            job_id = running_restart_job(client, marker)
             server.send_signal(signal.SIGKILL)
             server.wait(10)
             until(lambda: not processes_running(f"sleep {marker}"), 10)
 
             server = start_server(data_dir, port)
-            wait_until_up(url, server)
-            until(lambda: client.get(f"/jobs/{job_id}").json()["State"] == "Finished", 60)
-            instances = client.get(f"/jobs/{job_id}/tasks/work/instances").json()["Items"]
-            assert [i["RetryCount"] for i in instances] == [0, 0]
+            wait_until_up(str(client.base_url), server)
+            assert_finished_without_retries(client, job_id)
     finally:
         server.send_signal(signal.SIGTERM)
         server.wait(20)
@@ -96,21 +111,16 @@ def test_kill_9_of_the_agent_process_reruns_its_attempts_once(tmp_path: Path) ->
     lost at once, a new agent process starts, and each instance runs again exactly once."""
     data_dir = tmp_path / "data"
     marker = random.randrange(6_000_000, 7_000_000)
-    key = open_key_store(Settings(data_dir=data_dir)).create("agent", "agent restart test")
     port = free_port()
-    url = f"http://127.0.0.1:{port}"
     server = start_server(data_dir, port)
     try:
-        wait_until_up(url, server)
-        with httpx.Client(base_url=url, auth=Signer(key.id, key.secret)) as client:
-            job_id = client.post("/jobs", json=restart_job(marker)).json()["Id"]
-            until(lambda: len(processes_running(f"sleep {marker}")) == 2)
+        with signed_client(data_dir, port) as client:
+            wait_until_up(str(client.base_url), server)
+            job_id = running_restart_job(client, marker)
             agent, = agent_processes(server.pid)
             os.kill(agent, signal.SIGKILL)
             until(lambda: not processes_running(f"sleep {marker}"), 10)
-            until(lambda: client.get(f"/jobs/{job_id}").json()["State"] == "Finished", 60)
-            instances = client.get(f"/jobs/{job_id}/tasks/work/instances").json()["Items"]
-            assert [i["RetryCount"] for i in instances] == [0, 0]
+            assert_finished_without_retries(client, job_id)
             assert agent not in agent_processes(server.pid) and agent_processes(server.pid)
     finally:
         server.send_signal(signal.SIGTERM)

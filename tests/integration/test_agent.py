@@ -20,11 +20,12 @@ from batchyard.domain.attempt import AttemptKey, AttemptRequest
 from batchyard.domain.outcome import ErrorCode, Outcome
 from batchyard.ports.agents import AgentInfo, Report, batch_of
 from batchyard.runner import cgroups
-from batchyard.runner.cgroups import Cgroups, Hierarchy
+from batchyard.runner.cgroups import Cgroups
 from batchyard.runner.confinement import Confinement, Limits
 from batchyard.runner.runner import broken
 from batchyard.runner.settings import RunnerSettings
 from tests.integration.conftest import upload_package
+from tests.integration.test_process_tracking import writable_hierarchy
 from tests.security.conftest import processes_running, until
 
 LOGS = "oss://bkt/logs/"
@@ -371,14 +372,6 @@ def test_forget_removes_the_jobs_work_folders(agent: LocalAgent, recorder: Recor
 
 
 # ---- slots with a cgroup: the fast path, the program born in its cgroup --------------------
-
-
-def writable_hierarchy(version: int) -> Hierarchy:
-    for hierarchy in cgroups._hierarchies(Path("/proc/self/mountinfo"),
-                                          Path("/proc/self/cgroup")):
-        if hierarchy.version == version and os.access(hierarchy.own, os.W_OK):
-            return hierarchy
-    pytest.skip(f"no writable cgroup v{version} hierarchy on this machine")
 
 
 @pytest.fixture(params=[1, 2], ids=["v1", "v2"])
