@@ -80,6 +80,12 @@ def end(key: AttemptKey, result: Outcome | None = None, retry_count: int = 0,
     return AttemptEnd(key, result or outcome(), retry_count, ended)
 
 
+def end_one(tx: StateTransaction, attempt_end: AttemptEnd, target: State, now: float,
+            message: str = "") -> bool:
+    """Whether one attempt's end moved its instance to `target`."""
+    return tx.end_attempts([replace(attempt_end, target=target, message=message)], now)[0]
+
+
 def instance_states(store: StateStore, job_id: str, task: str = "first") -> list[State]:
     return [instance.state for instance in store.instances(job_id, task)]
 
@@ -213,7 +219,7 @@ def test_the_error_names_the_object_and_the_move(store: StateStore) -> None:
         with pytest.raises(ForbiddenTransition, match="from Waiting to Waiting by restart"):
             tx.move_job("job-1", State.WAITING, 1001, operation=RESTART)
         with pytest.raises(ForbiddenTransition):  # a target never reached after Running
-            tx.end_attempt(end(AttemptKey("job-1", "first", 0, 1)), State.RUNNING, 1001)
+            end_one(tx, end(AttemptKey("job-1", "first", 0, 1)), State.RUNNING, 1001)
 
 
 def test_a_row_that_went_away_is_a_race_not_an_error(store: StateStore) -> None:
@@ -222,7 +228,7 @@ def test_a_row_that_went_away_is_a_race_not_an_error(store: StateStore) -> None:
         assert not tx.move_job("job-gone", State.RUNNING, 1001)
         assert not tx.move_task("job-1", "no-such-task", State.RUNNING, 1001)
         assert not tx.move_instance("job-1", "first", 7, State.RUNNING, 1001)
-        assert not tx.end_attempt(end(AttemptKey("job-gone", "first", 0, 1)), State.FINISHED,
+        assert not end_one(tx, end(AttemptKey("job-gone", "first", 0, 1)), State.FINISHED,
                                   1001)
         assert tx.move_instances("job-gone", State.STOPPED, 1001) == []
         assert tx.instance_row("job-1", "first", 7) is None
@@ -264,7 +270,7 @@ def test_every_event_records_its_source_and_the_transaction_lists_its_transition
         tx.move_task("job-1", "first", State.RUNNING, 1001)
         assert tx.transitions == []  # nothing flushed yet
         tx.flush_events()
-        tx.end_attempt(end(AttemptKey("job-1", "first", 0, 1), outcome(1)), State.FAILED, 1002,
+        end_one(tx, end(AttemptKey("job-1", "first", 0, 1), outcome(1)), State.FAILED, 1002,
                        "exit 1")
         tx.event("job-1", "priority", "0", State.RUNNING, 1002)  # not a transition
         tx.move_instances("job-1", State.STOPPED, 1003)
@@ -450,18 +456,18 @@ def test_an_attempt_ends_its_instance_only_while_it_is_the_current_one(
     with store.transaction() as tx:
         launch(tx, 1)
         # attempt 1 failed: back to Waiting for a retry, then launched again as attempt 2
-        assert tx.end_attempt(end(AttemptKey("job-1", "first", 0, 1), outcome(3),
+        assert end_one(tx, end(AttemptKey("job-1", "first", 0, 1), outcome(3),
                                   retry_count=1), State.WAITING, 1002)
         row, = tx.launch_rows(1)
         assert (row.attempts, row.retry_count) == (1, 1)
         assert tx.mark_running([row], 1003)
     key = AttemptKey("job-1", "first", 0, 2)
     with store.transaction() as tx:
-        assert not tx.end_attempt(end(AttemptKey("job-1", "first", 0, 1)), State.FAILED, 1004)
-        assert not tx.end_attempt(end(AttemptKey("job-1", "first", 1, 1)), State.FINISHED,
+        assert not end_one(tx, end(AttemptKey("job-1", "first", 0, 1)), State.FAILED, 1004)
+        assert not end_one(tx, end(AttemptKey("job-1", "first", 1, 1)), State.FINISHED,
                                   1004)  # still Waiting
-        assert tx.end_attempt(end(key, retry_count=1), State.FINISHED, 1004, "done")
-        assert not tx.end_attempt(end(key), State.FAILED, 1005)  # reported twice
+        assert end_one(tx, end(key, retry_count=1), State.FINISHED, 1004, "done")
+        assert not end_one(tx, end(key), State.FAILED, 1005)  # reported twice
     first = store.instances("job-1", "first")[0]
     assert (first.state, first.exit_code, first.error_code, first.retry_count, first.attempts) == (
         State.FINISHED, 0, "", 1, 2)
@@ -498,7 +504,7 @@ def test_a_restart_requeues_failed_and_stopped_instances_never_running_ones(
     create(store, "job-1", make_job({"first": make_task("true", 3), "second": make_task("true")}))
     with store.transaction() as tx:
         launch(tx, 3)
-        tx.end_attempt(end(AttemptKey("job-1", "first", 1, 1), retry_count=2), State.FAILED, 1002)
+        end_one(tx, end(AttemptKey("job-1", "first", 1, 1), retry_count=2), State.FAILED, 1002)
         tx.move_instance("job-1", "first", 2, State.STOPPED, 1002)
         moved = tx.move_instances("job-1", State.WAITING, 1003, RESTART, retry_count=0)
     assert sorted(moved, key=str) == [MovedInstance("first", 1, State.FAILED, 1),
@@ -529,7 +535,7 @@ def test_the_first_failure_and_the_active_instances(store: StateStore) -> None:
         launch(tx, 3)
         for task, index, ended in [("b", 1, 1005.0), ("b", 0, 1004.0), ("a", 0, 1004.0)]:
             result = outcome(index + 1, ErrorCode.EXIT_CODE, f"code {index + 1}")
-            assert tx.end_attempt(end(AttemptKey("job-1", task, index, 1), result, 0, ended),
+            assert end_one(tx, end(AttemptKey("job-1", task, index, 1), result, 0, ended),
                                   State.FAILED, ended)
         first = tx.first_failure("job-1")
         assert not tx.has_active_instances("job-1", "a") and tx.running_instances() == []
@@ -651,8 +657,8 @@ def test_the_tasks_counts_follow_every_move_of_their_instances(store: StateStore
         assert tx.instance_counts(job_id) == recounted()
         assert tx.mark_running(tx.launch_rows(3), 1001)
         assert tx.instance_counts(job_id, {"first"})["first"] == Metrics(waiting=1, running=3)
-        tx.end_attempt(end(AttemptKey(job_id, "first", 0, 1)), State.FINISHED, 1002)
-        tx.end_attempt(end(AttemptKey(job_id, "first", 1, 1), outcome(1)), State.FAILED, 1002)
+        end_one(tx, end(AttemptKey(job_id, "first", 0, 1)), State.FINISHED, 1002)
+        end_one(tx, end(AttemptKey(job_id, "first", 1, 1), outcome(1)), State.FAILED, 1002)
         tx.move_instance(job_id, "first", 2, State.WAITING, 1002)
     with store.transaction() as tx:
         tx.move_instances(job_id, State.STOPPED, 1003)

@@ -16,7 +16,6 @@ import threading
 from collections import Counter
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
-from dataclasses import replace
 from datetime import UTC, datetime
 from functools import cached_property
 from typing import Any, Generic, TypeVar
@@ -54,10 +53,8 @@ from batchyard.domain.scheduling import Candidate
 from batchyard.domain.spec import JobDescription, bucket_of
 from batchyard.domain.states import (
     ACTIVE,
-    INSTANCE_TRANSITIONS,
     REPRIORITISABLE,
     Entity,
-    ForbiddenTransition,
     State,
     Transition,
     allowed_sources,
@@ -627,21 +624,11 @@ class StoreTransaction:
         return [_instance_row(row) for row in self.connection.execute(
             select(instances).where(instances.c.state == State.RUNNING.value))]
 
-    def end_attempt(self, end: AttemptEnd, target: State, now: float,
-                    message: str = "") -> bool:
-        """Move the instance of attempt `key` from Running to `target`, if that attempt is
-        still the instance's current one (compare-and-set); records an event when it moved.
-
-        False when it is not (a late report of a re-queued or stopped attempt: a race the
-        engine expects); a `target` the table forbids after Running raises.
-        """
-        return self.end_attempts([replace(end, target=target, message=message)], now)[0]
-
     def end_attempts(self, ends: Sequence[AttemptEnd], now: float) -> list[bool]:
         """Each attempt's instance from Running to its target, compare-and-set; one
         statement for the whole batch. Raises StaleBatch when some attempt of a batch of
         several was not current (the others were written: the caller rolls back)."""
-        targets = [_end_target(end) for end in ends]
+        targets = [end.moved_to() for end in ends]
         if not ends:
             return []
         count = _END_ATTEMPT.run(self.connection, [_end_values(end) for end in ends])
@@ -801,23 +788,12 @@ def _instance_row(row: Row[Any]) -> InstanceRow:
                        row.error_code, row.error_message)
 
 
-def _end_target(end: AttemptEnd) -> State:
-    """The state the attempt's end moves its instance to; raises if the table forbids it."""
-    target, key = end.target, end.key
-    if target is None:
-        raise ValueError(f"the end of attempt {key} moves its instance nowhere")
-    if target not in INSTANCE_TRANSITIONS[State.RUNNING]:
-        raise ForbiddenTransition(Entity.INSTANCE, f"{key.job_id}/{key.task}/"
-                                  f"{key.instance_id}", State.RUNNING, target)
-    return target
-
-
 def _end_values(end: AttemptEnd) -> dict[str, Any]:
     """The parameters of `_END_ATTEMPT` for one attempt."""
     key, outcome = end.key, end.outcome
     return {
         "b_job": key.job_id, "b_task": key.task, "b_index": key.instance_id,
-        "b_attempt": key.attempt, "state": _end_target(end).value,
+        "b_attempt": key.attempt, "state": end.moved_to().value,
         "ended": end.ended, "exit_code": outcome.exit_code,
         "error_code": outcome.error_code.value, "error_message": outcome.error_message,
         "detail": outcome.detail, "stdout_path": outcome.stdout_path,

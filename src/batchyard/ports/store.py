@@ -37,7 +37,13 @@ from batchyard.domain.records import (
 )
 from batchyard.domain.scheduling import Candidate
 from batchyard.domain.spec import JobDescription, ObjectUse
-from batchyard.domain.states import State, Transition
+from batchyard.domain.states import (
+    INSTANCE_TRANSITIONS,
+    Entity,
+    ForbiddenTransition,
+    State,
+    Transition,
+)
 
 
 class _Keep(Enum):
@@ -167,6 +173,17 @@ class AttemptEnd:
     message: str = ""
     """The transition's message (its event row)."""
 
+    def moved_to(self) -> State:
+        """`target`, checked: ValueError for None, ForbiddenTransition for a state the
+        instance table does not allow after Running."""
+        target, key = self.target, self.key
+        if target is None:
+            raise ValueError(f"the end of attempt {key} moves its instance nowhere")
+        if target not in INSTANCE_TRANSITIONS[State.RUNNING]:
+            raise ForbiddenTransition(Entity.INSTANCE, f"{key.job_id}/{key.task}/"
+                                      f"{key.instance_id}", State.RUNNING, target)
+        return target
+
 
 class StaleBatch(Exception):
     """`end_attempts` cannot tell which attempts of a batch were current: roll the
@@ -283,18 +300,13 @@ class StateTransaction(Protocol):
         `started`; False if any was not Waiting any more (a race: the caller rolls back)."""
         ...
 
-    def end_attempt(self, end: AttemptEnd, target: State, now: float,
-                    message: str = "") -> bool:
-        """Move the instance of attempt `end.key` from Running to `target`, recording the
-        outcome, if that attempt is still the instance's current one (compare-and-set).
-        False when it is not (a late report: a race the caller expects); a `target` the
-        table forbids after Running raises."""
-        ...
-
     def end_attempts(self, ends: Sequence[AttemptEnd], now: float) -> list[bool]:
-        """`end_attempt` for many attempts at once (each to its `target`): whether each
-        moved. A store may raise StaleBatch instead when some attempt was not current (it
-        wrote the others: the caller rolls the transaction back and goes one by one)."""
+        """Move the instance of each attempt from Running to its `target`, recording the
+        outcome, if that attempt is still the instance's current one (compare-and-set);
+        whether each moved (False: a late report, a race the caller expects). A store may
+        raise StaleBatch instead when, in a batch of several, some attempt was not current
+        (it wrote the others: the caller rolls the transaction back and goes one by one).
+        A `target` the table forbids after Running raises (`AttemptEnd.moved_to`)."""
         ...
 
     def record_attempts(self, ends: Sequence[tuple[AttemptKey, Outcome]]) -> None:

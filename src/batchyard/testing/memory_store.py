@@ -38,10 +38,8 @@ from batchyard.domain.scheduling import Candidate
 from batchyard.domain.spec import bucket_of
 from batchyard.domain.states import (
     ACTIVE,
-    INSTANCE_TRANSITIONS,
     REPRIORITISABLE,
     Entity,
-    ForbiddenTransition,
     State,
     Transition,
     allowed_sources,
@@ -457,31 +455,22 @@ class MemoryTransaction:
             moved += 1
         return moved == len(rows)
 
-    def end_attempt(self, end: AttemptEnd, target: State, now: float,
-                    message: str = "") -> bool:
-        """Running → `target` with the outcome, if `end.key` is still the instance's current
-        attempt (compare-and-set); False when it is not; a target never reached after
-        Running raises."""
+    def end_attempts(self, ends: Sequence[AttemptEnd], now: float) -> list[bool]:
+        """Running → each one's target with the outcome, if it is still the instance's
+        current attempt (compare-and-set; this store always knows which moved)."""
+        targets = [end.moved_to() for end in ends]
+        return [self._end(end, target, now) for end, target in zip(ends, targets, strict=True)]
+
+    def _end(self, end: AttemptEnd, target: State, now: float) -> bool:
         key = end.key
-        if target not in INSTANCE_TRANSITIONS[State.RUNNING]:
-            raise ForbiddenTransition(Entity.INSTANCE, f"{key.job_id}/{key.task}/"
-                                      f"{key.instance_id}", State.RUNNING, target)
         instance = self._instance(key.job_id, key.task, key.instance_id)
         if instance is None or (instance.state, instance.attempts) != (State.RUNNING,
                                                                         key.attempt):
             return False
         self._put(key.job_id, _ended(instance, end, target))
         self.event(key.job_id, "instance", State.RUNNING, target, now, task=key.task,
-                   instance_id=key.instance_id, message=message)
+                   instance_id=key.instance_id, message=end.message)
         return True
-
-    def end_attempts(self, ends: Sequence[AttemptEnd], now: float) -> list[bool]:
-        """`end_attempt` for each (this store always knows which moved)."""
-        for end in ends:
-            if end.target is None:
-                raise ValueError(f"the end of attempt {end.key} moves its instance nowhere")
-        return [self.end_attempt(end, end.target, now, end.message) for end in ends
-                if end.target is not None]
 
     def record_attempts(self, ends: Sequence[tuple[AttemptKey, Outcome]]) -> None:
         """Keep each attempt's history row (once; not for a job that is gone)."""
