@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from batchyard.domain.attempt import AttemptKey, AttemptRequest
 from batchyard.domain.buckets import Grant
@@ -57,6 +57,17 @@ Arrival = tuple[str, Report]
 """A report and the agent it came from."""
 Launch = tuple[AttemptRequest, Order]
 """An attempt to lease, with its instance's place in the launch order."""
+
+
+class Launching(NamedTuple):
+    """What a step hands to the agents once it committed."""
+
+    launches: list[Launch]
+    best: dict[str, Order]
+    """Each tenant's best instance not leased before this step, when agents hold leases
+    queued that it may have to go before (empty when none do): those are taken back."""
+
+
 RECALLED_MESSAGE = ("taken back from its agent's queue before it started: an instance "
                     "that goes first in the launch order came")
 SAFETY_INTERVAL = 1.0
@@ -122,8 +133,6 @@ class Engine:
         something may change that order: a submission, an operation, a retry, a settle."""
         self._specs = SpecCache(store)
         """Parsed descriptions and tenants of the jobs used most recently (bounded)."""
-        self._best: dict[str, Order] = {}
-        """Each tenant's best instance this step did not lease before (see `_launch`)."""
         self._started_or_ended: set[str] = set()
         """Jobs the current step started or ended: logged once its transaction committed."""
         self._released = ReleasedJobs()
@@ -423,7 +432,7 @@ class Engine:
                 self.fleet.took(leased.agent,
                                 (outcome.ended_at - outcome.started_at).total_seconds())
         try:
-            finished, cancels, launched = self._transact(fresh)
+            finished, cancels, launching = self._transact(fresh)
         except Exception:
             self._queue.invalidate()
             self._started_or_ended.clear()
@@ -432,7 +441,7 @@ class Engine:
             raise
         for _, report in reports:
             self._tries.pop(report.key, None)
-        self._dispatch(launched, cancels)
+        self._dispatch(launching, cancels)
         self._log_jobs(self._started_or_ended)
         self._started_or_ended.clear()
         self._release(finished)
@@ -450,15 +459,15 @@ class Engine:
                       "stays Running until the engine restarts and re-runs it", key, MOST_TRIES)
 
     def _transact(self, reports: list[tuple[Report, Leased]]
-                  ) -> tuple[set[str], list[AttemptKey], list[Launch]]:
+                  ) -> tuple[set[str], list[AttemptKey], Launching]:
         now = self.clock()
         with self._transaction() as tx:
             touched = self._apply(tx, reports, now)
             finished, cancels = self._settle_all(tx, touched)
-            launched, starting = self._launch(tx, now)
+            launching, starting = self._launch(tx, now)
             more_finished, more_cancels = self._settle_all(tx, starting)
             tx.flush_events()
-        return finished | more_finished, cancels + more_cancels, launched
+        return finished | more_finished, cancels + more_cancels, launching
 
     def _drain(self) -> list[Arrival]:
         return _drained(self._reports)
@@ -556,15 +565,14 @@ class Engine:
         self._settle_all(tx, {job_id: None})
 
     def _launch(self, tx: StateTransaction, now: float
-                ) -> tuple[list[Launch], dict[str, set[str] | None]]:
-        """Start the best waiting instances; also returns jobs whose tasks start running.
-        Notes, in `_best`, each tenant's best instance not leased before this step, when
-        agents hold leases queued that it may have to go before."""
+                ) -> tuple[Launching, dict[str, set[str] | None]]:
+        """Start the best waiting instances; also returns jobs whose tasks start running."""
         free = self.fleet.free_slots()
         picked = (self._queue.take(tx, free, self.fleet.running_by_tenant(), now)
                   if free > 0 else [])
         queueing = self.fleet.queueing()
-        best = self._best = self._queue.heads(tx) if queueing else {}
+        best = self._queue.heads(tx) if queueing else {}
+        launches: list[Launch] = []
         starting: dict[str, set[str] | None] = {}
         for row in picked:
             candidate = row.candidate
@@ -573,14 +581,14 @@ class Engine:
             order = candidate.order_key()
             if queueing and (candidate.tenant not in best or order < best[candidate.tenant]):
                 best[candidate.tenant] = order
-        return [(self._request(row), row.candidate.order_key()) for row in picked], starting
+            launches.append((self._request(row), order))
+        return Launching(launches, best), starting
 
-    def _dispatch(self, launched: list[Launch], cancels: list[AttemptKey]) -> None:
+    def _dispatch(self, launching: Launching, cancels: list[AttemptKey]) -> None:
         self.fleet.cancel(cancels)
-        if self._best:  # before the new leases: they go ahead of those taken back
-            self.fleet.recall(self._best)
-            self._best = {}
-        self.fleet.lease(launched)
+        if launching.best:  # before the new leases: they go ahead of those taken back
+            self.fleet.recall(launching.best)
+        self.fleet.lease(launching.launches)
 
     def _release(self, finished: set[str]) -> None:
         """AutoRelease: delete jobs that reached Finished (keeping their final record for wait)."""
