@@ -62,6 +62,7 @@ tasks = Table(
     Column("ready", Boolean, nullable=False, default=False),
     Column("instance_count", Integer, nullable=False),
     Column("max_retry_count", Integer, nullable=False),
+    Column("cluster_id", String(40), nullable=False, default="", server_default=""),
     Column("started", Float),
     Column("ended", Float),
     *(Column(column, Integer, nullable=False, default=0, server_default="0")
@@ -106,8 +107,10 @@ attempts = Table(
     Column("error_message", Text, nullable=False, default=""),
     Column("stdout_path", Text, nullable=False, default=""),
     Column("stderr_path", Text, nullable=False, default=""),
+    Column("worker", String(40), nullable=False, default="", server_default=""),
     ForeignKeyConstraint(["job_id"], ["jobs.id"], ondelete="CASCADE"),
 )
+"""One row per ended attempt; `worker`: the VM it ran on."""
 
 events = Table(
     "events", metadata,

@@ -73,6 +73,8 @@ class AttemptRecord:
     error_message: str
     stdout_path: str
     stderr_path: str
+    worker: str = ""
+    """The VM it ran on."""
 
 
 @dataclass(frozen=True)

@@ -136,13 +136,14 @@ class _Job:
                 for name, task in self.tasks.items()
                 if task.instance_count and (names is None or name in names)}
 
-    def waiting(self, limit: int) -> list[LaunchRow]:
-        """Up to `limit` Waiting instances of ready tasks, by task name and instance id."""
+    def waiting(self, limit: int, cluster_id: str = "") -> list[LaunchRow]:
+        """Up to `limit` Waiting instances of ready tasks on `cluster_id`, by task name and
+        instance id."""
         created = _time(self.row.created) or _EPOCH
         rows: list[LaunchRow] = []
         for name in sorted(self.tasks):
             task = self.tasks[name]
-            if not task.ready:
+            if not task.ready or task.cluster_id != cluster_id:
                 continue
             starts = State.WAITING in (task.state, self.row.state)
             rows += [LaunchRow(Candidate(self.row.id, self.row.priority, created, name,
@@ -243,7 +244,8 @@ class MemoryTransaction:
         row = JobRow(new.job_id, new.tenant, spec.Name, spec.Priority, State.WAITING, "",
                      spec.JobFailOnInstanceFail, spec.AutoRelease, new.now, None, None)
         tasks = {name: TaskRow(new.job_id, name, State.WAITING, not graph[name],
-                               task.InstanceCount, task.MaxRetryCount, None, None)
+                               task.InstanceCount, task.MaxRetryCount, None, None,
+                               task.ClusterId)
                  for name, task in spec.DAG.Tasks.items()}
         instances = {(name, index): _Instance(name, index, State.WAITING)
                      for name, task in spec.DAG.Tasks.items()
@@ -355,7 +357,8 @@ class MemoryTransaction:
 
     # ---- instances -----------------------------------------------------------------------
 
-    def launch_rows(self, limit: int, most_jobs: int | None = None) -> list[LaunchRow]:
+    def launch_rows(self, limit: int, most_jobs: int | None = None, cluster_id: str = ""
+                    ) -> list[LaunchRow]:
         """Waiting instances of ready tasks of active jobs, in launch order: of each tenant,
         at most `limit`, from at most `most_jobs` of its jobs that have any (each tenant's
         rows a prefix of its launch order)."""
@@ -367,7 +370,7 @@ class MemoryTransaction:
             mine = rows.setdefault(tenant, [])
             if len(mine) >= limit or jobs_with_rows.get(tenant, 0) == most_jobs:
                 continue
-            found = job.waiting(limit - len(mine))
+            found = job.waiting(limit - len(mine), cluster_id)
             mine += found
             jobs_with_rows[tenant] = jobs_with_rows.get(tenant, 0) + bool(found)
         return sorted((row for mine in rows.values() for row in mine),
@@ -508,7 +511,7 @@ def _attempt_record(key: AttemptKey, outcome: Outcome) -> AttemptRecord:
     return AttemptRecord(key.job_id, key.task, key.instance_id, key.attempt,
                          _stamp(outcome.started_at), _stamp(outcome.ended_at),
                          outcome.exit_code, outcome.error_code.value, outcome.error_message,
-                         outcome.stdout_path, outcome.stderr_path)
+                         outcome.stdout_path, outcome.stderr_path, outcome.worker)
 
 
 def _instance_row(job_id: str, instance: _Instance) -> InstanceRow:
