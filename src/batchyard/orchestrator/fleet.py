@@ -242,6 +242,13 @@ class Fleet:
             self._members[member.host_id].slots += 1
         return done
 
+    def load(self, pool: str) -> tuple[int, int]:
+        """The VMs of a cluster's pool placed on agents (not draining), and how many of them
+        hold a lease."""
+        members = [member for member in self._pools.get(pool, {}).values()
+                   if not member.draining]
+        return len(members), sum(1 for member in members if member.tokens)
+
     def draining(self) -> bool:
         """Whether some VM drains."""
         return any(member.draining for member in self._members.values())
