@@ -1,41 +1,26 @@
-"""The instance types this installation offers (`GET /quotas`, `GET /available`).
+"""The instance types this installation offers: now `batchyard.domain.instance_types`.
 
-A BatchCompute `InstanceType` names a resource shape. batchyard runs every instance as a
-local process (or a Ray task), so a type here is a promise about the shape an instance may
-use, not a VM flavour; the names follow Alibaba's so existing job descriptions work unchanged.
+A thin re-export kept while other modules move over (the lead removes it): the built-in
+catalogue, without configuration. Code that knows the settings uses `Settings.catalogue()`;
+the engine's is `Engine.catalogue`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-
-@dataclass(frozen=True)
-class InstanceType:
-    """One named resource shape."""
-
-    name: str
-    cpu_cores: int
-    memory_gib: int
-
-
-INSTANCE_TYPES: tuple[InstanceType, ...] = (
-    InstanceType("ecs.sn1.small", 1, 2),
-    InstanceType("ecs.sn1.medium", 2, 4),
-    InstanceType("ecs.sn1.large", 4, 8),
-    InstanceType("ecs.sn1.xlarge", 8, 16),
-    InstanceType("ecs.sn2.medium", 2, 8),
-    InstanceType("ecs.sn2.large", 4, 16),
-    InstanceType("ecs.sn2.xlarge", 8, 32),
+from batchyard.domain.instance_types import (
+    DATA_DISK_TYPES,
+    DEFAULT_CATALOGUE,
+    RESOURCE_TYPES,
+    SYSTEM_DISK_TYPES,
+    InstanceType,
 )
 
-RESOURCE_TYPES: tuple[str, ...] = ("OnDemand",)
-"""Spot and PrePaid are accepted in descriptions but run like OnDemand: none is offered."""
+__all__ = ["DATA_DISK_TYPES", "INSTANCE_TYPES", "RESOURCE_TYPES", "SYSTEM_DISK_TYPES",
+           "InstanceType", "instance_type"]
 
-SYSTEM_DISK_TYPES: tuple[str, ...] = ("cloud_efficiency",)
-DATA_DISK_TYPES: tuple[str, ...] = ("cloud_efficiency",)
+INSTANCE_TYPES: tuple[InstanceType, ...] = tuple(DEFAULT_CATALOGUE)
 
 
 def instance_type(name: str) -> InstanceType | None:
-    """The instance type called `name`, or None when this installation has none by that name."""
-    return next((shape for shape in INSTANCE_TYPES if shape.name == name), None)
+    """The built-in instance type called `name`, or None when there is none by that name."""
+    return DEFAULT_CATALOGUE.get(name)

@@ -19,7 +19,7 @@ from batchyard.hosting import agents_for, confinement, machine_objects
 from batchyard.lock import DataDirLock
 from batchyard.orchestrator.engine import Engine
 from batchyard.runner.sandbox import check_sandbox
-from batchyard.settings import Settings
+from batchyard.settings import Settings, machine
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +62,9 @@ def open_engine(settings: Settings, serving: bool = False) -> Engine:
         releases.insert(0, store.claim())
         engine = Engine(store, objects, agents_for(settings, serving),
                         closers=tuple(releases), grants=bucket_grants(settings),
-                        weights=settings.tenant_weights)
+                        weights=settings.tenant_weights,
+                        catalogue=settings.catalogue(), machine=machine(),
+                        capacity=settings.capacity)
         started = engine.start(abandon=not serving)
     except BaseException:
         for release in releases:

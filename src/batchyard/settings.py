@@ -4,10 +4,29 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, SecretStr
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PositiveFloat,
+    SecretStr,
+    StringConstraints,
+    ValidationInfo,
+    field_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from batchyard.domain.instance_types import (
+    DEFAULT_CATALOGUE,
+    DEFAULT_INSTANCE_TYPE,
+    Capacity,
+    Catalogue,
+    InstanceType,
+    Machine,
+    family_of,
+)
 
 GIB = 1 << 30
 
@@ -19,6 +38,11 @@ def _default_slots() -> int:
 def machine_memory() -> int:
     """Bytes of physical memory of this machine."""
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def machine() -> Machine:
+    """This machine's CPUs and memory: what the local provider's VMs share."""
+    return Machine(os.cpu_count() or 1, machine_memory())
 
 
 class SandboxSettings(BaseModel):
@@ -53,6 +77,22 @@ class BucketGrant(BaseModel):
                             description="Tenants that may read it ('*': every tenant)")
     write: list[str] = Field(default_factory=list,
                              description="Tenants that may read and write it ('*': every tenant)")
+
+
+class InstanceTypeSettings(BaseModel):
+    """One instance type of configuration (docs/instance-types.md)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    vcpu: int = Field(ge=1, le=4096, description="Virtual CPUs")
+    memory_mb: int = Field(ge=1, le=1 << 32, description="Memory in MiB (4096 for 4 GiB)")
+    gpu: int = Field(default=0, ge=0, le=1024, description="GPUs (shown, not assigned)")
+    family: str = Field(default="", max_length=64,
+                        description="Family shown and used in hints; default: from the name")
+
+
+INSTANCE_TYPE_NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+"""An instance type name of configuration (pydantic's regex: `$` is the very end)."""
 
 
 class Settings(BaseSettings):
@@ -104,12 +144,50 @@ class Settings(BaseSettings):
         "compete (default 1 each): a tenant of weight 2 gets twice the slots of one of "
         "weight 1 while both have work waiting")
 
+    instance_types: dict[Annotated[str, StringConstraints(pattern=INSTANCE_TYPE_NAME)],
+                         InstanceTypeSettings] = Field(
+        default_factory=dict, description="name -> {vcpu, memory_mb, gpu}: instance types "
+        "added to (or redefining) the built-in catalogue")
+    instance_types_replace: bool = Field(
+        default=False, description="Offer only the instance_types configured, not the "
+        "built-in catalogue")
+    default_instance_type: str = Field(
+        default=DEFAULT_INSTANCE_TYPE, validate_default=True, description="The instance "
+        "type of a task that names none (no ClusterId, no AutoCluster.InstanceType)")
+    capacity: Capacity = Field(
+        default="slots", description="'slots': up to --slots VMs at once, vCPUs not "
+        "counted; 'strict': VMs' vCPUs and memory count against the machine's")
+
     allow_missing_nonce: bool = Field(
         default=False, description="Accept signed requests without x-acs-signature-nonce "
         "(they can be replayed within 15 minutes); only for old clients that send none")
     require_body_digest: bool = Field(
         default=False, description="Refuse a request body without a signed Content-MD5 "
         "header (the official SDK signs none; batchyard's own clients do)")
+
+    @field_validator("instance_types_replace")
+    @classmethod
+    def _something_to_offer(cls, replace: bool, info: ValidationInfo) -> bool:
+        if replace and not info.data.get("instance_types"):
+            raise ValueError("instance_types_replace needs instance_types to offer instead "
+                             "of the built-in ones")
+        return replace
+
+    @field_validator("default_instance_type")
+    @classmethod
+    def _default_is_offered(cls, name: str, info: ValidationInfo) -> str:
+        offered = _configured(info.data.get("instance_types", {}),
+                              bool(info.data.get("instance_types_replace")))
+        unknown = offered.problem("default_instance_type", name)
+        if unknown is not None:
+            raise ValueError(unknown.rule)
+        return name
+
+    def catalogue(self) -> Catalogue:
+        """The instance types offered: the built-in ones extended (or replaced) by
+        `instance_types`, with `default_instance_type` as the default."""
+        return _configured(self.instance_types, self.instance_types_replace,
+                           self.default_instance_type)
 
     @property
     def memory_per_attempt(self) -> int:
@@ -134,3 +212,12 @@ class Settings(BaseSettings):
     def cache_root(self) -> Path:
         """Input views shared by the attempts of this machine (safe to delete when idle)."""
         return self.data_dir.resolve() / "cache"
+
+
+def _configured(types: dict[str, InstanceTypeSettings], replace: bool,
+                default: str | None = None) -> Catalogue:
+    added = [InstanceType(name, shape.vcpu, shape.memory_mb, shape.gpu,
+                          shape.family or family_of(name)) for name, shape in types.items()]
+    if replace and default is None:
+        default = added[0].name if added else None
+    return DEFAULT_CATALOGUE.extended(added, replace=replace, default=default)

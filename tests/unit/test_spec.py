@@ -96,6 +96,25 @@ def test_env_var_values_are_coerced_to_strings() -> None:
     assert env == {"N": "3", "B": "true"}
 
 
+def test_a_task_needs_neither_cluster_id_nor_auto_cluster() -> None:
+    """Issue 11 item 7: such a task runs on VMs of the default instance type."""
+    raw = job()
+    del raw["DAG"]["Tasks"]["split"]["AutoCluster"]
+    raw["DAG"]["Tasks"]["count"]["AutoCluster"] = {}
+    tasks = parse_job(raw).DAG.Tasks
+    assert (tasks["split"].ClusterId, tasks["split"].AutoCluster) == ("", {})
+    assert tasks["split"].instance_type == tasks["count"].instance_type == ""
+
+
+def test_the_instance_type_is_the_auto_clusters_unless_a_cluster_id_wins() -> None:
+    raw = job()
+    raw["DAG"]["Tasks"]["count"]["ClusterId"] = "cls-1"
+    raw["DAG"]["Tasks"]["merge"]["AutoCluster"]["InstanceType"] = 7
+    tasks = parse_job(raw).DAG.Tasks
+    assert [tasks[name].instance_type for name in ("split", "count", "merge")] == [
+        "ecs.sn1.medium", "", ""]
+
+
 def test_empty_values_mean_absent() -> None:
     raw = job()
     raw["DAG"]["Tasks"]["split"]["ClusterId"] = ""
@@ -138,8 +157,6 @@ def test_empty_values_mean_absent() -> None:
      "InvalidStdoutRedirectPath", "DAG.Tasks.count.Parameters.StdoutRedirectPath"),
     (lambda j: j["DAG"]["Tasks"]["count"]["Parameters"].pop("StderrRedirectPath"),
      "MissingStderrRedirectPath", "DAG.Tasks.count.Parameters.StderrRedirectPath"),
-    (lambda j: j["DAG"]["Tasks"]["count"].update(AutoCluster={}), "MissingClusterId",
-     "DAG.Tasks.count.ClusterId"),
     (lambda j: j["DAG"]["Tasks"]["count"]["Parameters"]["Command"].update(
         Docker={"Image": "ubuntu:22.04"}), "InvalidDocker",
      "DAG.Tasks.count.Parameters.Command.Docker.Image"),
@@ -180,7 +197,7 @@ def test_task_rules_are_checked_even_when_fields_fail_their_types() -> None:
     del raw["DAG"]["Tasks"]["merge"]["Parameters"]["Command"]  # cannot be salvaged
     raw["DAG"]["Tasks"]["merge"]["Parameters"]["StdoutRedirectPath"] = "logs/"
     assert sorted(codes(raw)) == ["InvalidInstanceCount", "InvalidPackagePath", "InvalidTimeout",
-                                  "MissingClusterId", "MissingCommand"]
+                                  "MissingCommand"]
 
 
 def test_not_an_object_is_rejected() -> None:

@@ -1,4 +1,5 @@
-"""`/quotas` and `/available`: the instance types and resource kinds this installation offers."""
+"""`/quotas` and `/available`: the instance types and resource kinds this installation offers
+(the engine's catalogue: the built-in types as configured, docs/instance-types.md)."""
 
 from __future__ import annotations
 
@@ -6,10 +7,9 @@ from typing import Any
 
 from fastapi import APIRouter
 
-from batchyard.api.services import CallerDependency
-from batchyard.catalogue import (
+from batchyard.api.services import CallerDependency, ServicesDependency
+from batchyard.domain.instance_types import (
     DATA_DISK_TYPES,
-    INSTANCE_TYPES,
     RESOURCE_TYPES,
     SYSTEM_DISK_TYPES,
     InstanceType,
@@ -19,10 +19,10 @@ router = APIRouter(tags=["quotas"])
 
 
 @router.get("/quotas")
-def get_quotas(caller: CallerDependency) -> dict[str, Any]:
+def get_quotas(caller: CallerDependency, services: ServicesDependency) -> dict[str, Any]:
     return {
         "AvailableClusterResourceType": list(RESOURCE_TYPES),
-        "AvailableClusterInstanceType": [shape.name for shape in INSTANCE_TYPES],
+        "AvailableClusterInstanceType": list(services.engine.catalogue.names),
         "AvailableSpotInstanceType": [],
         "AvailableClusterInstanceSystemDiskType": list(SYSTEM_DISK_TYPES),
         "AvailableClusterInstanceDataDiskType": list(DATA_DISK_TYPES),
@@ -30,9 +30,9 @@ def get_quotas(caller: CallerDependency) -> dict[str, Any]:
 
 
 @router.get("/available")
-def get_available(caller: CallerDependency) -> dict[str, Any]:
+def get_available(caller: CallerDependency, services: ServicesDependency) -> dict[str, Any]:
     return {
-        "AvailableClusterInstanceType": [_shape(shape) for shape in INSTANCE_TYPES],
+        "AvailableClusterInstanceType": [_shape(shape) for shape in services.engine.catalogue],
         "AvailableSpotInstanceType": [],
         "AvailablePrepaidInstanceType": [],
         "AvailableResourceType": list(RESOURCE_TYPES),
@@ -42,5 +42,8 @@ def get_available(caller: CallerDependency) -> dict[str, Any]:
 
 
 def _shape(shape: InstanceType) -> dict[str, Any]:
-    return {"InstanceType": shape.name, "CpuCore": shape.cpu_cores,
-            "MemorySize": shape.memory_gib, "Network": {"Classic": False, "Vpc": True}}
+    """One type as BatchCompute shows it (CpuCore and MemorySize in GiB are numbers), plus
+    batchyard's GpuCount and Family (extra fields the SDK ignores)."""
+    return {"InstanceType": shape.name, "CpuCore": shape.vcpu, "MemorySize": shape.memory_gib,
+            "GpuCount": shape.gpu, "Family": shape.family,
+            "Network": {"Classic": False, "Vpc": True}}

@@ -150,8 +150,16 @@ class TaskDescription(_Model):
 
     @property
     def runs_on_cluster(self) -> str:
-        """The cluster id this task runs on, or "" for an AutoCluster (reference §13 #16)."""
+        """The cluster id this task runs on, or "" for an AutoCluster or a task naming
+        neither (it runs on VMs of its own, of `instance_type`; reference §13 #16)."""
         return self.ClusterId
+
+    @property
+    def instance_type(self) -> str:
+        """The InstanceType its AutoCluster names; "" when it names none (the default type
+        then) or when the task runs on a cluster (a non-empty ClusterId wins, §13 #16)."""
+        name = "" if self.ClusterId else self.AutoCluster.get("InstanceType", "")
+        return name if isinstance(name, str) else ""
 
     @property
     def uses_mappings(self) -> bool:
@@ -522,11 +530,6 @@ def _task_problems(name: str, task: TaskDescription) -> list[Problem]:
         problems.append(Problem(
             "InvalidDocker", f"{path}.Parameters.Command.Docker.Image", _clip(command.Docker.Image),
             "containers are not supported by this installation yet; use \"\" (run on the host)"))
-    if not task.ClusterId and not task.AutoCluster:
-        problems.append(Problem(
-            "MissingClusterId", f"{path}.ClusterId", task.ClusterId,
-            "a task needs a ClusterId or a non-empty AutoCluster "
-            "(e.g. {\"InstanceType\": \"ecs.sn1.medium\"})"))
     problems += _environment_problems(f"{path}.Parameters.Command", command)
     problems += _mapping_problems(path, task)
     return problems

@@ -23,6 +23,15 @@ from typing import Any, NamedTuple, TypeVar
 
 from batchyard.domain.attempt import AttemptKey, AttemptRequest
 from batchyard.domain.buckets import Grant
+from batchyard.domain.instance_types import (
+    DEFAULT_CATALOGUE,
+    Capacity,
+    Catalogue,
+    InstanceType,
+    Machine,
+    check_job_types,
+    infeasible,
+)
 from batchyard.domain.outcome import ErrorCode, Outcome
 from batchyard.domain.pending import Pending, Why, dependency, on_cluster, on_slots
 from batchyard.domain.records import AttemptRecord, InstanceRecord, JobRecord, TaskRecord
@@ -117,8 +126,15 @@ class Engine:
                  closers: tuple[Callable[[], None], ...] = (),
                  grants: Mapping[str, Grant] | None = None,
                  listeners: Sequence[TransitionListener] = (),
-                 weights: Mapping[str, float] | None = None) -> None:
+                 weights: Mapping[str, float] | None = None,
+                 catalogue: Catalogue = DEFAULT_CATALOGUE, machine: Machine | None = None,
+                 capacity: Capacity = "slots") -> None:
         self.store = store
+        self.catalogue = catalogue
+        """The instance types offered; a task naming another one is refused."""
+        self.machine = machine
+        """The machine the VMs run on (None: unknown, every known type is feasible)."""
+        self.capacity = capacity
         self.buckets = TenantBuckets(store, grants or {})
         self.objects = objects
         self.clock = clock
@@ -230,6 +246,7 @@ class Engine:
         """
         spec = job if isinstance(job, JobDescription) else parse_job(job)
         self._check_sandbox(spec)
+        self._check_types(spec)
         claims = self.buckets.claims(tenant, spec)
         job_id = new_job_id()
         # Only new rows are written, so no engine lock: a busy control loop does not hold up
@@ -251,6 +268,22 @@ class Engine:
         if not sandbox:
             raise SpecError([Problem("SandboxUnavailable", f"DAG.Tasks.{name}", ABSENT,
                                      missing) for name in mapped])
+
+    def _check_types(self, spec: JobDescription) -> None:
+        """Refuse unknown instance types, and types no machine here can ever supply."""
+        problems = check_job_types(spec, self.catalogue, self.infeasible)
+        if problems:
+            raise SpecError(problems)
+
+    def infeasible(self, shape: InstanceType) -> str | None:
+        """Why no VM of `shape` can ever run here, or None (always None without a machine)."""
+        return None if self.machine is None else infeasible(shape, self.machine, self.capacity)
+
+    def instance_type_of(self, spec: JobDescription, task: str) -> InstanceType:
+        """The instance type of `task`'s VMs: its AutoCluster's, or the default when it names
+        none (or one the catalogue no longer has). A task with a ClusterId gets the default
+        too: its VMs are its cluster's groups, which have their own types."""
+        return self.catalogue.of(spec.DAG.Tasks[task].instance_type)
 
     def stop(self, job_id: str, tenant: str | None = None) -> None:
         with self._lock:
