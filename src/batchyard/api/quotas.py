@@ -8,12 +8,7 @@ from typing import Any
 from fastapi import APIRouter
 
 from batchyard.api.services import CallerDependency, ServicesDependency
-from batchyard.domain.instance_types import (
-    DATA_DISK_TYPES,
-    RESOURCE_TYPES,
-    SYSTEM_DISK_TYPES,
-    InstanceType,
-)
+from batchyard.domain.instance_types import DATA_DISK_TYPES, RESOURCE_TYPES, SYSTEM_DISK_TYPES
 
 router = APIRouter(tags=["quotas"])
 
@@ -31,19 +26,13 @@ def get_quotas(caller: CallerDependency, services: ServicesDependency) -> dict[s
 
 @router.get("/available")
 def get_available(caller: CallerDependency, services: ServicesDependency) -> dict[str, Any]:
+    catalogue = services.engine.catalogue
     return {
-        "AvailableClusterInstanceType": [_shape(shape) for shape in services.engine.catalogue],
+        "AvailableClusterInstanceType": [shape.available(shape == catalogue.default)
+                                         for shape in catalogue],
         "AvailableSpotInstanceType": [],
         "AvailablePrepaidInstanceType": [],
         "AvailableResourceType": list(RESOURCE_TYPES),
         "AvailableSystemDiskType": list(SYSTEM_DISK_TYPES),
         "AvailableDataDiskType": list(DATA_DISK_TYPES),
     }
-
-
-def _shape(shape: InstanceType) -> dict[str, Any]:
-    """One type as BatchCompute shows it (CpuCore and MemorySize in GiB are numbers), plus
-    batchyard's GpuCount and Family (extra fields the SDK ignores)."""
-    return {"InstanceType": shape.name, "CpuCore": shape.vcpu, "MemorySize": shape.memory_gib,
-            "GpuCount": shape.gpu, "Family": shape.family,
-            "Network": {"Classic": False, "Vpc": True}}

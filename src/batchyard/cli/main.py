@@ -24,6 +24,7 @@ from batchyard.cli.execution import (
     stop,
     watch,
 )
+from batchyard.cli.instance_types import INSTANCE_TYPES_EPILOG, instance_types
 from batchyard.cli.job_file import JobFileError, check_fields, read_job_file
 from batchyard.cli.keys import keys_app
 from batchyard.cli.options import (
@@ -105,6 +106,7 @@ app = startup.Typer(name="batchyard", help=APP_HELP, epilog=APP_EPILOG, no_args_
 app.add_typer(objects.app, name="oss")
 app.add_typer(keys_app, name="keys")
 app.command(epilog=SERVE_EPILOG)(serve)
+app.command("instance-types", epilog=INSTANCE_TYPES_EPILOG)(instance_types)
 
 _out = console()
 _err = console(stderr=True)

@@ -68,6 +68,14 @@ class InstanceType:
         """`vcpu`, by the name the first catalogue (`batchyard.catalogue`) used."""
         return self.vcpu
 
+    def available(self, default: bool = False) -> dict[str, Any]:
+        """The type as `GET /available` shows it: BatchCompute's fields (CpuCore, and
+        MemorySize in GiB, are numbers), then batchyard's GpuCount, Family and Default
+        (extra fields, which the SDK ignores)."""
+        return {"InstanceType": self.name, "CpuCore": self.vcpu, "MemorySize": self.memory_gib,
+                "Network": {"Classic": False, "Vpc": True}, "GpuCount": self.gpu,
+                "Family": self.family, "Default": default}
+
     def describe(self) -> str:
         """`ecs.sn1.medium (2 vCPU, 4 GiB)`, with GPUs when it has some."""
         gpus = f", {self.gpu} GPU" if self.gpu else ""
@@ -134,21 +142,29 @@ class Machine:
                f"{_gib(self.memory_bytes)} of memory"
 
 
-def infeasible(shape: InstanceType, machine: Machine, capacity: Capacity) -> str | None:
-    """Why no VM of `shape` can ever run on `machine`, or None when one can.
+def shortfall(shape: InstanceType, machine: Machine, capacity: Capacity) -> str:
+    """What `machine` lacks to ever run a VM of `shape`: "memory", "vCPUs", or "" (nothing).
 
     Memory counts in both modes: more than the machine has (its reported memory rounded up
     to a whole GiB, since a machine sold as 8 GiB reports about 7.6) is never there. vCPUs
     count only in "strict" mode; "slots" runs a VM in a slot whatever its vCPUs.
     """
-    nominal = math.ceil(machine.memory_bytes / GIB) * GIB
-    if shape.memory_bytes > nominal:
-        return (f"{shape.describe()} needs more memory than this machine has "
-                f"({machine.describe()})")
+    if shape.memory_bytes > math.ceil(machine.memory_bytes / GIB) * GIB:
+        return "memory"
     if capacity == "strict" and shape.vcpu > machine.cpus:
-        return (f"{shape.describe()} needs more vCPUs than this machine has "
-                f"({machine.describe()}; capacity \"strict\" counts vCPUs, \"slots\" does not)")
-    return None
+        return "vCPUs"
+    return ""
+
+
+def infeasible(shape: InstanceType, machine: Machine, capacity: Capacity) -> str | None:
+    """Why no VM of `shape` can ever run on `machine` (see `shortfall`), or None."""
+    lacking = shortfall(shape, machine, capacity)
+    if not lacking:
+        return None
+    counted = "; capacity \"strict\" counts vCPUs, \"slots\" does not" \
+        if lacking == "vCPUs" else ""
+    return (f"{shape.describe()} needs more {lacking} than this machine has "
+            f"({machine.describe()}{counted})")
 
 
 Feasibility = Callable[[InstanceType], "str | None"]
@@ -227,10 +243,11 @@ class Catalogue:
         return f"is not an instance type of this installation; {hint}{listed} ({LIST_HINT})"
 
 
-def _order(shape: InstanceType) -> tuple[int, str, int, int, int, str]:
-    known = FAMILY_ORDER.index(shape.family) if shape.family in FAMILY_ORDER else \
+def _order(shape: InstanceType) -> tuple[int, int, int, int, str]:
+    """Alibaba's families in FAMILY_ORDER, each by size; then the others, by size."""
+    rank = FAMILY_ORDER.index(shape.family) if shape.family in FAMILY_ORDER else \
         len(FAMILY_ORDER)
-    return known, shape.family, shape.vcpu, shape.memory_mb, shape.gpu, shape.name
+    return rank, shape.vcpu, shape.memory_mb, shape.gpu, shape.name
 
 
 DEFAULT_CATALOGUE = Catalogue()
