@@ -27,7 +27,7 @@ from batchyard.domain.instance_types import (
     family_of,
     infeasible,
 )
-from batchyard.domain.spec import parse_job
+from batchyard.domain.spec import MAX_PROBLEMS, parse_job
 from batchyard.domain.states import State
 from batchyard.errors import SpecError
 from batchyard.settings import Settings
@@ -362,3 +362,12 @@ def test_an_engine_without_a_machine_finds_every_known_type_feasible() -> None:
             built.submit(make_job({"t": make_task("true", AutoCluster={"InstanceType": "x"})}))
     finally:
         built.close()
+
+
+def test_problems_stop_at_the_most_listed_and_the_rest_are_counted() -> None:
+    tasks = {f"t{number}": make_task("true", AutoCluster={"InstanceType": "x" * 5000})
+             for number in range(MAX_PROBLEMS + 30)}
+    problems = check_job_types(parse_job(make_job(tasks)), DEFAULT_CATALOGUE, strict_laptop)
+    assert len(problems) == MAX_PROBLEMS + 1
+    assert (problems[-1].path, problems[-1].value) == ("DAG.Tasks", "30 more tasks")
+    assert all(len(str(problem)) < 1000 for problem in problems)

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from batchyard.domain.fields import closest
-from batchyard.domain.spec import JobDescription
+from batchyard.domain.spec import MAX_PROBLEMS, JobDescription
 from batchyard.errors import ABSENT, Problem
 
 MIB = 1 << 20
@@ -259,35 +259,54 @@ def check_job_types(spec: JobDescription, catalogue: Catalogue,
     the catalogue does not have (UNKNOWN_CODE), or a type — named, or the default for a
     task that names none — that no machine here can ever supply (INFEASIBLE_CODE).
 
-    Tasks with a ClusterId are not checked here: their VMs are their cluster's.
+    Tasks with a ClusterId are not checked here: their VMs are their cluster's. At most
+    MAX_PROBLEMS are described (each with the valid names), then one counts the rest.
     """
-    problems = []
+    problems: list[Problem] = []
+    left_out = 0
     for name, task in spec.DAG.Tasks.items():
-        if task.ClusterId:
+        if task.ClusterId or _fits(task.AutoCluster, catalogue, feasible):
             continue
-        path = f"DAG.Tasks.{name}.AutoCluster.InstanceType"
-        value = task.AutoCluster.get("InstanceType", ABSENT)
-        if value in (ABSENT, ""):
-            problems += _default_problem(path, value, catalogue.default, feasible)
+        if len(problems) >= MAX_PROBLEMS:
+            left_out += 1
             continue
-        unknown = catalogue.problem(path, value)
-        if unknown is not None:
-            problems.append(unknown)
-            continue
-        reason = feasible(catalogue.of(value))
-        if reason is not None:
-            problems.append(Problem(INFEASIBLE_CODE, path, value, _infeasible_rule(reason)))
+        problems.append(_type_problem(f"DAG.Tasks.{name}.AutoCluster.InstanceType",
+                                      task.AutoCluster.get("InstanceType", ABSENT),
+                                      catalogue, feasible))
+    if left_out:
+        problems.append(Problem(UNKNOWN_CODE, "DAG.Tasks", f"{left_out} more tasks",
+                                f"only the first {MAX_PROBLEMS} tasks with a wrong instance "
+                                "type are listed; fix them to see the rest"))
     return problems
 
 
+def _fits(auto_cluster: dict[str, Any], catalogue: Catalogue, feasible: Feasibility) -> bool:
+    """Whether the type an AutoCluster names (or the default) is known and feasible: cheap,
+    for every task; the problem, with its hints, is only made for those that do not fit."""
+    value = auto_cluster.get("InstanceType", "")
+    if value == "":
+        return feasible(catalogue.default) is None
+    return isinstance(value, str) and value in catalogue and \
+        feasible(catalogue.of(value)) is None
+
+
+def _type_problem(path: str, value: Any, catalogue: Catalogue,
+                  feasible: Feasibility) -> Problem:
+    if value in (ABSENT, ""):
+        return _default_problem(path, value, catalogue.default, feasible)
+    unknown = catalogue.problem(path, value)
+    if unknown is not None:
+        return unknown
+    return Problem(INFEASIBLE_CODE, path, value,
+                   _infeasible_rule(feasible(catalogue.of(value)) or "?"))
+
+
 def _default_problem(path: str, value: Any, default: InstanceType,
-                     feasible: Feasibility) -> list[Problem]:
-    reason = feasible(default)
-    if reason is None:
-        return []
-    return [Problem(INFEASIBLE_CODE, path, value,
-                    f"no InstanceType given, and the default one can never run here: "
-                    f"{reason}; name a smaller type or configure default_instance_type")]
+                     feasible: Feasibility) -> Problem:
+    return Problem(INFEASIBLE_CODE, path, value,
+                   f"no InstanceType given, and the default one can never run here: "
+                   f"{feasible(default)}; name a smaller type or configure "
+                   "default_instance_type")
 
 
 def _infeasible_rule(reason: str) -> str:
