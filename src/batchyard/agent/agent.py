@@ -74,6 +74,12 @@ class LocalAgent:
         """How detached processes of attempts are tracked: "cgroup" or "subreaper"."""
         return self._slot_pool.tracking
 
+    @property
+    def memory_limits(self) -> bool:
+        """Whether confined attempts' memory limits (their InstanceType's) are enforced here:
+        every slot has a memory cgroup (if not, the agent said why in its log at start)."""
+        return self._slot_pool.memory_limits
+
     def info(self) -> AgentInfo:
         """What it offers; whether it can sandbox is asked afresh (bubblewrap may come or
         go while it runs)."""

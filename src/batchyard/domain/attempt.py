@@ -66,6 +66,11 @@ class AttemptRequest:
     """OutputMapping: uploaded recursively after every attempt."""
     logs: tuple[PathMapping, ...] = ()
     """LogMapping: shipped while the program runs and once more at its end."""
+    memory_bytes: int = 0
+    """The memory the attempt may use (its InstanceType's), enforced where the attempt runs
+    confined in a slot with a memory cgroup; 0: the agent's default limit."""
+    instance_type: str = ""
+    """The InstanceType `memory_bytes` comes from, named in messages ("" for none)."""
 
     @property
     def uses_mappings(self) -> bool:

@@ -74,6 +74,8 @@ class TaskPart:
     inputs: tuple[PathMapping, ...] = ()
     outputs: tuple[PathMapping, ...] = ()
     logs: tuple[PathMapping, ...] = ()
+    memory_bytes: int = 0
+    instance_type: str = ""
 
 
 @dataclass(frozen=True)
@@ -110,7 +112,8 @@ class LeaseBatch:
                 stdout_dir=part.stdout_dir, stderr_dir=part.stderr_dir,
                 retry_count=lease.retry_count, tenant=part.tenant, buckets=part.buckets,
                 cluster_id=part.cluster_id, worker_id=lease.worker, inputs=part.inputs,
-                outputs=part.outputs, logs=part.logs)
+                outputs=part.outputs, logs=part.logs, memory_bytes=part.memory_bytes,
+                instance_type=part.instance_type)
 
 
 def batch_of(requests: Sequence[tuple[int, AttemptRequest]], worker: str = "") -> LeaseBatch:
@@ -128,7 +131,8 @@ def batch_of(requests: Sequence[tuple[int, AttemptRequest]], worker: str = "") -
                 key.job_id, key.task, request.instance_count, request.command_line,
                 request.package_path, request.env_vars, request.timeout, request.stdout_dir,
                 request.stderr_dir, request.tenant, request.buckets, request.cluster_id,
-                request.inputs, request.outputs, request.logs))
+                request.inputs, request.outputs, request.logs, request.memory_bytes,
+                request.instance_type))
         leases.append(Lease(index, key.instance_id, key.attempt, token, request.retry_count,
                             worker or request.worker_id))
     return LeaseBatch(tuple(shared), tuple(leases))

@@ -15,6 +15,12 @@ Both layouts found in the wild are supported:
   cgroup whose controllers are handed down, the server first moves itself into a leaf
   (`batchyard-server`), as systemd's delegation documentation describes.
 
+A confined attempt's memory limit is its own (its InstanceType's, `AttemptRequest.memory_bytes`,
+or the installation's default): `SlotGroup.set_memory` writes it, with the swap limit, into
+the slot's memory controller before the program starts (nothing when the slot's previous
+attempt had the same one), and `SlotGroup.memory_count` read before and after says whether
+the kernel's OOM killer acted in the slot meanwhile (`MemoryCount.oom_killed_since`).
+
 The slot folders are `<own cgroup>/batchyard-<tag>/slot-<n>`, `tag` naming the work root,
 so an engine that starts after a `kill -9` of the previous one finds and kills what it left.
 Nothing here is required: without a writable cgroup file system (an unprivileged user without
@@ -53,12 +59,39 @@ class Hierarchy:
     """The folder of the cgroup this process is in."""
 
 
+@dataclass(frozen=True)
+class MemoryCount:
+    """What the kernel counted in a slot's memory cgroup, read before and after an attempt."""
+
+    oom_kills: int | None
+    """Processes the OOM killer killed there: v2 `memory.events` `oom_kill`, v1
+    `memory.oom_control` `oom_kill` (Linux 4.13 and later); None where it is not counted."""
+    limit_hits: int = 0
+    """Times its usage reached the limit: v1 `memory.failcnt`, v2 `memory.events` `max`."""
+
+    def oom_killed_since(self, before: MemoryCount, sigkilled: bool) -> bool:
+        """Whether the OOM killer acted between `before` and this count. Where the kernel
+        does not count its kills (v1 before Linux 4.13), a program that died of SIGKILL
+        after its usage reached the limit counts as killed by it."""
+        if self.oom_kills is not None and before.oom_kills is not None:
+            return self.oom_kills > before.oom_kills
+        return sigkilled and self.limit_hits > before.limit_hits
+
+
+_UNKNOWN = -1
+"""`SlotGroup._memory_limit` before a limit was set (or while one is being written)."""
+
+
 class SlotGroup:
     """The cgroup folders of one slot (one per hierarchy), the first one tracking members."""
 
     def __init__(self, folders: list[Path], version: int) -> None:
         self.folders = folders
         self.version = version
+        self._memory: Path | bool | None = False
+        """The folder with the memory controller's files (False: not looked for yet)."""
+        self._memory_limit = _UNKNOWN
+        """The limit last written by `set_memory` (0: none), so an equal one costs nothing."""
         # Plain strings, joined once: `kill` runs at the end of every attempt.
         self._procs = os.fspath(folders[0] / "cgroup.procs")
         self._killer = os.fspath(folders[0] / "cgroup.kill") if version == 2 else ""
@@ -140,23 +173,59 @@ class SlotGroup:
     def limit(self, memory_bytes: int, max_processes: int) -> list[str]:
         """Set the limits the hierarchies allow (0: none); returns what could not be set."""
         missing = []
-        wanted = {"memory": (memory_bytes, ["memory.max", "memory.limit_in_bytes"]),
-                  "pids": (max_processes, ["pids.max"])}
-        for name, (value, files) in wanted.items():
-            if value and not self._write_first(files, str(value)):
-                missing.append(name)
+        if memory_bytes and not self.set_memory(memory_bytes):
+            missing.append("memory")
+        if max_processes and not self._write_first(["pids.max"], str(max_processes)):
+            missing.append("pids")
         return missing
 
-    def memory_kills(self) -> int:
-        """How many times the kernel's OOM killer killed a process of this slot."""
-        for folder in self.folders:
-            for name in ("memory.events", "memory.oom_control"):
-                with suppress(OSError):
-                    for line in (folder / name).read_text().splitlines():
-                        key, _, value = line.partition(" ")
-                        if key == "oom_kill":
-                            return int(value)
-        return 0
+    @property
+    def memory(self) -> Path | None:
+        """The folder of the slot's memory controller (v1: its memory hierarchy's; v2: its
+        own, once the controller is handed down); None where memory cannot be limited."""
+        found = self._memory
+        if found is False:
+            found = self._memory = next(
+                (folder for folder in self.folders
+                 for name in ("memory.max", "memory.limit_in_bytes")
+                 if (folder / name).exists()), None)
+        assert not isinstance(found, bool)
+        return found
+
+    def set_memory(self, limit: int) -> bool:
+        """Limit what the slot's processes may use to `limit` bytes (0: no limit), swap
+        included, for the attempt about to start there (none runs meanwhile); no write
+        when it is the limit already set. False where the slot has no memory controller;
+        OSError where the kernel refuses the value."""
+        folder = self.memory
+        if folder is None:
+            return False
+        if limit == self._memory_limit:
+            return True
+        self._memory_limit = _UNKNOWN  # until every file says the new limit
+        if self.version == 2:
+            _write(folder / "memory.max", str(limit) if limit else "max")
+            with suppress(FileNotFoundError):  # no swap controller: no swap to escape into
+                _write(folder / "memory.swap.max", "0" if limit else "max")
+        else:
+            _set_v1_memory(folder, limit)
+        self._memory_limit = limit
+        return True
+
+    def memory_count(self) -> MemoryCount | None:
+        """The kernel's counts of the slot's memory cgroup (None: it has none)."""
+        folder = self.memory
+        if folder is None:
+            return None
+        try:
+            if self.version == 2:
+                events = _keyed(folder / "memory.events")
+                return MemoryCount(events.get("oom_kill"), events.get("max", 0))
+            control = _keyed(folder / "memory.oom_control")
+            hits = int((folder / "memory.failcnt").read_text())
+        except (OSError, ValueError):
+            return None
+        return MemoryCount(control.get("oom_kill"), hits)
 
     def _write_first(self, names: list[str], value: str) -> bool:
         for folder in self.folders:
@@ -250,6 +319,46 @@ def _hierarchies(mounts: Path, membership: Path) -> Iterator[Hierarchy]:
             for controller in CONTROLLERS:
                 if controller in options and controller in paths:
                     yield Hierarchy(1, controller, point / paths[controller].lstrip("/"))
+
+
+def _set_v1_memory(folder: Path, limit: int) -> None:
+    """v1: `memory.limit_in_bytes`, and `memory.memsw.limit_in_bytes` (memory plus swap,
+    where swap is accounted) to the same value, so that swap adds nothing. memsw may never
+    be below the memory limit, so it is lifted first. Lowering the limit below what the
+    slot's previous attempt left charged (its page cache) makes the kernel reclaim it; if
+    that is refused (EBUSY), the empty slot's charges are dropped (`memory.force_empty`)
+    and the limit written again."""
+    value = str(limit) if limit else "-1"
+    swap = folder / "memory.memsw.limit_in_bytes"
+    swapped = swap.exists()
+    if swapped:
+        _write(swap, "-1")
+    try:
+        _write(folder / "memory.limit_in_bytes", value)
+    except OSError as error:
+        if error.errno != errno.EBUSY:
+            raise
+        _write(folder / "memory.force_empty", "0")
+        _write(folder / "memory.limit_in_bytes", value)
+    if swapped and limit:
+        _write(swap, value)
+
+
+def _write(path: Path, value: str) -> None:
+    descriptor = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+    try:
+        os.write(descriptor, value.encode())
+    finally:
+        os.close(descriptor)
+
+
+def _keyed(path: Path) -> dict[str, int]:
+    """A cgroup file of `key value` lines (`memory.events`, `memory.oom_control`)."""
+    found = {}
+    for line in path.read_text().splitlines():
+        key, _, value = line.partition(" ")
+        found[key] = int(value)
+    return found
 
 
 def _children(folder: Path) -> list[Path]:

@@ -11,6 +11,13 @@ sandbox (always under `serve`; with `run --sandbox`), the network it gets, its l
   the memory and process limits; or, where no cgroup can be made, the process-wide
   `orphans` tracker.
 
+A confined attempt's memory limit is its own: its request's `memory_bytes` (its
+InstanceType's memory), or `Limits.memory_bytes` when the request names none
+(`Limits.with_memory`); the runner sets it on the slot's cgroup before the program starts
+(`SlotGroup.set_memory`). Where the slots have no memory controller (no cgroup delegation,
+not root, `tracking="subreaper"`), no memory limit is enforced, and the pool says so once
+in the log when it is made.
+
 Slots are made once, when the agent starts, and reused attempt after attempt: nothing is
 created per attempt.
 """
@@ -20,7 +27,7 @@ from __future__ import annotations
 import logging
 import os
 import queue
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
@@ -42,6 +49,11 @@ class Limits:
     max_processes: int = 0
     disk_bytes: int = 0
     """Bytes the attempt may write to its working directory, /tmp and mapped folders."""
+
+    def with_memory(self, requested: int) -> Limits:
+        """The limits of an attempt whose request asks for `requested` bytes of memory (its
+        InstanceType's; 0: these limits' own)."""
+        return replace(self, memory_bytes=requested) if requested > 0 else self
 
 
 @dataclass(frozen=True)
@@ -91,6 +103,15 @@ class SlotPool:
                 self._groups.append(group)
             self._free.put(Slot(index, self._user(index), group, orphans))
 
+        self.memory_limits = bool(self._groups) and all(
+            group.memory is not None for group in self._groups)
+        """Whether confined attempts' memory limits are enforced (every slot has a memory
+        controller)."""
+        if confinement.sandbox and not self.memory_limits:
+            _log.warning("memory limits are not enforced on this machine: %s; confined "
+                         "attempts may use any memory (see docs/security.md)",
+                         self._no_memory_because())
+
     @property
     def tracking(self) -> str:
         return "cgroup" if self.groups is not None else "subreaper"
@@ -109,6 +130,15 @@ class SlotPool:
         if self.groups is not None:
             self.groups.remove()
 
+    def _no_memory_because(self) -> str:
+        if self.confinement.tracking == "subreaper":
+            return "process_tracking is 'subreaper', so attempts get no cgroup"
+        if self.groups is None:
+            return ("this process may not make cgroups here (run as root, or in a cgroup "
+                    "delegated to it)")
+        return ("the slots' cgroups have no memory controller (cgroup v2: it is not "
+                "delegated to batchyard's cgroup; v1: no writable memory hierarchy)")
+
     def _cgroups(self, work_root: Path) -> Cgroups | None:
         groups = cgroups.available(work_root, self._controllers())
         if groups is None:
@@ -116,23 +146,21 @@ class SlotPool:
         killed = groups.kill_leftovers()
         if killed:
             _log.warning("killed %d process(es) left in the cgroups of an earlier engine", killed)
-        limits = self.confinement.limits
-        if self.confinement.sandbox and (limits.memory_bytes or limits.max_processes):
+        if self.confinement.sandbox:  # any confined attempt may bring a memory limit
             groups.enable_limits()
         return groups
 
     def _controllers(self) -> tuple[str, ...]:
-        """The v1 hierarchies worth their cost: memory for a memory limit, pids for a process
-        limit unless each slot has its own uid (RLIMIT_NPROC does it then), else pids to
-        track processes."""
+        """The v1 hierarchies worth their cost: for confined attempts memory (each may bring
+        its own memory limit), and pids for a process limit unless each slot has its own
+        uid (RLIMIT_NPROC does it then); for others, pids to track processes."""
         confinement = self.confinement
         if not confinement.sandbox:
             return ("pids",)
-        limits = confinement.limits
-        wanted = ["memory"] if limits.memory_bytes else []
-        if limits.max_processes and os.geteuid() != 0:
+        wanted = ["memory"]
+        if confinement.limits.max_processes and os.geteuid() != 0:
             wanted.append("pids")
-        return tuple(wanted) or ("pids",)
+        return tuple(wanted)
 
     def _group(self, index: int) -> SlotGroup | None:
         if self.groups is None:
@@ -142,8 +170,8 @@ class SlotPool:
             limits = self.confinement.limits
             processes = limits.max_processes if os.geteuid() != 0 else 0  # else RLIMIT_NPROC
             missing = group.limit(limits.memory_bytes, processes)
-            if missing and index == 0:
-                _log.warning("cgroup limits not available here: %s", ", ".join(missing))
+            if "pids" in missing and index == 0:  # memory: see __init__
+                _log.warning("cgroup limits not available here: pids")
         return group
 
     def _user(self, index: int) -> tuple[int, int] | None:

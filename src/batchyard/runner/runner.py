@@ -29,6 +29,7 @@ from batchyard.domain.attempt import AttemptRequest
 from batchyard.domain.outcome import ErrorCode, Outcome
 from batchyard.errors import BatchyardError, ObjectStoreError
 from batchyard.ports import ObjectStore
+from batchyard.runner.cgroups import MemoryCount
 from batchyard.runner.confinement import Limits
 from batchyard.runner.control import AttemptControl
 from batchyard.runner.diskguard import shared_guard
@@ -45,7 +46,7 @@ from batchyard.runner.staging import upload_outputs
 from batchyard.runner.workspace import Workspace, prepare_workspace, remove_workspace
 
 __all__ = ["NOT_STARTED", "AttemptControl", "RunnerSettings", "Verdict", "broken", "conclude",
-           "judge", "launch_failed", "run_attempt"]
+           "judge", "launch_failed", "memory_message", "memory_verdict", "run_attempt"]
 
 _log = logging.getLogger(__name__)
 
@@ -169,12 +170,15 @@ def _execute(request: AttemptRequest, objects: ObjectStore, control: AttemptCont
              settings: RunnerSettings, workspace: Workspace,
              layout: Layout | None = None) -> Verdict:
     launch = _launch(request, objects, control, settings, workspace, layout)
+    refused = _limit_memory(control, launch, layout is not None and settings.confinement.sandbox)
+    if refused is not None:
+        return refused
     shipper = None
     if layout is not None:
         shipper = LogShipper(objects, layout.logs, settings.log_interval,
                              workspace.folder).start()
     live = LiveLogs(objects, request, workspace, settings.log_interval).start()
-    kills = _memory_kills(control, launch)
+    memory = _memory_count(control, launch)
     guard = _guard_disk(control, settings, workspace, layout)
     try:
         end = run_program(launch, control)
@@ -185,7 +189,7 @@ def _execute(request: AttemptRequest, objects: ObjectStore, control: AttemptCont
             shared_guard().forget(guard)
         live.finish()
         problems = shipper.finish() if shipper is not None else []
-    verdict = (_limit_verdict(end, control, launch, kills)
+    verdict = (_limit_verdict(end, control, launch, memory, request.instance_type)
                or judge(end, request.timeout))
     if problems and not verdict.failed:
         return Verdict(verdict.exit_code, ErrorCode.UPLOAD,
@@ -215,7 +219,8 @@ def _launch(request: AttemptRequest, objects: ObjectStore, control: AttemptContr
         stdout=workspace.stdout, stderr=workspace.stderr, timeout=request.timeout,
         kill_grace=settings.kill_grace,
         wrapper=layout.wrapper if layout is not None else (),
-        limits=settings.confinement.limits if confined else Limits(),
+        limits=settings.confinement.limits.with_memory(request.memory_bytes) if confined
+        else Limits(),
         umask=0o002 if user is not None else -1)
 
 
@@ -228,16 +233,32 @@ def _guard_disk(control: AttemptControl, settings: RunnerSettings, workspace: Wo
     return shared_guard().watch(workspace.folder, limit, control.exceed_disk)
 
 
-def _memory_kills(control: AttemptControl, launch: Launch) -> int:
-    """How often the kernel killed a process of the slot for memory (with a memory limit)."""
+def _limit_memory(control: AttemptControl, launch: Launch, confined: bool) -> Verdict | None:
+    """Give a confined attempt's slot the attempt's own memory limit (no limit: none, so
+    not the previous attempt's), before its program starts; a verdict only if the kernel
+    refused it. (A slot without a memory controller enforces none: logged at start.)"""
+    slot = control.slot
+    if not confined or slot is None or slot.group is None:
+        return None
+    limit = launch.limits.memory_bytes
+    try:
+        slot.group.set_memory(limit)
+    except OSError as error:
+        return Verdict(None, ErrorCode.LAUNCH, f"cannot limit the attempt's memory to "
+                        f"{_size(limit)}: {error.strerror or error}")
+    return None
+
+
+def _memory_count(control: AttemptControl, launch: Launch) -> MemoryCount | None:
+    """The slot's memory counts, where the attempt runs under a memory limit."""
     slot = control.slot
     if not launch.limits.memory_bytes or slot is None or slot.group is None:
-        return 0
-    return slot.group.memory_kills()
+        return None
+    return slot.group.memory_count()
 
 
 def _limit_verdict(end: ProgramEnd, control: AttemptControl, launch: Launch,
-                   kills_before: int) -> Verdict | None:
+                   memory_before: MemoryCount | None, instance_type: str) -> Verdict | None:
     """A program killed for going past its disk or memory limit (None: it was not)."""
     code = exit_code(end.returncode)
     limits = launch.limits
@@ -248,10 +269,37 @@ def _limit_verdict(end: ProgramEnd, control: AttemptControl, launch: Launch,
     if limits.disk_bytes and code == _FILE_TOO_LARGE:
         return Verdict(code, ErrorCode.DISK, "killed writing a file larger than the disk "
                         f"limit of {limits.disk_bytes} bytes (SIGXFSZ)")
-    if end.cancelled or _memory_kills(control, launch) <= kills_before:
+    if memory_before is None or end.cancelled:
         return None
-    return Verdict(code, ErrorCode.MEMORY, "killed by the kernel: out of the memory limit "
-                    f"of {limits.memory_bytes} bytes")
+    return memory_verdict(end, memory_before, _memory_count(control, launch),
+                          limits.memory_bytes, instance_type)
+
+
+def memory_verdict(end: ProgramEnd, before: MemoryCount, after: MemoryCount | None,
+                   limit: int, instance_type: str) -> Verdict | None:
+    """MemoryLimitExceeded if the kernel's OOM killer acted in the attempt's cgroup while
+    its program ran (its counts `before` and `after`); None if it did not."""
+    if after is None or not after.oom_killed_since(before, end.returncode == -signal.SIGKILL):
+        return None
+    return Verdict(exit_code(end.returncode), ErrorCode.MEMORY,
+                   memory_message(limit, instance_type))
+
+
+def memory_message(limit: int, instance_type: str) -> str:
+    """Why the kernel killed the program, and what to do about it."""
+    if instance_type:
+        return (f"killed: used more than the {_size(limit)} of memory of its InstanceType "
+                f"{instance_type}; choose a larger InstanceType")
+    return (f"killed: used more than its memory limit of {_size(limit)}; choose an "
+            "InstanceType with more memory")
+
+
+def _size(count: int) -> str:
+    """4.0 GiB, 64.0 MiB, 512 bytes."""
+    for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if count >= size:
+            return f"{count / size:.1f} {unit}"
+    return f"{count} bytes"
 
 
 def judge(end: ProgramEnd, timeout: int) -> Verdict:
