@@ -228,7 +228,7 @@ def test_under_serve_the_agent_process_limits_memory_and_names_the_worker(
     probe = cgroups.available(settings.work_root, ("memory",))
     if probe is not None:
         probe.remove()
-    if probe is None or probe.version != 1 and not _v2_memory_delegable(probe):
+    if probe is None or (probe.version != 1 and not _v2_memory_delegable(probe)):
         pytest.skip("no memory cgroup this machine lets batchyard manage")
     recorder = ProcessRecorder()
     factory = wire.AgentFactory("batchyard.hosting:hosted_agent", (settings, True))

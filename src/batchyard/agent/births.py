@@ -20,7 +20,10 @@ and a `sh` exec'd per attempt. The spawner loop needs none of that:
 Fast-path attempts get no limits to set: the slots of `run` without `--sandbox` have no
 user, no memory or process limit (those come with the sandbox, which is the heavy path),
 and `runner._launch` gives an unsandboxed attempt no disk limit — so `runner.program`'s
-`_place` would set no rlimit for them either.
+`_place` would set no rlimit for them either. A request's own memory limit
+(`AttemptRequest.memory_bytes`, its InstanceType's) is the same: confined attempts only,
+set and judged by `run_attempt` (`SlotGroup.set_memory`, `MemoryCount`); the fast path
+neither writes nor reads a memory cgroup file.
 """
 
 from __future__ import annotations
