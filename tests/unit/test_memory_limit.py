@@ -4,8 +4,10 @@ processes are in tests/integration/test_memory_limit.py)."""
 
 from __future__ import annotations
 
+import errno
 import signal
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 
@@ -13,7 +15,8 @@ from batchyard.agent import wire
 from batchyard.domain.attempt import AttemptKey, AttemptRequest
 from batchyard.domain.outcome import ErrorCode, Outcome
 from batchyard.ports.agents import LeaseBatch, Report, batch_of
-from batchyard.runner.cgroups import MemoryCount
+from batchyard.runner import cgroups
+from batchyard.runner.cgroups import MemoryCount, SlotGroup
 from batchyard.runner.confinement import Limits
 from batchyard.runner.program import ProgramEnd
 from batchyard.runner.runner import memory_message, memory_verdict
@@ -108,3 +111,104 @@ def test_the_new_fields_cross_the_agent_process_channel() -> None:
     back = wire.from_agent(wire.encode(reported)[4:])  # the engine's restricted unpickler
     assert back == reported
 
+
+
+# ---- the slot's memory files (plain files standing in for a cgroup's; the real ones are
+# ---- written in tests/integration/test_memory_limit.py) -----------------------------------
+
+
+def fake_slot(tmp_path: Path, version: int, files: dict[str, str]) -> SlotGroup:
+    for name, content in files.items():
+        (tmp_path / name).write_text(content)
+    return SlotGroup([tmp_path], version)
+
+
+@pytest.fixture
+def writes(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str]]:
+    """Every cgroup file write, in order, as (file name, value)."""
+    done: list[tuple[str, str]] = []
+    original = cgroups._write
+
+    def record(path: Path, value: str) -> None:
+        done.append((path.name, value))
+        original(path, value)
+
+    monkeypatch.setattr(cgroups, "_write", record)
+    return done
+
+
+V1 = {"memory.limit_in_bytes": "9223372036854771712", "memory.memsw.limit_in_bytes":
+      "9223372036854771712", "memory.oom_control": "oom_kill_disable 0\nunder_oom 0\n"
+      "oom_kill 2\n", "memory.failcnt": "7"}
+
+
+def test_v1_lifts_memory_plus_swap_first_and_writes_only_a_changed_limit(
+        tmp_path: Path, writes: list[tuple[str, str]]) -> None:
+    slot = fake_slot(tmp_path, 1, V1)
+    assert slot.set_memory(64 * MIB)
+    assert writes == [("memory.memsw.limit_in_bytes", "-1"),
+                      ("memory.limit_in_bytes", str(64 * MIB)),
+                      ("memory.memsw.limit_in_bytes", str(64 * MIB))]
+    writes.clear()
+    assert slot.set_memory(64 * MIB) and writes == []  # the previous attempt's: unchanged
+    assert slot.set_memory(0)  # none: lifted, swap and all
+    assert writes == [("memory.memsw.limit_in_bytes", "-1"), ("memory.limit_in_bytes", "-1")]
+    assert slot.memory_count() == MemoryCount(2)
+
+
+def test_v1_without_swap_accounting_or_an_oom_kill_count(tmp_path: Path,
+                                                          writes: list[tuple[str, str]]) -> None:
+    slot = fake_slot(tmp_path, 1, {"memory.limit_in_bytes": "0", "memory.failcnt": "7",
+                                   "memory.oom_control": "oom_kill_disable 0\nunder_oom 0\n"})
+    assert slot.set_memory(GIB) and writes == [("memory.limit_in_bytes", str(GIB))]
+    assert slot.memory_count() == MemoryCount(None, 7)  # Linux before 4.13: failcnt
+
+
+def test_v1_drops_what_the_last_attempt_left_charged_when_the_kernel_cannot_reclaim_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    slot = fake_slot(tmp_path, 1, {"memory.limit_in_bytes": "0"})
+    done: list[tuple[str, str]] = []
+
+    def busy_once(path: Path, value: str) -> None:
+        done.append((path.name, value))
+        if done == [("memory.limit_in_bytes", value)]:  # the first write only
+            raise OSError(errno.EBUSY, "Device or resource busy")
+
+    monkeypatch.setattr(cgroups, "_write", busy_once)
+    assert slot.set_memory(64 * MIB)
+    assert done == [("memory.limit_in_bytes", str(64 * MIB)), ("memory.force_empty", "0"),
+                    ("memory.limit_in_bytes", str(64 * MIB))]
+
+
+def test_a_refused_limit_is_an_error_and_never_taken_for_set(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    slot = fake_slot(tmp_path, 2, {"memory.max": "max"})
+
+    def refuse(path: Path, value: str) -> None:
+        raise OSError(errno.EINVAL, "Invalid argument")
+
+    monkeypatch.setattr(cgroups, "_write", refuse)
+    with pytest.raises(OSError):
+        slot.set_memory(64 * MIB)
+    monkeypatch.undo()
+    assert slot.set_memory(64 * MIB)  # written now: the failed one was not remembered
+    assert (tmp_path / "memory.max").read_text() == str(64 * MIB)
+
+
+def test_v2_forbids_swap_under_a_limit_and_counts_oom_kills_in_memory_events(
+        tmp_path: Path, writes: list[tuple[str, str]]) -> None:
+    slot = fake_slot(tmp_path, 2, {"memory.max": "max", "memory.swap.max": "max",
+                                   "memory.events": "low 0\nhigh 0\nmax 12\noom 1\noom_kill 1\n"})
+    assert slot.set_memory(4 * GIB)
+    assert writes == [("memory.max", str(4 * GIB)), ("memory.swap.max", "0")]
+    assert slot.set_memory(0)
+    assert writes[2:] == [("memory.max", "max"), ("memory.swap.max", "max")]
+    assert slot.memory_count() == MemoryCount(1, 12)
+
+
+def test_a_slot_without_a_memory_controller_limits_nothing(tmp_path: Path) -> None:
+    slot = fake_slot(tmp_path, 2, {"cgroup.procs": ""})  # v2 without memory delegated
+    assert slot.memory is None
+    assert not slot.set_memory(64 * MIB)
+    assert slot.memory_count() is None
+    assert slot.limit(64 * MIB, 0) == ["memory"]

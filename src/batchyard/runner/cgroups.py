@@ -67,7 +67,8 @@ class MemoryCount:
     """Processes the OOM killer killed there: v2 `memory.events` `oom_kill`, v1
     `memory.oom_control` `oom_kill` (Linux 4.13 and later); None where it is not counted."""
     limit_hits: int = 0
-    """Times its usage reached the limit: v1 `memory.failcnt`, v2 `memory.events` `max`."""
+    """Times its usage reached the limit: v1 `memory.failcnt` (read only where `oom_kills`
+    is not counted), v2 `memory.events` `max`."""
 
     def oom_killed_since(self, before: MemoryCount, sigkilled: bool) -> bool:
         """Whether the OOM killer acted between `before` and this count. Where the kernel
@@ -221,11 +222,12 @@ class SlotGroup:
             if self.version == 2:
                 events = _keyed(folder / "memory.events")
                 return MemoryCount(events.get("oom_kill"), events.get("max", 0))
-            control = _keyed(folder / "memory.oom_control")
-            hits = int((folder / "memory.failcnt").read_text())
+            kills = _keyed(folder / "memory.oom_control").get("oom_kill")
+            if kills is not None:
+                return MemoryCount(kills)
+            return MemoryCount(None, int((folder / "memory.failcnt").read_text()))
         except (OSError, ValueError):
             return None
-        return MemoryCount(control.get("oom_kill"), hits)
 
     def _write_first(self, names: list[str], value: str) -> bool:
         for folder in self.folders:
