@@ -102,7 +102,6 @@ class SlotPool:
             if group is not None:
                 self._groups.append(group)
             self._free.put(Slot(index, self._user(index), group, orphans))
-
         self.memory_limits = bool(self._groups) and all(
             group.memory is not None for group in self._groups)
         """Whether confined attempts' memory limits are enforced (every slot has a memory
