@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from batchyard.domain.instance_types import Machine
 from batchyard.domain.states import State
 from batchyard.testing import Harness
 
@@ -95,3 +96,26 @@ def test_tenants_share_the_slots_by_their_weights() -> None:
     assert tenants.count(bob) == 4 and tenants.count(alice) == 2
     harness.finish(f"{bob}/work/0")  # bob's slot goes back to bob: 4 for 2 holds
     assert [r.key.job_id for r in harness.agent.running()].count(bob) == 4
+
+
+def test_strict_capacity_counts_each_instances_vcpu_and_memory() -> None:
+    machine = Machine(cpus=4, memory_bytes=16 << 30)
+    harness = Harness.build(slots=4, capacity="strict", machine=machine)
+    job_id = harness.submit(job(count=5))  # ecs.sn1.medium: 2 vCPU, 4 GiB
+    running = harness.agent.running()
+    assert len(running) == 2  # 4 CPUs hold two of them, whatever the slots
+    assert len({request.worker_id for request in running}) == 2
+    assert all(request.memory_bytes == 4 << 30 for request in running)
+    assert all(request.instance_type == "ecs.sn1.medium" for request in running)
+    harness.finish(f"{job_id}/work/0")
+    assert len(harness.agent.running()) == 2
+    harness.run_all()
+    assert harness.engine.fleet.left() is not None
+    assert harness.engine.fleet.left().vcpu == 4  # every instance gave its share back
+
+
+def test_slots_capacity_runs_as_many_as_the_slots() -> None:
+    machine = Machine(cpus=2, memory_bytes=8 << 30)
+    harness = Harness.build(slots=3, machine=machine)  # "slots": vCPU not counted
+    harness.submit(job(count=5))
+    assert len(harness.agent.running()) == 3

@@ -60,23 +60,21 @@ class Group:
 class AutoClusters:
     """The groups of the tasks on no cluster (used under the engine's lock)."""
 
-    def __init__(self, room: Callable[[], int], reserve: Callable[[str], bool],
+    def __init__(self, reserve: Callable[[str, GroupKey], bool],
                  unreserve: Callable[[str], None]) -> None:
-        self._room = room
-        """How many VMs the agents can hold in all."""
         self._reserve = reserve
-        """Keep a VM's share of the agents' room (False: no room left)."""
+        """Keep a VM of the task's share of the agents' room (False: no room left)."""
         self._unreserve = unreserve
         self._groups: dict[GroupKey, Group] = {}
         self._reserved: dict[GroupKey, Group] = {}
 
-    def worker(self, job_id: str, task: str, instance_count: int) -> tuple[str, str]:
-        """(cluster id, VM id) for the next instance of the task, its group made if new."""
+    def worker(self, job_id: str, task: str, size: Callable[[], int]) -> tuple[str, str]:
+        """(cluster id, VM id) for the next instance of the task, its group made if new
+        with `size()` VMs (at least one)."""
         group = self._groups.get((job_id, task))
         if group is None:
-            size = max(1, min(instance_count, self._room()))
             group = self._groups[job_id, task] = Group(
-                new_group_id(), {new_vm_id(): 0 for _ in range(size)})
+                new_group_id(), {new_vm_id(): 0 for _ in range(max(1, size()))})
         return group.id, group.pick()
 
     def landed(self, job_id: str, task: str, vm: str) -> None:
@@ -118,7 +116,7 @@ class AutoClusters:
         return {"autoclusters": len(self._groups), "reserved": len(self._reserved)}
 
     def _keep(self, key: GroupKey, group: Group) -> None:
-        kept = Group(group.id, {vm: 0 for vm in group.vms if self._reserve(vm)})
+        kept = Group(group.id, {vm: 0 for vm in group.vms if self._reserve(vm, key)})
         if kept.vms:
             self._reserved[key] = kept
 

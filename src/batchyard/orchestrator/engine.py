@@ -44,7 +44,7 @@ from batchyard.orchestrator import operations
 from batchyard.orchestrator.autoclusters import AutoClusters
 from batchyard.orchestrator.buckets import TenantBuckets
 from batchyard.orchestrator.caches import ReleasedJobs, SpecCache
-from batchyard.orchestrator.fleet import DEFAULT_POOL, Fleet, Leased, Order
+from batchyard.orchestrator.fleet import DEFAULT_POOL, Cost, Fleet, Leased, Order
 from batchyard.orchestrator.launching import LaunchQueues, attempt_request
 from batchyard.orchestrator.listeners import Deliveries, WaitWakeups
 from batchyard.orchestrator.settling import settle_job
@@ -148,12 +148,12 @@ class Engine:
         """Heartbeats (the agent, the leases it runs) and deaths (the agent, why) not applied
         yet, in the order they came: a restarted agent's first heartbeat follows the death
         of the process before it, and must be applied after it."""
-        self.fleet = Fleet(agents(self), clock())
+        strict = machine if capacity == "strict" else None
+        self.fleet = Fleet(agents(self), clock(),
+                           machine=_cost_of_machine(strict) if strict else None,
+                           cost_of=lambda request: _cost(catalogue.of(request.instance_type)))
         """The agents, the VMs they host and the attempts each holds."""
-        self._autoclusters = AutoClusters(
-            room=lambda: self.fleet.room()[1],
-            reserve=lambda vm: self.fleet.place(vm, RESERVED_POOL, held=True) is not None,
-            unreserve=self.fleet.remove)
+        self._autoclusters = AutoClusters(reserve=self._reserve_vm, unreserve=self.fleet.remove)
         """The VMs of the tasks on no cluster, one group per task."""
         self._tries: Counter[AttemptKey] = Counter()
         """Reports that were in a failed step, and how many failed steps they were in."""
@@ -691,7 +691,8 @@ class Engine:
         room = self.fleet.free_by_pool()
         for pool in sorted(room.keys() | queueing):
             queue = self._queues.of(pool)
-            picked = queue.take(tx, room[pool], running, now) if pool in room else []
+            admit = self._admission() if pool == DEFAULT_POOL else None
+            picked = queue.take(tx, room[pool], running, now, admit) if pool in room else []
             best = queue.heads(tx) if pool in queueing else {}
             launches = launching.launches[pool] = []
             for row in picked:
@@ -706,6 +707,23 @@ class Engine:
             if best:
                 launching.best[pool] = best
         return launching, starting
+
+    def _admission(self) -> Callable[[LaunchRow], bool] | None:
+        """In strict capacity, what admits instances on the agents' own slots while the
+        machine has their InstanceType's vCPU and memory left (None: not counted)."""
+        left = self.fleet.left()
+        if left is None:
+            return None
+        budget = [left]
+
+        def admit(row: LaunchRow) -> bool:
+            spec = self._spec(row.candidate.job_id)
+            cost = _cost(self.instance_type_of(spec, row.candidate.task))
+            if not cost.within(budget[0]):
+                return False
+            budget[0] -= cost
+            return True
+        return admit
 
     def _dispatch(self, launching: Launching, cancels: list[AttemptKey]) -> None:
         self.fleet.cancel(cancels)
@@ -730,6 +748,23 @@ class Engine:
         self._autoclusters.forget(job_id)
         self.fleet.forget(job_id)
 
+    def _reserve_vm(self, vm: str, key: tuple[str, str]) -> bool:
+        """Keep a VM of a failed task (ReserveOnFail): placed, idle, holding its room."""
+        spec = self._known_spec(key[0])
+        shape = self.catalogue.default if spec is None else self.instance_type_of(spec, key[1])
+        return self.fleet.place(vm, RESERVED_POOL, held=True, cost=_cost(shape)) is not None
+
+    def _group_size(self, spec: JobDescription, task: str) -> int:
+        """The VMs of a task's AutoCluster: min(InstanceCount, the agents' slots, and in
+        strict capacity how many of its InstanceType the machine holds)."""
+        size = min(spec.DAG.Tasks[task].InstanceCount, self.fleet.room()[1])
+        if self.capacity == "strict" and self.machine is not None:
+            shape = self.instance_type_of(spec, task)
+            whole = _cost_of_machine(self.machine)
+            size = min(size, int(min(whole.vcpu // max(shape.vcpu, 1),
+                                     whole.memory_mb // max(shape.memory_mb, 1))))
+        return size
+
     def _reserving(self, job_id: str, task: str) -> bool:
         """Whether the task's AutoCluster asks to keep its VMs when it fails."""
         spec = self._known_spec(job_id)
@@ -742,10 +777,12 @@ class Engine:
         task = known.spec.DAG.Tasks[candidate.task]
         cluster, worker = task.ClusterId, ""
         if not cluster:
-            cluster, worker = self._autoclusters.worker(candidate.job_id, candidate.task,
-                                                        task.InstanceCount)
+            cluster, worker = self._autoclusters.worker(
+                candidate.job_id, candidate.task,
+                lambda: self._group_size(known.spec, candidate.task))
+        shape = self.instance_type_of(known.spec, candidate.task)  # a VM's: see Fleet.lease
         return attempt_request(row, known, self.buckets.reachable(known.tenant), cluster,
-                               worker)
+                               worker, shape)
 
     def _known_spec(self, job_id: str) -> JobDescription | None:
         """The description of a job, or None if it was deleted (its late reports are moot)."""
@@ -813,3 +850,11 @@ def _attempt_end(key: AttemptKey, outcome: Outcome, now: float, retry_count: int
     ended = outcome.ended_at.timestamp() if outcome.ended_at else now
     return AttemptEnd(key, outcome, retry_count + 1 if verdict is Verdict.RETRY else retry_count,
                       ended, target=verdict.target, message=outcome.error_message)
+
+
+def _cost(shape: InstanceType) -> Cost:
+    return Cost(shape.vcpu, shape.memory_mb)
+
+
+def _cost_of_machine(machine: Machine) -> Cost:
+    return Cost(machine.cpus, machine.memory_bytes >> 20)

@@ -33,7 +33,7 @@ import itertools
 import math
 import time
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
@@ -57,6 +57,27 @@ Order = tuple[Any, ...]
 
 
 @dataclass(frozen=True)
+class Cost:
+    """What a VM (or an instance on an agent's own slots) takes of the machine, in strict
+    capacity: its InstanceType's vCPU and memory."""
+
+    vcpu: float = 0.0
+    memory_mb: int = 0
+
+    def within(self, left: Cost) -> bool:
+        return self.vcpu <= left.vcpu and self.memory_mb <= left.memory_mb
+
+    def __add__(self, other: Cost) -> Cost:
+        return Cost(self.vcpu + other.vcpu, self.memory_mb + other.memory_mb)
+
+    def __sub__(self, other: Cost) -> Cost:
+        return Cost(self.vcpu - other.vcpu, self.memory_mb - other.memory_mb)
+
+
+FREE = Cost()
+
+
+@dataclass(frozen=True)
 class Leased:
     """An attempt a member holds."""
 
@@ -73,6 +94,8 @@ class Leased:
     """The agent that runs it (whose reports count)."""
     worker: str = ""
     """The VM it runs on ("": the agent itself)."""
+    cost: Cost = FREE
+    """What it takes of the machine while held (strict capacity, agents' own slots)."""
 
 
 @dataclass
@@ -105,6 +128,10 @@ class _Member:
     ahead: int = 0
     """Leases it holds beyond its slots now (at most `queue`)."""
     draining: bool = False
+    cost: Cost = FREE
+    """What the VM takes of the machine (strict capacity)."""
+    instance_type: tuple[str, int] = ("", 0)
+    """A VM's InstanceType and memory in bytes (the limit of what runs on it)."""
     held: bool = False
     """Kept for a failed task (AutoCluster ReserveOnFail): it takes no lease."""
 
@@ -135,7 +162,13 @@ class Fleet:
     """The agents, their members and leases; used by the engine's loop thread, under its
     lock."""
 
-    def __init__(self, agents: Sequence[Agent], now: float) -> None:
+    def __init__(self, agents: Sequence[Agent], now: float, machine: Cost | None = None,
+                 cost_of: Callable[[AttemptRequest], Cost] | None = None) -> None:
+        """`machine`: in strict capacity, the vCPU and memory the VMs and the instances on
+        the agents' own slots share (None: not counted); `cost_of`: what an instance on
+        the agents' own slots takes of it."""
+        self._left = machine
+        self._cost_of = cost_of
         self._hosts: dict[str, _Host] = {}
         self._members: dict[str, _Member] = {}
         self._pools: dict[str, dict[str, _Member]] = {DEFAULT_POOL: {}}
@@ -189,13 +222,18 @@ class Fleet:
         return (sum(len(host.vms) for host in self._hosts.values()),
                 sum(host.info.slots for host in self._hosts.values()))
 
-    def place(self, vm_id: str, pool: str, held: bool = False) -> str | None:
-        """Place a VM of `pool` on the live agent with most room (None: none has room; it
-        waits). Placed already: where it is. `held`: it keeps its room and takes no lease
-        (a failed task's reserved VM) until `remove`d."""
+    def place(self, vm_id: str, pool: str, held: bool = False, cost: Cost = FREE,
+              instance_type: tuple[str, int] = ("", 0)) -> str | None:
+        """Place a VM of `pool` on the live agent with most room (None: none has room, or
+        in strict capacity the machine has not `cost` left; it waits). Placed already:
+        where it is. `held`: it keeps its room and takes no lease (a failed task's
+        reserved VM) until `remove`d. `instance_type`: its name and memory in bytes, the
+        limit of the instances it runs."""
         member = self._members.get(vm_id)
         if member is not None:
             return member.host_id
+        if self._left is not None and not cost.within(self._left):
+            return None
         roomy = [(host.info.slots - len(host.vms), host_id)
                  for host_id, host in self._hosts.items() if host.alive]
         free, host_id = max(roomy, default=(0, ""))
@@ -204,7 +242,10 @@ class Fleet:
         host = self._hosts[host_id]
         host.vms[vm_id] = None
         self._members[host_id].slots -= 1
-        self._add(vm_id, _Member(host, host_id, pool, 1, 0, worker=vm_id, held=held))
+        self._add(vm_id, _Member(host, host_id, pool, 1, 0, worker=vm_id, held=held, cost=cost,
+                                 instance_type=instance_type))
+        if self._left is not None:
+            self._left -= cost
         return host_id
 
     def remove(self, vm_id: str) -> None:
@@ -240,6 +281,8 @@ class Fleet:
                 del self._pools[member.pool]
             member.host.vms.pop(vm_id, None)
             self._members[member.host_id].slots += 1
+            if self._left is not None:
+                self._left += member.cost
         return done
 
     def load(self, pool: str) -> tuple[int, int]:
@@ -269,16 +312,30 @@ class Fleet:
         for member_id, member in self._pools.get(pool, {}).items():
             pairs = [(self._take(member_id, member, request, order), request)
                      for request, order in itertools.islice(queue, member.free())]
+            if pairs and member.instance_type[0]:
+                name, memory = member.instance_type
+                pairs = [(token, replace(request, instance_type=name, memory_bytes=memory))
+                         for token, request in pairs]
             if pairs:
                 member.host.handle.lease(batch_of(pairs, member.worker))
 
     def _take(self, member_id: str, member: _Member, request: AttemptRequest,
               order: Order) -> int:
         token = next(self._tokens)
+        cost = FREE
+        if self._left is not None and self._cost_of is not None and not member.worker:
+            cost = self._cost_of(request)
+            self._left -= cost
         leased = Leased(request.key, request.retry_count, member_id, request.tenant, order,
-                        host=member.host_id, worker=member.worker or request.worker_id)
+                        host=member.host_id, worker=member.worker or request.worker_id,
+                        cost=cost)
         self._hold(token, leased, member)
         return token
+
+    def left(self) -> Cost | None:
+        """What the machine has left for instances on the agents' own slots (strict
+        capacity; None: not counted)."""
+        return self._left
 
     def recall(self, best: Mapping[str, Mapping[str, Order]]) -> None:
         """Take back the leases waiting in an agent's queue that a tenant's `best` instance
@@ -313,6 +370,8 @@ class Fleet:
             member.tokens.pop(token, None)
         _less(self._running_tasks, (leased.key.job_id, leased.key.task))
         _less(self._running_tenants, leased.tenant)
+        if self._left is not None:
+            self._left += leased.cost
         if token in self._recalled:
             self._recalled.discard(token)
             return replace(leased, recalled=True)
@@ -329,6 +388,8 @@ class Fleet:
         member = self._members.get(leased.agent)
         if member is not None:
             self._hold(token, replace(leased, recalled=False), member)
+            if self._left is not None:
+                self._left -= leased.cost
             if leased.recalled:
                 self._recalled.add(token)
 

@@ -10,10 +10,11 @@ shared between tenants by `domain.scheduling.fair_share`.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
 from batchyard.domain.attempt import AttemptKey, AttemptRequest, BucketAccess, PathMapping
+from batchyard.domain.instance_types import InstanceType
 from batchyard.domain.scheduling import Candidate, fair_share
 from batchyard.domain.spec import TaskDescription
 from batchyard.orchestrator.caches import KnownJob
@@ -78,10 +79,11 @@ class LaunchQueue:
     def _generation(self) -> int:
         return self._queues.generation
 
-    def take(self, tx: StateTransaction, free: int, running: Mapping[str, int], now: float
-             ) -> list[LaunchRow]:
+    def take(self, tx: StateTransaction, free: int, running: Mapping[str, int], now: float,
+             admit: Callable[[LaunchRow], bool] | None = None) -> list[LaunchRow]:
         """Up to `free` instances to launch now, shared fairly between tenants given what
-        each runs; marked Running in `tx` (StaleLaunchQueue if one was not Waiting)."""
+        each runs, each `admit`ted (in launch order: strict capacity); marked Running in
+        `tx` (StaleLaunchQueue if one was not Waiting)."""
         rows = self._rows
         stale = self._fetched_at != self._generation
         if stale or self._short(rows, free):
@@ -95,6 +97,11 @@ class LaunchQueue:
         for candidate in picked:
             taken[candidate.tenant] = taken.get(candidate.tenant, 0) + 1
         chosen = _chosen(rows, taken)
+        if admit is not None:
+            admitted = [row for row in chosen if admit(row)]
+            if len(admitted) < len(chosen):
+                self._queues.invalidate()  # those not admitted wait: fetch them again
+            chosen = admitted
         self._used += len(chosen)
         if not tx.mark_running(chosen, now):
             raise StaleLaunchQueue("an instance of the launch queue was no longer Waiting")
@@ -135,10 +142,11 @@ def _chosen(rows: dict[str, list[LaunchRow]], taken: dict[str, int]) -> list[Lau
 
 
 def attempt_request(row: LaunchRow, known: KnownJob, buckets: tuple[BucketAccess, ...],
-                    cluster_id: str, worker_id: str = "") -> AttemptRequest:
+                    cluster_id: str, worker_id: str = "", shape: InstanceType | None = None
+                    ) -> AttemptRequest:
     """The attempt the launch of `row` hands to an agent, on cluster `cluster_id` (a
     ClusterId, or the task's AutoCluster group) and VM `worker_id` ("": the one the agent
-    leases to)."""
+    leases to), limited to the memory of `shape` (its InstanceType) where confined."""
     candidate: Candidate = row.candidate
     task = known.spec.DAG.Tasks[candidate.task]
     parameters = task.Parameters
@@ -156,6 +164,8 @@ def attempt_request(row: LaunchRow, known: KnownJob, buckets: tuple[BucketAccess
         retry_count=row.retry_count,
         tenant=known.tenant, buckets=buckets,
         cluster_id=cluster_id, worker_id=worker_id,
+        memory_bytes=shape.memory_bytes if shape else 0,
+        instance_type=shape.name if shape else "",
         inputs=inputs, outputs=outputs, logs=logs,
     )
 
