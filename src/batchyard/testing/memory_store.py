@@ -19,7 +19,7 @@ import json
 import threading
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
@@ -61,6 +61,7 @@ from batchyard.ports.store import (
     TaskRow,
     given,
 )
+from batchyard.testing.memory_clusters import ClusterTables, MemoryClusterWrites
 
 
 def _time(value: float | None) -> datetime | None:
@@ -109,12 +110,15 @@ AttemptSlot = tuple[str, int, int]
 class _Job:
     """One job's rows. A committed `_Job` is never changed: a transaction writes a copy."""
 
-    __slots__ = ("attempts", "description", "instances", "row", "tasks")
+    __slots__ = ("attempts", "clusters", "description", "instances", "row", "tasks")
 
     def __init__(self, row: JobRow, description: str, tasks: dict[str, TaskRow],
                  instances: dict[InstanceKey, _Instance],
-                 attempts: dict[AttemptSlot, AttemptRecord]) -> None:
+                 attempts: dict[AttemptSlot, AttemptRecord],
+                 clusters: Mapping[str, str] | None = None) -> None:
         self.row = row
+        self.clusters: Mapping[str, str] = clusters or {}
+        """Task name -> its ClusterId ("" for none): `tasks.cluster_id` of the SQL store."""
         self.description = description
         """The description as JSON text, as the SQL store keeps it (each read parses it)."""
         self.tasks = tasks
@@ -123,7 +127,7 @@ class _Job:
 
     def copy(self) -> _Job:
         return _Job(self.row, self.description, dict(self.tasks), dict(self.instances),
-                    dict(self.attempts))
+                    dict(self.attempts), self.clusters)
 
     def task_instances(self, task: TaskRow) -> Iterator[_Instance]:
         """The task's instances by instance id (ids are 0 … InstanceCount - 1)."""
@@ -170,11 +174,12 @@ class _Tables:
     tokens: Mapping[tuple[str, str, str], tuple[str, str]]
     """(tenant, kind, token) -> (digest, job id)."""
     events_made: int = 0
+    clusters: ClusterTables = field(default_factory=ClusterTables)
 
 
 # ---- the transaction -----------------------------------------------------------------------
 
-class MemoryTransaction:
+class MemoryTransaction(MemoryClusterWrites):
     """All writes of one step or operation, on a draft of the store's tables (see module)."""
 
     def __init__(self, tables: _Tables) -> None:
@@ -185,12 +190,17 @@ class MemoryTransaction:
         self._buckets = dict(tables.buckets)
         self._tokens = dict(tables.tokens)
         self._made = tables.events_made
+        self._open_clusters(tables.clusters)
         self._pending: list[_Event] = []
         self._flushed: list[_Event] = []
 
     def tables(self) -> _Tables:
         """The draft as the tables to commit."""
-        return _Tables(self._jobs, self._events, self._buckets, self._tokens, self._made)
+        return _Tables(self._jobs, self._events, self._buckets, self._tokens, self._made,
+                       self._cluster_tables())
+
+    def _job_clusters(self) -> Iterator[tuple[JobRow, Mapping[str, str]]]:
+        return ((job.row, job.clusters) for job in self._jobs.values())
 
     def _write(self, job_id: str) -> _Job | None:
         """The job's draft rows, copied from the committed ones on the first write."""
@@ -250,7 +260,9 @@ class MemoryTransaction:
                      for index in range(task.InstanceCount)}
         if new.job_id in self._jobs:
             raise ValueError(f"job {new.job_id} exists already")
-        self._jobs[new.job_id] = _Job(row, json.dumps(spec.echo()), tasks, instances, {})
+        self._jobs[new.job_id] = _Job(row, json.dumps(spec.echo()), tasks, instances, {},
+                                      {name: task.ClusterId
+                                       for name, task in spec.DAG.Tasks.items()})
         self._mine.add(new.job_id)
         self.event(new.job_id, "job", "", State.WAITING, new.now, message="submitted")
 
