@@ -98,6 +98,8 @@ class SqlClusterWrites:
         self.connection.execute(clusters.delete().where(clusters.c.id == cluster_id))
 
     def active_jobs_on_cluster(self, cluster_id: str) -> list[str]:
+        if not cluster_id:
+            return []
         found = self.connection.execute(
             select(tasks.c.job_id).distinct()
             .join(jobs, jobs.c.id == tasks.c.job_id)

@@ -92,6 +92,8 @@ class MemoryClusterWrites:
         self._clusters.pop(cluster_id, None)
 
     def active_jobs_on_cluster(self, cluster_id: str) -> list[str]:
+        if not cluster_id:
+            return []
         return sorted(row.id for row, task_clusters in self._job_clusters()
                       if row.state in ACTIVE and cluster_id in task_clusters.values())
 
