@@ -94,7 +94,7 @@ def test_a_new_cluster_has_pending_vms_for_each_group(service: Service) -> None:
 
 def test_scaling_up_adds_pending_vms_and_down_sheds_pending_first(service: Service) -> None:
     cluster_id = service.create(g1=2)
-    first, second = (vm.id for vm in service.vms(cluster_id))
+    first, _ = (vm.id for vm in service.vms(cluster_id))
     service.move(first, VMState.STARTING, VMState.RUNNING)
     service.resize(cluster_id, g1=4)
     assert service.states(cluster_id) == [VMState.RUNNING] + [VMState.PENDING] * 3
