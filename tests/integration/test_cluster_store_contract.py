@@ -202,3 +202,38 @@ def test_active_jobs_on_a_cluster(store: StateStore) -> None:
         assert tx.move_job("job-1", State.STOPPED, 1001.0)
     with store.transaction() as tx:
         assert tx.active_jobs_on_cluster("cls-1") == ["job-3"]
+
+
+def test_a_bulk_move_moves_only_what_the_table_allows(store: StateStore) -> None:
+    with store.transaction() as tx:
+        tx.add_vms([vm("i-1"), vm("i-2", state=VMState.RUNNING),
+                    vm("i-3", state=VMState.DELETING), vm(f"i-{'9' * 3}")])
+        moved = tx.move_vms(["i-1", "i-2", "i-3", "i-gone", "i-1"], VMState.DELETING, 1005.0,
+                            reason="")
+        assert moved == ["i-1", "i-2"]  # i-3 is Deleting already, i-gone is not there
+        assert tx.move_vms([], VMState.DELETING, 1005.0) == []
+    with store.transaction() as tx:
+        first = tx.vm("i-1")
+        assert first is not None and (first.state, first.updated, first.reason) == (
+            VMState.DELETING, 1005.0, "")
+        assert tx.move_vms(["i-1", "i-999"], VMState.DELETED, 1006.0) == ["i-1"]
+        assert [v.id for v in tx.vms()] == ["i-2", "i-3", "i-999"]
+
+
+def test_a_bulk_move_of_many_vms(store: StateStore) -> None:
+    ids = [f"i-{index:05d}" for index in range(1234)]
+    with store.transaction() as tx:
+        tx.add_vms([vm(vm_id) for vm_id in ids])
+        assert tx.move_vms(ids, VMState.DELETING, 1001.0) == ids
+        assert tx.move_vms(ids[::2], VMState.DELETED, 1002.0) == ids[::2]
+        assert [v.id for v in tx.vms()] == ids[1::2]
+
+
+def test_vms_are_counted_per_group_and_state(store: StateStore) -> None:
+    with store.transaction() as tx:
+        tx.add_vms([vm("i-1"), vm("i-2"), vm("i-3", state=VMState.RUNNING),
+                    vm("i-4", group="g2", state=VMState.DELETING),
+                    vm("i-5", cluster_id="cls-2")])
+        assert tx.vm_counts("cls-1") == {
+            "g1": {VMState.PENDING: 2, VMState.RUNNING: 1}, "g2": {VMState.DELETING: 1}}
+        assert tx.vm_counts("cls-9") == {}

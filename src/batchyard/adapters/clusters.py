@@ -12,7 +12,7 @@ import json
 from collections.abc import Collection, Sequence
 from typing import Any
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, func, select
 from sqlalchemy.engine import Row
 from sqlalchemy.exc import IntegrityError
 
@@ -25,6 +25,7 @@ from batchyard.domain.clusters import (
     VMState,
     check_cluster_move,
     check_vm_move,
+    vm_sources,
 )
 from batchyard.domain.states import ACTIVE
 from batchyard.errors import TokenTaken
@@ -146,8 +147,37 @@ class SqlClusterWrites:
             vms.update().where(*where).values(state=target.value, updated=now, **fields)
         ).rowcount)
 
+    def move_vms(self, vm_ids: Sequence[str], target: VMState, now: float, *,
+                 reason: str | Keep = KEEP) -> list[str]:
+        sources = sorted(source.value for source in vm_sources(target))
+        ids = sorted(set(vm_ids))
+        moved: list[str] = []
+        for start in range(0, len(ids), MOST_IDS):
+            where = (vms.c.id.in_(ids[start:start + MOST_IDS]), vms.c.state.in_(sources))
+            found = list(self.connection.execute(select(vms.c.id).where(*where)).scalars())
+            if found and target is VMState.DELETED:
+                self.connection.execute(vms.delete().where(*where))
+            elif found:
+                self.connection.execute(vms.update().where(*where).values(
+                    state=target.value, updated=now, **given(reason=reason)))
+            moved += found
+        return moved
+
+    def vm_counts(self, cluster_id: str) -> dict[str, dict[VMState, int]]:
+        counts: dict[str, dict[VMState, int]] = {}
+        for group, state, count in self.connection.execute(
+                select(vms.c.group_name, vms.c.state, func.count())
+                .where(vms.c.cluster_id == cluster_id)
+                .group_by(vms.c.group_name, vms.c.state)):
+            counts.setdefault(group, {})[VMState(state)] = count
+        return counts
+
     def remove_vm(self, vm_id: str) -> None:
         self.connection.execute(vms.delete().where(vms.c.id == vm_id))
+
+
+MOST_IDS = 500
+"""VM ids sent in one IN list."""
 
 
 def _logs(current: ClusterRow, logs: Sequence[str]) -> str:

@@ -110,9 +110,10 @@ def reconcile(tx: ClusterTransaction, cluster_id: str, now: float,
         have, want = live.get(group, []), desired.get(group, 0)
         if len(have) < want:
             done.added[group] = _add_vms(tx, row, group, want - len(have), now)
-        for vm_id in surplus(have, want, busy):
-            retire(tx, vm_id, now)
-            done.shed.setdefault(group, []).append(vm_id)
+        by_id = {vm.id: vm for vm in have}
+        shed = [by_id[vm_id] for vm_id in surplus(have, want, busy)]
+        if shed:
+            done.shed[group] = retire(tx, shed, now)
     logs = [log_line(now, group, f"{len(ids)} VM(s) added, Pending") for group, ids in
             done.added.items()]
     logs += [log_line(now, group, f"{len(ids)} VM(s) shed") for group, ids in done.shed.items()]
@@ -130,16 +131,13 @@ def _add_vms(tx: ClusterTransaction, row: ClusterRow, group: str, count: int,
     return [vm.id for vm in rows]
 
 
-def retire(tx: ClusterTransaction, vm_id: str, now: float) -> bool:
-    """Move a VM to Deleting; one never placed on a host (Pending) is removed at once (it
-    has nothing to drain). False if it was gone or leaving already."""
-    vm = tx.vm(vm_id)
-    if vm is None or vm.state not in LIVE_VM_STATES:
-        return False
-    moved = tx.move_vm(vm_id, VMState.DELETING, now, reason="")
-    if moved and vm.state is VMState.PENDING:
-        tx.move_vm(vm_id, VMState.DELETED, now)
-    return moved
+def retire(tx: ClusterTransaction, vms: Sequence[VMRow], now: float) -> list[str]:
+    """Move these VMs to Deleting; those never placed on a host (Pending) are removed at
+    once (they have nothing to drain). The ids of those that were live, in `vms`' order."""
+    moved = set(tx.move_vms([vm.id for vm in vms], VMState.DELETING, now, reason=""))
+    tx.move_vms([vm.id for vm in vms if vm.id in moved and vm.state is VMState.PENDING],
+                VMState.DELETED, now)
+    return [vm.id for vm in vms if vm.id in moved]
 
 
 def finish_deletions(tx: ClusterTransaction) -> list[str]:
@@ -258,7 +256,7 @@ class Clusters:
             vm = _owned_vm(tx, cluster_id, group, vm_id, tenant)
             row = _owned(tx, cluster_id, tenant)
             _refuse_leaving(vm)
-            retire(tx, vm_id, now)
+            retire(tx, [vm], now)
             wanted = row.description.Groups[group].DesiredVMCount
             smaller = merge(row.description, ClusterChange.model_validate(
                 {"Groups": {group: {"DesiredVMCount": max(wanted - 1, 0)}}}))
@@ -275,7 +273,7 @@ class Clusters:
             vm = _owned_vm(tx, cluster_id, group, vm_id, tenant)
             _refuse_deleting(_owned(tx, cluster_id, tenant))
             _refuse_leaving(vm)
-            retire(tx, vm_id, now)
+            retire(tx, [vm], now)
             tx.change_cluster(cluster_id, logs=[log_line(now, group, f"VM {vm_id} recreated")])
             reconcile(tx, cluster_id, now, self.busy(cluster_id))
         self.changed()
@@ -374,10 +372,8 @@ def _change_logs(now: float, before: ClusterDescription, change: ClusterChange) 
 
 
 def _status(tx: ClusterTransaction, row: ClusterRow) -> ClusterStatus:
-    counts: dict[str, Counter[VMState]] = defaultdict(Counter)
-    for vm in tx.vms(row.id):
-        counts[vm.group][vm.state] += 1
-    return ClusterStatus(row, dict(counts))
+    return ClusterStatus(row, {group: Counter(counts)
+                               for group, counts in tx.vm_counts(row.id).items()})
 
 
 def _page(items: list[Item], marker: str, limit: int, key: Callable[[Item], str]

@@ -124,6 +124,17 @@ class ClusterTransaction(Protocol):
         the row."""
         ...
 
+    def move_vms(self, vm_ids: Sequence[str], target: VMState, now: float, *,
+                 reason: str | Keep = ...) -> list[str]:
+        """Move each of these VMs whose state the VM table allows to `target` (the others
+        are left as they are: a bulk move selects its rows); the ids it moved. Moving to
+        Deleted removes the rows."""
+        ...
+
+    def vm_counts(self, cluster_id: str) -> dict[str, dict[VMState, int]]:
+        """The cluster's VMs per group and state (groups with none left out)."""
+        ...
+
     def remove_vm(self, vm_id: str) -> None:
         """Delete the VM's row, whatever its state."""
         ...

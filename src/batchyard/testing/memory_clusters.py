@@ -14,6 +14,7 @@ from batchyard.domain.clusters import (
     VMState,
     check_cluster_move,
     check_vm_move,
+    vm_sources,
 )
 from batchyard.domain.states import ACTIVE
 from batchyard.errors import TokenTaken
@@ -130,6 +131,27 @@ class MemoryClusterWrites:
             host=host, ip_address=ip_address, host_name=host_name, error_code=error_code,
             error_message=error_message, reason=reason))
         return True
+
+    def move_vms(self, vm_ids: Sequence[str], target: VMState, now: float, *,
+                 reason: str | Keep = KEEP) -> list[str]:
+        sources = vm_sources(target)
+        moved = sorted(vm_id for vm_id in set(vm_ids)
+                       if vm_id in self._vms and self._vms[vm_id].state in sources)
+        for vm_id in moved:
+            if target is VMState.DELETED:
+                del self._vms[vm_id]
+            else:
+                self._vms[vm_id] = replace(self._vms[vm_id], state=target, updated=now,
+                                           **given(reason=reason))
+        return moved
+
+    def vm_counts(self, cluster_id: str) -> dict[str, dict[VMState, int]]:
+        counts: dict[str, dict[VMState, int]] = {}
+        for vm in self._vms.values():
+            if vm.cluster_id == cluster_id:
+                group = counts.setdefault(vm.group, {})
+                group[vm.state] = group.get(vm.state, 0) + 1
+        return counts
 
     def remove_vm(self, vm_id: str) -> None:
         self._vms.pop(vm_id, None)
