@@ -182,13 +182,13 @@ def _reversed(text: str) -> tuple[int, ...]:
 class _Model(BaseModel):
     """Fields are named as on the wire; unknown fields are kept and echoed back."""
 
-    model_config = ConfigDict(extra="allow", populate_by_name=True)
+    model_config = ConfigDict(extra="allow", populate_by_name=True, defer_build=True)
 
 
 class _Change(BaseModel):
     """Only the fields named here may be sent (anything else cannot be changed)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
 
 Price = StrictFloat | StrictInt
