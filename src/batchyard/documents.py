@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
 
+from batchyard.domain.pending import Pending
 from batchyard.domain.records import InstanceRecord, JobRecord, TaskRecord
 
 
@@ -45,6 +46,7 @@ def task_view(task: TaskRecord) -> dict[str, Any]:
     return {
         "TaskName": task.name, "State": task.state.value, "StartTime": time_text(task.started),
         "EndTime": time_text(task.ended), "InstanceMetrics": task.instance_metrics.as_api(),
+        **_pending(task.pending),
     }
 
 
@@ -56,5 +58,10 @@ def instance_view(instance: InstanceRecord) -> dict[str, Any]:
         "StdoutRedirectPath": instance.stdout_path, "StderrRedirectPath": instance.stderr_path,
         "Result": {"ExitCode": instance.exit_code, "ErrorCode": instance.error_code,
                    "ErrorMessage": instance.error_message, "Detail": instance.detail},
-        "Error": {}, "Outputs": {}, "NodeIp": instance.node,
+        "Error": {}, "Outputs": {}, "NodeIp": instance.node, **_pending(instance.pending),
     }
+
+
+def _pending(reason: Pending | None) -> dict[str, Any]:
+    """`PendingReason` (an extra field the official SDK ignores), when there is one."""
+    return {} if reason is None else {"PendingReason": reason.as_api()}

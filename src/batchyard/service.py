@@ -61,7 +61,8 @@ def open_engine(settings: Settings, serving: bool = False) -> Engine:
         store = SqlStore(settings.resolved_database_url)
         releases.insert(0, store.claim())
         engine = Engine(store, objects, agents_for(settings, serving),
-                        closers=tuple(releases), grants=bucket_grants(settings))
+                        closers=tuple(releases), grants=bucket_grants(settings),
+                        weights=settings.tenant_weights)
         started = engine.start(abandon=not serving)
     except BaseException:
         for release in releases:

@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 GIB = 1 << 30
@@ -99,6 +99,10 @@ class Settings(BaseSettings):
     bucket_grants: dict[str, BucketGrant] = Field(
         default_factory=dict, description="bucket -> {owner, read: [tenants], write: "
         "[tenants]}; other buckets belong to the tenant that uses them first")
+    tenant_weights: dict[str, PositiveFloat] = Field(
+        default_factory=dict, description="tenant -> its share of the slots when tenants "
+        "compete (default 1 each): a tenant of weight 2 gets twice the slots of one of "
+        "weight 1 while both have work waiting")
 
     allow_missing_nonce: bool = Field(
         default=False, description="Accept signed requests without x-acs-signature-nonce "

@@ -81,3 +81,14 @@ def test_fair_share_with_one_tenant_is_batchcompute_order() -> None:
     queue = sorted(tenant_queue("alice", "job-b", 3, age=1) + tenant_queue("alice", "job-a", 2),
                    key=Candidate.order_key)
     assert fair_share({"alice": queue}, {"alice": 7}, 4) == queue[:4]
+
+
+def test_fair_share_gives_a_tenant_of_weight_two_twice_the_slots() -> None:
+    alice = tenant_queue("alice", "job-a", 50)
+    bob = tenant_queue("bob", "job-b", 50, age=60)
+    picked = fair_share({"alice": alice, "bob": bob}, {}, 9, {"bob": 2.0})
+    assert [c.tenant for c in picked].count("bob") == 6
+    assert [c.tenant for c in picked].count("alice") == 3
+    # what runs counts against the weight too: bob runs 6 already, alice 0
+    picked = fair_share({"alice": alice, "bob": bob}, {"bob": 6}, 3, {"bob": 2.0})
+    assert [c.tenant for c in picked] == ["alice", "alice", "alice"]

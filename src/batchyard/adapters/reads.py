@@ -297,7 +297,8 @@ def instance_record(row: Row[Any]) -> InstanceRecord:
 def attempt_record(row: Row[Any]) -> AttemptRecord:
     return AttemptRecord(row.job_id, row.task, row.instance_id, row.attempt,
                          to_time(row.started), to_time(row.ended), row.exit_code,
-                         row.error_code, row.error_message, row.stdout_path, row.stderr_path)
+                         row.error_code, row.error_message, row.stdout_path, row.stderr_path,
+                         row.worker)
 
 
 def event_record(row: Row[Any]) -> EventRecord:

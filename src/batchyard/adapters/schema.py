@@ -108,8 +108,10 @@ attempts = Table(
     Column("error_message", Text, nullable=False, default=""),
     Column("stdout_path", Text, nullable=False, default=""),
     Column("stderr_path", Text, nullable=False, default=""),
+    Column("worker", String(40), nullable=False, default="", server_default=""),
     ForeignKeyConstraint(["job_id"], ["jobs.id"], ondelete="CASCADE"),
 )
+"""One row per ended attempt; `worker`: the VM it ran on."""
 
 events = Table(
     "events", metadata,

@@ -457,7 +457,8 @@ class StoreTransaction(SqlClusterWrites):
         rows = [row for row in self.connection.execute(*_of_tasks(_TASK_ROWS, job_id, names))
                 if names is None or row.name in names]
         return [TaskRow(row.job_id, row.name, State(row.state), row.ready, row.instance_count,
-                        row.max_retry_count, row.started, row.ended) for row in rows]
+                        row.max_retry_count, row.started, row.ended, row.cluster_id)
+                for row in rows]
 
     def instance_counts(self, job_id: str, names: Collection[str] | None = None
                         ) -> dict[str, Metrics]:
@@ -500,7 +501,8 @@ class StoreTransaction(SqlClusterWrites):
 
     # ---- instances -----------------------------------------------------------------------
 
-    def launch_rows(self, limit: int, most_jobs: int | None = None) -> list[LaunchRow]:
+    def launch_rows(self, limit: int, most_jobs: int | None = None, cluster_id: str = ""
+                    ) -> list[LaunchRow]:
         """Waiting instances of ready tasks of active jobs, in launch order: of each tenant,
         at most `limit`, from at most `most_jobs` of its jobs that have any (None: no such
         bound).
@@ -520,7 +522,7 @@ class StoreTransaction(SqlClusterWrites):
             if job.tenant in full:
                 continue
             mine = rows.setdefault(job.tenant, [])
-            found = self._waiting_of(job, limit - len(mine))
+            found = self._waiting_of(job, limit - len(mine), cluster_id)
             mine += found
             jobs_with_rows[job.tenant] += bool(found)
             if len(mine) >= limit or jobs_with_rows[job.tenant] == most_jobs:
@@ -530,15 +532,17 @@ class StoreTransaction(SqlClusterWrites):
         return sorted((row for mine in rows.values() for row in mine),
                       key=lambda row: row.candidate.order_key())
 
-    def _waiting_of(self, job: Any, limit: int) -> list[LaunchRow]:
-        """The first `limit` waiting instances of ready tasks of `job` (an active-jobs row)."""
+    def _waiting_of(self, job: Any, limit: int, cluster_id: str) -> list[LaunchRow]:
+        """The first `limit` waiting instances of ready tasks on `cluster_id` of `job` (an
+        active-jobs row)."""
         created = to_time(job.created) or _EPOCH
         return [LaunchRow(Candidate(job.id, job.priority, created, row.task, row.instance_id,
                                     job.tenant),
                           row.attempts, row.retry_count,
                           State.WAITING.value in (row.task_state, job.state))
                 for row in self.connection.execute(
-                    _WAITING_OF_JOB, {"b_job": job.id, "b_limit": limit})]
+                    _WAITING_OF_JOB, {"b_job": job.id, "b_limit": limit,
+                                      "b_cluster": cluster_id})]
 
     def has_active_instances(self, job_id: str, task: str) -> bool:
         """Whether some instance of the task is still Waiting or Running (index lookup)."""
@@ -703,7 +707,7 @@ _WAITING_OF_JOB = (
            instances.c.retry_count, tasks.c.state.label("task_state"))
     .join(tasks, (tasks.c.job_id == instances.c.job_id) & (tasks.c.name == instances.c.task))
     .where(instances.c.state == State.WAITING.value, instances.c.job_id == bindparam("b_job"),
-           tasks.c.ready)
+           tasks.c.ready, tasks.c.cluster_id == bindparam("b_cluster"))
     .order_by(instances.c.task, instances.c.instance_id)
     .limit(bindparam("b_limit")))
 _ACTIVE_INSTANCE = select(instances.c.instance_id).where(
@@ -814,7 +818,7 @@ def _attempt_values(key: AttemptKey, outcome: Outcome) -> dict[str, Any]:
         "ended": outcome.ended_at.timestamp() if outcome.ended_at else None,
         "exit_code": outcome.exit_code, "error_code": outcome.error_code.value,
         "error_message": outcome.error_message, "stdout_path": outcome.stdout_path,
-        "stderr_path": outcome.stderr_path,
+        "stderr_path": outcome.stderr_path, "worker": outcome.worker,
     }
 
 

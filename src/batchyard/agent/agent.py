@@ -101,7 +101,7 @@ class LocalAgent:
         leased = self._leased
         attempts = []
         for lease, request in batch.requests():
-            if request.worker_id != worker:
+            if not request.worker_id:
                 # `requests()` builds each request afresh, and nothing else has seen it yet:
                 # name the worker in place (`dataclasses.replace` would build it again).
                 object.__setattr__(request, "worker_id", worker)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
@@ -38,7 +39,8 @@ def list_tasks(job_id: str, query: Annotated[ListQuery, Query()], caller: Caller
         names = {name for name, task in tasks.items()
                  if task.get("ClusterId") == query.ClusterId}
     page = services.reads.list_tasks(job_id, query.window(), names, caller.tenant)
-    return page_view(page, task_view)
+    items = services.engine.explain_tasks(job_id, page.items)
+    return page_view(replace(page, items=items), task_view)
 
 
 @router.get("/jobs/{job_id}/tasks/{task}")
@@ -49,7 +51,7 @@ def get_task(job_id: str, task: str, caller: CallerDependency,
     page = services.reads.list_tasks(job_id, Window(task, 1), {task}, caller.tenant)
     if not page.items:
         raise NotFound(f"task {task} of job {job_id} does not exist")
-    return task_view(page.items[0])
+    return task_view(services.engine.explain_tasks(job_id, page.items)[0])
 
 
 @router.get("/jobs/{job_id}/tasks/{task}/instances")
@@ -58,7 +60,8 @@ def list_instances(job_id: str, task: str, query: Annotated[ListQuery, Query()],
     """The task's instances by id; `Marker` is an instance id."""
     _require_task(services, job_id, task, caller.tenant)
     page = services.reads.list_instances(job_id, task, query.window(), caller.tenant)
-    return page_view(page, instance_view)
+    items = services.engine.explain_instances(job_id, task, page.items)
+    return page_view(replace(page, items=items), instance_view)
 
 
 @router.get("/jobs/{job_id}/tasks/{task}/instances/{instance_id}")
@@ -71,4 +74,4 @@ def get_instance(job_id: str, task: str, instance_id: str, caller: CallerDepende
         record = services.reads.instance(job_id, task, number, caller.tenant)
     if record is None:
         raise NotFound(f"instance {instance_id} of task {task} of job {job_id} does not exist")
-    return instance_view(record)
+    return instance_view(services.engine.explain_instances(job_id, task, [record])[0])

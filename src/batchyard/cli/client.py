@@ -33,6 +33,7 @@ from batchyard.cli.client_views import (
     job_details,
     jobs_table,
     task_details,
+    waiting_tasks,
 )
 from batchyard.cli.configuration import ConfigurationError, load_settings
 from batchyard.cli.documents import (
@@ -509,6 +510,10 @@ def _show_job(client: Client, job_id: str) -> None:
     _out.print(job_details(view.job))
     _out.print()
     emit(_out, summary_table(view, summaries))
+    waiting = waiting_tasks(view.tasks)
+    if waiting is not None:
+        _out.print(Text("\nWhy waiting", style="bold"))
+        _out.print(waiting)
     failed = failed_instances(summaries)
     if failed:
         _out.print(Text("\nFailed instances", style="bold red"))

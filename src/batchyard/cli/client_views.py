@@ -15,6 +15,7 @@ from rich.table import Table
 from rich.text import Text
 
 from batchyard.cli.progress import Whole, counts_text, format_duration, seconds_between
+from batchyard.domain.pending import Pending
 from batchyard.domain.records import InstanceRecord, JobRecord, TaskRecord
 from batchyard.domain.states import State
 
@@ -100,11 +101,27 @@ def job_details(job: JobRecord) -> RenderableType:
 
 def task_details(task: TaskRecord, instances: Sequence[InstanceRecord]) -> RenderableType:
     """The task's state and counts, then one row per instance."""
-    header = _fields([("Task", Text.assemble((task.name, "bold"), f"  of {task.job_id}")),
-                      ("State", state_text(task.state)),
-                      ("Duration", _took(task.started, task.ended)),
-                      ("Instances", counts_text(task.instance_metrics))])
-    return Group(header, Text(), instances_table(instances))
+    rows: list[tuple[str, str | Text]] = [
+        ("Task", Text.assemble((task.name, "bold"), f"  of {task.job_id}")),
+        ("State", state_text(task.state)), ("Duration", _took(task.started, task.ended)),
+        ("Instances", counts_text(task.instance_metrics))]
+    if task.pending is not None:
+        rows.append(("Waiting", pending_text(task.pending)))
+    return Group(_fields(rows), Text(), instances_table(instances))
+
+
+def pending_text(reason: Pending) -> Text:
+    """`DependencyNotMet: waits for task split to finish`."""
+    return Text.assemble((str(reason.code), "yellow"), f": {reason.message}")
+
+
+def waiting_tasks(tasks: Sequence[TaskRecord]) -> RenderableType | None:
+    """Why each task with Waiting instances has them (None: no task has a reason)."""
+    explained = [task for task in tasks if task.pending is not None]
+    if not explained:
+        return None
+    return _fields([(task.name, pending_text(task.pending)) for task in explained
+                    if task.pending is not None])
 
 
 def instances_table(instances: Sequence[InstanceRecord]) -> Table:
@@ -120,7 +137,8 @@ def instances_table(instances: Sequence[InstanceRecord]) -> Table:
         table.add_row(str(instance.instance_id), state_text(instance.state),
                       str(instance.retry_count), _exit(instance),
                       _took(instance.started, instance.ended).replace(" so far", "…"),
-                      _error(instance))
+                      _error(instance) if instance.pending is None
+                      else Text(str(instance.pending.code), style="yellow"))
     return table
 
 
@@ -147,6 +165,7 @@ def instance_details(instance: InstanceRecord, kept: Sequence[int] = ()) -> Rend
         ("Result.ErrorMessage", instance.error_message or "—"),
         ("Result.Detail", instance.detail or "—"),
         ("Node", instance.node or "—"),
+        *([("Waiting", pending_text(instance.pending))] if instance.pending else []),
         ("Stdout", instance.stdout_path or "(not uploaded yet)"),
         ("Stderr", instance.stderr_path or "(not uploaded yet)")]
     if kept:

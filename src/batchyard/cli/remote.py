@@ -14,6 +14,7 @@ from urllib.parse import quote
 
 from batchyard.cli.client_config import Connection
 from batchyard.domain.derivation import Metrics
+from batchyard.domain.pending import Pending, Why
 from batchyard.domain.records import InstanceRecord, JobRecord, TaskRecord
 from batchyard.domain.states import State
 from batchyard.errors import BatchyardError
@@ -254,8 +255,19 @@ def task_parser(job_id: str) -> Callable[[dict[str, Any]], TaskRecord]:
     def parse(item: dict[str, Any]) -> TaskRecord:
         return TaskRecord(job_id, item["TaskName"], State(item["State"]),
                           parse_time(item.get("StartTime")), parse_time(item.get("EndTime")),
-                          metrics(item.get("InstanceMetrics")))
+                          metrics(item.get("InstanceMetrics")), pending_reason(item))
     return parse
+
+
+def pending_reason(item: dict[str, Any]) -> Pending | None:
+    """The `PendingReason` of a status object, if it has one the client understands."""
+    reason = item.get("PendingReason")
+    if not isinstance(reason, dict):
+        return None
+    text = str(reason.get("Code") or "")
+    code: str = Why(text) if text in Why.__members__.values() else text  # a newer server's
+    figures = {key: value for key, value in reason.items() if key not in ("Code", "Message")}
+    return Pending(code, str(reason.get("Message") or ""), figures)
 
 
 def instance_parser(job_id: str, task: str) -> Callable[[dict[str, Any]], InstanceRecord]:
@@ -273,5 +285,5 @@ def instance_parser(job_id: str, task: str) -> Callable[[dict[str, Any]], Instan
             detail=str(result.get("Detail") or ""),
             stdout_path=str(item.get("StdoutRedirectPath") or ""),
             stderr_path=str(item.get("StderrRedirectPath") or ""),
-            node=str(item.get("NodeIp") or ""))
+            node=str(item.get("NodeIp") or ""), pending=pending_reason(item))
     return parse

@@ -46,6 +46,8 @@ class Outcome:
     stdout_path: str = ""
     stderr_path: str = ""
     node: str = field(default="")
+    worker: str = ""
+    """The VM it ran on (its BATCH_COMPUTE_WORKER_ID; set by the engine from the lease)."""
 
     @property
     def succeeded(self) -> bool:

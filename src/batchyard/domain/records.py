@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Any
 
 from batchyard.domain.derivation import Metrics
+from batchyard.domain.pending import Pending
 from batchyard.domain.states import State
 
 
@@ -34,6 +35,8 @@ class TaskRecord:
     started: datetime | None
     ended: datetime | None
     instance_metrics: Metrics
+    pending: Pending | None = None
+    """Why it has Waiting instances (when asked of the engine; see `domain.pending`)."""
 
 
 @dataclass(frozen=True)
@@ -53,6 +56,8 @@ class InstanceRecord:
     stdout_path: str
     stderr_path: str
     node: str
+    pending: Pending | None = None
+    """Why it is Waiting (when asked of the engine; see `domain.pending`)."""
 
     @property
     def progress(self) -> int:
@@ -73,6 +78,8 @@ class AttemptRecord:
     error_message: str
     stdout_path: str
     stderr_path: str
+    worker: str = ""
+    """The VM it ran on."""
 
 
 @dataclass(frozen=True)

@@ -4,8 +4,10 @@ Order: job Priority (higher first), then job creation (earlier first), then task
 instance id. The store hands in candidates from ready tasks only; these functions decide.
 
 Between tenants the slots are shared (`fair_share`): each free slot goes to the tenant with
-the fewest attempts running, so one tenant's job of 5,000 instances does not hold every slot
-while another tenant's small job waits behind it; within a tenant, BatchCompute's order.
+the fewest attempts running for its weight (1 unless configured), so one tenant's job of
+5,000 instances does not hold every slot while another tenant's small job waits behind it; a
+tenant of weight 2 gets twice the slots of one of weight 1 when both have work waiting.
+Within a tenant, BatchCompute's order.
 """
 
 from __future__ import annotations
@@ -31,18 +33,22 @@ class Candidate:
 
 
 def fair_share(queues: Mapping[str, Sequence[Candidate]], running: Mapping[str, int],
-               capacity: int) -> list[Candidate]:
+               capacity: int, weights: Mapping[str, float] | None = None) -> list[Candidate]:
     """Up to `capacity` candidates, each slot given to the tenant with the fewest attempts
-    running (counting those picked here); between equals, to the better next candidate.
+    running (counting those picked here) for its weight; between equals, to the better next
+    candidate.
 
     `queues`: per tenant, its candidates in launch order (only their heads are taken, so
-    each tenant's picks are a prefix of its queue).
+    each tenant's picks are a prefix of its queue). `weights`: per tenant, its share
+    relative to others (absent: 1).
     """
     heads = {tenant: 0 for tenant, queue in queues.items() if queue}
     counts = {tenant: running.get(tenant, 0) for tenant in heads}
+    weight = {tenant: (weights or {}).get(tenant, 1.0) for tenant in heads}
     picked: list[Candidate] = []
     while heads and len(picked) < capacity:
-        tenant = min(heads, key=lambda t: (counts[t], queues[t][heads[t]].order_key()))
+        tenant = min(heads, key=lambda t: ((counts[t] + 1) / weight[t],
+                                           queues[t][heads[t]].order_key()))
         picked.append(queues[tenant][heads[tenant]])
         counts[tenant] += 1
         heads[tenant] += 1

@@ -24,18 +24,20 @@ from typing import Any, NamedTuple, TypeVar
 from batchyard.domain.attempt import AttemptKey, AttemptRequest
 from batchyard.domain.buckets import Grant
 from batchyard.domain.outcome import ErrorCode, Outcome
+from batchyard.domain.pending import Pending, Why, dependency, on_cluster, on_slots
 from batchyard.domain.records import AttemptRecord, InstanceRecord, JobRecord, TaskRecord
 from batchyard.domain.retry import MOST_LOST, Verdict, decide
 from batchyard.domain.spec import JobDescription, parse_job
-from batchyard.domain.states import TERMINAL, State
+from batchyard.domain.states import ACTIVE, TERMINAL, State
 from batchyard.errors import ABSENT, NotFound, Problem, SpecError
 from batchyard.ids import new_job_id
 from batchyard.orchestrator import operations
+from batchyard.orchestrator.autoclusters import AutoClusters
 from batchyard.orchestrator.buckets import TenantBuckets
 from batchyard.orchestrator.caches import ReleasedJobs, SpecCache
 from batchyard.orchestrator.clusters import Clusters
-from batchyard.orchestrator.fleet import Fleet, Leased, Order
-from batchyard.orchestrator.launching import LaunchQueue, attempt_request
+from batchyard.orchestrator.fleet import DEFAULT_POOL, Fleet, Leased, Order
+from batchyard.orchestrator.launching import LaunchQueues, attempt_request
 from batchyard.orchestrator.listeners import Deliveries, WaitWakeups
 from batchyard.orchestrator.settling import settle_job
 from batchyard.ports.agents import AgentsFactory, Report
@@ -63,12 +65,17 @@ Launch = tuple[AttemptRequest, Order]
 class Launching(NamedTuple):
     """What a step hands to the agents once it committed."""
 
-    launches: list[Launch]
-    best: dict[str, Order]
-    """Each tenant's best instance not leased before this step, when agents hold leases
-    queued that it may have to go before (empty when none do): those are taken back."""
+    launches: dict[str, list[Launch]]
+    """By pool (cluster id, "" for none)."""
+    best: dict[str, dict[str, Order]]
+    """By pool, each tenant's best instance not leased before this step, when agents hold
+    leases queued that it may have to go before (empty when none do): those are taken
+    back."""
 
 
+RESERVED_POOL = "reserved"
+"""Where the VMs a failed task keeps (AutoCluster ReserveOnFail) are placed: no lease goes
+there."""
 RECALLED_MESSAGE = ("taken back from its agent's queue before it started: an instance "
                     "that goes first in the launch order came")
 SAFETY_INTERVAL = 1.0
@@ -110,7 +117,8 @@ class Engine:
                  clock: Callable[[], float] = time.time,
                  closers: tuple[Callable[[], None], ...] = (),
                  grants: Mapping[str, Grant] | None = None,
-                 listeners: Sequence[TransitionListener] = ()) -> None:
+                 listeners: Sequence[TransitionListener] = (),
+                 weights: Mapping[str, float] | None = None) -> None:
         self.store = store
         self.buckets = TenantBuckets(store, grants or {})
         self.objects = objects
@@ -126,12 +134,18 @@ class Engine:
         yet, in the order they came: a restarted agent's first heartbeat follows the death
         of the process before it, and must be applied after it."""
         self.fleet = Fleet(agents(self), clock())
-        """The agents and the attempts each holds."""
+        """The agents, the VMs they host and the attempts each holds."""
+        self._autoclusters = AutoClusters(
+            room=lambda: self.fleet.room()[1],
+            reserve=lambda vm: self.fleet.place(vm, RESERVED_POOL, held=True) is not None,
+            unreserve=self.fleet.remove)
+        """The VMs of the tasks on no cluster, one group per task."""
         self._tries: Counter[AttemptKey] = Counter()
         """Reports that were in a failed step, and how many failed steps they were in."""
-        self._queue = LaunchQueue()
-        """The best Waiting instances of each tenant in launch order; invalidated whenever
-        something may change that order: a submission, an operation, a retry, a settle."""
+        self._queues = LaunchQueues(weights)
+        """The best Waiting instances of each tenant and pool in launch order; invalidated
+        whenever something may change that order: a submission, an operation, a retry, a
+        settle."""
         self._specs = SpecCache(store)
         """Parsed descriptions and tenants of the jobs used most recently (bounded)."""
         self._started_or_ended: set[str] = set()
@@ -160,7 +174,7 @@ class Engine:
                 self.abandoned = self._abandon(tx, self.clock())
             self._requeue_lost(tx, self.clock())
         self._deliveries.deliver()
-        self._queue.invalidate()
+        self._queues.invalidate()
         if loop:
             self._thread.start()
             self.wake()
@@ -196,13 +210,16 @@ class Engine:
         """A store transaction whose transitions, once committed, wait to be delivered."""
         with self.store.transaction() as tx:
             yield tx
-        self._deliveries.committed(tx.transitions)
+        transitions = tx.transitions
+        self._deliveries.committed(transitions)
+        self._autoclusters.moved(transitions, self._reserving)
 
     def table_sizes(self) -> dict[str, int]:
         """Entries in each table the engine keeps about jobs and attempts: for the bench and
         the tests that show none of them grows with the number of jobs run."""
         return {"specs": len(self._specs), "released": len(self._released),
-                "tries": len(self._tries), **self.fleet.sizes()}
+                "tries": len(self._tries), **self.fleet.sizes(),
+                **self._autoclusters.sizes()}
 
     # ---- submissions and operations ------------------------------------------------------
 
@@ -227,7 +244,7 @@ class Engine:
         self.store.create_job(NewJob(job_id, tenant, spec, self.clock(), token, claims))
         self.buckets.submitted(tenant)
         self._specs.remember(job_id, spec, tenant)
-        self._queue.invalidate()  # the launch order may change
+        self._queues.invalidate()  # the launch order may change
         self.wake()
         return job_id
 
@@ -265,7 +282,7 @@ class Engine:
 
     def _mutate(self, operation: Callable[..., operations.Result], job_id: str,
                 tenant: str | None, *args: Any) -> list[AttemptKey]:
-        self._queue.invalidate()
+        self._queues.invalidate()
         with self._transaction() as tx:
             result = operation(tx, self._owned_job(tx, job_id, tenant), self.clock(), *args)
             if result.settle:
@@ -300,6 +317,67 @@ class Engine:
                  tenant: str | None = None) -> list[AttemptRecord]:
         self._exists(job_id, tenant)
         return self.store.attempts(job_id, task, instance_id)
+
+    def why_pending(self, job_id: str, tenant: str | None = None) -> dict[str, Pending]:
+        """Why the job's tasks with Waiting instances have them (by task name; see
+        `domain.pending`). NotFound unless the job exists (and is `tenant`'s)."""
+        return self._reasons(job_id, self.tasks(job_id, tenant))
+
+    def explain_tasks(self, job_id: str, tasks: Sequence[TaskRecord]) -> list[TaskRecord]:
+        """These tasks of the job, each with why it has Waiting instances, if it has."""
+        reasons = self._reasons(job_id, tasks)
+        return [replace(task, pending=reasons[task.name]) if task.name in reasons else task
+                for task in tasks]
+
+    def explain_instances(self, job_id: str, task: str, instances: Sequence[InstanceRecord]
+                          ) -> list[InstanceRecord]:
+        """These instances of the task, each Waiting one with why."""
+        if not any(instance.state is State.WAITING for instance in instances):
+            return list(instances)
+        reason = self._reasons(job_id, self.store.tasks(job_id)).get(task)
+        if reason is None:
+            return list(instances)
+        retries = self._spec(job_id).DAG.Tasks[task].MaxRetryCount
+        return [replace(instance, pending=reason.retrying(instance.retry_count, retries))
+                if instance.state is State.WAITING else instance for instance in instances]
+
+    def _reasons(self, job_id: str, tasks: Sequence[TaskRecord]) -> dict[str, Pending]:
+        """Why each of these tasks with Waiting instances has them (`tasks` may be some of
+        the job's; their upstreams' states are read when not among them)."""
+        waiting = [task for task in tasks
+                   if task.state in ACTIVE and task.instance_metrics.waiting > 0]
+        if not waiting:
+            return {}
+        known = self._specs.job(job_id)
+        states = {task.name: task.state for task in tasks}
+        if any(name not in states for task in waiting for name in known.upstreams[task.name]):
+            states = {task.name: task.state for task in self.store.tasks(job_id)}
+        with self._lock:
+            room = self.fleet.free_by_pool()
+            running = dict(self.fleet.running_by_tenant())
+            placed, slots = self.fleet.room()
+        reasons = {}
+        for task in waiting:
+            upstream = sorted(name for name in known.upstreams[task.name]
+                              if states.get(name) is not State.FINISHED)
+            cluster = known.spec.DAG.Tasks[task.name].ClusterId
+            if upstream:
+                reasons[task.name] = dependency(upstream)
+            elif cluster:
+                reasons[task.name] = self._on_cluster(cluster, room.get(cluster, 0))
+            else:
+                reasons[task.name] = on_slots(known.tenant, running, slots - placed,
+                                              room.get(DEFAULT_POOL, 0),
+                                              self._queues.weights)
+        return reasons
+
+    def _on_cluster(self, cluster_id: str, free: int) -> Pending:
+        """Why an instance of a task on a cluster waits (its cluster's VMs as they are)."""
+        if free > 0:
+            return Pending(Why.LAUNCHING, "there is room: it starts at the next step")
+        with self._lock:
+            placed, busy = self.fleet.load(cluster_id)
+        return on_cluster(cluster_id, False, placed, placed, busy)
 
     def _exists(self, job_id: str, tenant: str | None) -> None:
         """NotFound unless the job exists (and is `tenant`'s): its state only, not its record
@@ -440,13 +518,15 @@ class Engine:
         try:
             finished, cancels, launching = self._transact(fresh)
         except Exception:
-            self._queue.invalidate()
+            self._queues.invalidate()
             self._started_or_ended.clear()
             for report, leased in fresh:  # nothing was recorded
                 self.fleet.retake(report.token, leased)
             raise
         for _, report in reports:
             self._tries.pop(report.key, None)
+        for _, leased in fresh:
+            self._autoclusters.landed(leased.key.job_id, leased.key.task, leased.worker)
         self._dispatch(launching, cancels)
         self._log_jobs(self._started_or_ended)
         self._started_or_ended.clear()
@@ -495,9 +575,12 @@ class Engine:
             ran = not leased.recalled or outcome.started_at is not None
             if ran and (ended or tx.instance_row(key.job_id, key.task, key.instance_id)):
                 # not when the job is gone; a recalled attempt as it really ended
-                recorded.append((key, outcome if leased.recalled else end.outcome))
+                ran_as = outcome if leased.recalled else end.outcome
+                if leased.worker:
+                    ran_as = replace(ran_as, worker=leased.worker)
+                recorded.append((key, ran_as))
             if verdict is not Verdict.FINISH:
-                self._queue.invalidate()  # an instance may be Waiting again, or its job failing
+                self._queues.invalidate()  # an instance may be Waiting again, or its job failing
             if ended and (verdict is Verdict.FAIL or (key.job_id, key.task) not in checked):
                 checked.add((key.job_id, key.task))  # once per task: the batch is written
                 if self._may_change_task(tx, key, verdict):
@@ -547,7 +630,7 @@ class Engine:
         finished: set[str] = set()
         cancels: list[AttemptKey] = []
         if job_ids:
-            self._queue.invalidate()  # tasks may become ready, jobs end
+            self._queues.invalidate()  # tasks may become ready, jobs end
         for job_id in sorted(job_ids):
             settlement = settle_job(tx, job_id, self._specs.job(job_id), self.clock(),
                                     job_ids[job_id])
@@ -572,29 +655,37 @@ class Engine:
 
     def _launch(self, tx: StateTransaction, now: float
                 ) -> tuple[Launching, dict[str, set[str] | None]]:
-        """Start the best waiting instances; also returns jobs whose tasks start running."""
-        free = self.fleet.free_slots()
-        picked = (self._queue.take(tx, free, self.fleet.running_by_tenant(), now)
-                  if free > 0 else [])
+        """Start the best waiting instances of each pool with room; also returns jobs whose
+        tasks start running."""
+        running = self.fleet.running_by_tenant()
         queueing = self.fleet.queueing()
-        best = self._queue.heads(tx) if queueing else {}
-        launches: list[Launch] = []
+        launching = Launching({}, {})
         starting: dict[str, set[str] | None] = {}
-        for row in picked:
-            candidate = row.candidate
-            if row.starts_task:
-                _add(starting, candidate.job_id, candidate.task)
-            order = candidate.order_key()
-            if queueing and (candidate.tenant not in best or order < best[candidate.tenant]):
-                best[candidate.tenant] = order
-            launches.append((self._request(row), order))
-        return Launching(launches, best), starting
+        room = self.fleet.free_by_pool()
+        for pool in sorted(room.keys() | queueing):
+            queue = self._queues.of(pool)
+            picked = queue.take(tx, room[pool], running, now) if pool in room else []
+            best = queue.heads(tx) if pool in queueing else {}
+            launches = launching.launches[pool] = []
+            for row in picked:
+                candidate = row.candidate
+                if row.starts_task:
+                    _add(starting, candidate.job_id, candidate.task)
+                order = candidate.order_key()
+                if pool in queueing and (candidate.tenant not in best
+                                         or order < best[candidate.tenant]):
+                    best[candidate.tenant] = order
+                launches.append((self._request(row), order))
+            if best:
+                launching.best[pool] = best
+        return launching, starting
 
     def _dispatch(self, launching: Launching, cancels: list[AttemptKey]) -> None:
         self.fleet.cancel(cancels)
         if launching.best:  # before the new leases: they go ahead of those taken back
             self.fleet.recall(launching.best)
-        self.fleet.lease(launching.launches)
+        for pool, launches in launching.launches.items():
+            self.fleet.lease(launches, pool)
 
     def _release(self, finished: set[str]) -> None:
         """AutoRelease: delete jobs that reached Finished (keeping their final record for wait)."""
@@ -607,13 +698,27 @@ class Engine:
             self._forget(job_id)
 
     def _forget(self, job_id: str) -> None:
-        """A deleted job: drop its description and what the agents keep of it."""
+        """A deleted job: drop its description, its VMs and what the agents keep of it."""
         self._specs.forget(job_id)
+        self._autoclusters.forget(job_id)
         self.fleet.forget(job_id)
 
+    def _reserving(self, job_id: str, task: str) -> bool:
+        """Whether the task's AutoCluster asks to keep its VMs when it fails."""
+        spec = self._known_spec(job_id)
+        return (spec is not None and task in spec.DAG.Tasks
+                and spec.DAG.Tasks[task].AutoCluster.get("ReserveOnFail") is True)
+
     def _request(self, row: LaunchRow) -> AttemptRequest:
-        known = self._specs.job(row.candidate.job_id)
-        return attempt_request(row, known, self.buckets.reachable(known.tenant))
+        candidate = row.candidate
+        known = self._specs.job(candidate.job_id)
+        task = known.spec.DAG.Tasks[candidate.task]
+        cluster, worker = task.ClusterId, ""
+        if not cluster:
+            cluster, worker = self._autoclusters.worker(candidate.job_id, candidate.task,
+                                                        task.InstanceCount)
+        return attempt_request(row, known, self.buckets.reachable(known.tenant), cluster,
+                               worker)
 
     def _known_spec(self, job_id: str) -> JobDescription | None:
         """The description of a job, or None if it was deleted (its late reports are moot)."""

@@ -1,16 +1,25 @@
-"""The agents the engine runs attempts on, and the leases each holds (in-flight bookkeeping).
+"""The agents the engine runs attempts on, the VMs they host, and the leases each holds.
 
-Every attempt handed to an agent is a lease with a fencing token, unique to that hand-over
-(tokens start at the engine's start time in nanoseconds, so an earlier engine's never match).
-A report lands only with the token of a lease still held: the report of an attempt already
-counted lost, or of an agent the engine gave up on, is stale and ignored.
+An agent (a host) runs attempts with the runner. Attempts are leased to *members*, each in a
+*pool*: an agent's own slots form a member of the default pool (tasks that name no
+ClusterId), and every cluster VM placed on an agent is a member of its cluster's pool, with
+one slot (BatchCompute: "each idle VM takes one instance at a time"). A VM placed on an
+agent takes one of the agent's own slots away from the default pool, so the agent never
+runs more than its slots, however its room is shared.
 
-An agent may take leases beyond its slots (`AgentInfo.queue`), started as its slots free
-up. The fleet uses that room only while the agent's attempts are short (typically under
-`SHORT_ATTEMPT`): then it holds about `AHEAD` seconds of work ahead per slot, so the agent
-never waits for the engine between two attempts and the engine records many outcomes per
-transaction. An attempt of a minute is never queued behind another one. Leases queued
-that a better instance of their tenant should go before are taken back (`recall`).
+Every attempt handed out is a lease with a fencing token, unique to that hand-over (tokens
+start at the engine's start time in nanoseconds, so an earlier engine's never match). A
+report lands only with the token of a lease still held, from the agent holding it: the
+report of an attempt already counted lost, or of an agent the engine gave up on, is stale
+and ignored.
+
+A member may take leases beyond its slots (`AgentInfo.queue`; VMs do not), started as its
+slots free up. The fleet uses that room only while the member's attempts are short
+(typically under `SHORT_ATTEMPT`): then it holds about `AHEAD` seconds of work ahead per
+slot, so the agent never waits for the engine between two attempts and the engine records
+many outcomes per transaction. An attempt of a minute is never queued behind another one.
+Leases queued that a better instance of their tenant should go before are taken back
+(`recall`); so are those of a VM that drains (`drain`: it finishes what runs, then leaves).
 
 An agent is alive while it heartbeats. One that is `gone` (its transport saw it die) or whose
 heartbeats stopped for `MISSED_HEARTBEATS` periods has its leases counted lost; it gets no
@@ -39,6 +48,8 @@ AHEAD = 0.04
 """Seconds of work per slot an agent holds queued ahead while its attempts are short."""
 _WEIGHT = 0.2
 """Weight of the newest attempt in an agent's typical attempt time (a moving average)."""
+DEFAULT_POOL = ""
+"""The pool of tasks that name no ClusterId: the agents' own slots."""
 
 
 Order = tuple[Any, ...]
@@ -47,57 +58,91 @@ Order = tuple[Any, ...]
 
 @dataclass(frozen=True)
 class Leased:
-    """An attempt an agent holds."""
+    """An attempt a member holds."""
 
     key: AttemptKey
     retry_count: int
     agent: str
+    """The member: a VM's id, or the agent's own id (default pool)."""
     tenant: str
     order: Order = ()
     recalled: bool = False
-    """Taken back before it started (a better instance of its tenant came): its report
-    puts the instance back to Waiting, as if it had never been leased."""
+    """Taken back before it started (a better instance of its tenant came, or its VM
+    drains): its report puts the instance back to Waiting, as if it had never been leased."""
+    host: str = ""
+    """The agent that runs it (whose reports count)."""
+    worker: str = ""
+    """The VM it runs on ("": the agent itself)."""
 
 
 @dataclass
-class _Member:
+class _Host:
+    """An agent: a process (or the engine's own) that runs the attempts of its members."""
+
     handle: Agent
     info: AgentInfo
     last_seen: float
     alive: bool = True
-    tokens: dict[int, None] = field(default_factory=dict)
-    """The leases it holds, oldest first: beyond its slots, the newest wait in its queue."""
+    vms: dict[str, None] = field(default_factory=dict)
+    """Cluster VMs placed on it, each taking one of its slots."""
     lost: dict[int, AttemptKey] = field(default_factory=dict)
     """Leases counted lost that the agent may still run (killed when it says it does)."""
+
+
+@dataclass
+class _Member:
+    host: _Host
+    host_id: str
+    pool: str
+    slots: int
+    queue: int
+    worker: str = ""
+    """The VM id leases name (\"\": the agent itself)."""
+    tokens: dict[int, None] = field(default_factory=dict)
+    """The leases it holds, oldest first: beyond its slots, the newest wait in its queue."""
     typical: float | None = None
-    """The agent's typical attempt time in seconds (None: none ended yet)."""
+    """The member's typical attempt time in seconds (None: none ended yet)."""
     ahead: int = 0
-    """Leases it holds beyond its slots now (at most `info.queue`)."""
+    """Leases it holds beyond its slots now (at most `queue`)."""
+    draining: bool = False
+    held: bool = False
+    """Kept for a failed task (AutoCluster ReserveOnFail): it takes no lease."""
 
     def free(self) -> int:
-        if not self.alive:
+        if not self.host.alive or self.draining or self.held or self.slots <= 0:
             return 0
-        return max(self.info.slots + self.ahead - len(self.tokens), 0)
+        return max(self.slots + self.ahead - len(self.tokens), 0)
 
     def took(self, seconds: float) -> None:
         """An attempt ran `seconds`: how many leases to hold ahead follows."""
         typical = self.typical = seconds if self.typical is None else (
             self.typical + _WEIGHT * (seconds - self.typical))
-        if typical >= SHORT_ATTEMPT or not self.info.queue:
+        if typical >= SHORT_ATTEMPT or not self.queue:
             self.ahead = 0
             return
-        wanted = math.ceil(self.info.slots * AHEAD / max(typical, 1e-4))
-        self.ahead = min(self.info.queue, wanted)
+        wanted = math.ceil(max(self.slots, 1) * AHEAD / max(typical, 1e-4))
+        self.ahead = min(self.queue, wanted)
+
+    def waiting(self) -> list[int]:
+        """Its leases surely waiting in the agent's queue (FIFO: the newest). An agent's own
+        member may run as many as the agent has slots, VMs placed on it or not."""
+        most = self.host.info.slots if not self.worker else self.slots
+        count = len(self.tokens) - most
+        return list(self.tokens)[-count:] if count > 0 else []
 
 
 class Fleet:
-    """The agents and their leases; used by the engine's loop thread, under its lock."""
+    """The agents, their members and leases; used by the engine's loop thread, under its
+    lock."""
 
     def __init__(self, agents: Sequence[Agent], now: float) -> None:
+        self._hosts: dict[str, _Host] = {}
         self._members: dict[str, _Member] = {}
+        self._pools: dict[str, dict[str, _Member]] = {DEFAULT_POOL: {}}
         for agent in agents:
             info = agent.info()
-            self._members[info.id] = _Member(agent, info, now)
+            host = self._hosts[info.id] = _Host(agent, info, now)
+            self._add(info.id, _Member(host, info.id, DEFAULT_POOL, info.slots, info.queue))
         self._leases: dict[int, Leased] = {}
         self._by_key: dict[AttemptKey, int] = {}
         self._running_tasks: Counter[tuple[str, str]] = Counter()
@@ -105,58 +150,148 @@ class Fleet:
         self._tokens = itertools.count(time.time_ns())
         self._recalled: set[int] = set()
 
+    def _add(self, member_id: str, member: _Member) -> None:
+        self._members[member_id] = member
+        self._pools.setdefault(member.pool, {})[member_id] = member
+
     # ---- capacity ------------------------------------------------------------------------
 
-    def queueing(self) -> bool:
-        """Whether some agent holds leases waiting in its queue."""
-        return any(len(member.tokens) > member.info.slots for member in self._members.values())
+    def queueing(self) -> set[str]:
+        """The pools of which some member holds leases waiting in its agent's queue."""
+        return {member.pool for member in self._members.values()
+                if len(member.tokens) > member.slots}
 
     def free_slots(self) -> int:
-        """Leases the agents take now: free slots, and room queued ahead (see above)."""
+        """Leases the members take now: free slots, and room queued ahead (see above)."""
         return sum(member.free() for member in self._members.values())
+
+    def free_by_pool(self) -> dict[str, int]:
+        """Leases each pool's members take now (pools with room only)."""
+        room: dict[str, int] = {}
+        for pool, members in self._pools.items():
+            free = sum(member.free() for member in members.values())
+            if free > 0:
+                room[pool] = free
+        return room
 
     def sandbox(self) -> tuple[bool, str]:
         """Whether every agent can sandbox attempts; if not, why (the first one's words)."""
-        for member in self._members.values():
-            info = member.handle.info()  # asked afresh: bubblewrap may come or go
+        for host in self._hosts.values():
+            info = host.handle.info()  # asked afresh: bubblewrap may come or go
             if not info.sandbox:
                 return False, info.sandbox_missing
-        return bool(self._members), "no agent to run attempts"
+        return bool(self._hosts), "no agent to run attempts"
+
+    # ---- VMs -----------------------------------------------------------------------------
+
+    def room(self) -> tuple[int, int]:
+        """VMs placed on the agents, and how many they can hold (their slots)."""
+        return (sum(len(host.vms) for host in self._hosts.values()),
+                sum(host.info.slots for host in self._hosts.values()))
+
+    def place(self, vm_id: str, pool: str, held: bool = False) -> str | None:
+        """Place a VM of `pool` on the live agent with most room (None: none has room; it
+        waits). Placed already: where it is. `held`: it keeps its room and takes no lease
+        (a failed task's reserved VM) until `remove`d."""
+        member = self._members.get(vm_id)
+        if member is not None:
+            return member.host_id
+        roomy = [(host.info.slots - len(host.vms), host_id)
+                 for host_id, host in self._hosts.items() if host.alive]
+        free, host_id = max(roomy, default=(0, ""))
+        if free <= 0:
+            return None
+        host = self._hosts[host_id]
+        host.vms[vm_id] = None
+        self._members[host_id].slots -= 1
+        self._add(vm_id, _Member(host, host_id, pool, 1, 0, worker=vm_id, held=held))
+        return host_id
+
+    def remove(self, vm_id: str) -> None:
+        """Remove a held VM at once (it runs nothing)."""
+        member = self._members.get(vm_id)
+        if member is not None and member.held:
+            member.draining = True
+            self.drained()
+
+    def placed(self, vm_id: str) -> bool:
+        return vm_id in self._members and vm_id not in self._hosts
+
+    def drain(self, vm_id: str) -> None:
+        """The VM takes no more leases; its queued ones are taken back; it leaves once
+        what runs ended (`drained`)."""
+        member = self._members.get(vm_id)
+        if member is None or member.draining:
+            return
+        member.draining = True
+        taken = [token for token in member.waiting() if token not in self._recalled]
+        if taken:
+            self._recalled.update(taken)
+            member.host.handle.cancel([self._leases[token].key for token in taken])
+
+    def drained(self) -> list[str]:
+        """Draining VMs that hold no lease any more: removed from their agents."""
+        done = [vm_id for vm_id, member in self._members.items()
+                if member.draining and not member.tokens and vm_id not in self._hosts]
+        for vm_id in done:
+            member = self._members.pop(vm_id)
+            del self._pools[member.pool][vm_id]
+            if not self._pools[member.pool] and member.pool != DEFAULT_POOL:
+                del self._pools[member.pool]
+            member.host.vms.pop(vm_id, None)
+            self._members[member.host_id].slots += 1
+        return done
+
+    def load(self, pool: str) -> tuple[int, int]:
+        """The VMs of a cluster's pool placed on agents (not draining), and how many of them
+        hold a lease."""
+        members = [member for member in self._pools.get(pool, {}).values()
+                   if not member.draining]
+        return len(members), sum(1 for member in members if member.tokens)
+
+    def draining(self) -> bool:
+        """Whether some VM drains."""
+        return any(member.draining for member in self._members.values())
+
+    def busy(self) -> set[str]:
+        """VMs holding leases."""
+        return {vm_id for vm_id, member in self._members.items()
+                if member.tokens and vm_id not in self._hosts}
 
     # ---- leases --------------------------------------------------------------------------
 
-    def lease(self, requests: Sequence[tuple[AttemptRequest, Order]]) -> None:
-        """Hand these attempts (with their places in the launch order) out, filling the
-        agents' free room in turn, one batch per agent (callers never pass more than
-        `free_slots()`)."""
+    def lease(self, requests: Sequence[tuple[AttemptRequest, Order]],
+              pool: str = DEFAULT_POOL) -> None:
+        """Hand these attempts of `pool` (with their places in the launch order) out,
+        filling its members' free room in turn, one batch per member (callers never pass
+        more than the pool's free room)."""
         queue = iter(requests)
-        for agent_id, member in self._members.items():
-            pairs = [(self._take(agent_id, member, request, order), request)
+        for member_id, member in self._pools.get(pool, {}).items():
+            pairs = [(self._take(member_id, member, request, order), request)
                      for request, order in itertools.islice(queue, member.free())]
             if pairs:
-                member.handle.lease(batch_of(pairs))
+                member.host.handle.lease(batch_of(pairs, member.worker))
 
-    def _take(self, agent_id: str, member: _Member, request: AttemptRequest,
+    def _take(self, member_id: str, member: _Member, request: AttemptRequest,
               order: Order) -> int:
         token = next(self._tokens)
-        leased = Leased(request.key, request.retry_count, agent_id, request.tenant, order)
+        leased = Leased(request.key, request.retry_count, member_id, request.tenant, order,
+                        host=member.host_id, worker=member.worker or request.worker_id)
         self._hold(token, leased, member)
         return token
 
-    def recall(self, best: Mapping[str, Order]) -> None:
+    def recall(self, best: Mapping[str, Mapping[str, Order]]) -> None:
         """Take back the leases waiting in an agent's queue that a tenant's `best` instance
-        not leased yet (or leased behind them) should go before: the agent drops them
-        unstarted and reports each (STOPPED); their instances wait again."""
+        of the same pool, not leased yet (or leased behind them), should go before: the
+        agent drops them unstarted and reports each (STOPPED); their instances wait again."""
         for member in self._members.values():
-            waiting = len(member.tokens) - member.info.slots
-            if waiting <= 0 or not best:
-                continue
-            queued = list(member.tokens)[-waiting:]  # FIFO: the newest wait
+            firsts = best.get(member.pool)
+            queued = member.waiting() if firsts else []
             taken = [token for token in queued if token not in self._recalled
-                     and _behind(self._leases[token], best)]
+                     and _behind(self._leases[token], firsts or {})]
             if taken:
                 self._recalled.update(taken)
-                member.handle.cancel([self._leases[token].key for token in taken])
+                member.host.handle.cancel([self._leases[token].key for token in taken])
 
     def _hold(self, token: int, leased: Leased, member: _Member) -> None:
         self._leases[token] = leased
@@ -166,14 +301,16 @@ class Fleet:
         self._running_tenants[leased.tenant] += 1
 
     def land(self, agent_id: str, token: int, key: AttemptKey) -> Leased | None:
-        """The lease a report ends (None: stale — not this agent's or this attempt's lease,
-        or landed already)."""
+        """The lease a report from agent `agent_id` ends (None: stale — not this agent's or
+        this attempt's lease, or landed already)."""
         leased = self._leases.get(token)
-        if leased is None or leased.agent != agent_id or leased.key != key:
+        if leased is None or leased.host != agent_id or leased.key != key:
             return None
         del self._leases[token]
         self._by_key.pop(leased.key, None)
-        self._members[agent_id].tokens.pop(token, None)
+        member = self._members.get(leased.agent)
+        if member is not None:
+            member.tokens.pop(token, None)
         _less(self._running_tasks, (leased.key.job_id, leased.key.task))
         _less(self._running_tenants, leased.tenant)
         if token in self._recalled:
@@ -181,9 +318,9 @@ class Fleet:
             return replace(leased, recalled=True)
         return leased
 
-    def took(self, agent_id: str, seconds: float) -> None:
-        """An attempt of the agent ran `seconds` (from its start to its end)."""
-        member = self._members.get(agent_id)
+    def took(self, member_id: str, seconds: float) -> None:
+        """An attempt of the member ran `seconds` (from its start to its end)."""
+        member = self._members.get(member_id)
         if member is not None:
             member.took(max(seconds, 0.0))
 
@@ -205,55 +342,57 @@ class Fleet:
 
     def cancel(self, keys: Sequence[AttemptKey]) -> None:
         """Ask the agents holding these attempts to kill them (each still reports)."""
-        by_agent: dict[str, list[AttemptKey]] = {}
+        by_host: dict[str, list[AttemptKey]] = {}
         for key in keys:
             token = self._by_key.get(key)
             if token is not None:
-                by_agent.setdefault(self._leases[token].agent, []).append(key)
-        for agent_id, held in by_agent.items():
-            self._members[agent_id].handle.cancel(held)
+                by_host.setdefault(self._leases[token].host, []).append(key)
+        for host_id, held in by_host.items():
+            self._hosts[host_id].handle.cancel(held)
 
     # ---- liveness ------------------------------------------------------------------------
 
     def heartbeat(self, agent_id: str, running: Sequence[int], now: float) -> None:
         """The agent is alive and runs the leases `running`: any it runs that were counted
         lost (they run again elsewhere, or are done with) are killed."""
-        member = self._members.get(agent_id)
-        if member is None:
+        host = self._hosts.get(agent_id)
+        if host is None:
             return
-        member.last_seen = now
-        member.alive = True
-        member.lost = {token: member.lost[token] for token in sorted(running)
-                       if token in member.lost}
-        if member.lost:
-            member.handle.cancel(list(member.lost.values()))
+        host.last_seen = now
+        host.alive = True
+        host.lost = {token: host.lost[token] for token in sorted(running)
+                     if token in host.lost}
+        if host.lost:
+            host.handle.cancel(list(host.lost.values()))
 
     def expired(self, now: float) -> list[str]:
         """Live agents whose heartbeats stopped."""
-        return [agent_id for agent_id, member in self._members.items()
-                if member.alive and member.info.heartbeat > 0
-                and now - member.last_seen > MISSED_HEARTBEATS * member.info.heartbeat]
+        return [agent_id for agent_id, host in self._hosts.items()
+                if host.alive and host.info.heartbeat > 0
+                and now - host.last_seen > MISSED_HEARTBEATS * host.info.heartbeat]
 
     def lose(self, agent_id: str) -> list[tuple[int, Leased]]:
         """The agent is gone: it gets no leases until it heartbeats again; returns the
-        leases it held (still held: the caller lands them as lost)."""
-        member = self._members.get(agent_id)
-        if member is None:
+        leases its members held (still held: the caller lands them as lost). Its VMs stay
+        placed on it (a restarted agent process hosts them again)."""
+        host = self._hosts.get(agent_id)
+        if host is None:
             return []
-        member.alive = False
-        held = [(token, self._leases[token]) for token in sorted(member.tokens)]
-        member.lost.update((token, leased.key) for token, leased in held)
+        host.alive = False
+        held = sorted((token, leased) for token, leased in self._leases.items()
+                      if leased.host == agent_id)
+        host.lost.update((token, leased.key) for token, leased in held)
         return held
 
     # ---- the rest ------------------------------------------------------------------------
 
     def forget(self, job_id: str) -> None:
-        for member in self._members.values():
-            member.handle.forget(job_id)
+        for host in self._hosts.values():
+            host.handle.forget(job_id)
 
     def shutdown(self) -> None:
-        for member in self._members.values():
-            member.handle.shutdown()
+        for host in self._hosts.values():
+            host.handle.shutdown()
 
     def sizes(self) -> dict[str, int]:
         """Entries kept per lease (for the tests showing none grows with jobs run)."""

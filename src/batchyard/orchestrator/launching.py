@@ -1,15 +1,16 @@
-"""What to launch next: the launch queue, and the attempt an instance's launch hands out.
+"""What to launch next: the launch queues, and the attempt an instance's launch hands out.
 
-`LaunchQueue` keeps the best Waiting instances of each tenant, in launch order, fetched
-ahead from the store (LOOKAHEAD per tenant), so most steps launch without a query. Anything
-that may change the order — a submission, an operation, a retry, a settle — calls
-`invalidate()`, and the next launch fetches again. Free slots are shared between tenants by
-`domain.scheduling.fair_share`.
+A `LaunchQueue` keeps the best Waiting instances of each tenant in one pool (the tasks on
+one cluster, or those on none), in launch order, fetched ahead from the store (LOOKAHEAD
+per tenant), so most steps launch without a query. `LaunchQueues` holds one per pool.
+Anything that may change the order — a submission, an operation, a retry, a settle — calls
+its one `invalidate()`, and the next launch of every pool fetches again. Free slots are
+shared between tenants by `domain.scheduling.fair_share`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any
 
 from batchyard.domain.attempt import AttemptKey, AttemptRequest, BucketAccess, PathMapping
@@ -30,25 +31,52 @@ class StaleLaunchQueue(Exception):
     the step is rolled back and the queue fetched afresh."""
 
 
-class LaunchQueue:
-    """The best Waiting instances per tenant, in launch order."""
+class LaunchQueues:
+    """A launch queue per pool, invalidated together."""
 
-    def __init__(self) -> None:
-        self._rows: dict[str, list[LaunchRow]] = {}
-        self._complete: set[str] = set()
-        """Tenants whose every launchable instance is in the queue (the store had no more)."""
-        self._generation = 0
-        """Moved by every invalidation; the queue is good while it is the one fetched at."""
-        self._fetched_at = -1
-        self._ahead = LOOKAHEAD
-        self._used = 0
-        """Instances launched from the queue since it was fetched."""
+    def __init__(self, weights: Mapping[str, float] | None = None) -> None:
+        self.weights = dict(weights or {})
+        """Each tenant's share of the slots relative to others (absent: 1)."""
+        self.generation = 0
+        """Moved by every invalidation; a queue is good while it is the one fetched at."""
+        self._queues: dict[str, LaunchQueue] = {}
 
     def invalidate(self) -> None:
         """The launch order may have changed: fetch again before the next launch. Safe from
         any thread, so submissions need no engine lock: one landing during a fetch moves the
         generation past the one the fetch began at, so it is never missed."""
-        self._generation += 1
+        self.generation += 1
+
+    def of(self, pool: str) -> LaunchQueue:
+        """The queue of the tasks on cluster `pool` ("": on none)."""
+        queue = self._queues.get(pool)
+        if queue is None:
+            queue = self._queues[pool] = LaunchQueue(self, pool)
+        return queue
+
+    def keep(self, pools: Collection[str]) -> None:
+        """Drop the queues of pools that are gone (deleted clusters)."""
+        for pool in [pool for pool in self._queues if pool not in pools]:
+            del self._queues[pool]
+
+
+class LaunchQueue:
+    """The best Waiting instances per tenant of one pool, in launch order."""
+
+    def __init__(self, queues: LaunchQueues | None = None, pool: str = "") -> None:
+        self._queues = LaunchQueues() if queues is None else queues
+        self._pool = pool
+        self._rows: dict[str, list[LaunchRow]] = {}
+        self._complete: set[str] = set()
+        """Tenants whose every launchable instance is in the queue (the store had no more)."""
+        self._fetched_at = -1
+        self._ahead = LOOKAHEAD
+        self._used = 0
+        """Instances launched from the queue since it was fetched."""
+
+    @property
+    def _generation(self) -> int:
+        return self._queues.generation
 
     def take(self, tx: StateTransaction, free: int, running: Mapping[str, int], now: float
              ) -> list[LaunchRow]:
@@ -62,7 +90,7 @@ class LaunchQueue:
             self._fetched_at = self._generation  # read before the fetch (see invalidate)
             rows = self._rows = self._fetch(tx, free)
         queues = {tenant: [row.candidate for row in mine] for tenant, mine in rows.items()}
-        picked = fair_share(queues, running, free)
+        picked = fair_share(queues, running, free, self._queues.weights)
         taken: dict[str, int] = {}
         for candidate in picked:
             taken[candidate.tenant] = taken.get(candidate.tenant, 0) + 1
@@ -90,7 +118,7 @@ class LaunchQueue:
         limit = max(free, self._ahead)
         self._used = 0
         rows: dict[str, list[LaunchRow]] = {}
-        for row in tx.launch_rows(limit, free):
+        for row in tx.launch_rows(limit, free, self._pool):
             rows.setdefault(row.candidate.tenant, []).append(row)
         self._complete = {tenant for tenant, mine in rows.items()
                           if len(mine) < limit and len({r.candidate.job_id for r in mine}) < free}
@@ -106,9 +134,11 @@ def _chosen(rows: dict[str, list[LaunchRow]], taken: dict[str, int]) -> list[Lau
     return sorted(chosen, key=lambda row: row.candidate.order_key())
 
 
-def attempt_request(row: LaunchRow, known: KnownJob, buckets: tuple[BucketAccess, ...]
-                    ) -> AttemptRequest:
-    """The attempt the launch of `row` hands to an agent."""
+def attempt_request(row: LaunchRow, known: KnownJob, buckets: tuple[BucketAccess, ...],
+                    cluster_id: str, worker_id: str = "") -> AttemptRequest:
+    """The attempt the launch of `row` hands to an agent, on cluster `cluster_id` (a
+    ClusterId, or the task's AutoCluster group) and VM `worker_id` ("": the one the agent
+    leases to)."""
     candidate: Candidate = row.candidate
     task = known.spec.DAG.Tasks[candidate.task]
     parameters = task.Parameters
@@ -125,7 +155,7 @@ def attempt_request(row: LaunchRow, known: KnownJob, buckets: tuple[BucketAccess
         stderr_dir=_as_directory(parameters.StderrRedirectPath),
         retry_count=row.retry_count,
         tenant=known.tenant, buckets=buckets,
-        cluster_id=task.ClusterId,
+        cluster_id=cluster_id, worker_id=worker_id,
         inputs=inputs, outputs=outputs, logs=logs,
     )
 

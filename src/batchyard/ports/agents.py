@@ -86,6 +86,8 @@ class Lease:
     token: int
     """The fencing token: unique per lease; only the current one's outcome counts."""
     retry_count: int = 0
+    worker: str = ""
+    """The VM it runs on (its BATCH_COMPUTE_WORKER_ID); "": the agent itself."""
 
 
 @dataclass(frozen=True)
@@ -107,12 +109,13 @@ class LeaseBatch:
                 env_vars=dict(part.env_vars), timeout=part.timeout,
                 stdout_dir=part.stdout_dir, stderr_dir=part.stderr_dir,
                 retry_count=lease.retry_count, tenant=part.tenant, buckets=part.buckets,
-                cluster_id=part.cluster_id, inputs=part.inputs, outputs=part.outputs,
-                logs=part.logs)
+                cluster_id=part.cluster_id, worker_id=lease.worker, inputs=part.inputs,
+                outputs=part.outputs, logs=part.logs)
 
 
-def batch_of(requests: Sequence[tuple[int, AttemptRequest]]) -> LeaseBatch:
-    """A batch from (token, request) pairs: requests of one task share one part."""
+def batch_of(requests: Sequence[tuple[int, AttemptRequest]], worker: str = "") -> LeaseBatch:
+    """A batch from (token, request) pairs: requests of one task share one part. `worker`:
+    the VM they all run on (else each request's own `worker_id`)."""
     parts: dict[tuple[str, str], int] = {}
     shared: list[TaskPart] = []
     leases = []
@@ -126,7 +129,8 @@ def batch_of(requests: Sequence[tuple[int, AttemptRequest]]) -> LeaseBatch:
                 request.package_path, request.env_vars, request.timeout, request.stdout_dir,
                 request.stderr_dir, request.tenant, request.buckets, request.cluster_id,
                 request.inputs, request.outputs, request.logs))
-        leases.append(Lease(index, key.instance_id, key.attempt, token, request.retry_count))
+        leases.append(Lease(index, key.instance_id, key.attempt, token, request.retry_count,
+                            worker or request.worker_id))
     return LeaseBatch(tuple(shared), tuple(leases))
 
 

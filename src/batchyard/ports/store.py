@@ -93,6 +93,8 @@ class TaskRow:
     max_retry_count: int
     started: float | None
     ended: float | None
+    cluster_id: str = ""
+    """The cluster its instances run on ("": the default pool)."""
 
 
 @dataclass(frozen=True)
@@ -261,7 +263,8 @@ class StateTransaction(ClusterTransaction, Protocol):
     def set_ready(self, job_id: str, names: Collection[str], ready: bool) -> None: ...
 
     # instances
-    def launch_rows(self, limit: int, most_jobs: int | None = None) -> list[LaunchRow]:
+    def launch_rows(self, limit: int, most_jobs: int | None = None, cluster_id: str = ""
+                    ) -> list[LaunchRow]:
         """Waiting instances of ready tasks of active jobs, best first (job priority, job
         creation, job id, task, instance id), at most `limit`, from at most `most_jobs` jobs
         that have any (None: no such bound). Whatever the bounds, a prefix of that order."""

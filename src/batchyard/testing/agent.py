@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
@@ -64,6 +64,8 @@ class InlineAgent:
         with self._lock:
             self.batches.append(batch)
             for lease, request in batch.requests():
+                if not request.worker_id:
+                    request = replace(request, worker_id=self.id)
                 if request.key in self._running:
                     raise ValueError(f"attempt {request.key} was leased twice")
                 self._running[request.key] = _Held(lease.token, request)

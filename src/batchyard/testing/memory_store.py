@@ -110,15 +110,12 @@ AttemptSlot = tuple[str, int, int]
 class _Job:
     """One job's rows. A committed `_Job` is never changed: a transaction writes a copy."""
 
-    __slots__ = ("attempts", "clusters", "description", "instances", "row", "tasks")
+    __slots__ = ("attempts", "description", "instances", "row", "tasks")
 
     def __init__(self, row: JobRow, description: str, tasks: dict[str, TaskRow],
                  instances: dict[InstanceKey, _Instance],
-                 attempts: dict[AttemptSlot, AttemptRecord],
-                 clusters: Mapping[str, str] | None = None) -> None:
+                 attempts: dict[AttemptSlot, AttemptRecord]) -> None:
         self.row = row
-        self.clusters: Mapping[str, str] = clusters or {}
-        """Task name -> its ClusterId ("" for none): `tasks.cluster_id` of the SQL store."""
         self.description = description
         """The description as JSON text, as the SQL store keeps it (each read parses it)."""
         self.tasks = tasks
@@ -127,7 +124,7 @@ class _Job:
 
     def copy(self) -> _Job:
         return _Job(self.row, self.description, dict(self.tasks), dict(self.instances),
-                    dict(self.attempts), self.clusters)
+                    dict(self.attempts))
 
     def task_instances(self, task: TaskRow) -> Iterator[_Instance]:
         """The task's instances by instance id (ids are 0 … InstanceCount - 1)."""
@@ -140,13 +137,14 @@ class _Job:
                 for name, task in self.tasks.items()
                 if task.instance_count and (names is None or name in names)}
 
-    def waiting(self, limit: int) -> list[LaunchRow]:
-        """Up to `limit` Waiting instances of ready tasks, by task name and instance id."""
+    def waiting(self, limit: int, cluster_id: str = "") -> list[LaunchRow]:
+        """Up to `limit` Waiting instances of ready tasks on `cluster_id`, by task name and
+        instance id."""
         created = _time(self.row.created) or _EPOCH
         rows: list[LaunchRow] = []
         for name in sorted(self.tasks):
             task = self.tasks[name]
-            if not task.ready:
+            if not task.ready or task.cluster_id != cluster_id:
                 continue
             starts = State.WAITING in (task.state, self.row.state)
             rows += [LaunchRow(Candidate(self.row.id, self.row.priority, created, name,
@@ -200,7 +198,8 @@ class MemoryTransaction(MemoryClusterWrites):
                        self._cluster_tables())
 
     def _job_clusters(self) -> Iterator[tuple[JobRow, Mapping[str, str]]]:
-        return ((job.row, job.clusters) for job in self._jobs.values())
+        return ((job.row, {name: task.cluster_id for name, task in job.tasks.items()})
+                for job in self._jobs.values())
 
     def _write(self, job_id: str) -> _Job | None:
         """The job's draft rows, copied from the committed ones on the first write."""
@@ -253,16 +252,15 @@ class MemoryTransaction(MemoryClusterWrites):
         row = JobRow(new.job_id, new.tenant, spec.Name, spec.Priority, State.WAITING, "",
                      spec.JobFailOnInstanceFail, spec.AutoRelease, new.now, None, None)
         tasks = {name: TaskRow(new.job_id, name, State.WAITING, not graph[name],
-                               task.InstanceCount, task.MaxRetryCount, None, None)
+                               task.InstanceCount, task.MaxRetryCount, None, None,
+                               task.ClusterId)
                  for name, task in spec.DAG.Tasks.items()}
         instances = {(name, index): _Instance(name, index, State.WAITING)
                      for name, task in spec.DAG.Tasks.items()
                      for index in range(task.InstanceCount)}
         if new.job_id in self._jobs:
             raise ValueError(f"job {new.job_id} exists already")
-        self._jobs[new.job_id] = _Job(row, json.dumps(spec.echo()), tasks, instances, {},
-                                      {name: task.ClusterId
-                                       for name, task in spec.DAG.Tasks.items()})
+        self._jobs[new.job_id] = _Job(row, json.dumps(spec.echo()), tasks, instances, {})
         self._mine.add(new.job_id)
         self.event(new.job_id, "job", "", State.WAITING, new.now, message="submitted")
 
@@ -367,7 +365,8 @@ class MemoryTransaction(MemoryClusterWrites):
 
     # ---- instances -----------------------------------------------------------------------
 
-    def launch_rows(self, limit: int, most_jobs: int | None = None) -> list[LaunchRow]:
+    def launch_rows(self, limit: int, most_jobs: int | None = None, cluster_id: str = ""
+                    ) -> list[LaunchRow]:
         """Waiting instances of ready tasks of active jobs, in launch order: of each tenant,
         at most `limit`, from at most `most_jobs` of its jobs that have any (each tenant's
         rows a prefix of its launch order)."""
@@ -379,7 +378,7 @@ class MemoryTransaction(MemoryClusterWrites):
             mine = rows.setdefault(tenant, [])
             if len(mine) >= limit or jobs_with_rows.get(tenant, 0) == most_jobs:
                 continue
-            found = job.waiting(limit - len(mine))
+            found = job.waiting(limit - len(mine), cluster_id)
             mine += found
             jobs_with_rows[tenant] = jobs_with_rows.get(tenant, 0) + bool(found)
         return sorted((row for mine in rows.values() for row in mine),
@@ -520,7 +519,7 @@ def _attempt_record(key: AttemptKey, outcome: Outcome) -> AttemptRecord:
     return AttemptRecord(key.job_id, key.task, key.instance_id, key.attempt,
                          _stamp(outcome.started_at), _stamp(outcome.ended_at),
                          outcome.exit_code, outcome.error_code.value, outcome.error_message,
-                         outcome.stdout_path, outcome.stderr_path)
+                         outcome.stdout_path, outcome.stderr_path, outcome.worker)
 
 
 def _instance_row(job_id: str, instance: _Instance) -> InstanceRow:

@@ -1,0 +1,127 @@
+"""AutoClusters: the VMs a task gets for itself (BatchCompute's `AutoCluster`).
+
+A task that names no ClusterId gets a group of min(InstanceCount, room) VMs of its
+InstanceType, where room is how many VMs the agents can hold (their slots): created when
+its first instance launches, released when the task ends. The local provider's VMs are
+virtual — a VM here is a name and a share of the agents' room, not a machine booted — so
+a group costs nothing to create, and its instances share the agents' slots with every
+other task on no cluster, tenants served fairly (`domain.scheduling.fair_share`). Each
+instance runs on the group's VM with the fewest instances in flight; that VM's id is its
+BATCH_COMPUTE_WORKER_ID and the group's its BATCH_COMPUTE_CLUSTER_ID, and its attempt
+records it.
+
+A task that fails with `AutoCluster.ReserveOnFail` keeps its VMs: they keep their share of
+the agents' room (nothing else runs there) until the job is restarted or deleted, so what
+the failed attempts left (their work folders) stays as it was.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from batchyard.domain.states import TERMINAL, Entity, State, Transition
+
+GroupKey = tuple[str, str]
+"""(job id, task name)."""
+
+
+def new_group_id() -> str:
+    """`cls-` + 32 hex digits, sortable by creation (the shape of every cluster id)."""
+    return f"cls-{time.time_ns():016X}{secrets.token_hex(8).upper()}"
+
+
+def new_vm_id() -> str:
+    """`i-` + 32 hex digits, sortable by creation (the shape of every VM id)."""
+    return f"i-{time.time_ns():016X}{secrets.token_hex(8).upper()}"
+
+
+@dataclass
+class Group:
+    """One task's VMs and the instances in flight on each."""
+
+    id: str
+    vms: dict[str, int] = field(default_factory=dict)
+    """VM id -> instances in flight on it."""
+
+    def pick(self) -> str:
+        """The VM with the fewest instances in flight (the first of equals)."""
+        vm = min(self.vms, key=self.vms.__getitem__)
+        self.vms[vm] += 1
+        return vm
+
+    def landed(self, vm: str) -> None:
+        if self.vms.get(vm, 0) > 0:
+            self.vms[vm] -= 1
+
+
+class AutoClusters:
+    """The groups of the tasks on no cluster (used under the engine's lock)."""
+
+    def __init__(self, room: Callable[[], int], reserve: Callable[[str], bool],
+                 unreserve: Callable[[str], None]) -> None:
+        self._room = room
+        """How many VMs the agents can hold in all."""
+        self._reserve = reserve
+        """Keep a VM's share of the agents' room (False: no room left)."""
+        self._unreserve = unreserve
+        self._groups: dict[GroupKey, Group] = {}
+        self._reserved: dict[GroupKey, Group] = {}
+
+    def worker(self, job_id: str, task: str, instance_count: int) -> tuple[str, str]:
+        """(cluster id, VM id) for the next instance of the task, its group made if new."""
+        group = self._groups.get((job_id, task))
+        if group is None:
+            size = max(1, min(instance_count, self._room()))
+            group = self._groups[job_id, task] = Group(
+                new_group_id(), {new_vm_id(): 0 for _ in range(size)})
+        return group.id, group.pick()
+
+    def landed(self, job_id: str, task: str, vm: str) -> None:
+        """An attempt of the task on VM `vm` ended."""
+        group = self._groups.get((job_id, task))
+        if group is not None:
+            group.landed(vm)
+
+    def moved(self, transitions: Iterable[Transition], reserving: Callable[[str, str], bool]
+              ) -> None:
+        """Release the groups of tasks that ended (reserve them when `reserving(job, task)`
+        says the task's AutoCluster asks for it and the task failed); release reserved
+        groups of tasks that run again (the job restarted)."""
+        for change in transitions:
+            if change.entity is not Entity.TASK:
+                continue
+            key = (change.job_id, change.task)
+            if change.target in TERMINAL:
+                group = self._groups.pop(key, None)
+                if (group is not None and change.target is State.FAILED
+                        and reserving(*key)):
+                    self._keep(key, group)
+            elif key in self._reserved:
+                self._release(key)
+
+    def forget(self, job_id: str) -> None:
+        """The job was deleted: its groups go, reserved or not."""
+        for key in [key for key in self._groups if key[0] == job_id]:
+            del self._groups[key]
+        for key in [key for key in self._reserved if key[0] == job_id]:
+            self._release(key)
+
+    def group(self, job_id: str, task: str) -> Group | None:
+        """The task's group (running or reserved), if it has one."""
+        key = (job_id, task)
+        return self._groups.get(key) or self._reserved.get(key)
+
+    def sizes(self) -> dict[str, int]:
+        return {"autoclusters": len(self._groups), "reserved": len(self._reserved)}
+
+    def _keep(self, key: GroupKey, group: Group) -> None:
+        kept = Group(group.id, {vm: 0 for vm in group.vms if self._reserve(vm)})
+        if kept.vms:
+            self._reserved[key] = kept
+
+    def _release(self, key: GroupKey) -> None:
+        for vm in self._reserved.pop(key).vms:
+            self._unreserve(vm)
