@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Mapping
+from enum import StrEnum
 from pathlib import Path
+from typing import Any
 
-from batchyard.domain import states
+from batchyard.domain import clusters, states
 from batchyard.domain.states import State
 
 TABLES = {
@@ -35,7 +38,31 @@ def render() -> str:
     lines += ["## Job operations", "", "| Operation | Allowed in |", "|---|---|"]
     lines += [f"| {name} | {_names(allowed)} |" for name, allowed in OPERATIONS.items()]
     lines += ["", "Anything else answers 409 `StateConflict` naming the current state.", ""]
+    lines += _machine("Cluster", clusters.ClusterState, clusters.CLUSTER_TRANSITIONS,
+                      "A deleted cluster's row is removed: it reads as "
+                      "`InvalidResource.NotFound` (BatchCompute's `Deleted`).")
+    lines += _machine("VM", clusters.VMState, clusters.VM_TRANSITIONS,
+                      "Live VMs (counted towards DesiredVMCount): "
+                      f"{_names_of(clusters.LIVE_VM_STATES, clusters.VMState)}. "
+                      "A shrinking group sheds Pending VMs first (removed at once: nothing to "
+                      "drain), then Starting, then idle Running, then busy Running ones, "
+                      "newest first; those drain (finish their instance) before they go.")
     return "\n".join(lines)
+
+
+def _machine(kind: str, members: type[clusters.ClusterState] | type[clusters.VMState],
+             table: Mapping[Any, frozenset[Any]], note: str) -> list[str]:
+    """The states of a cluster or a VM with their meanings, then their transitions."""
+    lines = [f"## {kind} states", "", "| State | Meaning |", "|---|---|"]
+    lines += [f"| {member.value} | {member.meaning} |" for member in members]
+    lines += ["", note, "", "| From | To |", "|---|---|"]
+    lines += [f"| {source.value} | {_names_of(targets, members) or '(final)'} |"
+              for source, targets in table.items()]
+    return [*lines, ""]
+
+
+def _names_of(group: frozenset[Any], members: type[StrEnum]) -> str:
+    return ", ".join(member.value for member in members if member in group)
 
 
 def _names(group: frozenset[State]) -> str:

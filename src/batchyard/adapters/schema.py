@@ -62,11 +62,12 @@ tasks = Table(
     Column("ready", Boolean, nullable=False, default=False),
     Column("instance_count", Integer, nullable=False),
     Column("max_retry_count", Integer, nullable=False),
-    Column("cluster_id", String(40), nullable=False, default="", server_default=""),
     Column("started", Float),
     Column("ended", Float),
     *(Column(column, Integer, nullable=False, default=0, server_default="0")
       for column in COUNT_COLUMNS.values()),
+    Column("cluster_id", String(40), nullable=False, default="", server_default="",
+           index=True),
     ForeignKeyConstraint(["job_id"], ["jobs.id"], ondelete="CASCADE"),
 )
 """A task's instances per state are kept in its row (`COUNT_COLUMNS`), changed in the same
@@ -132,3 +133,36 @@ buckets = Table(
     Column("created", Float, nullable=False),
 )
 """Buckets claimed by the tenant whose job named them first (configured ones are not here)."""
+
+clusters = Table(
+    "clusters", metadata,
+    Column("id", String(40), primary_key=True),
+    Column("tenant", String(64), nullable=False, index=True),
+    Column("name", String(128), nullable=False),
+    Column("description", Text, nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("created", Float, nullable=False),
+    Column("operation_logs", Text, nullable=False, default="[]"),
+)
+"""Clusters (reference §7): the whole description (JSON, every change merged in) and the
+newest OperationLogs (a JSON array of strings). A deleted cluster's row is removed."""
+
+vms = Table(
+    "vms", metadata,
+    Column("id", String(40), primary_key=True),
+    Column("cluster_id", String(40), nullable=False),
+    Column("group_name", String(64), nullable=False),
+    Column("tenant", String(64), nullable=False),
+    Column("instance_type", String(64), nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("created", Float, nullable=False),
+    Column("updated", Float, nullable=False),
+    Column("host", String(255), nullable=False, default=""),
+    Column("ip_address", String(64), nullable=False, default=""),
+    Column("host_name", String(255), nullable=False, default=""),
+    Column("error_code", Integer, nullable=False, default=0),
+    Column("error_message", Text, nullable=False, default=""),
+    Column("reason", Text, nullable=False, default=""),
+    Index("ix_vms_cluster", "cluster_id", "group_name", "state"),
+)
+"""The VMs of cluster groups (agents). A Deleted VM's row is removed."""

@@ -24,6 +24,7 @@ from sqlalchemy import Connection, bindparam, func, select, text
 from sqlalchemy.engine import Row
 from sqlalchemy.exc import IntegrityError
 
+from batchyard.adapters.clusters import SqlClusterWrites
 from batchyard.adapters.credentials import idempotency_tokens
 from batchyard.adapters.database import insert_ignoring_duplicates, open_engine
 from batchyard.adapters.reads import SqlReads, to_time
@@ -281,8 +282,8 @@ class SqlStore:
         return self.reads.events(job_id)
 
 
-class StoreTransaction:
-    """All writes of one orchestrator step, committed together."""
+class StoreTransaction(SqlClusterWrites):
+    """All writes of one orchestrator step, committed together (clusters and VMs too)."""
 
     def __init__(self, connection: Connection) -> None:
         self.connection = connection

@@ -13,6 +13,7 @@ from rich.text import Text
 from batchyard import __version__
 from batchyard.cli import help_format, objects, startup
 from batchyard.cli.client import register as register_client_commands
+from batchyard.cli.clusters import clusters_app
 from batchyard.cli.configuration import ConfigurationError, load_settings
 from batchyard.cli.execution import (
     EXIT_FAILED,
@@ -105,6 +106,7 @@ app = startup.Typer(name="batchyard", help=APP_HELP, epilog=APP_EPILOG, no_args_
                     pretty_exceptions_show_locals=False)  # locals may hold secrets (URLs, keys)
 app.add_typer(objects.app, name="oss")
 app.add_typer(keys_app, name="keys")
+app.add_typer(clusters_app, name="clusters")
 app.command(epilog=SERVE_EPILOG)(serve)
 app.command("instance-types", epilog=INSTANCE_TYPES_EPILOG)(instance_types)
 

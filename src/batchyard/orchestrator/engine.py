@@ -44,6 +44,7 @@ from batchyard.orchestrator import operations
 from batchyard.orchestrator.autoclusters import AutoClusters
 from batchyard.orchestrator.buckets import TenantBuckets
 from batchyard.orchestrator.caches import ReleasedJobs, SpecCache
+from batchyard.orchestrator.clusters import Clusters
 from batchyard.orchestrator.fleet import DEFAULT_POOL, Cost, Fleet, Leased, Order
 from batchyard.orchestrator.launching import LaunchQueues, attempt_request
 from batchyard.orchestrator.listeners import Deliveries, WaitWakeups
@@ -170,6 +171,8 @@ class Engine:
         self.abandoned: list[Abandoned] = []
         """Jobs `start(abandon=True)` found active and Stopped."""
         self._thread = threading.Thread(target=self._loop, name="batchyard-engine", daemon=True)
+        self.clusters = Clusters(store, clock, changed=self.wake)
+        """Clusters and their VMs (the control plane); every change wakes the loop."""
 
     # ---- lifecycle -----------------------------------------------------------------------
 
@@ -247,6 +250,9 @@ class Engine:
         spec = job if isinstance(job, JobDescription) else parse_job(job)
         self._check_sandbox(spec)
         self._check_types(spec)
+        problems = self.clusters.check_job(spec, tenant)
+        if problems:
+            raise SpecError(problems)
         claims = self.buckets.claims(tenant, spec)
         job_id = new_job_id()
         # Only new rows are written, so no engine lock: a busy control loop does not hold up

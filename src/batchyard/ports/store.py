@@ -44,6 +44,7 @@ from batchyard.domain.states import (
     State,
     Transition,
 )
+from batchyard.ports.clusters import ClusterTransaction
 
 
 class _Keep(Enum):
@@ -194,8 +195,9 @@ class StaleBatch(Exception):
 
 # ---- the port ------------------------------------------------------------------------------
 
-class StateTransaction(Protocol):
-    """All writes of one orchestrator step or operation, committed together."""
+class StateTransaction(ClusterTransaction, Protocol):
+    """All writes of one orchestrator step or operation, committed together (clusters and
+    VMs too: see `ports.clusters`)."""
 
     @property
     def transitions(self) -> list[Transition]:

@@ -19,7 +19,7 @@ import json
 import threading
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
@@ -61,6 +61,7 @@ from batchyard.ports.store import (
     TaskRow,
     given,
 )
+from batchyard.testing.memory_clusters import ClusterTables, MemoryClusterWrites
 
 
 def _time(value: float | None) -> datetime | None:
@@ -171,11 +172,12 @@ class _Tables:
     tokens: Mapping[tuple[str, str, str], tuple[str, str]]
     """(tenant, kind, token) -> (digest, job id)."""
     events_made: int = 0
+    clusters: ClusterTables = field(default_factory=ClusterTables)
 
 
 # ---- the transaction -----------------------------------------------------------------------
 
-class MemoryTransaction:
+class MemoryTransaction(MemoryClusterWrites):
     """All writes of one step or operation, on a draft of the store's tables (see module)."""
 
     def __init__(self, tables: _Tables) -> None:
@@ -186,12 +188,18 @@ class MemoryTransaction:
         self._buckets = dict(tables.buckets)
         self._tokens = dict(tables.tokens)
         self._made = tables.events_made
+        self._open_clusters(tables.clusters)
         self._pending: list[_Event] = []
         self._flushed: list[_Event] = []
 
     def tables(self) -> _Tables:
         """The draft as the tables to commit."""
-        return _Tables(self._jobs, self._events, self._buckets, self._tokens, self._made)
+        return _Tables(self._jobs, self._events, self._buckets, self._tokens, self._made,
+                       self._cluster_tables())
+
+    def _job_clusters(self) -> Iterator[tuple[JobRow, Mapping[str, str]]]:
+        return ((job.row, {name: task.cluster_id for name, task in job.tasks.items()})
+                for job in self._jobs.values())
 
     def _write(self, job_id: str) -> _Job | None:
         """The job's draft rows, copied from the committed ones on the first write."""

@@ -1,0 +1,261 @@
+"""The cluster API (reference §7, §9.5–§9.9) through the official `batchcompute` SDK 2.1.7
+against a live `batchyard serve`: create with a token, get, list page by page, every
+change_cluster_* helper and modify_cluster, delete, the VM endpoints, and the errors."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import httpx
+import pytest
+
+from batchyard.adapters.credentials import AccessKey
+from tests.api.conftest import LiveServer, echo_task
+
+batchcompute = pytest.importorskip("batchcompute")
+from batchcompute import Client, ClientError  # noqa: E402
+from batchcompute.resources import (  # noqa: E402
+    ClusterDescription,
+    GroupDescription,
+    ModifyClusterDescription,
+    ModifyGroupDescription,
+)
+
+
+def sdk_client(server: LiveServer, key: AccessKey) -> Any:
+    Client.register_region("local", "127.0.0.1", server.port)
+    return Client("127.0.0.1", key.id, key.secret)
+
+
+@pytest.fixture()
+def client(server: LiveServer, alice_key: AccessKey) -> Any:
+    return sdk_client(server, alice_key)
+
+
+@pytest.fixture()
+def bob_client(server: LiveServer, bob_key: AccessKey) -> Any:
+    return sdk_client(server, bob_key)
+
+
+def description(name: str = "api-cluster", **groups: int) -> Any:
+    cluster = ClusterDescription()
+    cluster.Name = name
+    cluster.ImageId = "img-ubuntu"
+    cluster.InstanceType = "ecs.sn1.medium"
+    cluster.Description = "made by the API tests"
+    for group_name, count in (groups or {"group1": 2}).items():
+        group = GroupDescription()
+        group.DesiredVMCount = count
+        group.InstanceType = "ecs.sn1.medium"
+        cluster.add_group(group_name, group)
+    return cluster
+
+
+def error_of(call: Any, *args: Any, **kwargs: Any) -> tuple[int, str, str]:
+    with pytest.raises(ClientError) as raised:
+        call(*args, **kwargs)
+    return (raised.value.get_status_code(), raised.value.get_code(),
+            raised.value.get_msg())
+
+
+def test_a_cluster_is_created_read_and_typed_as_the_sdk_requires(client: Any) -> None:
+    cluster_id = client.create_cluster(description(group1=2, group2=0)).Id
+    assert cluster_id.startswith("cls-")
+    cluster = client.get_cluster(cluster_id)
+    assert (cluster.Id, cluster.Name, cluster.State, cluster.ImageId) == (
+        cluster_id, "api-cluster", "Active", "img-ubuntu")
+    assert isinstance(cluster.OwnerId, int) and cluster.CreationTime is not None
+    assert cluster.Groups["group1"].DesiredVMCount == 2
+    assert cluster.Groups["group1"].ActualVMCount == 0  # nothing runs VMs yet: Pending
+    assert cluster.Groups["group2"].DesiredVMCount == 0
+    assert cluster.Metrics.StartingCount == 2 and cluster.Metrics.RunningCount == 0
+    assert cluster.WriteSupport is False and isinstance(cluster.OperationLogs, list)
+    assert any("[group1] 2 VM(s) added" in line for line in cluster.OperationLogs)
+    assert isinstance(cluster.UserData, dict) and isinstance(cluster.EnvVars, dict)
+
+
+def test_the_raw_status_object_never_holds_null(server: LiveServer, alice: httpx.Client
+                                                ) -> None:
+    body = {"Name": "raw", "ImageId": "img-ubuntu", "InstanceType": "ecs.sn1.medium",
+            "Groups": {"g": {"DesiredVMCount": 1}}}
+    created = alice.post("/clusters", json=body)
+    assert created.status_code == 201, created.text
+    status = alice.get(f"/clusters/{created.json()['Id']}").json()
+    nulls = [key for key, value in status.items() if value is None]
+    assert nulls == []
+    for key in ("UserData", "EnvVars", "Configs", "Notification", "Metrics", "Groups",
+                "InputMapping", "InputMappingConfig"):
+        assert isinstance(status[key], dict), key
+    assert status["Groups"]["g"]["Disks"] == {}
+    assert status["CreationTime"].endswith("Z") and "." in status["CreationTime"]
+
+
+def test_an_idempotent_token_makes_one_cluster(client: Any) -> None:
+    first = client.create_cluster(description("tokened"), "cluster_token_1").Id
+    again = client.create_cluster(description("tokened"), "cluster_token_1").Id
+    assert again == first
+    status, code, _ = error_of(client.create_cluster, description("other"), "cluster_token_1")
+    assert (status, code) == (400, "IdempotentTokenMismatch")
+
+
+def test_clusters_are_listed_page_by_page(client: Any) -> None:
+    made = [client.create_cluster(description(f"paged-{index}")).Id for index in range(3)]
+    seen: list[str] = []
+    marker = ""
+    while True:
+        page = client.list_clusters(marker, 2)
+        assert len(page.Items) <= 2
+        seen += [item.Id for item in page.Items]
+        marker = page.NextMarker
+        if not marker:
+            break
+    assert seen == sorted(seen) and set(made) <= set(seen)
+    status, code, _ = error_of(client.list_clusters, "", 101)
+    assert (status, code) == (400, "InvalidMaxItemCount")
+
+
+def test_every_change_helper_and_modify_cluster(client: Any) -> None:
+    cluster_id = client.create_cluster(description(group1=1)).Id
+    client.change_cluster_desired_vm_count(cluster_id, group1=3)
+    client.change_cluster_env_vars(cluster_id, {"COLOUR": "blue"})
+    client.change_cluster_user_data(cluster_id, {"owner": "alice"})
+    client.change_cluster_input_mapping(cluster_id, {"oss://api-tests/in/": "/home/in/"})
+    client.change_cluster_spot_config(cluster_id, "group1", "SpotAsPriceGo", 0.25)
+    cluster = client.get_cluster(cluster_id)
+    assert cluster.Groups["group1"].DesiredVMCount == 3
+    assert (cluster.EnvVars, cluster.UserData) == ({"COLOUR": "blue"}, {"owner": "alice"})
+    assert cluster.InputMapping == {"oss://api-tests/in/": "/home/in/"}
+    assert (cluster.Groups["group1"].SpotStrategy,
+            cluster.Groups["group1"].SpotPriceLimit) == ("SpotAsPriceGo", 0.25)
+    assert len(client.list_cluster_instances(cluster_id, "group1", "", 100).Items) == 3
+    modify = ModifyClusterDescription()
+    modify.ImageId = "img-newer"
+    smaller = ModifyGroupDescription()
+    smaller.DesiredVMCount = 1
+    modify.add_group("group1", smaller)
+    client.modify_cluster(cluster_id, modify)
+    client.modify_cluster(cluster_id, ModifyClusterDescription())  # Groups {}: no change
+    cluster = client.get_cluster(cluster_id)
+    assert cluster.ImageId == "img-newer" and cluster.Groups["group1"].DesiredVMCount == 1
+    assert cluster.EnvVars == {"COLOUR": "blue"}  # untouched by a partial change
+    assert len(client.list_cluster_instances(cluster_id, "group1", "", 100).Items) == 1
+    assert any("[group1] DesiredVMCount 3 -> 1" in line for line in cluster.OperationLogs)
+
+
+def test_the_vm_endpoints(client: Any) -> None:
+    cluster_id = client.create_cluster(description(group1=3)).Id
+    page = client.list_cluster_instances(cluster_id, "group1", "", 2)
+    assert [item.State for item in page.Items] == ["Pending", "Pending"]
+    assert page.NextMarker
+    rest = client.list_cluster_instances(cluster_id, "group1", page.NextMarker, 2)
+    assert len(rest.Items) == 1 and rest.NextMarker == ""
+    first = page.Items[0].Id
+    vm = client.get_cluster_instance(cluster_id, "group1", first)
+    assert (vm.Id, vm.State, vm.ErrorCode) == (first, "Pending", 0)
+    client.recreate_cluster_instance(cluster_id, "group1", first)
+    after = [item.Id for item in client.list_cluster_instances(cluster_id, "group1", "",
+                                                                100).Items]
+    assert first not in after and len(after) == 3  # a Pending VM is replaced at once
+    second = after[0]
+    client.delete_cluster_instance(cluster_id, "group1", second)
+    status, code, _ = error_of(client.delete_cluster_instance, cluster_id, "group1", second)
+    assert (status, code) == (404, "InvalidResource.NotFound")
+    assert client.get_cluster(cluster_id).Groups["group1"].DesiredVMCount == 2
+    status, code, _ = error_of(client.list_cluster_instances, cluster_id, "nogroup", "", 10)
+    assert (status, code) == (404, "InvalidResource.NotFound")
+
+
+def test_a_cluster_is_deleted(client: Any) -> None:
+    cluster_id = client.create_cluster(description("short-lived")).Id
+    client.delete_cluster(cluster_id)
+    status, code, _ = error_of(client.get_cluster, cluster_id)
+    assert (status, code) == (404, "InvalidResource.NotFound")
+
+
+def test_invalid_clusters_are_refused_with_section_7_3_codes(alice: httpx.Client) -> None:
+    base = {"Name": "bad", "ImageId": "img-ubuntu", "InstanceType": "ecs.sn1.medium"}
+    cases = [
+        (base, "MissingGroups", "Groups"),
+        ({**base, "Groups": {"g": {}}}, "MissingDesiredVMCount", "Groups.g.DesiredVMCount"),
+        ({**base, "Groups": {"g": {"DesiredVMCount": 70000}}}, "InvalidDesiredVMCount",
+         "Groups.g.DesiredVMCount"),
+        ({**base, "Groups": {"g": "x"}}, "InvalidGroups.g", "Groups.g"),
+        ({**base, "InstanceType": "ecs.nope", "Groups": {"g": {"DesiredVMCount": 1}}},
+         "InvalidInstanceType", "InstanceType"),
+    ]
+    for body, code, path in cases:
+        answer = alice.post("/clusters", json=body)
+        assert answer.status_code == 400, answer.text
+        error = answer.json()
+        assert error["Code"] == code and error["Problems"][0]["Path"] == path, error
+    unknown = alice.post("/clusters", json={**base, "InstanceType": "ecs.nope",
+                                            "Groups": {"g": {"DesiredVMCount": 1}}}).json()
+    assert "GET /available lists them" in unknown["Message"]
+
+
+def test_invalid_changes_are_refused_and_change_nothing(client: Any,
+                                                        alice: httpx.Client) -> None:
+    cluster_id = client.create_cluster(description(group1=1)).Id
+    cases = [({"Name": "renamed"}, "InvalidParameter"),
+             ({"Groups": {"nogroup": {"DesiredVMCount": 1}}}, "InvalidGroups.nogroup"),
+             ({"Groups": {"group1": {"DesiredVMCount": -1}}}, "InvalidDesiredVMCount"),
+             ({"Groups": {"group1": {"InstanceType": "ecs.nope"}}}, "InvalidInstanceType")]
+    for body, code in cases:
+        answer = alice.put(f"/clusters/{cluster_id}", json=body)
+        assert (answer.status_code, answer.json()["Code"]) == (400, code), answer.text
+    cluster = client.get_cluster(cluster_id)
+    assert cluster.Name == "api-cluster" and cluster.Groups["group1"].DesiredVMCount == 1
+    status, code, _ = error_of(client.change_cluster_desired_vm_count, cluster_id, group1=-5)
+    assert (status, code) == (400, "InvalidDesiredVMCount")
+
+
+def test_another_tenants_cluster_is_not_found(client: Any, bob_client: Any) -> None:
+    cluster_id = client.create_cluster(description("alices")).Id
+    vm_id = client.list_cluster_instances(cluster_id, "group1", "", 10).Items[0].Id
+    calls = [(bob_client.get_cluster, (cluster_id,)),
+             (bob_client.change_cluster_desired_vm_count, (cluster_id,)),
+             (bob_client.delete_cluster, (cluster_id,)),
+             (bob_client.list_cluster_instances, (cluster_id, "group1", "", 10)),
+             (bob_client.get_cluster_instance, (cluster_id, "group1", vm_id)),
+             (bob_client.delete_cluster_instance, (cluster_id, "group1", vm_id)),
+             (bob_client.recreate_cluster_instance, (cluster_id, "group1", vm_id))]
+    for call, arguments in calls:
+        assert error_of(call, *arguments)[:2] == (404, "InvalidResource.NotFound"), call
+    assert cluster_id not in [item.Id for item in bob_client.list_clusters("", 100).Items]
+    assert client.get_cluster(cluster_id).State == "Active"
+
+
+def job_on(cluster_id: str) -> dict[str, Any]:
+    task = echo_task("echo on a cluster", ClusterId=cluster_id)
+    del task["AutoCluster"]
+    return {"Name": "on-cluster", "Priority": 0, "Type": "DAG",
+            "DAG": {"Tasks": {"work": task}, "Dependencies": {}}}
+
+
+def test_a_job_naming_a_missing_or_foreign_cluster_is_refused(
+        client: Any, bob_client: Any, alice: httpx.Client) -> None:
+    theirs = bob_client.create_cluster(description("bobs")).Id
+    for cluster_id in ("cls-00000000000000000000000000000000", theirs):
+        answer = alice.post("/jobs", json=job_on(cluster_id))
+        assert answer.status_code == 400, answer.text
+        error = answer.json()
+        assert error["Code"] == "InvalidClusterId"
+        assert error["Problems"][0]["Path"] == "DAG.Tasks.work.ClusterId"
+        assert cluster_id in error["Problems"][0]["Message"]
+
+
+def test_deleting_a_cluster_with_an_active_job_is_refused(client: Any,
+                                                          alice: httpx.Client) -> None:
+    cluster_id = client.create_cluster(description("busy")).Id
+    created = alice.post("/jobs", json=job_on(cluster_id))
+    assert created.status_code == 201, created.text
+    job_id = created.json()["Id"]
+    try:
+        status, code, message = error_of(client.delete_cluster, cluster_id)
+        assert (status, code) == (409, "StateConflict") and job_id in message
+    finally:
+        alice.post(f"/jobs/{job_id}/stop")
+    assert json.loads(alice.get(f"/jobs/{job_id}").text)["State"] == "Stopped"
+    client.delete_cluster(cluster_id)  # no active job uses it any more
+    assert error_of(client.get_cluster, cluster_id)[:2] == (404, "InvalidResource.NotFound")
