@@ -182,7 +182,7 @@ def test_invalid_clusters_are_refused_with_section_7_3_codes(alice: httpx.Client
          "Groups.g.DesiredVMCount"),
         ({**base, "Groups": {"g": "x"}}, "InvalidGroups.g", "Groups.g"),
         ({**base, "InstanceType": "ecs.nope", "Groups": {"g": {"DesiredVMCount": 1}}},
-         "InvalidInstanceType", "InstanceType"),
+         "InvalidParameter.InstanceType", "InstanceType"),
     ]
     for body, code, path in cases:
         answer = alice.post("/clusters", json=body)
@@ -200,7 +200,8 @@ def test_invalid_changes_are_refused_and_change_nothing(client: Any,
     cases = [({"Name": "renamed"}, "InvalidParameter"),
              ({"Groups": {"nogroup": {"DesiredVMCount": 1}}}, "InvalidGroups.nogroup"),
              ({"Groups": {"group1": {"DesiredVMCount": -1}}}, "InvalidDesiredVMCount"),
-             ({"Groups": {"group1": {"InstanceType": "ecs.nope"}}}, "InvalidInstanceType")]
+             ({"Groups": {"group1": {"InstanceType": "ecs.nope"}}},
+              "InvalidParameter.InstanceType")]
     for body, code in cases:
         answer = alice.put(f"/clusters/{cluster_id}", json=body)
         assert (answer.status_code, answer.json()["Code"]) == (400, code), answer.text

@@ -22,6 +22,13 @@ from batchyard.domain.clusters import (
     surplus,
     vm_sources,
 )
+from batchyard.domain.instance_types import (
+    DEFAULT_CATALOGUE,
+    Catalogue,
+    InstanceType,
+    Machine,
+    infeasible,
+)
 
 
 def body(**fields: Any) -> dict[str, Any]:
@@ -121,14 +128,19 @@ def test_the_message_names_the_cluster_description() -> None:
     assert caught.value.status == 400
 
 
-def test_unknown_instance_types_are_found_by_the_lookup_given() -> None:
+def test_instance_types_are_checked_against_the_catalogue_and_machine_given() -> None:
     cluster = parse_cluster(body(Groups={"a": {"DesiredVMCount": 1},
                                          "b": {"DesiredVMCount": 1, "InstanceType": "huge"}}))
-    found = check_instance_types(cluster, lambda name: name == "ecs.sn1.medium")
+    found = check_instance_types(cluster, DEFAULT_CATALOGUE)
     assert [(p.code, p.path, p.value) for p in found] == [
-        ("InvalidInstanceType", "Groups.b.InstanceType", "huge")]
-    everything_unknown = check_instance_types(cluster, lambda name: False)
+        ("InvalidParameter.InstanceType", "Groups.b.InstanceType", "huge")]
+    only_other = Catalogue((InstanceType("other", 1, 1024),), "other")
+    everything_unknown = check_instance_types(cluster, only_other)
     assert [p.path for p in everything_unknown] == ["InstanceType", "Groups.b.InstanceType"]
+    tiny = Machine(cpus=1, memory_bytes=1 << 30)
+    too_big = check_instance_types(parse_cluster(body()), DEFAULT_CATALOGUE,
+                                   lambda shape: infeasible(shape, tiny, "slots"))
+    assert [(p.code, p.path) for p in too_big] == [("InfeasibleInstanceType", "InstanceType")]
 
 
 # ---- the partial PUT ---------------------------------------------------------------------

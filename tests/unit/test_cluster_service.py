@@ -29,12 +29,6 @@ from batchyard.ports.store import IdempotencyToken
 from batchyard.testing import FakeClock, Harness, MemoryStore
 from tests.integration.conftest import make_job, make_task
 
-TYPES = {"ecs.sn1.medium", "ecs.sn1.large"}
-
-
-def known(name: str) -> bool:
-    return name in TYPES
-
 
 def body(**groups: int) -> dict[str, Any]:
     return {"Name": "c1", "ImageId": "img-ubuntu", "InstanceType": "ecs.sn1.medium",
@@ -53,11 +47,11 @@ class Service:
         self.wakes += 1
 
     def create(self, tenant: str = "alice", **groups: int) -> str:
-        return self.clusters.create(parse_cluster(body(**groups)), tenant, known=known)
+        return self.clusters.create(parse_cluster(body(**groups)), tenant)
 
     def resize(self, cluster_id: str, **groups: int) -> None:
         change = {"Groups": {name: {"DesiredVMCount": n} for name, n in groups.items()}}
-        self.clusters.change(cluster_id, parse_cluster_change(change), "alice", known=known)
+        self.clusters.change(cluster_id, parse_cluster_change(change), "alice")
 
     def vms(self, cluster_id: str, group: str = "g1") -> list[VMRow]:
         with self.store.transaction() as tx:
@@ -139,7 +133,7 @@ def test_a_change_that_fails_changes_nothing(service: Service) -> None:
     with pytest.raises(ClusterSpecError):
         service.clusters.change(cluster_id, parse_cluster_change(
             {"Groups": {"g1": {"InstanceType": "ecs.huge", "DesiredVMCount": 5}}}),
-            "alice", known=known)
+            "alice")
     with pytest.raises(ClusterSpecError):
         service.resize(cluster_id, nope=1)
     assert service.clusters.get(cluster_id, "alice") == before
@@ -151,7 +145,7 @@ def test_a_change_is_logged_per_group(service: Service) -> None:
     service.clusters.change(cluster_id, parse_cluster_change(
         {"EnvVars": {"A": "1"}, "Groups": {"g1": {"DesiredVMCount": 2,
                                                    "InstanceType": "ecs.sn1.large"}}}),
-        "alice", known=known)
+        "alice")
     row = service.clusters.get(cluster_id, "alice").row
     assert row.description.EnvVars == {"A": "1"}
     assert row.operation_logs[-3].endswith("[] changed EnvVars")
@@ -164,8 +158,8 @@ def test_a_change_is_logged_per_group(service: Service) -> None:
 def test_unknown_instance_types_are_refused_at_creation(service: Service) -> None:
     with pytest.raises(ClusterSpecError) as caught:
         service.clusters.create(parse_cluster({**body(), "InstanceType": "ecs.nope"}),
-                                "alice", known=known)
-    assert [p.code for p in caught.value.problems] == ["InvalidInstanceType"]
+                                "alice")
+    assert [p.code for p in caught.value.problems] == ["InvalidParameter.InstanceType"]
     with service.store.transaction() as tx:
         assert tx.clusters() == []
 
@@ -173,12 +167,11 @@ def test_unknown_instance_types_are_refused_at_creation(service: Service) -> Non
 def test_a_token_makes_one_cluster(service: Service) -> None:
     token = IdempotencyToken("clusters", "tok", "digest")
     description = parse_cluster(body())
-    first = service.clusters.create(description, "alice", token, known=known)
-    assert service.clusters.create(description, "alice", token, known=known) == first
+    first = service.clusters.create(description, "alice", token)
+    assert service.clusters.create(description, "alice", token) == first
     with pytest.raises(TokenMismatch):
-        service.clusters.create(description, "alice", token._replace(digest="other"),
-                                known=known)
-    assert service.clusters.create(description, "bob", token, known=known) != first
+        service.clusters.create(description, "alice", token._replace(digest="other"))
+    assert service.clusters.create(description, "bob", token) != first
     assert len(service.clusters.list("alice").items) == 1
 
 
@@ -186,8 +179,7 @@ def test_another_tenants_cluster_does_not_exist(service: Service) -> None:
     cluster_id = service.create(g1=1)
     vm_id = service.vms(cluster_id)[0].id
     calls = [lambda: service.clusters.get(cluster_id, "bob"),
-             lambda: service.clusters.change(cluster_id, parse_cluster_change({}), "bob",
-                                             known=known),
+             lambda: service.clusters.change(cluster_id, parse_cluster_change({}), "bob"),
              lambda: service.clusters.delete(cluster_id, "bob"),
              lambda: service.clusters.vms(cluster_id, "g1", "bob"),
              lambda: service.clusters.vm(cluster_id, "g1", vm_id, "bob"),
@@ -273,7 +265,7 @@ def test_a_cluster_of_pending_vms_is_deleted_at_once(service: Service) -> None:
 def test_deleting_a_cluster_with_active_jobs_is_refused_naming_them() -> None:
     harness = Harness.build(slots=1)
     clusters = harness.engine.clusters
-    cluster_id = clusters.create(parse_cluster(body()), "default", known=known)
+    cluster_id = clusters.create(parse_cluster(body()), "default")
     job = make_job({"t": make_task("true", ClusterId=cluster_id)})
     job_id = harness.engine.submit(parse_job(job))
     with pytest.raises(StateConflict) as caught:
@@ -288,8 +280,8 @@ def test_deleting_a_cluster_with_active_jobs_is_refused_naming_them() -> None:
 
 def test_a_job_naming_a_missing_or_foreign_cluster_is_refused_at_submission() -> None:
     harness = Harness.build(slots=1)
-    mine = harness.engine.clusters.create(parse_cluster(body()), "default", known=known)
-    theirs = harness.engine.clusters.create(parse_cluster(body()), "bob", known=known)
+    mine = harness.engine.clusters.create(parse_cluster(body()), "default")
+    theirs = harness.engine.clusters.create(parse_cluster(body()), "bob")
     job = make_job({"a": make_task("true", ClusterId=mine),
                     "b": make_task("true", ClusterId=theirs),
                     "c": make_task("true", ClusterId="cls-missing"),

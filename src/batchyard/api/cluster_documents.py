@@ -81,10 +81,3 @@ def _object(value: Any, default: dict[str, Any]) -> dict[str, Any]:
 def _text(value: Any) -> str:
     return value if isinstance(value, str) else ""
 
-
-def known_instance_type(name: str) -> bool:
-    """Whether this installation offers InstanceType `name` (the catalogue's lookup, which
-    the edges pass to `Clusters.create` and `Clusters.change`)."""
-    from batchyard.catalogue import instance_type
-
-    return instance_type(name) is not None

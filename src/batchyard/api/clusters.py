@@ -12,7 +12,7 @@ from starlette.concurrency import run_in_threadpool
 
 from batchyard.api.authentication import Caller
 from batchyard.api.bodies import json_object
-from batchyard.api.cluster_documents import cluster_view, known_instance_type, vm_view
+from batchyard.api.cluster_documents import cluster_view, vm_view
 from batchyard.api.jobs import body_digest
 from batchyard.api.paging import DEFAULT_ITEM_COUNT, CreateQuery
 from batchyard.api.paging import _item_count as item_count
@@ -64,8 +64,7 @@ def _create(services: Services, caller: Caller, body: dict[str, Any], token: str
     """Parse and create (in a thread: a body may be a megabyte)."""
     description = parse_cluster(body)
     stamp = IdempotencyToken(TOKEN_KIND, token, body_digest(body)) if token else None
-    return {"Id": services.engine.clusters.create(description, caller.tenant, stamp,
-                                                  known=known_instance_type)}
+    return {"Id": services.engine.clusters.create(description, caller.tenant, stamp)}
 
 
 @router.get("/clusters")
@@ -94,8 +93,7 @@ async def change_cluster(cluster_id: str, request: Request, caller: CallerDepend
 
 
 def _change(services: Services, caller: Caller, cluster_id: str, body: dict[str, Any]) -> None:
-    services.engine.clusters.change(cluster_id, parse_cluster_change(body), caller.tenant,
-                                    known=known_instance_type)
+    services.engine.clusters.change(cluster_id, parse_cluster_change(body), caller.tenant)
 
 
 @router.delete("/clusters/{cluster_id}", status_code=204)

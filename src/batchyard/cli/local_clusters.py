@@ -11,11 +11,12 @@ from __future__ import annotations
 from typing import Any
 
 from batchyard.adapters.store import SqlStore
-from batchyard.api.cluster_documents import cluster_view, known_instance_type, vm_view
-from batchyard.domain.clusters import parse_cluster, parse_cluster_change
+from batchyard.api.cluster_documents import cluster_view, vm_view
+from batchyard.domain.clusters import check_instance_types, parse_cluster, parse_cluster_change
+from batchyard.domain.instance_types import infeasible
 from batchyard.lock import DataDirBusy, holder
 from batchyard.orchestrator.clusters import Clusters
-from batchyard.settings import Settings
+from batchyard.settings import Settings, machine
 
 LOCAL_TENANT = "default"
 """The tenant of the clusters made on a data dir (that of `batchyard run`'s jobs)."""
@@ -28,7 +29,10 @@ class LocalClusters:
     def __init__(self, settings: Settings) -> None:
         self.data_dir = settings.data_dir.resolve()
         self.store = SqlStore(settings.resolved_database_url)
-        self.clusters = Clusters(self.store)
+        catalogue, capacity, here = settings.catalogue(), settings.capacity, machine()
+        self.clusters = Clusters(self.store, check_types=lambda description: (
+            check_instance_types(description, catalogue,
+                                 lambda shape: infeasible(shape, here, capacity))))
 
     @property
     def where(self) -> str:
@@ -39,7 +43,7 @@ class LocalClusters:
 
     def create(self, body: dict[str, Any]) -> str:
         self._writable()
-        return self.clusters.create(parse_cluster(body), LOCAL_TENANT, known=known_instance_type)
+        return self.clusters.create(parse_cluster(body), LOCAL_TENANT)
 
     def list_clusters(self) -> list[dict[str, Any]]:
         found, marker = [], ""
@@ -55,8 +59,7 @@ class LocalClusters:
 
     def change(self, cluster_id: str, body: dict[str, Any]) -> None:
         self._writable()
-        self.clusters.change(cluster_id, parse_cluster_change(body), None,
-                             known=known_instance_type)
+        self.clusters.change(cluster_id, parse_cluster_change(body), None)
 
     def delete(self, cluster_id: str) -> None:
         self._writable()

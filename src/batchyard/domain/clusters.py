@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable, Collection, Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from enum import StrEnum
 from typing import Any, Literal, Protocol
 
@@ -27,6 +27,12 @@ from pydantic import (
     ValidationError,
 )
 
+from batchyard.domain.instance_types import (
+    Catalogue,
+    Feasibility,
+    always_feasible,
+    type_problem,
+)
 from batchyard.domain.spec import (
     ENV_NAME,
     FORBIDDEN_CHARACTERS,
@@ -346,22 +352,20 @@ def _environment_problems(variables: dict[str, str]) -> list[Problem]:
             for name in variables if not ENV_NAME.match(name)]
 
 
-def check_instance_types(description: ClusterDescription,
-                         known: Callable[[str], bool]) -> list[Problem]:
-    """A problem for each group whose InstanceType `known` does not know (the one place
-    where cluster types are checked: the caller passes the catalogue's lookup)."""
-    problems = []
-    if description.InstanceType and not known(description.InstanceType):
-        problems.append(_unknown_type("InstanceType", description.InstanceType))
+def check_instance_types(description: ClusterDescription, catalogue: Catalogue,
+                         feasible: Feasibility = always_feasible) -> list[Problem]:
+    """A problem for each group whose InstanceType the catalogue does not have, or no
+    machine here can ever supply (the one place where cluster types are checked: the
+    caller passes its catalogue and machine), as a job's AutoCluster types are."""
+    found = []
+    if description.InstanceType:
+        found.append(type_problem("InstanceType", description.InstanceType, catalogue,
+                                  feasible))
     for name, group in description.Groups.items():
-        if group.InstanceType != description.InstanceType and not known(group.InstanceType):
-            problems.append(_unknown_type(f"Groups.{name}.InstanceType", group.InstanceType))
-    return problems
-
-
-def _unknown_type(path: str, name: str) -> Problem:
-    return Problem("InvalidInstanceType", path, _clip(name),
-                   "is not an instance type of this installation (GET /available lists them)")
+        if group.InstanceType != description.InstanceType:
+            found.append(type_problem(f"Groups.{name}.InstanceType", group.InstanceType,
+                                      catalogue, feasible))
+    return [problem for problem in found if problem is not None]
 
 
 # ---- the partial PUT (§7.3) ------------------------------------------------------------------

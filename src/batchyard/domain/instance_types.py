@@ -280,6 +280,15 @@ def check_job_types(spec: JobDescription, catalogue: Catalogue,
     return problems
 
 
+def type_problem(path: str, value: Any, catalogue: Catalogue,
+                 feasible: Feasibility = always_feasible) -> Problem | None:
+    """The problem with one named InstanceType at `path` (unknown: UNKNOWN_CODE with the
+    valid names; no machine here can supply it: INFEASIBLE_CODE), or None."""
+    if _fits({"InstanceType": value}, catalogue, feasible):
+        return None
+    return _type_problem(path, value, catalogue, feasible)
+
+
 def _fits(auto_cluster: dict[str, Any], catalogue: Catalogue, feasible: Feasibility) -> bool:
     """Whether the type an AutoCluster names (or the default) is known and feasible: cheap,
     for every task; the problem, with its hints, is only made for those that do not fit."""

@@ -38,6 +38,7 @@ from batchyard.domain.clusters import (
     merge,
     surplus,
 )
+from batchyard.domain.instance_types import DEFAULT_CATALOGUE
 from batchyard.domain.spec import JobDescription
 from batchyard.errors import BatchyardError, NotFound, Problem, StateConflict, TokenTaken
 from batchyard.ids import new_cluster_id, new_vm_id
@@ -46,8 +47,9 @@ from batchyard.ports.reads import Page
 from batchyard.ports.store import IdempotencyToken
 
 Item = TypeVar("Item")
-KnownType = Callable[[str], bool]
-"""Whether an InstanceType exists (the catalogue's lookup, passed in by the edges)."""
+TypeCheck = Callable[[ClusterDescription], list[Problem]]
+"""The problems with a cluster description's InstanceTypes (`check_instance_types` with the
+installation's catalogue and machine)."""
 PENDING_REASON = "waiting for a host to start it on"
 MOST_NAMED_JOBS = 10
 """Active jobs named in the refusal of a cluster's deletion."""
@@ -154,8 +156,13 @@ class Clusters:
 
     def __init__(self, store: ClusterStore, clock: Callable[[], float] = time.time,
                  changed: Callable[[], None] = lambda: None,
-                 busy: Callable[[str], Collection[str]] = lambda cluster_id: ()) -> None:
+                 busy: Callable[[str], Collection[str]] = lambda cluster_id: (),
+                 check_types: TypeCheck = lambda description: check_instance_types(
+                     description, DEFAULT_CATALOGUE)) -> None:
         self.store = store
+        self.check_types = check_types
+        """The problems with a description's InstanceTypes (the engine's catalogue and
+        machine: unknown and infeasible types are refused)."""
         self.clock = clock
         self.changed = changed
         """Called after every commit that changed something (the engine's `wake`)."""
@@ -165,11 +172,11 @@ class Clusters:
     # ---- clusters ------------------------------------------------------------------------
 
     def create(self, description: ClusterDescription, tenant: str,
-               token: IdempotencyToken | None = None, *, known: KnownType) -> str:
+               token: IdempotencyToken | None = None) -> str:
         """Store a new Active cluster and its Pending VMs; its id. With `token`, once: the
         same token and body give the first cluster's id again (IdempotentTokenMismatch for
         another body)."""
-        _refuse(check_instance_types(description, known))
+        _refuse(self.check_types(description))
         try:
             return self._create(description, tenant, token)
         except TokenTaken:  # another request with the token committed first
@@ -204,15 +211,14 @@ class Clusters:
             rows, next_marker = _page(tx.clusters(tenant), marker, limit, lambda row: row.id)
             return Page([_status(tx, row) for row in rows], next_marker)
 
-    def change(self, cluster_id: str, change: ClusterChange, tenant: str | None, *,
-               known: KnownType) -> None:
+    def change(self, cluster_id: str, change: ClusterChange, tenant: str | None) -> None:
         """Merge a partial change into the description (an Active cluster's), then scale."""
         now = self.clock()
         with self.store.transaction() as tx:
             row = _owned(tx, cluster_id, tenant)
             _refuse_deleting(row)
             merged = merge(row.description, change)
-            _refuse(check_instance_types(merged, known))
+            _refuse(self.check_types(merged))
             tx.change_cluster(cluster_id, merged, _change_logs(now, row.description, change))
             reconcile(tx, cluster_id, now, self.busy(cluster_id))
         self.changed()

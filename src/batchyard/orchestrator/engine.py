@@ -23,6 +23,7 @@ from typing import Any, NamedTuple, TypeVar
 
 from batchyard.domain.attempt import AttemptKey, AttemptRequest
 from batchyard.domain.buckets import Grant
+from batchyard.domain.clusters import ClusterState, VMState, check_instance_types
 from batchyard.domain.instance_types import (
     DEFAULT_CATALOGUE,
     Capacity,
@@ -48,6 +49,7 @@ from batchyard.orchestrator.clusters import Clusters
 from batchyard.orchestrator.fleet import DEFAULT_POOL, Cost, Fleet, Leased, Order
 from batchyard.orchestrator.launching import LaunchQueues, attempt_request
 from batchyard.orchestrator.listeners import Deliveries, WaitWakeups
+from batchyard.orchestrator.placement import Placement
 from batchyard.orchestrator.settling import settle_job
 from batchyard.ports.agents import AgentsFactory, Report
 from batchyard.ports.listeners import TransitionListener
@@ -171,7 +173,16 @@ class Engine:
         self.abandoned: list[Abandoned] = []
         """Jobs `start(abandon=True)` found active and Stopped."""
         self._thread = threading.Thread(target=self._loop, name="batchyard-engine", daemon=True)
-        self.clusters = Clusters(store, clock, changed=self.wake)
+        self._busy_vms: frozenset[str] = frozenset()
+        """Cluster VMs running an instance as of the last step (read from any thread)."""
+        self._cluster_env: dict[str, Mapping[str, str]] = {}
+        """Each cluster's EnvVars, as launches last read them (cleared on any change)."""
+        self.placement = Placement(self.fleet, self._vm_shape)
+        """Cluster VMs on the agents (the data plane)."""
+        self.clusters = Clusters(
+            store, clock, changed=self._clusters_changed, busy=lambda cluster_id: self._busy_vms,
+            check_types=lambda description: check_instance_types(description, catalogue,
+                                                                 self.infeasible))
         """Clusters and their VMs (the control plane); every change wakes the loop."""
 
     # ---- lifecycle -----------------------------------------------------------------------
@@ -203,6 +214,11 @@ class Engine:
         if self._thread.is_alive():
             self._thread.join()
         self.fleet.shutdown()
+        try:
+            with self._lock, self.store.transaction() as tx:
+                self.placement.stop(tx, self.clock())
+        except Exception:  # the VMs are placed again by the next engine anyway
+            log.exception("could not record that the cluster VMs stopped")
         self.store.close()
         for closer in self._closers:
             closer()
@@ -410,7 +426,18 @@ class Engine:
             return Pending(Why.LAUNCHING, "there is room: it starts at the next step")
         with self._lock:
             placed, busy = self.fleet.load(cluster_id)
-        return on_cluster(cluster_id, False, placed, placed, busy)
+        with self.store.transaction() as tx:
+            row = tx.cluster(cluster_id)
+            counts = tx.vm_counts(cluster_id)
+        if row is None:
+            return on_cluster(cluster_id, True, 0, 0, 0)
+        desired = sum(group.DesiredVMCount for group in row.description.Groups.values())
+        waiting = sum(states.get(VMState.PENDING, 0) for states in counts.values())
+        used, slots = self.fleet.room()
+        reason = (f"{waiting} VM(s) wait for room: the agents hold {slots} VMs and "
+                  f"{used} are placed" if waiting and used >= slots else "")
+        return on_cluster(cluster_id, row.state is not ClusterState.ACTIVE, desired,
+                          placed, busy, reason)
 
     def _exists(self, job_id: str, tenant: str | None) -> None:
         """NotFound unless the job exists (and is `tenant`'s): its state only, not its record
@@ -495,7 +522,8 @@ class Engine:
         with self._lock:
             self._count_lost()
             reports = self._drain()
-            if not reports and self.fleet.free_slots() <= 0 and not self.fleet.queueing():
+            if (not reports and self.fleet.free_slots() <= 0 and not self.fleet.queueing()
+                    and not self.placement.due()):
                 return  # a submission to a busy engine: nothing to record, nowhere to launch
             suspect = any(report.key in self._tries for _, report in reports)
             failure = None
@@ -561,6 +589,8 @@ class Engine:
         for _, leased in fresh:
             self._autoclusters.landed(leased.key.job_id, leased.key.task, leased.worker)
         self._dispatch(launching, cancels)
+        if self.fleet.has_vms():
+            self._busy_vms = frozenset(self.fleet.busy())
         self._log_jobs(self._started_or_ended)
         self._started_or_ended.clear()
         self._release(finished)
@@ -583,6 +613,9 @@ class Engine:
         with self._transaction() as tx:
             touched = self._apply(tx, reports, now)
             finished, cancels = self._settle_all(tx, touched)
+            if self.placement.due():
+                self.placement.sync(tx, now)
+                self._queues.keep(self.fleet.pools())
             launching, starting = self._launch(tx, now)
             more_finished, more_cancels = self._settle_all(tx, starting)
             tx.flush_events()
@@ -709,7 +742,7 @@ class Engine:
                 if pool in queueing and (candidate.tenant not in best
                                          or order < best[candidate.tenant]):
                     best[candidate.tenant] = order
-                launches.append((self._request(row), order))
+                launches.append((self._request(tx, row), order))
             if best:
                 launching.best[pool] = best
         return launching, starting
@@ -754,6 +787,18 @@ class Engine:
         self._autoclusters.forget(job_id)
         self.fleet.forget(job_id)
 
+    def _clusters_changed(self) -> None:
+        """A cluster or VM changed (any thread): place, drain and launch again."""
+        self.placement.changed()
+        self._cluster_env.clear()
+        self._queues.invalidate()
+        self.wake()
+
+    def _vm_shape(self, name: str) -> tuple[Cost, int]:
+        """What a VM of InstanceType `name` takes of the machine, and its memory in bytes."""
+        shape = self.catalogue.of(name)
+        return _cost(shape), shape.memory_bytes
+
     def _reserve_vm(self, vm: str, key: tuple[str, str]) -> bool:
         """Keep a VM of a failed task (ReserveOnFail): placed, idle, holding its room."""
         spec = self._known_spec(key[0])
@@ -777,18 +822,30 @@ class Engine:
         return (spec is not None and task in spec.DAG.Tasks
                 and spec.DAG.Tasks[task].AutoCluster.get("ReserveOnFail") is True)
 
-    def _request(self, row: LaunchRow) -> AttemptRequest:
+    def _request(self, tx: StateTransaction, row: LaunchRow) -> AttemptRequest:
         candidate = row.candidate
         known = self._specs.job(candidate.job_id)
         task = known.spec.DAG.Tasks[candidate.task]
         cluster, worker = task.ClusterId, ""
-        if not cluster:
+        environment: Mapping[str, str] = {}
+        if cluster:
+            environment = self._environment_of(tx, cluster)
+        else:
             cluster, worker = self._autoclusters.worker(
                 candidate.job_id, candidate.task,
                 lambda: self._group_size(known.spec, candidate.task))
         shape = self.instance_type_of(known.spec, candidate.task)  # a VM's: see Fleet.lease
         return attempt_request(row, known, self.buckets.reachable(known.tenant), cluster,
-                               worker, shape)
+                               worker, shape, environment)
+
+    def _environment_of(self, tx: StateTransaction, cluster_id: str) -> Mapping[str, str]:
+        """The cluster's EnvVars (read once per change of any cluster)."""
+        environment = self._cluster_env.get(cluster_id)
+        if environment is None:
+            row = tx.cluster(cluster_id)
+            environment = self._cluster_env[cluster_id] = (
+                dict(row.description.EnvVars) if row is not None else {})
+        return environment
 
     def _known_spec(self, job_id: str) -> JobDescription | None:
         """The description of a job, or None if it was deleted (its late reports are moot)."""

@@ -292,6 +292,14 @@ class Fleet:
                    if not member.draining]
         return len(members), sum(1 for member in members if member.tokens)
 
+    def pools(self) -> set[str]:
+        """The pools with members (the default pool always)."""
+        return set(self._pools)
+
+    def has_vms(self) -> bool:
+        """Whether a cluster VM is placed on an agent."""
+        return any(host.vms for host in self._hosts.values())
+
     def draining(self) -> bool:
         """Whether some VM drains."""
         return any(member.draining for member in self._members.values())

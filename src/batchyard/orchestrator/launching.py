@@ -142,11 +142,12 @@ def _chosen(rows: dict[str, list[LaunchRow]], taken: dict[str, int]) -> list[Lau
 
 
 def attempt_request(row: LaunchRow, known: KnownJob, buckets: tuple[BucketAccess, ...],
-                    cluster_id: str, worker_id: str = "", shape: InstanceType | None = None
-                    ) -> AttemptRequest:
+                    cluster_id: str, worker_id: str = "", shape: InstanceType | None = None,
+                    cluster_env: Mapping[str, str] | None = None) -> AttemptRequest:
     """The attempt the launch of `row` hands to an agent, on cluster `cluster_id` (a
     ClusterId, or the task's AutoCluster group) and VM `worker_id` ("": the one the agent
-    leases to), limited to the memory of `shape` (its InstanceType) where confined."""
+    leases to), limited to the memory of `shape` (its InstanceType) where confined. The
+    cluster's EnvVars (`cluster_env`) reach the program, the task's own winning a clash."""
     candidate: Candidate = row.candidate
     task = known.spec.DAG.Tasks[candidate.task]
     parameters = task.Parameters
@@ -157,7 +158,7 @@ def attempt_request(row: LaunchRow, known: KnownJob, buckets: tuple[BucketAccess
         instance_count=task.InstanceCount,
         command_line=parameters.Command.CommandLine,
         package_path=parameters.Command.PackagePath,
-        env_vars=dict(parameters.Command.EnvVars),
+        env_vars={**(cluster_env or {}), **parameters.Command.EnvVars},
         timeout=task.Timeout,
         stdout_dir=_as_directory(parameters.StdoutRedirectPath),
         stderr_dir=_as_directory(parameters.StderrRedirectPath),

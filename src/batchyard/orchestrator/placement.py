@@ -1,0 +1,97 @@
+"""Cluster VMs on the agents: the data plane of clusters.
+
+The control plane (`orchestrator.clusters`) keeps each group's VM rows in line with its
+DesiredVMCount: it adds `Pending` rows and marks surplus ones `Deleting`. `Placement`
+makes the rows true, in the engine's step, whenever something changed:
+
+- a `Pending` VM is placed on the agent with most room — the local provider offers as many
+  VMs as the agents have slots (in strict capacity, also while the machine has its
+  InstanceType's vCPU and memory left) — and moves to `Starting`, then `Running`. With no
+  room it stays `Pending` (`why_pending` of the instances waiting for it says so);
+- a `Deleting` VM drains: it takes no new instance, finishes the one it runs, then leaves
+  (its row is removed: `Deleted`); a Deleting cluster with no VM left is removed;
+- when the engine stops, its VMs go back to `Pending` (a local VM lives while an engine
+  hosts it); the next engine places them again. Those left `Running` by an engine killed
+  are placed again the same way (their attempts were lost with it and are re-run).
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Callable
+
+from batchyard.domain.clusters import VMState
+from batchyard.orchestrator.clusters import finish_deletions
+from batchyard.orchestrator.fleet import Cost, Fleet
+from batchyard.ports.clusters import ClusterTransaction, VMRow
+
+LOCAL_ADDRESS = "127.0.0.1"
+PLACEABLE = (VMState.PENDING, VMState.STARTING, VMState.RUNNING)
+STOPPED_REASON = "no engine runs to host it (batchyard serve, or a batchyard run, places it)"
+
+Shape = Callable[[str], tuple[Cost, int]]
+"""An InstanceType's name -> what a VM of it takes of the machine, and its memory in bytes."""
+
+
+class Placement:
+    """Places and drains cluster VMs on the fleet's agents (the engine's loop, its lock)."""
+
+    def __init__(self, fleet: Fleet, shape: Shape) -> None:
+        self._fleet = fleet
+        self._shape = shape
+        self._host_name = socket.gethostname()
+        self._dirty = True
+        """Something may have changed: a cluster, a VM, an agent's room. True at first:
+        the VMs of an earlier engine are placed again."""
+
+    def changed(self) -> None:
+        """A cluster or VM changed (any thread): look again at the next step."""
+        self._dirty = True
+
+    def due(self) -> bool:
+        """Whether a step has placement work: a change, or a draining VM."""
+        return self._dirty or self._fleet.draining()
+
+    def sync(self, tx: ClusterTransaction, now: float) -> None:
+        """Place, drain and remove VMs as their rows say. Safe to repeat: after a step that
+        rolled back, the next one brings the rows in line with the agents again."""
+        self._dirty = False
+        for vm in tx.vms(states=[VMState.DELETING]):
+            if self._fleet.placed(vm.id):
+                self._fleet.drain(vm.id)
+            else:
+                tx.move_vm(vm.id, VMState.DELETED, now)
+        drained = self._fleet.drained()
+        for vm_id in drained:  # what they ran ended: their room is the agents' again
+            tx.move_vm(vm_id, VMState.DELETED, now)
+        for vm in tx.vms(states=PLACEABLE):  # oldest first
+            if vm.state is VMState.RUNNING and self._fleet.placed(vm.id):
+                continue
+            if not self._place(tx, vm, now):
+                break  # no room for it: none for a younger one either (first come, first
+                # placed)
+        if drained:
+            finish_deletions(tx)
+            self._dirty = True  # the room they left may take a Pending VM
+
+    def stop(self, tx: ClusterTransaction, now: float) -> None:
+        """The engine stops: its VMs have no host any more. Running ones wait (`Pending`)
+        for the next engine to place them; Deleting ones are gone."""
+        for vm in tx.vms(states=(VMState.STARTING, VMState.RUNNING)):
+            tx.move_vm(vm.id, VMState.PENDING, now, reason=STOPPED_REASON)
+        for vm in tx.vms(states=[VMState.DELETING]):
+            tx.move_vm(vm.id, VMState.DELETED, now)
+        finish_deletions(tx)
+
+    def _place(self, tx: ClusterTransaction, vm: VMRow, now: float) -> bool:
+        cost, memory = self._shape(vm.instance_type)
+        host = self._fleet.place(vm.id, vm.cluster_id, cost=cost,
+                                 instance_type=(vm.instance_type, memory))
+        if host is None:
+            return False
+        if vm.state is VMState.PENDING:
+            tx.move_vm(vm.id, VMState.STARTING, now, host=host, reason="")
+        if vm.state is not VMState.RUNNING:
+            tx.move_vm(vm.id, VMState.RUNNING, now, host=host, ip_address=LOCAL_ADDRESS,
+                       host_name=self._host_name, reason="")
+        return True
