@@ -5,13 +5,17 @@ change_cluster_* helper and modify_cluster, delete, the VM endpoints, and the er
 from __future__ import annotations
 
 import json
+import time
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
 
 from batchyard.adapters.credentials import AccessKey
-from tests.api.conftest import LiveServer, echo_task
+from batchyard.cli.keys import open_key_store
+from batchyard.settings import BucketGrant, Settings
+from tests.api.conftest import LiveServer, echo_task, serving
 
 batchcompute = pytest.importorskip("batchcompute")
 from batchcompute import Client, ClientError  # noqa: E402
@@ -21,6 +25,38 @@ from batchcompute.resources import (  # noqa: E402
     ModifyClusterDescription,
     ModifyGroupDescription,
 )
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    """A server of this module's own: its VMs are placed on the agent's slots (16, for the
+    clusters below), which the shared server's jobs need."""
+    data_dir = tmp_path_factory.mktemp("serve-clusters")
+    shared = {"api-tests": BucketGrant(owner="alice", write=["*"])}
+    settings = Settings(data_dir=data_dir, slots=16, bucket_grants=shared)
+    with serving(settings) as url:
+        yield LiveServer(url, int(url.rsplit(":", 1)[1]), settings, open_key_store(settings))
+
+
+@pytest.fixture(scope="module")
+def alice_key(server: LiveServer) -> AccessKey:
+    return server.keys.create("alice", "cluster API tests")
+
+
+@pytest.fixture(scope="module")
+def bob_key(server: LiveServer) -> AccessKey:
+    return server.keys.create("bob", "cluster API tests, second tenant")
+
+
+def running_vms(client: Any, cluster_id: str, group: str, count: int) -> list[Any]:
+    """The group's VMs once `count` of them are listed and all Running (placed)."""
+    deadline = time.monotonic() + 20
+    while True:
+        items = client.list_cluster_instances(cluster_id, group, "", 100).Items
+        if len(items) == count and all(item.State == "Running" for item in items):
+            return list(items)
+        assert time.monotonic() < deadline, [(item.Id, item.State) for item in items]
+        time.sleep(0.05)
 
 
 def sdk_client(server: LiveServer, key: AccessKey) -> Any:
@@ -67,9 +103,12 @@ def test_a_cluster_is_created_read_and_typed_as_the_sdk_requires(client: Any) ->
         cluster_id, "api-cluster", "Active", "img-ubuntu")
     assert isinstance(cluster.OwnerId, int) and cluster.CreationTime is not None
     assert cluster.Groups["group1"].DesiredVMCount == 2
-    assert cluster.Groups["group1"].ActualVMCount == 0  # nothing runs VMs yet: Pending
     assert cluster.Groups["group2"].DesiredVMCount == 0
-    assert cluster.Metrics.StartingCount == 2 and cluster.Metrics.RunningCount == 0
+    running_vms(client, cluster_id, "group1", 2)  # ActualVMCount follows: placed at once
+    cluster = client.get_cluster(cluster_id)
+    assert cluster.Groups["group1"].ActualVMCount == 2
+    assert cluster.Groups["group2"].ActualVMCount == 0
+    assert cluster.Metrics.StartingCount == 0 and cluster.Metrics.RunningCount == 2
     assert cluster.WriteSupport is False and isinstance(cluster.OperationLogs, list)
     assert any("[group1] 2 VM(s) added" in line for line in cluster.OperationLogs)
     assert isinstance(cluster.UserData, dict) and isinstance(cluster.EnvVars, dict)
@@ -145,20 +184,22 @@ def test_every_change_helper_and_modify_cluster(client: Any) -> None:
 
 def test_the_vm_endpoints(client: Any) -> None:
     cluster_id = client.create_cluster(description(group1=3)).Id
+    running_vms(client, cluster_id, "group1", 3)
     page = client.list_cluster_instances(cluster_id, "group1", "", 2)
-    assert [item.State for item in page.Items] == ["Pending", "Pending"]
+    assert [item.State for item in page.Items] == ["Running", "Running"]
     assert page.NextMarker
     rest = client.list_cluster_instances(cluster_id, "group1", page.NextMarker, 2)
     assert len(rest.Items) == 1 and rest.NextMarker == ""
     first = page.Items[0].Id
     vm = client.get_cluster_instance(cluster_id, "group1", first)
-    assert (vm.Id, vm.State, vm.ErrorCode) == (first, "Pending", 0)
+    assert (vm.Id, vm.State, vm.ErrorCode) == (first, "Running", 0)
+    assert vm.IpAddress == "127.0.0.1" and vm.HostName
     client.recreate_cluster_instance(cluster_id, "group1", first)
-    after = [item.Id for item in client.list_cluster_instances(cluster_id, "group1", "",
-                                                                100).Items]
-    assert first not in after and len(after) == 3  # a Pending VM is replaced at once
+    after = [item.Id for item in running_vms(client, cluster_id, "group1", 3)]
+    assert first not in after  # drained (it ran nothing) and replaced
     second = after[0]
     client.delete_cluster_instance(cluster_id, "group1", second)
+    running_vms(client, cluster_id, "group1", 2)
     status, code, _ = error_of(client.delete_cluster_instance, cluster_id, "group1", second)
     assert (status, code) == (404, "InvalidResource.NotFound")
     assert client.get_cluster(cluster_id).Groups["group1"].DesiredVMCount == 2
@@ -168,7 +209,16 @@ def test_the_vm_endpoints(client: Any) -> None:
 
 def test_a_cluster_is_deleted(client: Any) -> None:
     cluster_id = client.create_cluster(description("short-lived")).Id
+    running_vms(client, cluster_id, "group1", 2)
     client.delete_cluster(cluster_id)
+    deadline = time.monotonic() + 20
+    while True:  # Deleting while its VMs drain (idle: at the next step), then gone
+        try:
+            assert client.get_cluster(cluster_id).State == "Deleting"
+        except ClientError:
+            break
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
     status, code, _ = error_of(client.get_cluster, cluster_id)
     assert (status, code) == (404, "InvalidResource.NotFound")
 
