@@ -148,7 +148,8 @@ class SqlClusterWrites:
         ).rowcount)
 
     def move_vms(self, vm_ids: Sequence[str], target: VMState, now: float, *,
-                 reason: str | Keep = KEEP) -> list[str]:
+                 reason: str | Keep = KEEP, host: str | Keep = KEEP,
+                 ip_address: str | Keep = KEEP, host_name: str | Keep = KEEP) -> list[str]:
         sources = sorted(source.value for source in vm_sources(target))
         ids = sorted(set(vm_ids))
         moved: list[str] = []
@@ -159,7 +160,9 @@ class SqlClusterWrites:
                 self.connection.execute(vms.delete().where(*where))
             elif found:
                 self.connection.execute(vms.update().where(*where).values(
-                    state=target.value, updated=now, **given(reason=reason)))
+                    state=target.value, updated=now,
+                    **given(reason=reason, host=host, ip_address=ip_address,
+                            host_name=host_name)))
             moved += found
         return moved
 

@@ -518,7 +518,9 @@ class StoreTransaction(SqlClusterWrites):
         rows: dict[str, list[LaunchRow]] = {}
         jobs_with_rows: Counter[str] = Counter()
         full: set[str] = set()
-        for job in self.connection.execute(_ACTIVE_JOBS):
+        active = (self.connection.execute(_ACTIVE_JOBS) if not cluster_id else
+                  self.connection.execute(_ACTIVE_JOBS_ON, {"b_cluster": cluster_id}))
+        for job in active:
             if job.tenant in full:
                 continue
             mine = rows.setdefault(job.tenant, [])
@@ -702,6 +704,14 @@ _ACTIVE_TENANTS = select(jobs.c.tenant).where(
 _ACTIVE_JOBS = (select(jobs.c.id, jobs.c.tenant, jobs.c.priority, jobs.c.created, jobs.c.state)
                 .where(jobs.c.state.in_([s.value for s in ACTIVE]))
                 .order_by(jobs.c.priority.desc(), jobs.c.created, jobs.c.id))
+_ACTIVE_JOBS_ON = (
+    select(jobs.c.id, jobs.c.tenant, jobs.c.priority, jobs.c.created, jobs.c.state)
+    .where(jobs.c.state.in_([s.value for s in ACTIVE]),
+           jobs.c.id.in_(select(tasks.c.job_id).where(
+               tasks.c.cluster_id == bindparam("b_cluster"), tasks.c.ready)))
+    .order_by(jobs.c.priority.desc(), jobs.c.created, jobs.c.id))
+"""Active jobs with a ready task on one cluster (through the tasks' cluster index): a
+cluster's launch queue walks only those."""
 _WAITING_OF_JOB = (
     select(instances.c.task, instances.c.instance_id, instances.c.attempts,
            instances.c.retry_count, tasks.c.state.label("task_state"))

@@ -53,24 +53,35 @@ class Placement:
         return self._dirty or self._fleet.draining()
 
     def sync(self, tx: ClusterTransaction, now: float) -> None:
-        """Place, drain and remove VMs as their rows say. Safe to repeat: after a step that
-        rolled back, the next one brings the rows in line with the agents again."""
+        """Place, drain and remove VMs as their rows say (each move one statement for all
+        the VMs it moves). Safe to repeat: after a step that rolled back, the next one
+        brings the rows in line with the agents again."""
         self._dirty = False
+        gone = []
         for vm in tx.vms(states=[VMState.DELETING]):
             if self._fleet.placed(vm.id):
                 self._fleet.drain(vm.id)
             else:
-                tx.move_vm(vm.id, VMState.DELETED, now)
-        drained = self._fleet.drained()
-        for vm_id in drained:  # what they ran ended: their room is the agents' again
-            tx.move_vm(vm_id, VMState.DELETED, now)
+                gone.append(vm.id)
+        drained = self._fleet.drained()  # what they ran ended: their room is free again
+        tx.move_vms(gone + drained, VMState.DELETED, now)
+        placed: dict[str, list[VMRow]] = {}
         for vm in tx.vms(states=PLACEABLE):  # oldest first
             if vm.state is VMState.RUNNING and self._fleet.placed(vm.id):
                 continue
-            if not self._place(tx, vm, now):
+            cost, memory = self._shape(vm.instance_type)
+            host = self._fleet.place(vm.id, vm.cluster_id, cost=cost,
+                                     instance_type=(vm.instance_type, memory))
+            if host is None:
                 break  # no room for it: none for a younger one either (first come, first
                 # placed)
-        if drained:
+            placed.setdefault(host, []).append(vm)
+        for host, vms in placed.items():
+            tx.move_vms([vm.id for vm in vms if vm.state is VMState.PENDING],
+                        VMState.STARTING, now, host=host, reason="")
+            tx.move_vms([vm.id for vm in vms], VMState.RUNNING, now, host=host,
+                        ip_address=LOCAL_ADDRESS, host_name=self._host_name, reason="")
+        if gone or drained:
             finish_deletions(tx)
             self._dirty = True  # the room they left may take a Pending VM
 
@@ -82,16 +93,3 @@ class Placement:
         for vm in tx.vms(states=[VMState.DELETING]):
             tx.move_vm(vm.id, VMState.DELETED, now)
         finish_deletions(tx)
-
-    def _place(self, tx: ClusterTransaction, vm: VMRow, now: float) -> bool:
-        cost, memory = self._shape(vm.instance_type)
-        host = self._fleet.place(vm.id, vm.cluster_id, cost=cost,
-                                 instance_type=(vm.instance_type, memory))
-        if host is None:
-            return False
-        if vm.state is VMState.PENDING:
-            tx.move_vm(vm.id, VMState.STARTING, now, host=host, reason="")
-        if vm.state is not VMState.RUNNING:
-            tx.move_vm(vm.id, VMState.RUNNING, now, host=host, ip_address=LOCAL_ADDRESS,
-                       host_name=self._host_name, reason="")
-        return True

@@ -125,10 +125,11 @@ class ClusterTransaction(Protocol):
         ...
 
     def move_vms(self, vm_ids: Sequence[str], target: VMState, now: float, *,
-                 reason: str | Keep = ...) -> list[str]:
+                 reason: str | Keep = ..., host: str | Keep = ...,
+                 ip_address: str | Keep = ..., host_name: str | Keep = ...) -> list[str]:
         """Move each of these VMs whose state the VM table allows to `target` (the others
-        are left as they are: a bulk move selects its rows); the ids it moved. Moving to
-        Deleted removes the rows."""
+        are left as they are: a bulk move selects its rows), setting the fields given; the
+        ids it moved. Moving to Deleted removes the rows."""
         ...
 
     def vm_counts(self, cluster_id: str) -> dict[str, dict[VMState, int]]:

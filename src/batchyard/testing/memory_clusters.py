@@ -133,7 +133,8 @@ class MemoryClusterWrites:
         return True
 
     def move_vms(self, vm_ids: Sequence[str], target: VMState, now: float, *,
-                 reason: str | Keep = KEEP) -> list[str]:
+                 reason: str | Keep = KEEP, host: str | Keep = KEEP,
+                 ip_address: str | Keep = KEEP, host_name: str | Keep = KEEP) -> list[str]:
         sources = vm_sources(target)
         moved = sorted(vm_id for vm_id in set(vm_ids)
                        if vm_id in self._vms and self._vms[vm_id].state in sources)
@@ -141,8 +142,10 @@ class MemoryClusterWrites:
             if target is VMState.DELETED:
                 del self._vms[vm_id]
             else:
-                self._vms[vm_id] = replace(self._vms[vm_id], state=target, updated=now,
-                                           **given(reason=reason))
+                self._vms[vm_id] = replace(
+                    self._vms[vm_id], state=target, updated=now,
+                    **given(reason=reason, host=host, ip_address=ip_address,
+                            host_name=host_name))
         return moved
 
     def vm_counts(self, cluster_id: str) -> dict[str, dict[VMState, int]]:
