@@ -72,6 +72,7 @@ def confinement(settings: Settings, serving: bool) -> Confinement:
     sandbox = settings.sandbox
     enabled = (serving and not settings.insecure_no_sandbox) or sandbox.enabled
     limits = Limits(memory_bytes=settings.memory_per_attempt,
+                    memory_cap=settings.sandbox.memory_bytes,
                     max_processes=sandbox.max_processes, disk_bytes=sandbox.disk_bytes)
     return Confinement(sandbox=enabled, user_base=sandbox.user_base,
                        network=sandbox.network == "host", limits=limits,

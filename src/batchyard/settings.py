@@ -58,8 +58,9 @@ class SandboxSettings(BaseModel):
     network: Literal["host", "none"] = Field(
         default="host", description="'none': a private network namespace, loopback only")
     memory_bytes: int | None = Field(
-        default=None, ge=0, description="Memory per attempt; default: the machine's memory "
-        "divided by the slots; 0: no limit")
+        default=None, ge=0, description="Memory per attempt, at most (an attempt gets its "
+        "InstanceType's memory, or this if less); default: its InstanceType's (the machine's "
+        "memory divided by the slots when it names none); 0: no limit")
     max_processes: int = Field(default=1024, ge=0,
                                description="Processes (and threads) per attempt; 0: no limit")
     disk_bytes: int = Field(

@@ -212,3 +212,15 @@ def test_a_slot_without_a_memory_controller_limits_nothing(tmp_path: Path) -> No
     assert not slot.set_memory(64 * MIB)
     assert slot.memory_count() is None
     assert slot.limit(64 * MIB, 0) == ["memory"]
+
+
+def test_the_operator_s_memory_setting_caps_every_instance_type() -> None:
+    from batchyard.runner.confinement import Limits
+
+    typed = Limits(memory_bytes=1 << 30)  # no setting: the type's memory
+    assert typed.with_memory(4 << 30).memory_bytes == 4 << 30
+    capped = Limits(memory_bytes=64 << 20, memory_cap=64 << 20)
+    assert capped.with_memory(4 << 30).memory_bytes == 64 << 20
+    assert capped.with_memory(32 << 20).memory_bytes == 32 << 20
+    unlimited = Limits(memory_bytes=0, memory_cap=0)
+    assert unlimited.with_memory(4 << 30).memory_bytes == 0

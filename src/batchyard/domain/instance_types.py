@@ -136,6 +136,12 @@ class Machine:
     cpus: int
     memory_bytes: int
 
+    @property
+    def sold_memory_bytes(self) -> int:
+        """Its memory as sold: the reported memory rounded up to a whole GiB (a machine sold
+        as 8 GiB reports about 7.6). What the VMs of strict capacity share."""
+        return math.ceil(self.memory_bytes / GIB) * GIB
+
     def describe(self) -> str:
         """`2 CPUs and 7.6 GiB of memory`."""
         return f"{self.cpus} CPU{'s' if self.cpus != 1 else ''} and " \
@@ -149,7 +155,7 @@ def shortfall(shape: InstanceType, machine: Machine, capacity: Capacity) -> str:
     to a whole GiB, since a machine sold as 8 GiB reports about 7.6) is never there. vCPUs
     count only in "strict" mode; "slots" runs a VM in a slot whatever its vCPUs.
     """
-    if shape.memory_bytes > math.ceil(machine.memory_bytes / GIB) * GIB:
+    if shape.memory_bytes > machine.sold_memory_bytes:
         return "memory"
     if capacity == "strict" and shape.vcpu > machine.cpus:
         return "vCPUs"

@@ -920,4 +920,4 @@ def _cost(shape: InstanceType) -> Cost:
 
 
 def _cost_of_machine(machine: Machine) -> Cost:
-    return Cost(machine.cpus, machine.memory_bytes >> 20)
+    return Cost(machine.cpus, machine.sold_memory_bytes >> 20)

@@ -49,11 +49,18 @@ class Limits:
     max_processes: int = 0
     disk_bytes: int = 0
     """Bytes the attempt may write to its working directory, /tmp and mapped folders."""
+    memory_cap: int | None = None
+    """The operator's limit on every attempt's memory, whatever its InstanceType (None: an
+    attempt gets its InstanceType's; 0: no memory limit at all)."""
 
     def with_memory(self, requested: int) -> Limits:
         """The limits of an attempt whose request asks for `requested` bytes of memory (its
-        InstanceType's; 0: these limits' own)."""
-        return replace(self, memory_bytes=requested) if requested > 0 else self
+        InstanceType's; 0: these limits' own), within the operator's cap."""
+        if requested <= 0 or self.memory_cap == 0:
+            return self
+        if self.memory_cap is not None:
+            requested = min(requested, self.memory_cap)
+        return replace(self, memory_bytes=requested)
 
 
 @dataclass(frozen=True)
