@@ -72,6 +72,13 @@ class StateConflict(BatchyardError):
     status = 409
 
 
+class QuotaExhausted(BatchyardError):
+    """A request would take the tenant past a quota (reference §9.8)."""
+
+    code = "QuotaExhausted"
+    status = 403
+
+
 class TokenTaken(BatchyardError):
     """The idempotency token already made a resource (the caller looks up which)."""
 

@@ -140,6 +140,9 @@ class Settings(BaseSettings):
     bucket_grants: dict[str, BucketGrant] = Field(
         default_factory=dict, description="bucket -> {owner, read: [tenants], write: "
         "[tenants]}; other buckets belong to the tenant that uses them first")
+    vm_quota: int = Field(
+        default=1000, ge=0, description="The most VMs one tenant's clusters may want in "
+        "all (the sum of their groups' DesiredVMCount); more is refused (QuotaExhausted)")
     tenant_weights: dict[str, PositiveFloat] = Field(
         default_factory=dict, description="tenant -> its share of the slots when tenants "
         "compete (default 1 each): a tenant of weight 2 gets twice the slots of one of "

@@ -310,3 +310,12 @@ def test_deleting_a_cluster_with_an_active_job_is_refused(client: Any,
     assert json.loads(alice.get(f"/jobs/{job_id}").text)["State"] == "Stopped"
     client.delete_cluster(cluster_id)  # no active job uses it any more
     assert error_of(client.get_cluster, cluster_id)[:2] == (404, "InvalidResource.NotFound")
+
+
+def test_more_vms_than_the_tenant_s_quota_are_refused(alice: httpx.Client) -> None:
+    body = {"Name": "greedy", "ImageId": "img-ubuntu", "InstanceType": "ecs.sn1.medium",
+            "Groups": {"g": {"DesiredVMCount": 65536}}}
+    answer = alice.post("/clusters", json=body)
+    assert answer.status_code == 403, answer.text
+    assert answer.json()["Code"] == "QuotaExhausted"
+    assert "vm_quota" in answer.json()["Message"]

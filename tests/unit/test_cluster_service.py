@@ -295,3 +295,20 @@ def test_a_job_naming_a_missing_or_foreign_cluster_is_refused_at_submission() ->
     harness.engine.clusters.delete(mine, "default")
     with pytest.raises(SpecError):  # a Deleting (or deleted) cluster takes no jobs
         harness.engine.submit(parse_job(make_job({"a": make_task("true", ClusterId=mine)})))
+
+
+def test_a_tenant_s_clusters_want_at_most_its_vm_quota() -> None:
+    from batchyard.errors import QuotaExhausted
+
+    service = Service()
+    service.clusters.vm_quota = 5
+    first = service.create(g1=3)
+    with pytest.raises(QuotaExhausted) as caught:
+        service.create(g1=3)  # 6 in all
+    assert caught.value.status == 403 and "quota is 5" in caught.value.message
+    with pytest.raises(QuotaExhausted):
+        service.resize(first, g1=6)
+    service.resize(first, g1=5)  # its own count is replaced, not added
+    assert service.create(tenant="bob", g1=5)  # another tenant has a quota of its own
+    with service.store.transaction() as tx:
+        assert len(tx.clusters("alice")) == 1

@@ -32,7 +32,8 @@ class LocalClusters:
         catalogue, capacity, here = settings.catalogue(), settings.capacity, machine()
         self.clusters = Clusters(self.store, check_types=lambda description: (
             check_instance_types(description, catalogue,
-                                 lambda shape: infeasible(shape, here, capacity))))
+                                 lambda shape: infeasible(shape, here, capacity))),
+            vm_quota=settings.vm_quota)
 
     @property
     def where(self) -> str:

@@ -40,7 +40,14 @@ from batchyard.domain.clusters import (
 )
 from batchyard.domain.instance_types import DEFAULT_CATALOGUE
 from batchyard.domain.spec import JobDescription
-from batchyard.errors import BatchyardError, NotFound, Problem, StateConflict, TokenTaken
+from batchyard.errors import (
+    BatchyardError,
+    NotFound,
+    Problem,
+    QuotaExhausted,
+    StateConflict,
+    TokenTaken,
+)
 from batchyard.ids import new_cluster_id, new_vm_id
 from batchyard.ports.clusters import ClusterRow, ClusterStore, ClusterTransaction, VMRow
 from batchyard.ports.reads import Page
@@ -51,6 +58,8 @@ TypeCheck = Callable[[ClusterDescription], list[Problem]]
 """The problems with a cluster description's InstanceTypes (`check_instance_types` with the
 installation's catalogue and machine)."""
 PENDING_REASON = "waiting for a host to start it on"
+VM_QUOTA = 1000
+"""The most VMs one tenant's clusters may want in all, by default (`vm_quota`)."""
 MOST_NAMED_JOBS = 10
 """Active jobs named in the refusal of a cluster's deletion."""
 
@@ -158,8 +167,11 @@ class Clusters:
                  changed: Callable[[], None] = lambda: None,
                  busy: Callable[[str], Collection[str]] = lambda cluster_id: (),
                  check_types: TypeCheck = lambda description: check_instance_types(
-                     description, DEFAULT_CATALOGUE)) -> None:
+                     description, DEFAULT_CATALOGUE),
+                 vm_quota: int = VM_QUOTA) -> None:
         self.store = store
+        self.vm_quota = vm_quota
+        """The most VMs a tenant's clusters may want in all (QuotaExhausted beyond)."""
         self.check_types = check_types
         """The problems with a description's InstanceTypes (the engine's catalogue and
         machine: unknown and infeasible types are refused)."""
@@ -193,12 +205,26 @@ class Clusters:
             earlier = None if token is None else _made(tx, tenant, token)
             if earlier is not None:
                 return earlier
+            self._within_quota(tx, tenant, description)
             row = ClusterRow(new_cluster_id(), tenant, description.Name, description,
                              ClusterState.ACTIVE, now, (log_line(now, "", "created"),))
             tx.add_cluster(row, token)
             reconcile(tx, row.id, now)
         self.changed()
         return row.id
+
+    def _within_quota(self, tx: ClusterTransaction, tenant: str,
+                      description: ClusterDescription, replacing: str = "") -> None:
+        """QuotaExhausted when the tenant's Active clusters, with `description` (new, or in
+        place of cluster `replacing`), would want more than `vm_quota` VMs in all."""
+        others = sum(_wanted(row.description) for row in tx.clusters(tenant)
+                     if row.id != replacing and row.state is ClusterState.ACTIVE)
+        wanted = others + _wanted(description)
+        if wanted > self.vm_quota:
+            raise QuotaExhausted(
+                f"the clusters of tenant {tenant} would want {wanted} VMs in all "
+                f"({others} in its other clusters); its quota is {self.vm_quota} "
+                "(vm_quota): make the groups smaller or delete a cluster")
 
     def get(self, cluster_id: str, tenant: str | None) -> ClusterStatus:
         with self.store.transaction() as tx:
@@ -219,6 +245,7 @@ class Clusters:
             _refuse_deleting(row)
             merged = merge(row.description, change)
             _refuse(self.check_types(merged))
+            self._within_quota(tx, row.tenant, merged, cluster_id)
             tx.change_cluster(cluster_id, merged, _change_logs(now, row.description, change))
             reconcile(tx, cluster_id, now, self.busy(cluster_id))
         self.changed()
@@ -300,6 +327,10 @@ class Clusters:
                         "names no active cluster of yours (GET /clusters lists them; "
                         "leave ClusterId empty to use AutoCluster)")
                 for name, cluster_id in named.items() if cluster_id not in usable]
+
+
+def _wanted(description: ClusterDescription) -> int:
+    return sum(group.DesiredVMCount for group in description.Groups.values())
 
 
 def _usable(row: ClusterRow | None, tenant: str) -> bool:

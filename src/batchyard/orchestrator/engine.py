@@ -45,7 +45,7 @@ from batchyard.orchestrator import operations
 from batchyard.orchestrator.autoclusters import AutoClusters
 from batchyard.orchestrator.buckets import TenantBuckets
 from batchyard.orchestrator.caches import ReleasedJobs, SpecCache
-from batchyard.orchestrator.clusters import Clusters
+from batchyard.orchestrator.clusters import VM_QUOTA, Clusters
 from batchyard.orchestrator.fleet import DEFAULT_POOL, Cost, Fleet, Leased, Order
 from batchyard.orchestrator.launching import LaunchQueues, attempt_request
 from batchyard.orchestrator.listeners import Deliveries, WaitWakeups
@@ -131,7 +131,7 @@ class Engine:
                  listeners: Sequence[TransitionListener] = (),
                  weights: Mapping[str, float] | None = None,
                  catalogue: Catalogue = DEFAULT_CATALOGUE, machine: Machine | None = None,
-                 capacity: Capacity = "slots") -> None:
+                 capacity: Capacity = "slots", vm_quota: int = VM_QUOTA) -> None:
         self.store = store
         self.catalogue = catalogue
         """The instance types offered; a task naming another one is refused."""
@@ -182,7 +182,8 @@ class Engine:
         self.clusters = Clusters(
             store, clock, changed=self._clusters_changed, busy=lambda cluster_id: self._busy_vms,
             check_types=lambda description: check_instance_types(description, catalogue,
-                                                                 self.infeasible))
+                                                                 self.infeasible),
+            vm_quota=vm_quota)
         """Clusters and their VMs (the control plane); every change wakes the loop."""
 
     # ---- lifecycle -----------------------------------------------------------------------
