@@ -64,7 +64,8 @@ def open_engine(settings: Settings, serving: bool = False) -> Engine:
                         closers=tuple(releases), grants=bucket_grants(settings),
                         weights=settings.tenant_weights,
                         catalogue=settings.catalogue(), machine=machine(),
-                        capacity=settings.capacity, vm_quota=settings.vm_quota)
+                        capacity=settings.capacity, vm_quota=settings.vm_quota,
+                        reserve_seconds=settings.reserve_on_fail_seconds)
         started = engine.start(abandon=not serving)
     except BaseException:
         for release in releases:

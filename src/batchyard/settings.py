@@ -140,6 +140,10 @@ class Settings(BaseSettings):
     bucket_grants: dict[str, BucketGrant] = Field(
         default_factory=dict, description="bucket -> {owner, read: [tenants], write: "
         "[tenants]}; other buckets belong to the tenant that uses them first")
+    reserve_on_fail_seconds: float = Field(
+        default=3600.0, ge=0, description="How long a task that failed with "
+        "AutoCluster.ReserveOnFail keeps its VMs (their slots) at most; restarting or "
+        "deleting its job releases them sooner")
     vm_quota: int = Field(
         default=1000, ge=0, description="The most VMs one tenant's clusters may want in "
         "all (the sum of their groups' DesiredVMCount); more is refused (QuotaExhausted)")

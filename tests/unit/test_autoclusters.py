@@ -119,3 +119,18 @@ def test_slots_capacity_runs_as_many_as_the_slots() -> None:
     harness = Harness.build(slots=3, machine=machine)  # "slots": vCPU not counted
     harness.submit(job(count=5))
     assert len(harness.agent.running()) == 3
+
+
+def test_reserved_vms_are_released_after_reserve_seconds() -> None:
+    harness = Harness.build(slots=2, reserve_seconds=600)
+    failing = harness.submit(job(count=2, reserve=True))
+    harness.finish(failing, exit_code=3)
+    harness.submit(job(count=2, name="other"))
+    assert harness.agent.running() == []
+    harness.clock.advance(597)
+    harness.engine.step()
+    assert harness.agent.running() == []  # still kept
+    harness.clock.advance(2)
+    harness.engine.step()
+    assert len(harness.agent.running()) == 2  # its time is up: the slots are free again
+    assert harness.engine.table_sizes()["reserved"] == 0

@@ -11,8 +11,9 @@ BATCH_COMPUTE_WORKER_ID and the group's its BATCH_COMPUTE_CLUSTER_ID, and its at
 records it.
 
 A task that fails with `AutoCluster.ReserveOnFail` keeps its VMs: they keep their share of
-the agents' room (nothing else runs there) until the job is restarted or deleted, so what
-the failed attempts left (their work folders) stays as it was.
+the agents' room (nothing else runs there) until the job is restarted or deleted, or for at
+most `reserve_seconds` (a tenant's failures must not hold a shared machine for good), so
+what the failed attempts left (their work folders) stays as it was.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ from batchyard.domain.states import TERMINAL, Entity, State, Transition
 
 GroupKey = tuple[str, str]
 """(job id, task name)."""
+RESERVE_SECONDS = 3600.0
+"""How long a failed task keeps its VMs (ReserveOnFail) at most, by default."""
 
 
 def new_group_id() -> str:
@@ -61,12 +64,16 @@ class AutoClusters:
     """The groups of the tasks on no cluster (used under the engine's lock)."""
 
     def __init__(self, reserve: Callable[[str, GroupKey], bool],
-                 unreserve: Callable[[str], None]) -> None:
+                 unreserve: Callable[[str], None], clock: Callable[[], float],
+                 reserve_seconds: float = RESERVE_SECONDS) -> None:
         self._reserve = reserve
         """Keep a VM of the task's share of the agents' room (False: no room left)."""
         self._unreserve = unreserve
+        self._clock = clock
+        self._reserve_seconds = reserve_seconds
         self._groups: dict[GroupKey, Group] = {}
-        self._reserved: dict[GroupKey, Group] = {}
+        self._reserved: dict[GroupKey, tuple[Group, float]] = {}
+        """Kept groups, each with the time it is released at the latest."""
 
     def worker(self, job_id: str, task: str, size: Callable[[], int]) -> tuple[str, str]:
         """(cluster id, VM id) for the next instance of the task, its group made if new
@@ -110,7 +117,15 @@ class AutoClusters:
     def group(self, job_id: str, task: str) -> Group | None:
         """The task's group (running or reserved), if it has one."""
         key = (job_id, task)
-        return self._groups.get(key) or self._reserved.get(key)
+        kept = self._reserved.get(key)
+        return self._groups.get(key) or (kept[0] if kept else None)
+
+    def expire(self) -> None:
+        """Release the kept groups whose time is up."""
+        if self._reserved:
+            now = self._clock()
+            for key in [key for key, (_, until) in self._reserved.items() if until <= now]:
+                self._release(key)
 
     def sizes(self) -> dict[str, int]:
         return {"autoclusters": len(self._groups), "reserved": len(self._reserved)}
@@ -118,8 +133,9 @@ class AutoClusters:
     def _keep(self, key: GroupKey, group: Group) -> None:
         kept = Group(group.id, {vm: 0 for vm in group.vms if self._reserve(vm, key)})
         if kept.vms:
-            self._reserved[key] = kept
+            self._reserved[key] = (kept, self._clock() + self._reserve_seconds)
 
     def _release(self, key: GroupKey) -> None:
-        for vm in self._reserved.pop(key).vms:
+        group, _ = self._reserved.pop(key)
+        for vm in group.vms:
             self._unreserve(vm)

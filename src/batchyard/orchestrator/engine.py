@@ -42,7 +42,7 @@ from batchyard.domain.states import ACTIVE, TERMINAL, State
 from batchyard.errors import ABSENT, NotFound, Problem, SpecError
 from batchyard.ids import new_job_id
 from batchyard.orchestrator import operations
-from batchyard.orchestrator.autoclusters import AutoClusters
+from batchyard.orchestrator.autoclusters import RESERVE_SECONDS, AutoClusters
 from batchyard.orchestrator.buckets import TenantBuckets
 from batchyard.orchestrator.caches import ReleasedJobs, SpecCache
 from batchyard.orchestrator.clusters import VM_QUOTA, Clusters
@@ -131,7 +131,8 @@ class Engine:
                  listeners: Sequence[TransitionListener] = (),
                  weights: Mapping[str, float] | None = None,
                  catalogue: Catalogue = DEFAULT_CATALOGUE, machine: Machine | None = None,
-                 capacity: Capacity = "slots", vm_quota: int = VM_QUOTA) -> None:
+                 capacity: Capacity = "slots", vm_quota: int = VM_QUOTA,
+                 reserve_seconds: float = RESERVE_SECONDS) -> None:
         self.store = store
         self.catalogue = catalogue
         """The instance types offered; a task naming another one is refused."""
@@ -156,7 +157,8 @@ class Engine:
                            machine=_cost_of_machine(strict) if strict else None,
                            cost_of=lambda request: _cost(catalogue.of(request.instance_type)))
         """The agents, the VMs they host and the attempts each holds."""
-        self._autoclusters = AutoClusters(reserve=self._reserve_vm, unreserve=self.fleet.remove)
+        self._autoclusters = AutoClusters(reserve=self._reserve_vm, unreserve=self.fleet.remove,
+                                          clock=clock, reserve_seconds=reserve_seconds)
         """The VMs of the tasks on no cluster, one group per task."""
         self._tries: Counter[AttemptKey] = Counter()
         """Reports that were in a failed step, and how many failed steps they were in."""
@@ -522,6 +524,7 @@ class Engine:
         """
         with self._lock:
             self._count_lost()
+            self._autoclusters.expire()
             reports = self._drain()
             if (not reports and self.fleet.free_slots() <= 0 and not self.fleet.queueing()
                     and not self.placement.due()):
