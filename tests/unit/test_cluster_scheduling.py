@@ -151,3 +151,16 @@ def test_after_a_restart_the_vms_are_placed_again() -> None:
     again = Harness.build(slots=2, store=harness.store)
     again.engine.step()
     assert [vm.state for vm in vms(again, cluster_id)] == [VMState.RUNNING] * 2
+
+
+def test_each_attempt_records_the_vm_it_ran_on() -> None:
+    harness = Harness.build(slots=2)
+    cluster_id = make_cluster(harness, desired=1)
+    on_cluster = harness.submit(job(cluster_id))
+    auto = harness.submit(job(name="auto"))
+    workers = {r.key.job_id: r.worker_id for r in harness.agent.running()}
+    harness.run_all()
+    (vm,) = vms(harness, cluster_id)
+    assert [a.worker for a in harness.engine.attempts(on_cluster, "work", 0)] == [vm.id]
+    assert [a.worker for a in harness.engine.attempts(auto, "work", 0)] == [workers[auto]]
+    assert workers[auto].startswith("i-") and workers[auto] != vm.id
