@@ -99,14 +99,20 @@ def serving(settings: Settings, http: type[asyncio.Protocol] | str = "auto") -> 
         listener.close()
 
 
-@pytest.fixture(scope="session")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    data_dir: Path = tmp_path_factory.mktemp("serve")
-    # One log bucket for every test tenant (each would own one of its own otherwise).
+@contextmanager
+def live_server(data_dir: Path, slots: int = 4) -> Iterator[LiveServer]:
+    """A server on `data_dir` whose tenants share one log bucket, `api-tests` (each would
+    own one of its own otherwise)."""
     shared = {"api-tests": BucketGrant(owner="alice", write=["*"])}
-    settings = Settings(data_dir=data_dir, slots=4, bucket_grants=shared)
+    settings = Settings(data_dir=data_dir, slots=slots, bucket_grants=shared)
     with serving(settings) as url:
         yield LiveServer(url, int(url.rsplit(":", 1)[1]), settings, open_key_store(settings))
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    with live_server(tmp_path_factory.mktemp("serve")) as live:
+        yield live
 
 
 @pytest.fixture(scope="session")

@@ -13,9 +13,7 @@ import httpx
 import pytest
 
 from batchyard.adapters.credentials import AccessKey
-from batchyard.cli.keys import open_key_store
-from batchyard.settings import BucketGrant, Settings
-from tests.api.conftest import LiveServer, echo_task, serving
+from tests.api.conftest import LiveServer, echo_task, live_server
 
 batchcompute = pytest.importorskip("batchcompute")
 from batchcompute import Client, ClientError  # noqa: E402
@@ -31,11 +29,8 @@ from batchcompute.resources import (  # noqa: E402
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     """A server of this module's own: its VMs are placed on the agent's slots (16, for the
     clusters below), which the shared server's jobs need."""
-    data_dir = tmp_path_factory.mktemp("serve-clusters")
-    shared = {"api-tests": BucketGrant(owner="alice", write=["*"])}
-    settings = Settings(data_dir=data_dir, slots=16, bucket_grants=shared)
-    with serving(settings) as url:
-        yield LiveServer(url, int(url.rsplit(":", 1)[1]), settings, open_key_store(settings))
+    with live_server(tmp_path_factory.mktemp("serve-clusters"), slots=16) as live:
+        yield live
 
 
 @pytest.fixture(scope="module")

@@ -11,9 +11,12 @@ from typing import Any
 import pytest
 
 from batchyard.adapters.objectstore import FsspecObjectStore
+from batchyard.adapters.store import SqlStore
 from batchyard.orchestrator.engine import Engine
+from batchyard.ports.store import StateStore
 from batchyard.service import open_engine
 from batchyard.settings import Settings
+from batchyard.testing import MemoryStore
 
 
 def make_task(command: str, count: int = 1, **fields: Any) -> dict[str, Any]:
@@ -41,6 +44,22 @@ def make_job(tasks: dict[str, dict[str, Any]], dependencies: dict[str, list[str]
 
 def settings_for(data_dir: Path, slots: int = 4) -> Settings:
     return Settings(data_dir=data_dir, slots=slots)
+
+
+@pytest.fixture(params=["memory", "sqlite", "postgresql"])
+def each_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StateStore]:
+    """The MemoryStore, then the SQL store on SQLite, then on PostgreSQL (the session's
+    throwaway cluster): what the store contract suites run over."""
+    if request.param == "memory":
+        yield MemoryStore()
+        return
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'state.db'}"
+    else:
+        url = request.getfixturevalue("postgres_url")
+    opened = SqlStore(url)
+    yield opened
+    opened.close()
 
 
 @pytest.fixture

@@ -4,9 +4,6 @@ idempotency tokens and the jobs that use a cluster. Written against the port onl
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
 
 from batchyard.domain.clusters import (
@@ -21,24 +18,12 @@ from batchyard.domain.states import ForbiddenTransition, State
 from batchyard.errors import TokenTaken
 from batchyard.ports.clusters import ClusterRow, VMRow
 from batchyard.ports.store import IdempotencyToken, NewJob, StateStore
-from batchyard.testing import MemoryStore
 from tests.integration.conftest import make_job, make_task
 
 
-@pytest.fixture(params=["memory", "sqlite", "postgresql"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StateStore]:
-    if request.param == "memory":
-        yield MemoryStore()
-        return
-    from batchyard.adapters.store import SqlStore
-
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'state.db'}"
-    else:
-        url = request.getfixturevalue("postgres_url")
-    opened = SqlStore(url)
-    yield opened
-    opened.close()
+@pytest.fixture
+def store(each_store: StateStore) -> StateStore:
+    return each_store
 
 
 BODY = {"Name": "c1", "ImageId": "img-ubuntu", "InstanceType": "ecs.sn1.medium",

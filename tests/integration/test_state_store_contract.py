@@ -5,10 +5,8 @@ typed rows (no SQL), so that an engine rule tested on the MemoryStore holds on t
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -36,24 +34,12 @@ from batchyard.ports.store import (
     StateStore,
     StateTransaction,
 )
-from batchyard.testing import MemoryStore
 from tests.integration.conftest import make_job, make_task
 
 
-@pytest.fixture(params=["memory", "sqlite", "postgresql"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StateStore]:
-    if request.param == "memory":
-        yield MemoryStore()
-        return
-    from batchyard.adapters.store import SqlStore
-
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'state.db'}"
-    else:
-        url = request.getfixturevalue("postgres_url")  # the session's throwaway cluster
-    opened = SqlStore(url)
-    yield opened
-    opened.close()
+@pytest.fixture
+def store(each_store: StateStore) -> StateStore:
+    return each_store
 
 
 def two_step_job(priority: int = 0, **fields: Any) -> dict[str, Any]:
