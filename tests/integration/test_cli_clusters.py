@@ -149,3 +149,25 @@ def test_clusters_on_a_server(remote: Cli, tmp_path: Path) -> None:
     assert remote("clusters", "delete", cluster_id).returncode == 0
     gone = remote("clusters", "show", cluster_id)
     assert gone.returncode == 1 and "HTTP 404" in gone.stderr
+
+
+def test_a_run_waiting_for_vms_starts_when_another_process_resizes_the_cluster(
+        local: Cli, tmp_path: Path) -> None:
+    """`batchyard clusters resize` on the data dir of a running `batchyard run`: its engine
+    notices the change (it looks at the VM rows every couple of seconds) and runs."""
+    created = local("clusters", "create", str(EXAMPLE))
+    cluster_id = created.stdout.strip()
+    assert local("clusters", "resize", cluster_id, "group1=0").returncode == 0
+    job = write_job(tmp_path, cluster_id)
+    running = subprocess.Popen(
+        [sys.executable, "-m", "batchyard.cli", "run", str(job), "--quiet"],
+        env=local.environment, cwd=local.cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True)
+    try:
+        time.sleep(1.5)
+        assert running.poll() is None, running.communicate()  # it waits: no VM
+        assert local("clusters", "resize", cluster_id, "group1=1").returncode == 0
+        out, err = running.communicate(timeout=30)
+    finally:
+        running.kill()
+    assert running.returncode == 0, out + err

@@ -18,6 +18,7 @@ makes the rows true, in the engine's step, whenever something changed:
 from __future__ import annotations
 
 import socket
+import time
 from collections.abc import Callable
 
 from batchyard.domain.clusters import VMState
@@ -27,6 +28,8 @@ from batchyard.ports.clusters import ClusterTransaction, VMRow
 
 LOCAL_ADDRESS = "127.0.0.1"
 PLACEABLE = (VMState.PENDING, VMState.STARTING, VMState.RUNNING)
+RESYNC = 2.0
+"""Seconds after which a step looks at the VM rows again, changed or not."""
 STOPPED_REASON = "no engine runs to host it (batchyard serve, or a batchyard run, places it)"
 
 Shape = Callable[[str], tuple[Cost, int]]
@@ -36,9 +39,12 @@ Shape = Callable[[str], tuple[Cost, int]]
 class Placement:
     """Places and drains cluster VMs on the fleet's agents (the engine's loop, its lock)."""
 
-    def __init__(self, fleet: Fleet, shape: Shape) -> None:
+    def __init__(self, fleet: Fleet, shape: Shape, clock: Callable[[], float] = time.monotonic
+                 ) -> None:
         self._fleet = fleet
         self._shape = shape
+        self._clock = clock
+        self._synced = -RESYNC
         self._host_name = socket.gethostname()
         self._dirty = True
         """Something may have changed: a cluster, a VM, an agent's room. True at first:
@@ -49,14 +55,18 @@ class Placement:
         self._dirty = True
 
     def due(self) -> bool:
-        """Whether a step has placement work: a change, or a draining VM."""
-        return self._dirty or self._fleet.draining()
+        """Whether a step has placement work: a change, a draining VM, or RESYNC seconds
+        since the last look (a cluster changed by another process: `batchyard clusters`
+        on the data dir of a `batchyard run`)."""
+        return (self._dirty or self._fleet.draining()
+                or self._clock() - self._synced >= RESYNC)
 
     def sync(self, tx: ClusterTransaction, now: float) -> None:
         """Place, drain and remove VMs as their rows say (each move one statement for all
         the VMs it moves). Safe to repeat: after a step that rolled back, the next one
         brings the rows in line with the agents again."""
         self._dirty = False
+        self._synced = self._clock()
         gone = []
         for vm in tx.vms(states=[VMState.DELETING]):
             if self._fleet.placed(vm.id):
