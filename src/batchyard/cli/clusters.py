@@ -365,6 +365,11 @@ def delete(cluster_id: ClusterIdArgument, data_dir: DataDirOption = None,
     _err.print(f"Deleting {cluster_id}", markup=False)
 
 
+FLEXIBLE_WIDTH = 30
+"""At most this many characters of a flexible column (a VM's reason): the others, fixed,
+must keep their room on an 80- or 100-column console."""
+
+
 def _table() -> Table:
     return Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, padding=(0, 1))
 
@@ -377,7 +382,8 @@ def _fitted(headers: tuple[str, ...], rows: Sequence[Sequence[str]],
     for index, header in enumerate(headers):
         widest = max([len(header), *(len(row[index]) for row in rows)])
         table.add_column(header, no_wrap=True, overflow="ellipsis",
-                         min_width=None if header in flexible else widest)
+                         min_width=None if header in flexible else widest,
+                         max_width=FLEXIBLE_WIDTH if header in flexible else None)
     for row in rows:
         table.add_row(*row)
     return table

@@ -18,27 +18,16 @@ what the failed attempts left (their work folders) stays as it was.
 
 from __future__ import annotations
 
-import secrets
-import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from batchyard.domain.states import TERMINAL, Entity, State, Transition
+from batchyard.ids import new_cluster_id, new_vm_id
 
 GroupKey = tuple[str, str]
 """(job id, task name)."""
 RESERVE_SECONDS = 3600.0
 """How long a failed task keeps its VMs (ReserveOnFail) at most, by default."""
-
-
-def new_group_id() -> str:
-    """`cls-` + 32 hex digits, sortable by creation (the shape of every cluster id)."""
-    return f"cls-{time.time_ns():016X}{secrets.token_hex(8).upper()}"
-
-
-def new_vm_id() -> str:
-    """`i-` + 32 hex digits, sortable by creation (the shape of every VM id)."""
-    return f"i-{time.time_ns():016X}{secrets.token_hex(8).upper()}"
 
 
 @dataclass
@@ -81,7 +70,7 @@ class AutoClusters:
         group = self._groups.get((job_id, task))
         if group is None:
             group = self._groups[job_id, task] = Group(
-                new_group_id(), {new_vm_id(): 0 for _ in range(max(1, size()))})
+                new_cluster_id(), {new_vm_id(): 0 for _ in range(max(1, size()))})
         return group.id, group.pick()
 
     def landed(self, job_id: str, task: str, vm: str) -> None:
