@@ -65,6 +65,7 @@ def open_engine(settings: Settings, serving: bool = False) -> Engine:
                         weights=settings.tenant_weights,
                         catalogue=settings.catalogue(), machine=machine(),
                         capacity=settings.capacity, vm_quota=settings.vm_quota,
+                        cluster_quota=settings.cluster_quota,
                         reserve_seconds=settings.reserve_on_fail_seconds)
         started = engine.start(abandon=not serving)
     except BaseException:

@@ -144,6 +144,9 @@ class Settings(BaseSettings):
         default=3600.0, ge=0, description="How long a task that failed with "
         "AutoCluster.ReserveOnFail keeps its VMs (their slots) at most; restarting or "
         "deleting its job releases them sooner")
+    cluster_quota: int = Field(
+        default=100, ge=0, description="The most clusters one tenant may have; another is "
+        "refused (QuotaExhausted)")
     vm_quota: int = Field(
         default=1000, ge=0, description="The most VMs one tenant's clusters may want in "
         "all (the sum of their groups' DesiredVMCount); more is refused (QuotaExhausted)")

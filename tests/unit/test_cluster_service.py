@@ -312,3 +312,17 @@ def test_a_tenant_s_clusters_want_at_most_its_vm_quota() -> None:
     assert service.create(tenant="bob", g1=5)  # another tenant has a quota of its own
     with service.store.transaction() as tx:
         assert len(tx.clusters("alice")) == 1
+
+
+def test_a_tenant_has_at_most_its_cluster_quota_of_clusters() -> None:
+    from batchyard.errors import QuotaExhausted
+
+    service = Service()
+    service.clusters.cluster_quota = 2
+    first = service.create(g1=0)
+    service.create(g1=0)
+    with pytest.raises(QuotaExhausted) as caught:
+        service.create(g1=0)
+    assert "cluster_quota" in caught.value.message
+    service.resize(first, g1=1)  # a change is not a new cluster
+    assert service.create(tenant="bob", g1=0)

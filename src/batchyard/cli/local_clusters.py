@@ -33,7 +33,7 @@ class LocalClusters:
         self.clusters = Clusters(self.store, check_types=lambda description: (
             check_instance_types(description, catalogue,
                                  lambda shape: infeasible(shape, here, capacity))),
-            vm_quota=settings.vm_quota)
+            vm_quota=settings.vm_quota, cluster_quota=settings.cluster_quota)
 
     @property
     def where(self) -> str:

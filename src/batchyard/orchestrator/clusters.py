@@ -60,6 +60,8 @@ installation's catalogue and machine)."""
 PENDING_REASON = "waiting for a host to start it on"
 VM_QUOTA = 1000
 """The most VMs one tenant's clusters may want in all, by default (`vm_quota`)."""
+CLUSTER_QUOTA = 100
+"""The most clusters one tenant may have, by default (`cluster_quota`)."""
 MOST_NAMED_JOBS = 10
 """Active jobs named in the refusal of a cluster's deletion."""
 
@@ -168,10 +170,12 @@ class Clusters:
                  busy: Callable[[str], Collection[str]] = lambda cluster_id: (),
                  check_types: TypeCheck = lambda description: check_instance_types(
                      description, DEFAULT_CATALOGUE),
-                 vm_quota: int = VM_QUOTA) -> None:
+                 vm_quota: int = VM_QUOTA, cluster_quota: int = CLUSTER_QUOTA) -> None:
         self.store = store
         self.vm_quota = vm_quota
         """The most VMs a tenant's clusters may want in all (QuotaExhausted beyond)."""
+        self.cluster_quota = cluster_quota
+        """The most clusters a tenant may have (QuotaExhausted beyond)."""
         self.check_types = check_types
         """The problems with a description's InstanceTypes (the engine's catalogue and
         machine: unknown and infeasible types are refused)."""
@@ -216,8 +220,14 @@ class Clusters:
     def _within_quota(self, tx: ClusterTransaction, tenant: str,
                       description: ClusterDescription, replacing: str = "") -> None:
         """QuotaExhausted when the tenant's Active clusters, with `description` (new, or in
-        place of cluster `replacing`), would want more than `vm_quota` VMs in all."""
-        others = sum(_wanted(row.description) for row in tx.clusters(tenant)
+        place of cluster `replacing`), would want more than `vm_quota` VMs in all, or a new
+        one would make more than `cluster_quota` clusters."""
+        mine = tx.clusters(tenant)
+        if not replacing and len(mine) >= self.cluster_quota:
+            raise QuotaExhausted(
+                f"tenant {tenant} has {len(mine)} clusters; its quota is "
+                f"{self.cluster_quota} (cluster_quota): delete one first")
+        others = sum(_wanted(row.description) for row in mine
                      if row.id != replacing and row.state is ClusterState.ACTIVE)
         wanted = others + _wanted(description)
         if wanted > self.vm_quota:

@@ -45,7 +45,7 @@ from batchyard.orchestrator import operations
 from batchyard.orchestrator.autoclusters import RESERVE_SECONDS, AutoClusters
 from batchyard.orchestrator.buckets import TenantBuckets
 from batchyard.orchestrator.caches import ReleasedJobs, SpecCache
-from batchyard.orchestrator.clusters import VM_QUOTA, Clusters
+from batchyard.orchestrator.clusters import CLUSTER_QUOTA, VM_QUOTA, Clusters
 from batchyard.orchestrator.fleet import DEFAULT_POOL, Cost, Fleet, Leased, Order
 from batchyard.orchestrator.launching import LaunchQueues, attempt_request
 from batchyard.orchestrator.listeners import Deliveries, WaitWakeups
@@ -132,6 +132,7 @@ class Engine:
                  weights: Mapping[str, float] | None = None,
                  catalogue: Catalogue = DEFAULT_CATALOGUE, machine: Machine | None = None,
                  capacity: Capacity = "slots", vm_quota: int = VM_QUOTA,
+                 cluster_quota: int = CLUSTER_QUOTA,
                  reserve_seconds: float = RESERVE_SECONDS) -> None:
         self.store = store
         self.catalogue = catalogue
@@ -185,7 +186,7 @@ class Engine:
             store, clock, changed=self._clusters_changed, busy=lambda cluster_id: self._busy_vms,
             check_types=lambda description: check_instance_types(description, catalogue,
                                                                  self.infeasible),
-            vm_quota=vm_quota)
+            vm_quota=vm_quota, cluster_quota=cluster_quota)
         """Clusters and their VMs (the control plane); every change wakes the loop."""
 
     # ---- lifecycle -----------------------------------------------------------------------
