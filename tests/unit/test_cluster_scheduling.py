@@ -164,3 +164,56 @@ def test_each_attempt_records_the_vm_it_ran_on() -> None:
     assert [a.worker for a in harness.engine.attempts(on_cluster, "work", 0)] == [vm.id]
     assert [a.worker for a in harness.engine.attempts(auto, "work", 0)] == [workers[auto]]
     assert workers[auto].startswith("i-") and workers[auto] != vm.id
+
+
+def test_a_tenant_s_cluster_gives_slots_back_while_another_tenant_waits() -> None:
+    harness = Harness.build(slots=4)
+    alice = harness.engine.clusters.create(parse_cluster(cluster_body(4)), "alice")
+    harness.engine.step()
+    assert Counter(vm.state for vm in vms(harness, alice)) == {VMState.RUNNING: 4}
+    bob_job = job(count=4, name="bob")
+    for name in ("StdoutRedirectPath", "StderrRedirectPath"):
+        bob_job["DAG"]["Tasks"]["work"]["Parameters"][name] = "oss://bob/logs/"
+    bob = harness.engine.submit(bob_job, tenant="bob")
+    harness.engine.step()  # alice's idle VMs beyond her share (2 of 4) drain
+    harness.engine.step()  # ... and give their slots back
+    states = Counter(vm.state for vm in vms(harness, alice))
+    assert states == {VMState.RUNNING: 2, VMState.PENDING: 2}
+    assert len([r for r in harness.agent.running() if r.key.job_id == bob]) == 2
+    waiting = [vm for vm in vms(harness, alice) if vm.state is VMState.PENDING]
+    assert all("share of the slots" in vm.reason for vm in waiting)
+    harness.run_all()  # bob's job ends: nobody else waits
+    harness.engine.placement.changed()
+    harness.engine.step()
+    assert Counter(vm.state for vm in vms(harness, alice)) == {VMState.RUNNING: 4}
+
+
+def test_a_busy_vm_gives_its_slot_back_once_its_instance_ended() -> None:
+    harness = Harness.build(slots=2)
+    alice = harness.engine.clusters.create(parse_cluster(cluster_body(2)), "alice")
+    harness.engine.step()
+    on_alice = harness.engine.submit(job(alice, count=4, name="a"), tenant="alice")
+    harness.engine.step()
+    assert len(harness.agent.running()) == 2
+    bob_job = job(count=1, name="bob")
+    for name in ("StdoutRedirectPath", "StderrRedirectPath"):
+        bob_job["DAG"]["Tasks"]["work"]["Parameters"][name] = "oss://bob/logs/"
+    bob = harness.engine.submit(bob_job, tenant="bob")
+    harness.engine.step()
+    assert {r.key.job_id for r in harness.agent.running()} == {on_alice}  # nothing killed
+    harness.finish(f"{on_alice}/work/1")  # the newest VM's instance ends: it gives back
+    harness.engine.step()
+    assert {r.key.job_id for r in harness.agent.running()} == {on_alice, bob}
+    assert Counter(vm.state for vm in vms(harness, alice)) == {
+        VMState.RUNNING: 1, VMState.PENDING: 1}
+
+
+def test_a_vm_waiting_for_room_takes_the_next_slot_instances_on_no_cluster_free() -> None:
+    harness = Harness.build(slots=2)
+    auto = harness.submit(job(count=10, name="auto"))
+    assert len(harness.agent.running()) == 2
+    cluster_id = make_cluster(harness, desired=1)
+    assert [vm.state for vm in vms(harness, cluster_id)] == [VMState.PENDING]  # no free slot
+    harness.finish(f"{auto}/work/0")  # the slot it frees goes to the VM, not to auto
+    assert [vm.state for vm in vms(harness, cluster_id)] == [VMState.RUNNING]
+    assert len(harness.agent.running()) == 1

@@ -92,3 +92,14 @@ def test_fair_share_gives_a_tenant_of_weight_two_twice_the_slots() -> None:
     # what runs counts against the weight too: bob runs 6 already, alice 0
     picked = fair_share({"alice": alice, "bob": bob}, {"bob": 6}, 3, {"bob": 2.0})
     assert [c.tenant for c in picked] == ["alice", "alice", "alice"]
+
+
+def test_a_tenant_holding_every_slot_gives_back_what_is_beyond_its_share() -> None:
+    from batchyard.domain.scheduling import over_share, slot_shares
+
+    assert over_share(4, {"alice": 4}, set()) == {}  # nobody else wants: keep them all
+    assert over_share(4, {"alice": 4}, {"bob"}) == {"alice": 2}
+    assert slot_shares(4, {"alice": 4}, {"bob"}) == {"alice": 2, "bob": 2}
+    assert over_share(6, {"alice": 6}, {"bob"}, {"bob": 2.0}) == {"alice": 4}
+    assert over_share(4, {"alice": 2, "bob": 2}, {"bob"}) == {}  # bob has his share
+    assert over_share(2, {"alice": 2}, {"bob", "carol"}) == {"alice": 1}  # at least 1 each

@@ -12,7 +12,7 @@ Within a tenant, BatchCompute's order.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -55,3 +55,31 @@ def fair_share(queues: Mapping[str, Sequence[Candidate]], running: Mapping[str, 
         if heads[tenant] == len(queues[tenant]):
             del heads[tenant]
     return picked
+
+
+def slot_shares(slots: int, usage: Mapping[str, int], wanting: Collection[str],
+                weights: Mapping[str, float] | None = None) -> dict[str, int]:
+    """How many of the agents' `slots` each tenant may hold while others want more: its
+    weighted share of them among the tenants that use slots or want some (at least 1).
+
+    `usage`: per tenant, the slots it holds (placed cluster VMs, instances on no cluster);
+    `wanting`: tenants with work waiting for a slot (a Pending VM, a Waiting instance on no
+    cluster). With no other tenant wanting, a tenant may hold every slot: a share only
+    binds while someone else waits.
+    """
+    competing = {tenant for tenant, used in usage.items() if used > 0} | set(wanting)
+    weight = {tenant: (weights or {}).get(tenant, 1.0) for tenant in competing}
+    total = sum(weight.values())
+    return {tenant: max(1, int(slots * weight[tenant] / total)) for tenant in competing}
+
+
+def over_share(slots: int, usage: Mapping[str, int], wanting: Collection[str],
+               weights: Mapping[str, float] | None = None) -> dict[str, int]:
+    """Per tenant, how many slots beyond its share it holds while a tenant below its own
+    share waits (what it should give back); tenants within their shares are left out."""
+    shares = slot_shares(slots, usage, wanting, weights)
+    starved = any(usage.get(tenant, 0) < shares[tenant] for tenant in wanting)
+    if not starved:
+        return {}
+    return {tenant: used - shares[tenant] for tenant, used in usage.items()
+            if tenant in shares and used > shares[tenant]}

@@ -49,7 +49,7 @@ from batchyard.orchestrator.clusters import CLUSTER_QUOTA, VM_QUOTA, Clusters
 from batchyard.orchestrator.fleet import DEFAULT_POOL, Cost, Fleet, Leased, Order
 from batchyard.orchestrator.launching import LaunchQueues, attempt_request
 from batchyard.orchestrator.listeners import Deliveries, WaitWakeups
-from batchyard.orchestrator.placement import Placement
+from batchyard.orchestrator.placement import NO_DEMAND, Demand, Placement
 from batchyard.orchestrator.settling import settle_job
 from batchyard.ports.agents import AgentsFactory, Report
 from batchyard.ports.listeners import TransitionListener
@@ -282,6 +282,8 @@ class Engine:
         self.buckets.submitted(tenant)
         self._specs.remember(job_id, spec, tenant)
         self._queues.invalidate()  # the launch order may change
+        if self.fleet.has_vms():
+            self.placement.changed()  # a tenant's share of the slots may change
         self.wake()
         return job_id
 
@@ -576,6 +578,8 @@ class Engine:
         landed = [(report, self.fleet.land(agent_id, report.token, report.key))
                   for agent_id, report in reports]  # their slots are free again
         fresh = [(report, leased) for report, leased in landed if leased is not None]
+        if fresh and self.placement.waiting:
+            self.placement.changed()  # a VM waiting for room takes a slot this frees
         for report, leased in fresh:
             outcome = report.outcome
             if outcome.started_at is not None and outcome.ended_at is not None:
@@ -619,7 +623,7 @@ class Engine:
             touched = self._apply(tx, reports, now)
             finished, cancels = self._settle_all(tx, touched)
             if self.placement.due():
-                self.placement.sync(tx, now)
+                self.placement.sync(tx, now, self._demand(tx))
                 self._queues.keep(self.fleet.pools())
             launching, starting = self._launch(tx, now)
             more_finished, more_cancels = self._settle_all(tx, starting)
@@ -791,6 +795,15 @@ class Engine:
         self._specs.forget(job_id)
         self._autoclusters.forget(job_id)
         self.fleet.forget(job_id)
+
+    def _demand(self, tx: StateTransaction) -> Demand:
+        """What instances on no cluster use of the agents' slots and want, per tenant
+        (cluster VMs share the slots with them fairly); nothing to weigh while no VM is
+        placed or wanted."""
+        if not self.fleet.has_vms() and not tx.vms(states=[VMState.PENDING]):
+            return NO_DEMAND
+        waiting = {row.candidate.tenant for row in tx.launch_rows(1, 1, "")}
+        return Demand(self.fleet.default_running(), waiting, self._queues.weights)
 
     def _clusters_changed(self) -> None:
         """A cluster or VM changed (any thread): place, drain and launch again."""

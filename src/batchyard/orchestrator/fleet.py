@@ -234,7 +234,7 @@ class Fleet:
             return member.host_id
         if self._left is not None and not cost.within(self._left):
             return None
-        roomy = [(host.info.slots - len(host.vms), host_id)
+        roomy = [(self._members[host_id].slots - self._running_own(host_id), host_id)
                  for host_id, host in self._hosts.items() if host.alive]
         free, host_id = max(roomy, default=(0, ""))
         if free <= 0:
@@ -254,6 +254,12 @@ class Fleet:
         if member is not None and member.held:
             member.draining = True
             self.drained()
+
+    def _running_own(self, host_id: str) -> int:
+        """Attempts running on the agent's own slots (not those queued ahead): a VM is
+        placed on a slot none runs on, so nothing waits for another tenant's instance."""
+        own = self._members[host_id]
+        return min(len(own.tokens), max(own.slots, 0))
 
     def placed(self, vm_id: str) -> bool:
         return vm_id in self._members and vm_id not in self._hosts
@@ -303,6 +309,20 @@ class Fleet:
     def draining(self) -> bool:
         """Whether some VM drains."""
         return any(member.draining for member in self._members.values())
+
+    def idle(self, vm_ids: Sequence[str]) -> list[str]:
+        """Those of these VMs placed and holding no lease."""
+        return [vm_id for vm_id in vm_ids
+                if vm_id in self._members and not self._members[vm_id].tokens]
+
+    def default_running(self) -> Counter[str]:
+        """Attempts held on the agents' own slots (instances on no cluster), per tenant."""
+        counts: Counter[str] = Counter()
+        for leased in self._leases.values():
+            member = self._members.get(leased.agent)
+            if member is not None and member.pool == DEFAULT_POOL:
+                counts[leased.tenant] += 1
+        return counts
 
     def busy(self) -> set[str]:
         """VMs holding leases."""

@@ -19,9 +19,12 @@ from __future__ import annotations
 
 import socket
 import time
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass, field
 
 from batchyard.domain.clusters import VMState
+from batchyard.domain.scheduling import over_share, slot_shares
 from batchyard.orchestrator.clusters import finish_deletions
 from batchyard.orchestrator.fleet import Cost, Fleet
 from batchyard.ports.clusters import ClusterTransaction, VMRow
@@ -32,8 +35,42 @@ RESYNC = 2.0
 """Seconds after which a step looks at the VM rows again, changed or not."""
 STOPPED_REASON = "no engine runs to host it (batchyard serve, or a batchyard run, places it)"
 
+YIELDED_REASON = ("gave its slot back: its tenant held more than its share of the slots "
+                  "while another tenant waited; it is placed again when there is room")
+
 Shape = Callable[[str], tuple[Cost, int]]
 """An InstanceType's name -> what a VM of it takes of the machine, and its memory in bytes."""
+
+
+@dataclass(frozen=True)
+class Demand:
+    """What the instances on no cluster use of the agents' slots and want, per tenant."""
+
+    running: Mapping[str, int] = field(default_factory=dict)
+    waiting: Collection[str] = ()
+    """Tenants with Waiting instances on no cluster."""
+    weights: Mapping[str, float] = field(default_factory=dict)
+
+
+NO_DEMAND = Demand()
+
+
+@dataclass
+class _Shares:
+    usage: Counter[str]
+    excess: dict[str, int]
+    shares: dict[str, int]
+    starved: bool
+    """Whether a tenant waits below its share (only then do shares bind)."""
+
+    def room(self, tenant: str) -> int:
+        """How many more VMs the tenant may have placed now."""
+        if not self.starved:
+            return 1 << 30
+        return self.shares.get(tenant, 0) - self.usage[tenant]
+
+    def took(self, tenant: str) -> None:
+        self.usage[tenant] += 1
 
 
 class Placement:
@@ -41,6 +78,8 @@ class Placement:
 
     def __init__(self, fleet: Fleet, shape: Shape, clock: Callable[[], float] = time.monotonic
                  ) -> None:
+        self._yielding: set[str] = set()
+        """VMs draining to give their slot back (Pending again once drained), not to go."""
         self._fleet = fleet
         self._shape = shape
         self._clock = clock
@@ -49,6 +88,9 @@ class Placement:
         self._dirty = True
         """Something may have changed: a cluster, a VM, an agent's room. True at first:
         the VMs of an earlier engine are placed again."""
+        self.waiting = False
+        """A VM waits for room: the engine calls `changed` when an attempt ends, so the
+        slot it frees goes to the VM before the launches of that step refill it."""
 
     def changed(self) -> None:
         """A cluster or VM changed (any thread): look again at the next step."""
@@ -61,11 +103,13 @@ class Placement:
         return (self._dirty or self._fleet.draining()
                 or self._clock() - self._synced >= RESYNC)
 
-    def sync(self, tx: ClusterTransaction, now: float) -> None:
+    def sync(self, tx: ClusterTransaction, now: float, others: Demand = NO_DEMAND) -> None:
         """Place, drain and remove VMs as their rows say (each move one statement for all
-        the VMs it moves). Safe to repeat: after a step that rolled back, the next one
-        brings the rows in line with the agents again."""
+        the VMs it moves), tenants sharing the agents' slots fairly (`others`: what
+        instances on no cluster use and want of them). Safe to repeat: after a step that
+        rolled back, the next one brings the rows in line with the agents again."""
         self._dirty = False
+        self.waiting = False
         self._synced = self._clock()
         gone = []
         for vm in tx.vms(states=[VMState.DELETING]):
@@ -74,17 +118,29 @@ class Placement:
             else:
                 gone.append(vm.id)
         drained = self._fleet.drained()  # what they ran ended: their room is free again
-        tx.move_vms(gone + drained, VMState.DELETED, now)
+        given_back = [vm_id for vm_id in drained if vm_id in self._yielding]
+        self._yielding.difference_update(drained)
+        tx.move_vms(given_back, VMState.PENDING, now, reason=YIELDED_REASON)
+        tx.move_vms(gone + [vm_id for vm_id in drained if vm_id not in given_back],
+                    VMState.DELETED, now)
+        live = tx.vms(states=PLACEABLE)  # oldest first
+        shares = self._shares(live, others)
+        self._give_back(live, shares)
         placed: dict[str, list[VMRow]] = {}
-        for vm in tx.vms(states=PLACEABLE):  # oldest first
-            if vm.state is VMState.RUNNING and self._fleet.placed(vm.id):
+        for vm in live:
+            if self._fleet.placed(vm.id) and vm.state is VMState.RUNNING:
                 continue
+            if not self._fleet.placed(vm.id) and shares.room(vm.tenant) <= 0:
+                self.waiting = True
+                continue  # its tenant holds its share while another waits
             cost, memory = self._shape(vm.instance_type)
             host = self._fleet.place(vm.id, vm.cluster_id, cost=cost,
                                      instance_type=(vm.instance_type, memory))
             if host is None:
+                self.waiting = True  # placed when an attempt ends (see `due`)
                 break  # no room for it: none for a younger one either (first come, first
                 # placed)
+            shares.took(vm.tenant)
             placed.setdefault(host, []).append(vm)
         for host, vms in placed.items():
             tx.move_vms([vm.id for vm in vms if vm.state is VMState.PENDING],
@@ -94,6 +150,35 @@ class Placement:
         if gone or drained:
             finish_deletions(tx)
             self._dirty = True  # the room they left may take a Pending VM
+
+    def _shares(self, live: list[VMRow], others: Demand) -> _Shares:
+        """Each tenant's use of the slots (its placed VMs and its instances on no cluster)
+        against its share, given who waits (Pending VMs, instances on no cluster)."""
+        usage: Counter[str] = Counter(others.running)
+        wanting = set(others.waiting)
+        for vm in live:
+            if self._fleet.placed(vm.id) and vm.id not in self._yielding:
+                usage[vm.tenant] += 1
+            else:
+                wanting.add(vm.tenant)
+        slots = self._fleet.room()[1]
+        shares = slot_shares(slots, usage, wanting, others.weights)
+        return _Shares(usage, over_share(slots, usage, wanting, others.weights), shares,
+                       starved=any(usage[tenant] < shares[tenant] for tenant in wanting))
+
+    def _give_back(self, live: list[VMRow], shares: _Shares) -> None:
+        """VMs of tenants beyond their share, while another waits below its own, drain and
+        go back to Pending: those running nothing first, the newest first."""
+        for tenant, excess in shares.excess.items():
+            mine = [vm for vm in reversed(live) if vm.tenant == tenant
+                    and self._fleet.placed(vm.id) and vm.id not in self._yielding]
+            idle = set(self._fleet.idle([vm.id for vm in mine]))
+            ordered = [vm for vm in mine if vm.id in idle] + [
+                vm for vm in mine if vm.id not in idle]
+            for vm in ordered[:excess]:
+                self._yielding.add(vm.id)
+                self._fleet.drain(vm.id)
+                shares.usage[tenant] -= 1
 
     def stop(self, tx: ClusterTransaction, now: float) -> None:
         """The engine stops: its VMs have no host any more. Running ones wait (`Pending`)
