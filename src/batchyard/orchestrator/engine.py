@@ -23,7 +23,7 @@ from typing import Any, NamedTuple, TypeVar
 
 from batchyard.domain.attempt import AttemptKey, AttemptRequest
 from batchyard.domain.buckets import Grant
-from batchyard.domain.clusters import ClusterState, VMState, check_instance_types
+from batchyard.domain.clusters import VMState, check_instance_types
 from batchyard.domain.instance_types import (
     DEFAULT_CATALOGUE,
     Capacity,
@@ -34,11 +34,11 @@ from batchyard.domain.instance_types import (
     infeasible,
 )
 from batchyard.domain.outcome import ErrorCode, Outcome
-from batchyard.domain.pending import Pending, Why, dependency, on_cluster, on_slots
+from batchyard.domain.pending import Pending
 from batchyard.domain.records import AttemptRecord, InstanceRecord, JobRecord, TaskRecord
 from batchyard.domain.retry import MOST_LOST, Verdict, decide
 from batchyard.domain.spec import JobDescription, parse_job
-from batchyard.domain.states import ACTIVE, TERMINAL, State
+from batchyard.domain.states import TERMINAL, State
 from batchyard.errors import ABSENT, NotFound, Problem, SpecError
 from batchyard.ids import new_job_id
 from batchyard.orchestrator import operations
@@ -49,6 +49,7 @@ from batchyard.orchestrator.clusters import CLUSTER_QUOTA, VM_QUOTA, Clusters
 from batchyard.orchestrator.fleet import DEFAULT_POOL, Cost, Fleet, Leased, Order
 from batchyard.orchestrator.launching import LaunchQueues, attempt_request
 from batchyard.orchestrator.listeners import Deliveries, WaitWakeups
+from batchyard.orchestrator.pending import Explainer
 from batchyard.orchestrator.placement import NO_DEMAND, Demand, Placement
 from batchyard.orchestrator.settling import settle_job
 from batchyard.ports.agents import AgentsFactory, Report
@@ -181,6 +182,9 @@ class Engine:
         self._cluster_env: dict[str, Mapping[str, str]] = {}
         """Each cluster's EnvVars, as launches last read them (cleared on any change)."""
         self.placement = Placement(self.fleet, self._vm_shape)
+        self._explainer = Explainer(store, self._specs, self.fleet, self._lock,
+                                    self._queues.weights)
+        """Why what waits is waiting (`why_pending`)."""
         """Cluster VMs on the agents (the data plane)."""
         self.clusters = Clusters(
             store, clock, changed=self._clusters_changed, busy=lambda cluster_id: self._busy_vms,
@@ -376,74 +380,16 @@ class Engine:
     def why_pending(self, job_id: str, tenant: str | None = None) -> dict[str, Pending]:
         """Why the job's tasks with Waiting instances have them (by task name; see
         `domain.pending`). NotFound unless the job exists (and is `tenant`'s)."""
-        return self._reasons(job_id, self.tasks(job_id, tenant))
+        return self._explainer.reasons(job_id, self.tasks(job_id, tenant))
 
     def explain_tasks(self, job_id: str, tasks: Sequence[TaskRecord]) -> list[TaskRecord]:
         """These tasks of the job, each with why it has Waiting instances, if it has."""
-        reasons = self._reasons(job_id, tasks)
-        return [replace(task, pending=reasons[task.name]) if task.name in reasons else task
-                for task in tasks]
+        return self._explainer.tasks(job_id, tasks)
 
     def explain_instances(self, job_id: str, task: str, instances: Sequence[InstanceRecord]
                           ) -> list[InstanceRecord]:
         """These instances of the task, each Waiting one with why."""
-        if not any(instance.state is State.WAITING for instance in instances):
-            return list(instances)
-        reason = self._reasons(job_id, self.store.tasks(job_id)).get(task)
-        if reason is None:
-            return list(instances)
-        retries = self._spec(job_id).DAG.Tasks[task].MaxRetryCount
-        return [replace(instance, pending=reason.retrying(instance.retry_count, retries))
-                if instance.state is State.WAITING else instance for instance in instances]
-
-    def _reasons(self, job_id: str, tasks: Sequence[TaskRecord]) -> dict[str, Pending]:
-        """Why each of these tasks with Waiting instances has them (`tasks` may be some of
-        the job's; their upstreams' states are read when not among them)."""
-        waiting = [task for task in tasks
-                   if task.state in ACTIVE and task.instance_metrics.waiting > 0]
-        if not waiting:
-            return {}
-        known = self._specs.job(job_id)
-        states = {task.name: task.state for task in tasks}
-        if any(name not in states for task in waiting for name in known.upstreams[task.name]):
-            states = {task.name: task.state for task in self.store.tasks(job_id)}
-        with self._lock:
-            room = self.fleet.free_by_pool()
-            running = dict(self.fleet.running_by_tenant())
-            placed, slots = self.fleet.room()
-        reasons = {}
-        for task in waiting:
-            upstream = sorted(name for name in known.upstreams[task.name]
-                              if states.get(name) is not State.FINISHED)
-            cluster = known.spec.DAG.Tasks[task.name].ClusterId
-            if upstream:
-                reasons[task.name] = dependency(upstream)
-            elif cluster:
-                reasons[task.name] = self._on_cluster(cluster, room.get(cluster, 0))
-            else:
-                reasons[task.name] = on_slots(known.tenant, running, slots - placed,
-                                              room.get(DEFAULT_POOL, 0),
-                                              self._queues.weights)
-        return reasons
-
-    def _on_cluster(self, cluster_id: str, free: int) -> Pending:
-        """Why an instance of a task on a cluster waits (its cluster's VMs as they are)."""
-        if free > 0:
-            return Pending(Why.LAUNCHING, "there is room: it starts at the next step")
-        with self._lock:
-            placed, busy = self.fleet.load(cluster_id)
-        with self.store.transaction() as tx:
-            row = tx.cluster(cluster_id)
-            counts = tx.vm_counts(cluster_id)
-        if row is None:
-            return on_cluster(cluster_id, True, 0, 0, 0)
-        desired = sum(group.DesiredVMCount for group in row.description.Groups.values())
-        waiting = sum(states.get(VMState.PENDING, 0) for states in counts.values())
-        used, slots = self.fleet.room()
-        reason = (f"{waiting} VM(s) wait for room: the agents hold {slots} VMs and "
-                  f"{used} are placed" if waiting and used >= slots else "")
-        return on_cluster(cluster_id, row.state is not ClusterState.ACTIVE, desired,
-                          placed, busy, reason)
+        return self._explainer.instances(job_id, task, instances)
 
     def _exists(self, job_id: str, tenant: str | None) -> None:
         """NotFound unless the job exists (and is `tenant`'s): its state only, not its record
