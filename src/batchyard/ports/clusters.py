@@ -21,12 +21,10 @@ from __future__ import annotations
 from collections.abc import Collection, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 from batchyard.domain.clusters import ClusterDescription, ClusterState, VMState
-
-if TYPE_CHECKING:  # `ports.store` imports this module (a StateTransaction is one of these)
-    from batchyard.ports.store import IdempotencyToken, Keep
+from batchyard.ports.writes import IdempotencyToken, Keep
 
 __all__ = ["ClusterRow", "ClusterStore", "ClusterTransaction", "VMRow"]
 

@@ -22,8 +22,7 @@ from __future__ import annotations
 from collections.abc import Callable, Collection, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from enum import Enum
-from typing import Any, Final, Literal, NamedTuple, Protocol
+from typing import NamedTuple, Protocol
 
 from batchyard.domain.attempt import AttemptKey
 from batchyard.domain.derivation import Metrics
@@ -45,23 +44,11 @@ from batchyard.domain.states import (
     Transition,
 )
 from batchyard.ports.clusters import ClusterTransaction
-
-
-class _Keep(Enum):
-    KEEP = "keep"
-
-
-KEEP: Final = _Keep.KEEP
-"""A field a write leaves as it is (None is a value: it clears the field)."""
-Keep = Literal[_Keep.KEEP]
-Stamp = float | Keep | None
-"""A time a write sets, clears (None) or leaves as it is (KEEP)."""
-
-
-def given(**fields: Any) -> dict[str, Any]:
-    """The fields a write sets: those not KEEP (for the stores implementing writes)."""
-    return {name: value for name, value in fields.items() if value is not KEEP}
-
+from batchyard.ports.writes import KEEP as KEEP  # re-exported: the stores' writes use them
+from batchyard.ports.writes import IdempotencyToken as IdempotencyToken
+from batchyard.ports.writes import Keep as Keep
+from batchyard.ports.writes import Stamp as Stamp
+from batchyard.ports.writes import given as given
 
 # ---- values read ---------------------------------------------------------------------------
 
@@ -138,14 +125,6 @@ class LaunchRow:
 
 
 # ---- values written ------------------------------------------------------------------------
-
-class IdempotencyToken(NamedTuple):
-    """An `IdempotentToken` of a request and the digest of the body it came with."""
-
-    kind: str
-    token: str
-    digest: str
-
 
 class NewJob(NamedTuple):
     """A job to insert: id, tenant, parsed description, submission time; the idempotency
