@@ -55,7 +55,7 @@ _STDIN = b"/dev/null"
 _FOLDER_FLAGS = os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _MOST_KEPT = 64
 """Prepared file actions and argument arrays kept (then all dropped, and made again)."""
-_EMPTY = bytearray()
+_NO_BLOCK = array.array("B")
 _ENCODING = "utf-8"
 _ERRORS = "surrogateescape"
 """`os.fsencode` on Linux, without its Python-level call."""
@@ -147,14 +147,15 @@ class NativeSpawn:
             if "" in environment or "=" in "".join(names):
                 raise ValueError("illegal environment variable name")
             pointers = array.array("Q", itertools.repeat(0, len(names) + 1))
-            blocks = [_EMPTY] * len(names)
+            blocks = [_NO_BLOCK] * len(names)
             changed = range(len(names))
         for index in changed:
             entry = f"{names[index]}={values[index]}\0"
             if entry.count("\0") != 1:
                 raise ValueError("embedded null byte")
-            block = blocks[index] = bytearray(entry.encode(_ENCODING, _ERRORS))
-            pointers[index] = _address(block)
+            # An array's address is one C method away (a bytearray's needs a ctypes type).
+            block = blocks[index] = array.array("B", entry.encode(_ENCODING, _ERRORS))
+            pointers[index] = block.buffer_info()[0]
         self._last = _Environment(names, values, pointers, blocks)
         return pointers
 
@@ -199,7 +200,7 @@ class _Environment:
     __slots__ = ("blocks", "names", "pointers", "values")
 
     def __init__(self, names: list[str], values: list[str], pointers: array.array[int],
-                 blocks: list[bytearray]) -> None:
+                 blocks: list[array.array[int]]) -> None:
         self.names = names
         self.values = values
         self.pointers = pointers

@@ -43,6 +43,7 @@ import shutil
 import signal
 import subprocess
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from contextlib import suppress
@@ -53,15 +54,16 @@ from batchyard.agent import native
 from batchyard.agent.attempts import Attempt
 from batchyard.agent.births import Births
 from batchyard.agent.timers import Timers
-from batchyard.domain.attempt import AttemptKey
+from batchyard.domain.attempt import AttemptKey, AttemptRequest
 from batchyard.ports import ObjectStore
 from batchyard.runner.confinement import Slot
-from batchyard.runner.environment import program_environment
+from batchyard.runner.environment import identity_variables, program_environment
 from batchyard.runner.livelogs import LiveLogs
 from batchyard.runner.orphans import now_ticks
 from batchyard.runner.program import ProgramEnd
 from batchyard.runner.runner import NOT_STARTED, judge, launch_failed
 from batchyard.runner.settings import RunnerSettings
+from batchyard.runner.watchdog import bounded_delay
 from batchyard.runner.workspace import prepare_workspace
 
 _log = logging.getLogger(__name__)
@@ -69,6 +71,8 @@ _log = logging.getLogger(__name__)
 _CLONE_FS = 0x200
 _LOG_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
 _STDIN = (os.POSIX_SPAWN_OPEN, 0, "/dev/null", os.O_RDONLY, 0)
+_NO_WORKDIR = "\0workdir\0"
+"""A workdir no environment holds otherwise (a NUL is refused in any real value)."""
 
 
 class Spawner:
@@ -88,11 +92,20 @@ class Spawner:
         self._store_variables = objects.program_environment()
         self._inbox: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
         self._wakeup = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        self._loop_thread = 0
+        """The loop thread's ident, once it runs: what it posts itself needs no wake-up."""
+        self._posted_here = False
+        """The loop posted to its own inbox during this turn (read before the turn ends)."""
         self._epoll = select.epoll()
         self._epoll.register(self._wakeup, select.EPOLLIN)
         self._watched: dict[int, Attempt] = {}
         """Running fast-path attempts by pidfd."""
         self.timers = Timers()
+        self._log_delay = bounded_delay(settings.log_interval)
+        self._log_deadlines: deque[tuple[float, Attempt]] = deque()
+        """When each running fast-path program's logs start to ship while it runs, in start
+        order — which, with one `log_interval` for all, is deadline order: a deque instead
+        of a heap entry (and its cancel) per attempt. Ended attempts are skipped."""
         self._attempts: dict[AttemptKey, Attempt] = {}
         """Started attempts, fast and heavy, until they end (heavy ones: until their thread
         returns, which removes them)."""
@@ -108,6 +121,11 @@ class Spawner:
         """The process's working directory (a descriptor): the loop goes back there after
         each spawn, so relative paths mean on this thread what they mean elsewhere."""
         self._shells: dict[str, str | None] = {}
+        self._task: tuple[object, ...] = ()
+        self._template: dict[str, str] | None = None
+        """The environment of `_task`'s programs, but for the workdir and the identity."""
+        self._homes: list[str] = []
+        """The names in `_template` whose value is the workdir (HOME, unless EnvVars say)."""
         self._births = Births()
         self._thread = threading.Thread(target=self._loop, name="batchyard-spawner",
                                         daemon=True)
@@ -144,11 +162,17 @@ class Spawner:
 
     def _post(self, action: Callable[[], None]) -> None:
         self._inbox.put(action)
-        os.eventfd_write(self._wakeup, 1)
+        if threading.get_ident() == self._loop_thread:
+            # From the loop itself (a report freeing a slot, the listener leasing more from
+            # it): read at the end of this turn, with no eventfd write, wake-up and read.
+            self._posted_here = True
+        else:
+            os.eventfd_write(self._wakeup, 1)
 
     # ---- the loop ---------------------------------------------------------------------
 
     def _loop(self) -> None:
+        self._loop_thread = threading.get_ident()
         self._home = os.open(".", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
         self._native = native.available()
         self._own_cwd = self._native is None and _own_working_directory()
@@ -167,7 +191,10 @@ class Spawner:
                 self._native.close()
 
     def _turn(self) -> None:
-        for descriptor, _ in self._epoll.poll(self.timers.delay()):
+        # Not a moment's sleep while the loop owes itself work: what it posted itself, or
+        # attempts that ended while it read that (at the end of the last turn).
+        delay = 0.0 if self._posted_here or self._ended else self._delay()
+        for descriptor, _ in self._epoll.poll(delay):
             if descriptor == self._wakeup:
                 os.eventfd_read(self._wakeup)
                 self._read_inbox()
@@ -178,9 +205,42 @@ class Spawner:
                     self._epoll.unregister(descriptor)
         for action in self.timers.due():
             action()
-        if self._ended:
+        if self._log_deadlines:
+            self._ship_due_logs()
+        self._settle()
+
+    def _settle(self) -> None:
+        """End the turn: read what the loop posted itself, finish what ended, and read
+        again what finishing posted (the slots it freed: the next attempts start in this
+        turn, not after another `epoll_wait`). What is still owed after that makes the next
+        turn's wait zero."""
+        for _ in range(2):
+            if self._posted_here:
+                self._posted_here = False
+                self._read_inbox()
+            if not self._ended:
+                return
             ended, self._ended = self._ended, []
             self._finish(ended)
+        if self._posted_here:
+            self._posted_here = False
+            self._read_inbox()
+
+    def _delay(self) -> float:
+        """Seconds until the next deadline: a timer's, or the first live logs'."""
+        delay = self.timers.delay()
+        deadlines = self._log_deadlines
+        while deadlines and not deadlines[0][1].alive:  # ended: forget it now
+            deadlines.popleft()
+        if deadlines:
+            return min(delay, max(deadlines[0][0] - time.monotonic(), 0.0))
+        return delay
+
+    def _ship_due_logs(self) -> None:
+        deadlines = self._log_deadlines
+        now = time.monotonic()
+        while deadlines and deadlines[0][0] <= now:
+            self._ship_logs(deadlines.popleft()[1])
 
     def _read_inbox(self) -> None:
         while True:
@@ -213,8 +273,7 @@ class Spawner:
         attempt.started = datetime.now(UTC)
         try:
             workspace = attempt.workspace = prepare_workspace(self._work_root, request.key)
-            environment = program_environment(request, self._store_variables, self._settings,
-                                              workspace.workdir, False)
+            environment = self._environment(request, workspace.workdir)
         except Exception as error:  # as run_attempt: the runner's own trouble, not launch
             attempt.error = error
             self._end(attempt)
@@ -231,6 +290,35 @@ class Spawner:
             self._end(attempt)
             return
         self._watch(attempt, since)
+
+    def _environment(self, request: AttemptRequest, workdir: str) -> dict[str, str]:
+        """`program_environment(request, …, workdir, False)`, built in full once per task:
+        its attempts differ only in the workdir and the identity variables (the instance,
+        the attempt), so the next ones copy it and set those again. The workdir's places are
+        found by building it with a stand-in workdir that no real path or value contains
+        (it holds a NUL); where a value merely contains it, or an EnvVar holds a NUL (its
+        spawn fails as before), every attempt is built in full."""
+        key = request.key
+        task = (key.job_id, key.task, request.instance_count, request.retry_count,
+                request.cluster_id, request.worker_id, request.uses_mappings, request.env_vars)
+        if task != self._task:
+            self._task, self._template = task, None
+            built = program_environment(request, self._store_variables, self._settings,
+                                        _NO_WORKDIR, False)
+            homes = [name for name, value in built.items() if value == _NO_WORKDIR]
+            if not any(_NO_WORKDIR in value for name, value in built.items()
+                       if name not in homes) \
+                    and not any("\0" in value for value in request.env_vars.values()):
+                self._template, self._homes = built, homes
+        template = self._template
+        if template is None:
+            return program_environment(request, self._store_variables, self._settings,
+                                       workdir, False)
+        environment = template.copy()
+        for name in self._homes:
+            environment[name] = workdir
+        environment.update(identity_variables(request))
+        return environment
 
     def _spawn(self, attempt: Attempt, environment: dict[str, str]) -> None:
         """Start `bash -c CommandLine` in the workdir, in a session of its own and in its
@@ -290,8 +378,7 @@ class Spawner:
         if attempt.request.timeout > 0:
             attempt.timers.append(timers.add(attempt.request.timeout,
                                              partial(self._expire, attempt)))
-        attempt.timers.append(timers.add(self._settings.log_interval,
-                                          partial(self._ship_logs, attempt)))
+        self._log_deadlines.append((time.monotonic() + self._log_delay, attempt))
 
     def _reap(self, attempt: Attempt) -> None:
         """The leader exited: kill the rest of its group, sweep orphans, then reap it."""

@@ -46,9 +46,11 @@ class Workspace:
 
     def __post_init__(self) -> None:
         folder = self.folder
-        object.__setattr__(self, "workdir", os.path.join(folder, "workdir"))
-        object.__setattr__(self, "stdout", os.path.join(folder, "stdout"))
-        object.__setattr__(self, "stderr", os.path.join(folder, "stderr"))
+        if folder and not folder.endswith("/"):  # `os.path.join` without its Python frames
+            folder += "/"
+        object.__setattr__(self, "workdir", folder + "workdir")
+        object.__setattr__(self, "stdout", folder + "stdout")
+        object.__setattr__(self, "stderr", folder + "stderr")
 
     @property
     def archive(self) -> str:
@@ -60,8 +62,12 @@ def attempt_folder(work_root: str, key: AttemptKey) -> str:
     for name in (key.job_id, key.task):
         if name in ("", ".", "..") or "/" in name or "\0" in name:
             raise WorkspaceError(f"unsafe name {name!r} for a working directory")
-    return os.path.join(work_root, key.job_id, key.task,
-                        f"{key.instance_id}.attempt-{key.attempt}")
+    # `os.path.join` of these names (none has a "/"), without its Python frames: this is
+    # built once per attempt on the hot path.
+    folder = f"{key.job_id}/{key.task}/{key.instance_id}.attempt-{key.attempt}"
+    if not work_root:
+        return folder
+    return f"{work_root}{folder}" if work_root.endswith("/") else f"{work_root}/{folder}"
 
 
 def prepare_workspace(work_root: str, key: AttemptKey) -> Workspace:
@@ -106,7 +112,7 @@ def _move_into_place(spare: str, folder: str) -> bool:
     """Rename the spare folder to `folder`; False (spare dropped) if that cannot be done."""
     try:
         _rename_making_folder(spare, folder)
-        os.chmod(os.path.join(folder, "workdir"), _WORKDIR_MODE)
+        os.chmod(_child(folder, "workdir"), _WORKDIR_MODE)
         return True
     except OSError:
         with suppress(OSError):
@@ -140,7 +146,7 @@ class _Spares:
         folders = self._folders.setdefault(work_root, [])
         if len(folders) >= _MOST_SPARES:
             return False
-        name = os.path.join(work_root, SPARES, f"{os.getpid()}-{next(self._names)}")
+        name = _child(work_root, f"{SPARES}/{os.getpid()}-{next(self._names)}")
         try:
             _rename_making_folder(workspace.folder, name)
         except OSError:
@@ -150,6 +156,11 @@ class _Spares:
 
     def clear(self, work_root: str) -> None:
         self._folders.pop(work_root, None)
+
+
+def _child(folder: str, name: str) -> str:
+    """`os.path.join(folder, name)` for a relative `name`, without its Python frames."""
+    return folder + name if not folder or folder.endswith("/") else f"{folder}/{name}"
 
 
 def _rename_making_folder(source: str, target: str) -> None:
