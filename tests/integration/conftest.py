@@ -62,6 +62,15 @@ def each_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[State
     opened.close()
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def empty_database(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The URL of an empty database: a SQLite file, then the session's PostgreSQL."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'state.db'}"
+    url: str = request.getfixturevalue("postgres_url")
+    return url
+
+
 @pytest.fixture
 def engine(tmp_path: Path) -> Iterator[Engine]:
     with open_engine(settings_for(tmp_path / "data")) as running:

@@ -4,21 +4,11 @@ existing task's ClusterId is copied into `tasks.cluster_id` (SQLite and PostgreS
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
-import pytest
 from sqlalchemy import text
 
 import batchyard.adapters.credentials  # noqa: F401  (its tables are part of the schema)
 from batchyard.adapters.database import make_engine, migrate, migration_config
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def empty_database(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'state.db'}"
-    url: str = request.getfixturevalue("postgres_url")
-    return url
 
 
 def test_migration_0005_adds_clusters_and_fills_the_tasks_cluster_ids(

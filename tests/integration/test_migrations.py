@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 from alembic.migration import MigrationContext
@@ -20,14 +19,6 @@ from batchyard.adapters.database import (
     open_engine,
 )
 from batchyard.adapters.schema import metadata
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def empty_database(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'state.db'}"
-    url: str = request.getfixturevalue("postgres_url")
-    return url
 
 
 def head() -> str | None:
