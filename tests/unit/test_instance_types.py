@@ -10,7 +10,6 @@ from typing import Any
 
 import pytest
 
-from batchyard.catalogue import instance_type
 from batchyard.cli.configuration import ConfigurationError, load_settings
 from batchyard.domain.instance_types import (
     DEFAULT_CATALOGUE,
@@ -92,14 +91,14 @@ def test_the_default_type_is_small_enough_for_any_laptop() -> None:
     assert infeasible(default, Machine(1, 3 * GIB), "strict") is None
 
 
-def test_lookups_and_the_old_module() -> None:
+def test_lookups() -> None:
     assert DEFAULT_CATALOGUE.of("") == DEFAULT_CATALOGUE.default
     assert DEFAULT_CATALOGUE.of("ecs.nope") == DEFAULT_CATALOGUE.default
     assert DEFAULT_CATALOGUE.of("ecs.e3.large").memory_bytes == 32 * GIB
     assert "ecs.sn1.medium" in DEFAULT_CATALOGUE and 3 not in DEFAULT_CATALOGUE
-    medium = instance_type("ecs.sn1.medium")
-    assert medium is not None and (medium.cpu_cores, medium.memory_gib) == (2, 4)
-    assert instance_type("ecs.sn1.small") is None
+    medium = DEFAULT_CATALOGUE.get("ecs.sn1.medium")
+    assert medium is not None and (medium.vcpu, medium.memory_gib) == (2, 4)
+    assert DEFAULT_CATALOGUE.get("ecs.sn1.small") is None
 
 
 def test_memory_in_gib_is_a_whole_number_when_it_is_one() -> None:

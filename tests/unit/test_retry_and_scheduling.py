@@ -97,9 +97,13 @@ def test_fair_share_gives_a_tenant_of_weight_two_twice_the_slots() -> None:
 def test_a_tenant_holding_every_slot_gives_back_what_is_beyond_its_share() -> None:
     from batchyard.domain.scheduling import over_share, slot_shares
 
-    assert over_share(4, {"alice": 4}, set()) == {}  # nobody else wants: keep them all
-    assert over_share(4, {"alice": 4}, {"bob"}) == {"alice": 2}
+    def excess(slots: int, usage: dict[str, int], wanting: set[str],
+               weights: dict[str, float] | None = None) -> dict[str, int]:
+        return over_share(usage, wanting, slot_shares(slots, usage, wanting, weights))
+
+    assert excess(4, {"alice": 4}, set()) == {}  # nobody else wants: keep them all
+    assert excess(4, {"alice": 4}, {"bob"}) == {"alice": 2}
     assert slot_shares(4, {"alice": 4}, {"bob"}) == {"alice": 2, "bob": 2}
-    assert over_share(6, {"alice": 6}, {"bob"}, {"bob": 2.0}) == {"alice": 4}
-    assert over_share(4, {"alice": 2, "bob": 2}, {"bob"}) == {}  # bob has his share
-    assert over_share(2, {"alice": 2}, {"bob", "carol"}) == {"alice": 1}  # at least 1 each
+    assert excess(6, {"alice": 6}, {"bob"}, {"bob": 2.0}) == {"alice": 4}
+    assert excess(4, {"alice": 2, "bob": 2}, {"bob"}) == {}  # bob has his share
+    assert excess(2, {"alice": 2}, {"bob", "carol"}) == {"alice": 1}  # at least 1 each

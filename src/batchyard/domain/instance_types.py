@@ -63,11 +63,6 @@ class InstanceType:
         gib = self.memory_mb / 1024
         return int(gib) if gib.is_integer() else gib
 
-    @property
-    def cpu_cores(self) -> int:
-        """`vcpu`, by the name the first catalogue (`batchyard.catalogue`) used."""
-        return self.vcpu
-
     def available(self, default: bool = False) -> dict[str, Any]:
         """The type as `GET /available` shows it: BatchCompute's fields (CpuCore, and
         MemorySize in GiB, are numbers), then batchyard's GpuCount, Family and Default

@@ -73,13 +73,18 @@ def slot_shares(slots: int, usage: Mapping[str, int], wanting: Collection[str],
     return {tenant: max(1, int(slots * weight[tenant] / total)) for tenant in competing}
 
 
-def over_share(slots: int, usage: Mapping[str, int], wanting: Collection[str],
-               weights: Mapping[str, float] | None = None) -> dict[str, int]:
-    """Per tenant, how many slots beyond its share it holds while a tenant below its own
-    share waits (what it should give back); tenants within their shares are left out."""
-    shares = slot_shares(slots, usage, wanting, weights)
-    starved = any(usage.get(tenant, 0) < shares[tenant] for tenant in wanting)
-    if not starved:
+def starved(usage: Mapping[str, int], wanting: Collection[str],
+            shares: Mapping[str, int]) -> bool:
+    """Whether a tenant waits while it holds less than its share (only then do shares bind)."""
+    return any(usage.get(tenant, 0) < shares[tenant] for tenant in wanting)
+
+
+def over_share(usage: Mapping[str, int], wanting: Collection[str],
+               shares: Mapping[str, int]) -> dict[str, int]:
+    """Per tenant, how many slots beyond its share (`slot_shares`) it holds while a tenant
+    below its own share waits (what it should give back); tenants within their shares are
+    left out."""
+    if not starved(usage, wanting, shares):
         return {}
     return {tenant: used - shares[tenant] for tenant, used in usage.items()
             if tenant in shares and used > shares[tenant]}

@@ -103,12 +103,6 @@ class AutoClusters:
         for key in [key for key in self._reserved if key[0] == job_id]:
             self._release(key)
 
-    def group(self, job_id: str, task: str) -> Group | None:
-        """The task's group (running or reserved), if it has one."""
-        key = (job_id, task)
-        kept = self._reserved.get(key)
-        return self._groups.get(key) or (kept[0] if kept else None)
-
     def expire(self) -> None:
         """Release the kept groups whose time is up."""
         if self._reserved:

@@ -182,10 +182,10 @@ class Engine:
         self._cluster_env: dict[str, Mapping[str, str]] = {}
         """Each cluster's EnvVars, as launches last read them (cleared on any change)."""
         self.placement = Placement(self.fleet, self._vm_shape)
+        """Cluster VMs on the agents (the data plane)."""
         self._explainer = Explainer(store, self._specs, self.fleet, self._lock,
                                     self._queues.weights)
         """Why what waits is waiting (`why_pending`)."""
-        """Cluster VMs on the agents (the data plane)."""
         self.clusters = Clusters(
             store, clock, changed=self._clusters_changed, busy=lambda cluster_id: self._busy_vms,
             check_types=lambda description: check_instance_types(description, catalogue,
@@ -312,9 +312,9 @@ class Engine:
         return None if self.machine is None else infeasible(shape, self.machine, self.capacity)
 
     def instance_type_of(self, spec: JobDescription, task: str) -> InstanceType:
-        """The instance type of `task`'s VMs: its AutoCluster's, or the default when it names
-        none (or one the catalogue no longer has). A task with a ClusterId gets the default
-        too: its VMs are its cluster's groups, which have their own types."""
+        """The instance type of the VMs of `task`'s AutoCluster: the one it names, or the
+        default when it names none (or one the catalogue no longer has). A task on a
+        cluster runs on its groups' types instead (the VM's, with each lease)."""
         return self.catalogue.of(spec.DAG.Tasks[task].instance_type)
 
     def stop(self, job_id: str, tenant: str | None = None) -> None:
@@ -790,17 +790,15 @@ class Engine:
         candidate = row.candidate
         known = self._specs.job(candidate.job_id)
         task = known.spec.DAG.Tasks[candidate.task]
-        cluster, worker = task.ClusterId, ""
-        environment: Mapping[str, str] = {}
-        if cluster:
-            environment = self._environment_of(tx, cluster)
-        else:
-            cluster, worker = self._autoclusters.worker(
-                candidate.job_id, candidate.task,
-                lambda: self._group_size(known.spec, candidate.task))
-        shape = self.instance_type_of(known.spec, candidate.task)  # a VM's: see Fleet.lease
+        if task.ClusterId:  # its VM's InstanceType and name come with its lease (Fleet.lease)
+            return attempt_request(row, known, self.buckets.reachable(known.tenant),
+                                   task.ClusterId,
+                                   cluster_env=self._environment_of(tx, task.ClusterId))
+        cluster, worker = self._autoclusters.worker(
+            candidate.job_id, candidate.task,
+            lambda: self._group_size(known.spec, candidate.task))
         return attempt_request(row, known, self.buckets.reachable(known.tenant), cluster,
-                               worker, shape, environment)
+                               worker, self.instance_type_of(known.spec, candidate.task))
 
     def _environment_of(self, tx: StateTransaction, cluster_id: str) -> Mapping[str, str]:
         """The cluster's EnvVars (read once per change of any cluster)."""

@@ -24,7 +24,7 @@ from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 
 from batchyard.domain.clusters import VMState
-from batchyard.domain.scheduling import over_share, slot_shares
+from batchyard.domain.scheduling import over_share, slot_shares, starved
 from batchyard.orchestrator.clusters import finish_deletions
 from batchyard.orchestrator.fleet import Cost, Fleet
 from batchyard.ports.clusters import ClusterTransaction, VMRow
@@ -161,10 +161,9 @@ class Placement:
                 usage[vm.tenant] += 1
             else:
                 wanting.add(vm.tenant)
-        slots = self._fleet.room()[1]
-        shares = slot_shares(slots, usage, wanting, others.weights)
-        return _Shares(usage, over_share(slots, usage, wanting, others.weights), shares,
-                       starved=any(usage[tenant] < shares[tenant] for tenant in wanting))
+        shares = slot_shares(self._fleet.room()[1], usage, wanting, others.weights)
+        return _Shares(usage, over_share(usage, wanting, shares), shares,
+                       starved(usage, wanting, shares))
 
     def _give_back(self, live: list[VMRow], shares: _Shares) -> None:
         """VMs of tenants beyond their share, while another waits below its own, drain and
