@@ -79,6 +79,13 @@ class QuotaExhausted(BatchyardError):
     status = 403
 
 
+class IdempotentTokenMismatch(BatchyardError):
+    """An IdempotentToken used again with another body (reference §9.7)."""
+
+    code = "IdempotentTokenMismatch"
+    status = 400
+
+
 class TokenTaken(BatchyardError):
     """The idempotency token already made a resource (the caller looks up which)."""
 

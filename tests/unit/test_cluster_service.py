@@ -17,10 +17,9 @@ from batchyard.domain.clusters import (
 )
 from batchyard.domain.spec import parse_job
 from batchyard.domain.states import State
-from batchyard.errors import NotFound, SpecError, StateConflict
+from batchyard.errors import IdempotentTokenMismatch, NotFound, SpecError, StateConflict
 from batchyard.orchestrator.clusters import (
     Clusters,
-    TokenMismatch,
     finish_deletions,
     reconcile,
 )
@@ -169,7 +168,7 @@ def test_a_token_makes_one_cluster(service: Service) -> None:
     description = parse_cluster(body())
     first = service.clusters.create(description, "alice", token)
     assert service.clusters.create(description, "alice", token) == first
-    with pytest.raises(TokenMismatch):
+    with pytest.raises(IdempotentTokenMismatch):
         service.clusters.create(description, "alice", token._replace(digest="other"))
     assert service.clusters.create(description, "bob", token) != first
     assert len(service.clusters.list("alice").items) == 1

@@ -30,7 +30,7 @@ from sqlalchemy.dialects import sqlite as sqlite_dialect
 from batchyard.adapters.database import insert_ignoring_duplicates, migrate, open_engine
 from batchyard.adapters.reads import CompiledQuery, SqliteFile
 from batchyard.adapters.schema import metadata
-from batchyard.errors import BatchyardError, NotFound
+from batchyard.errors import BatchyardError, IdempotentTokenMismatch, NotFound
 
 if TYPE_CHECKING:  # imported where keys are read or made: `batchyard run` never is
     from cryptography.fernet import Fernet
@@ -74,11 +74,6 @@ class CredentialError(BatchyardError):
     """The master key file or a tenant name cannot be used."""
 
     code = "InvalidCredentials"
-    status = 400
-
-
-class IdempotentTokenMismatch(BatchyardError):
-    code = "IdempotentTokenMismatch"
     status = 400
 
 

@@ -41,7 +41,7 @@ from batchyard.domain.clusters import (
 from batchyard.domain.instance_types import DEFAULT_CATALOGUE
 from batchyard.domain.spec import JobDescription
 from batchyard.errors import (
-    BatchyardError,
+    IdempotentTokenMismatch,
     NotFound,
     Problem,
     QuotaExhausted,
@@ -64,11 +64,6 @@ CLUSTER_QUOTA = 100
 """The most clusters one tenant may have, by default (`cluster_quota`)."""
 MOST_NAMED_JOBS = 10
 """Active jobs named in the refusal of a cluster's deletion."""
-
-
-class TokenMismatch(BatchyardError):
-    code = "IdempotentTokenMismatch"
-    status = 400
 
 
 @dataclass(frozen=True)
@@ -348,13 +343,13 @@ def _usable(row: ClusterRow | None, tenant: str) -> bool:
 
 
 def _made(tx: ClusterTransaction, tenant: str, token: IdempotencyToken) -> str | None:
-    """The cluster `token` made already (None: none); TokenMismatch for another body."""
+    """The cluster `token` made already (None: none); IdempotentTokenMismatch for another body."""
     earlier = tx.made_by_token(tenant, token)
     if earlier is None:
         return None
     digest, cluster_id = earlier
     if digest != token.digest:
-        raise TokenMismatch(f"IdempotentToken {token.token!r} was already used with a "
+        raise IdempotentTokenMismatch(f"IdempotentToken {token.token!r} was already used with a "
                             "different request")
     return cluster_id
 
