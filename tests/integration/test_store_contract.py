@@ -27,12 +27,9 @@ from batchyard.settings import Settings
 from tests.integration.conftest import make_job, make_task
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'state.db'}"
-    url: str = request.getfixturevalue("postgres_url")
-    return url
+@pytest.fixture
+def database_url(empty_database: str) -> str:
+    return empty_database
 
 
 @pytest.fixture
