@@ -64,8 +64,9 @@ class LaunchQueues:
 class LaunchQueue:
     """The best Waiting instances per tenant of one pool, in launch order."""
 
-    def __init__(self, queues: LaunchQueues | None = None, pool: str = "") -> None:
-        self._queues = LaunchQueues() if queues is None else queues
+    def __init__(self, queues: LaunchQueues, pool: str) -> None:
+        self._queues = queues
+        """Its siblings: their generation (moved by `invalidate`) and tenants' weights."""
         self._pool = pool
         self._rows: dict[str, list[LaunchRow]] = {}
         self._complete: set[str] = set()
