@@ -15,6 +15,7 @@ import socket
 import threading
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 from batchyard.adapters.objectstore import FsspecObjectStore
 from batchyard.adapters.s3 import s3_configuration
@@ -44,15 +45,18 @@ STABLE_AFTER = 60.0
 """An agent process that lived this long before it died is restarted at once again."""
 
 
-def open_objects(settings: Settings, shared_with: int | None = None) -> FsspecObjectStore:
+def open_objects(settings: Settings, shared_with: int | None = None,
+                 root: Path | None = None) -> FsspecObjectStore:
     """The object store; `shared_with`: the group of confined programs, which then may
-    write in every folder the store makes in a bucket (mode 2775, that group)."""
+    write in every folder the store makes in a bucket (mode 2775, that group); `root`: the
+    folder of unmapped buckets, when not this machine's data dir (a Ray node's agent uses
+    the server's, declared shared by every node)."""
     s3 = s3_configuration(
         settings.s3_endpoint_url, settings.s3_region,
         settings.s3_access_key_id.get_secret_value(),
         settings.s3_secret_access_key.get_secret_value(), settings.s3_addressing_style)
     shared = shared_with is not None
-    return FsspecObjectStore(settings.object_root, settings.buckets, s3.options, s3.secrets,
+    return FsspecObjectStore(root or settings.object_root, settings.buckets, s3.options, s3.secrets,
                              s3.program_environment, direct_s3=bool(s3.options),
                              folder_mode=0o2775 if shared else None, folder_group=shared_with)
 
@@ -79,12 +83,14 @@ def confinement(settings: Settings, serving: bool) -> Confinement:
                        tracking=settings.process_tracking)
 
 
-def machine_objects(settings: Settings, serving: bool) -> FsspecObjectStore:
+def machine_objects(settings: Settings, serving: bool, root: Path | None = None
+                    ) -> FsspecObjectStore:
     """The object store as attempts on this machine use it (shared with the group of
     confined programs when they run as users of their own)."""
     policy = confinement(settings, serving)
-    root = os.geteuid() == 0
-    return open_objects(settings, policy.user_base if policy.sandbox and root else None)
+    privileged = os.geteuid() == 0
+    return open_objects(settings, policy.user_base if policy.sandbox and privileged else None,
+                        root)
 
 
 def runner_settings(settings: Settings, objects: ObjectStore, serving: bool) -> RunnerSettings:
@@ -114,12 +120,12 @@ def agent_info(settings: Settings, serving: bool) -> AgentInfo:
 
 
 def hosted_agent(info: AgentInfo, settings: Settings, serving: bool,
-                 listener: AgentListener) -> Agent:
+                 listener: AgentListener, object_root: Path | None = None) -> Agent:
     """A started agent running attempts on this machine (in whatever process calls it: the
-    engine's for `run`, the agent process's for `serve`)."""
+    engine's for `run`, the agent process's for `serve`, a Ray node's actor)."""
     from batchyard.agent.agent import LocalAgent
 
-    objects = machine_objects(settings, serving)
+    objects = machine_objects(settings, serving, object_root)
     return LocalAgent(info, objects, runner_settings(settings, objects, serving),
                       listener).start()
 

@@ -15,9 +15,11 @@ import stat
 
 from batchyard.adapters.store import SqlStore
 from batchyard.domain.buckets import Grant
+from batchyard.errors import BatchyardError
 from batchyard.hosting import agents_for, confinement, machine_objects
 from batchyard.lock import DataDirLock
 from batchyard.orchestrator.engine import Engine
+from batchyard.ports.provider import Provider
 from batchyard.runner.sandbox import check_sandbox
 from batchyard.settings import Settings, machine
 
@@ -60,13 +62,20 @@ def open_engine(settings: Settings, serving: bool = False) -> Engine:
     try:
         store = SqlStore(settings.resolved_database_url)
         releases.insert(0, store.claim())
-        engine = Engine(store, objects, agents_for(settings, serving),
+        provider = _provider(settings, serving)
+        if provider is not None:
+            releases.insert(0, provider.shutdown)  # not reached once the engine owns it
+        engine = Engine(store, objects,
+                        agents_for(settings, serving) if provider is None else provider.agents,
+                        provider=provider, autocluster_vms=settings.ray_autocluster_vms,
                         closers=tuple(releases), grants=bucket_grants(settings),
                         weights=settings.tenant_weights,
                         catalogue=settings.catalogue(), machine=machine(),
                         capacity=settings.capacity, vm_quota=settings.vm_quota,
                         cluster_quota=settings.cluster_quota,
                         reserve_seconds=settings.reserve_on_fail_seconds)
+        if provider is not None:
+            releases.remove(provider.shutdown)
         started = engine.start(abandon=not serving)
     except BaseException:
         for release in releases:
@@ -74,6 +83,20 @@ def open_engine(settings: Settings, serving: bool = False) -> Engine:
         raise
     _settle_the_heap()
     return started
+
+
+def _provider(settings: Settings, serving: bool) -> Provider | None:
+    """The provider of VMs other than this machine's agents (None: the local one)."""
+    if settings.provider == "local":
+        return None
+    if not serving:
+        raise BatchyardError("the Ray provider serves jobs from `batchyard serve`; "
+                             "`batchyard run` runs them on this machine (--provider local)")
+    from batchyard.onray.provider import RayProvider, check_object_store
+
+    check_object_store(settings, settings.shared_object_root)
+    return RayProvider(settings, settings.ray_address, settings.ray_namespace,
+                       settings.ray_autoscaler, settings.ray_node_root)
 
 
 def _settle_the_heap() -> None:

@@ -165,6 +165,28 @@ class Settings(BaseSettings):
     default_instance_type: str = Field(
         default=DEFAULT_INSTANCE_TYPE, validate_default=True, description="The instance "
         "type of a task that names none (no ClusterId, no AutoCluster.InstanceType)")
+    provider: Literal["local", "ray"] = Field(
+        default="local", description="Where VMs run: 'local' (the agents of this machine) or "
+        "'ray' (serve: one agent per node of a Ray cluster, each VM a reservation of its "
+        "InstanceType there; docs/deploy-ray.md)")
+    ray_address: str = Field(
+        default="", description="provider 'ray': the cluster's GCS address HOST:PORT "
+        "(default: RAY_ADDRESS, else a cluster started on this machine)")
+    ray_namespace: str = Field(
+        default="batchyard", description="provider 'ray': the Ray namespace of the node "
+        "agents (one per batchyard server sharing a Ray cluster)")
+    ray_autoscaler: bool = Field(
+        default=False, description="provider 'ray': an autoscaler adds nodes on demand, so an "
+        "InstanceType no node offers yet is waited for rather than reported infeasible")
+    ray_node_root: str = Field(
+        default="/var/tmp/batchyard", description="provider 'ray': the folder under which "
+        "each node agent keeps its work folders (one sub-folder per node)")
+    ray_autocluster_vms: int = Field(
+        default=64, ge=1, description="provider 'ray': the VMs an AutoCluster reserves at "
+        "most (min(InstanceCount, this))")
+    shared_object_root: bool = Field(
+        default=False, description="provider 'ray': the buckets that are folders (and the "
+        "data dir's objects/) are mounted at the same path on every node (e.g. NFS)")
     capacity: Capacity = Field(
         default="slots", description="'slots': up to --slots VMs at once, vCPUs not "
         "counted; 'strict': VMs' vCPUs and memory count against the machine's")

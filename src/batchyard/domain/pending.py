@@ -34,6 +34,7 @@ class Why(StrEnum):
     FAIR_SHARE = "FairShareReached"
     SLOTS_BUSY = "AllSlotsBusy"
     LAUNCHING = "Launching"
+    INFEASIBLE = "InfeasibleInstanceType"
 
 
 @dataclass(frozen=True)
@@ -61,6 +62,14 @@ def dependency(waiting_for: list[str]) -> Pending:
     names = ", ".join(waiting_for)
     return Pending(Why.DEPENDENCY, f"waits for task{'s' if len(waiting_for) > 1 else ''} "
                    f"{names} to finish", {"Tasks": waiting_for})
+
+
+def not_offered(instance_type: str) -> Pending:
+    """The reason of an instance whose InstanceType no node can host (a provider's)."""
+    return Pending(Why.INFEASIBLE, f"no node offers InstanceType {instance_type}: start one "
+                   f"with the label batchyard.io/instance-type={instance_type} (or let an "
+                   "autoscaler add one); until then its VMs cannot be reserved",
+                   {"InstanceType": instance_type})
 
 
 def on_cluster(cluster_id: str, deleting: bool, desired: int, running: int, busy: int,

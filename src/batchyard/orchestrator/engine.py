@@ -51,10 +51,13 @@ from batchyard.orchestrator.launching import LaunchQueues, attempt_request
 from batchyard.orchestrator.listeners import Deliveries, WaitWakeups
 from batchyard.orchestrator.pending import Explainer
 from batchyard.orchestrator.placement import NO_DEMAND, Demand, Placement
+from batchyard.orchestrator.reserved_groups import MOST_VMS, ReservedGroups
 from batchyard.orchestrator.settling import settle_job
 from batchyard.ports.agents import AgentsFactory, Report
 from batchyard.ports.listeners import TransitionListener
 from batchyard.ports.objects import ObjectStore
+from batchyard.ports.provider import Provider
+from batchyard.ports.provider import Shape as Reservation
 from batchyard.ports.store import (
     AttemptEnd,
     IdempotencyToken,
@@ -134,8 +137,12 @@ class Engine:
                  catalogue: Catalogue = DEFAULT_CATALOGUE, machine: Machine | None = None,
                  capacity: Capacity = "slots", vm_quota: int = VM_QUOTA,
                  cluster_quota: int = CLUSTER_QUOTA,
-                 reserve_seconds: float = RESERVE_SECONDS) -> None:
+                 reserve_seconds: float = RESERVE_SECONDS,
+                 provider: Provider | None = None, autocluster_vms: int = MOST_VMS) -> None:
+        """`agents`: the agents of this machine (the local provider); `provider`: a provider
+        that reserves every VM on nodes of its own (then `agents` is its `agents`)."""
         self.store = store
+        self.provider = provider
         self.catalogue = catalogue
         """The instance types offered; a task naming another one is refused."""
         self.machine = machine
@@ -154,7 +161,7 @@ class Engine:
         """Heartbeats (the agent, the leases it runs) and deaths (the agent, why) not applied
         yet, in the order they came: a restarted agent's first heartbeat follows the death
         of the process before it, and must be applied after it."""
-        strict = machine if capacity == "strict" else None
+        strict = machine if capacity == "strict" and provider is None else None
         self.fleet = Fleet(agents(self), clock(),
                            machine=_cost_of_machine(strict) if strict else None,
                            cost_of=lambda request: _cost(catalogue.of(request.instance_type)))
@@ -181,10 +188,19 @@ class Engine:
         """Cluster VMs running an instance as of the last step (read from any thread)."""
         self._cluster_env: dict[str, Mapping[str, str]] = {}
         """Each cluster's EnvVars, as launches last read them (cleared on any change)."""
-        self.placement = Placement(self.fleet, self._vm_shape)
+        self.placement = Placement(self.fleet, self._vm_shape, provider=provider)
         """Cluster VMs on the agents (the data plane)."""
+        self._reserved: ReservedGroups | None = None
+        """The AutoClusters whose VMs the provider reserves (with a provider only)."""
+        self._groups_seen = -1
+        """The launch queues' generation the reserved groups were last synced at."""
+        if provider is not None:
+            self._reserved = ReservedGroups(provider, self.fleet, self._task_shape,
+                                            self._reserving, clock, most_vms=autocluster_vms,
+                                            reserve_seconds=reserve_seconds)
+            provider.watch(self._clusters_changed)
         self._explainer = Explainer(store, self._specs, self.fleet, self._lock,
-                                    self._queues.weights)
+                                    self._queues.weights, self._unoffered)
         """Why what waits is waiting (`why_pending`)."""
         self.clusters = Clusters(
             store, clock, changed=self._clusters_changed, busy=lambda cluster_id: self._busy_vms,
@@ -227,6 +243,8 @@ class Engine:
                 self.placement.stop(tx, self.clock())
         except Exception:  # the VMs are placed again by the next engine anyway
             log.exception("could not record that the cluster VMs stopped")
+        if self.provider is not None:
+            self.provider.shutdown()
         self.store.close()
         for closer in self._closers:
             closer()
@@ -253,6 +271,8 @@ class Engine:
         transitions = tx.transitions
         self._deliveries.committed(transitions)
         self._autoclusters.moved(transitions, self._reserving)
+        if self._reserved is not None:
+            self._reserved.moved(transitions)
 
     def table_sizes(self) -> dict[str, int]:
         """Entries in each table the engine keeps about jobs and attempts: for the bench and
@@ -474,9 +494,11 @@ class Engine:
         with self._lock:
             self._count_lost()
             self._autoclusters.expire()
+            if self._reserved is not None:
+                self._reserved.expire()
             reports = self._drain()
             if (not reports and self.fleet.free_slots() <= 0 and not self.fleet.queueing()
-                    and not self.placement.due()):
+                    and not self._placing()):
                 return  # a submission to a busy engine: nothing to record, nowhere to launch
             suspect = any(report.key in self._tries for _, report in reports)
             failure = None
@@ -504,6 +526,8 @@ class Engine:
         """Agents gone or silent: each attempt they held is reported lost (re-run without
         using a retry, a bounded number of times; see `domain.retry`)."""
         now = self.clock()
+        if self.provider is not None:
+            self.fleet.add_agents(self.provider.agents(self), now)
         for agent_id, news in _drained(self._liveness):
             if isinstance(news, str):
                 self._lose(agent_id, news)
@@ -516,6 +540,11 @@ class Engine:
         held = self.fleet.lose(agent_id)
         if held:
             log.warning("agent %s %s: %d attempt(s) lost", agent_id, reason, len(held))
+        evicted = self.fleet.evict(agent_id)  # a provider's node: its VMs go elsewhere
+        if evicted and self._reserved is not None:
+            log.warning("agent %s %s: its %d VM(s) are reserved again", agent_id, reason,
+                        len(evicted))
+            self.placement.evicted(self._reserved.evicted(evicted))
         for token, leased in held:
             self._reports.put((agent_id, Report(leased.key, token, Outcome(
                 None, ErrorCode.LOST, f"attempt lost: agent {agent_id} {reason}"))))
@@ -568,13 +597,29 @@ class Engine:
         with self._transaction() as tx:
             touched = self._apply(tx, reports, now)
             finished, cancels = self._settle_all(tx, touched)
-            if self.placement.due():
-                self.placement.sync(tx, now, self._demand(tx))
-                self._queues.keep(self.fleet.pools())
+            if self._placing():
+                self._place(tx, now)
             launching, starting = self._launch(tx, now)
             more_finished, more_cancels = self._settle_all(tx, starting)
             tx.flush_events()
         return finished | more_finished, cancels + more_cancels, launching
+
+    def _placing(self) -> bool:
+        """Whether VMs may have to be placed, drained or reserved at this step."""
+        return self.placement.due() or (self._reserved is not None
+                                        and self._groups_seen != self._queues.generation)
+
+    def _place(self, tx: StateTransaction, now: float) -> None:
+        """Bring the VMs in line: cluster VMs with their rows, reserved AutoClusters with the
+        tasks waiting for them."""
+        if self._reserved is None or self.provider is None:
+            self.placement.sync(tx, now, self._demand(tx))
+        else:
+            self._groups_seen = self._queues.generation
+            ready = self._reserved.place(self.provider.ready())
+            self.placement.sync_reserved(tx, now, ready)
+            self._reserved.sync(tx)
+        self._queues.keep(self.fleet.pools())
 
     def _drain(self) -> list[Arrival]:
         return _drained(self._reports)
@@ -684,7 +729,8 @@ class Engine:
         starting: dict[str, set[str] | None] = {}
         room = self.fleet.free_by_pool()
         for pool in sorted(room.keys() | queueing):
-            queue = self._queues.of(pool)
+            queue = self._queues.of(pool, None if self._reserved is None
+                                    else self._reserved.task_of(pool))
             admit = self._admission() if pool == DEFAULT_POOL else None
             picked = queue.take(tx, room[pool], running, now, admit) if pool in room else []
             best = queue.heads(tx) if pool in queueing else {}
@@ -740,6 +786,8 @@ class Engine:
         """A deleted job: drop its description, its VMs and what the agents keep of it."""
         self._specs.forget(job_id)
         self._autoclusters.forget(job_id)
+        if self._reserved is not None:
+            self._reserved.forget(job_id)
         self.fleet.forget(job_id)
 
     def _demand(self, tx: StateTransaction) -> Demand:
@@ -780,6 +828,24 @@ class Engine:
                                      whole.memory_mb // max(shape.memory_mb, 1))))
         return size
 
+    def _task_shape(self, job_id: str, task: str) -> tuple[Reservation, int] | None:
+        """A task's InstanceType as a provider reserves it, and its InstanceCount (None: the
+        job is gone)."""
+        spec = self._known_spec(job_id)
+        if spec is None or task not in spec.DAG.Tasks:
+            return None
+        shape = self.instance_type_of(spec, task)
+        return (Reservation(shape.name, shape.vcpu, shape.memory_bytes),
+                spec.DAG.Tasks[task].InstanceCount)
+
+    def _unoffered(self, job_id: str, task: str) -> str | None:
+        """The task's InstanceType if its provider's nodes offer none (None: they do, or
+        VMs come from this machine's agents)."""
+        if self.provider is None:
+            return None
+        name = self.instance_type_of(self._spec(job_id), task).name
+        return None if self.provider.offers(name) else name
+
     def _reserving(self, job_id: str, task: str) -> bool:
         """Whether the task's AutoCluster asks to keep its VMs when it fails."""
         spec = self._known_spec(job_id)
@@ -794,6 +860,10 @@ class Engine:
             return attempt_request(row, known, self.buckets.reachable(known.tenant),
                                    task.ClusterId,
                                    cluster_env=self._environment_of(tx, task.ClusterId))
+        if self._reserved is not None:  # its VM's name comes with its lease (Fleet.lease)
+            return attempt_request(row, known, self.buckets.reachable(known.tenant),
+                                   self._reserved.group_id(candidate.job_id, candidate.task),
+                                   "", self.instance_type_of(known.spec, candidate.task))
         cluster, worker = self._autoclusters.worker(
             candidate.job_id, candidate.task,
             lambda: self._group_size(known.spec, candidate.task))

@@ -172,16 +172,22 @@ class Fleet:
         self._hosts: dict[str, _Host] = {}
         self._members: dict[str, _Member] = {}
         self._pools: dict[str, dict[str, _Member]] = {DEFAULT_POOL: {}}
-        for agent in agents:
-            info = agent.info()
-            host = self._hosts[info.id] = _Host(agent, info, now)
-            self._add(info.id, _Member(host, info.id, DEFAULT_POOL, info.slots, info.queue))
+        self.add_agents(agents, now)
         self._leases: dict[int, Leased] = {}
         self._by_key: dict[AttemptKey, int] = {}
         self._running_tasks: Counter[tuple[str, str]] = Counter()
         self._running_tenants: Counter[str] = Counter()
         self._tokens = itertools.count(time.time_ns())
         self._recalled: set[int] = set()
+
+    def add_agents(self, agents: Sequence[Agent], now: float) -> None:
+        """Agents that joined (a provider's, as its nodes come): each a host whose own
+        slots form a member of the default pool (none, for an agent that hosts only VMs)."""
+        for agent in agents:
+            info = agent.info()
+            host = self._hosts[info.id] = _Host(agent, info, now)
+            own = 0 if info.hosts_only_vms else info.slots
+            self._add(info.id, _Member(host, info.id, DEFAULT_POOL, own, info.queue))
 
     def _add(self, member_id: str, member: _Member) -> None:
         self._members[member_id] = member
@@ -255,6 +261,29 @@ class Fleet:
             member.draining = True
             self.drained()
 
+    def place_on(self, host_id: str, vm_id: str, pool: str, cost: Cost = FREE,
+                 instance_type: tuple[str, int] = ("", 0)) -> bool:
+        """Place a VM on the agent its provider reserved it on (an agent hosting only VMs:
+        it takes none of the agent's own slots). False: that agent is unknown or lost."""
+        host = self._hosts.get(host_id)
+        if vm_id in self._members or host is None or not host.alive:
+            return vm_id in self._members
+        host.vms[vm_id] = None
+        self._add(vm_id, _Member(host, host_id, pool, 1, 0, worker=vm_id, cost=cost,
+                                 instance_type=instance_type))
+        return True
+
+    def evict(self, host_id: str) -> list[str]:
+        """The VMs placed on a lost agent of a provider, taken off it (their leases were
+        counted lost with the agent): the provider reserves them again elsewhere."""
+        host = self._hosts.get(host_id)
+        if host is None or not host.info.hosts_only_vms:
+            return []
+        evicted = list(host.vms)
+        for vm_id in evicted:
+            self._unplace(vm_id)
+        return evicted
+
     def _running_own(self, host_id: str) -> int:
         """Attempts running on the agent's own slots (not those queued ahead): a VM is
         placed on a slot none runs on, so nothing waits for another tenant's instance."""
@@ -281,15 +310,19 @@ class Fleet:
         done = [vm_id for vm_id, member in self._members.items()
                 if member.draining and not member.tokens and vm_id not in self._hosts]
         for vm_id in done:
-            member = self._members.pop(vm_id)
-            del self._pools[member.pool][vm_id]
-            if not self._pools[member.pool] and member.pool != DEFAULT_POOL:
-                del self._pools[member.pool]
-            member.host.vms.pop(vm_id, None)
-            self._members[member.host_id].slots += 1
-            if self._left is not None:
-                self._left += member.cost
+            self._unplace(vm_id)
         return done
+
+    def _unplace(self, vm_id: str) -> None:
+        member = self._members.pop(vm_id)
+        del self._pools[member.pool][vm_id]
+        if not self._pools[member.pool] and member.pool != DEFAULT_POOL:
+            del self._pools[member.pool]
+        member.host.vms.pop(vm_id, None)
+        if not member.host.info.hosts_only_vms:
+            self._members[member.host_id].slots += 1
+        if self._left is not None:
+            self._left += member.cost
 
     def load(self, pool: str) -> tuple[int, int]:
         """The VMs of a cluster's pool placed on agents (not draining), and how many of them

@@ -48,11 +48,12 @@ class LaunchQueues:
         generation past the one the fetch began at, so it is never missed."""
         self.generation += 1
 
-    def of(self, pool: str) -> LaunchQueue:
-        """The queue of the tasks on cluster `pool` ("": on none)."""
+    def of(self, pool: str, task: tuple[str, str] | None = None) -> LaunchQueue:
+        """The queue of the tasks on cluster `pool` ("": on none), or of the one `task`
+        (job id, task name) whose reserved AutoCluster `pool` is."""
         queue = self._queues.get(pool)
         if queue is None:
-            queue = self._queues[pool] = LaunchQueue(self, pool)
+            queue = self._queues[pool] = LaunchQueue(self, pool, task)
         return queue
 
     def keep(self, pools: Collection[str]) -> None:
@@ -64,10 +65,12 @@ class LaunchQueues:
 class LaunchQueue:
     """The best Waiting instances per tenant of one pool, in launch order."""
 
-    def __init__(self, queues: LaunchQueues, pool: str) -> None:
+    def __init__(self, queues: LaunchQueues, pool: str,
+                 task: tuple[str, str] | None = None) -> None:
         self._queues = queues
         """Its siblings: their generation (moved by `invalidate`) and tenants' weights."""
         self._pool = pool
+        self._task = task
         self._rows: dict[str, list[LaunchRow]] = {}
         self._complete: set[str] = set()
         """Tenants whose every launchable instance is in the queue (the store had no more)."""
@@ -126,7 +129,9 @@ class LaunchQueue:
         limit = max(free, self._ahead)
         self._used = 0
         rows: dict[str, list[LaunchRow]] = {}
-        for row in tx.launch_rows(limit, free, self._pool):
+        found = (tx.launch_rows(limit, free, self._pool) if self._task is None
+                 else tx.task_launch_rows(*self._task, limit))
+        for row in found:
             rows.setdefault(row.candidate.tenant, []).append(row)
         self._complete = {tenant for tenant, mine in rows.items()
                           if len(mine) < limit and len({r.candidate.job_id for r in mine}) < free}

@@ -9,11 +9,18 @@ by the API and the command line, from any thread.
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 
 from batchyard.domain.clusters import ClusterState, VMState
-from batchyard.domain.pending import Pending, Why, dependency, on_cluster, on_slots
+from batchyard.domain.pending import (
+    Pending,
+    Why,
+    dependency,
+    not_offered,
+    on_cluster,
+    on_slots,
+)
 from batchyard.domain.records import InstanceRecord, TaskRecord
 from batchyard.domain.states import ACTIVE, State
 from batchyard.orchestrator.caches import SpecCache
@@ -25,8 +32,13 @@ class Explainer:
     """The reasons of the tasks and instances of jobs (see the module docstring)."""
 
     def __init__(self, store: StateStore, specs: SpecCache, fleet: Fleet,
-                 lock: threading.RLock, weights: Mapping[str, float]) -> None:
+                 lock: threading.RLock, weights: Mapping[str, float],
+                 unoffered: Callable[[str, str], str | None] = lambda job_id, task: None
+                 ) -> None:
         self._store = store
+        self._unoffered = unoffered
+        """The InstanceType of a task on no cluster when no node can host a VM of it (a
+        provider's nodes may offer none), else None."""
         self._specs = specs
         self._fleet = fleet
         self._lock = lock
@@ -75,6 +87,8 @@ class Explainer:
                 reasons[task.name] = dependency(upstream)
             elif cluster:
                 reasons[task.name] = self._on_cluster(cluster, room.get(cluster, 0))
+            elif (name := self._unoffered(job_id, task.name)) is not None:
+                reasons[task.name] = not_offered(name)
             else:
                 reasons[task.name] = on_slots(known.tenant, running, slots - placed,
                                               room.get(DEFAULT_POOL, 0), self._weights)

@@ -13,6 +13,13 @@ makes the rows true, in the engine's step, whenever something changed:
 - when the engine stops, its VMs go back to `Pending` (a local VM lives while an engine
   hosts it); the next engine places them again. Those left `Running` by an engine killed
   are placed again the same way (their attempts were lost with it and are re-run).
+
+With a provider that reserves capacity per VM (`ports.provider`, the Ray provider), a
+`Pending` VM is reserved on a node offering its InstanceType and stays `Pending` until the
+reservation holds; then it joins its cluster's pool on that node's agent (`Running`). A
+drained VM's reservation is given up; a VM whose node was lost goes back to `Pending` and is
+reserved again. The provider's reservations are the only limit: tenants' slot shares do not
+apply.
 """
 
 from __future__ import annotations
@@ -20,7 +27,7 @@ from __future__ import annotations
 import socket
 import time
 from collections import Counter
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from batchyard.domain.clusters import VMState
@@ -28,6 +35,8 @@ from batchyard.domain.scheduling import over_share, slot_shares, starved
 from batchyard.orchestrator.clusters import finish_deletions
 from batchyard.orchestrator.fleet import Cost, Fleet
 from batchyard.ports.clusters import ClusterTransaction, VMRow
+from batchyard.ports.provider import Provider, Ready
+from batchyard.ports.provider import Shape as Reservation
 
 LOCAL_ADDRESS = "127.0.0.1"
 PLACEABLE = (VMState.PENDING, VMState.STARTING, VMState.RUNNING)
@@ -35,6 +44,7 @@ RESYNC = 2.0
 """Seconds after which a step looks at the VM rows again, changed or not."""
 STOPPED_REASON = "no engine runs to host it (batchyard serve, or a batchyard run, places it)"
 
+LOST_REASON = "its node was lost: it is reserved again on another one"
 YIELDED_REASON = ("gave its slot back: its tenant held more than its share of the slots "
                   "while another tenant waited; it is placed again when there is room")
 
@@ -76,8 +86,8 @@ class _Shares:
 class Placement:
     """Places and drains cluster VMs on the fleet's agents (the engine's loop, its lock)."""
 
-    def __init__(self, fleet: Fleet, shape: Shape, clock: Callable[[], float] = time.monotonic
-                 ) -> None:
+    def __init__(self, fleet: Fleet, shape: Shape, clock: Callable[[], float] = time.monotonic,
+                 provider: Provider | None = None) -> None:
         self._yielding: set[str] = set()
         """VMs draining to give their slot back (Pending again once drained), not to go."""
         self._fleet = fleet
@@ -91,6 +101,11 @@ class Placement:
         self.waiting = False
         """A VM waits for room: the engine calls `changed` when an attempt ends, so the
         slot it frees goes to the VM before the launches of that step refill it."""
+        self._provider = provider
+        self._reserved: set[str] = set()
+        """VMs asked of the provider, not given up since."""
+        self._evicted: set[str] = set()
+        """VMs whose node was lost: Pending again at the next sync."""
 
     def changed(self) -> None:
         """A cluster or VM changed (any thread): look again at the next step."""
@@ -150,6 +165,65 @@ class Placement:
         if gone or drained:
             finish_deletions(tx)
             self._dirty = True  # the room they left may take a Pending VM
+
+    def sync_reserved(self, tx: ClusterTransaction, now: float, ready: Sequence[Ready]) -> None:
+        """`sync` with a provider: reserve Pending VMs, place those whose reservations hold
+        (`ready`), drain Deleting ones and give up the reservations of those drained."""
+        assert self._provider is not None
+        provider = self._provider
+        self._dirty = False
+        self._synced = self._clock()
+        tx.move_vms(sorted(self._evicted), VMState.PENDING, now, reason=LOST_REASON)
+        self._reserved.difference_update(self._evicted)
+        self._evicted.clear()
+        gone = []
+        for vm in tx.vms(states=[VMState.DELETING]):
+            if self._fleet.placed(vm.id):
+                self._fleet.drain(vm.id)
+            else:
+                gone.append(vm.id)
+        drained = self._fleet.drained()
+        for vm_id in gone + drained:
+            self._give_up(vm_id)
+        tx.move_vms(gone + drained, VMState.DELETED, now)
+        live = {vm.id: vm for vm in tx.vms(states=PLACEABLE)}
+        for holding in ready:
+            self._place_reserved(tx, now, holding, live.get(holding.vm_id))
+        for vm in live.values():
+            if vm.id not in self._reserved and not self._fleet.placed(vm.id):
+                cost, memory = self._shape(vm.instance_type)
+                provider.reserve(vm.id, Reservation(vm.instance_type, cost.vcpu, memory))
+                self._reserved.add(vm.id)
+        if gone or drained:
+            finish_deletions(tx)
+
+    def _place_reserved(self, tx: ClusterTransaction, now: float, ready: Ready,
+                        vm: VMRow | None) -> None:
+        if vm is None:  # deleted meanwhile
+            self._give_up(ready.vm_id)
+            return
+        cost, memory = self._shape(vm.instance_type)
+        if not self._fleet.place_on(ready.host, vm.id, vm.cluster_id, cost=cost,
+                                    instance_type=(vm.instance_type, memory)):
+            self._give_up(vm.id)  # its node's agent was lost meanwhile: reserved again
+            return
+        if vm.state is VMState.PENDING:
+            tx.move_vm(vm.id, VMState.STARTING, now, host=ready.host, reason="")
+        tx.move_vm(vm.id, VMState.RUNNING, now, host=ready.host, ip_address=ready.address,
+                   host_name=ready.host_name, reason="")
+
+    def _give_up(self, vm_id: str) -> None:
+        assert self._provider is not None
+        self._provider.release(vm_id)
+        self._reserved.discard(vm_id)
+
+    def evicted(self, vm_ids: Collection[str]) -> None:
+        """Cluster VMs whose node was lost (taken off the fleet): reserved again."""
+        assert self._provider is not None
+        for vm_id in vm_ids:
+            self._provider.release(vm_id)
+        self._evicted.update(vm_ids)
+        self._dirty = True
 
     def _shares(self, live: list[VMRow], others: Demand) -> _Shares:
         """Each tenant's use of the slots (its placed VMs and its instances on no cluster)

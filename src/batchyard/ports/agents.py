@@ -53,6 +53,9 @@ class AgentInfo:
     engine uses them only while attempts are short (see `orchestrator.fleet`): then the
     agent never waits for the engine between two attempts, and the engine records many
     outcomes per transaction."""
+    hosts_only_vms: bool = False
+    """A provider's agent (`ports.provider`): its slots run only the VMs reserved on it,
+    none serve tasks on no cluster directly."""
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,177 @@
+"""AutoClusters whose VMs a provider reserves (the Ray provider): one launch pool per task.
+
+With the local provider an AutoCluster's VMs are names sharing the agents' slots
+(`orchestrator.autoclusters`). With a provider that reserves capacity per VM, each VM of a
+task's AutoCluster is a real reservation of its InstanceType on a node offering it, and the
+task's instances run only on its own VMs: the group is a launch pool of its own (the pool's
+name is the group's id; its launch queue holds only that task's instances).
+
+- A ready task on no cluster with Waiting instances gets its group: min(InstanceCount,
+  `most_vms`) VMs, each reserved at once; a VM joins the pool when its reservation holds.
+- When the task ends, its VMs drain (what runs finishes) and their reservations are given
+  up; those not placed yet are given up at once. ReserveOnFail keeps a failed task's VMs
+  reserved, idle, until the job runs again or is deleted, or for `reserve_seconds`.
+- A VM whose node was lost is reserved again while its task still runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+
+from batchyard.domain.states import TERMINAL, Entity, State, Transition
+from batchyard.ids import new_cluster_id, new_vm_id
+from batchyard.orchestrator.fleet import Fleet
+from batchyard.ports.provider import Provider, Ready, Shape
+from batchyard.ports.store import StateTransaction
+
+GroupKey = tuple[str, str]
+"""(job id, task name)."""
+MOST_VMS = 64
+"""VMs an AutoCluster reserves at most (the rest of its instances wait their turn)."""
+SCAN = 256
+"""Ready tasks on no cluster looked at per sync (in launch order)."""
+
+
+@dataclass
+class ReservedGroup:
+    id: str
+    shape: Shape
+    vms: list[str] = field(default_factory=list)
+    kept_until: float | None = None
+    """ReserveOnFail: the task failed; its VMs stay reserved until then."""
+
+
+class ReservedGroups:
+    """The reserved AutoClusters of the tasks on no cluster (under the engine's lock)."""
+
+    def __init__(self, provider: Provider, fleet: Fleet,
+                 shape_of: Callable[[str, str], tuple[Shape, int] | None],
+                 reserving: Callable[[str, str], bool], clock: Callable[[], float],
+                 most_vms: int = MOST_VMS, reserve_seconds: float = 3600.0) -> None:
+        self._provider = provider
+        self._fleet = fleet
+        self._shape_of = shape_of
+        """A task's InstanceType and InstanceCount (None: its job is gone)."""
+        self._reserving = reserving
+        self._clock = clock
+        self._most_vms = most_vms
+        self._reserve_seconds = reserve_seconds
+        self._groups: dict[GroupKey, ReservedGroup] = {}
+        self._by_pool: dict[str, GroupKey] = {}
+        self._by_vm: dict[str, GroupKey] = {}
+
+    def sync(self, tx: StateTransaction) -> None:
+        """Give each ready task on no cluster with Waiting instances its group."""
+        for task in tx.waiting_tasks(SCAN):
+            key = (task.job_id, task.task)
+            if key in self._groups:
+                continue
+            found = self._shape_of(*key)
+            if found is None:
+                continue
+            shape, instance_count = found
+            group = self._groups[key] = ReservedGroup(new_cluster_id(), shape)
+            self._by_pool[group.id] = key
+            for _ in range(max(1, min(instance_count, self._most_vms))):
+                self._reserve(key, group, new_vm_id())
+
+    def _reserve(self, key: GroupKey, group: ReservedGroup, vm_id: str) -> None:
+        group.vms.append(vm_id)
+        self._by_vm[vm_id] = key
+        self._provider.reserve(vm_id, group.shape)
+
+    def place(self, ready: Sequence[Ready]) -> list[Ready]:
+        """Put the VMs of groups whose reservations hold into their pools; returns the
+        others (cluster VMs: `Placement`'s)."""
+        others = []
+        for vm in ready:
+            key = self._by_vm.get(vm.vm_id)
+            if key is None:
+                others.append(vm)
+                continue
+            group = self._groups[key]
+            shape = group.shape
+            if not self._fleet.place_on(vm.host, vm.vm_id, group.id,
+                                        instance_type=(shape.instance_type,
+                                                       shape.memory_bytes)):
+                self._provider.release(vm.vm_id)  # its agent was lost meanwhile
+                self._again(key, group, vm.vm_id)
+        return others
+
+    def task_of(self, pool: str) -> GroupKey | None:
+        """The task whose group `pool` is (None: not a reserved group)."""
+        return self._by_pool.get(pool)
+
+    def group_id(self, job_id: str, task: str) -> str:
+        group = self._groups.get((job_id, task))
+        return "" if group is None else group.id
+
+    def moved(self, transitions: Iterable[Transition]) -> None:
+        """Tasks that ended give their VMs up (or keep them: ReserveOnFail); tasks of a job
+        run again find their kept VMs given up, and get a new group."""
+        for change in transitions:
+            if change.entity is not Entity.TASK:
+                continue
+            key = (change.job_id, change.task)
+            group = self._groups.get(key)
+            if group is None:
+                continue
+            if change.target in TERMINAL:
+                if change.target is State.FAILED and self._reserving(*key):
+                    group.kept_until = self._clock() + self._reserve_seconds  # idle, kept
+                else:
+                    self._release(key)
+            elif group.kept_until is not None:
+                self._release(key)
+
+    def evicted(self, vm_ids: Sequence[str]) -> list[str]:
+        """VMs whose node was lost: reserved again for tasks that still run; returns those
+        not of a reserved group (cluster VMs)."""
+        others = []
+        for vm_id in vm_ids:
+            key = self._by_vm.get(vm_id)
+            if key is None:
+                others.append(vm_id)
+                continue
+            self._provider.release(vm_id)
+            group = self._groups[key]
+            if group.kept_until is None:
+                self._again(key, group, vm_id)
+            else:
+                group.vms.remove(vm_id)
+                del self._by_vm[vm_id]
+        return others
+
+    def _again(self, key: GroupKey, group: ReservedGroup, vm_id: str) -> None:
+        group.vms.remove(vm_id)
+        del self._by_vm[vm_id]
+        self._reserve(key, group, vm_id)
+
+    def forget(self, job_id: str) -> None:
+        for key in [key for key in self._groups if key[0] == job_id]:
+            self._release(key)
+
+    def expire(self) -> None:
+        now = self._clock()
+        for key in [key for key, group in self._groups.items()
+                    if group.kept_until is not None and group.kept_until <= now]:
+            self._release(key)
+
+    def _release(self, key: GroupKey) -> None:
+        """The group goes: placed VMs drain (given up once drained: `drained`), the others
+        are given up now."""
+        group = self._groups.pop(key)
+        del self._by_pool[group.id]
+        for vm_id in group.vms:
+            del self._by_vm[vm_id]
+            if self._fleet.placed(vm_id):
+                self._fleet.drain(vm_id)
+            else:
+                self._provider.release(vm_id)
+
+    def sizes(self) -> dict[str, int]:
+        return {"reserved_groups": len(self._groups), "reserved_vms": len(self._by_vm)}
+
+
+__all__ = ["MOST_VMS", "ReservedGroup", "ReservedGroups"]
