@@ -28,11 +28,13 @@ from batchyard.errors import TokenTaken
 from batchyard.ports.store import (
     AttemptEnd,
     IdempotencyToken,
+    LaunchRow,
     MovedInstance,
     NewJob,
     StaleBatch,
     StateStore,
     StateTransaction,
+    WaitingTask,
 )
 from tests.integration.conftest import make_job, make_task
 
@@ -397,6 +399,86 @@ def test_mark_running_moves_waiting_instances_and_tells_a_stale_launch(
     with store.transaction() as tx:
         assert sorted((r.task, r.instance_id, r.attempts) for r in tx.running_instances()) == [
             ("first", 0, 1), ("first", 1, 1)]
+
+
+# ---- the pools of tasks on no cluster (one per AutoCluster under the Ray provider) ----------
+
+def keys_of(rows: list[LaunchRow]) -> list[tuple[str, str, int]]:
+    return [(r.candidate.job_id, r.candidate.task, r.candidate.instance_id) for r in rows]
+
+
+def test_a_tasks_launch_rows_are_its_part_of_the_launch_order(store: StateStore) -> None:
+    make_three_jobs(store)
+    create(store, "job-wide", make_job({"t": make_task("true", 12)}), now=1003)
+    with store.transaction() as tx:
+        every = tx.launch_rows(100)
+        for job_id, task in (("job-high-old", "a"), ("job-high-old", "b"), ("job-low", "first"),
+                             ("job-wide", "t")):
+            mine = [r for r in every if (r.candidate.job_id, r.candidate.task) == (job_id, task)]
+            assert tx.task_launch_rows(job_id, task, 100) == mine
+            for limit in range(-1, 4):
+                assert tx.task_launch_rows(job_id, task, limit) == mine[:max(limit, 0)]
+        row = tx.task_launch_rows("job-wide", "t", 12)[3]
+        assert tx.mark_running([row], 1004)  # a hole: instance 3 is Running now
+        assert [k[2] for k in keys_of(tx.task_launch_rows("job-wide", "t", 5))] == [
+            0, 1, 2, 4, 5]  # by instance id (not 0, 1, 10, 11 as text would sort them)
+        assert [r.starts_task for r in tx.task_launch_rows("job-wide", "t", 2)] == [True] * 2
+        assert tx.move_task("job-wide", "t", State.RUNNING, 1004)
+        assert tx.move_job("job-wide", State.RUNNING, 1004)
+        assert [r.starts_task for r in tx.task_launch_rows("job-wide", "t", 2)] == [False] * 2
+
+
+def test_a_task_launches_only_when_ready_in_an_active_job(store: StateStore) -> None:
+    create(store, "job-1")
+    with store.transaction() as tx:
+        assert tx.task_launch_rows("job-1", "second", 5) == []  # "first" comes before it
+        tx.set_ready("job-1", {"second"}, True)
+        assert keys_of(tx.task_launch_rows("job-1", "second", 5)) == [("job-1", "second", 0)]
+        assert tx.task_launch_rows("job-1", "nothing", 5) == []
+        assert tx.task_launch_rows("job-none", "first", 5) == []
+        assert tx.move_job("job-1", State.STOPPED, 1001)  # its instances are still Waiting
+        assert tx.task_launch_rows("job-1", "first", 5) == []
+
+
+def test_waiting_tasks_on_no_cluster_in_launch_order(store: StateStore) -> None:
+    make_three_jobs(store)
+    bob = make_task("true", 3, Parameters={
+        "Command": {"CommandLine": "true", "PackagePath": ""},
+        "StdoutRedirectPath": "oss://bob/logs/", "StderrRedirectPath": "oss://bob/logs/"})
+    create(store, "job-bob", make_job({"t": bob}, Priority=5), now=1001.5, tenant="bob")
+    create(store, "job-on-cluster", make_job({"t": make_task("true", ClusterId="cls-1")},
+                                             Priority=9))
+    create(store, "job-stopped", two_step_job(priority=9))
+    with store.transaction() as tx:
+        assert tx.move_job("job-stopped", State.STOPPED, 1003)
+        every = tx.waiting_tasks(100)
+        assert every == [WaitingTask("job-high-old", "a", "alice", 5, 2),
+                         WaitingTask("job-high-old", "b", "alice", 5, 1),
+                         WaitingTask("job-bob", "t", "bob", 5, 3),
+                         WaitingTask("job-high-new", "first", "alice", 5, 2),
+                         WaitingTask("job-low", "first", "alice", 1, 2)]
+        for limit in range(-1, 7):
+            assert tx.waiting_tasks(limit) == every[:max(limit, 0)]
+
+
+def test_waiting_tasks_follow_the_counts_within_the_transaction(store: StateStore) -> None:
+    create(store, "job-1")
+    with store.transaction() as tx:
+        assert tx.mark_running(tx.task_launch_rows("job-1", "first", 1), 1001)
+        assert tx.waiting_tasks(5) == [WaitingTask("job-1", "first", "alice", 0, 1)]
+        assert tx.mark_running(tx.task_launch_rows("job-1", "first", 1), 1001)
+        assert tx.waiting_tasks(5) == []  # none Waiting; "second" is not ready yet
+        tx.set_ready("job-1", {"second"}, True)
+        assert tx.waiting_tasks(5) == [WaitingTask("job-1", "second", "alice", 0, 1)]
+        assert tx.end_attempts([replace(end(AttemptKey("job-1", "first", 0, 1)),
+                                        target=State.WAITING)], 1002) == [True]
+        assert [(t.task, t.waiting) for t in tx.waiting_tasks(5)] == [
+            ("first", 1), ("second", 1)]
+    with store.transaction() as tx:  # and as committed
+        assert [(t.task, t.waiting) for t in tx.waiting_tasks(5)] == [
+            ("first", 1), ("second", 1)]
+        assert tx.move_job("job-1", State.RUNNING, 1003)  # Running is active too
+        assert len(tx.waiting_tasks(5)) == 2
 
 
 def test_a_batch_of_attempt_ends_moves_every_instance_to_its_own_target(

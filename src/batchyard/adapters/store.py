@@ -75,6 +75,7 @@ from batchyard.ports.store import (
     StaleBatch,
     Stamp,
     TaskRow,
+    WaitingTask,
     given,
 )
 
@@ -546,6 +547,27 @@ class StoreTransaction(SqlClusterWrites):
                     _WAITING_OF_JOB, {"b_job": job.id, "b_limit": limit,
                                       "b_cluster": cluster_id})]
 
+    def task_launch_rows(self, job_id: str, task: str, limit: int) -> list[LaunchRow]:
+        """The first `limit` Waiting instances of one ready task of an active job, by
+        instance id, through the (state, job, task, instance) index: O(limit)."""
+        if limit <= 0:
+            return []
+        return [LaunchRow(Candidate(job_id, row.priority, to_time(row.created) or _EPOCH, task,
+                                    row.instance_id, row.tenant),
+                          row.attempts, row.retry_count,
+                          State.WAITING.value in (row.task_state, row.job_state))
+                for row in self.connection.execute(
+                    _WAITING_OF_TASK, {"b_job": job_id, "b_task": task, "b_limit": limit})]
+
+    def waiting_tasks(self, limit: int) -> list[WaitingTask]:
+        """Ready tasks on no cluster of active jobs with Waiting instances (as the tasks'
+        counts say), in launch order: the active jobs' rows and their tasks' rows only."""
+        if limit <= 0:
+            return []
+        self._flush_counts()
+        return [WaitingTask(row.job_id, row.name, row.tenant, row.priority, row.waiting)
+                for row in self.connection.execute(_WAITING_TASKS, {"b_limit": limit})]
+
     def has_active_instances(self, job_id: str, task: str) -> bool:
         """Whether some instance of the task is still Waiting or Running (index lookup)."""
         return self.connection.execute(
@@ -720,6 +742,31 @@ _WAITING_OF_JOB = (
            tasks.c.ready, tasks.c.cluster_id == bindparam("b_cluster"))
     .order_by(instances.c.task, instances.c.instance_id)
     .limit(bindparam("b_limit")))
+_WAITING_OF_TASK = (
+    select(instances.c.instance_id, instances.c.attempts, instances.c.retry_count,
+           tasks.c.state.label("task_state"), jobs.c.tenant, jobs.c.priority, jobs.c.created,
+           jobs.c.state.label("job_state"))
+    .join(tasks, (tasks.c.job_id == instances.c.job_id) & (tasks.c.name == instances.c.task))
+    .join(jobs, jobs.c.id == instances.c.job_id)
+    .where(instances.c.state == State.WAITING.value, instances.c.job_id == bindparam("b_job"),
+           instances.c.task == bindparam("b_task"), tasks.c.ready,
+           jobs.c.state.in_([s.value for s in ACTIVE]))
+    .order_by(instances.c.instance_id)
+    .limit(bindparam("b_limit")))
+"""One ready task's first waiting instances, if its job is active (an AutoCluster's pool)."""
+_WAITING = tasks.c[COUNT_COLUMNS[State.WAITING]]
+_WAITING_TASKS = (
+    select(tasks.c.job_id, tasks.c.name, jobs.c.tenant, jobs.c.priority,
+           _WAITING.label("waiting"))
+    .join(jobs, jobs.c.id == tasks.c.job_id)
+    .where(jobs.c.state.in_([s.value for s in ACTIVE]),
+           func.coalesce(tasks.c.cluster_id, "") == "", tasks.c.ready, _WAITING > 0)
+    .order_by(jobs.c.priority.desc(), jobs.c.created, jobs.c.id, tasks.c.name)
+    .limit(bindparam("b_limit")))
+"""Ready tasks on no cluster of active jobs that have Waiting instances, in launch order.
+Walked from the active jobs (jobs' state index, then each one's tasks by key): "" is the
+cluster of every task ever submitted without one, so its cluster index is kept out of it
+(through a coalesce that changes nothing: the column is never NULL)."""
 _ACTIVE_INSTANCE = select(instances.c.instance_id).where(
     instances.c.job_id == bindparam("b_job"), instances.c.task == bindparam("b_task"),
     instances.c.state.in_([State.WAITING.value, State.RUNNING.value])).limit(1)

@@ -124,6 +124,20 @@ class LaunchRow:
     """True when its task or job is not Running yet (so launching changes their state)."""
 
 
+@dataclass(frozen=True)
+class WaitingTask:
+    """A ready task on no cluster, of an active job, with Waiting instances: under a provider
+    that gives each such task VMs of its own (an AutoCluster), a launch pool of its own."""
+
+    job_id: str
+    task: str
+    tenant: str
+    priority: int
+    """Its job's priority."""
+    waiting: int
+    """Its instances in the Waiting state (from the task's counts)."""
+
+
 # ---- values written ------------------------------------------------------------------------
 
 class NewJob(NamedTuple):
@@ -247,6 +261,17 @@ class StateTransaction(ClusterTransaction, Protocol):
         """Waiting instances of ready tasks of active jobs, best first (job priority, job
         creation, job id, task, instance id), at most `limit`, from at most `most_jobs` jobs
         that have any (None: no such bound). Whatever the bounds, a prefix of that order."""
+        ...
+
+    def task_launch_rows(self, job_id: str, task: str, limit: int) -> list[LaunchRow]:
+        """The first `limit` Waiting instances of one task, by instance id, as `launch_rows`
+        gives them; none unless the task is ready and its job active (none for limit <= 0)."""
+        ...
+
+    def waiting_tasks(self, limit: int) -> list[WaitingTask]:
+        """Ready tasks on no cluster (ClusterId "") of active jobs that have Waiting
+        instances, in launch order (job priority, job creation, job id, task name), at most
+        `limit`."""
         ...
 
     def has_active_instances(self, job_id: str, task: str) -> bool:

@@ -21,6 +21,7 @@ from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from itertools import islice
 from typing import TYPE_CHECKING
 
 from batchyard.domain import buckets as bucket_rules
@@ -59,6 +60,7 @@ from batchyard.ports.store import (
     StateStore,
     StateTransaction,
     TaskRow,
+    WaitingTask,
     given,
 )
 from batchyard.testing.memory_clusters import ClusterTables, MemoryClusterWrites
@@ -140,20 +142,26 @@ class _Job:
     def waiting(self, limit: int, cluster_id: str = "") -> list[LaunchRow]:
         """Up to `limit` Waiting instances of ready tasks on `cluster_id`, by task name and
         instance id."""
-        created = _time(self.row.created) or _EPOCH
         rows: list[LaunchRow] = []
         for name in sorted(self.tasks):
             task = self.tasks[name]
             if not task.ready or task.cluster_id != cluster_id:
                 continue
-            starts = State.WAITING in (task.state, self.row.state)
-            rows += [LaunchRow(Candidate(self.row.id, self.row.priority, created, name,
-                                         instance.instance_id, self.row.tenant),
-                               instance.attempts, instance.retry_count, starts)
-                     for instance in self.task_instances(task) if instance.state is State.WAITING]
+            rows += self.task_waiting(task, limit - len(rows))
             if len(rows) >= limit:
-                return rows[:limit]
+                return rows
         return rows
+
+    def task_waiting(self, task: TaskRow, limit: int) -> list[LaunchRow]:
+        """Up to `limit` Waiting instances of `task`, by instance id."""
+        created = _time(self.row.created) or _EPOCH
+        starts = State.WAITING in (task.state, self.row.state)
+        waiting = (instance for instance in self.task_instances(task)
+                   if instance.state is State.WAITING)
+        return [LaunchRow(Candidate(self.row.id, self.row.priority, created, task.name,
+                                    instance.instance_id, self.row.tenant),
+                          instance.attempts, instance.retry_count, starts)
+                for instance in islice(waiting, max(limit, 0))]
 
 
 _EPOCH = datetime.fromtimestamp(0, UTC)
@@ -383,6 +391,27 @@ class MemoryTransaction(MemoryClusterWrites):
             jobs_with_rows[tenant] = jobs_with_rows.get(tenant, 0) + bool(found)
         return sorted((row for mine in rows.values() for row in mine),
                       key=lambda row: row.candidate.order_key())
+
+    def task_launch_rows(self, job_id: str, task: str, limit: int) -> list[LaunchRow]:
+        """The first `limit` Waiting instances of one ready task of an active job."""
+        job = self._jobs.get(job_id)
+        row = None if job is None else job.tasks.get(task)
+        if job is None or row is None or not row.ready or job.row.state not in ACTIVE:
+            return []
+        return job.task_waiting(row, limit)
+
+    def waiting_tasks(self, limit: int) -> list[WaitingTask]:
+        """Ready tasks on no cluster of active jobs with Waiting instances, in launch order."""
+        found: list[WaitingTask] = []
+        active = [job for job in self._jobs.values() if job.row.state in ACTIVE]
+        for job in sorted(active, key=_launch_order):
+            for name in sorted(job.tasks):
+                task = job.tasks[name]
+                waiting = job.counts({name}).get(name, Metrics()).waiting
+                if task.ready and not task.cluster_id and waiting:
+                    found.append(WaitingTask(job.row.id, name, job.row.tenant,
+                                             job.row.priority, waiting))
+        return found[:max(limit, 0)]
 
     def has_active_instances(self, job_id: str, task: str) -> bool:
         job = self._jobs.get(job_id)
