@@ -43,6 +43,10 @@ class NodeAgent:
         from batchyard.hosting import hosted_agent
         from batchyard.settings import Settings
 
+        logging.basicConfig(  # into Ray's log of this worker (its logs/worker-*.err)
+            level=logging.INFO,
+            format="batchyard node agent %(process)d: %(levelname)s %(name)s: %(message)s")
+        _hear_children()
         settings = Settings(**fields)  # secrets: from this node's environment
         self._node_id = node_id
         self._condition = threading.Condition()
@@ -114,6 +118,19 @@ class NodeAgent:
     def stop(self) -> None:
         """Kill what runs (each reports STOPPED) and stop the agent's threads."""
         self._agent.shutdown()
+
+
+def _hear_children() -> None:
+    """SIGCHLD back to its default. Ray's workers ignore it when the raylet reaps orphans
+    (`RAY_kill_child_processes_on_worker_exit_with_raylet_subreaper`, which every node runs
+    with): the kernel then reaps their children at once, and the agent would never learn
+    how an instance ended. Set through libc: an actor may be built off the main thread."""
+    import ctypes
+    import signal
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.signal.restype = ctypes.c_void_p
+    libc.signal(int(signal.SIGCHLD), ctypes.c_void_p(0))  # SIG_DFL
 
 
 __all__ = ["HEARTBEAT", "NodeAgent"]
