@@ -102,6 +102,9 @@ class RayProvider:
         self._handles: dict[str, NodeHandle] = {}
         """Node id -> its agent's handle (alive or not)."""
         self._new: list[NodeHandle] = []
+        self._starting: dict[str, tuple[Any, Any, _Node]] = {}
+        """Node id -> (its agent's actor, the ref of its `attach`, the node), while the
+        agent starts (importing batchyard takes a second or more)."""
         self._offered: set[str] = set()
         self._groups: dict[str, tuple[Any, Any, Shape]] = {}
         """VM id -> (placement group, its ready() ref, shape), while not held yet."""
@@ -119,6 +122,7 @@ class RayProvider:
         if self._listener is None:
             self._listener = listener
             self._discover()
+            self._await_agents(START_TIMEOUT)
             self._watcher.start()
         with self._lock:
             new, self._new = self._new, []
@@ -174,6 +178,17 @@ class RayProvider:
 
     # ---- the watcher thread --------------------------------------------------------------
 
+    def _await_agents(self, timeout: float) -> None:
+        """At start: wait (bounded) for the agents of the nodes found, so that the engine
+        begins with them."""
+        deadline = time.monotonic() + timeout
+        while self._starting and time.monotonic() < deadline:
+            refs = {ref: node_id for node_id, (_, ref, _) in self._starting.items()}
+            done, _ = self._ray.wait(list(refs), num_returns=len(refs),
+                                     timeout=max(0.0, deadline - time.monotonic()))
+            for ref in done:
+                self._started(refs[ref], ref)
+
     def _watch(self) -> None:
         discovered = time.monotonic()
         while not self._stop.is_set():
@@ -187,37 +202,44 @@ class RayProvider:
                 self._stop.wait(1.0)
 
     def _collect(self) -> None:
-        """Wait (briefly) for reservations to hold; hand those that did to `ready`."""
+        """Wait (briefly) for agents to start and reservations to hold; hand those that did
+        on (`agents`, `ready`)."""
         with self._lock:
-            refs = {ref: vm_id for vm_id, (_, ref, _) in self._groups.items()}
+            groups = {ref: vm_id for vm_id, (_, ref, _) in self._groups.items()}
+        starting = {ref: node_id for node_id, (_, ref, _) in self._starting.items()}
+        refs = [*groups, *starting]
         if not refs:
             self._wake.wait(0.5)
             self._wake.clear()
             return
-        done, _ = self._ray.wait(list(refs), num_returns=len(refs), timeout=0.5)
-        found = []
-        for ref in done:
-            vm_id = refs[ref]
-            with self._lock:
-                pending = self._groups.get(vm_id)
-            if pending is None:
-                continue
-            node = self._node_of(pending[0])
-            handle = self._handles.get(node) if node else None
-            if handle is None:
-                self._discover()
-                handle = self._handles.get(node) if node else None
-            if handle is None or not handle.alive:
-                continue  # its agent is not up yet (or died): looked at again next time
-            with self._lock:
-                if self._groups.pop(vm_id, None) is None:
-                    continue
-                self._held[vm_id] = pending[0]
-                found.append(Ready(vm_id, handle.info().id, handle.address, handle.host_name))
+        done, _ = self._ray.wait(refs, num_returns=len(refs), timeout=0.5)
+        started = [self._started(starting[ref], ref) for ref in done if ref in starting]
+        found = [ready for ref in done if ref in groups
+                 if (ready := self._held_now(groups[ref])) is not None]
         if found:
             with self._lock:
                 self._ready += found
+        if found or any(started):
             self._changed()
+        elif done:
+            self._stop.wait(0.2)  # reservations on a node whose agent is not up yet
+
+    def _held_now(self, vm_id: str) -> Ready | None:
+        """The VM whose reservation holds, once its node's agent is up (else None: looked
+        at again)."""
+        with self._lock:
+            pending = self._groups.get(vm_id)
+        if pending is None:
+            return None
+        node = self._node_of(pending[0])
+        handle = self._handles.get(node) if node else None
+        if handle is None or not handle.alive:
+            return None
+        with self._lock:
+            if self._groups.pop(vm_id, None) is None:
+                return None
+            self._held[vm_id] = pending[0]
+        return Ready(vm_id, handle.info().id, handle.address, handle.host_name)
 
     def _node_of(self, group: Any) -> str | None:
         from ray.util.placement_group import placement_group_table
@@ -233,23 +255,12 @@ class RayProvider:
                  for node in self._ray.nodes()
                  if node.get("Alive") and LABEL in (node.get("Labels") or {})]
         self._offered = {node.instance_type for node in nodes}
-        started = []
         for node in nodes:
-            if node.node_id in self._handles:
-                continue
-            try:
-                handle = self._start_agent(node)
-            except Exception:
-                log.exception("could not start the agent of Ray node %s", node.node_id)
-                continue
-            self._handles[node.node_id] = handle
-            started.append(handle)
-        if started:
-            with self._lock:
-                self._new += started
-            self._changed()
+            if node.node_id not in self._handles and node.node_id not in self._starting:
+                self._start_agent(node)
 
-    def _start_agent(self, node: _Node) -> NodeHandle:
+    def _start_agent(self, node: _Node) -> None:
+        """Create (or find, after a restart) the node's agent; `_started` when it answers."""
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
         from batchyard.onray.node import NodeAgent
@@ -263,16 +274,30 @@ class RayProvider:
             scheduling_strategy=NodeAffinitySchedulingStrategy(node.node_id, soft=False))
         fields = {**self._fields, "data_dir": f"{self._node_root}/{node.node_id[:12]}"}
         actor = remote.remote(fields, node.node_id, slots, self._object_root)
-        found: dict[str, Any] = self._ray.get(actor.attach.remote(self._session),
-                                              timeout=START_TIMEOUT)
+        self._starting[node.node_id] = (actor, actor.attach.remote(self._session), node)
+
+    def _started(self, node_id: str, ref: Any) -> bool:
+        """The node's agent answered `attach` (True), or failed to start (logged; tried
+        again at the next look at the nodes)."""
+        actor, _, node = self._starting.pop(node_id)
+        try:
+            found: dict[str, Any] = self._ray.get(ref)
+        except Exception as error:
+            log.error("the agent of Ray node %s did not start: %s", node_id[:12], error)
+            return False
+        slots = max(1, min(MOST_SLOTS, int(node.cpus * 4)))
         assert self._listener is not None
         info = AgentInfo(f"node-{node.node_id[:12]}", slots, heartbeat=HEARTBEAT,
                          hosts_only_vms=True, sandbox=bool(found.get("sandbox", True)),
                          labels={LABEL: node.instance_type})
         log.info("agent of Ray node %s (%s) up: process %s", node.node_id[:12],
                  node.instance_type, found.get("pid"))
-        return NodeHandle(self._ray, actor, info, self._listener, node.address,
-                          node.host_name or str(found.get("host_name", "")))
+        handle = NodeHandle(self._ray, actor, info, self._listener, node.address,
+                            node.host_name or str(found.get("host_name", "")))
+        self._handles[node_id] = handle
+        with self._lock:
+            self._new.append(handle)
+        return True
 
 
 class NodeHandle:
@@ -311,6 +336,7 @@ class NodeHandle:
         self._stopping.set()
         if not self.alive:
             return
+        self.alive = False
         try:
             self._ray.get(self._actor.stop.remote(), timeout=30)
         except Exception:
