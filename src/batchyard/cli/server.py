@@ -21,6 +21,7 @@ from batchyard.errors import BatchyardError
 
 if TYPE_CHECKING:
     from batchyard.runner.confinement import Confinement
+    from batchyard.settings import Settings
 
 EXIT_INVALID = 2
 SWITCH_INTERVAL = 0.0005
@@ -59,6 +60,13 @@ def serve(
         "with no sandbox (any tenant can then read the database and keys and take over the "
         "installation); for trusted single-user set-ups without bubblewrap only "
         "[env BATCHYARD_INSECURE_NO_SANDBOX]")] = False,
+    provider: Annotated[str | None, typer.Option(
+        "--provider", metavar="local|ray", help="Where VMs run: 'local' (this machine, the "
+        "default) or 'ray' (the nodes of a Ray cluster: docs/deploy-ray.md) "
+        "[env BATCHYARD_PROVIDER]")] = None,
+    ray_address: Annotated[str | None, typer.Option(
+        "--ray-address", metavar="HOST:PORT", help="With --provider ray: the Ray cluster's "
+        "GCS address [env BATCHYARD_RAY_ADDRESS]")] = None,
 ) -> None:
     """Serve the BatchCompute REST API (version 2015-11-11) and run its jobs, until Ctrl-C.
 
@@ -79,6 +87,7 @@ def serve(
         settings = settings_for(data_dir, database_url, slots, config)
         if insecure_no_sandbox:
             settings = settings.model_copy(update={"insecure_no_sandbox": True})
+        settings = _with_provider(settings, provider, ray_address)
         policy = confinement(settings, serving=True)
         if policy.sandbox:
             check_sandbox(root=os.geteuid() == 0, user_base=policy.user_base)
@@ -87,7 +96,7 @@ def serve(
         _err.print(Text.assemble(("error: ", "red"), error.message))
         raise typer.Exit(EXIT_INVALID) from None
     _err.print(f"batchyard API on http://{host}:{port} — data in {settings.data_dir.resolve()}, "
-               f"{settings.slots} slots, {key_count} active access keys, attempts "
+               f"{_where(settings)}, {key_count} active access keys, attempts "
                f"{_confinement_text(policy)}")
     if not policy.sandbox:
         _err.print(Text("WARNING: --insecure-no-sandbox: attempts run unconfined as this "
@@ -104,6 +113,32 @@ def serve(
     uvicorn.run(create_app(settings, address=f"http://{host}:{port}"), host=host, port=port,
                 log_level=level,
                 log_config=log_config(level), access_log=False, http=http_protocol())
+
+
+def _where(settings: Settings) -> str:
+    """Where VMs run, for the start-up line."""
+    if settings.provider == "ray":
+        return f"VMs on the Ray cluster at {settings.ray_address or 'RAY_ADDRESS'}"
+    return f"{settings.slots} slots"
+
+
+def _with_provider(settings: Settings, provider: str | None, ray_address: str | None
+                   ) -> Settings:
+    """The settings with `--provider` and `--ray-address` applied, checked: the Ray provider
+    needs object storage every node reaches."""
+    if provider is not None and provider not in ("local", "ray"):
+        raise BatchyardError(f"--provider {provider!r}: use 'local' or 'ray'")
+    changes: dict[str, object] = {}
+    if provider is not None:
+        changes["provider"] = provider
+    if ray_address is not None:
+        changes["ray_address"] = ray_address
+    settings = settings.model_copy(update=changes)
+    if settings.provider == "ray":
+        from batchyard.onray.provider import check_object_store
+
+        check_object_store(settings, settings.shared_object_root)
+    return settings
 
 
 def _log_level(text: str) -> str:
