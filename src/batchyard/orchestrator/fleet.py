@@ -335,6 +335,11 @@ class Fleet:
         """The pools with members (the default pool always)."""
         return set(self._pools)
 
+    def placements(self) -> dict[str, str]:
+        """Each placed VM's agent (for operators and tests: where a VM runs)."""
+        return {vm_id: member.host_id for vm_id, member in self._members.items()
+                if vm_id not in self._hosts}
+
     def has_vms(self) -> bool:
         """Whether a cluster VM is placed on an agent."""
         return any(host.vms for host in self._hosts.values())
