@@ -7,8 +7,10 @@ phones home (`-master.telemetry=false`) and knows one identity: `KEY_ID`/`SECRET
 
 from __future__ import annotations
 
+import ctypes
 import json
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -21,6 +23,7 @@ from pathlib import Path
 KEY_ID = "AKIASEAWEEDBATCHYARD"
 SECRET = "seaweed-secret-never-to-be-shown"
 REGION = "us-east-1"
+PR_SET_PDEATHSIG = 1
 PORT_NAMES = ("master.port", "master.port.grpc", "volume.port", "volume.port.grpc", "filer.port",
               "filer.port.grpc", "s3.port", "admin.port", "admin.port.grpc", "debug.port",
               "metricsPort")
@@ -65,6 +68,16 @@ class SeaweedServer:
                             aws_access_key_id=self.key_id,
                             aws_secret_access_key=self.secret if secret is None else secret)
 
+    def env(self, buckets: dict[str, str]) -> dict[str, str]:
+        """The `BATCHYARD_*` variables that point batchyard (its settings) at this server
+        with `buckets` (bucket name -> URL, e.g. {"ray": "s3://batchyard-ray"})."""
+        return {"BATCHYARD_S3_ENDPOINT_URL": self.url,
+                "BATCHYARD_S3_ACCESS_KEY_ID": self.key_id,
+                "BATCHYARD_S3_SECRET_ACCESS_KEY": self.secret,
+                "BATCHYARD_S3_REGION": self.region,
+                "BATCHYARD_S3_ADDRESSING_STYLE": "path",
+                "BATCHYARD_BUCKETS": json.dumps(buckets)}
+
     def stop(self) -> None:
         self.process.terminate()
         try:
@@ -89,7 +102,8 @@ def start_seaweedfs(folder: Path) -> SeaweedServer:
                *(f"-{name}={port}" for name, port in ports.items())]
     (folder / "data").mkdir()
     with open(folder / "weed.log", "wb") as log:
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
+                                   preexec_fn=_die_with_parent)
     server = SeaweedServer(process, f"http://127.0.0.1:{ports['s3.port']}", folder)
     try:
         _wait_until_up(server.url, process)
@@ -97,6 +111,12 @@ def start_seaweedfs(folder: Path) -> SeaweedServer:
         server.stop()
         raise
     return server
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: SIGKILL when the test process dies, even by SIGKILL."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 def _wait_until_up(url: str, process: subprocess.Popen[bytes]) -> None:
