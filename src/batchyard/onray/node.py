@@ -12,6 +12,9 @@ never leases a VM more than its one slot. Its methods are the lease protocol car
   is the agent's heartbeat. Reports stay until acknowledged, so those that ended while no
   server listened (a server killed and restarted) are collected by the next one.
 - `attach(session)`: a server (re)connects; the sequence of its control calls starts again.
+  It answers with what the agent holds from an earlier server — the attempts it runs and
+  the reports no server took yet — so that a server killed and restarted re-runs nothing
+  that still runs or already ended (the engine *inherits* them).
 
 Credentials never travel through Ray: the actor's `Settings` come without secrets, and the
 node's own environment (`BATCHYARD_S3_*`, set where `ray start` runs) fills them in.
@@ -24,10 +27,13 @@ import os
 import socket
 import threading
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from batchyard.domain.attempt import AttemptKey
 from batchyard.ports.agents import AgentInfo, LeaseBatch, Report
+from batchyard.ports.provider import Held
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +59,8 @@ class NodeAgent:
         self._batches: list[tuple[int, tuple[Report, ...]]] = []
         self._numbered = 0
         self._running: tuple[int, ...] = ()
+        self._held: dict[int, tuple[AttemptKey, str]] = {}
+        """Tokens leased and not reported yet: their attempts and VMs."""
         self._expected = 1
         self._early: dict[int, tuple[str, Any]] = {}
         self._control = threading.Lock()
@@ -63,6 +71,12 @@ class NodeAgent:
 
     def reported(self, agent_id: str, reports: Sequence[Report]) -> None:
         with self._condition:
+            stamped = []
+            for report in reports:  # its VM goes with it (a restarted server needs it)
+                _, worker = self._held.pop(report.token, (None, ""))
+                stamped.append(replace(report, outcome=replace(report.outcome, worker=worker))
+                               if worker and not report.outcome.worker else report)
+            reports = stamped
             self._numbered += 1
             self._batches.append((self._numbered, tuple(reports)))
             self._condition.notify_all()
@@ -77,14 +91,20 @@ class NodeAgent:
 
     def attach(self, session: str) -> dict[str, Any]:
         """A server (re)connects: its control calls count from 1 again. Where this runs."""
+        from batchyard.runner.sandbox import bwrap_path
+
         with self._control:
             self._expected = 1
             self._early.clear()
-        from batchyard.runner.sandbox import bwrap_path
-
-        log.info("server session %s attached", session)
+        with self._condition:
+            held = [Held(token, key, worker) for token, (key, worker) in self._held.items()]
+            reports = [report for _, batch in self._batches for report in batch]
+            last = self._batches[-1][0] if self._batches else self._numbered
+        log.info("server session %s attached: it inherits %d running attempt(s) and %d "
+                 "report(s)", session, len(held), len(reports))
         return {"pid": os.getpid(), "host_name": socket.gethostname(),
-                "node_id": self._node_id, "sandbox": bwrap_path() is not None}
+                "node_id": self._node_id, "sandbox": bwrap_path() is not None,
+                "held": held, "reports": reports, "acked": last}
 
     def control(self, seq: int, kind: str, payload: Any) -> None:
         """Apply the engine's calls in the order it made them."""
@@ -96,6 +116,9 @@ class NodeAgent:
 
     def _apply(self, kind: str, payload: Any) -> None:
         if kind == "lease" and isinstance(payload, LeaseBatch):
+            with self._condition:
+                for lease in payload.leases:
+                    self._held[lease.token] = (payload.key(lease), lease.worker)
             self._agent.lease(payload)
         elif kind == "cancel":
             self._agent.cancel(payload)

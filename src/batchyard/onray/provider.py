@@ -30,8 +30,8 @@ from typing import Any
 
 from batchyard.domain.attempt import AttemptKey
 from batchyard.errors import BatchyardError
-from batchyard.ports.agents import AgentInfo, AgentListener, LeaseBatch
-from batchyard.ports.provider import Ready, Shape
+from batchyard.ports.agents import AgentInfo, AgentListener, LeaseBatch, Report
+from batchyard.ports.provider import Held, Ready, Shape
 from batchyard.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -137,7 +137,7 @@ class RayProvider:
     def reserve(self, vm_id: str, shape: Shape) -> None:
         from ray.util.placement_group import get_placement_group, placement_group
 
-        name = GROUP_PREFIX + vm_id
+        name = self._group_name(vm_id)
         try:
             group = get_placement_group(name)  # a restarted server takes it back
         except ValueError:
@@ -147,6 +147,31 @@ class RayProvider:
         with self._lock:
             self._groups[vm_id] = (group, group.ready(), shape)
         self._wake.set()
+
+    def _group_name(self, vm_id: str) -> str:
+        """`batchyard-vm-<namespace>-<vm id>`: a restarted server finds it again; another
+        server (another namespace) never takes it for its own."""
+        return f"{GROUP_PREFIX}{self._namespace}-{vm_id}"
+
+    def sweep(self) -> None:
+        """Remove the placement groups of this namespace no VM of this engine holds."""
+        from ray.util.placement_group import (
+            get_placement_group,
+            placement_group_table,
+            remove_placement_group,
+        )
+
+        prefix = f"{GROUP_PREFIX}{self._namespace}-"
+        with self._lock:
+            claimed = {self._group_name(vm_id) for vm_id in [*self._groups, *self._held]}
+        for table in placement_group_table().values():
+            name = table.get("name", "")
+            if name.startswith(prefix) and name not in claimed and table["state"] != "REMOVED":
+                try:
+                    remove_placement_group(get_placement_group(name))
+                except Exception:
+                    continue
+                log.info("gave up %s: an earlier server's reservation no VM holds now", name)
 
     def ready(self) -> list[Ready]:
         with self._lock:
@@ -293,7 +318,9 @@ class RayProvider:
         log.info("agent of Ray node %s (%s) up: process %s", node.node_id[:12],
                  node.instance_type, found.get("pid"))
         handle = NodeHandle(self._ray, actor, info, self._listener, node.address,
-                            node.host_name or str(found.get("host_name", "")))
+                            node.host_name or str(found.get("host_name", "")),
+                            (list(found.get("held", [])), list(found.get("reports", []))),
+                            int(found.get("acked", 0)))
         self._handles[node_id] = handle
         with self._lock:
             self._new.append(handle)
@@ -304,7 +331,9 @@ class NodeHandle:
     """The engine's `Agent` for one node agent (see the module docstring)."""
 
     def __init__(self, ray: Any, actor: Any, info: AgentInfo, listener: AgentListener,
-                 address: str, host_name: str) -> None:
+                 address: str, host_name: str,
+                 inherited: tuple[list[Held], list[Report]] = ([], []), acked: int = 0
+                 ) -> None:
         self._ray = ray
         self._actor = actor
         self._info = info
@@ -312,6 +341,9 @@ class NodeHandle:
         self.address = address
         self.host_name = host_name
         self.alive = True
+        self._inherited = inherited
+        self._acked = acked
+        """The last report batch the attach answered with (the poll goes on from it)."""
         self._numbers = itertools.count(1)
         self._send = threading.Lock()
         self._stopping = threading.Event()
@@ -321,6 +353,11 @@ class NodeHandle:
 
     def info(self) -> AgentInfo:
         return self._info
+
+    def inherited(self) -> tuple[list[Held], list[Report]]:
+        """What the node agent held from an earlier server when this one attached (once)."""
+        inherited, self._inherited = self._inherited, ([], [])
+        return inherited
 
     def lease(self, batch: LeaseBatch) -> None:
         self._call("lease", batch)
@@ -353,7 +390,7 @@ class NodeHandle:
 
     def _poll(self) -> None:
         ray = self._ray
-        ack = 0
+        ack = self._acked
         while not self._stopping.is_set():
             try:
                 ack, reports, running = ray.get(self._actor.poll.remote(ack, POLL),

@@ -56,11 +56,12 @@ from batchyard.orchestrator.settling import settle_job
 from batchyard.ports.agents import AgentsFactory, Report
 from batchyard.ports.listeners import TransitionListener
 from batchyard.ports.objects import ObjectStore
-from batchyard.ports.provider import Provider
+from batchyard.ports.provider import Held, Provider
 from batchyard.ports.provider import Shape as Reservation
 from batchyard.ports.store import (
     AttemptEnd,
     IdempotencyToken,
+    InstanceRow,
     JobRow,
     LaunchRow,
     NewJob,
@@ -193,6 +194,7 @@ class Engine:
         self._reserved: ReservedGroups | None = None
         """The AutoClusters whose VMs the provider reserves (with a provider only)."""
         self._groups_seen = -1
+        self._swept = False
         """The launch queues' generation the reserved groups were last synced at."""
         if provider is not None:
             self._reserved = ReservedGroups(provider, self.fleet, self._task_shape,
@@ -223,7 +225,7 @@ class Engine:
         with self._lock, self._transaction() as tx:
             if abandon:
                 self.abandoned = self._abandon(tx, self.clock())
-            self._requeue_lost(tx, self.clock())
+            self._requeue_lost(tx, self.clock(), self._inherited())
         self._deliveries.deliver()
         self._queues.invalidate()
         if loop:
@@ -619,6 +621,9 @@ class Engine:
             ready = self._reserved.place(self.provider.ready())
             self.placement.sync_reserved(tx, now, ready)
             self._reserved.sync(tx)
+            if not self._swept:  # what an earlier server reserved and no VM holds now
+                self._swept = True
+                self.provider.sweep()
         self._queues.keep(self.fleet.pools())
 
     def _drain(self) -> list[Arrival]:
@@ -901,10 +906,52 @@ class Engine:
                 state=row.state.value, job_id=row.id))
         return found
 
-    def _requeue_lost(self, tx: StateTransaction, now: float) -> None:
+    def _inherited(self) -> Inherited:
+        """What agents that outlived the previous server run or ran for it, by instance."""
+        found: Inherited = {}
+        for host_id, held, reports in self.fleet.inherited():
+            for item in held:
+                key = item.key
+                found[key.job_id, key.task, key.instance_id] = (host_id, item, None)
+            for report in reports:
+                key = report.key
+                found[key.job_id, key.task, key.instance_id] = (
+                    host_id, Held(report.token, key, report.outcome.worker), report)
+        return found
+
+    def _inherit(self, tx: StateTransaction, row: InstanceRow, inherited: Inherited) -> bool:
+        """Take over the instance's attempt if an agent runs it (or ran it to its end) for
+        the previous server; False if none does (it was lost with that server)."""
+        found = inherited.pop((row.job_id, row.task, row.instance_id), None)
+        if found is None or found[1].key.attempt != row.attempts:
+            if found is not None:
+                inherited[row.job_id, row.task, row.instance_id] = found  # stale: killed
+            return False
+        host_id, held, report = found
+        known = self._known_spec(row.job_id)
+        if known is None or not self.fleet.inherit(host_id, held.token, held.key,
+                                                   row.retry_count,
+                                                   self._specs.job(row.job_id).tenant,
+                                                   held.worker):
+            return False
+        if (self._reserved is not None and held.worker
+                and tx.vm(held.worker) is None):  # a VM of the task's AutoCluster
+            self._reserved.inherit(row.job_id, row.task, held.worker)
+        if report is not None:
+            self._reports.put((host_id, report))  # it ended while no server listened
+        return True
+
+    def _requeue_lost(self, tx: StateTransaction, now: float,
+                      inherited: Inherited | None = None) -> None:
         """Instances left Running by a previous process go back to Waiting, their retries
-        untouched — or fail, when this was their MOST_LOST-th lost attempt."""
+        untouched — or fail, when this was their MOST_LOST-th lost attempt. Those whose
+        attempts agents still run for it (or ran to their end) are taken over instead."""
+        inherited = dict(inherited or {})
+        adopted = 0
         for row in tx.running_instances():
+            if inherited and self._inherit(tx, row, inherited):
+                adopted += 1
+                continue
             lost = row.lost + 1
             message = "attempt lost: the engine stopped while it ran"
             again = lost < MOST_LOST
@@ -917,8 +964,15 @@ class Engine:
         for job_id in tx.active_job_ids():
             self._settle(tx, job_id)
         tx.flush_events()
+        if adopted:
+            log.info("took over %d attempt(s) agents ran for the previous server", adopted)
+        for host_id, held, _ in inherited.values():  # re-run (or done with) already: killed
+            self.fleet.cancel_on(host_id, [held.key])
 
 
+Inherited = dict[tuple[str, str, int], tuple[str, Held, Report | None]]
+"""(job, task, instance) -> the agent, the attempt it holds for the previous server, and its
+report if it ended."""
 Item = TypeVar("Item")
 
 

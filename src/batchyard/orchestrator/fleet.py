@@ -38,7 +38,8 @@ from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
 from batchyard.domain.attempt import AttemptKey, AttemptRequest
-from batchyard.ports.agents import Agent, AgentInfo, batch_of
+from batchyard.ports.agents import Agent, AgentInfo, Report, batch_of
+from batchyard.ports.provider import Held, Inheriting
 
 MISSED_HEARTBEATS = 3
 """Heartbeat periods without one after which an agent is counted lost."""
@@ -269,8 +270,14 @@ class Fleet:
         if vm_id in self._members or host is None or not host.alive:
             return vm_id in self._members
         host.vms[vm_id] = None
-        self._add(vm_id, _Member(host, host_id, pool, 1, 0, worker=vm_id, cost=cost,
-                                 instance_type=instance_type))
+        member = _Member(host, host_id, pool, 1, 0, worker=vm_id, cost=cost,
+                         instance_type=instance_type)
+        self._add(vm_id, member)
+        own = self._members[host_id]
+        for token in [token for token in own.tokens if self._leases[token].worker == vm_id]:
+            del own.tokens[token]  # inherited before the VM was placed again: its own now
+            member.tokens[token] = None
+            self._leases[token] = replace(self._leases[token], agent=vm_id)
         return True
 
     def evict(self, host_id: str) -> list[str]:
@@ -423,6 +430,19 @@ class Fleet:
         self._running_tasks[leased.key.job_id, leased.key.task] += 1
         self._running_tenants[leased.tenant] += 1
 
+    def inherit(self, host_id: str, token: int, key: AttemptKey, retry_count: int,
+                tenant: str, worker: str) -> bool:
+        """Hold a lease an agent runs for an earlier server (killed and restarted): its
+        report lands like any other. On its VM if placed, else on the agent until its VM
+        is placed again (`place_on`). False: the agent is unknown."""
+        host = self._hosts.get(host_id)
+        if host is None:
+            return False
+        member_id = worker if worker in host.vms else host_id
+        self._hold(token, Leased(key, retry_count, member_id, tenant, host=host_id,
+                                 worker=worker), self._members[member_id])
+        return True
+
     def land(self, agent_id: str, token: int, key: AttemptKey) -> Leased | None:
         """The lease a report from agent `agent_id` ends (None: stale — not this agent's or
         this attempt's lease, or landed already)."""
@@ -477,6 +497,12 @@ class Fleet:
         for host_id, held in by_host.items():
             self._hosts[host_id].handle.cancel(held)
 
+    def cancel_on(self, host_id: str, keys: Sequence[AttemptKey]) -> None:
+        """Ask one agent to kill these attempts, held by no lease of this engine."""
+        host = self._hosts.get(host_id)
+        if host is not None:
+            host.handle.cancel(keys)
+
     # ---- liveness ------------------------------------------------------------------------
 
     def heartbeat(self, agent_id: str, running: Sequence[int], now: float) -> None:
@@ -512,6 +538,11 @@ class Fleet:
         return held
 
     # ---- the rest ------------------------------------------------------------------------
+
+    def inherited(self) -> list[tuple[str, list[Held], list[Report]]]:
+        """What agents that outlive their server hold from an earlier one, per agent."""
+        return [(host_id, *host.handle.inherited()) for host_id, host in self._hosts.items()
+                if isinstance(host.handle, Inheriting)]
 
     def forget(self, job_id: str) -> None:
         for host in self._hosts.values():

@@ -37,6 +37,8 @@ SCAN = 256
 class ReservedGroup:
     id: str
     shape: Shape
+    size: int
+    """How many VMs it keeps reserved."""
     vms: list[str] = field(default_factory=list)
     kept_until: float | None = None
     """ReserveOnFail: the task failed; its VMs stay reserved until then."""
@@ -65,16 +67,29 @@ class ReservedGroups:
         """Give each ready task on no cluster with Waiting instances its group."""
         for task in tx.waiting_tasks(SCAN):
             key = (task.job_id, task.task)
-            if key in self._groups:
+            group = self._groups.get(key) or self._new_group(key)
+            if group is None or group.kept_until is not None:
                 continue
-            found = self._shape_of(*key)
-            if found is None:
-                continue
-            shape, instance_count = found
-            group = self._groups[key] = ReservedGroup(new_cluster_id(), shape)
-            self._by_pool[group.id] = key
-            for _ in range(max(1, min(instance_count, self._most_vms))):
+            while len(group.vms) < group.size:
                 self._reserve(key, group, new_vm_id())
+
+    def _new_group(self, key: GroupKey) -> ReservedGroup | None:
+        found = self._shape_of(*key)
+        if found is None:
+            return None
+        shape, instance_count = found
+        group = self._groups[key] = ReservedGroup(
+            new_cluster_id(), shape, max(1, min(instance_count, self._most_vms)))
+        self._by_pool[group.id] = key
+        return group
+
+    def inherit(self, job_id: str, task: str, vm_id: str) -> None:
+        """A VM of the task's group of an earlier server (killed and restarted) runs one of
+        its instances: it joins the task's group (its reservation taken back by name)."""
+        key = (job_id, task)
+        group = self._groups.get(key) or self._new_group(key)
+        if group is not None and vm_id not in self._by_vm:
+            self._reserve(key, group, vm_id)
 
     def _reserve(self, key: GroupKey, group: ReservedGroup, vm_id: str) -> None:
         group.vms.append(vm_id)

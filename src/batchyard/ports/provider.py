@@ -19,9 +19,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
-from batchyard.ports.agents import Agent, AgentListener
+from batchyard.domain.attempt import AttemptKey
+from batchyard.ports.agents import Agent, AgentListener, Report
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,26 @@ class Ready:
     host: str
     address: str
     host_name: str
+
+
+@dataclass(frozen=True)
+class Held:
+    """An attempt an agent runs for an earlier server (one killed and restarted)."""
+
+    token: int
+    key: AttemptKey
+    worker: str
+    """The VM it runs on."""
+
+
+@runtime_checkable
+class Inheriting(Protocol):
+    """An agent that outlives its server (a provider's): what it holds from an earlier one."""
+
+    def inherited(self) -> tuple[list[Held], list[Report]]:
+        """The attempts it runs for an earlier server, and the reports of those that ended
+        while no server listened (each once: asked again, it has none)."""
+        ...
 
 
 class Provider(Protocol):
@@ -71,9 +92,14 @@ class Provider(Protocol):
         """Call `changed` (any thread) when a reservation comes to hold or a node joins."""
         ...
 
+    def sweep(self) -> None:
+        """Give up the reservations an earlier server made that this engine did not ask for
+        again (called once, after the first placement)."""
+        ...
+
     def shutdown(self) -> None:
         """Stop the agents (what runs is killed) and give every reservation up."""
         ...
 
 
-__all__ = ["Provider", "Ready", "Shape"]
+__all__ = ["Held", "Inheriting", "Provider", "Ready", "Shape"]
