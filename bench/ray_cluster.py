@@ -81,12 +81,14 @@ class Cluster:
     address: str
     token: str
     temp_dir: Path
+    extra: Mapping[str, str] = field(default_factory=dict)
+    """More environment for every node (the `BATCHYARD_S3_*` credentials, say)."""
     started: dict[str, float] = field(default_factory=dict)
     """Seconds each `ray start` took, by node name."""
 
     @property
     def environment(self) -> dict[str, str]:
-        return node_environment(self.token)
+        return node_environment(self.token, self.extra)
 
     def stop(self) -> None:
         """Kill every Ray process of this cluster and delete the temp dir.
@@ -140,12 +142,13 @@ def _wait_started(cluster: Cluster, name: str, process: subprocess.Popen[bytes],
     cluster.started[name] = time.perf_counter() - began
 
 
-def start_cluster(workers: Sequence[tuple[str, int]]) -> Cluster:
+def start_cluster(workers: Sequence[tuple[str, int]], env: Mapping[str, str] = {}) -> Cluster:
     """A head with no CPUs and one worker node per (instance type, CPUs), started in
-    parallel after the head; returns once every node is alive."""
+    parallel after the head, each with `env` added to its environment; returns once every
+    node is alive."""
     port = free_port()
     cluster = Cluster(f"127.0.0.1:{port}", secrets.token_hex(16),
-                      Path(tempfile.mkdtemp(prefix="bench-ray-", dir="/tmp")))
+                      Path(tempfile.mkdtemp(prefix="bench-ray-", dir="/tmp")), dict(env))
     began = time.perf_counter()
     head = _ray_start(cluster, "head", ["--head", f"--port={port}", "--num-cpus=0",
                                         "--include-dashboard=false",
