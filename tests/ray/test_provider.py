@@ -7,9 +7,6 @@ to S3. The node-killing test comes last: it takes a node it started itself away.
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -191,52 +188,6 @@ def test_diamond_with_a_flaky_instance(engine: Engine) -> None:
     assert [attempt.exit_code for attempt in attempts] == [3, 0]
     out = engine.instances(job_id, "b")[1].stdout_path
     assert engine.objects.read_bytes(out) == b"b 1\n"
-
-
-def processes_with(marker: bytes) -> set[int]:
-    found = set()
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if marker in (entry / "cmdline").read_bytes():
-                    found.add(int(entry.name))
-            except OSError:
-                continue
-    return found
-
-
-def test_a_server_killed_and_restarted_reruns_nothing(
-        ray_cluster: RayCluster, s3: SeaweedServer, tmp_path: Path) -> None:
-    """`kill -9` of the server while two instances run: the agents outlive it; the next
-    server takes both over — the one that ended meanwhile is collected, the other runs on."""
-    fields = ray_fields(tmp_path / "data", ray_cluster, s3)
-    program = "sh -c 'sleep $((2 + 5 * BATCH_COMPUTE_DAG_INSTANCE_ID)).125'"  # 2 s, 7 s
-    description = tmp_path / "job.json"
-    description.write_text(json.dumps(job({"first": task("echo first"),
-                                           "b": task(program, 2)}, {"first": ["b"]})))
-    server = subprocess.Popen([sys.executable, str(HERE / "engine_process.py"),
-                               json.dumps(fields), str(description)], stdout=subprocess.PIPE,
-                              text=True)
-    try:
-        assert server.stdout is not None
-        job_id = server.stdout.readline().strip()
-        wait_for(lambda: processes_with(b"2.125") and processes_with(b"7.125"), timeout=90,
-                 what="both instances of b running")
-    finally:
-        server.kill()  # SIGKILL: nothing of the server's runs on
-        server.wait()
-    wait_for(lambda: not processes_with(b"2.125"), timeout=30, what="b.0 ended, no server")
-    assert processes_with(b"7.125"), "b.1 runs on without a server"
-    with open_engine(ray_settings(tmp_path / "data", ray_cluster, s3), serving=True) as engine:
-        assert engine.wait(job_id, timeout=90).state is State.FINISHED
-        for name, count in (("first", 1), ("b", 2)):
-            for instance in engine.instances(job_id, name):
-                attempts = engine.attempts(job_id, name, instance.instance_id)
-                assert [(attempt.attempt, attempt.exit_code) for attempt in attempts] == [
-                    (1, 0)], (name, instance.instance_id, attempts)
-            assert len(engine.instances(job_id, name)) == count
-        assert engine.objects.read_bytes(engine.instances(job_id, "first")[0].stdout_path
-                                         ) == b"first\n"
 
 
 def test_a_node_killed_mid_task_loses_nothing(

@@ -1,8 +1,10 @@
 """The agent of one Ray node, in a detached actor (agent side of the Ray provider).
 
 One `NodeAgent` per node hosts every VM reserved there: a `LocalAgent` (the same one that
-runs attempts beside `batchyard serve`) with a slot per VM the node can hold; the engine
-never leases a VM more than its one slot. Its methods are the lease protocol carried by Ray:
+runs attempts beside `batchyard serve`) with a slot per VM the node can hold. A VM runs one
+instance at a time; the engine may lease it a few short attempts ahead (so the VM never
+waits for the engine between two of them), which wait here, per VM, until the one before
+ends — a queued one that is cancelled reports STOPPED without starting. Its methods are the lease protocol carried by Ray:
 
 - `control(seq, kind, payload)`: a lease batch, a cancel, a forget — one actor call per
   batch. Calls of a threaded actor may run out of order, so each carries the sender's
@@ -26,17 +28,20 @@ import logging
 import os
 import socket
 import threading
+from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from batchyard.domain.attempt import AttemptKey
+from batchyard.domain.outcome import ErrorCode, Outcome
 from batchyard.ports.agents import AgentInfo, LeaseBatch, Report
 from batchyard.ports.provider import Held
 
 log = logging.getLogger(__name__)
 
+NOT_STARTED = "stopped before the program started"
 HEARTBEAT = 1.0
 """Seconds between the LocalAgent's heartbeats inside the actor (what `poll` returns)."""
 
@@ -64,6 +69,11 @@ class NodeAgent:
         self._expected = 1
         self._early: dict[int, tuple[str, Any]] = {}
         self._control = threading.Lock()
+        self._vms = threading.Lock()
+        self._queued: dict[str, deque[LeaseBatch]] = {}
+        """VM -> its leases waiting for the attempt it runs to end (one lease a batch)."""
+        self._busy: dict[str, int] = {}
+        """VM -> the token of the attempt it runs."""
         info = AgentInfo(f"node-{node_id[:12]}", slots, heartbeat=HEARTBEAT)
         self._agent = hosted_agent(info, settings, True, self, object_root=Path(object_root))
 
@@ -80,6 +90,7 @@ class NodeAgent:
             self._numbered += 1
             self._batches.append((self._numbered, tuple(reports)))
             self._condition.notify_all()
+        self._next_on(reports)
 
     def heartbeat(self, agent_id: str, running: Sequence[int]) -> None:
         self._running = tuple(running)
@@ -119,13 +130,66 @@ class NodeAgent:
             with self._condition:
                 for lease in payload.leases:
                     self._held[lease.token] = (payload.key(lease), lease.worker)
-            self._agent.lease(payload)
+            now = self._one_per_vm(payload)
+            if now is not None:
+                self._agent.lease(now)
         elif kind == "cancel":
-            self._agent.cancel(payload)
+            self._agent.cancel(self._unqueue(payload))
         elif kind == "forget":
             self._agent.forget(payload)
         else:
             log.error("unknown call %r from the engine", kind)
+
+    def _one_per_vm(self, batch: LeaseBatch) -> LeaseBatch | None:
+        """The leases a VM can start now (one per idle VM); the others wait in its queue."""
+        start = []
+        with self._vms:
+            for lease in batch.leases:
+                worker = lease.worker
+                if worker and (worker in self._busy or self._queued.get(worker)):
+                    self._queued.setdefault(worker, deque()).append(
+                        LeaseBatch((batch.parts[lease.part],), (replace(lease, part=0),)))
+                    continue
+                if worker:
+                    self._busy[worker] = lease.token
+                start.append(lease)
+        return LeaseBatch(batch.parts, tuple(start)) if start else None
+
+    def _next_on(self, reports: Sequence[Report]) -> None:
+        """Attempts ended: the next lease of each of their VMs starts."""
+        starting = []
+        with self._vms:
+            for report in reports:
+                worker = report.outcome.worker
+                if not worker or self._busy.get(worker) != report.token:
+                    continue
+                waiting = self._queued.get(worker)
+                if waiting:
+                    following = waiting.popleft()
+                    self._busy[worker] = following.leases[0].token
+                    starting.append(following)
+                else:
+                    self._busy.pop(worker, None)
+                    self._queued.pop(worker, None)
+        for batch in starting:
+            self._agent.lease(batch)
+
+    def _unqueue(self, keys: Sequence[AttemptKey]) -> list[AttemptKey]:
+        """Cancel the queued leases of these attempts (each reports STOPPED, not started);
+        the others (started, or not here) are the agent's to cancel."""
+        wanted = set(keys)
+        dropped = []
+        with self._vms:
+            for waiting in self._queued.values():
+                for batch in [batch for batch in waiting if batch.key(batch.leases[0]) in wanted]:
+                    waiting.remove(batch)
+                    dropped.append(batch)
+        if dropped:
+            self.reported("", [Report(batch.key(batch.leases[0]), batch.leases[0].token,
+                                      Outcome(None, ErrorCode.STOPPED, NOT_STARTED))
+                               for batch in dropped])
+        gone = {batch.key(batch.leases[0]) for batch in dropped}
+        return [key for key in keys if key not in gone]
 
     def poll(self, ack: int, timeout: float) -> tuple[int, list[Report], tuple[int, ...]]:
         """Reports after batch `ack` (waiting up to `timeout` s for some), the number of

@@ -49,6 +49,8 @@ HEARTBEAT = 2.0
 START_TIMEOUT = 60.0
 """Seconds a new node agent may take to start (import batchyard, build its agent)."""
 MOST_SLOTS = 256
+QUEUED_PER_VM = 8
+"""Short attempts a VM may hold queued behind the one it runs (see `orchestrator.fleet`)."""
 
 
 class RayUnavailable(BatchyardError):
@@ -85,6 +87,9 @@ class RayProvider:
             raise RayUnavailable("the Ray provider needs Ray: pip install 'batchyard[ray]'"
                                  ) from error
         self._ray: Any = ray
+        if ray.is_initialized():
+            raise RayUnavailable("this process is a Ray driver already: one engine with the "
+                                 "Ray provider per process")
         try:
             ray.init(address=address or "auto", namespace=namespace, log_to_driver=False,
                      logging_level=logging.WARNING, configure_logging=False)
@@ -313,6 +318,7 @@ class RayProvider:
         slots = max(1, min(MOST_SLOTS, int(node.cpus * 4)))
         assert self._listener is not None
         info = AgentInfo(f"node-{node.node_id[:12]}", slots, heartbeat=HEARTBEAT,
+                         queue=QUEUED_PER_VM,
                          hosts_only_vms=True, sandbox=bool(found.get("sandbox", True)),
                          labels={LABEL: node.instance_type})
         log.info("agent of Ray node %s (%s) up: process %s", node.node_id[:12],

@@ -265,13 +265,14 @@ class Fleet:
     def place_on(self, host_id: str, vm_id: str, pool: str, cost: Cost = FREE,
                  instance_type: tuple[str, int] = ("", 0)) -> bool:
         """Place a VM on the agent its provider reserved it on (an agent hosting only VMs:
-        it takes none of the agent's own slots). False: that agent is unknown or lost."""
+        it takes none of the agent's own slots; its `queue` is per VM — the agent starts a
+        VM's queued leases one after the other). False: that agent is unknown or lost."""
         host = self._hosts.get(host_id)
         if vm_id in self._members or host is None or not host.alive:
             return vm_id in self._members
         host.vms[vm_id] = None
-        member = _Member(host, host_id, pool, 1, 0, worker=vm_id, cost=cost,
-                         instance_type=instance_type)
+        member = _Member(host, host_id, pool, 1, host.info.queue, worker=vm_id, cost=cost,
+                         instance_type=instance_type)  # its agent queues short work per VM
         self._add(vm_id, member)
         own = self._members[host_id]
         for token in [token for token in own.tokens if self._leases[token].worker == vm_id]:
