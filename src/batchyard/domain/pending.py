@@ -72,6 +72,22 @@ def not_offered(instance_type: str) -> Pending:
                    {"InstanceType": instance_type})
 
 
+def on_reserved(instance_type: str, size: int, placed: int, busy: int) -> Pending:
+    """The reason of an instance of a task whose AutoCluster's VMs a provider reserves:
+    `size` VMs wanted, `placed` of them held on nodes, `busy` of those running one."""
+    figures = {"InstanceType": instance_type, "DesiredVMCount": size,
+               "ActualVMCount": placed, "BusyVMCount": busy}
+    if placed > busy:
+        return Pending(Why.LAUNCHING, "a VM of its AutoCluster is free: it starts at the "
+                       "next step", figures)
+    if placed < size:
+        return Pending(Why.WAITING_FOR_VM, f"{placed} of the {size} VMs of its AutoCluster "
+                       f"are reserved ({instance_type}); the others wait for room on a node "
+                       "offering that type", figures)
+    return Pending(Why.VMS_BUSY, f"all {size} VMs of its AutoCluster run an instance; it "
+                   "starts when one ends, in instance order", figures)
+
+
 def on_cluster(cluster_id: str, deleting: bool, desired: int, running: int, busy: int,
                starting_reason: str = "") -> Pending:
     """The reason of an instance of a task on cluster `cluster_id` that has no free VM."""

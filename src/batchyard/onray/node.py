@@ -4,7 +4,8 @@ One `NodeAgent` per node hosts every VM reserved there: a `LocalAgent` (the same
 runs attempts beside `batchyard serve`) with a slot per VM the node can hold. A VM runs one
 instance at a time; the engine may lease it a few short attempts ahead (so the VM never
 waits for the engine between two of them), which wait here, per VM, until the one before
-ends — a queued one that is cancelled reports STOPPED without starting. Its methods are the lease protocol carried by Ray:
+ends — a queued one that is cancelled reports STOPPED without starting. Its methods are the
+lease protocol carried by Ray:
 
 - `control(seq, kind, payload)`: a lease batch, a cancel, a forget — one actor call per
   batch. Calls of a threaded actor may run out of order, so each carries the sender's

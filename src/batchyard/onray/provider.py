@@ -47,6 +47,9 @@ POLL = 1.0
 HEARTBEAT = 2.0
 """The heartbeat period the engine expects of a node handle (a poll answers in POLL)."""
 START_TIMEOUT = 60.0
+UNREACHABLE = 5.0
+"""Seconds a node agent's poll may fail (the cluster does not answer) before its attempts
+are counted lost, with a message that says so."""
 """Seconds a new node agent may take to start (import batchyard, build its agent)."""
 MOST_SLOTS = 256
 QUEUED_PER_VM = 8
@@ -114,6 +117,8 @@ class RayProvider:
         self._groups: dict[str, tuple[Any, Any, Shape]] = {}
         """VM id -> (placement group, its ready() ref, shape), while not held yet."""
         self._held: dict[str, Any] = {}
+        self._wanted: dict[str, Shape] = {}
+        """VMs asked for whose placement group the cluster did not take yet."""
         self._ready: list[Ready] = []
         self._changed: Callable[[], None] = lambda: None
         self._stop = threading.Event()
@@ -140,6 +145,18 @@ class RayProvider:
         return self._autoscaler or instance_type in self._offered
 
     def reserve(self, vm_id: str, shape: Shape) -> None:
+        """Ask Ray for the VM's placement group (taken back by name if an earlier server
+        made it). Never raises: while the cluster does not answer, the watcher asks again."""
+        with self._lock:
+            self._wanted[vm_id] = shape
+        try:
+            self._make_group(vm_id, shape)
+        except Exception as error:
+            log.warning("could not reserve VM %s yet (the watcher tries again): %s", vm_id,
+                        error)
+        self._wake.set()
+
+    def _make_group(self, vm_id: str, shape: Shape) -> None:
         from ray.util.placement_group import get_placement_group, placement_group
 
         name = self._group_name(vm_id)
@@ -150,8 +167,17 @@ class RayProvider:
             group = placement_group([bundle], strategy="PACK", name=name, lifetime="detached",
                                     bundle_label_selector=[{LABEL: shape.instance_type}])
         with self._lock:
-            self._groups[vm_id] = (group, group.ready(), shape)
-        self._wake.set()
+            if self._wanted.pop(vm_id, None) is not None:
+                self._groups[vm_id] = (group, group.ready(), shape)
+                return
+        self._remove(group)  # released meanwhile
+
+    def _retry_wanted(self) -> None:
+        """Reservations the cluster could not take when asked (it did not answer)."""
+        with self._lock:
+            wanted = dict(self._wanted)
+        for vm_id, shape in wanted.items():
+            self._make_group(vm_id, shape)
 
     def _group_name(self, vm_id: str) -> str:
         """`batchyard-vm-<namespace>-<vm id>`: a restarted server finds it again; another
@@ -184,16 +210,20 @@ class RayProvider:
         return ready
 
     def release(self, vm_id: str) -> None:
-        from ray.util.placement_group import remove_placement_group
-
         with self._lock:
+            self._wanted.pop(vm_id, None)
             pending = self._groups.pop(vm_id, None)
             group = pending[0] if pending else self._held.pop(vm_id, None)
         if group is not None:
-            try:
-                remove_placement_group(group)
-            except Exception:  # gone with its node, or the cluster: nothing is held
-                log.debug("placement group of VM %s already gone", vm_id, exc_info=True)
+            self._remove(group)
+
+    def _remove(self, group: Any) -> None:
+        from ray.util.placement_group import remove_placement_group
+
+        try:
+            remove_placement_group(group)
+        except Exception:  # gone with its node, or the cluster: nothing is held
+            log.debug("placement group %s already gone", group, exc_info=True)
 
     def shutdown(self) -> None:
         self._stop.set()
@@ -226,6 +256,7 @@ class RayProvider:
                 if time.monotonic() - discovered >= DISCOVER:
                     discovered = time.monotonic()
                     self._discover()
+                    self._retry_wanted()
                 self._collect()
             except Exception:
                 log.exception("the Ray provider's watcher failed; trying again")
@@ -397,6 +428,8 @@ class NodeHandle:
     def _poll(self) -> None:
         ray = self._ray
         ack = self._acked
+        failing = 0.0
+        """When the cluster stopped answering (0: it answers)."""
         while not self._stopping.is_set():
             try:
                 ack, reports, running = ray.get(self._actor.poll.remote(ack, POLL),
@@ -407,10 +440,16 @@ class NodeHandle:
                 if not self._stopping.is_set():
                     self._gone(_why(error))
                 return
-            except Exception as error:  # the cluster is unreachable
+            except Exception as error:  # the cluster does not answer: its head lost?
+                failing = failing or time.monotonic()
+                if time.monotonic() - failing > UNREACHABLE and not self._stopping.is_set():
+                    self._gone(f"does not answer: the Ray cluster has not answered for "
+                               f"{UNREACHABLE:g} s (its head lost?): {_first_line(error)}")
+                    return
                 log.warning("polling %s failed: %s", self._info.id, error)
                 self._stopping.wait(1.0)
                 continue
+            failing = 0.0
             if reports:
                 self._listener.reported(self._info.id, reports)
             self._listener.heartbeat(self._info.id, running)
@@ -423,8 +462,12 @@ class NodeHandle:
 
 def _why(error: Exception) -> str:
     """A phrase after "agent <id>" for the lost attempts' message."""
-    first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-    return f"(a Ray actor) died: {first[:200]}"
+    return f"(a Ray actor) died: {_first_line(error)}"
+
+
+def _first_line(error: Exception) -> str:
+    text = str(error).strip()
+    return (text.splitlines()[0] if text else type(error).__name__)[:200]
 
 
 def local_buckets(settings: Settings) -> list[str]:
@@ -443,10 +486,12 @@ def check_object_store(settings: Settings, shared: bool) -> None:
         named = ", ".join(folders) if folders else "every bucket (none is mapped)"
         raise BatchyardError(
             f"the Ray provider needs object storage every node can reach, and these buckets "
-            f"are folders of this machine: {named}. Map them to s3:// (or oss://) buckets "
-            f"with --bucket NAME=s3://... and set the S3 endpoint and keys on the server and "
-            f"on every node, or declare the folder mounted at the same path on every node "
-            f"with shared_object_root = true (BATCHYARD_SHARED_OBJECT_ROOT=1).")
+            f"are folders of this machine: {named}. Map every bucket to S3 or OSS "
+            f"(`buckets = {{NAME = \"s3://...\"}}` in the configuration file, or "
+            f"BATCHYARD_BUCKETS='{{\"NAME\": \"s3://...\"}}') with the S3 endpoint and keys "
+            f"on the server and on every node (docs/deploy-ray.md), or declare the folders "
+            f"mounted at the same path on every node: shared_object_root = true "
+            f"(BATCHYARD_SHARED_OBJECT_ROOT=1).")
 
 
 __all__ = ["LABEL", "NodeHandle", "RayProvider", "RayUnavailable", "check_object_store",

@@ -34,7 +34,7 @@ from batchyard.domain.instance_types import (
     infeasible,
 )
 from batchyard.domain.outcome import ErrorCode, Outcome
-from batchyard.domain.pending import Pending
+from batchyard.domain.pending import Pending, not_offered, on_reserved
 from batchyard.domain.records import AttemptRecord, InstanceRecord, JobRecord, TaskRecord
 from batchyard.domain.retry import MOST_LOST, Verdict, decide
 from batchyard.domain.spec import JobDescription, parse_job
@@ -202,7 +202,7 @@ class Engine:
                                             reserve_seconds=reserve_seconds)
             provider.watch(self._clusters_changed)
         self._explainer = Explainer(store, self._specs, self.fleet, self._lock,
-                                    self._queues.weights, self._unoffered)
+                                    self._queues.weights, self._reserved_reason)
         """Why what waits is waiting (`why_pending`)."""
         self.clusters = Clusters(
             store, clock, changed=self._clusters_changed, busy=lambda cluster_id: self._busy_vms,
@@ -843,13 +843,19 @@ class Engine:
         return (Reservation(shape.name, shape.vcpu, shape.memory_bytes),
                 spec.DAG.Tasks[task].InstanceCount)
 
-    def _unoffered(self, job_id: str, task: str) -> str | None:
-        """The task's InstanceType if its provider's nodes offer none (None: they do, or
-        VMs come from this machine's agents)."""
-        if self.provider is None:
+    def _reserved_reason(self, job_id: str, task: str) -> Pending | None:
+        """Why a task on no cluster waits for its reserved AutoCluster (None: VMs come from
+        this machine's agents). Any thread: reads the groups under the engine's lock."""
+        if self.provider is None or self._reserved is None:
             return None
         name = self.instance_type_of(self._spec(job_id), task).name
-        return None if self.provider.offers(name) else name
+        if not self.provider.offers(name):
+            return not_offered(name)
+        with self._lock:
+            size, vms = self._reserved.vms_of(job_id, task)
+            placed = [vm for vm in vms if self.fleet.placed(vm)]
+            busy = self.fleet.busy()
+        return on_reserved(name, size, len(placed), sum(vm in busy for vm in placed))
 
     def _reserving(self, job_id: str, task: str) -> bool:
         """Whether the task's AutoCluster asks to keep its VMs when it fails."""
@@ -953,14 +959,14 @@ class Engine:
                 adopted += 1
                 continue
             lost = row.lost + 1
-            message = "attempt lost: the engine stopped while it ran"
+            message = LOST_WITH_ENGINE if self.provider is None else LOST_WITH_CLUSTER
             again = lost < MOST_LOST
             tx.move_instance(
                 row.job_id, row.task, row.instance_id, State.WAITING if again else State.FAILED,
                 now, ended=now, error_code=ErrorCode.LOST.value, lost=lost,
                 error_message=f"{message}; re-run" if again else
                 f"{message}; lost {lost} times, not re-run again",
-                message="attempt lost when the engine stopped")
+                message=message)
         for job_id in tx.active_job_ids():
             self._settle(tx, job_id)
         tx.flush_events()
@@ -970,6 +976,10 @@ class Engine:
             self.fleet.cancel_on(host_id, [held.key])
 
 
+LOST_WITH_ENGINE = "attempt lost: the engine stopped while it ran"
+LOST_WITH_CLUSTER = ("attempt lost: the server stopped while it ran, and no agent of the "
+                     "cluster runs it or ran it to its end (its node, or the Ray cluster's "
+                     "head, was lost meanwhile)")
 Inherited = dict[tuple[str, str, int], tuple[str, Held, Report | None]]
 """(job, task, instance) -> the agent, the attempt it holds for the previous server, and its
 report if it ended."""

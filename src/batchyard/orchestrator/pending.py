@@ -17,7 +17,6 @@ from batchyard.domain.pending import (
     Pending,
     Why,
     dependency,
-    not_offered,
     on_cluster,
     on_slots,
 )
@@ -33,12 +32,12 @@ class Explainer:
 
     def __init__(self, store: StateStore, specs: SpecCache, fleet: Fleet,
                  lock: threading.RLock, weights: Mapping[str, float],
-                 unoffered: Callable[[str, str], str | None] = lambda job_id, task: None
+                 reserved: Callable[[str, str], Pending | None] = lambda job_id, task: None
                  ) -> None:
         self._store = store
-        self._unoffered = unoffered
-        """The InstanceType of a task on no cluster when no node can host a VM of it (a
-        provider's nodes may offer none), else None."""
+        self._reserved = reserved
+        """Why a task on no cluster whose AutoCluster a provider reserves waits (None: VMs
+        come from this machine's agents)."""
         self._specs = specs
         self._fleet = fleet
         self._lock = lock
@@ -87,8 +86,8 @@ class Explainer:
                 reasons[task.name] = dependency(upstream)
             elif cluster:
                 reasons[task.name] = self._on_cluster(cluster, room.get(cluster, 0))
-            elif (name := self._unoffered(job_id, task.name)) is not None:
-                reasons[task.name] = not_offered(name)
+            elif (reason := self._reserved(job_id, task.name)) is not None:
+                reasons[task.name] = reason
             else:
                 reasons[task.name] = on_slots(known.tenant, running, slots - placed,
                                               room.get(DEFAULT_POOL, 0), self._weights)

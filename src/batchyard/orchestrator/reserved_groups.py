@@ -118,6 +118,11 @@ class ReservedGroups:
         """The task whose group `pool` is (None: not a reserved group)."""
         return self._by_pool.get(pool)
 
+    def vms_of(self, job_id: str, task: str) -> tuple[int, list[str]]:
+        """The size of the task's group and its VMs (0, []: none yet)."""
+        group = self._groups.get((job_id, task))
+        return (0, []) if group is None else (group.size, list(group.vms))
+
     def group_id(self, job_id: str, task: str) -> str:
         group = self._groups.get((job_id, task))
         return "" if group is None else group.id
