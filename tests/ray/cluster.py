@@ -285,13 +285,24 @@ def _common_options(temp: Path) -> list[str]:
 def _start(name: str, instance_type: str, num_cpus: int, command: list[str],
            env: dict[str, str], temp: Path) -> RayNode:
     temp.mkdir(parents=True, exist_ok=True)
-    result = subprocess.run(command, env=env, capture_output=True, text=True,
-                            timeout=START_TIMEOUT, check=False)
+    try:
+        result = subprocess.run(command, env=env, capture_output=True, text=True,
+                                timeout=START_TIMEOUT, check=False)
+    except subprocess.TimeoutExpired as late:
+        raise RayClusterError(f"`{' '.join(command)}` did not finish within "
+                              f"{START_TIMEOUT:.0f} s (was the head killed, by a `ray stop` "
+                              f"elsewhere on this machine?):\n{_tail(late.stdout)}\n"
+                              f"{_tail(late.stderr)}") from None
     if result.returncode != 0:
         raise RayClusterError(f"`{' '.join(command)}` failed ({result.returncode}):\n"
-                              f"{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+                              f"{_tail(result.stdout)}\n{_tail(result.stderr)}")
     pid, node_id = _raylet_of(temp)
     return RayNode(name, node_id, instance_type, pid, env, temp, num_cpus)
+
+
+def _tail(output: str | bytes | None) -> str:
+    text = output.decode(errors="replace") if isinstance(output, bytes) else output or ""
+    return text[-3000:]
 
 
 def _raylet_of(temp: Path) -> tuple[int, str]:
