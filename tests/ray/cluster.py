@@ -5,7 +5,11 @@ its own `--temp-dir` folder under the cluster's, its own ports (free ports of 12
 up front, so nodes started at once never collide) and the environment batchyard's deployment
 guide asks for: token authentication, recursive child reaping, no usage stats. A worker node
 offers an InstanceType the way a cloud machine would: `--labels=batchyard.io/instance-type=T`,
-with the vCPUs and memory of a whole number of VMs of that type.
+with the vCPUs and memory of a whole number of VMs of that type. A node's environment is
+this process's (so its PYTHONPATH reaches the Ray workers, and batchyard imports there), minus
+RAY_ADDRESS and RAY_NAMESPACE, plus NODE_ENV, RAY_AUTH_TOKEN, the caller's `env` (the object
+store's credentials) and a marker (below); the head's also has HEAD_ENV (1-second health
+checks, so a killed node is declared dead in ~7 s rather than ~15 s).
 
 Ray replaces 127.0.0.1 with the machine's address when a node joins, so use this only inside
 a network namespace that has nothing but `lo` (`in_loopback_namespace()`; run the tests as
@@ -24,9 +28,14 @@ SIGKILL — the `kill -9` of a machine that dies.
 Python API (ray is imported lazily: the module imports without Ray installed):
     in_loopback_namespace() -> bool
     start_ray_cluster(temp_dir, node_types, env, token) -> RayCluster
-    RayCluster.start_node(instance_type, num_cpus, env_extra=None, memory=None) -> RayNode
-    RayCluster.kill_node(node) / .stop() / .wait_nodes(count, timeout) / .alive_nodes()
-    RayCluster.client_env() / .use_as_client()
+    RayCluster: address, token, temp_dir, env, nodes (head first), head, workers,
+        node(instance_type) -> RayNode, start_node(instance_type, num_cpus, env_extra=None,
+        memory=None) -> RayNode, kill_node(node, timeout=60), stop(), wait_nodes(count,
+        timeout) and alive_nodes() -> {node id: labels}, lost_nodes() -> [RayNode],
+        processes(node=None) -> {pid}, client_env() -> {var: value}, use_as_client()
+    RayNode: name, node_id, instance_type ("" for the head), pid (its raylet's), env,
+        temp_dir, num_cpus
+    vm_memory(instance_type, num_cpus) -> bytes; running(pid) -> bool; LABEL; RayClusterError
 """
 
 from __future__ import annotations
@@ -38,6 +47,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -208,7 +218,7 @@ class RayCluster:
         low = 10002 + WORKER_PORTS * index
         if memory is None:
             memory = vm_memory(instance_type, num_cpus)
-        command = ["ray", "start", f"--address={self.address}", f"--num-cpus={num_cpus}",
+        command = [ray_binary(), "start", f"--address={self.address}", f"--num-cpus={num_cpus}",
                    f"--labels={LABEL}={instance_type}", f"--memory={memory}",
                    *_common_options(temp),
                    f"--node-manager-port={ports[0]}", f"--object-manager-port={ports[1]}",
@@ -225,6 +235,12 @@ class RayCluster:
         env.update(NODE_ENV, RAY_AUTH_TOKEN=self.token, **self.env, **extra)
         env[MARKER] = f"{self.tag}/{name}"
         return env
+
+
+def ray_binary() -> str:
+    """The `ray` command of this Python (beside it in a virtual environment), else PATH's."""
+    beside = Path(sys.executable).parent / "ray"
+    return str(beside) if beside.exists() else "ray"
 
 
 def vm_memory(instance_type: str, num_cpus: int) -> int:
@@ -246,7 +262,7 @@ def start_ray_cluster(temp_dir: Path, node_types: Sequence[tuple[str, int]],
     temp_dir.mkdir(parents=True, exist_ok=True)
     port, client_port, dashboard_port = free_ports(3)
     cluster = RayCluster(f"127.0.0.1:{port}", token, temp_dir, dict(env))
-    head = ["ray", "start", "--head", f"--port={port}", "--num-cpus=0", "--memory=0",
+    head = [ray_binary(), "start", "--head", f"--port={port}", "--num-cpus=0", "--memory=0",
             "--include-dashboard=false", f"--ray-client-server-port={client_port}",
             f"--dashboard-port={dashboard_port}",
             "--min-worker-port=10002", f"--max-worker-port={10002 + WORKER_PORTS - 1}",
@@ -285,13 +301,24 @@ def _common_options(temp: Path) -> list[str]:
 def _start(name: str, instance_type: str, num_cpus: int, command: list[str],
            env: dict[str, str], temp: Path) -> RayNode:
     temp.mkdir(parents=True, exist_ok=True)
-    result = subprocess.run(command, env=env, capture_output=True, text=True,
-                            timeout=START_TIMEOUT, check=False)
+    try:
+        result = subprocess.run(command, env=env, capture_output=True, text=True,
+                                timeout=START_TIMEOUT, check=False)
+    except subprocess.TimeoutExpired as late:
+        raise RayClusterError(f"`{' '.join(command)}` did not finish within "
+                              f"{START_TIMEOUT:.0f} s (was the head killed, by a `ray stop` "
+                              f"elsewhere on this machine?):\n{_tail(late.stdout)}\n"
+                              f"{_tail(late.stderr)}") from None
     if result.returncode != 0:
         raise RayClusterError(f"`{' '.join(command)}` failed ({result.returncode}):\n"
-                              f"{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+                              f"{_tail(result.stdout)}\n{_tail(result.stderr)}")
     pid, node_id = _raylet_of(temp)
     return RayNode(name, node_id, instance_type, pid, env, temp, num_cpus)
+
+
+def _tail(output: str | bytes | None) -> str:
+    text = output.decode(errors="replace") if isinstance(output, bytes) else output or ""
+    return text[-3000:]
 
 
 def _raylet_of(temp: Path) -> tuple[int, str]:

@@ -92,7 +92,7 @@ def ray_cluster(s3: SeaweedServer) -> Iterator[RayCluster]:
     `ecs.n1.medium` (4 CPUs, 8 GiB), with token auth and the S3 settings in every node's
     environment. This process is made a client of it (RAY_AUTH_* set in os.environ, so the
     processes the tests start are clients too). Stopped at session end, even on failure."""
-    folder = Path(tempfile.mkdtemp(prefix="by-ray-", dir="/tmp"))  # short: socket paths
+    folder = Path(tempfile.mkdtemp(prefix="by-rt-", dir="/tmp"))  # short: socket paths
     token = secrets.token_hex(32)
     began = time.monotonic()
     try:

@@ -66,6 +66,7 @@ def test_placement_groups_land_on_the_labelled_node_and_two_vms_fill_it(
 def test_a_client_without_the_token_is_refused(ray_cluster: RayCluster, tmp_path: Path) -> None:
     base = {key: value for key, value in os.environ.items() if not key.startswith("RAY_")}
     base["HOME"] = str(tmp_path)  # no ~/.ray/auth_token to fall back on
+    base["RAY_gcs_server_port_wait_time_s"] = "2"  # ray.init's retries: 2 s, not 20
     with_token = subprocess.run([sys.executable, "-c", CONNECT, ray_cluster.address],
                                 env={**base, **ray_cluster.client_env()}, capture_output=True,
                                 text=True, timeout=90, check=False)
