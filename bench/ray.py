@@ -86,9 +86,11 @@ def run_batchyard(address: str, token: str, count: int, nodes: int) -> float:
                   "buckets": {"bench": f"{folder}/bucket"}}
         environment = {**os.environ, **node_environment(token)}
         done = subprocess.run([sys.executable, "-c", ENGINE, json.dumps(fields), str(count)],
-                              env=environment, capture_output=True, text=True, check=False)
-        if done.returncode != 0:
-            raise RuntimeError(f"the batchyard engine failed:\n{done.stderr[-3000:]}")
+                              env=environment, capture_output=True, text=True, check=False,
+                              cwd=folder)  # not bench/: its ray.py would shadow Ray
+        if done.returncode != 0 or not done.stdout.strip():
+            raise RuntimeError(f"the batchyard engine failed ({done.returncode}):\n"
+                               f"{done.stdout[-2000:]}\n{done.stderr[-3000:]}")
         seconds: float = json.loads(done.stdout.strip().splitlines()[-1])["seconds"]
         return seconds
 
