@@ -44,6 +44,8 @@ class InlineAgent:
     heartbeat: float = 0.0
     queue: int = 0
     """Leases it says it takes beyond `slots` (see `AgentInfo.queue`): held like the others."""
+    hosts_only_vms: bool = False
+    """A provider's agent (see `AgentInfo.hosts_only_vms`)."""
     batches: list[LeaseBatch] = field(default_factory=list)
     """Every batch leased to it, in order."""
     submitted: list[AttemptRequest] = field(default_factory=list)
@@ -58,7 +60,7 @@ class InlineAgent:
     def info(self) -> AgentInfo:
         return AgentInfo(self.id, self.slots, sandbox=self.sandbox,
                          sandbox_missing=SANDBOX_MISSING, heartbeat=self.heartbeat,
-                         queue=self.queue)
+                         queue=self.queue, hosts_only_vms=self.hosts_only_vms)
 
     def lease(self, batch: LeaseBatch) -> None:
         with self._lock:
