@@ -86,7 +86,7 @@ def test_a_type_no_node_offers_is_infeasible_until_a_node_of_it_joins() -> None:
 
 
 def test_waiting_for_room_on_nodes_says_so() -> None:
-    engine, provider = build([(SMALL, 1)], autocluster_vms=2)
+    engine, _ = build([(SMALL, 1)], autocluster_vms=2)
     job_id = engine.submit(job(a=task(4, SMALL)))
     engine.step()
     engine.step()
