@@ -48,7 +48,23 @@ def run_plain_ray(count: int) -> float:
 
 
 ENGINE = """
-import json, sys, time
+import json, os, sys, time
+def cpu_by_kind():
+    # CPU seconds of this machine's Ray processes by kind (every node is on this machine)
+    found = {}
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            name = open(f"/proc/{pid}/cmdline", "rb").read().split(b"\\0")[0].decode()
+            fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        kind = ("node agent" if name.startswith("ray::NodeAgent") else
+                "raylet" if name.endswith("raylet") else
+                "gcs" if name.endswith("gcs_server") else None)
+        if kind:
+            ticks = int(fields[11]) + int(fields[12])
+            found[kind] = found.get(kind, 0.0) + ticks / os.sysconf("SC_CLK_TCK")
+    return found
 from batchyard.service import open_engine
 from batchyard.settings import Settings
 from batchyard.domain.states import State
@@ -59,13 +75,17 @@ with open_engine(Settings(**fields), serving=True) as engine:
         "Parameters": {"Command": {"CommandLine": "true"},
                        "StdoutRedirectPath": "oss://bench/logs/",
                        "StderrRedirectPath": "oss://bench/logs/"}}}}}
+    before, own = cpu_by_kind(), time.process_time()
     began = time.perf_counter()
     job_id = engine.submit(job)
     record = engine.wait(job_id, timeout=3600)
     seconds = time.perf_counter() - began
+    after, own = cpu_by_kind(), time.process_time() - own
     finished = engine.tasks(job_id)[0].instance_metrics.finished
     assert record.state is State.FINISHED and finished == count, (record.state, finished)
-    print(json.dumps({"seconds": seconds}), flush=True)
+    cpu = {kind: after.get(kind, 0.0) - before.get(kind, 0.0) for kind in after}
+    cpu["server (engine)"] = own
+    print(json.dumps({"seconds": seconds, "cpu": cpu}), flush=True)
 """
 
 
@@ -91,7 +111,11 @@ def run_batchyard(address: str, token: str, count: int, nodes: int) -> float:
         if done.returncode != 0 or not done.stdout.strip():
             raise RuntimeError(f"the batchyard engine failed ({done.returncode}):\n"
                                f"{done.stdout[-2000:]}\n{done.stderr[-3000:]}")
-        seconds: float = json.loads(done.stdout.strip().splitlines()[-1])["seconds"]
+        result = json.loads(done.stdout.strip().splitlines()[-1])
+        cpu = ", ".join(f"{kind} {seconds / count * 1000:.2f}"
+                        for kind, seconds in sorted(result["cpu"].items()))
+        print(f"{'':18}batchyard CPU per instance (ms): {cpu}")
+        seconds: float = result["seconds"]
         return seconds
 
 

@@ -488,3 +488,28 @@ def test_slots_with_limits_keep_the_heavy_path(objects: FsspecObjectStore, tmp_p
     finally:
         agent.shutdown()
     assert heavy == [AttemptKey(JOB, "t", 0, 1)]
+
+
+def test_an_agent_hosting_vms_runs_one_attempt_per_vm_at_a_time(
+        objects: FsspecObjectStore, settings: RunnerSettings, recorder: Recorder) -> None:
+    """A provider's agent (`hosts_only_vms`): the engine may queue a VM's short attempts on
+    it; they run one after the other, each VM apart, and a queued one cancelled never runs."""
+    info = AgentInfo("node-1", slots=8, heartbeat=2.0, hosts_only_vms=True)
+    agent = LocalAgent(info, objects, settings, recorder).start()
+    try:
+        sleepy = [replace(request("sleep 0.3", instance), worker_id="vm-1")
+                  for instance in range(3)]
+        other = replace(request("sleep 0.3", 3), worker_id="vm-2")
+        dropped = replace(request("sleep 0.3", 4), worker_id="vm-1")
+        lease(agent, *sleepy, other, dropped)
+        agent.cancel([dropped.key])
+        outcomes = recorder.wait(5)
+    finally:
+        agent.shutdown()
+    spans = {token: (outcome.started_at, outcome.ended_at) for token, outcome in outcomes.items()}
+    on_vm1 = sorted(spans[token] for token in (1, 2, 3))
+    assert all(outcomes[token].succeeded for token in (1, 2, 3, 4))
+    assert all(end <= start for (_, end), (start, _) in zip(on_vm1, on_vm1[1:], strict=False))
+    assert spans[4][0] < on_vm1[0][1]  # vm-2's ran beside vm-1's first
+    assert outcomes[5].error_code is ErrorCode.STOPPED
+    assert "before the program started" in outcomes[5].error_message

@@ -65,7 +65,7 @@ class LocalAgent:
         self._pool = ThreadPoolExecutor(max_workers=info.slots,
                                         thread_name_prefix="batchyard-heavy")
         self._spawner = Spawner(objects, settings, self._slots, fast, self._run_heavy,
-                                self._finishers.finish)
+                                self._finishers.finish, one_per_worker=info.hosts_only_vms)
         self._lock = threading.Lock()
         self._stopped = False
 

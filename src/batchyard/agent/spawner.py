@@ -80,7 +80,10 @@ class Spawner:
 
     def __init__(self, objects: ObjectStore, settings: RunnerSettings, slots: deque[Slot],
                  fast: bool, heavy: Callable[[Attempt], None],
-                 finish: Callable[[list[Attempt]], None]) -> None:
+                 finish: Callable[[list[Attempt]], None], one_per_worker: bool = False) -> None:
+        """`one_per_worker`: a worker (VM) runs one attempt at a time — its next leased one
+        starts when its program ends, before its logs are uploaded and it is reported (an
+        agent hosting VMs, whose short attempts the engine queues per VM)."""
         self._objects = objects
         self._settings = settings
         self._work_root = str(settings.work_root)
@@ -127,6 +130,9 @@ class Spawner:
         self._homes: list[str] = []
         """The names in `_template` whose value is the workdir (HOME, unless EnvVars say)."""
         self._births = Births()
+        self._one_per_worker = one_per_worker
+        self._busy_workers: set[str] = set()
+        """Workers running an attempt (with `one_per_worker`)."""
         self._thread = threading.Thread(target=self._loop, name="batchyard-spawner",
                                         daemon=True)
 
@@ -151,7 +157,9 @@ class Spawner:
 
     def forget(self, key: AttemptKey) -> None:
         """A heavy attempt ended (its thread says so)."""
-        self._attempts.pop(key, None)
+        attempt = self._attempts.pop(key, None)
+        if self._one_per_worker and attempt is not None:
+            self._post(partial(self._release, [attempt]))
 
     def stop(self) -> None:
         """Kill every program, let the loop reap them, and end it."""
@@ -222,6 +230,9 @@ class Spawner:
                 return
             ended, self._ended = self._ended, []
             self._finish(ended)
+            if self._one_per_worker:
+                self._release([attempt for attempt in ended
+                               if attempt.control is None])  # heavy ones: `forget`
         if self._posted_here:
             self._posted_here = False
             self._read_inbox()
@@ -254,10 +265,25 @@ class Spawner:
         self._pending.extend(attempts)
         self._start_pending()
 
+    def _release(self, ended: list[Attempt]) -> None:
+        """Their workers are free: the next attempt of each may start."""
+        for attempt in ended:
+            if attempt.slot is not None:  # it started (a cancelled waiting one did not)
+                self._busy_workers.discard(attempt.request.worker_id)
+        if self._pending:
+            self._start_pending()
+
     def _start_pending(self) -> None:
         pending, slots = self._pending, self._slots
+        busy = self._busy_workers if self._one_per_worker else None
+        waiting: list[Attempt] = []
         while pending and slots:
             attempt = pending.popleft()
+            if busy is not None:
+                if attempt.request.worker_id in busy:
+                    waiting.append(attempt)  # after the one its worker runs
+                    continue
+                busy.add(attempt.request.worker_id)
             attempt.slot = slots.popleft()
             self._attempts[attempt.request.key] = attempt
             if self._fast and not attempt.request.package_path \
@@ -265,6 +291,7 @@ class Spawner:
                 self._start(attempt)
             else:
                 self._heavy(attempt)
+        pending.extendleft(reversed(waiting))
 
     # ---- the fast path ----------------------------------------------------------------
 

@@ -1,10 +1,10 @@
 """The agent of one Ray node, in a detached actor (agent side of the Ray provider).
 
 One `NodeAgent` per node hosts every VM reserved there: a `LocalAgent` (the same one that
-runs attempts beside `batchyard serve`) with a slot per VM the node can hold. A VM runs one
-instance at a time; the engine may lease it a few short attempts ahead (so the VM never
-waits for the engine between two of them), which wait here, per VM, until the one before
-ends — a queued one that is cancelled reports STOPPED without starting. Its methods are the
+runs attempts beside `batchyard serve`) with more slots than the node can hold VMs. A VM
+runs one instance at a time; the engine may lease it a few short attempts ahead (so the VM
+never waits for the engine between two of them), which the agent starts one after the other
+(`AgentInfo.hosts_only_vms`: its spawner runs one attempt per worker). Its methods are the
 lease protocol carried by Ray:
 
 - `control(seq, kind, payload)`: a lease batch, a cancel, a forget — one actor call per
@@ -29,20 +29,22 @@ import logging
 import os
 import socket
 import threading
-from collections import deque
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from batchyard.domain.attempt import AttemptKey
-from batchyard.domain.outcome import ErrorCode, Outcome
 from batchyard.ports.agents import AgentInfo, LeaseBatch, Report
 from batchyard.ports.provider import Held
 
 log = logging.getLogger(__name__)
 
-NOT_STARTED = "stopped before the program started"
+REPORT_LINGER = 0.01
+"""Seconds a poll that has reports waits for more: each answer is a Ray call on both ends,
+and the engine records outcomes at most every 10 ms anyway (its STEP_SPACING). A VM's next
+queued attempt starts here, not after the report, so the wait delays no instance."""
 HEARTBEAT = 1.0
 """Seconds between the LocalAgent's heartbeats inside the actor (what `poll` returns)."""
 
@@ -70,12 +72,8 @@ class NodeAgent:
         self._expected = 1
         self._early: dict[int, tuple[str, Any]] = {}
         self._control = threading.Lock()
-        self._vms = threading.Lock()
-        self._queued: dict[str, deque[LeaseBatch]] = {}
-        """VM -> its leases waiting for the attempt it runs to end (one lease a batch)."""
-        self._busy: dict[str, int] = {}
-        """VM -> the token of the attempt it runs."""
-        info = AgentInfo(f"node-{node_id[:12]}", slots, heartbeat=HEARTBEAT)
+        info = AgentInfo(f"node-{node_id[:12]}", slots, heartbeat=HEARTBEAT,
+                         hosts_only_vms=True)
         self._agent = hosted_agent(info, settings, True, self, object_root=Path(object_root))
 
     # ---- the AgentListener of the LocalAgent --------------------------------------------
@@ -91,7 +89,6 @@ class NodeAgent:
             self._numbered += 1
             self._batches.append((self._numbered, tuple(reports)))
             self._condition.notify_all()
-        self._next_on(reports)
 
     def heartbeat(self, agent_id: str, running: Sequence[int]) -> None:
         self._running = tuple(running)
@@ -131,66 +128,13 @@ class NodeAgent:
             with self._condition:
                 for lease in payload.leases:
                     self._held[lease.token] = (payload.key(lease), lease.worker)
-            now = self._one_per_vm(payload)
-            if now is not None:
-                self._agent.lease(now)
+            self._agent.lease(payload)
         elif kind == "cancel":
-            self._agent.cancel(self._unqueue(payload))
+            self._agent.cancel(payload)
         elif kind == "forget":
             self._agent.forget(payload)
         else:
             log.error("unknown call %r from the engine", kind)
-
-    def _one_per_vm(self, batch: LeaseBatch) -> LeaseBatch | None:
-        """The leases a VM can start now (one per idle VM); the others wait in its queue."""
-        start = []
-        with self._vms:
-            for lease in batch.leases:
-                worker = lease.worker
-                if worker and (worker in self._busy or self._queued.get(worker)):
-                    self._queued.setdefault(worker, deque()).append(
-                        LeaseBatch((batch.parts[lease.part],), (replace(lease, part=0),)))
-                    continue
-                if worker:
-                    self._busy[worker] = lease.token
-                start.append(lease)
-        return LeaseBatch(batch.parts, tuple(start)) if start else None
-
-    def _next_on(self, reports: Sequence[Report]) -> None:
-        """Attempts ended: the next lease of each of their VMs starts."""
-        starting = []
-        with self._vms:
-            for report in reports:
-                worker = report.outcome.worker
-                if not worker or self._busy.get(worker) != report.token:
-                    continue
-                waiting = self._queued.get(worker)
-                if waiting:
-                    following = waiting.popleft()
-                    self._busy[worker] = following.leases[0].token
-                    starting.append(following)
-                else:
-                    self._busy.pop(worker, None)
-                    self._queued.pop(worker, None)
-        for batch in starting:
-            self._agent.lease(batch)
-
-    def _unqueue(self, keys: Sequence[AttemptKey]) -> list[AttemptKey]:
-        """Cancel the queued leases of these attempts (each reports STOPPED, not started);
-        the others (started, or not here) are the agent's to cancel."""
-        wanted = set(keys)
-        dropped = []
-        with self._vms:
-            for waiting in self._queued.values():
-                for batch in [batch for batch in waiting if batch.key(batch.leases[0]) in wanted]:
-                    waiting.remove(batch)
-                    dropped.append(batch)
-        if dropped:
-            self.reported("", [Report(batch.key(batch.leases[0]), batch.leases[0].token,
-                                      Outcome(None, ErrorCode.STOPPED, NOT_STARTED))
-                               for batch in dropped])
-        gone = {batch.key(batch.leases[0]) for batch in dropped}
-        return [key for key in keys if key not in gone]
 
     def poll(self, ack: int, timeout: float) -> tuple[int, list[Report], tuple[int, ...]]:
         """Reports after batch `ack` (waiting up to `timeout` s for some), the number of
@@ -199,6 +143,10 @@ class NodeAgent:
             self._batches = [batch for batch in self._batches if batch[0] > ack]
             if not self._batches:
                 self._condition.wait(timeout)
+            if self._batches:  # the reports of the next moments leave with these
+                until = time.monotonic() + REPORT_LINGER
+                while (left := until - time.monotonic()) > 0:
+                    self._condition.wait(left)
             reports = [report for _, batch in self._batches for report in batch]
             last = self._batches[-1][0] if self._batches else ack
         return last, reports, self._running

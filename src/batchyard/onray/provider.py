@@ -52,7 +52,7 @@ UNREACHABLE = 5.0
 are counted lost, with a message that says so."""
 """Seconds a new node agent may take to start (import batchyard, build its agent)."""
 MOST_SLOTS = 256
-QUEUED_PER_VM = 8
+QUEUED_PER_VM = 16
 """Short attempts a VM may hold queued behind the one it runs (see `orchestrator.fleet`)."""
 
 

@@ -383,15 +383,22 @@ class Fleet:
         filling its members' free room in turn, one batch per member (callers never pass
         more than the pool's free room)."""
         queue = iter(requests)
+        by_host: dict[str, tuple[_Host, list[tuple[int, AttemptRequest]]]] = {}
         for member_id, member in self._pools.get(pool, {}).items():
             pairs = [(self._take(member_id, member, request, order), request)
                      for request, order in itertools.islice(queue, member.free())]
             if pairs and member.instance_type[0]:
                 name, memory = member.instance_type
-                pairs = [(token, replace(request, instance_type=name, memory_bytes=memory))
+                pairs = [(token, replace(request, instance_type=name, memory_bytes=memory,
+                                         worker_id=member.worker))
+                         for token, request in pairs]
+            elif pairs and member.worker:
+                pairs = [(token, replace(request, worker_id=member.worker))
                          for token, request in pairs]
             if pairs:
-                member.host.handle.lease(batch_of(pairs, member.worker))
+                by_host.setdefault(member.host_id, (member.host, []))[1].extend(pairs)
+        for host, pairs in by_host.values():  # one batch per agent, its VMs' leases in it
+            host.handle.lease(batch_of(pairs))
 
     def _take(self, member_id: str, member: _Member, request: AttemptRequest,
               order: Order) -> int:
