@@ -126,12 +126,7 @@ class Placement:
         self._dirty = False
         self.waiting = False
         self._synced = self._clock()
-        gone = []
-        for vm in tx.vms(states=[VMState.DELETING]):
-            if self._fleet.placed(vm.id):
-                self._fleet.drain(vm.id)
-            else:
-                gone.append(vm.id)
+        gone = self._drain_deleting(tx)
         drained = self._fleet.drained()  # what they ran ended: their room is free again
         given_back = [vm_id for vm_id in drained if vm_id in self._yielding]
         self._yielding.difference_update(drained)
@@ -176,12 +171,7 @@ class Placement:
         tx.move_vms(sorted(self._evicted), VMState.PENDING, now, reason=LOST_REASON)
         self._reserved.difference_update(self._evicted)
         self._evicted.clear()
-        gone = []
-        for vm in tx.vms(states=[VMState.DELETING]):
-            if self._fleet.placed(vm.id):
-                self._fleet.drain(vm.id)
-            else:
-                gone.append(vm.id)
+        gone = self._drain_deleting(tx)
         drained = self._fleet.drained()
         for vm_id in gone + drained:
             self._give_up(vm_id)
@@ -196,6 +186,16 @@ class Placement:
                 self._reserved.add(vm.id)
         if gone or drained:
             finish_deletions(tx)
+
+    def _drain_deleting(self, tx: ClusterTransaction) -> list[str]:
+        """Deleting VMs placed on an agent drain (no new lease); the others are gone now."""
+        gone = []
+        for vm in tx.vms(states=[VMState.DELETING]):
+            if self._fleet.placed(vm.id):
+                self._fleet.drain(vm.id)
+            else:
+                gone.append(vm.id)
+        return gone
 
     def _place_reserved(self, tx: ClusterTransaction, now: float, ready: Ready,
                         vm: VMRow | None) -> None:
