@@ -149,8 +149,9 @@ def per_vm(count: int, data_dir: str, table: dict[str, int]) -> Sample:
 
 
 def per_node(count: int, data_dir: str, table: dict[str, int]) -> Sample:
-    import ray
     from ray.util.placement_group import placement_group, remove_placement_group
+
+    import ray
 
     before = core_rss(table)
     host = agent_actor("bench-node").remote(data_dir)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import random
 import re
@@ -509,7 +510,7 @@ def test_an_agent_hosting_vms_runs_one_attempt_per_vm_at_a_time(
     spans = {token: (outcome.started_at, outcome.ended_at) for token, outcome in outcomes.items()}
     on_vm1 = sorted(spans[token] for token in (1, 2, 3))
     assert all(outcomes[token].succeeded for token in (1, 2, 3, 4))
-    assert all(end <= start for (_, end), (start, _) in zip(on_vm1, on_vm1[1:], strict=False))
+    assert all(end <= start for (_, end), (start, _) in itertools.pairwise(on_vm1))
     assert spans[4][0] < on_vm1[0][1]  # vm-2's ran beside vm-1's first
     assert outcomes[5].error_code is ErrorCode.STOPPED
     assert "before the program started" in outcomes[5].error_message
