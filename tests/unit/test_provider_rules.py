@@ -85,14 +85,18 @@ def test_a_type_no_node_offers_is_infeasible_until_a_node_of_it_joins() -> None:
     assert engine.job(job_id).state is State.FINISHED
 
 
-def test_waiting_for_room_on_nodes_says_so() -> None:
-    engine, _ = build([(SMALL, 1)], autocluster_vms=2)
-    job_id = engine.submit(job(a=task(4, SMALL)))
+def test_an_autocluster_is_no_bigger_than_its_nodes_hold_and_waiting_says_why() -> None:
+    engine, provider = build([(SMALL, 2)])
+    first = engine.submit(job(a=task(5, SMALL)))
     engine.step()
     engine.step()
-    reason = engine.why_pending(job_id)["a"]
-    assert reason.code == "WaitingForVM", reason
-    assert reason.figures["ActualVMCount"] == 1 and reason.figures["DesiredVMCount"] == 2
+    assert len(provider.nodes[0].vms) == 2  # min(5, 64, what the node holds)
+    reason = engine.why_pending(first)["a"]
+    assert reason.code == "AllVMsBusy" and reason.figures["DesiredVMCount"] == 2, reason
+    second = engine.submit(job(b=task(1, SMALL)))
+    engine.step()
+    reason = engine.why_pending(second)["b"]
+    assert reason.code == "WaitingForVM" and reason.figures["ActualVMCount"] == 0, reason
 
 
 def test_a_node_lost_loses_its_attempts_and_its_vms_are_reserved_again() -> None:

@@ -67,6 +67,7 @@ class _Node:
     host_name: str
     instance_type: str
     cpus: float
+    memory: float
 
 
 def secretless(settings: Settings) -> dict[str, Any]:
@@ -114,6 +115,10 @@ class RayProvider:
         """Node id -> (its agent's actor, the ref of its `attach`, the node), while the
         agent starts (importing batchyard takes a second or more)."""
         self._offered: set[str] = set()
+        self._nodes: list[_Node] = []
+        self._earlier: set[str] = set()
+        """Names of this namespace's placement groups made before this server started (a
+        restarted server takes back the VMs' ones by name)."""
         self._groups: dict[str, tuple[Any, Any, Shape]] = {}
         """VM id -> (placement group, its ready() ref, shape), while not held yet."""
         self._held: dict[str, Any] = {}
@@ -131,6 +136,7 @@ class RayProvider:
     def agents(self, listener: AgentListener) -> list[NodeHandle]:
         if self._listener is None:
             self._listener = listener
+            self._earlier = self._earlier_groups()
             self._discover()
             self._await_agents(START_TIMEOUT)
             self._watcher.start()
@@ -143,6 +149,13 @@ class RayProvider:
 
     def offers(self, instance_type: str) -> bool:
         return self._autoscaler or instance_type in self._offered
+
+    def room(self, shape: Shape) -> int | None:
+        if self._autoscaler:
+            return None
+        return sum(int(min(node.cpus // max(shape.vcpu, 0.001),
+                           node.memory // max(shape.memory_bytes, 1)))
+                   for node in self._nodes if node.instance_type == shape.instance_type)
 
     def reserve(self, vm_id: str, shape: Shape) -> None:
         """Ask Ray for the VM's placement group (taken back by name if an earlier server
@@ -161,6 +174,8 @@ class RayProvider:
 
         name = self._group_name(vm_id)
         try:
+            if name not in self._earlier:
+                raise ValueError(name)  # a new VM: no lookup
             group = get_placement_group(name)  # a restarted server takes it back
         except ValueError:
             bundle = {"CPU": float(shape.vcpu), "memory": float(shape.memory_bytes)}
@@ -183,6 +198,13 @@ class RayProvider:
         """`batchyard-vm-<namespace>-<vm id>`: a restarted server finds it again; another
         server (another namespace) never takes it for its own."""
         return f"{GROUP_PREFIX}{self._namespace}-{vm_id}"
+
+    def _earlier_groups(self) -> set[str]:
+        from ray.util.placement_group import placement_group_table
+
+        prefix = f"{GROUP_PREFIX}{self._namespace}-"
+        return {table["name"] for table in placement_group_table().values()
+                if table.get("name", "").startswith(prefix) and table["state"] != "REMOVED"}
 
     def sweep(self) -> None:
         """Remove the placement groups of this namespace no VM of this engine holds."""
@@ -312,10 +334,12 @@ class RayProvider:
         """Start (or find) the agent of every node offering a type; note the types."""
         nodes = [_Node(node["NodeID"], node["NodeManagerAddress"],
                        node.get("NodeManagerHostname", ""), node["Labels"][LABEL],
-                       node.get("Resources", {}).get("CPU", 1.0))
+                       node.get("Resources", {}).get("CPU", 1.0),
+                       node.get("Resources", {}).get("memory", 0.0))
                  for node in self._ray.nodes()
                  if node.get("Alive") and LABEL in (node.get("Labels") or {})]
         self._offered = {node.instance_type for node in nodes}
+        self._nodes = nodes
         for node in nodes:
             if node.node_id not in self._handles and node.node_id not in self._starting:
                 self._start_agent(node)

@@ -7,7 +7,8 @@ task's instances run only on its own VMs: the group is a launch pool of its own 
 name is the group's id; its launch queue holds only that task's instances).
 
 - A ready task on no cluster with Waiting instances gets its group: min(InstanceCount,
-  `most_vms`) VMs, each reserved at once; a VM joins the pool when its reservation holds.
+  `most_vms`, what the nodes of its type hold) VMs, each reserved at once; a VM joins the
+  pool when its reservation holds.
 - When the task ends, its VMs drain (what runs finishes) and their reservations are given
   up; those not placed yet are given up at once. ReserveOnFail keeps a failed task's VMs
   reserved, idle, until the job runs again or is deleted, or for `reserve_seconds`.
@@ -78,8 +79,9 @@ class ReservedGroups:
         if found is None:
             return None
         shape, instance_count = found
-        group = self._groups[key] = ReservedGroup(
-            new_cluster_id(), shape, max(1, min(instance_count, self._most_vms)))
+        room = self._provider.room(shape)  # no more than the nodes of its type hold
+        size = min(instance_count, self._most_vms, self._most_vms if room is None else room)
+        group = self._groups[key] = ReservedGroup(new_cluster_id(), shape, max(1, size))
         self._by_pool[group.id] = key
         return group
 

@@ -88,6 +88,11 @@ class Provider(Protocol):
         """Whether some node can ever host a VM of this type (or may come, autoscaling)."""
         ...
 
+    def room(self, shape: Shape) -> int | None:
+        """How many VMs of this shape the nodes offering its type hold when empty (None: no
+        bound — an autoscaler adds nodes on demand)."""
+        ...
+
     def watch(self, changed: Callable[[], None]) -> None:
         """Call `changed` (any thread) when a reservation comes to hold or a node joins."""
         ...

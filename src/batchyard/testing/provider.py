@@ -108,6 +108,12 @@ class InlineProvider:
         return self._autoscaler or any(node.alive and node.instance_type == instance_type
                                        for node in self.nodes)
 
+    def room(self, shape: Shape) -> int | None:
+        if self._autoscaler:
+            return None
+        return sum(node.room for node in self.nodes
+                   if node.alive and node.instance_type == shape.instance_type)
+
     def watch(self, changed: Callable[[], None]) -> None:
         self._changed = changed
 
