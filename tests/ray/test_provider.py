@@ -76,6 +76,18 @@ def wait_for(check: Any, timeout: float = 60.0, what: str = "") -> Any:
     raise AssertionError(f"not within {timeout:g} s: {what}")
 
 
+def processes_with(marker: bytes) -> set[int]:
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if marker in (entry / "cmdline").read_bytes():
+                    found.add(int(entry.name))
+            except OSError:
+                continue
+    return found
+
+
 def test_instances_of_each_type_land_on_a_node_offering_it(
         engine: Engine, ray_cluster: RayCluster) -> None:
     seen: dict[str, set[str]] = {}

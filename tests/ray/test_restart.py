@@ -14,22 +14,17 @@ from pathlib import Path
 from batchyard.domain.states import State
 from batchyard.service import open_engine
 from tests.ray.cluster import RayCluster
-from tests.ray.test_provider import job, ray_fields, ray_settings, task, wait_for
+from tests.ray.test_provider import (
+    job,
+    processes_with,
+    ray_fields,
+    ray_settings,
+    task,
+    wait_for,
+)
 from tests.s3server import SeaweedServer
 
 HERE = Path(__file__).parent
-
-
-def processes_with(marker: bytes) -> set[int]:
-    found = set()
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if marker in (entry / "cmdline").read_bytes():
-                    found.add(int(entry.name))
-            except OSError:
-                continue
-    return found
 
 
 def test_a_server_killed_and_restarted_reruns_nothing(
