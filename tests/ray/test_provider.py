@@ -188,6 +188,16 @@ def test_stop_kills_the_whole_remote_tree(engine: Engine) -> None:
     assert engine.wait(job_id, timeout=30).state is State.STOPPED
 
 
+def test_a_timeout_kills_the_whole_remote_tree(engine: Engine) -> None:
+    """Ray has no task timeout: batchyard's agent keeps the Timeout on the node."""
+    job_id = engine.submit(job({"slow": task("sh -c 'sleep 302.75 & sleep 302.75; wait'",
+                                             1, Timeout=1)}))
+    assert engine.wait(job_id, timeout=60).state is State.FAILED
+    (instance,) = engine.instances(job_id, "slow")
+    assert instance.error_code == "InstanceTimeout", instance
+    wait_for(lambda: not processes_with(b"302.75"), timeout=15, what="the tree killed")
+
+
 def test_diamond_with_a_flaky_instance(engine: Engine) -> None:
     flaky = ('sh -c \'[ "$BATCH_COMPUTE_DAG_INSTANCE_ID" = 1 ] && '
              '[ "$BATCH_COMPUTE_DAG_ATTEMPT" = 1 ] && exit 3; '

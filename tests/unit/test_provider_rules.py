@@ -99,6 +99,27 @@ def test_an_autocluster_is_no_bigger_than_its_nodes_hold_and_waiting_says_why() 
     assert reason.code == "WaitingForVM" and reason.figures["ActualVMCount"] == 0, reason
 
 
+def test_reserve_on_fail_keeps_the_vms_until_the_job_runs_again() -> None:
+    engine, provider = build([(SMALL, 2)])
+    node = provider.nodes[0]
+    failing = {**task(2, SMALL), "AutoCluster": {"InstanceType": SMALL, "ReserveOnFail": True}}
+    job_id = engine.submit(job(a=failing))
+    engine.step()
+    engine.step()
+    kept = set(node.vms)
+    assert len(kept) == 2
+    node.agent.finish_all(exit_code=1)
+    engine.step()
+    assert engine.job(job_id).state is State.FAILED
+    engine.step()
+    assert node.vms == kept  # reserved, idle, for whoever looks at what the task left
+    engine.restart(job_id)
+    for _ in range(3):
+        engine.step()
+    assert not node.vms & kept  # given up when the job runs again; a new group instead
+    assert len(running(node)) == 2
+
+
 def test_a_node_lost_loses_its_attempts_and_its_vms_are_reserved_again() -> None:
     engine, provider = build([(SMALL, 2)])
     first = provider.nodes[0]
