@@ -40,6 +40,9 @@ LABEL = "batchyard.io/instance-type"
 """The node label naming the InstanceType a node offers (`ray start --labels=...`)."""
 ACTOR_PREFIX = "batchyard-node-"
 GROUP_PREFIX = "batchyard-vm-"
+COLLECT = 0.1
+"""Seconds the watcher waits at most for a reservation to hold before it looks again at
+what it watches (a reservation made meanwhile joins then)."""
 DISCOVER = 2.0
 """Seconds between looks at the cluster's nodes (joins, types offered)."""
 POLL = 1.0
@@ -292,10 +295,12 @@ class RayProvider:
         starting = {ref: node_id for node_id, (_, ref, _) in self._starting.items()}
         refs = [*groups, *starting]
         if not refs:
-            self._wake.wait(0.5)
+            self._wake.wait(COLLECT)
             self._wake.clear()
             return
-        done, _ = self._ray.wait(refs, num_returns=len(refs), timeout=0.5)
+        done, _ = self._ray.wait(refs, num_returns=1, timeout=COLLECT)
+        if done and len(refs) > 1:  # and every other one that holds by now
+            done, _ = self._ray.wait(refs, num_returns=len(refs), timeout=0)
         started = [self._started(starting[ref], ref) for ref in done if ref in starting]
         found = [ready for ref in done if ref in groups
                  if (ready := self._held_now(groups[ref])) is not None]
