@@ -26,11 +26,12 @@ def build(nodes: list[tuple[str, int]], store: MemoryStore | None = None, **opti
     return engine, provider
 
 
-def task(count: int = 1, instance_type: str = SMALL, **fields: Any) -> dict[str, Any]:
+def task(count: int = 1, instance_type: str = SMALL, bucket: str = "b", **fields: Any
+         ) -> dict[str, Any]:
     return {"InstanceCount": count, "AutoCluster": {"InstanceType": instance_type},
             "Parameters": {"Command": {"CommandLine": "true"},
-                           "StdoutRedirectPath": "oss://b/logs/",
-                           "StderrRedirectPath": "oss://b/logs/"}, **fields}
+                           "StdoutRedirectPath": f"oss://{bucket}/logs/",
+                           "StderrRedirectPath": f"oss://{bucket}/logs/"}, **fields}
 
 
 def job(**tasks: dict[str, Any]) -> dict[str, Any]:
@@ -97,6 +98,32 @@ def test_an_autocluster_is_no_bigger_than_its_nodes_hold_and_waiting_says_why() 
     engine.step()
     reason = engine.why_pending(second)["b"]
     assert reason.code == "WaitingForVM" and reason.figures["ActualVMCount"] == 0, reason
+
+
+def test_tenants_share_the_nodes_of_a_type_and_a_big_task_gives_vms_back() -> None:
+    engine, provider = build([(SMALL, 4)])
+    node = provider.nodes[0]
+    big = engine.submit(job(a=task(20, SMALL, "alice")), "alice")
+    engine.step()
+    engine.step()
+    assert len(node.vms) == 4 and len(running(node)) == 4  # alone: every VM of the type
+    small = engine.submit(job(b=task(3, SMALL, "bob")), "bob")
+    engine.step()
+    assert engine.why_pending(small)["b"].code == "WaitingForVM"
+    # alice holds 4 of 4 while bob waits with none: her group shrinks to her share (2) —
+    # her VMs drain (their instances end first), then bob's group takes their room.
+    node.agent.finish_all()
+    for _ in range(3):
+        engine.step()
+    tenants = {request.key.job_id: 0 for request in node.agent.running()}
+    for request in node.agent.running():
+        tenants[request.key.job_id] += 1
+    assert tenants == {big: 2, small: 2}, tenants
+    for _ in range(20):
+        finish_all(engine, provider)
+    assert engine.job(big).state is State.FINISHED
+    assert engine.job(small).state is State.FINISHED
+    assert not node.vms
 
 
 def test_reserve_on_fail_keeps_the_vms_until_the_job_runs_again() -> None:

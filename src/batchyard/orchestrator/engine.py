@@ -199,7 +199,8 @@ class Engine:
         if provider is not None:
             self._reserved = ReservedGroups(provider, self.fleet, self._task_shape,
                                             self._reserving, clock, most_vms=autocluster_vms,
-                                            reserve_seconds=reserve_seconds)
+                                            reserve_seconds=reserve_seconds,
+                                            weights=self._queues.weights)
             provider.watch(self._clusters_changed)
         self._explainer = Explainer(store, self._specs, self.fleet, self._lock,
                                     self._queues.weights, self._reserved_reason)
@@ -942,7 +943,8 @@ class Engine:
             return False
         if (self._reserved is not None and held.worker
                 and tx.vm(held.worker) is None):  # a VM of the task's AutoCluster
-            self._reserved.inherit(row.job_id, row.task, held.worker)
+            self._reserved.inherit(row.job_id, row.task, held.worker,
+                                   self._specs.job(row.job_id).tenant)
         if report is not None:
             self._reports.put((host_id, report))  # it ended while no server listened
         return True

@@ -13,13 +13,20 @@ name is the group's id; its launch queue holds only that task's instances).
   up; those not placed yet are given up at once. ReserveOnFail keeps a failed task's VMs
   reserved, idle, until the job runs again or is deleted, or for `reserve_seconds`.
 - A VM whose node was lost is reserved again while its task still runs.
+- Tenants share the nodes of a type fairly (`domain.scheduling.slot_shares`, by their
+  weights): while a tenant with tasks waiting holds less than its share of what those nodes
+  hold, the groups of tenants above their shares shrink to them — VMs not placed yet are
+  given up at once, idle ones drain first, busy ones after their instance. Within a tenant,
+  tasks get VMs in launch order.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from batchyard.domain.scheduling import slot_shares, starved
 from batchyard.domain.states import TERMINAL, Entity, State, Transition
 from batchyard.ids import new_cluster_id, new_vm_id
 from batchyard.orchestrator.fleet import Fleet
@@ -39,10 +46,13 @@ class ReservedGroup:
     id: str
     shape: Shape
     size: int
-    """How many VMs it keeps reserved."""
+    """How many VMs it keeps reserved (at most: its tenant's share may bind)."""
+    tenant: str = "default"
     vms: list[str] = field(default_factory=list)
     kept_until: float | None = None
     """ReserveOnFail: the task failed; its VMs stay reserved until then."""
+    target: int | None = None
+    """Its tenant's share binds: how many VMs it may keep now (None: `size`)."""
 
 
 class ReservedGroups:
@@ -51,7 +61,10 @@ class ReservedGroups:
     def __init__(self, provider: Provider, fleet: Fleet,
                  shape_of: Callable[[str, str], tuple[Shape, int] | None],
                  reserving: Callable[[str, str], bool], clock: Callable[[], float],
-                 most_vms: int = MOST_VMS, reserve_seconds: float = 3600.0) -> None:
+                 most_vms: int = MOST_VMS, reserve_seconds: float = 3600.0,
+                 weights: Mapping[str, float] | None = None) -> None:
+        self._weights = weights if weights is not None else {}
+        """Each tenant's share of a type's nodes relative to others (absent: 1)."""
         self._provider = provider
         self._fleet = fleet
         self._shape_of = shape_of
@@ -65,31 +78,85 @@ class ReservedGroups:
         self._by_vm: dict[str, GroupKey] = {}
 
     def sync(self, tx: StateTransaction) -> None:
-        """Give each ready task on no cluster with Waiting instances its group."""
+        """Give each ready task on no cluster with Waiting instances its group, each tenant
+        its share of the nodes of a type (see the module docstring)."""
+        waiting: list[GroupKey] = []
         for task in tx.waiting_tasks(SCAN):
             key = (task.job_id, task.task)
-            group = self._groups.get(key) or self._new_group(key)
-            if group is None or group.kept_until is not None:
-                continue
-            while len(group.vms) < group.size:
+            group = self._groups.get(key) or self._new_group(key, task.tenant)
+            if group is not None and group.kept_until is None:
+                waiting.append(key)
+        for instance_type in {self._groups[key].shape.instance_type for key in waiting}:
+            self._share(instance_type, waiting)
+        for key in waiting:
+            group = self._groups[key]
+            while len(group.vms) < self._target(group):
                 self._reserve(key, group, new_vm_id())
 
-    def _new_group(self, key: GroupKey) -> ReservedGroup | None:
+    def _share(self, instance_type: str, waiting: list[GroupKey]) -> None:
+        """Set the targets of the type's groups: their sizes, unless a tenant that waits
+        holds less than its share; then each tenant's share, to its tasks in launch order
+        (groups above their targets shrink)."""
+        live = [(key, group) for key, group in self._groups.items()
+                if group.shape.instance_type == instance_type and group.kept_until is None]
+        room = self._provider.room(live[0][1].shape) if live else None
+        for _, group in live:
+            group.target = None
+        if room is None:
+            return
+        usage: Counter[str] = Counter()
+        for _, group in live:
+            usage[group.tenant] += len(group.vms)
+        wanting = {self._groups[key].tenant for key in waiting
+                   if self._groups[key].shape.instance_type == instance_type}
+        shares = slot_shares(room, usage, wanting, self._weights)
+        if not starved(usage, wanting, shares):
+            return
+        left = dict(shares)
+        for key, group in sorted(live, key=lambda item: item[0] not in waiting):
+            group.target = min(group.size, max(left.get(group.tenant, 0), 0))
+            left[group.tenant] = left.get(group.tenant, 0) - group.target
+            self._shrink(key, group, group.target)
+
+    def _target(self, group: ReservedGroup) -> int:
+        return group.size if group.target is None else group.target
+
+    def _shrink(self, key: GroupKey, group: ReservedGroup, target: int) -> None:
+        """Give up VMs beyond `target`: those not placed first, then idle ones, then busy
+        ones (they drain: their instance ends first)."""
+        excess = len(group.vms) - target
+        if excess <= 0:
+            return
+        placed = [vm for vm in group.vms if self._fleet.placed(vm)]
+        idle = set(self._fleet.idle(placed))
+        order = ([vm for vm in reversed(group.vms) if vm not in placed]
+                 + [vm for vm in placed if vm in idle]
+                 + [vm for vm in placed if vm not in idle])
+        for vm_id in order[:excess]:
+            group.vms.remove(vm_id)
+            del self._by_vm[vm_id]
+            if self._fleet.placed(vm_id):
+                self._fleet.drain(vm_id)  # given up once drained (Placement)
+            else:
+                self._provider.release(vm_id)
+
+    def _new_group(self, key: GroupKey, tenant: str = "default") -> ReservedGroup | None:
         found = self._shape_of(*key)
         if found is None:
             return None
         shape, instance_count = found
         room = self._provider.room(shape)  # no more than the nodes of its type hold
         size = min(instance_count, self._most_vms, self._most_vms if room is None else room)
-        group = self._groups[key] = ReservedGroup(new_cluster_id(), shape, max(1, size))
+        group = self._groups[key] = ReservedGroup(new_cluster_id(), shape, max(1, size),
+                                                  tenant)
         self._by_pool[group.id] = key
         return group
 
-    def inherit(self, job_id: str, task: str, vm_id: str) -> None:
+    def inherit(self, job_id: str, task: str, vm_id: str, tenant: str) -> None:
         """A VM of the task's group of an earlier server (killed and restarted) runs one of
         its instances: it joins the task's group (its reservation taken back by name)."""
         key = (job_id, task)
-        group = self._groups.get(key) or self._new_group(key)
+        group = self._groups.get(key) or self._new_group(key, tenant)
         if group is not None and vm_id not in self._by_vm:
             self._reserve(key, group, vm_id)
 
