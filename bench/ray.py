@@ -26,7 +26,7 @@ import sys
 import tempfile
 import time
 
-from ray_cluster import connect, in_netns, node_environment, start_cluster
+from ray_cluster import BENCH, connect, in_netns, node_environment, start_cluster
 
 INSTANCE_TYPE = "ecs.n1.small"
 
@@ -49,21 +49,18 @@ def run_plain_ray(count: int) -> float:
 
 ENGINE = """
 import json, os, sys, time
+sys.path.append(sys.argv[3])  # bench/, last: its ray.py must not shadow Ray
+from ray_cluster import ray_process_kinds
 def cpu_by_kind():
-    # CPU seconds of this machine's Ray processes by kind (every node is on this machine)
+    # CPU seconds of the Ray processes by kind
     found = {}
-    for pid in filter(str.isdigit, os.listdir("/proc")):
+    for pid, kind in ray_process_kinds().items():
         try:
-            name = open(f"/proc/{pid}/cmdline", "rb").read().split(b"\\0")[0].decode()
             fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        kind = ("node agent" if name.startswith("ray::NodeAgent") else
-                "raylet" if name.endswith("raylet") else
-                "gcs" if name.endswith("gcs_server") else None)
-        if kind:
-            ticks = int(fields[11]) + int(fields[12])
-            found[kind] = found.get(kind, 0.0) + ticks / os.sysconf("SC_CLK_TCK")
+        ticks = int(fields[11]) + int(fields[12])
+        found[kind] = found.get(kind, 0.0) + ticks / os.sysconf("SC_CLK_TCK")
     return found
 from batchyard.service import open_engine
 from batchyard.settings import Settings
@@ -105,7 +102,8 @@ def run_batchyard(address: str, token: str, count: int, nodes: int) -> float:
                   "ray_node_root": f"{folder}/nodes", "insecure_no_sandbox": True,
                   "buckets": {"bench": f"{folder}/bucket"}}
         environment = {**os.environ, **node_environment(token)}
-        done = subprocess.run([sys.executable, "-c", ENGINE, json.dumps(fields), str(count)],
+        done = subprocess.run([sys.executable, "-c", ENGINE, json.dumps(fields), str(count),
+                               str(BENCH)],
                               env=environment, capture_output=True, text=True, check=False,
                               cwd=folder)  # not bench/: its ray.py would shadow Ray
         if done.returncode != 0 or not done.stdout.strip():

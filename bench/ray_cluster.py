@@ -121,6 +121,26 @@ def ray_processes() -> list[int]:
     return found
 
 
+def ray_process_kinds() -> dict[int, str]:
+    """The batchyard node agents, raylets and GCS servers on this machine, by pid (every
+    node of a benchmark's cluster is on this machine): what `ray.py` and `ray_vms.py`
+    measure, from the engine's process (outside this module's namespace check)."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            name = (entry / "cmdline").read_bytes().split(b"\0")[0].decode()
+        except OSError:
+            continue
+        kind = ("node agent" if name.startswith("ray::NodeAgent") else
+                "raylet" if name.endswith("raylet") else
+                "gcs" if name.endswith("gcs_server") else None)
+        if kind:
+            found[int(entry.name)] = kind
+    return found
+
+
 def _ray_start(cluster: Cluster, name: str, arguments: Sequence[str]) -> subprocess.Popen[bytes]:
     node_dir = cluster.temp_dir / name
     node_dir.mkdir()

@@ -24,13 +24,15 @@ import sys
 import tempfile
 import time
 
-from ray_cluster import in_netns, node_environment, start_cluster
+from ray_cluster import BENCH, in_netns, node_environment, start_cluster
 
 INSTANCE_TYPE = "bench.vm"
 MB = 1024 * 1024
 
 ENGINE = """
 import json, os, sys, time
+sys.path.append(sys.argv[3])  # bench/, last: its ray.py must not shadow Ray
+from ray_cluster import ray_process_kinds
 from batchyard.domain.clusters import VMState, parse_cluster, parse_cluster_change
 from batchyard.service import open_engine
 from batchyard.settings import Settings
@@ -43,16 +45,8 @@ def rss(pid):
 
 def ray_rss():
     found = {}
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            name = open(f"/proc/{pid}/cmdline", "rb").read().split(b"\\0")[0].decode()
-        except OSError:
-            continue
-        kind = ("node agent" if name.startswith("ray::NodeAgent") else
-                "raylet" if name.endswith("raylet") else
-                "gcs" if name.endswith("gcs_server") else None)
-        if kind:
-            found[kind] = found.get(kind, 0) + rss(pid)
+    for pid, kind in ray_process_kinds().items():
+        found[kind] = found.get(kind, 0) + rss(pid)
     return found
 
 fields, counts = json.loads(sys.argv[1]), json.loads(sys.argv[2])
@@ -96,7 +90,8 @@ def main() -> None:
                       "buckets": {"bench": f"{folder}/bucket"}, "insecure_no_sandbox": True,
                       "instance_types": {INSTANCE_TYPE: {"vcpu": 1, "memory_mb": 64}}}
             process = subprocess.Popen(
-                [sys.executable, "-c", ENGINE, json.dumps(fields), json.dumps(options.vms)],
+                [sys.executable, "-c", ENGINE, json.dumps(fields), json.dumps(options.vms),
+                 str(BENCH)],
                 env={**os.environ, **node_environment(cluster.token)}, cwd=folder,
                 stdout=subprocess.PIPE, text=True)
             assert process.stdout is not None

@@ -19,6 +19,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import threading
@@ -139,7 +140,7 @@ class RayProvider:
     def agents(self, listener: AgentListener) -> list[NodeHandle]:
         if self._listener is None:
             self._listener = listener
-            self._earlier = self._earlier_groups()
+            self._earlier = self._namespace_groups()
             self._discover()
             self._await_agents(START_TIMEOUT)
             self._watcher.start()
@@ -176,11 +177,11 @@ class RayProvider:
         from ray.util.placement_group import get_placement_group, placement_group
 
         name = self._group_name(vm_id)
-        try:
-            if name not in self._earlier:
-                raise ValueError(name)  # a new VM: no lookup
-            group = get_placement_group(name)  # a restarted server takes it back
-        except ValueError:
+        group = None
+        if name in self._earlier:  # a restarted server takes it back
+            with contextlib.suppress(ValueError):
+                group = get_placement_group(name)
+        if group is None:
             bundle = {"CPU": float(shape.vcpu), "memory": float(shape.memory_bytes)}
             group = placement_group([bundle], strategy="PACK", name=name, lifetime="detached",
                                     bundle_label_selector=[{LABEL: shape.instance_type}])
@@ -202,7 +203,8 @@ class RayProvider:
         server (another namespace) never takes it for its own."""
         return f"{GROUP_PREFIX}{self._namespace}-{vm_id}"
 
-    def _earlier_groups(self) -> set[str]:
+    def _namespace_groups(self) -> set[str]:
+        """The names of this namespace's placement groups that are not removed."""
         from ray.util.placement_group import placement_group_table
 
         prefix = f"{GROUP_PREFIX}{self._namespace}-"
@@ -211,23 +213,17 @@ class RayProvider:
 
     def sweep(self) -> None:
         """Remove the placement groups of this namespace no VM of this engine holds."""
-        from ray.util.placement_group import (
-            get_placement_group,
-            placement_group_table,
-            remove_placement_group,
-        )
+        from ray.util.placement_group import get_placement_group, remove_placement_group
 
-        prefix = f"{GROUP_PREFIX}{self._namespace}-"
         with self._lock:
-            claimed = {self._group_name(vm_id) for vm_id in [*self._groups, *self._held]}
-        for table in placement_group_table().values():
-            name = table.get("name", "")
-            if name.startswith(prefix) and name not in claimed and table["state"] != "REMOVED":
-                try:
-                    remove_placement_group(get_placement_group(name))
-                except Exception:
-                    continue
-                log.info("gave up %s: an earlier server's reservation no VM holds now", name)
+            claimed = {self._group_name(vm_id)
+                       for vm_id in [*self._groups, *self._held, *self._wanted]}
+        for name in self._namespace_groups() - claimed:
+            try:
+                remove_placement_group(get_placement_group(name))
+            except Exception:
+                continue
+            log.info("gave up %s: an earlier server's reservation no VM holds now", name)
 
     def ready(self) -> list[Ready]:
         with self._lock:

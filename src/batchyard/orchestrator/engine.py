@@ -194,8 +194,9 @@ class Engine:
         self._reserved: ReservedGroups | None = None
         """The AutoClusters whose VMs the provider reserves (with a provider only)."""
         self._groups_seen = -1
-        self._swept = False
         """The launch queues' generation the reserved groups were last synced at."""
+        self._swept = False
+        """Whether the earlier server's unclaimed reservations were given up (once)."""
         if provider is not None:
             self._reserved = ReservedGroups(provider, self.fleet, self._task_shape,
                                             self._reserving, clock, most_vms=autocluster_vms,
@@ -929,22 +930,22 @@ class Engine:
     def _inherit(self, tx: StateTransaction, row: InstanceRow, inherited: Inherited) -> bool:
         """Take over the instance's attempt if an agent runs it (or ran it to its end) for
         the previous server; False if none does (it was lost with that server)."""
-        found = inherited.pop((row.job_id, row.task, row.instance_id), None)
+        where = (row.job_id, row.task, row.instance_id)
+        found = inherited.get(where)
         if found is None or found[1].key.attempt != row.attempts:
-            if found is not None:
-                inherited[row.job_id, row.task, row.instance_id] = found  # stale: killed
-            return False
+            return False  # left in `inherited`: a stale attempt, killed
         host_id, held, report = found
-        known = self._known_spec(row.job_id)
-        if known is None or not self.fleet.inherit(host_id, held.token, held.key,
-                                                   row.retry_count,
-                                                   self._specs.job(row.job_id).tenant,
-                                                   held.worker):
+        try:
+            tenant = self._specs.job(row.job_id).tenant
+        except NotFound:
             return False
+        if not self.fleet.inherit(host_id, held.token, held.key, row.retry_count, tenant,
+                                  held.worker):
+            return False
+        del inherited[where]
         if (self._reserved is not None and held.worker
                 and tx.vm(held.worker) is None):  # a VM of the task's AutoCluster
-            self._reserved.inherit(row.job_id, row.task, held.worker,
-                                   self._specs.job(row.job_id).tenant)
+            self._reserved.inherit(row.job_id, row.task, held.worker, tenant)
         if report is not None:
             self._reports.put((host_id, report))  # it ended while no server listened
         return True

@@ -380,21 +380,18 @@ class Fleet:
     def lease(self, requests: Sequence[tuple[AttemptRequest, Order]],
               pool: str = DEFAULT_POOL) -> None:
         """Hand these attempts of `pool` (with their places in the launch order) out,
-        filling its members' free room in turn, one batch per member (callers never pass
+        filling its members' free room in turn, one batch per agent (callers never pass
         more than the pool's free room)."""
         queue = iter(requests)
         by_host: dict[str, tuple[_Host, list[tuple[int, AttemptRequest]]]] = {}
         for member_id, member in self._pools.get(pool, {}).items():
             pairs = [(self._take(member_id, member, request, order), request)
                      for request, order in itertools.islice(queue, member.free())]
-            if pairs and member.instance_type[0]:
+            if pairs and member.worker:  # a VM: its name and its InstanceType's memory
                 name, memory = member.instance_type
-                pairs = [(token, replace(request, instance_type=name, memory_bytes=memory,
-                                         worker_id=member.worker))
-                         for token, request in pairs]
-            elif pairs and member.worker:
-                pairs = [(token, replace(request, worker_id=member.worker))
-                         for token, request in pairs]
+                vm = ({"worker_id": member.worker, "instance_type": name, "memory_bytes": memory}
+                      if name else {"worker_id": member.worker})
+                pairs = [(token, replace(request, **vm)) for token, request in pairs]
             if pairs:
                 by_host.setdefault(member.host_id, (member.host, []))[1].extend(pairs)
         for host, pairs in by_host.values():  # one batch per agent, its VMs' leases in it

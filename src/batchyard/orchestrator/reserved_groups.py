@@ -134,11 +134,7 @@ class ReservedGroups:
                  + [vm for vm in placed if vm not in idle])
         for vm_id in order[:excess]:
             group.vms.remove(vm_id)
-            del self._by_vm[vm_id]
-            if self._fleet.placed(vm_id):
-                self._fleet.drain(vm_id)  # given up once drained (Placement)
-            else:
-                self._provider.release(vm_id)
+            self._give_up(vm_id)
 
     def _new_group(self, key: GroupKey, tenant: str = "default") -> ReservedGroup | None:
         found = self._shape_of(*key)
@@ -188,9 +184,9 @@ class ReservedGroups:
         return self._by_pool.get(pool)
 
     def vms_of(self, job_id: str, task: str) -> tuple[int, list[str]]:
-        """The size of the task's group and its VMs (0, []: none yet)."""
+        """How many VMs the task's group may have now, and its VMs (0, []: none yet)."""
         group = self._groups.get((job_id, task))
-        return (0, []) if group is None else (group.size, list(group.vms))
+        return (0, []) if group is None else (self._target(group), list(group.vms))
 
     def group_id(self, job_id: str, task: str) -> str:
         group = self._groups.get((job_id, task))
@@ -253,11 +249,16 @@ class ReservedGroups:
         group = self._groups.pop(key)
         del self._by_pool[group.id]
         for vm_id in group.vms:
-            del self._by_vm[vm_id]
-            if self._fleet.placed(vm_id):
-                self._fleet.drain(vm_id)
-            else:
-                self._provider.release(vm_id)
+            self._give_up(vm_id)
+
+    def _give_up(self, vm_id: str) -> None:
+        """A VM leaves its group: placed, it drains (given up once drained: Placement);
+        not placed yet, its reservation goes now."""
+        del self._by_vm[vm_id]
+        if self._fleet.placed(vm_id):
+            self._fleet.drain(vm_id)
+        else:
+            self._provider.release(vm_id)
 
     def sizes(self) -> dict[str, int]:
         return {"reserved_groups": len(self._groups), "reserved_vms": len(self._by_vm)}
