@@ -194,6 +194,9 @@ class Settings(BaseSettings):
     allow_missing_nonce: bool = Field(
         default=False, description="Accept signed requests without x-acs-signature-nonce "
         "(they can be replayed within 15 minutes); only for old clients that send none")
+    console: bool = Field(
+        default=True, description="Serve the web console at /console (docs/console.md); "
+        "false: the REST API only")
     require_body_digest: bool = Field(
         default=False, description="Refuse a request body without a signed Content-MD5 "
         "header (the official SDK signs none; batchyard's own clients do)")

@@ -70,6 +70,9 @@ def serve(
 ) -> None:
     """Serve the BatchCompute REST API (version 2015-11-11) and run its jobs, until Ctrl-C.
 
+    The web console is at http://HOST:PORT/console (sign in with an access key; turn it
+    off with `console = false` in the config file or BATCHYARD_CONSOLE=false).
+
     Requests are signed with access keys made by `batchyard keys create`. Every attempt
     runs confined (docs/security.md): in a bubblewrap sandbox, as an unprivileged user when
     the server is root, with limits on memory, processes and disk; the server refuses to
@@ -110,7 +113,12 @@ def serve(
     # (bench/README.md, api.py).
     sys.setswitchinterval(SWITCH_INTERVAL)
     # Requests uvicorn cannot parse are answered with JSON too, like every other error.
-    uvicorn.run(create_app(settings, address=f"http://{host}:{port}"), host=host, port=port,
+    app = create_app(settings, address=f"http://{host}:{port}")
+    if settings.console:
+        from batchyard.console import install
+
+        install(app)
+    uvicorn.run(app, host=host, port=port,
                 log_level=level,
                 log_config=log_config(level), access_log=False, http=http_protocol())
 

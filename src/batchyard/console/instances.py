@@ -1,0 +1,226 @@
+"""The instance page: its attempts with their phases, why it waits, and its logs — the tail
+followed live while it runs (SSE, resumable by byte offset), the whole log downloadable
+afterwards from the object store, so it outlives the VM that wrote it."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Header, Query, Request, Response
+from fastapi.responses import HTMLResponse, StreamingResponse
+from fastapi.sse import EventSourceResponse, ServerSentEvent
+from markupsafe import escape
+from starlette.concurrency import run_in_threadpool
+
+from batchyard.api.services import Services, services_of
+from batchyard.console.logs import log_object, tail
+from batchyard.console.sessions import ViewerDependency
+from batchyard.console.web import ConsoleRoute, duration, render
+from batchyard.domain.phases import phases
+from batchyard.domain.records import AttemptRecord, InstanceRecord, JobRecord, TaskRecord
+from batchyard.domain.spec import bucket_of
+from batchyard.domain.states import TERMINAL, State
+from batchyard.errors import BatchyardError, NotFound
+from batchyard.ports.reads import instance_number
+
+router = APIRouter(route_class=ConsoleRoute)
+STREAMS = ("stdout", "stderr")
+SHOWN_BYTES = 64 * 1024
+"""The end of a log shown in the page itself (the rest: download, or the live tail)."""
+DOWNLOAD_CHUNK = 1024 * 1024
+
+
+class LogRefused(BatchyardError):
+    code = "Forbidden"
+    status = 403
+
+
+@dataclass(frozen=True)
+class Found:
+    job: JobRecord
+    task: TaskRecord
+    instance: InstanceRecord
+
+
+def _find(services: Services, job_id: str, task: str, number: str, tenant: str) -> Found:
+    """The tenant's instance, or NotFound (another tenant's reads as missing)."""
+    instance_id = instance_number(number)
+    job = services.reads.job(job_id, tenant)
+    record = None if job is None or instance_id is None else \
+        services.reads.instance(job_id, task, instance_id, tenant)
+    task_record = next((t for t in services.reads.tasks(job_id, tenant) if t.name == task),
+                       None) if record is not None else None
+    if job is None or record is None or task_record is None:
+        raise NotFound(f"instance {number} of task {task} of job {job_id} does not exist")
+    explained = services.engine.explain_instances(job_id, task, [record])[0]
+    return Found(job, task_record, explained)
+
+
+@dataclass(frozen=True)
+class AttemptView:
+    record: AttemptRecord
+    waiting: str
+    staging: str
+    running: str
+    logs: dict[str, str]
+    """stream → the download link of this attempt's log ("" when it has none)."""
+
+
+def _attempt_views(found: Found, attempts: list[AttemptRecord], base: str) -> list[AttemptView]:
+    views = []
+    queued = found.task.started
+    now = datetime.now(UTC)
+    last = len(attempts)
+    for record in attempts:
+        phase = phases(record, queued, now)
+        suffix = "" if record.attempt == last else f"?attempt={record.attempt}"
+        links = {stream: f"{base}/logs/{stream}{suffix}" for stream in STREAMS}
+        views.append(AttemptView(record, _seconds(phase.waiting), _seconds(phase.staging),
+                                 _seconds(phase.running), links))
+        queued = record.ended
+    return views
+
+
+def _seconds(value: float | None) -> str:
+    if value is None:
+        return "—"
+    start = datetime.fromtimestamp(0, UTC)
+    return duration(start, datetime.fromtimestamp(value, UTC))
+
+
+def _base(found: Found) -> str:
+    from urllib.parse import quote
+
+    return (f"/console/jobs/{found.job.id}/tasks/{quote(found.task.name, safe='')}"
+            f"/instances/{found.instance.instance_id}")
+
+
+@router.get("/jobs/{job_id}/tasks/{task}/instances/{number}", response_class=HTMLResponse)
+async def instance_page(request: Request, job_id: str, task: str, number: str,
+                        viewer: ViewerDependency) -> Response:
+    services = services_of(request)
+    found = await run_in_threadpool(_find, services, job_id, task, number, viewer.tenant)
+    attempts = await run_in_threadpool(services.reads.attempts, job_id, task,
+                                       found.instance.instance_id, viewer.tenant)
+    base = _base(found)
+    logs = {}
+    for stream in STREAMS:
+        logs[stream] = await run_in_threadpool(_log_end, services, found, stream, viewer.tenant)
+    context = {"job": found.job, "task": found.task, "instance": found.instance,
+               "attempts": _attempt_views(found, attempts, base), "base": base, "logs": logs,
+               "live": found.instance.state not in TERMINAL
+               and found.instance.state is not State.WAITING}
+    return render(request, "instance.html", context)
+
+
+@dataclass(frozen=True)
+class LogEnd:
+    url: str
+    text: str
+    size: int
+    """Bytes of the log so far: where the live tail goes on."""
+    cut: bool
+    """Only the end is shown."""
+
+
+def _log_end(services: Services, found: Found, stream: str, tenant: str) -> LogEnd:
+    url = _log_url(services, found, stream, None, tenant)
+    objects = services.engine.objects
+    size = objects.size(url) if url else None
+    if not size:
+        return LogEnd(url, "", 0, False)
+    start = max(0, size - SHOWN_BYTES)
+    data = objects.read_range(url, start, size - start)
+    if start:  # from the first whole line
+        data = data[data.find(b"\n") + 1:] if b"\n" in data else data
+    return LogEnd(url, data.decode("utf-8", "replace"), size, start > 0)
+
+
+def _log_url(services: Services, found: Found, stream: str, attempt: int | None,
+             tenant: str) -> str:
+    """Where the log is; refused unless the tenant may read that bucket (the path came from
+    its own job, so this only matters if a grant was taken away since)."""
+    url = log_object(found.instance, found.job.description, stream, attempt)
+    if not url:
+        return ""
+    readable = {access.name for access in services.engine.buckets.reachable(tenant)}
+    if bucket_of(url) not in readable:
+        raise LogRefused(f"the log {url} is in a bucket this tenant may not read")
+    return url
+
+
+def _stream(stream: str) -> str:
+    if stream not in STREAMS:
+        raise NotFound(f"log {stream!r} does not exist: it is stdout or stderr")
+    return stream
+
+
+@router.get("/jobs/{job_id}/tasks/{task}/instances/{number}/logs/{stream}")
+async def download_log(request: Request, job_id: str, task: str, number: str, stream: str,
+                       viewer: ViewerDependency,
+                       attempt: Annotated[int | None, Query(ge=1, le=10_000)] = None
+                       ) -> Response:
+    """The whole log (of `attempt`, an earlier failed attempt's copy), as a text file."""
+    services = services_of(request)
+    found = await run_in_threadpool(_find, services, job_id, task, number, viewer.tenant)
+    url = await run_in_threadpool(_log_url, services, found, _stream(stream), attempt,
+                                  viewer.tenant)
+    size = await run_in_threadpool(services.engine.objects.size, url) if url else None
+    if size is None:
+        raise NotFound(f"{found.instance.task}/{found.instance.instance_id} has no {stream} "
+                       "log yet" + (f" for attempt {attempt}" if attempt else ""))
+    name = f"{stream}.{found.job.id}.{found.task.name}.{found.instance.instance_id}" + (
+        f".attempt-{attempt}" if attempt else "") + ".txt"
+    return StreamingResponse(
+        _chunks(services, url, size), media_type="text/plain; charset=utf-8",
+        headers={"Content-Disposition": f'attachment; filename="{_safe_name(name)}"',
+                 "Content-Length": str(size)})
+
+
+def _chunks(services: Services, url: str, size: int) -> Iterator[bytes]:
+    for start in range(0, size, DOWNLOAD_CHUNK):
+        yield services.engine.objects.read_range(url, start, min(DOWNLOAD_CHUNK, size - start))
+
+
+def _safe_name(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+
+
+async def live_source(request: Request, job_id: str, task: str, number: str, stream: str,
+                      viewer: ViewerDependency) -> tuple[Found, str]:
+    """The instance and its log's URL, checked before the event stream begins (so a
+    refusal is an error page, not a broken stream)."""
+    services = services_of(request)
+    found = await run_in_threadpool(_find, services, job_id, task, number, viewer.tenant)
+    url = await run_in_threadpool(_log_url, services, found, _stream(stream), None,
+                                  viewer.tenant)
+    return found, url
+
+
+@router.get("/jobs/{job_id}/tasks/{task}/instances/{number}/logs/{stream}/live",
+            response_class=EventSourceResponse)
+async def live_log(request: Request, viewer: ViewerDependency,
+                   source: Annotated[tuple[Found, str], Depends(live_source)],
+                   start: Annotated[int, Query(alias="from", ge=0)] = 0,
+                   last_event_id: Annotated[str | None, Header()] = None
+                   ) -> AsyncIterator[ServerSentEvent]:
+    """The log's new bytes as `chunk` events of escaped text, each with the byte offset after
+    it as its id: a reconnecting browser sends it back (`Last-Event-ID`) and goes on from
+    there. `end` once the instance ended and its log stopped growing."""
+    services = services_of(request)
+    found, url = source
+    resume = int(last_event_id) if last_event_id and last_event_id.isdigit() else start
+    instance = found.instance
+
+    async def finished() -> bool:
+        record = await run_in_threadpool(services.reads.instance, instance.job_id,
+                                         instance.task, instance.instance_id, viewer.tenant)
+        return record is None or record.state in TERMINAL
+
+    if url:
+        async for offset, text in tail(services.engine.objects, url, resume, finished):
+            yield ServerSentEvent(event="chunk", id=str(offset), raw_data=str(escape(text)))
+    yield ServerSentEvent(event="end", raw_data="")
