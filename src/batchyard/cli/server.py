@@ -115,7 +115,7 @@ def serve(
     # Requests uvicorn cannot parse are answered with JSON too, like every other error.
     app = create_app(settings, address=f"http://{host}:{port}")
     if settings.console:
-        from batchyard.console import install
+        from batchyard.console.app import install
 
         install(app)
     uvicorn.run(app, host=host, port=port,
