@@ -4,6 +4,7 @@ afterwards from the object store, so it outlives the VM that wrote it."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -16,13 +17,14 @@ from markupsafe import escape
 from starlette.concurrency import run_in_threadpool
 
 from batchyard.api.services import Services, services_of
+from batchyard.console.live import changes_of
 from batchyard.console.logs import log_object, tail
 from batchyard.console.sessions import ViewerDependency
-from batchyard.console.web import ConsoleRoute, duration, render
+from batchyard.console.web import ConsoleRoute, duration, render, wants_fragment
 from batchyard.domain.phases import phases
 from batchyard.domain.records import AttemptRecord, InstanceRecord, JobRecord, TaskRecord
 from batchyard.domain.spec import bucket_of
-from batchyard.domain.states import TERMINAL, State
+from batchyard.domain.states import TERMINAL
 from batchyard.errors import BatchyardError, NotFound
 from batchyard.ports.reads import instance_number
 
@@ -106,14 +108,15 @@ async def instance_page(request: Request, job_id: str, task: str, number: str,
     attempts = await run_in_threadpool(services.reads.attempts, job_id, task,
                                        found.instance.instance_id, viewer.tenant)
     base = _base(found)
+    fragment = wants_fragment(request)
     logs = {}
     for stream in STREAMS:
-        logs[stream] = await run_in_threadpool(_log_end, services, found, stream, viewer.tenant)
+        logs[stream] = None if fragment else await run_in_threadpool(
+            _log_end, services, found, stream, viewer.tenant)
     context = {"job": found.job, "task": found.task, "instance": found.instance,
                "attempts": _attempt_views(found, attempts, base), "base": base, "logs": logs,
-               "live": found.instance.state not in TERMINAL
-               and found.instance.state is not State.WAITING}
-    return render(request, "instance.html", context)
+               "live": found.instance.state not in TERMINAL}
+    return render(request, "instance.html", context, block="facts" if fragment else None)
 
 
 @dataclass(frozen=True)
@@ -189,30 +192,34 @@ def _safe_name(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
 
 
-async def live_source(request: Request, job_id: str, task: str, number: str, stream: str,
-                      viewer: ViewerDependency) -> tuple[Found, str]:
-    """The instance and its log's URL, checked before the event stream begins (so a
+async def live_source(request: Request, job_id: str, task: str, number: str,
+                      viewer: ViewerDependency) -> tuple[Found, dict[str, str]]:
+    """The instance and its logs' URLs, checked before the event stream begins (so a
     refusal is an error page, not a broken stream)."""
     services = services_of(request)
     found = await run_in_threadpool(_find, services, job_id, task, number, viewer.tenant)
-    url = await run_in_threadpool(_log_url, services, found, _stream(stream), None,
-                                  viewer.tenant)
-    return found, url
+    urls = {}
+    for stream in STREAMS:
+        urls[stream] = await run_in_threadpool(_log_url, services, found, stream, None,
+                                               viewer.tenant)
+    return found, urls
 
 
-@router.get("/jobs/{job_id}/tasks/{task}/instances/{number}/logs/{stream}/live",
+@router.get("/jobs/{job_id}/tasks/{task}/instances/{number}/live",
             response_class=EventSourceResponse)
-async def live_log(request: Request, viewer: ViewerDependency,
-                   source: Annotated[tuple[Found, str], Depends(live_source)],
-                   start: Annotated[int, Query(alias="from", ge=0)] = 0,
-                   last_event_id: Annotated[str | None, Header()] = None
-                   ) -> AsyncIterator[ServerSentEvent]:
-    """The log's new bytes as `chunk` events of escaped text, each with the byte offset after
-    it as its id: a reconnecting browser sends it back (`Last-Event-ID`) and goes on from
-    there. `end` once the instance ended and its log stopped growing."""
+async def live(request: Request, viewer: ViewerDependency,
+               source: Annotated[tuple[Found, dict[str, str]], Depends(live_source)],
+               stdout: Annotated[int, Query(ge=0)] = 0, stderr: Annotated[int, Query(ge=0)] = 0,
+               last_event_id: Annotated[str | None, Header()] = None
+               ) -> AsyncIterator[ServerSentEvent]:
+    """One stream for the instance page (a browser holds few connections per server):
+    `stdout` and `stderr` events carry the logs' new bytes as escaped text, `changed` says
+    the job changed (the page re-reads the instance), `end` that the instance ended and its
+    logs stopped growing. Each log event's id is `<stdout offset>-<stderr offset>`: a
+    reconnecting browser sends the last back (`Last-Event-ID`) and goes on from there."""
     services = services_of(request)
-    found, url = source
-    resume = int(last_event_id) if last_event_id and last_event_id.isdigit() else start
+    found, urls = source
+    offsets = _resumed(last_event_id) or {"stdout": stdout, "stderr": stderr}
     instance = found.instance
 
     async def finished() -> bool:
@@ -220,7 +227,39 @@ async def live_log(request: Request, viewer: ViewerDependency,
                                          instance.task, instance.instance_id, viewer.tenant)
         return record is None or record.state in TERMINAL
 
-    if url:
-        async for offset, text in tail(services.engine.objects, url, resume, finished):
-            yield ServerSentEvent(event="chunk", id=str(offset), raw_data=str(escape(text)))
-    yield ServerSentEvent(event="end", raw_data="")
+    events: asyncio.Queue[tuple[str, int, str] | None] = asyncio.Queue(maxsize=16)
+
+    async def follow(stream: str) -> None:
+        async for offset, text in tail(services.engine.objects, urls[stream],
+                                       offsets[stream], finished):
+            await events.put((stream, offset, text))
+
+    async def changes() -> None:
+        async for _ in changes_of(request).job_changes(instance.job_id, interval=1.0):
+            await events.put(("changed", 0, ""))
+
+    followers = [asyncio.create_task(follow(stream)) for stream in STREAMS if urls[stream]]
+    watcher = asyncio.create_task(changes())
+    done = asyncio.gather(*followers)
+    done.add_done_callback(lambda _: events.put_nowait(None))
+    try:
+        while (event := await events.get()) is not None:
+            kind, offset, text = event
+            if kind == "changed":
+                yield ServerSentEvent(event="changed", raw_data="")
+                continue
+            offsets[kind] = offset
+            yield ServerSentEvent(event=kind, id=f"{offsets['stdout']}-{offsets['stderr']}",
+                                  raw_data=str(escape(text)))
+        yield ServerSentEvent(event="end", raw_data="")
+    finally:
+        for task in (*followers, watcher):
+            task.cancel()
+
+
+def _resumed(last_event_id: str | None) -> dict[str, int] | None:
+    """The offsets of a `Last-Event-ID` `<stdout>-<stderr>`, or None."""
+    parts = (last_event_id or "").split("-")
+    if len(parts) != 2 or not all(part.isdigit() and len(part) < 16 for part in parts):
+        return None
+    return {"stdout": int(parts[0]), "stderr": int(parts[1])}
