@@ -231,6 +231,7 @@ def test_cancel_stops_the_attempt_and_its_processes(agent: LocalAgent, recorder:
     agent.cancel([AttemptKey(JOB, "t", 0, 1)])
     outcome = recorder.wait(1)[1]
     assert (outcome.error_code, outcome.exit_code) == (ErrorCode.STOPPED, 137)
+    assert outcome.program_started_at is not None  # it ran, until it was stopped
     assert not processes_running(f"sleep {number}")
     assert not processes_running(f"sleep {number + 1}")
     assert log(objects, "stderr") == "batchyard: stopped: the attempt was cancelled\n"
@@ -250,6 +251,7 @@ def test_a_cancelled_attempt_waiting_for_a_slot_never_starts(
     finally:
         agent.shutdown()
     assert (outcome.error_code, outcome.exit_code) == (ErrorCode.STOPPED, None)
+    assert outcome.program_started_at is None
     assert log(objects, "stderr", task="second") == (
         "batchyard: stopped before the program started\n")
     assert not (tmp_path / "ran").exists()
@@ -330,6 +332,26 @@ def test_fast_and_heavy_attempts_in_one_batch(agent: LocalAgent, recorder: Recor
     assert log(objects, "stdout", task="fast") == "plain\n"
     assert log(objects, "stdout", task="heavy") == "from-package hello\n"
     assert outcomes[3].error_code is ErrorCode.PACKAGE
+
+
+def test_each_attempt_says_when_its_program_started(agent: LocalAgent, recorder: Recorder,
+                                                    objects: FsspecObjectStore) -> None:
+    """The fast path (a plain command, spawned by the loop) and the heavy one (a package,
+    run by `run_attempt`) both report their program's start, between the attempt's start
+    and end, and no later than the program's own clock; a program never started, none."""
+    upload_package(objects, "oss://bkt/app/clock.tar.gz", {"main.sh": "date +%s.%N\n"})
+    lease(agent, request("date +%s.%N", 0, "fast"),
+          request("bash main.sh", 0, "heavy", package="oss://bkt/app/clock.tar.gz"),
+          request("date +%s.%N", 0, "missing", package="oss://bkt/app/none.tar.gz"))
+    outcomes = recorder.wait(3)
+    for token, task in ((1, "fast"), (2, "heavy")):
+        outcome = outcomes[token]
+        assert outcome.succeeded, outcome
+        assert outcome.started_at and outcome.program_started_at and outcome.ended_at
+        clock = datetime.fromtimestamp(float(log(objects, "stdout", task=task)), UTC)
+        assert outcome.started_at <= outcome.program_started_at <= clock <= outcome.ended_at
+    assert outcomes[3].error_code is ErrorCode.PACKAGE
+    assert outcomes[3].started_at is not None and outcomes[3].program_started_at is None
 
 
 class FarStore(FsspecObjectStore):

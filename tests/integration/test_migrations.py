@@ -133,3 +133,57 @@ def test_a_database_made_before_the_migrations_is_adopted(empty_database: str) -
         assert connection.execute(jobs.select()).one().id == "job-old"
         assert "access_keys" in inspect(connection).get_table_names()
     engine.dispose()
+
+
+def alembic_to(url: str, revision: str, down: bool = False) -> None:
+    """Upgrade (or downgrade) a database to `revision` with the migrations themselves."""
+    from alembic import command
+
+    engine = make_engine(url)
+    try:
+        with engine.begin() as connection:
+            config = migration_config()
+            config.attributes["connection"] = connection
+            (command.downgrade if down else command.upgrade)(config, revision)
+    finally:
+        engine.dispose()
+
+
+def test_0007_adds_program_started_to_the_attempts_kept(empty_database: str) -> None:
+    """An attempt recorded before 0007 keeps its row, with no program start (NULL), and a
+    new attempt records one; downgrading drops the column and keeps the rows."""
+    import sqlalchemy as sa
+
+    alembic_to(empty_database, "0006")
+    old = {"job_id": "job-old", "task": "a", "instance_id": 0, "attempt": 1, "started": 10.0,
+           "ended": 20.0, "exit_code": 0, "error_code": "", "error_message": "",
+           "stdout_path": "", "stderr_path": "", "worker": "vm-1"}
+    engine = make_engine(empty_database)
+    with engine.begin() as connection:
+        connection.execute(sa.text(
+            "INSERT INTO jobs (id, tenant, name, priority, state, message, "
+            "fail_on_instance_fail, auto_release, created) VALUES "
+            "('job-old', 't', 'n', 0, 'Finished', '', true, false, 1.0)"))
+        columns = ", ".join(old)
+        connection.execute(sa.text(f"INSERT INTO attempts ({columns}) VALUES "
+                                   f"({', '.join(':' + name for name in old)})"), old)
+    engine.dispose()
+    alembic_to(empty_database, "0007")
+    engine = make_engine(empty_database)
+    with engine.begin() as connection:
+        from batchyard.adapters.schema import attempts
+
+        row = connection.execute(attempts.select()).one()
+        assert (row.started, row.ended, row.worker, row.program_started) == (
+            10.0, 20.0, "vm-1", None)
+        connection.execute(attempts.insert(), [{**old, "attempt": 2, "program_started": 12.5}])
+        assert connection.execute(sa.select(attempts.c.program_started)
+                                  .order_by(attempts.c.attempt)).scalars().all() == [None, 12.5]
+    engine.dispose()
+    alembic_to(empty_database, "0006", down=True)
+    engine = make_engine(empty_database)
+    with engine.connect() as connection:
+        assert "program_started" not in {
+            column["name"] for column in inspect(connection).get_columns("attempts")}
+        assert connection.execute(sa.text("SELECT count(*) FROM attempts")).scalar() == 2
+    engine.dispose()

@@ -6,6 +6,8 @@ import os
 import sys
 import threading
 import time
+from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -300,3 +302,70 @@ def test_unsafe_names_never_reach_the_disk(objects: FsspecObjectStore,
     assert outcome.error_message == (
         "the attempt could not be run: unsafe name '..' for a working directory")
     assert not settings.work_root.exists()
+
+
+# ---- when the program started: the phases of an attempt --------------------------------
+
+class SlowDownloads(FsspecObjectStore):
+    """A real object-store folder whose downloads take `delay` seconds longer (a package
+    fetched from far away): staging that takes a known, measurable time."""
+
+    delay = 0.4
+
+    def get_file(self, url: str, local: Path) -> None:
+        time.sleep(self.delay)
+        super().get_file(url, local)
+
+
+def _program_clock(outcome: Outcome, objects: FsspecObjectStore) -> datetime:
+    """When the program itself says it ran (`date +%s.%N` as its first line of stdout)."""
+    first = _log(objects, "stdout").splitlines()[0]
+    return datetime.fromtimestamp(float(first), UTC)
+
+
+def test_the_program_starts_after_its_package_is_staged(tmp_path: Path,
+                                                        settings: RunnerSettings) -> None:
+    objects = SlowDownloads(tmp_path / "objects")
+    upload_package(objects, "oss://bkt/app/app.tar.gz", {"main.sh": "date +%s.%N; sleep 0.3\n"})
+    outcome = _run(_request("bash main.sh", package="oss://bkt/app/app.tar.gz"),
+                   objects, settings)
+    assert outcome.succeeded, outcome
+    started, program, ended = outcome.started_at, outcome.program_started_at, outcome.ended_at
+    assert started is not None and program is not None and ended is not None
+    assert started < program <= _program_clock(outcome, objects) < ended
+    assert (program - started).total_seconds() >= SlowDownloads.delay  # staging
+    assert (ended - program).total_seconds() >= 0.3  # running: the program's sleep
+
+
+def test_a_plain_program_starts_right_after_its_attempt(objects: FsspecObjectStore,
+                                                        settings: RunnerSettings) -> None:
+    outcome = _run(_request("date +%s.%N"), objects, settings)
+    assert outcome.succeeded, outcome
+    started, program, ended = outcome.started_at, outcome.program_started_at, outcome.ended_at
+    assert started is not None and program is not None and ended is not None
+    assert started <= program <= _program_clock(outcome, objects) <= ended
+
+
+@pytest.mark.parametrize("failure", ["missing package", "unsafe package", "cancelled first"])
+def test_a_program_that_never_started_has_no_start(objects: FsspecObjectStore,
+                                                    settings: RunnerSettings,
+                                                    failure: str) -> None:
+    upload_package(objects, "oss://bkt/app/evil.tar.gz", {"../evil.sh": "echo"})
+    control = AttemptControl()
+    package = {"missing package": "oss://bkt/none/app.tar.gz",
+               "unsafe package": "oss://bkt/app/evil.tar.gz"}.get(failure, "")
+    if failure == "cancelled first":
+        control.cancel()
+    outcome = _run(_request("true", package=package), objects, settings, control)
+    assert outcome.error_code is (ErrorCode.STOPPED if failure == "cancelled first"
+                                  else ErrorCode.PACKAGE), outcome
+    assert outcome.started_at is not None and outcome.ended_at is not None
+    assert outcome.program_started_at is None
+
+
+def test_a_program_that_could_not_be_launched_has_no_start(
+        objects: FsspecObjectStore, settings: RunnerSettings, tmp_path: Path) -> None:
+    request = replace(_request("true"), env_vars={"BAD": "a\0b"})  # execve refuses a NUL
+    outcome = _run(request, objects, settings)
+    assert outcome.error_code is ErrorCode.LAUNCH, outcome
+    assert outcome.program_started_at is None

@@ -565,6 +565,20 @@ def test_an_attempt_is_recorded_once(store: StateStore) -> None:
     assert store.attempts("job-1", "first", 1) == []
 
 
+def test_an_attempt_records_when_its_program_started(store: StateStore) -> None:
+    create(store, "job-1")
+    ran = replace(outcome(), program_started_at=datetime.fromtimestamp(1001.25, UTC))
+    staged_only = outcome(None, ErrorCode.PACKAGE, "cannot download the package")
+    with store.transaction() as tx:
+        tx.record_attempts([(AttemptKey("job-1", "first", 0, 1), staged_only),
+                            (AttemptKey("job-1", "first", 0, 2), ran)])
+    first, second = store.attempts("job-1", "first", 0)
+    assert (first.attempt, first.program_started) == (1, None)  # its program never started
+    assert (second.attempt, second.started, second.program_started, second.ended) == (
+        2, datetime.fromtimestamp(1001, UTC), datetime.fromtimestamp(1001.25, UTC),
+        datetime.fromtimestamp(1002.5, UTC))
+
+
 # ---- bulk moves, failures, counts ----------------------------------------------------------
 
 def test_a_restart_requeues_failed_and_stopped_instances_never_running_ones(

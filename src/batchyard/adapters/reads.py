@@ -298,7 +298,7 @@ def attempt_record(row: Row[Any]) -> AttemptRecord:
     return AttemptRecord(row.job_id, row.task, row.instance_id, row.attempt,
                          to_time(row.started), to_time(row.ended), row.exit_code,
                          row.error_code, row.error_message, row.stdout_path, row.stderr_path,
-                         row.worker)
+                         row.worker, to_time(row.program_started))
 
 
 def event_record(row: Row[Any]) -> EventRecord:

@@ -109,9 +109,11 @@ attempts = Table(
     Column("stdout_path", Text, nullable=False, default=""),
     Column("stderr_path", Text, nullable=False, default=""),
     Column("worker", String(40), nullable=False, default="", server_default=""),
+    Column("program_started", Float),
     ForeignKeyConstraint(["job_id"], ["jobs.id"], ondelete="CASCADE"),
 )
-"""One row per ended attempt; `worker`: the VM it ran on."""
+"""One row per ended attempt; `worker`: the VM it ran on; `program_started`: when its program
+started, after staging (NULL: it never did, or the row is older than migration 0007)."""
 
 events = Table(
     "events", metadata,

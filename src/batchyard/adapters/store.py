@@ -876,6 +876,8 @@ def _attempt_values(key: AttemptKey, outcome: Outcome) -> dict[str, Any]:
         "exit_code": outcome.exit_code, "error_code": outcome.error_code.value,
         "error_message": outcome.error_message, "stdout_path": outcome.stdout_path,
         "stderr_path": outcome.stderr_path, "worker": outcome.worker,
+        "program_started": (outcome.program_started_at.timestamp()
+                            if outcome.program_started_at else None),
     }
 
 

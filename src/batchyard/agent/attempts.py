@@ -19,8 +19,8 @@ class Attempt:
     spawner loop while it runs, then the finisher that concludes it)."""
 
     __slots__ = ("alive", "cancelled", "control", "error", "live", "orphan", "pid", "pidfd",
-                 "popen", "request", "returncode", "slot", "started", "timed_out", "timers",
-                 "token", "verdict", "workspace")
+                 "popen", "program_started", "request", "returncode", "slot", "started",
+                 "timed_out", "timers", "token", "verdict", "workspace")
 
     def __init__(self, token: int, request: AttemptRequest) -> None:
         self.token = token
@@ -30,6 +30,8 @@ class Attempt:
         """Set for an attempt run by `run_attempt` (the heavy path)."""
         self.workspace: Workspace | None = None
         self.started: datetime | None = None
+        self.program_started: datetime | None = None
+        """When its program was spawned (fast path; None until then, or if it never was)."""
         self.pid = 0
         self.pidfd = -1
         self.popen: subprocess.Popen[bytes] | None = None

@@ -306,6 +306,7 @@ class Spawner:
             self._end(attempt)
             return
         since = now_ticks()  # before the leader exists: never later than its children
+        spawned = datetime.now(UTC)  # no staging on this path: the program starts now
         try:
             self._spawn(attempt, environment)
             attempt.pidfd = os.pidfd_open(attempt.pid)
@@ -316,6 +317,7 @@ class Spawner:
                 self._kill_and_reap(attempt)
             self._end(attempt)
             return
+        attempt.program_started = spawned
         self._watch(attempt, since)
 
     def _environment(self, request: AttemptRequest, workdir: str) -> dict[str, str]:
@@ -417,7 +419,8 @@ class Spawner:
         for timer in attempt.timers:
             self.timers.cancel(timer)
         attempt.verdict = judge(ProgramEnd(attempt.returncode, attempt.cancelled,
-                                           attempt.timed_out), attempt.request.timeout)
+                                           attempt.timed_out), attempt.request.timeout,
+                                attempt.program_started)
         self._end(attempt)
 
     def _kill_and_reap(self, attempt: Attempt) -> None:

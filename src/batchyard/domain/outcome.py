@@ -48,6 +48,11 @@ class Outcome:
     node: str = field(default="")
     worker: str = ""
     """The VM it ran on (its BATCH_COMPUTE_WORKER_ID; set by the engine from the lease)."""
+    program_started_at: datetime | None = None
+    """When its program's process was started, after staging (the package, the mapped
+    paths, the sandbox); None if the program never started (staging failed, stopped or lost
+    first). `started_at` → this is staging, this → `ended_at` is running (`domain.phases`).
+    (Last, and defaulted: a report pickled by an older agent, without it, reads as None.)"""
 
     @property
     def succeeded(self) -> bool:

@@ -80,6 +80,9 @@ class AttemptRecord:
     stderr_path: str
     worker: str = ""
     """The VM it ran on."""
+    program_started: datetime | None = None
+    """When its program started, after staging; None if it never did (or the attempt was
+    recorded before batchyard kept it). See `domain.phases` for the times it gives."""
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ import logging
 import signal
 import socket
 import subprocess
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -67,6 +67,8 @@ class Verdict:
     exit_code: int | None
     error_code: ErrorCode = ErrorCode.NONE
     message: str = ""
+    program_started: datetime | None = None
+    """When the program's process was started, after staging (None: it never started)."""
 
     @property
     def failed(self) -> bool:
@@ -180,6 +182,7 @@ def _execute(request: AttemptRequest, objects: ObjectStore, control: AttemptCont
     live = LiveLogs(objects, request, workspace, settings.log_interval).start()
     memory = _memory_count(control, launch)
     guard = _guard_disk(control, settings, workspace, layout)
+    begun = _now()  # staging is over: the program starts now (unless cancelled first)
     try:
         end = run_program(launch, control)
     except (OSError, ValueError, subprocess.SubprocessError) as error:
@@ -192,9 +195,9 @@ def _execute(request: AttemptRequest, objects: ObjectStore, control: AttemptCont
     verdict = (_limit_verdict(end, control, launch, memory, request.instance_type)
                or judge(end, request.timeout))
     if problems and not verdict.failed:
-        return Verdict(verdict.exit_code, ErrorCode.UPLOAD,
-                        "LogMapping upload failed: " + "; ".join(problems))
-    return verdict
+        verdict = Verdict(verdict.exit_code, ErrorCode.UPLOAD,
+                          "LogMapping upload failed: " + "; ".join(problems))
+    return replace(verdict, program_started=begun if end.returncode is not None else None)
 
 
 def launch_failed(error: BaseException) -> Verdict:
@@ -302,16 +305,19 @@ def _size(count: int) -> str:
     return f"{count} bytes"
 
 
-def judge(end: ProgramEnd, timeout: int) -> Verdict:
-    """The verdict on a program that ran: stopped, timed out, failed or succeeded."""
+def judge(end: ProgramEnd, timeout: int, program_started: datetime | None = None) -> Verdict:
+    """The verdict on a program that ran (started at `program_started`, if known): stopped,
+    timed out, failed or succeeded."""
     code = exit_code(end.returncode)
     if end.cancelled:
-        return Verdict(code, ErrorCode.STOPPED, "stopped: the attempt was cancelled")
+        return Verdict(code, ErrorCode.STOPPED, "stopped: the attempt was cancelled",
+                       program_started)
     if end.timed_out:
-        return Verdict(code, ErrorCode.TIMEOUT, f"killed after exceeding Timeout of {timeout} s")
+        return Verdict(code, ErrorCode.TIMEOUT, f"killed after exceeding Timeout of {timeout} s",
+                       program_started)
     if code:
-        return Verdict(code, ErrorCode.EXIT_CODE, exit_message(end.returncode))
-    return Verdict(code)
+        return Verdict(code, ErrorCode.EXIT_CODE, exit_message(end.returncode), program_started)
+    return Verdict(code, program_started=program_started)
 
 
 def exit_code(returncode: int | None) -> int | None:
@@ -345,7 +351,7 @@ def _outcome(verdict: Verdict, upload: LogUpload, workspace: Workspace,
     return Outcome(exit_code=verdict.exit_code, error_code=error_code, error_message=message,
                    detail="; ".join(detail), started_at=started, ended_at=_now(),
                    stdout_path=upload.stdout_url, stderr_path=upload.stderr_url,
-                   node=socket.gethostname())
+                   node=socket.gethostname(), program_started_at=verdict.program_started)
 
 
 def _now() -> datetime:

@@ -548,7 +548,8 @@ def _attempt_record(key: AttemptKey, outcome: Outcome) -> AttemptRecord:
     return AttemptRecord(key.job_id, key.task, key.instance_id, key.attempt,
                          _stamp(outcome.started_at), _stamp(outcome.ended_at),
                          outcome.exit_code, outcome.error_code.value, outcome.error_message,
-                         outcome.stdout_path, outcome.stderr_path, outcome.worker)
+                         outcome.stdout_path, outcome.stderr_path, outcome.worker,
+                         _stamp(outcome.program_started_at))
 
 
 def _instance_row(job_id: str, instance: _Instance) -> InstanceRow:
