@@ -4,11 +4,14 @@ violation fails the test that opened it."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import subprocess
 import sys
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
 from typing import TYPE_CHECKING
 from urllib.parse import urlencode
 
@@ -16,6 +19,11 @@ import httpx
 import pytest
 
 from batchyard.adapters.credentials import AccessKey
+from batchyard.adapters.store import SqlStore
+from batchyard.domain.derivation import Metrics
+from batchyard.domain.states import State
+from batchyard.ports.reads import Window
+from batchyard.settings import Settings
 from tests.api.conftest import wait_for_state
 from tests.console import browser as browser_rig
 from tests.console.browser import (
@@ -167,3 +175,58 @@ def test_a_missing_browser_is_a_skip_or_with_required_a_failure(
     assert browser_rig.browser_required()
     monkeypatch.setenv("BATCHYARD_BROWSER_TESTS", "")
     assert not browser_rig.browser_required()
+
+
+def _bench_module(name: str) -> ModuleType:
+    """A script of bench/ (not a package) as a module."""
+    spec = importlib.util.spec_from_file_location(f"bench_{name}",
+                                                  REPOSITORY / "bench" / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = sys.modules[spec.name] = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("database", ["sqlite", "postgresql"])
+def test_the_console_benchmark_data_reads_back_in_its_mixed_states(
+        tmp_path: Path, database: str, request: pytest.FixtureRequest) -> None:
+    console_data = _bench_module("console_data")
+    url = request.getfixturevalue("postgres_url") if database == "postgresql" else ""
+    seeded = console_data.seed(tmp_path, jobs=40, instances=200, tenant="carol",
+                               database_url=url)
+    store = SqlStore(url or Settings(data_dir=tmp_path).resolved_database_url)
+    reads = store.reads
+    try:
+        listed = reads.list_jobs("carol", Window(limit=100)).items
+        assert [job.id for job in listed] == [seeded.big_job_id, *reversed(seeded.job_ids)]
+        assert reads.list_jobs("someone-else", Window()).items == []
+        small = Counter(job.state for job in listed[1:])
+        # 20 jobs of each kind in turn: 12 Finished, 2 Failed, 1 Stopped, 1 Running, 4 Waiting
+        assert small == {State.FINISHED: 24, State.FAILED: 4, State.STOPPED: 2,
+                         State.RUNNING: 2, State.WAITING: 8}
+        for job in listed[1:]:
+            counts = Counter({job.state: 1})
+            assert job.instance_metrics == Metrics.from_counts(dict(counts)), job
+        failed = next(job for job in listed if job.state is State.FAILED)
+        assert failed.message and reads.attempts(failed.id, "work", 0)[0].exit_code == 1
+
+        big = reads.job(seeded.big_job_id, "carol")
+        assert big is not None and big.state is State.RUNNING
+        tasks = {task.name: task for task in reads.tasks(seeded.big_job_id)}
+        assert {name: task.state for name, task in tasks.items()} == {
+            "prepare": State.FINISHED, "work": State.RUNNING, "report": State.WAITING}
+        # 120 of 200 ended (every 20th Failed), 6 Running, 74 Waiting
+        assert tasks["work"].instance_metrics == Metrics(waiting=74, running=6,
+                                                         finished=114, failed=6)
+        assert tasks["report"].instance_metrics == Metrics(waiting=1)
+        page = reads.list_instances(seeded.big_job_id, "work",
+                                    Window(state=State.FAILED, limit=10))
+        assert [instance.instance_id for instance in page.items] == [19, 39, 59, 79, 99, 119]
+        every = reads.instances(seeded.big_job_id, "work")
+        assert Counter(i.state for i in every) == {State.FINISHED: 114, State.FAILED: 6,
+                                                   State.RUNNING: 6, State.WAITING: 74}
+        running = reads.instance(seeded.big_job_id, "work", 120)
+        assert running is not None and running.state is State.RUNNING and running.attempts == 1
+        assert seeded.key.tenant == "carol" and seeded.key.secret
+    finally:
+        store.close()
