@@ -55,7 +55,7 @@ def test_the_server_runs_jobs_for_two_tenants_apart(
 
 def test_chromium_loads_a_page_of_the_server(console_server: ConsoleServer, page: Page) -> None:
     # An unsigned request to the REST API: a 4xx answer in JSON, which Chromium notes as a
-    # resource that failed to load.
+    # resource that failed to load (the page, and /favicon.ico it asks for as well).
     allow_console_error(page, r"Failed to load resource: the server responded with a "
                               r"status of 4\d\d")
     response = page.goto(f"{console_server.url}/jobs")
