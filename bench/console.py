@@ -41,10 +41,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+from console_data import seed
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from api import Signer, free_port  # noqa: E402
-from console_data import seed  # noqa: E402
+from api import Signer, free_port
 
 JOB_PAGE_TARGET_MS = 1000.0
 LIST_TARGET_MS = 300.0
