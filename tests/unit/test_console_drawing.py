@@ -189,11 +189,11 @@ def test_the_dag_is_well_formed_svg_with_a_node_per_task_and_an_edge_per_depende
     assert svg.get("aria-label")
     links = svg.findall(f"{SVG}a")
     assert [a.get("href") for a in links] == [
-        f"/console/jobs/job-1?task={name}#instances" for name in ("count", "merge", "split")]
+        f"/console/jobs/job-1?task={name}#instances" for name in ("split", "count", "merge")]
     assert [a.get("class") for a in links] == [
-        "node state-running", "node state-waiting", "node state-finished"]
+        "node state-finished", "node state-running", "node state-waiting"]
     assert len(svg.findall(f"{SVG}path[@class='edge']")) == 2
-    count = links[0]
+    count = links[1]
     assert count.findtext(f"{SVG}title", "").startswith("count: Running; 12 of 20 finished")
     texts = ["".join(t.itertext()) for t in count.iter(f"{SVG}text")]
     assert texts == ["count", "Running", "12/20 finished", "1 failed · 3 running · 4 waiting"]

@@ -360,8 +360,9 @@ def dag_svg(nodes: Sequence[TaskNode], link: Callable[[str], str]) -> Markup:
     places, width, height = _places(order)
     edges = [_edge(places[up], places[node.name]) for node in sorted(nodes, key=_name)
              for up in dict.fromkeys(node.depends_on) if up in places and up != node.name]
-    boxes = [_task_box(node, places[node.name], link(node.name))
-             for node in sorted(nodes, key=_name)]
+    by_name = {node.name: node for node in nodes}
+    boxes = [_task_box(by_name[name], places[name], link(name))  # keyboard order = columns
+             for layer in order for name in layer]
     wide = " wide" if width > WIDE_DAG else ""
     return Markup(
         '<svg xmlns="http://www.w3.org/2000/svg" class="dag{0}" viewBox="0 0 {1} {2}" '
