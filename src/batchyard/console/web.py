@@ -50,6 +50,7 @@ def _environment() -> Environment:
     environment.filters["state_class"] = state_class
     environment.globals["prefix"] = PREFIX
     environment.globals["bar"] = drawing.progress_bar
+    environment.globals["legend"] = drawing.state_legend
     environment.globals["states"] = list(State)
     return environment
 
