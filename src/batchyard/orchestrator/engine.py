@@ -307,6 +307,7 @@ class Engine:
         # submissions (the database serialises writers; concurrent submissions share one
         # transaction).
         self.store.create_job(NewJob(job_id, tenant, spec, self.clock(), token, claims))
+        self._deliveries.created(job_id, tenant)
         self.buckets.submitted(tenant)
         self._specs.remember(job_id, spec, tenant)
         self._queues.invalidate()  # the launch order may change
@@ -355,9 +356,11 @@ class Engine:
 
     def delete(self, job_id: str, tenant: str | None = None) -> None:
         with self._lock:
+            owner = self._specs.job(job_id).tenant  # NotFound as _mutate for a missing job
             self._mutate(operations.delete, job_id, tenant)
             self._forget(job_id)
         self._wakeups.wake_all()  # a deletion moves no state, but a waiter must see it
+        self._deliveries.removed(job_id, owner)
 
     def change_priority(self, job_id: str, priority: int, tenant: str | None = None) -> None:
         with self._lock:
