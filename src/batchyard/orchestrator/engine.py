@@ -801,10 +801,12 @@ class Engine:
         for job_id in finished:
             if not self._spec(job_id).AutoRelease:
                 continue
-            self._released.put(job_id, self.job(job_id))
+            record = self.job(job_id)
+            self._released.put(job_id, record)
             with self.store.transaction() as tx:
                 tx.delete_job(job_id)
             self._forget(job_id)
+            self._deliveries.removed(job_id, record.tenant)
 
     def _forget(self, job_id: str) -> None:
         """A deleted job: drop its description, its VMs and what the agents keep of it."""
