@@ -204,3 +204,24 @@ def test_a_poke_for_a_closed_loop_is_ignored() -> None:
     hub._by_job["job-a1"] = {_Watcher(loop)}  # a stream whose loop is gone
     hub.committed([moved("job-a1")])
     assert hub.version("job-a1") == 1
+
+
+def test_an_owner_that_cannot_be_read_still_tells_the_job_page() -> None:
+    def broken(job_id: str) -> str | None:
+        raise OSError("the database is gone")
+
+    hub = Changes(broken)
+
+    def work() -> None:
+        hub.committed([moved("job-a1")])
+
+    async def main() -> tuple[list[Any], list[Any]]:
+        thread = in_thread(work)
+        of_job, of_tenant = await asyncio.gather(
+            collect(hub.job_changes("job-a1", interval=0.01), 0.3),
+            collect(hub.tenant_changes("alice", interval=0.01), 0.3))
+        thread.join()
+        return of_job, of_tenant
+
+    of_job, of_tenant = asyncio.run(main())
+    assert len(of_job) == 1 and of_tenant == []

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 import threading
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -31,6 +32,7 @@ from batchyard.api.services import services_of
 from batchyard.domain.states import Transition
 from batchyard.ports.listeners import TransitionListener
 
+log = logging.getLogger(__name__)
 Value = TypeVar("Value")
 REMEMBERED = 10_000
 """Jobs whose version and owner the hub keeps (each about 150 bytes)."""
@@ -103,12 +105,23 @@ class Changes(TransitionListener):
         with self._lock:
             owners = {job_id: self._owners[job_id] for job_id in job_ids
                       if job_id in self._owners}
+            for job_id in owners:
+                self._owners.move_to_end(job_id)
         for job_id in job_ids:
-            if job_id not in owners and (tenant := self._tenant_of(job_id)) is not None:
+            if job_id not in owners and (tenant := self._read_owner(job_id)) is not None:
                 owners[job_id] = tenant
                 with self._lock:
                     self._remember(self._owners, job_id, tenant)
         return owners
+
+    def _read_owner(self, job_id: str) -> str | None:
+        """The job's owner from the database; None when it is gone or cannot be read (then
+        its tenant's lists are not told of this change, its job page still is)."""
+        try:
+            return self._tenant_of(job_id)
+        except Exception:
+            log.exception("the owner of job %s could not be read", job_id)
+            return None
 
     def _remember(self, table: OrderedDict[str, Value], job_id: str, value: Value) -> None:
         table[job_id] = value
@@ -126,8 +139,10 @@ class Changes(TransitionListener):
     async def job_changes(self, job_id: str, interval: float = 0.25) -> AsyncIterator[int]:
         """The job's version each time it changed: at once for the first change, then at
         most once per `interval` seconds (the changes meanwhile make one item)."""
+        last = 0
         async for _ in self._watch(self._by_job, job_id, interval):
-            yield self.version(job_id)
+            last = max(last, self.version(job_id))  # 0 once forgotten: keep it growing
+            yield last
 
     async def tenant_changes(self, tenant: str, interval: float = 0.5) -> AsyncIterator[None]:
         """An item each time some job of `tenant` changed, was submitted or deleted
