@@ -279,6 +279,52 @@ class FsspecObjectStore:
             content: bytes = location.filesystem.cat_file(location.path)
             return content
 
+    def read_range(self, url: str, start: int, limit: int) -> bytes:
+        """At most `limit` bytes of the object `url` from byte `start` (b"" past its end);
+        ObjectNotFound (on S3, ObjectStoreError) as `read_bytes` when there is no object."""
+        _check_range(start, limit)
+        location = self._locate(url)
+        with self._reporting("read", url, location):
+            if location.folder:
+                return _read_object_range(location, start, limit)
+            if location.filesystem is None:
+                with open(location.path, "rb") as stream:
+                    stream.seek(start)
+                    return stream.read(limit)
+            size = self._remote_size(location)
+            if size is None:
+                raise FileNotFoundError(location.path)
+            if limit == 0 or start >= size:
+                return b""
+            content: bytes = location.filesystem.cat_file(
+                location.path, start=start, end=min(size, start + limit))
+            return content
+
+    def size(self, url: str) -> int | None:
+        """The object's size in bytes; None when there is no such object (a folder or a
+        prefix is none either)."""
+        location = self._locate(url)
+        with self._reporting("check", url, location):
+            if location.folder:
+                return _object_size(location)
+            if location.filesystem is None:
+                try:
+                    status = os.stat(location.path)
+                except (FileNotFoundError, NotADirectoryError):
+                    return None
+                return status.st_size if stat.S_ISREG(status.st_mode) else None
+            return self._remote_size(location)
+
+    @staticmethod
+    def _remote_size(location: _Location) -> int | None:
+        try:
+            info = location.filesystem.info(location.path)
+        except FileNotFoundError:
+            return None
+        if info.get("type") != "file":
+            return None
+        return int(info.get("size") or 0)
+
     def exists(self, url: str) -> bool:
         """Whether an object (or a non-empty prefix, on local folders any folder) is there."""
         location = self._locate(url)
@@ -726,6 +772,29 @@ def _read_object(location: _Location) -> bytes:
     reader, _ = _open_object(location)
     with open(reader, "rb") as stream:
         return stream.read()
+
+
+def _read_object_range(location: _Location, start: int, limit: int) -> bytes:
+    reader, _ = _open_object(location)
+    with open(reader, "rb") as stream:
+        stream.seek(start)
+        return stream.read(limit)
+
+
+def _object_size(location: _Location) -> int | None:
+    """The size of the regular file an object is, opened as `_read_object` opens it."""
+    try:
+        reader, status = _open_object(location)
+    except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+        return None
+    os.close(reader)
+    return status.st_size
+
+
+def _check_range(start: int, limit: int) -> None:
+    if start < 0 or limit < 0:
+        raise ValueError(f"a byte range starts at 0 or later and is at least 0 bytes long, "
+                         f"got start={start}, limit={limit}")
 
 
 def _get_object(location: _Location, destination: str) -> None:

@@ -182,7 +182,7 @@ class SqlReads:
             return _with_metrics(connection, rows, lambda row: json.loads(row.description))
 
     def list_jobs(self, tenant: str | None, window: Window) -> Page[JobRecord]:
-        query = _job_filter(select(*_LISTED_JOB_COLUMNS), tenant, window.state)
+        query = _job_filter(select(*_LISTED_JOB_COLUMNS), tenant, window.state, window.name)
         with self.engine.connect() as connection:
             if window.marker:
                 query = query.where(_after_marker(connection, tenant, window))
@@ -191,6 +191,24 @@ class SqlReads:
             rows = connection.execute(query.order_by(*order).limit(window.limit + 1)).all()
             page, next_marker = _split(rows, window.limit, lambda row: row.id)
             return Page(_with_metrics(connection, page, lambda row: {}), next_marker)
+
+    def job_counts(self, tenant: str | None, name: str = "") -> dict[State, int]:
+        query = _job_filter(select(jobs.c.state, func.count()), tenant, None, name)
+        with self.engine.connect() as connection:
+            rows = connection.execute(query.group_by(jobs.c.state)).all()
+        counts = dict.fromkeys(State, 0)
+        for state, count in rows:
+            counts[State(state)] = count
+        return counts
+
+    def tenant_of(self, job_id: str) -> str | None:
+        values = {"b_job": job_id}
+        if self._file is not None:
+            row = _SQLITE_TENANT.first(self._file, values)
+        else:
+            with self.engine.connect() as connection:
+                row = connection.execute(_TENANT_OF, values).first()
+        return None if row is None else str(row.tenant)
 
     # ---- tasks ---------------------------------------------------------------------------
 
@@ -316,11 +334,14 @@ def _owned_by(job_id: str, tenant: str | None) -> ColumnElement[bool]:
     return exists().where(jobs.c.id == job_id, jobs.c.tenant == tenant)
 
 
-def _job_filter(query: Select[Any], tenant: str | None, state: State | None) -> Select[Any]:
+def _job_filter(query: Select[Any], tenant: str | None, state: State | None,
+                name: str = "") -> Select[Any]:
     if tenant is not None:
         query = query.where(jobs.c.tenant == tenant)
     if state is not None:
         query = query.where(jobs.c.state == state.value)
+    if name:  # `%` and `_` match themselves (escaped); any case (lower() on SQLite)
+        query = query.where(jobs.c.name.icontains(name, autoescape=True))
     return query
 
 
@@ -428,6 +449,8 @@ _SQLITE_JOB_STATUS = {tenanted: CompiledQuery(statement, sqlite_dialect.dialect(
                       for tenanted, statement in ((False, _JOB_STATUS),
                                                   (True, _TENANT_JOB_STATUS))}
 """The same statements, compiled once for `SqliteFile` connections."""
+_TENANT_OF = select(jobs.c.tenant).where(jobs.c.id == bindparam("b_job"))
+_SQLITE_TENANT = CompiledQuery(_TENANT_OF, sqlite_dialect.dialect())
 
 
 __all__ = ["CompiledQuery", "SqlReads", "SqliteFile", "attempt_record", "event_record",

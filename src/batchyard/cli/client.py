@@ -65,7 +65,6 @@ from batchyard.cli.progress import (
 from batchyard.cli.remote import ApiError, RemoteClient, Unreachable
 from batchyard.cli.remote_engine import POLL_SECONDS, RemoteEngine
 from batchyard.cli.remote_logs import (
-    STREAMS,
     LogPrinter,
     Selection,
     Source,
@@ -98,6 +97,7 @@ from batchyard.cli.selection import (
 from batchyard.cli.transfer import looked_in
 from batchyard.documents import instance_view
 from batchyard.domain.fields import UnknownField
+from batchyard.domain.logs import STREAMS
 from batchyard.domain.records import InstanceRecord, JobRecord, TaskRecord
 from batchyard.domain.states import ACTIVE, TERMINAL, State
 from batchyard.errors import BatchyardError

@@ -4,7 +4,7 @@ Logs are read from the object store the server writes to (the CLI opens it with 
 settings, `--data-dir` and `--bucket`); the API only says where they are. The runner uploads
 a running attempt's logs every `log_interval` seconds and once more when it ends; a retry
 replaces them. An attempt that did not succeed also leaves copies named
-`<log>.attempt-<n>` (`runner.logs`), n counting the instance's attempts from 1: `--attempt n`
+`<log>.attempt-<n>` (`domain.logs`), n counting the instance's attempts from 1: `--attempt n`
 reads those.
 """
 
@@ -18,15 +18,13 @@ from typing import Any, BinaryIO
 
 from batchyard.cli.backends import Client
 from batchyard.cli.progress import order_tasks
+from batchyard.domain.logs import ATTEMPT_SUFFIX, instance_log
 from batchyard.domain.records import InstanceRecord
 from batchyard.domain.states import TERMINAL
 from batchyard.errors import BatchyardError
 from batchyard.ports import ObjectStore
 
 FOLLOW_INTERVAL_SECONDS = 1.0
-STREAMS = ("stdout", "stderr")
-ATTEMPT_SUFFIX = ".attempt-"
-"""`<log object>.attempt-<n>`: the copy of attempt n's log (`runner.logs.upload_logs`)."""
 
 
 @dataclass(frozen=True)
@@ -48,21 +46,6 @@ class Selection:
         tasks = order_tasks(client.tasks(self.job_id), self.order)
         return [instance for task in tasks
                 for instance in client.instances(self.job_id, task.name)]
-
-
-def log_url(description: dict[str, Any], instance: InstanceRecord, stream: str) -> str:
-    """Where the instance's log is (or will be): the recorded path, else the one the runner
-    will write — `<RedirectPath>/<stream>.<jobId>.<task>.<instanceId>` (reference §4.4)."""
-    recorded = instance.stdout_path if stream == "stdout" else instance.stderr_path
-    if recorded:
-        return recorded
-    tasks = (description.get("DAG") or {}).get("Tasks") or {}
-    parameters = (tasks.get(instance.task) or {}).get("Parameters") or {}
-    folder = str(parameters.get(f"{stream.capitalize()}RedirectPath") or "")
-    if not folder:
-        return ""
-    folder = folder if folder.endswith("/") else folder + "/"
-    return f"{folder}{stream}.{instance.job_id}.{instance.task}.{instance.instance_id}"
 
 
 @dataclass
@@ -156,9 +139,7 @@ def sources(description: dict[str, Any], instances: Sequence[InstanceRecord],
 
 def _source(description: dict[str, Any], instance: InstanceRecord, stream: str,
             attempt: int | None) -> Source:
-    url = log_url(description, instance, stream)
-    if attempt is not None and url:
-        url += f"{ATTEMPT_SUFFIX}{attempt}"
+    url = instance_log(description, instance, stream, attempt)
     return Source(instance.task, instance.instance_id, stream, url, attempt=attempt)
 
 

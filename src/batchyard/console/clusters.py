@@ -57,7 +57,7 @@ def _cluster(services: Services, cluster_id: str, tenant: str) -> dict[str, Any]
     groups = []
     for name, group in status.row.description.Groups.items():
         vms = clusters.vms(cluster_id, name, tenant, "", VMS_PER_GROUP_PAGE).items
-        running = services.reads.running_on([vm.id for vm in vms], tenant)
+        running = services.engine.running_on([vm.id for vm in vms], tenant)
         busy = Counter(vm.id in running for vm in vms)[True]
         groups.append({"name": name, "desired": group.DesiredVMCount,
                        "actual": status.actual(name), "busy": busy,

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from batchyard.domain.logs import log_name
+
 
 @dataclass(frozen=True, order=True)
 class AttemptKey:
@@ -80,4 +82,4 @@ class AttemptRequest:
     def log_name(self, stream: str) -> str:
         """`stdout.<jobId>.<taskName>.<instanceId>` (reference §4.4)."""
         key = self.key
-        return f"{stream}.{key.job_id}.{key.task}.{key.instance_id}"
+        return log_name(stream, key.job_id, key.task, key.instance_id)

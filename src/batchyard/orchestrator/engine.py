@@ -15,7 +15,7 @@ import queue
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from types import TracebackType
@@ -187,6 +187,8 @@ class Engine:
         self._thread = threading.Thread(target=self._loop, name="batchyard-engine", daemon=True)
         self._busy_vms: frozenset[str] = frozenset()
         """Cluster VMs running an instance as of the last step (read from any thread)."""
+        self._vm_leases: Mapping[str, Leased] = {}
+        """What each of them runs (its oldest lease), of the same step."""
         self._cluster_env: dict[str, Mapping[str, str]] = {}
         """Each cluster's EnvVars, as launches last read them (cleared on any change)."""
         self.placement = Placement(self.fleet, self._vm_shape, provider=provider)
@@ -263,6 +265,17 @@ class Engine:
     def wake(self) -> None:
         self._wake.set()
 
+    def running_on(self, vm_ids: Collection[str],
+                   tenant: str | None = None) -> dict[str, AttemptKey]:
+        """The attempt each of these cluster VMs runs, as of the engine's last step (VMs
+        idle, unknown or running another tenant's instance are left out). Any thread; the
+        database does not know it: an instance's `node` is only written when its attempt
+        ends (the runner's host name), an attempt's `worker` (the VM id) likewise."""
+        leases = self._vm_leases
+        running = {vm_id: leases[vm_id] for vm_id in vm_ids if vm_id in leases}
+        return {vm_id: leased.key for vm_id, leased in running.items()
+                if tenant is None or leased.tenant == tenant}
+
     def listen(self, listener: TransitionListener) -> None:
         """Tell `listener` about every transition committed from now on (see ports)."""
         self._deliveries.add(listener)
@@ -307,6 +320,7 @@ class Engine:
         # submissions (the database serialises writers; concurrent submissions share one
         # transaction).
         self.store.create_job(NewJob(job_id, tenant, spec, self.clock(), token, claims))
+        self._deliveries.created(job_id, tenant)
         self.buckets.submitted(tenant)
         self._specs.remember(job_id, spec, tenant)
         self._queues.invalidate()  # the launch order may change
@@ -355,9 +369,11 @@ class Engine:
 
     def delete(self, job_id: str, tenant: str | None = None) -> None:
         with self._lock:
+            owner = self._specs.job(job_id).tenant  # NotFound as _mutate for a missing job
             self._mutate(operations.delete, job_id, tenant)
             self._forget(job_id)
         self._wakeups.wake_all()  # a deletion moves no state, but a waiter must see it
+        self._deliveries.removed(job_id, owner)
 
     def change_priority(self, job_id: str, priority: int, tenant: str | None = None) -> None:
         with self._lock:
@@ -578,7 +594,8 @@ class Engine:
             self._autoclusters.landed(leased.key.job_id, leased.key.task, leased.worker)
         self._dispatch(launching, cancels)
         if self.fleet.has_vms():
-            self._busy_vms = frozenset(self.fleet.busy())
+            self._vm_leases = self.fleet.vm_leases()
+            self._busy_vms = frozenset(self._vm_leases)
         self._log_jobs(self._started_or_ended)
         self._started_or_ended.clear()
         self._release(finished)
@@ -784,10 +801,12 @@ class Engine:
         for job_id in finished:
             if not self._spec(job_id).AutoRelease:
                 continue
-            self._released.put(job_id, self.job(job_id))
+            record = self.job(job_id)
+            self._released.put(job_id, record)
             with self.store.transaction() as tx:
                 tx.delete_job(job_id)
             self._forget(job_id)
+            self._deliveries.removed(job_id, record.tenant)
 
     def _forget(self, job_id: str) -> None:
         """A deleted job: drop its description, its VMs and what the agents keep of it."""

@@ -375,6 +375,13 @@ class Fleet:
         return {vm_id for vm_id, member in self._members.items()
                 if member.tokens and vm_id not in self._hosts}
 
+    def vm_leases(self) -> dict[str, Leased]:
+        """What each VM holding leases runs: its oldest lease (a VM of several slots may
+        hold more)."""
+        return {vm_id: self._leases[next(iter(member.tokens))]
+                for vm_id, member in self._members.items()
+                if member.tokens and vm_id not in self._hosts}
+
     # ---- leases --------------------------------------------------------------------------
 
     def lease(self, requests: Sequence[tuple[AttemptRequest, Order]],

@@ -5,7 +5,8 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from batchyard.domain.states import Entity, Transition
 from batchyard.ports import TransitionListener
@@ -42,15 +43,26 @@ class Deliveries:
                 except queue.Empty:
                     return
                 for listener in self._listeners:
-                    _tell(listener, transitions)
+                    _tell(listener.committed, transitions)
 
 
-def _tell(listener: TransitionListener, transitions: list[Transition]) -> None:
+    def created(self, job_id: str, tenant: str) -> None:
+        """Tell every listener that the job was submitted (after its commit)."""
+        for listener in self._listeners:
+            _tell(listener.created, job_id, tenant)
+
+    def removed(self, job_id: str, tenant: str) -> None:
+        """Tell every listener that the job was deleted (after its commit)."""
+        for listener in self._listeners:
+            _tell(listener.removed, job_id, tenant)
+
+
+def _tell(hook: Callable[..., None], *arguments: Any) -> None:
     """A failing listener is logged and skipped: it must not break the engine or the others."""
     try:
-        listener.committed(transitions)
+        hook(*arguments)
     except Exception:
-        log.exception("transition listener %r failed", listener)
+        log.exception("transition listener %r failed", getattr(hook, "__self__", hook))
 
 
 class WaitWakeups(TransitionListener):

@@ -17,9 +17,20 @@ class TransitionListener(Protocol):
     transaction, once per commit with everything that commit moved, in commit order. It
     must be quick (hand slow work to a thread of its own); an exception it raises is logged
     and changes nothing else. Submissions are not transitions (no source state): they are
-    committed outside the engine's order, so a listener would see them out of order.
+    committed outside the engine's order, so a listener would see them out of order; a
+    listener that must know of new and deleted jobs (the console's jobs list) overrides
+    `created` and `removed`, told once the job's row is written or gone.
     """
 
     def committed(self, transitions: Sequence[Transition]) -> None:
         """`transitions`: every state change of one commit, in the order it was made."""
+        return None
+
+    def created(self, job_id: str, tenant: str) -> None:
+        """A job was submitted (its row is committed), on the submitting thread; it may come
+        after the job's first transitions."""
+        return None
+
+    def removed(self, job_id: str, tenant: str) -> None:
+        """A job was deleted (its rows are gone): no transition says so."""
         return None

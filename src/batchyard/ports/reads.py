@@ -55,12 +55,14 @@ class Page(Generic[Item]):
 class Window:
     """Which part of a listing to return: from `marker` (inclusive; "" = the start), at most
     `limit` items, only those in `state` if given, in reverse order if `reverse` (jobs only:
-    oldest first)."""
+    oldest first), only jobs whose Name contains `name` if given (jobs only; any case —
+    ASCII letters only on SQLite; `%` and `_` are plain characters)."""
 
     marker: str = ""
     limit: int = 50
     state: State | None = None
     reverse: bool = False
+    name: str = ""
 
 
 def instance_number(text: str) -> int | None:
@@ -92,6 +94,16 @@ class JobQueries(Protocol):
     def list_jobs(self, tenant: str | None, window: Window) -> Page[JobRecord]:
         """A page of jobs newest first (oldest first with `window.reverse`); the records carry
         no description (`{}`): lists never show it. InvalidMarker: not a job id."""
+        ...
+
+    def job_counts(self, tenant: str | None, name: str = "") -> dict[State, int]:
+        """How many of the tenant's jobs (whose Name contains `name`, as `Window.name`) are
+        in each state: every state a key, 0 when none (one grouped query)."""
+        ...
+
+    def tenant_of(self, job_id: str) -> str | None:
+        """The tenant owning the job (None: no such job). Internal: never for a caller to
+        learn who owns a job of another tenant (the console's live hub routes changes)."""
         ...
 
     # tasks

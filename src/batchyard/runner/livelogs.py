@@ -18,8 +18,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from batchyard.domain.attempt import AttemptRequest
+from batchyard.domain.logs import in_folder as log_url
 from batchyard.ports import ObjectStore
-from batchyard.runner.logs import log_url
 from batchyard.runner.watchdog import Alarm, shared_watchdog
 from batchyard.runner.workspace import Workspace
 

@@ -19,8 +19,8 @@ from pathlib import Path
 
 from batchyard.beneath import open_folder, open_regular, split_key
 from batchyard.domain.attempt import AttemptKey
+from batchyard.domain.logs import in_folder as log_url
 from batchyard.ports import ObjectStore
-from batchyard.runner.logs import log_url
 
 _log = logging.getLogger(__name__)
 

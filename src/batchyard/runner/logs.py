@@ -2,7 +2,8 @@
 
 Objects are named `<dir>stdout.<jobId>.<taskName>.<instanceId>` (and `stderr.…`); a retry
 overwrites them, as BatchCompute does. So that the logs of every failed attempt survive the
-retries, a failed attempt also uploads copies named `<that name>.attempt-<n>`.
+retries, a failed attempt also uploads copies named `<that name>.attempt-<n>`
+(the names: `domain.logs`).
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from batchyard.domain.attempt import AttemptRequest
+from batchyard.domain.logs import attempt_copy
+from batchyard.domain.logs import in_folder as log_url
 from batchyard.errors import ObjectStoreError
 from batchyard.ports import ObjectStore
 from batchyard.runner.workspace import Workspace
@@ -24,11 +27,6 @@ class LogUpload:
     problems: list[str] = field(default_factory=list)
 
 
-def log_url(folder: str, name: str) -> str:
-    """`folder` + `name`, adding the `/` a redirect folder should have ended with."""
-    return folder + name if folder.endswith("/") else f"{folder}/{name}"
-
-
 def upload_logs(objects: ObjectStore, request: AttemptRequest, workspace: Workspace,
                 failed: bool) -> LogUpload:
     """Upload both logs (even empty ones); on failure also their `.attempt-<n>` copies."""
@@ -38,7 +36,7 @@ def upload_logs(objects: ObjectStore, request: AttemptRequest, workspace: Worksp
     for local, url in ((workspace.stdout, stdout_url), (workspace.stderr, stderr_url)):
         _upload(objects, local, url, problems)
         if failed:
-            _upload(objects, local, f"{url}.attempt-{request.key.attempt}", problems)
+            _upload(objects, local, attempt_copy(url, request.key.attempt), problems)
     return LogUpload(stdout_url, stderr_url, problems)
 
 

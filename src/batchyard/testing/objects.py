@@ -37,6 +37,17 @@ class MemoryObjectStore:
             raise ObjectNotFound(url, "memory")
         return data
 
+    def read_range(self, url: str, start: int, limit: int) -> bytes:
+        if start < 0 or limit < 0:
+            raise ValueError(f"a byte range starts at 0 or later and is at least 0 bytes "
+                             f"long, got start={start}, limit={limit}")
+        return self.read_bytes(url)[start:start + limit]
+
+    def size(self, url: str) -> int | None:
+        with self._lock:
+            data = self._objects.get(url)
+        return None if data is None else len(data)
+
     def exists(self, url: str) -> bool:
         """Whether an object, or a prefix with objects under it, is there."""
         prefix = url.rstrip("/") + "/"
