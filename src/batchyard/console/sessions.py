@@ -206,12 +206,12 @@ def sign_in(request: Request, key_id: Annotated[str, Form(max_length=200)] = "",
     if tenant is None:
         time.sleep(FAILED_SIGN_IN_DELAY)
         token, cookie = sessions.sign_in_token()
-        response = render(request, "sign_in.html", {
+        refused = render(request, "sign_in.html", {
             "sign_in_token": token, "next": safe_next(next), "key_id": key_id,
             "problem": "That access key id and secret do not match an active key."},
             status=403)
-        _set_cookie(request, response, SIGN_IN_COOKIE, cookie, SIGN_IN_SECONDS)
-        return response
+        _set_cookie(request, refused, SIGN_IN_COOKIE, cookie, SIGN_IN_SECONDS)
+        return refused
     _viewer, cookie = sessions.issue(tenant, key_id.strip())
     response = RedirectResponse(safe_next(next) or f"{PREFIX}/jobs", status_code=303)
     _set_cookie(request, response, SESSION_COOKIE, cookie, SESSION_SECONDS)

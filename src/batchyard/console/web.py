@@ -17,7 +17,7 @@ from importlib.resources import files
 from typing import Any
 
 from fastapi import Request, Response
-from fastapi.responses import HTMLResponse, RedirectResponse
+from fastapi.responses import RedirectResponse
 from fastapi.routing import APIRoute
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from jinja2_fragments.fastapi import Jinja2Blocks
@@ -57,16 +57,14 @@ def _environment() -> Environment:
 
 
 def render(request: Request, template: str, context: Mapping[str, Any],
-           block: str | None = None, status: int = 200) -> HTMLResponse:
+           block: str | None = None, status: int = 200) -> Response:
     """`template` (or only its `block`, for an htmx fragment) with `context`, plus what every
     page gets: the signed-in viewer and the CSRF token (None on the sign-in page)."""
     viewer = getattr(request.state, "viewer", None)
     values = {"viewer": viewer, "csrf": viewer.csrf if viewer is not None else "",
               "path": request.url.path, **context}
-    response: HTMLResponse = templates.TemplateResponse(
-        request, template, values, status_code=status,
-        **({"block_name": block} if block is not None else {}))
-    return response
+    return templates.TemplateResponse(request, template, values, status_code=status,
+                                      block_name=block)
 
 
 def wants_fragment(request: Request) -> bool:
@@ -114,7 +112,7 @@ def duration(started: datetime | None, ended: datetime | None) -> str:
     return f"{hours} h {minutes:02d} min"
 
 
-def error_page(request: Request, status: int, code: str, message: str) -> HTMLResponse:
+def error_page(request: Request, status: int, code: str, message: str) -> Response:
     return render(request, "error.html", {"status": status, "code": code,
                                           "message": message}, status=status)
 
