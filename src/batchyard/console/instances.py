@@ -127,10 +127,15 @@ class LogEnd:
     """Bytes of the log so far: where the live tail goes on."""
     cut: bool
     """Only the end is shown."""
+    problem: str = ""
+    """Why the log cannot be shown ("": it can)."""
 
 
 def _log_end(services: Services, found: Found, stream: str, tenant: str) -> LogEnd:
-    url = _log_url(services, found, stream, None, tenant)
+    try:
+        url = _log_url(services, found, stream, None, tenant)
+    except LogRefused as refused:
+        return LogEnd("", "", 0, False, str(refused))
     objects = services.engine.objects
     size = objects.size(url) if url else None
     if not size:
@@ -200,8 +205,11 @@ async def live_source(request: Request, job_id: str, task: str, number: str,
     found = await run_in_threadpool(_find, services, job_id, task, number, viewer.tenant)
     urls = {}
     for stream in STREAMS:
-        urls[stream] = await run_in_threadpool(_log_url, services, found, stream, None,
-                                               viewer.tenant)
+        try:
+            urls[stream] = await run_in_threadpool(_log_url, services, found, stream, None,
+                                                   viewer.tenant)
+        except LogRefused:
+            urls[stream] = ""  # the page says why; the stream follows the other log
     return found, urls
 
 

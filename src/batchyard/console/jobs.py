@@ -105,7 +105,9 @@ async def job_page(request: Request, job_id: str, viewer: ViewerDependency,
     by_name = {record.name: record for record in tasks}
     ordered = [by_name[name] for name in order if name in by_name]
     chosen = task if task in by_name else (order[0] if order else "")
-    grid = await run_in_threadpool(_grid, services, job, chosen, "", None, viewer.tenant)
+    fragment = part if wants_fragment(request) and part in {"live", "grid"} else None
+    grid = None if fragment == "live" else await run_in_threadpool(
+        _grid, services, job, chosen, "", None, viewer.tenant)
     context = {
         "job": job, "tasks": ordered, "chosen": chosen, "grid": grid,
         "dag": drawing.dag_svg(nodes, lambda name: f"{PREFIX}/jobs/{job.id}?task="
@@ -115,8 +117,7 @@ async def job_page(request: Request, job_id: str, viewer: ViewerDependency,
                                   sort_keys=False),
         "can": _allowed(job), "terminal": job.state in TERMINAL,
     }
-    block = part if wants_fragment(request) and part in {"live", "grid"} else None
-    return render(request, "job.html", context, block=block)
+    return render(request, "job.html", context, block=fragment)
 
 
 def _explained_tasks(services: Services, job: JobRecord) -> list[TaskRecord]:
