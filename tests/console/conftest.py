@@ -36,19 +36,19 @@ LOG_MARK = pytest.StashKey[tuple[ConsoleServer, int]]()
 """The server a test uses and the size of its log when the test began."""
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def console_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ConsoleServer]:
     """`batchyard serve` (2 slots, tenants alice and bob, a bucket `<tenant>-data` each)."""
     with console_server_at(tmp_path_factory.mktemp("console")) as server:
         yield server
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def alice_key(console_server: ConsoleServer) -> AccessKey:
     return console_server.key("alice")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def bob_key(console_server: ConsoleServer) -> AccessKey:
     return console_server.key("bob")
 
@@ -78,8 +78,10 @@ def _server_log_mark(request: pytest.FixtureRequest) -> None:
     request.node.stash[LOG_MARK] = (server, server.log_size())
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def playwright() -> Iterator[Playwright]:
+    """Playwright's sync API runs an event loop in this thread while it is started: it is
+    stopped when the console's tests are done, so that later tests may run their own."""
     reason = missing_browser()
     if reason is not None:
         if browser_required():
@@ -92,7 +94,7 @@ def playwright() -> Iterator[Playwright]:
     driver.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def browser(playwright: Playwright) -> Iterator[Browser]:
     """Debian's Chromium, headless (skipped without it, unless BATCHYARD_BROWSER_TESTS=required)."""
     chromium = playwright.chromium.launch(**launch_options())
