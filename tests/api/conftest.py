@@ -78,13 +78,19 @@ def wait_for_state(client: httpx.Client, job_id: str, states: set[str],
 
 
 @contextmanager
-def serving(settings: Settings, http: type[asyncio.Protocol] | str = "auto") -> Iterator[str]:
+def serving(settings: Settings, http: type[asyncio.Protocol] | str = "auto",
+            console: bool = False) -> Iterator[str]:
     """`create_app(settings)` on uvicorn in a thread of this process (so a test can patch
-    the server, or choose its HTTP protocol); its URL."""
+    the server, or choose its HTTP protocol); its URL. `console`: with the web console at
+    /console, as `batchyard serve` has it."""
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(create_app(settings), log_level="warning",
-                                           http=http))
+    app = create_app(settings)
+    if console:
+        from batchyard.console.app import install
+
+        install(app)
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", http=http))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [listener]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 20

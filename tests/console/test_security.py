@@ -5,9 +5,6 @@ the defence it names."""
 from __future__ import annotations
 
 import re
-import socket
-import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,14 +12,11 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 
 from batchyard.adapters.credentials import AccessKey
-from batchyard.api import create_app
 from batchyard.cli.keys import open_key_store
-from batchyard.console.app import install
 from batchyard.settings import Settings
-from tests.api.conftest import Signer, job_body, wait_for_state
+from tests.api.conftest import Signer, job_body, serving, wait_for_state
 
 
 @dataclass(frozen=True)
@@ -39,23 +33,8 @@ def console(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Console]:
     settings = Settings(data_dir=data_dir, slots=2, log_interval=0.5)
     keys = open_key_store(settings)
     alice, bob = keys.create("alice", "console"), keys.create("bob", "console")
-    app = create_app(settings)
-    install(app)
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [listener]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
-        time.sleep(0.01)
-    try:
-        yield Console(f"http://127.0.0.1:{listener.getsockname()[1]}", alice, bob, data_dir)
-    finally:
-        server.should_exit = True
-        thread.join(20)
-        listener.close()
+    with serving(settings, console=True) as url:
+        yield Console(url, alice, bob, data_dir)
 
 
 def browser(console: Console) -> httpx.Client:

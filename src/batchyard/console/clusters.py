@@ -15,7 +15,7 @@ from starlette.concurrency import run_in_threadpool
 from batchyard.api.services import Services, services_of
 from batchyard.console.sessions import FormViewer, ViewerDependency
 from batchyard.console.submission import Parsed, parse_text
-from batchyard.console.web import PREFIX, ConsoleRoute, render, wants_fragment
+from batchyard.console.web import PREFIX, ConsoleRoute, confirmation, render, wants_fragment
 from batchyard.domain.clusters import (
     MAX_DESIRED_VM_COUNT,
     VMState,
@@ -107,12 +107,10 @@ async def _refused(request: Request, tenant: str, body: str, parsed: Parsed) -> 
 async def delete_form(request: Request, cluster_id: str, viewer: ViewerDependency) -> Response:
     status = await run_in_threadpool(services_of(request).engine.clusters.get, cluster_id,
                                      viewer.tenant)
-    return render(request, "confirm.html", {
-        "question": f"Delete cluster {status.row.name}?",
-        "detail": f"{status.row.id}: its VMs finish what they run, then go; refused while "
-                  "active jobs use it.",
-        "action": f"{PREFIX}/clusters/{status.row.id}/delete", "verb": "Delete the cluster",
-        "back": f"{PREFIX}/clusters/{status.row.id}"})
+    return confirmation(
+        request, f"Delete cluster {status.row.name}?", f"{status.row.id}: its VMs finish "
+        "what they run, then go; refused while active jobs use it.",
+        f"{PREFIX}/clusters/{status.row.id}", "cluster")
 
 
 @router.post("/clusters/{cluster_id}/delete")

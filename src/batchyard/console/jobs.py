@@ -22,7 +22,7 @@ from batchyard.api.services import Services, services_of
 from batchyard.console import drawing
 from batchyard.console.live import changes_of
 from batchyard.console.sessions import FormViewer, ViewerDependency
-from batchyard.console.web import PREFIX, ConsoleRoute, render, wants_fragment
+from batchyard.console.web import PREFIX, ConsoleRoute, confirmation, render, wants_fragment
 from batchyard.domain.records import JobRecord, TaskRecord
 from batchyard.domain.states import (
     DELETABLE,
@@ -233,12 +233,10 @@ async def delete_form(job_id: str, request: Request, viewer: ViewerDependency) -
     job = await run_in_threadpool(services.reads.job, job_id, viewer.tenant)
     if job is None:
         raise NotFound(f"job {job_id} does not exist")
-    return render(request, "confirm.html", {
-        "question": f"Delete job {job.name}?",
-        "detail": f"{job.id} and the record of its tasks and instances go for good; its "
-                  "logs and outputs stay in the object store.",
-        "action": f"{PREFIX}/jobs/{job.id}/delete", "verb": "Delete the job",
-        "back": f"{PREFIX}/jobs/{job.id}"})
+    return confirmation(
+        request, f"Delete job {job.name}?", f"{job.id} and the record of its tasks and "
+        "instances go for good; its logs and outputs stay in the object store.",
+        f"{PREFIX}/jobs/{job.id}", "job")
 
 
 @router.post("/jobs/{job_id}/delete")

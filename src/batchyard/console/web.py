@@ -112,6 +112,15 @@ def duration(started: datetime | None, ended: datetime | None) -> str:
     return f"{hours} h {minutes:02d} min"
 
 
+def confirmation(request: Request, question: str, detail: str, page: str, noun: str
+                 ) -> Response:
+    """The page that asks before deleting `page` (a job's or a cluster's console path): it
+    posts to `<page>/delete`; Cancel goes back to `page`. Works without JavaScript."""
+    return render(request, "confirm.html", {
+        "question": question, "detail": detail, "action": f"{page}/delete",
+        "verb": f"Delete the {noun}", "back": page})
+
+
 def error_page(request: Request, status: int, code: str, message: str) -> Response:
     return render(request, "error.html", {"status": status, "code": code,
                                           "message": message}, status=status)
@@ -167,5 +176,5 @@ class ConsoleRoute(APIRoute):
 
 templates = Jinja2Blocks(env=_environment())
 
-__all__ = ["PREFIX", "ConsoleRoute", "SignInNeeded", "duration", "error_page", "escape",
-           "moment", "render", "state_class", "templates", "wants_fragment"]
+__all__ = ["PREFIX", "ConsoleRoute", "SignInNeeded", "confirmation", "duration", "error_page",
+           "escape", "moment", "render", "state_class", "templates", "wants_fragment"]
