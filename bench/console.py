@@ -1,7 +1,7 @@
 """How fast are the console's pages on a big installation, and how often do live pages update?
 
     python bench/console.py [--jobs 10000] [--instances 100000] [--rounds 20]
-                            [--live-instances 5000] [--slots 2]
+                            [--live-instances 2000] [--slots 2]
 
 Fills a fresh data dir with `--jobs` one-instance jobs and a job of `--instances` instances in
 one task (bench/console_data.py: the store's own operations, nothing run), starts a real
@@ -183,9 +183,14 @@ def live_events(client: httpx.Client, api: httpx.Client, count: int) -> None:
     """Runs a job of `count` × `true` while reading its job page's event stream."""
     task = {"InstanceCount": count, "MaxRetryCount": 0,
             "AutoCluster": {"InstanceType": "ecs.sn1.medium", "ImageId": "img-ubuntu"},
-            "Parameters": {"Command": {"CommandLine": "true"}}}
+            "Parameters": {"Command": {"CommandLine": "true"},
+                           "StdoutRedirectPath": "oss://bench/logs/",
+                           "StderrRedirectPath": "oss://bench/logs/"}}
     body = {"Name": "live-bench", "Type": "DAG", "DAG": {"Tasks": {"work": task}}}
-    job_id = api.post("/jobs", json=body).json()["Id"]
+    created = api.post("/jobs", json=body)
+    if created.status_code != 201:
+        raise SystemExit(f"the live job was refused: {created.text}")
+    job_id = created.json()["Id"]
     stamps: list[float] = []
     began = time.monotonic()
     with client.stream("GET", f"/console/jobs/{job_id}/events", timeout=None) as stream:
@@ -212,7 +217,7 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=10_000)
     parser.add_argument("--instances", type=int, default=100_000)
     parser.add_argument("--rounds", type=int, default=20)
-    parser.add_argument("--live-instances", type=int, default=5_000)
+    parser.add_argument("--live-instances", type=int, default=2_000)
     parser.add_argument("--slots", type=int, default=2)
     arguments = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-console-") as folder:
