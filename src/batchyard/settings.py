@@ -200,6 +200,10 @@ class Settings(BaseSettings):
     require_body_digest: bool = Field(
         default=False, description="Refuse a request body without a signed Content-MD5 "
         "header (the official SDK signs none; batchyard's own clients do)")
+    metrics_token: SecretStr = Field(
+        default=SecretStr(""), description="serve: GET /metrics asks for `Authorization: "
+        "Bearer <this>`; empty: /metrics is open (counts and tenant names only; "
+        "docs/operations.md)")
 
     @field_validator("instance_types_replace")
     @classmethod

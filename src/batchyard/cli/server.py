@@ -71,7 +71,8 @@ def serve(
     """Serve the BatchCompute REST API (version 2015-11-11) and run its jobs, until Ctrl-C.
 
     The web console is at http://HOST:PORT/console (sign in with an access key; turn it
-    off with `console = false` in the config file or BATCHYARD_CONSOLE=false).
+    off with `console = false` in the config file or BATCHYARD_CONSOLE=false). Prometheus
+    metrics are at /metrics (docs/operations.md; set metrics_token to require a token).
 
     Requests are signed with access keys made by `batchyard keys create`. Every attempt
     runs confined (docs/security.md): in a bubblewrap sandbox, as an unprivileged user when

@@ -55,6 +55,7 @@ from batchyard.orchestrator.reserved_groups import MOST_VMS, ReservedGroups
 from batchyard.orchestrator.settling import settle_job
 from batchyard.ports.agents import AgentsFactory, Report
 from batchyard.ports.listeners import TransitionListener
+from batchyard.ports.meter import EngineMeter, result_of
 from batchyard.ports.objects import ObjectStore
 from batchyard.ports.provider import Held, Provider
 from batchyard.ports.provider import Shape as Reservation
@@ -184,6 +185,7 @@ class Engine:
         self._closing = False
         self.abandoned: list[Abandoned] = []
         """Jobs `start(abandon=True)` found active and Stopped."""
+        self._meter: EngineMeter | None = None
         self._thread = threading.Thread(target=self._loop, name="batchyard-engine", daemon=True)
         self._busy_vms: frozenset[str] = frozenset()
         """Cluster VMs running an instance as of the last step (read from any thread)."""
@@ -279,6 +281,10 @@ class Engine:
     def listen(self, listener: TransitionListener) -> None:
         """Tell `listener` about every transition committed from now on (see ports)."""
         self._deliveries.add(listener)
+
+    def measure(self, meter: EngineMeter) -> None:
+        """Tell `meter` of every step and attempt end from now on (see `ports.meter`)."""
+        self._meter = meter
 
     @contextmanager
     def _transaction(self) -> Iterator[StateTransaction]:
@@ -511,6 +517,7 @@ class Engine:
         failed once are then applied one per transaction, and one that fails MOST_TRIES
         times is dropped (logged), so one bad report cannot stop the engine for good.
         """
+        began = time.perf_counter()
         with self._lock:
             self._count_lost()
             self._autoclusters.expire()
@@ -525,6 +532,8 @@ class Engine:
             for batch in [[report] for report in reports] if suspect else [reports]:
                 failure = self._try_step(batch) or failure
         self._deliveries.deliver()  # after AutoRelease, so `wait()` finds the final record
+        if self._meter is not None:
+            self._meter.stepped(time.perf_counter() - began)
         if failure is not None:
             raise failure
 
@@ -590,8 +599,11 @@ class Engine:
             raise
         for _, report in reports:
             self._tries.pop(report.key, None)
-        for _, leased in fresh:
+        for report, leased in fresh:
             self._autoclusters.landed(leased.key.job_id, leased.key.task, leased.worker)
+            if self._meter is not None:
+                self._meter.ended(result_of(report.outcome, leased.recalled),
+                                  _ran_for(report.outcome))
         self._dispatch(launching, cancels)
         if self.fleet.has_vms():
             self._vm_leases = self.fleet.vm_leases()
@@ -1031,6 +1043,13 @@ def _attempt_end(key: AttemptKey, outcome: Outcome, now: float, retry_count: int
     ended = outcome.ended_at.timestamp() if outcome.ended_at else now
     return AttemptEnd(key, outcome, retry_count + 1 if verdict is Verdict.RETRY else retry_count,
                       ended, target=verdict.target, message=outcome.error_message)
+
+
+def _ran_for(outcome: Outcome) -> float | None:
+    """Seconds from the attempt's start to its end, as its runner reported them."""
+    if outcome.started_at is None or outcome.ended_at is None:
+        return None
+    return max(0.0, (outcome.ended_at - outcome.started_at).total_seconds())
 
 
 def _cost(shape: InstanceType) -> Cost:

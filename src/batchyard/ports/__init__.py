@@ -7,6 +7,8 @@
 - `ports.objects`: the object store, implemented by `adapters.objectstore.FsspecObjectStore`.
 - `ports.agents`: the lease protocol between the engine and its agents (BatchCompute's VMs).
 - `ports.listeners`: hooks told about committed transitions.
+- `ports.meter`: the engine's metrics hooks (`EngineMeter`) and the counts a scrape reads
+  (`Tallies`, implemented by `adapters.tallies.SqlTallies`).
 """
 
 from batchyard.ports.listeners import TransitionListener
