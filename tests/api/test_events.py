@@ -142,7 +142,7 @@ def test_the_cursor_holds_across_a_server_restart(tmp_path: Path) -> None:
         everything, _ = all_events(client, page_size=100)
     assert [item["Id"] for item in partial + rest] == [item["Id"] for item in everything]
     assert {item["JobId"] for item in rest} == {before, after}
-    assert [item["Seq"] for item in rest if item["JobId"] == before][0] == 6
+    assert next(item["Seq"] for item in rest if item["JobId"] == before) == 6
 
 
 def test_a_deleted_jobs_event_ids_are_never_given_again(alice: httpx.Client) -> None:
@@ -153,7 +153,7 @@ def test_a_deleted_jobs_event_ids_are_never_given_again(alice: httpx.Client) -> 
     later = submitted(alice, job_body("events-later"))
     wait_for_state(alice, later, ENDED)
     items, _ = all_events(alice, since=cursor)
-    assert [item["Seq"] for item in items if item["JobId"] == later][0] == 1
+    assert next(item["Seq"] for item in items if item["JobId"] == later) == 1
     assert {item["Type"] for item in items if item["JobId"] == later} >= {
         "OnJobWaiting", "OnJobFinished"}
 

@@ -29,11 +29,11 @@ from batchyard.ports.reads import StreamedEvent
 from tests.unit.test_cluster_rules import body as cluster_body
 from tests.unit.test_spec import job
 
-REFERENCE_JOB_EVENTS = (
-    "OnJobWaiting, OnJobRunning, OnJobStopped, OnJobFinished, OnJobFailed, OnTaskWaiting, "
-    "OnTaskRunning, OnTaskStopped, OnTaskFinished, OnTaskFailed, OnInstanceWaiting, "
-    "OnInstanceRunning, OnInstanceStopped, OnInstanceFinished, OnInstanceFailed, "
-    "OnPriorityChange").split(", ")
+REFERENCE_JOB_EVENTS = [
+    "OnJobWaiting", "OnJobRunning", "OnJobStopped", "OnJobFinished", "OnJobFailed",
+    "OnTaskWaiting", "OnTaskRunning", "OnTaskStopped", "OnTaskFinished", "OnTaskFailed",
+    "OnInstanceWaiting", "OnInstanceRunning", "OnInstanceStopped", "OnInstanceFinished",
+    "OnInstanceFailed", "OnPriorityChange"]
 """Reference §3.3, copied as written."""
 REFERENCE_CLUSTER_EVENTS = ["OnClusterDeleted", "OnInstanceCreated", "OnInstanceActive"]
 
@@ -122,7 +122,9 @@ def test_unknown_event_names_are_refused_by_their_json_path() -> None:
         ("InvalidNotification", "Notification.Topic.Events[4]", "OnClusterDeleted")]
     assert all("OnJobFinished" in rule and "OnPriorityChange" in rule
                and "OnClusterDeleted" not in rule for *_, rule in found)
-    error = pytest.raises(SpecError, parse_job, raw).value
+    with pytest.raises(SpecError) as caught:
+        parse_job(raw)
+    error = caught.value
     assert "Notification.Topic.Events[2]" in str(error) and "OnJobExploded" in str(error)
 
 
