@@ -4,6 +4,7 @@ change's event row, and migration 0008 (event ids never reused)."""
 from __future__ import annotations
 
 import sqlite3
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -138,3 +139,27 @@ def test_0008_keeps_the_events_and_never_gives_their_ids_again(tmp_path: Path) -
     indexes = {row[1] for row in database.execute("PRAGMA index_list('events')")}
     assert "ix_events_job_order" in indexes
     database.close()
+
+
+def test_on_postgresql_a_read_waits_for_an_event_being_inserted(postgres_url: str) -> None:
+    """A transaction that took an event id but has not committed: a reader must not hand out
+    a cursor past it (it would be missed), so the read waits for it to end."""
+    store = SqlStore(postgres_url)
+    try:
+        job = create(store, 1, "alice")
+        _, cursor = every(store, "alice", 10)
+        read: list[list[StreamedEvent]] = []
+        with store.engine.connect() as writer:
+            writer.execute(insert(events), {"job_id": job, "kind": "job", "source": "Waiting",
+                                            "target": "Running", "time": 2.0, "task": "",
+                                            "message": ""})
+            reader = threading.Thread(target=lambda: read.append(
+                store.reads.events_since("alice", cursor, 10).items))
+            reader.start()
+            reader.join(0.5)
+            assert reader.is_alive() and read == []  # waiting for the insert to end
+            writer.commit()
+        reader.join(10)
+        assert [(item.event.target, item.seq) for item in read[0]] == [("Running", 2)]
+    finally:
+        store.close()

@@ -297,7 +297,14 @@ class SqlReads:
     def events_since(self, tenant: str | None, cursor: str, limit: int,
                      job_id: str | None = None) -> EventPage:
         """A keyset read on the event id (the primary key), joined to the jobs for the tenant
-        and job name; then one indexed count per job on the page for its first `Seq`."""
+        and job name; then one indexed count per job on the page for its first `Seq`.
+
+        On PostgreSQL, writers commit concurrently (a submission beside an engine step), so
+        a smaller id could commit after a larger one was read, behind a reader's cursor. The
+        read holds a SHARE lock on the events table for its few milliseconds: it waits for
+        every transaction that inserted an event to end, and no insert starts meanwhile, so
+        every id below the newest it sees is settled (committed or rolled back). SQLite's
+        writers commit one at a time, in id order."""
         after = event_cursor(cursor)
         query = (select(events, jobs.c.name.label("job_name"))
                  .select_from(events.join(jobs, jobs.c.id == events.c.job_id))
@@ -307,6 +314,8 @@ class SqlReads:
         if job_id is not None:
             query = query.where(events.c.job_id == job_id)
         with self.engine.connect() as connection:
+            if connection.dialect.name == "postgresql":
+                connection.execute(_SETTLE_EVENTS)
             rows = connection.execute(query.order_by(events.c.id).limit(limit + 1)).all()
             if not rows and after > _last_event_id(connection):
                 raise InvalidMarker(f"the cursor {cursor!r} is past every event this server "
@@ -512,6 +521,7 @@ _SQLITE_JOB_STATUS = {tenanted: CompiledQuery(statement, sqlite_dialect.dialect(
                       for tenanted, statement in ((False, _JOB_STATUS),
                                                   (True, _TENANT_JOB_STATUS))}
 """The same statements, compiled once for `SqliteFile` connections."""
+_SETTLE_EVENTS = text("LOCK TABLE events IN SHARE MODE")
 _EARLIER_EVENTS = (select(func.count()).select_from(events)
                    .where(events.c.job_id == bindparam("b_job"), events.c.id < bindparam("b_id")))
 _TENANT_OF = select(jobs.c.tenant).where(jobs.c.id == bindparam("b_job"))
