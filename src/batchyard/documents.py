@@ -12,8 +12,10 @@ from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
 
+from batchyard.domain.events import message
 from batchyard.domain.pending import Pending
 from batchyard.domain.records import InstanceRecord, JobRecord, TaskRecord
+from batchyard.ports.reads import StreamedEvent
 
 
 def time_text(moment: datetime | None) -> str:
@@ -65,3 +67,12 @@ def instance_view(instance: InstanceRecord) -> dict[str, Any]:
 def _pending(reason: Pending | None) -> dict[str, Any]:
     """`PendingReason` (an extra field the official SDK ignores), when there is one."""
     return {} if reason is None else {"PendingReason": reason.as_api()}
+
+
+def event_view(streamed: StreamedEvent) -> dict[str, Any]:
+    """An item of the event stream (`GET /events`, `batchyard events --json`): the §10
+    message of the event (`domain.events.message`) with its `Id` (the cursor after it),
+    `Type` (the event name) and `Time`."""
+    event = streamed.event
+    fields = message(event, streamed.job_name, streamed.seq, time_text(event.time))
+    return {"Id": streamed.cursor, "Type": fields["Event"], **fields}

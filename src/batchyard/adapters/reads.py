@@ -35,6 +35,7 @@ from sqlalchemy import (
     func,
     or_,
     select,
+    text,
     true,
 )
 from sqlalchemy.dialects import sqlite as sqlite_dialect
@@ -60,7 +61,15 @@ from batchyard.domain.records import (
     TaskRecord,
 )
 from batchyard.domain.states import State
-from batchyard.ports.reads import InvalidMarker, Page, Window, instance_number
+from batchyard.ports.reads import (
+    EventPage,
+    InvalidMarker,
+    Page,
+    StreamedEvent,
+    Window,
+    event_cursor,
+    instance_number,
+)
 
 JOB_ID = re.compile(r"^job-([0-9A-F]{16})[0-9A-F]{16}$")
 _EPOCH = datetime.fromtimestamp(0, UTC)
@@ -285,6 +294,39 @@ class SqlReads:
         with self.engine.connect() as connection:
             return [event_record(row) for row in connection.execute(query)]
 
+    def events_since(self, tenant: str | None, cursor: str, limit: int,
+                     job_id: str | None = None) -> EventPage:
+        """A keyset read on the event id (the primary key), joined to the jobs for the tenant
+        and job name; then one indexed count per job on the page for its first `Seq`.
+
+        On PostgreSQL, writers commit concurrently (a submission beside an engine step), so
+        a smaller id could commit after a larger one was read, behind a reader's cursor. The
+        read holds a SHARE lock on the events table for its few milliseconds: it waits for
+        every transaction that inserted an event to end, and no insert starts meanwhile, so
+        every id below the newest it sees is settled (committed or rolled back). SQLite's
+        writers commit one at a time, in id order."""
+        after = event_cursor(cursor)
+        query = (select(events, jobs.c.name.label("job_name"))
+                 .select_from(events.join(jobs, jobs.c.id == events.c.job_id))
+                 .where(events.c.id > after))
+        if tenant is not None:
+            query = query.where(jobs.c.tenant == tenant)
+        if job_id is not None:
+            query = query.where(events.c.job_id == job_id)
+        with self.engine.connect() as connection:
+            if connection.dialect.name == "postgresql":
+                connection.execute(_SETTLE_EVENTS)
+            rows = connection.execute(query.order_by(events.c.id).limit(limit + 1)).all()
+            if not rows and after > _last_event_id(connection):
+                raise InvalidMarker(f"the cursor {cursor!r} is past every event this server "
+                                    "recorded (a cursor of another server?): start again "
+                                    "without one")
+            page = rows[:limit]
+            seqs = _seqs(connection, page)
+        items = [StreamedEvent(event_record(row), row.job_name, seq)
+                 for row, seq in zip(page, seqs, strict=True)]
+        return EventPage(items, items[-1].cursor if items else cursor, len(rows) > limit)
+
 
 # ---- rows to records ---------------------------------------------------------------------
 
@@ -348,6 +390,36 @@ def _job_filter(query: Select[Any], tenant: str | None, state: State | None,
 def _instances_of(job_id: str, task: str, tenant: str | None) -> Select[Any]:
     return select(instances).where(instances.c.job_id == job_id, instances.c.task == task,
                                    _owned_by(job_id, tenant))
+
+
+def _seqs(connection: Connection, rows: Sequence[Row[Any]]) -> list[int]:
+    """Each event's place among its job's events (1-based, in id order): the events of its
+    job before the page's first one of that job, counted once (index (job_id, id)), then one
+    more per event of the job on the page (a page holds every event of a job in its range)."""
+    seen: dict[str, int] = {}
+    seqs = []
+    for row in rows:
+        if row.job_id not in seen:
+            seen[row.job_id] = connection.execute(
+                _EARLIER_EVENTS, {"b_job": row.job_id, "b_id": row.id}).scalar_one()
+        seen[row.job_id] += 1
+        seqs.append(seen[row.job_id])
+    return seqs
+
+
+def _last_event_id(connection: Connection) -> int:
+    """The largest event id ever handed out (deleted rows included where the database
+    keeps it: SQLite's AUTOINCREMENT, PostgreSQL's sequence), 0 when none was."""
+    if connection.dialect.name == "sqlite":
+        issued = connection.execute(text(
+            "SELECT seq FROM sqlite_sequence WHERE name = 'events'")).scalar()
+    elif connection.dialect.name == "postgresql":
+        issued = connection.execute(text(
+            "SELECT pg_sequence_last_value(pg_get_serial_sequence('events', 'id'))")).scalar()
+    else:
+        issued = None
+    newest = connection.execute(select(func.max(events.c.id))).scalar()
+    return max(issued or 0, newest or 0)
 
 
 def _split(rows: Sequence[Row[Any]], limit: int,
@@ -449,6 +521,9 @@ _SQLITE_JOB_STATUS = {tenanted: CompiledQuery(statement, sqlite_dialect.dialect(
                       for tenanted, statement in ((False, _JOB_STATUS),
                                                   (True, _TENANT_JOB_STATUS))}
 """The same statements, compiled once for `SqliteFile` connections."""
+_SETTLE_EVENTS = text("LOCK TABLE events IN SHARE MODE")
+_EARLIER_EVENTS = (select(func.count()).select_from(events)
+                   .where(events.c.job_id == bindparam("b_job"), events.c.id < bindparam("b_id")))
 _TENANT_OF = select(jobs.c.tenant).where(jobs.c.id == bindparam("b_job"))
 _SQLITE_TENANT = CompiledQuery(_TENANT_OF, sqlite_dialect.dialect())
 

@@ -126,7 +126,13 @@ events = Table(
     Column("target", String(16), nullable=False),
     Column("time", Float, nullable=False),
     Column("message", Text, nullable=False, default=""),
+    Index("ix_events_job_order", "job_id", "id"),
+    sqlite_autoincrement=True,
 )
+"""Every committed change (and priority change) of a job, task or instance, in commit order:
+the event stream's cursor is the id. Ids are never reused (AUTOINCREMENT on SQLite, a
+sequence on PostgreSQL), so a cursor past a deleted job's events misses no later event;
+(job_id, id) orders one job's events (its `Seq`: see `adapters.reads.events_since`)."""
 
 buckets = Table(
     "buckets", metadata,

@@ -10,7 +10,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.types import Receive, Scope, Send
 
 from batchyard import __version__
-from batchyard.api import clusters, errors, jobs, metrics, quotas, tasks
+from batchyard.api import clusters, errors, events, jobs, metrics, quotas, tasks
 from batchyard.api.middleware import JOB_PATH, Front
 from batchyard.api.services import build_services
 from batchyard.lock import note_work
@@ -43,7 +43,8 @@ def create_app(settings: Settings, engine: Engine | None = None, address: str = 
 
     app = Api(title="batchyard", version=__version__, lifespan=lifespan,
               summary="Alibaba Cloud BatchCompute REST API (version 2015-11-11)")
-    routers = (jobs.router, tasks.router, quotas.router, clusters.router, metrics.router)
+    routers = (jobs.router, tasks.router, quotas.router, clusters.router, events.router,
+               metrics.router)
     for router in routers:
         app.include_router(router)
     app.state.api_routes = [route for router in routers for route in router.routes]

@@ -31,6 +31,10 @@ def _item_count(value: Any) -> int:
     return count or DEFAULT_ITEM_COUNT
 
 
+ItemCount = Annotated[int, BeforeValidator(_item_count)]
+"""`MaxItemCount`: blank or 0 is the default (50), else an integer in [1, 100]."""
+
+
 def _blank_as_none(value: Any) -> Any:
     return None if isinstance(value, str) and not value.strip() else value
 
@@ -45,7 +49,7 @@ class ListQuery(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     Marker: str = ""
-    MaxItemCount: Annotated[int, BeforeValidator(_item_count)] = DEFAULT_ITEM_COUNT
+    MaxItemCount: ItemCount = DEFAULT_ITEM_COUNT
     State: Annotated[LifecycleState | None, BeforeValidator(_blank_as_none)] = None
     ClusterId: str = ""
 

@@ -10,7 +10,8 @@ from batchyard.domain.states import State
 
 
 class Client(Protocol):
-    """The calls `jobs`, `job`, `log`, `watch`, `stop`, `start`, `delete`, `priority` make."""
+    """The calls `jobs`, `job`, `log`, `watch`, `stop`, `start`, `delete`, `priority`,
+    `events` make."""
 
     @property
     def where(self) -> str:
@@ -29,3 +30,11 @@ class Client(Protocol):
     def start(self, job_id: str) -> None: ...
     def delete(self, job_id: str) -> None: ...
     def change_priority(self, job_id: str, priority: int) -> None: ...
+    def events(self, cursor: str, count: int, job_id: str = "") -> EventBatch:
+        """At most `count` events after `cursor` (of `job_id` only if given), oldest first,
+        as the items of `GET /events`."""
+        ...
+
+
+EventBatch = tuple[list[dict[str, Any]], str, bool]
+"""Event items, the cursor to read on from, and whether more were there already."""

@@ -20,6 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from batchyard.adapters.store import SqlStore
+from batchyard.cli.backends import EventBatch
+from batchyard.documents import event_view
 from batchyard.domain.attempt import AttemptKey
 from batchyard.domain.records import InstanceRecord, JobRecord, TaskRecord
 from batchyard.domain.states import ACTIVE, STOPPABLE, TERMINAL, State
@@ -28,7 +30,7 @@ from batchyard.lock import DataDirBusy, DataDirLock, Holder, holder
 from batchyard.orchestrator.engine import Engine
 from batchyard.ports import ObjectStore
 from batchyard.ports.agents import AgentInfo, LeaseBatch
-from batchyard.ports.reads import JobQueries, Window
+from batchyard.ports.reads import InvalidMarker, JobQueries, Window
 from batchyard.runner.reaper import reap_orphans
 from batchyard.settings import Settings
 
@@ -101,6 +103,18 @@ class LocalClient:
                 f"batchyard run that ran it in {self.where} ended (abandoned); "
                 f"batchyard start {job_id} --wait finishes it", code="JobAbandoned")
         return record
+
+    def events(self, cursor: str, count: int, job_id: str = "") -> EventBatch:
+        """Every tenant's events after `cursor`, as the server's `GET /events` shows them."""
+        if not self.has_database():
+            if cursor:
+                raise InvalidMarker(f"the cursor {cursor!r} is past every event recorded in "
+                                    f"{self.where} (it holds none): start again without one")
+            return [], cursor, False
+        page = self.reads.events_since(None, cursor, count, job_id or None)
+        if job_id and not page.items and self.reads.job_state(job_id) is None:
+            raise NotFound(f"job {job_id} does not exist in {self.where}")
+        return [event_view(item) for item in page.items], page.cursor, page.more
 
     def description(self, job_id: str) -> dict[str, Any]:
         return dict(self.job(job_id).description)

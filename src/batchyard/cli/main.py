@@ -15,6 +15,7 @@ from batchyard.cli import help_format, objects, startup
 from batchyard.cli.client import register as register_client_commands
 from batchyard.cli.clusters import clusters_app
 from batchyard.cli.configuration import ConfigurationError, load_settings
+from batchyard.cli.events import EVENTS_EPILOG, events
 from batchyard.cli.execution import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
@@ -319,3 +320,4 @@ def _interrupted(engine: Engine, job_id: str, order: list[str], description: Des
 
 
 register_client_commands(app)  # submit, jobs, job, log, stop, start, delete, priority
+app.command(epilog=EVENTS_EPILOG)(events)

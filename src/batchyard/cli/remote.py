@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import quote
 
+from batchyard.cli.backends import EventBatch
 from batchyard.cli.client_config import Connection
 from batchyard.domain.derivation import Metrics
 from batchyard.domain.pending import Pending, Why
@@ -197,6 +198,13 @@ class RemoteClient:
 
     def change_priority(self, job_id: str, priority: int) -> None:
         self.call("PUT", f"/jobs/{_segment(job_id)}", body={"Priority": priority})
+
+
+    def events(self, cursor: str, count: int, job_id: str = "") -> EventBatch:
+        """`GET /events` (see `api.events`)."""
+        page = self.call("GET", "/events", {"since": cursor, "MaxItemCount": str(count),
+                                            "JobId": job_id})
+        return list(page["Items"]), str(page["Cursor"]), bool(page["NextMarker"])
 
 
 def _segment(text: str) -> str:

@@ -27,6 +27,7 @@ from pydantic import (
     ValidationError,
 )
 
+from batchyard.domain.events import CLUSTER_EVENTS, notification_problems
 from batchyard.domain.instance_types import (
     Catalogue,
     Feasibility,
@@ -243,6 +244,7 @@ def parse_cluster(raw: Any) -> ClusterDescription:
     if problems:
         raise ClusterSpecError(problems)
     problems = _group_problems(raw) + _name_problems(raw)
+    problems += notification_problems(raw.get("Notification"), CLUSTER_EVENTS, _clip)
     cluster = None
     try:
         cluster = ClusterDescription.model_validate(raw)

@@ -26,6 +26,7 @@ from pydantic import (
 )
 
 from batchyard.domain.dag import find_cycle, upstreams
+from batchyard.domain.events import JOB_EVENTS, notification_problems
 from batchyard.domain.fields import known_fields, misspelt
 from batchyard.errors import ABSENT, Problem, SpecError
 
@@ -281,6 +282,7 @@ def parse_job(raw: Any) -> JobDescription:
     tasks = job.DAG.Tasks if job is not None else _salvaged_tasks(raw)
     problems += [problem for name, task in tasks.items()
                  for problem in _task_problems(name, task)]
+    problems += notification_problems(raw.get("Notification"), JOB_EVENTS, _clip)
     problems += _value_problems(raw)
     if problems:
         raise SpecError(_reported(_unique(problems)))

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from batchyard.domain.attempt import AttemptKey
+from batchyard.domain.events import PRIORITY_KIND, priority_message
 from batchyard.domain.states import (
     DELETABLE,
     OPERATION_SOURCES,
@@ -78,6 +79,6 @@ def change_priority(tx: StateTransaction, job: JobRow, now: float, priority: Any
         raise InvalidPriority(f"Priority must be an integer in [0, 1000], got {priority!r}")
     _require(job, REPRIORITISABLE, "re-prioritised")
     tx.set_priority(job.id, priority)
-    tx.event(job.id, "priority", str(job.priority), job.state, now,
-             message=f"priority {job.priority} -> {priority}")
+    tx.event(job.id, PRIORITY_KIND, str(job.priority), job.state, now,
+             message=priority_message(job.priority, priority))
     return Result(settle=False)

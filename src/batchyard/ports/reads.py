@@ -35,6 +35,7 @@ from batchyard.errors import BatchyardError
 
 Item = TypeVar("Item")
 INSTANCE_ID = re.compile(r"^[0-9]{1,9}$")
+EVENT_CURSOR = re.compile(r"^[0-9]{1,18}\Z")
 
 
 class InvalidMarker(BatchyardError):
@@ -63,6 +64,42 @@ class Window:
     state: State | None = None
     reverse: bool = False
     name: str = ""
+
+
+@dataclass(frozen=True)
+class StreamedEvent:
+    """An event as the event stream shows it: the stored row, its job's name, and `seq`,
+    its place among its job's events (1 for the submission, then 2, 3 … in commit order)."""
+
+    event: EventRecord
+    job_name: str
+    seq: int
+
+    @property
+    def cursor(self) -> str:
+        """Where a stream that has read this event resumes."""
+        return str(self.event.id)
+
+
+@dataclass(frozen=True)
+class EventPage:
+    items: list[StreamedEvent]
+    cursor: str
+    """Where to resume: the last item's cursor, or the cursor asked with (no new event)."""
+    more: bool
+    """Whether more events were there already (read again at once)."""
+
+
+def event_cursor(text: str) -> int:
+    """The event id a cursor names ("" = before the first event); InvalidMarker if it is
+    not one (cursors are opaque to clients: they only pass back what they were given)."""
+    if not text:
+        return 0
+    if not EVENT_CURSOR.match(text):
+        raise InvalidMarker(f"the cursor {text[:40]!r} is not one the event stream gave: "
+                            "pass back the Cursor (or the SSE id) of an earlier answer, or "
+                            "none to start at the oldest event")
+    return int(text)
 
 
 def instance_number(text: str) -> int | None:
@@ -141,4 +178,12 @@ class JobQueries(Protocol):
 
     def events(self, job_id: str, tenant: str | None = None) -> list[EventRecord]:
         """The job's events in the order they were recorded."""
+        ...
+
+    def events_since(self, tenant: str | None, cursor: str, limit: int,
+                     job_id: str | None = None) -> EventPage:
+        """At most `limit` events committed after `cursor` ("" = from the oldest), oldest
+        first: of `tenant`'s jobs (None: every job), of `job_id` only if given. A keyset read
+        on the event id: the same cost wherever the cursor is. InvalidMarker: a cursor that
+        is malformed or past every event ever recorded (another database's)."""
         ...
