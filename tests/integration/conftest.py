@@ -13,6 +13,7 @@ import pytest
 from batchyard.adapters.objectstore import FsspecObjectStore
 from batchyard.adapters.store import SqlStore
 from batchyard.orchestrator.engine import Engine
+from batchyard.ports.reads import JobQueries
 from batchyard.ports.store import StateStore
 from batchyard.service import open_engine
 from batchyard.settings import Settings
@@ -60,6 +61,23 @@ def each_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[State
     opened = SqlStore(url)
     yield opened
     opened.close()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SqlStore]:
+    """The SQL store on SQLite, then on a throwaway PostgreSQL (a module may define its own
+    `store` instead)."""
+    url = (f"sqlite:///{tmp_path / 'state.db'}" if request.param == "sqlite"
+           else request.getfixturevalue("postgres_url"))
+    opened = SqlStore(url)
+    yield opened
+    opened.close()
+
+
+@pytest.fixture
+def reads(store: SqlStore) -> JobQueries:
+    """The read service of `store`."""
+    return store.reads
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

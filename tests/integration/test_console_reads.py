@@ -3,11 +3,6 @@ keyset paging), counts per state, and the owner of a job — on SQLite and Postg
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
-import pytest
-
 from batchyard.adapters.store import SqlStore
 from batchyard.domain.spec import parse_job
 from batchyard.domain.states import State
@@ -15,20 +10,6 @@ from batchyard.ports.reads import JobQueries, Window
 from batchyard.ports.store import NewJob
 from tests.integration.conftest import make_job, make_task
 from tests.integration.test_reads import every_page, job_id, move
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SqlStore]:
-    url = (f"sqlite:///{tmp_path / 'state.db'}" if request.param == "sqlite"
-           else request.getfixturevalue("postgres_url"))
-    opened = SqlStore(url)
-    yield opened
-    opened.close()
-
-
-@pytest.fixture
-def reads(store: SqlStore) -> JobQueries:
-    return store.reads
 
 
 def named(store: SqlStore, created: float, name: str, tenant: str = "alice") -> str:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -23,15 +22,6 @@ from batchyard.ports.reads import InvalidMarker, StreamedEvent
 from batchyard.ports.store import NewJob
 from tests.integration.conftest import make_job, make_task
 from tests.integration.test_reads import job_id, move
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SqlStore]:
-    url = (f"sqlite:///{tmp_path / 'state.db'}" if request.param == "sqlite"
-           else request.getfixturevalue("postgres_url"))
-    opened = SqlStore(url)
-    yield opened
-    opened.close()
 
 
 def create(store: SqlStore, number: int, tenant: str) -> str:

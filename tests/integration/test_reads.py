@@ -7,8 +7,6 @@ is how rows are read back, whatever wrote them.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,20 +19,6 @@ from batchyard.domain.states import State
 from batchyard.ports.reads import InvalidMarker, JobQueries, Page, Window
 from batchyard.ports.store import NewJob
 from tests.integration.conftest import make_job, make_task
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SqlStore]:
-    url = (f"sqlite:///{tmp_path / 'state.db'}" if request.param == "sqlite"
-           else request.getfixturevalue("postgres_url"))
-    opened = SqlStore(url)
-    yield opened
-    opened.close()
-
-
-@pytest.fixture
-def reads(store: SqlStore) -> JobQueries:
-    return store.reads
 
 
 def job_id(created: float, number: int = 0) -> str:

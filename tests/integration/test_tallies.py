@@ -5,11 +5,8 @@ the number of instances."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
-import pytest
 from sqlalchemy import event
 
 from batchyard.adapters.store import SqlStore
@@ -18,15 +15,6 @@ from batchyard.domain.clusters import ClusterState, VMState, parse_cluster
 from batchyard.domain.states import State
 from batchyard.ports.clusters import ClusterRow, VMRow
 from tests.integration.test_reads import create, move
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SqlStore]:
-    url = (f"sqlite:///{tmp_path / 'state.db'}" if request.param == "sqlite"
-           else request.getfixturevalue("postgres_url"))
-    opened = SqlStore(url)
-    yield opened
-    opened.close()
 
 
 def counted(store: SqlStore) -> dict[tuple[str, str, State], int]:
