@@ -19,6 +19,7 @@ from batchyard.domain.webhooks import (
     address_problem,
     body,
     check_delivery_move,
+    check_replay,
     classify,
     later_attempt,
     networks,
@@ -168,3 +169,10 @@ def test_delivery_moves() -> None:
         check_delivery_move(1, DeliveryState.DELIVERED, DeliveryState.PENDING)
     with pytest.raises(StateConflict, match="settled"):
         check_delivery_move(1, DeliveryState.FAILED, DeliveryState.DELIVERED)
+
+
+def test_only_a_failed_delivery_is_replayed() -> None:
+    check_replay(1, DeliveryState.FAILED)
+    for state in (DeliveryState.PENDING, DeliveryState.DELIVERED):
+        with pytest.raises(StateConflict, match="only a failed delivery"):
+            check_replay(1, state)

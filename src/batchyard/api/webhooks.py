@@ -27,7 +27,7 @@ from batchyard.documents import time_text
 from batchyard.domain.webhooks import (
     SECRET_BYTES,
     DeliveryState,
-    check_delivery_move,
+    check_replay,
     networks,
     webhook_id,
 )
@@ -130,8 +130,8 @@ def replay_range(request: Request, span: Annotated[ReplayRange, Body()],
     if span.To < span.From:
         raise InvalidRange(f"To must be at least From ({span.From}) (got {span.To}): "
                            "replay ids From..To, e.g. {\"From\": 3, \"To\": 9}")
-    return {"Replayed": hooks_of(request).replay(caller.tenant, span.From, span.To,
-                                                 time.time())}
+    replayed = hooks_of(request).replay(caller.tenant, span.From, span.To, time.time())
+    return {"Replayed": [str(number) for number in replayed]}
 
 
 @router.post("/webhooks/deliveries/{delivery_id}/replay")
@@ -142,8 +142,9 @@ def replay_one(request: Request, delivery_id: str, caller: CallerDependency) -> 
     found = hooks.delivery(number, caller.tenant) if number else None
     if found is None:
         raise missing_delivery(delivery_id)
-    check_delivery_move(found.id, found.state, DeliveryState.PENDING)
-    return {"Replayed": hooks.replay(caller.tenant, found.id, found.id, time.time())}
+    check_replay(found.id, found.state)
+    replayed = hooks.replay(caller.tenant, found.id, found.id, time.time())
+    return {"Replayed": [str(number) for number in replayed]}
 
 
 def delivery_view(delivery: Delivery) -> dict[str, Any]:

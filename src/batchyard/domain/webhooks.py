@@ -73,6 +73,13 @@ def check_delivery_move(delivery_id: int, source: DeliveryState,
         raise StateConflict(f"delivery {delivery_id} is {source.value}: {hint}")
 
 
+def check_replay(delivery_id: int, state: DeliveryState) -> None:
+    """StateConflict unless the delivery may be replayed (it failed)."""
+    if state is not DeliveryState.FAILED:
+        raise StateConflict(f"delivery {delivery_id} is {state.value}: only a failed "
+                            "delivery can be replayed")
+
+
 # ---- subscriptions -------------------------------------------------------------------------
 
 @dataclass(frozen=True)
