@@ -5,6 +5,7 @@ apart, and a `kill -9` of the server between a transition and its delivery."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -22,6 +23,7 @@ from batchyard.cli.keys import open_key_store
 from batchyard.domain.events import JOB_EVENTS
 from batchyard.settings import BucketGrant, Settings
 from tests.api.conftest import Signer, echo_task, serving, wait_for_state
+from tests.api.test_client_cli import command
 from tests.api.test_events import all_events, dag_job, submitted
 from tests.api.test_serve import LAUNCH, free_port, wait_until_up
 from tests.api.webhook_receiver import Receiver
@@ -316,3 +318,58 @@ def test_kill_9_between_a_transition_and_its_delivery_loses_nothing(
     finally:
         server.send_signal(signal.SIGTERM)
         server.wait(20)
+
+
+def cli(hooked: tuple[str, Settings], tenant: str, folder: Path,
+        *arguments: str) -> subprocess.CompletedProcess[str]:
+    url, settings = hooked
+    key = open_key_store(settings).create(tenant, "webhook CLI tests")
+    inherited = {name: value for name, value in os.environ.items()
+                 if not name.startswith("BATCHYARD_")}
+    environment = {**inherited, "BATCHYARD_ENDPOINT": url, "BATCHYARD_KEY_ID": key.id,
+                   "BATCHYARD_KEY_SECRET": key.secret, "COLUMNS": "120",
+                   "BATCHYARD_CLIENT_CONFIG": str(folder / "absent.toml")}
+    return subprocess.run([*command(), *arguments], env=environment, capture_output=True,
+                          text=True, timeout=60, check=False)
+
+
+def test_the_cli_makes_the_secret_lists_and_replays(
+        hooked: tuple[str, Settings], receiver: Receiver, tmp_path: Path) -> None:
+    tenant = "hooks-cli"
+    made = cli(hooked, tenant, tmp_path, "webhooks", "secret")
+    assert made.returncode == 0, made.stderr
+    secret = made.stdout.strip()
+    assert secret.startswith("whsec_") and "not shown again" in made.stderr
+    again = cli(hooked, tenant, tmp_path, "webhooks", "secret")
+    assert again.returncode == 0 and secret not in again.stdout and "--rotate" in again.stdout
+    rotated = cli(hooked, tenant, tmp_path, "webhooks", "secret", "--rotate", "--json")
+    assert rotated.returncode == 0 and json.loads(rotated.stdout)["Rotated"] is True
+    receiver.secrets = [secret]
+    receiver.answer(410)
+    with client_of(hooked, tenant) as client:
+        submitted(client, hooked_job(receiver.url, ["OnJobWaiting", "OnJobRunning"]))
+        until(lambda: len(deliveries(client, "Failed")) == 2)
+    listed = cli(hooked, tenant, tmp_path, "webhooks", "deliveries", "--failed", "--json")
+    assert listed.returncode == 0, listed.stderr
+    first, second = json.loads(listed.stdout)["Items"]
+    table = cli(hooked, tenant, tmp_path, "webhooks", "deliveries")
+    assert "OnJobWaiting" in table.stdout and "Failed" in table.stdout and "410" in table.stdout
+    receiver.answer(200)
+    replayed = cli(hooked, tenant, tmp_path, "webhooks", "replay",
+                   f"{first['Id']}-{second['Id']}")
+    assert replayed.returncode == 0, replayed.stderr
+    assert f"replaying 2 deliveries: {first['Id']}, {second['Id']}" in replayed.stdout
+    receiver.wait_for({first["WebhookId"], second["WebhookId"]})
+    bad = cli(hooked, tenant, tmp_path, "webhooks", "replay", "12-x")
+    assert bad.returncode != 0 and "not a delivery id or a range" in bad.stderr
+    gone = cli(hooked, tenant, tmp_path, "webhooks", "replay", "999999")
+    assert gone.returncode != 0 and "does not exist" in gone.stderr
+
+
+def test_the_cli_needs_a_server(tmp_path: Path) -> None:
+    environment = {name: value for name, value in os.environ.items()
+                   if not name.startswith("BATCHYARD_")}
+    environment["BATCHYARD_CLIENT_CONFIG"] = str(tmp_path / "absent.toml")
+    answer = subprocess.run([*command(), "webhooks", "deliveries"], env=environment,
+                            capture_output=True, text=True, timeout=60, check=False)
+    assert answer.returncode != 0 and "--endpoint" in answer.stderr
