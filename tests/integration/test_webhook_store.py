@@ -188,3 +188,36 @@ def test_migration_0009_starts_the_cursor_after_older_events(store: SqlStore) ->
         command.upgrade(config, "head")
     hooks = SqlWebhooks(store.engine, Fernet(Fernet.generate_key()))
     assert hooks.cursor() == store.reads.events_since(None, "", 100).items[-1].cursor
+
+
+def test_the_sender_checks_the_resolved_address_and_connects_to_it(hooks: SqlWebhooks) -> None:
+    """A host name that resolves to a private address is refused without a request; one that
+    resolves to an allowed address is called at that address, with its own Host header."""
+    import httpx
+
+    from batchyard.adapters.outbox import NoMeter, OutboxConfig, Sender
+    from batchyard.domain.webhooks import networks
+
+    sent: list[httpx.Request] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        sent.append(request)
+        return httpx.Response(204)
+
+    addresses = {"private.example": ["10.0.0.7"], "allowed.example": ["192.0.2.10"]}
+    sender = Sender(hooks, OutboxConfig(allowed=networks(["192.0.2.0/24"])), NoMeter(),
+                    httpx.Client(transport=httpx.MockTransport(answer)),
+                    resolver=lambda host, port: addresses[host])
+    hooks.enqueue([new(1, url="http://private.example/h"),
+                   new(2, url="http://allowed.example:8080/h")], "2", 0.0)
+    for delivery in hooks.due(1.0, [], 10):
+        sender.attempt(delivery)
+    refused, delivered = hooks.deliveries("alice", None, "", 10).items
+    assert refused.state is DeliveryState.FAILED and "10.0.0.7" in refused.last_error
+    assert delivered.state is DeliveryState.DELIVERED and delivered.last_status == 204
+    request, = sent
+    assert str(request.url) == "http://192.0.2.10:8080/h"
+    assert request.headers["host"] == "allowed.example:8080"
+    assert request.headers["webhook-id"] == "evt_2"
+    assert hooks.secret_info("alice").exists  # made for the first request
+    sender.close()

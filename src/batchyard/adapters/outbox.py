@@ -63,6 +63,10 @@ from batchyard.ports.webhooks import (
 )
 
 log = logging.getLogger(__name__)
+PACE = 0.1
+"""Seconds the dispatcher waits at least between two reads that caught up: the engine may
+commit a hundred times a second, and each read of the events is a query (on PostgreSQL, a
+brief lock of the events table)."""
 Resolver = Callable[[str, int], list[str]]
 """A host and port to the addresses it resolves to (OSError when it does not)."""
 
@@ -116,9 +120,6 @@ class Dispatcher:
         deliveries = [new for item in page.items for new in self._deliveries(item)]
         self._hooks.enqueue(deliveries, page.cursor, self._clock())
         return page.more
-
-    def forget(self, job_id: str) -> None:
-        self._jobs.pop(job_id, None)
 
     def _deliveries(self, item: StreamedEvent) -> list[NewDelivery]:
         event = item.event
@@ -183,6 +184,7 @@ class Sender:
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
+        self._client.close()
 
     def _attempt_logged(self, delivery: Delivery) -> None:
         try:
@@ -347,6 +349,7 @@ class Outbox(TransitionListener):
             except Exception:
                 log.exception("the webhook dispatcher failed; trying again")
             if not more:
+                self._stop.wait(PACE)  # commits close together: one read for them all
                 self._wake.wait(self._poll)
                 self._wake.clear()
 

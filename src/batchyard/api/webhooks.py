@@ -50,7 +50,11 @@ def start_outbox(engine: Engine, settings: Settings, services: Services,
     hooks = SqlWebhooks(store.engine, services.keys.cipher)
     config = OutboxConfig(networks(settings.webhook_allow_networks),
                           tuple(settings.webhook_retry_delays))
-    client = httpx.Client(follow_redirects=False, trust_env=False, timeout=config.timeout)
+    # No connection is kept for another request: each goes to an address checked just
+    # before, with its own TLS handshake (a pooled connection to an IP address could carry
+    # another host name's request past its certificate check).
+    client = httpx.Client(follow_redirects=False, trust_env=False, timeout=config.timeout,
+                          limits=httpx.Limits(max_keepalive_connections=0))
     meter = WebhookCounters(metrics.registry, hooks.pending_count)
     sender = Sender(hooks, config, meter, client, engine.clock)
     outbox = Outbox(Dispatcher(store.reads, hooks, engine.clock, batch=config.batch), sender,
