@@ -27,6 +27,7 @@ from batchyard.domain.instance_types import (
     Machine,
     family_of,
 )
+from batchyard.domain.webhooks import RETRY_DELAYS, networks
 
 GIB = 1 << 30
 
@@ -204,6 +205,26 @@ class Settings(BaseSettings):
         default=SecretStr(""), description="serve: GET /metrics asks for `Authorization: "
         "Bearer <this>`; empty: /metrics is open (counts and tenant names only; "
         "docs/operations.md)")
+    webhook_allow_networks: list[str] = Field(
+        default_factory=list, description="serve: networks (CIDRs, e.g. 10.0.0.0/8) whose "
+        "private, loopback or otherwise non-public addresses webhooks may be sent to; "
+        "default none: only public addresses are called (docs/operations.md)")
+    webhook_retry_delays: list[Annotated[float, Field(ge=0)]] = Field(
+        default_factory=lambda: list(RETRY_DELAYS), min_length=1, description="Seconds "
+        "before each attempt of a webhook delivery (the first after the event, each next "
+        "after a failure); a test knob: keep the default (0, 5 s, 5 min, 30 min, 2 h, 5 h, "
+        "10 h, 10 h) in production")
+
+    @field_validator("webhook_allow_networks")
+    @classmethod
+    def _networks(cls, cidrs: list[str]) -> list[str]:
+        for cidr in cidrs:
+            try:
+                networks([cidr])
+            except ValueError as error:
+                raise ValueError(f"{cidr!r} is not a network: write it as a CIDR, e.g. "
+                                 "127.0.0.1/32 or 10.0.0.0/8") from error
+        return cidrs
 
     @field_validator("instance_types_replace")
     @classmethod

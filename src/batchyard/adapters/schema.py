@@ -174,3 +174,62 @@ vms = Table(
     Index("ix_vms_cluster", "cluster_id", "group_name", "state"),
 )
 """The VMs of cluster groups (agents). A Deleted VM's row is removed."""
+
+# ---- webhooks (adapters/webhooks.py) ----------------------------------------------------
+
+webhook_endpoints = Table(
+    "webhook_endpoints", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("tenant", String(64), nullable=False),
+    Column("url", String(2048), nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("reason", Text, nullable=False, default=""),
+    Column("created", Float, nullable=False),
+    Column("updated", Float, nullable=False),
+    Index("ix_webhook_endpoints_address", "tenant", "url", unique=True),
+)
+"""A tenant's URL that jobs' Notification topics name (Active, or Disabled with a reason)."""
+
+webhook_deliveries = Table(
+    "webhook_deliveries", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("event_id", Integer, nullable=False),
+    Column("endpoint_id", Integer, nullable=False),
+    Column("tenant", String(64), nullable=False),
+    Column("job_id", String(40), nullable=False),
+    Column("seq", Integer, nullable=False),
+    Column("event_type", String(32), nullable=False),
+    Column("event_time", Float, nullable=False),
+    Column("data", Text, nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("next_attempt", Float, nullable=False),
+    Column("last_status", Integer),
+    Column("last_error", Text, nullable=False, default=""),
+    Column("created", Float, nullable=False),
+    Column("updated", Float, nullable=False),
+    Index("ix_webhook_deliveries_once", "event_id", "endpoint_id", unique=True),
+    Index("ix_webhook_deliveries_queue", "state", "endpoint_id", "event_id"),
+    Index("ix_webhook_deliveries_tenant", "tenant", "id"),
+    sqlite_autoincrement=True,
+)
+"""One event for one endpoint: Pending until delivered or failed (then kept, replayable).
+`data` is the §10 message as JSON, fixed when the delivery is made."""
+
+webhook_cursor = Table(
+    "webhook_cursor", metadata,
+    Column("name", String(32), primary_key=True),
+    Column("event_id", Integer, nullable=False),
+)
+"""The id of the last event the outbox dispatcher handled (one row, "outbox")."""
+
+webhook_secrets = Table(
+    "webhook_secrets", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("tenant", String(64), nullable=False, index=True),
+    Column("secret", Text, nullable=False),
+    Column("created", Float, nullable=False),
+    Column("retired", Float),
+)
+"""A tenant's signing secrets, encrypted with the master key: the current one (`retired`
+null) and those rotated out, which sign for 24 h more."""

@@ -10,7 +10,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.types import Receive, Scope, Send
 
 from batchyard import __version__
-from batchyard.api import clusters, errors, events, jobs, metrics, quotas, tasks
+from batchyard.api import clusters, errors, events, jobs, metrics, quotas, tasks, webhooks
 from batchyard.api.middleware import JOB_PATH, Front
 from batchyard.api.services import build_services
 from batchyard.lock import note_work
@@ -30,12 +30,16 @@ def create_app(settings: Settings, engine: Engine | None = None, address: str = 
         running = engine if engine is not None else await run_in_threadpool(_open, settings)
         if engine is None and address:
             note_work(settings.data_dir.resolve(), address)
-        services = None
+        services = outbox = None
         try:
             services = app.state.services = build_services(settings, running)
             app.state.metrics = metrics.attach(running, settings)
+            app.state.webhooks, outbox = webhooks.start_outbox(running, settings, services,
+                                                               app.state.metrics)
             yield
         finally:
+            if outbox is not None:  # before the engine: it reads the engine's database
+                await run_in_threadpool(outbox.close)
             if services is not None:  # the signature nonces not yet saved
                 await run_in_threadpool(services.authenticator.nonces.close)
             if engine is None:
@@ -44,7 +48,7 @@ def create_app(settings: Settings, engine: Engine | None = None, address: str = 
     app = Api(title="batchyard", version=__version__, lifespan=lifespan,
               summary="Alibaba Cloud BatchCompute REST API (version 2015-11-11)")
     routers = (jobs.router, tasks.router, quotas.router, clusters.router, events.router,
-               metrics.router)
+               webhooks.router, metrics.router)
     for router in routers:
         app.include_router(router)
     app.state.api_routes = [route for router in routers for route in router.routes]

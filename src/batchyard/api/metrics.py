@@ -202,6 +202,39 @@ def _vm_gauges(groups: Sequence[GroupTally],
     return found
 
 
+WEBHOOK_RESULTS = ("delivered", "retry", "failed", "gone", "refused")
+"""What an attempt of a webhook delivery came to (`adapters.outbox.Sender`)."""
+
+
+class WebhookCounters:
+    """The webhook sender's `WebhookMeter`: attempts by result, and the outbox backlog
+    (Pending deliveries) read at each scrape."""
+
+    def __init__(self, registry: CollectorRegistry, backlog: Callable[[], int]) -> None:
+        self.deliveries = Counter(
+            "batchyard_webhook_deliveries", "Webhook delivery attempts, by result: "
+            "delivered (2xx), retry (to be tried again), failed (retries exhausted), gone "
+            "(410: endpoint disabled), refused (address not allowed)", ["result"],
+            registry=registry)
+        for result in WEBHOOK_RESULTS:
+            self.deliveries.labels(result)
+        registry.register(_BacklogCollector(backlog))
+
+    def attempted(self, result: str) -> None:
+        self.deliveries.labels(result).inc()
+
+
+class _BacklogCollector(Collector):
+    def __init__(self, backlog: Callable[[], int]) -> None:
+        self._backlog = backlog
+
+    def collect(self) -> Iterable[Metric]:
+        family = GaugeMetricFamily("batchyard_webhook_backlog", "Webhook deliveries "
+                                   "pending (not yet delivered nor failed), now")
+        family.add_metric([], self._backlog())
+        yield family
+
+
 class Metrics:
     """One application's metrics: its own registry (so two servers in one process, as in
     the tests, count apart), the meter the engine feeds and the tallies' collector."""

@@ -46,6 +46,7 @@ from batchyard.cli.reporting import (
     report,
 )
 from batchyard.cli.server import SERVE_EPILOG, serve
+from batchyard.cli.webhooks import webhooks_app
 from batchyard.domain.spec import JobDescription, parse_job
 from batchyard.errors import BatchyardError, SpecError
 from batchyard.lock import note_work
@@ -108,6 +109,7 @@ app = startup.Typer(name="batchyard", help=APP_HELP, epilog=APP_EPILOG, no_args_
 app.add_typer(objects.app, name="oss")
 app.add_typer(keys_app, name="keys")
 app.add_typer(clusters_app, name="clusters")
+app.add_typer(webhooks_app, name="webhooks")
 app.command(epilog=SERVE_EPILOG)(serve)
 app.command("instance-types", epilog=INSTANCE_TYPES_EPILOG)(instance_types)
 
