@@ -7,6 +7,7 @@ import os
 import re
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -15,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from batchyard.runner.confinement import Confinement
 from tests.integration.conftest import make_job, make_task
 
 TIMEOUT = 90
@@ -211,6 +213,19 @@ def test_oss_cp_ls_cat_round_trip(tmp_path: Path) -> None:
     back = tmp_path / "back.txt"
     assert batchyard(data, "oss", "cp", "oss://demo/in/hello.txt", str(back)).returncode == 0
     assert back.read_text() == source.read_text()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="programs run as users of their own only for root")
+def test_oss_cp_as_root_makes_folders_confined_programs_may_write(tmp_path: Path) -> None:
+    """`serve` runs programs as unprivileged users of the group `user_base`: a folder an
+    operator's upload makes must let them write results beside the input."""
+    data, source = tmp_path / "data", tmp_path / "input.txt"
+    source.write_text("x")
+    assert batchyard(data, "oss", "cp", str(source), "oss://demo/deep/in/").returncode == 0
+    for folder in (data / "objects" / "demo" / "deep", data / "objects" / "demo" / "deep" / "in"):
+        status = folder.stat()
+        assert stat.S_IMODE(status.st_mode) == 0o2775, oct(status.st_mode)
+        assert status.st_gid == Confinement().user_base
 
 
 def test_oss_cp_recursive_both_ways(tmp_path: Path) -> None:

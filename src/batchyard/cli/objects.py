@@ -45,15 +45,20 @@ _err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 @contextmanager
 def object_store(data_dir: Path | None, buckets: list[str] | None) -> Iterator[ObjectStore]:
-    """The object store the flags and environment describe; errors become `error: …`, exit 1."""
-    from batchyard.hosting import open_objects
+    """The object store the flags and environment describe; errors become `error: …`, exit 1.
+
+    Opened as attempts on this machine use it: run as root, the folders it makes in a
+    bucket are shared with the group of confined programs (mode 2775), so a program can
+    write beside the data an operator uploaded (`batchyard serve` runs programs as users of
+    their own)."""
+    from batchyard.hosting import machine_objects
 
     try:
         settings = load_settings(data_dir, None, buckets)
     except ConfigurationError as error:
         _fail(error.message, EXIT_INVALID)
     try:
-        yield open_objects(settings)
+        yield machine_objects(settings, serving=True)
     except ObjectNotFound as error:
         _fail(error.line(settings.data_dir.resolve()))
     except BatchyardError as error:
