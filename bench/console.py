@@ -29,6 +29,7 @@ would get (the most in any second, and the mean) against the instances finishing
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import statistics
 import subprocess
@@ -51,12 +52,15 @@ MOST_EVENTS_PER_SECOND = 4
 
 
 @contextmanager
-def serving(data_dir: Path, slots: int) -> Iterator[str]:
-    """`batchyard serve` on the data dir (console on), until the block ends; its URL."""
+def serving(data_dir: Path, slots: int, environment: dict[str, str] | None = None
+            ) -> Iterator[str]:
+    """`batchyard serve` on the data dir (console on; `environment` added to ours), until
+    the block ends; its URL once the console answers."""
     port = free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "batchyard.cli", "serve", "--port", str(port), "--data-dir",
          str(data_dir), "--slots", str(slots), "--log-level", "warning"],
+        env={**os.environ, **(environment or {})},
         stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     try:

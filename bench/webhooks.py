@@ -20,23 +20,19 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
-import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-from api import Signer, free_port
+from api import Signer
 from batchyard.cli.keys import open_key_store
 from batchyard.settings import Settings
+from console import serving
 
 
 class Receiver(ThreadingHTTPServer):
@@ -65,34 +61,6 @@ class Answer(BaseHTTPRequestHandler):
 
     def log_message(self, *_: Any) -> None:
         return None
-
-
-@contextmanager
-def serving(data_dir: Path, slots: int) -> Iterator[str]:
-    port = free_port()
-    environment = {**os.environ, "BATCHYARD_WEBHOOK_ALLOW_NETWORKS": '["127.0.0.1/32"]'}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "batchyard.cli", "serve", "--port", str(port), "--data-dir",
-         str(data_dir), "--slots", str(slots), "--log-level", "warning"],
-        env=environment, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                httpx.get(url + "/quotas", timeout=1)
-                break
-            except httpx.TransportError:
-                if time.monotonic() > deadline or process.poll() is not None:
-                    raise SystemExit("the server did not start") from None
-                time.sleep(0.1)
-        yield url
-    finally:
-        process.terminate()
-        try:
-            process.wait(20)
-        except subprocess.TimeoutExpired:
-            process.kill()
 
 
 def job(count: int, endpoint: str = "") -> dict[str, Any]:
@@ -140,7 +108,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-hooks-") as folder:
         data_dir = Path(folder) / "data"
         key = open_key_store(Settings(data_dir=data_dir)).create("bench", "bench")
-        with serving(data_dir, arguments.slots) as url:
+        allowed = {"BATCHYARD_WEBHOOK_ALLOW_NETWORKS": '["127.0.0.1/32"]'}
+        with serving(data_dir, arguments.slots, allowed) as url:
             api = httpx.Client(base_url=url, auth=Signer(key.id, key.secret), timeout=60)
             run(api, job(20))  # warm up
             _, began, ended = run(api, job(count))

@@ -4,9 +4,6 @@ delivery per event and endpoint, each endpoint's oldest delivery first, secrets 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
 from cryptography.fernet import Fernet
 from sqlalchemy import select, text
@@ -25,15 +22,6 @@ from tests.integration.conftest import make_job, make_task
 from tests.integration.test_reads import job_id, move
 
 URL = "http://127.0.0.1:9/hook"
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SqlStore]:
-    url = (f"sqlite:///{tmp_path / 'state.db'}" if request.param == "sqlite"
-           else request.getfixturevalue("postgres_url"))
-    opened = SqlStore(url)
-    yield opened
-    opened.close()
 
 
 @pytest.fixture

@@ -17,6 +17,7 @@ from markupsafe import escape
 from starlette.concurrency import run_in_threadpool
 
 from batchyard.api.services import Services, services_of
+from batchyard.console.jobs import one_task
 from batchyard.console.live import changes_of
 from batchyard.console.logs import log_object, tail
 from batchyard.console.sessions import ViewerDependency
@@ -53,8 +54,7 @@ def _find(services: Services, job_id: str, task: str, number: str, tenant: str) 
     job = services.reads.job(job_id, tenant)
     record = None if job is None or instance_id is None else \
         services.reads.instance(job_id, task, instance_id, tenant)
-    task_record = next((t for t in services.reads.tasks(job_id, tenant) if t.name == task),
-                       None) if record is not None else None
+    task_record = one_task(services, job_id, task, tenant) if record is not None else None
     if job is None or record is None or task_record is None:
         raise NotFound(f"instance {number} of task {task} of job {job_id} does not exist")
     explained = services.engine.explain_instances(job_id, task, [record])[0]

@@ -112,12 +112,17 @@ async def job_page(request: Request, job_id: str, viewer: ViewerDependency,
         "job": job, "tasks": ordered, "chosen": chosen, "grid": grid,
         "dag": drawing.dag_svg(nodes, lambda name: f"{PREFIX}/jobs/{job.id}?task="
                                f"{_quoted(name)}#instances"),
-        "bar": drawing.progress_bar,
         "description": json.dumps(job.description, indent=2, ensure_ascii=False,
                                   sort_keys=False),
         "can": _allowed(job), "terminal": job.state in TERMINAL,
     }
     return render(request, "job.html", context, block=fragment)
+
+
+def one_task(services: Services, job_id: str, task: str, tenant: str) -> TaskRecord | None:
+    """One task of the job with its counts: a page of one, whatever the job's size."""
+    page = services.reads.list_tasks(job_id, Window(task, 1), {task}, tenant)
+    return page.items[0] if page.items else None
 
 
 def _explained_tasks(services: Services, job: JobRecord) -> list[TaskRecord]:
@@ -185,17 +190,16 @@ async def instances_page(request: Request, job_id: str, task: str, viewer: Viewe
     """A page of the task's heat-map; `go=N` jumps to the page that starts at instance N."""
     services = services_of(request)
     job = await run_in_threadpool(services.reads.job, job_id, viewer.tenant)
-    if job is None or not await run_in_threadpool(services.reads.has_task, job_id, task,
-                                                  viewer.tenant):
+    record = None if job is None else await run_in_threadpool(
+        one_task, services, job_id, task, viewer.tenant)
+    if job is None or record is None:
         raise NotFound(f"task {task} of job {job_id} does not exist")
     start = go.strip() or marker
     if start and instance_number(start) is None:
         raise BadFilter(f"instance {start!r} is not an instance id (0, 1, 2, …)")
     grid = await run_in_threadpool(_grid, services, job, task, start, state_filter(state),
                                    viewer.tenant)
-    tasks = await run_in_threadpool(services.reads.tasks, job_id, viewer.tenant)
-    record = next((t for t in tasks if t.name == task), None)
-    context = {"job": job, "task": record, "grid": grid, "bar": drawing.progress_bar}
+    context = {"job": job, "task": record, "grid": grid}
     block = "grid" if wants_fragment(request) else None
     return render(request, "instances.html", context, block=block)
 
